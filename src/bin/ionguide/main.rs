@@ -1,0 +1,3 @@
+//! The `ionguide` command line.
+
+fn main() {}

@@ -1,0 +1,28 @@
+//! ionguide: real-time image-guided adaptive delivery for scanned ion-beam therapy.
+//!
+//! In-room CT frames are registered against the planning CT, the water-equivalent range of
+//! every pencil-beam spot is re-estimated, and corrected spots go to the gantry controller
+//! within a fixed latency budget — or the beam is held.
+//!
+//! Modules follow the data flow; dependencies run one way:
+//!
+//! - [`units`], [`geometry`], [`volume`], [`plan`], [`structure`]: the shared leaf types
+//!   (quantities, patient grids, voxel volumes, the plan and contour models).
+//! - [`dicom`]: the only module that knows DICOM — CT series ingest, RT Structure Set and
+//!   RT Ion Plan reading and writing.
+//! - [`range`]: HU → stopping power, exact ray tracing, WEPL, range ↔ energy.
+//! - [`register`]: rigid intensity registration of a frame against the planning CT.
+//!
+//! ```no_run
+//! let series = ionguide::dicom::ct::read_series_dir("tests/data/STS_001/image").unwrap();
+//! println!("{:?} voxels", series.volume.grid().dims());
+//! ```
+
+pub mod dicom;
+pub mod geometry;
+pub mod plan;
+pub mod range;
+pub mod register;
+pub mod structure;
+pub mod units;
+pub mod volume;

@@ -1,0 +1,106 @@
+//! The treatment plan as every stage sees it: beams, energy layers and scanned spots.
+//!
+//! This is the DICOM-free model of an RT Ion Plan. `dicom::rtplan` reads and writes it;
+//! `range` traces its spots; `adapt` corrects them. Energies are MeV per nucleon (what
+//! DICOM's Nominal Beam Energy holds for ions), spot positions are millimetres in the
+//! isocenter plane (Scan Spot Position Map), angles are IEC 61217 degrees.
+
+use serde::Serialize;
+
+use crate::units::{Ion, PointMm};
+
+/// A whole ion plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IonPlan {
+    /// SOP Instance UID of the plan object.
+    pub sop_instance_uid: String,
+    /// Frame of Reference UID the isocenters are expressed in.
+    pub frame_of_reference_uid: String,
+    /// Patient ID (0010,0020).
+    pub patient_id: String,
+    /// RT Plan Label (300A,0002).
+    pub label: String,
+    /// Treatment beams, in plan order.
+    pub beams: Vec<IonBeam>,
+}
+
+/// One treatment beam.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IonBeam {
+    /// Beam Number (300A,00C0) as written (OpenTPS starts at 0).
+    pub number: i32,
+    /// Beam Name (300A,00C2), or "Beam N" when absent.
+    pub name: String,
+    /// Radiation Type (300A,00C6) as written: PROTON, ION, ...
+    pub radiation_type: String,
+    /// The ion species (Z, A).
+    pub ion: Ion,
+    /// Gantry angle, IEC 61217 degrees.
+    pub gantry_angle_deg: f64,
+    /// Patient support (couch) angle, IEC 61217 degrees.
+    pub couch_angle_deg: f64,
+    /// Isocenter in patient LPS mm.
+    pub isocenter_mm: PointMm,
+    /// Virtual source-axis distances [X, Y] in mm (scanning magnets), when the plan gives
+    /// usable ones. `None` means the room's configured distances apply.
+    pub virtual_sad_mm: Option<[f64; 2]>,
+    /// Range shifters in the beam line.
+    pub range_shifters: Vec<RangeShifter>,
+    /// Energy layers in delivery order.
+    pub layers: Vec<EnergyLayer>,
+}
+
+/// A range shifter of the beam.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RangeShifter {
+    /// Range Shifter Number (300A,0318).
+    pub number: i32,
+    /// Range Shifter ID (300A,0318).
+    pub id: String,
+    /// Water-equivalent thickness in mm when the plan states it (from the layer settings).
+    pub water_equivalent_thickness_mm: Option<f64>,
+}
+
+/// One energy layer: the spots delivered at one nominal energy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnergyLayer {
+    /// Nominal Beam Energy, MeV/u.
+    pub energy_mev_u: f64,
+    /// Spots in delivery order.
+    pub spots: Vec<Spot>,
+}
+
+/// One scanned spot.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spot {
+    /// Position in the isocenter plane along the beam's-eye-view X axis, mm.
+    pub x_mm: f64,
+    /// Position in the isocenter plane along the beam's-eye-view Y axis, mm.
+    pub y_mm: f64,
+    /// Scan Spot Meterset Weight.
+    pub weight: f64,
+}
+
+impl IonBeam {
+    /// Number of spots over all layers.
+    pub fn spot_count(&self) -> usize {
+        self.layers.iter().map(|l| l.spots.len()).sum()
+    }
+    /// Lowest and highest layer energy, MeV/u (`None` without layers).
+    pub fn energy_range_mev_u(&self) -> Option<(f64, f64)> {
+        self.layers
+            .iter()
+            .map(|l| l.energy_mev_u)
+            .fold(None, |acc, e| match acc {
+                None => Some((e, e)),
+                Some((lo, hi)) => Some((lo.min(e), hi.max(e))),
+            })
+    }
+}
+
+impl IonPlan {
+    /// Number of spots over all beams.
+    pub fn spot_count(&self) -> usize {
+        self.beams.iter().map(IonBeam::spot_count).sum()
+    }
+}

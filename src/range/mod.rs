@@ -1,0 +1,1 @@
+//! Range engine: HU → relative stopping power, exact ray tracing, WEPL and range ↔ energy.

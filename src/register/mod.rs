@@ -1,0 +1,1 @@
+//! Rigid registration of an in-room frame against the planning CT.
