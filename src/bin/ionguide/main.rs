@@ -1,3 +1,31 @@
-//! The `ionguide` command line.
+//! The `ionguide` command line: one subcommand per task, each in its own module.
+//!
+//! Each subcommand module exposes `Args` (clap) and `run(args) -> anyhow::Result<()>`.
 
-fn main() {}
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ionguide",
+    version,
+    about = "Real-time image-guided adaptive delivery for scanned ion-beam therapy"
+)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ionguide=debug`.
+    #[arg(long, global = true, default_value = "warn", env = "IONGUIDE_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {}
+}
