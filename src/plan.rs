@@ -41,6 +41,9 @@ pub struct IonBeam {
     pub couch_angle_deg: f64,
     /// Isocenter in patient LPS mm.
     pub isocenter_mm: PointMm,
+    /// Patient Position of the beam's patient setup (HFS, HFP, FFS, FFP, ...), if the plan
+    /// states one; an empty or absent value is `None` (treated as HFS, with a warning).
+    pub patient_position: Option<String>,
     /// Virtual source-axis distances [X, Y] in mm (scanning magnets), when the plan gives
     /// usable ones. `None` means the room's configured distances apply.
     pub virtual_sad_mm: Option<[f64; 2]>,
