@@ -123,6 +123,24 @@ fn bad_files_are_typed_errors_naming_file_and_fault() {
 }
 
 #[test]
+fn corrupt_length_is_refused_before_allocation() {
+    for path in [STS_RAW, LUNG_NORM] {
+        let mut bytes = std::fs::read(path).unwrap();
+        // the data set's SOP Instance UID (0008,0018): the meta group's (0002,0003) comes first
+        let at = bytes.windows(4).position(|w| w == [0x08, 0x00, 0x18, 0x00]).unwrap();
+        if &bytes[at + 4..at + 6] == b"UI" {
+            bytes[at + 6..at + 8].copy_from_slice(&0xFFF0u16.to_le_bytes());
+        } else {
+            bytes[at + 4..at + 8].copy_from_slice(&0x7FFF_FFF0u32.to_le_bytes());
+        }
+        let e = rtplan::read_plan_bytes(&bytes, "corrupt.dcm").unwrap_err();
+        assert!(matches!(e, PlanError::Corrupt { .. }), "{path}: {e:?}");
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(chain.contains("corrupt.dcm") && chain.contains("(0008,0018)"), "{chain}");
+    }
+}
+
+#[test]
 fn isocenter_outside_the_ct_names_the_beam() {
     let (p, _) = rtplan::read_plan(STS_NORM).unwrap();
     let e = rtplan::check_isocenters_inside(&p, &sts_grid("STS_002")).unwrap_err();
@@ -293,8 +311,8 @@ proptest! {
 }
 
 proptest! {
-    // Each case parses a whole plan; a few dozen corrupt copies cover the decoder paths.
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    // Corrupt copies of a real plan: an error or a plan, never a panic or a huge allocation.
+    #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn arbitrary_bytes_never_panic(junk in prop::collection::vec(any::<u8>(), 0..400), at in 0usize..2000) {
         let mut bytes = std::fs::read(LUNG_NORM).unwrap();

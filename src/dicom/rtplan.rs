@@ -64,6 +64,15 @@ pub enum PlanError {
         /// File.
         path: PathBuf,
     },
+    /// A length field runs past the end of the file (corrupt or truncated).
+    #[error("{}: corrupt DICOM file", path.display())]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// Which element and where.
+        #[source]
+        source: OpenError,
+    },
     /// DICOM parsing failed.
     #[error("{}: DICOM parsing failed (truncated or malformed)", path.display())]
     Parse {
@@ -312,6 +321,7 @@ fn open_error(path: &Path, e: OpenError) -> PlanError {
         OpenError::Io(source) => PlanError::Io { path, source },
         OpenError::NotDicom => PlanError::NotDicom { path },
         OpenError::Parse(source) => PlanError::Parse { path, source },
+        e @ OpenError::LengthBeyondEnd { .. } => PlanError::Corrupt { path, source: e },
     }
 }
 

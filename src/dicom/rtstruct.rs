@@ -42,6 +42,15 @@ pub enum RtStructError {
         /// File.
         path: PathBuf,
     },
+    /// A length field runs past the end of the file (corrupt or truncated).
+    #[error("{}: corrupt DICOM file", path.display())]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// Which element and where.
+        #[source]
+        source: OpenError,
+    },
     /// DICOM parsing failed.
     #[error("{}: DICOM parsing failed (truncated or malformed)", path.display())]
     Parse {
@@ -163,6 +172,7 @@ fn open_error(path: &Path, e: OpenError) -> RtStructError {
         OpenError::Io(source) => RtStructError::Io { path, source },
         OpenError::NotDicom => RtStructError::NotDicom { path },
         OpenError::Parse(source) => RtStructError::Parse { path, source },
+        e @ OpenError::LengthBeyondEnd { .. } => RtStructError::Corrupt { path, source: e },
     }
 }
 
