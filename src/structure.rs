@@ -405,14 +405,8 @@ mod tests {
         assert_eq!(m.voxels, 16);
         let reasons: Vec<_> = m.skipped.iter().map(|s| s.contour_index).collect();
         assert_eq!(reasons, vec![1, 2, 3]);
-        assert!(matches!(
-            m.skipped[0].reason,
-            ContourSkipReason::OffSlice { .. }
-        ));
-        assert!(matches!(
-            m.skipped[1].reason,
-            ContourSkipReason::NotPlanar { .. }
-        ));
+        assert!(matches!(m.skipped[0].reason, ContourSkipReason::OffSlice { .. }));
+        assert!(matches!(m.skipped[1].reason, ContourSkipReason::NotPlanar { .. }));
         assert!(matches!(
             m.skipped[2].reason,
             ContourSkipReason::OutsideGrid { .. }

@@ -45,7 +45,11 @@ fn check_shape(plan: &IonPlan, layers: usize, spots: [usize; 2], gantry: [f64; 2
         assert!((beam.gantry_angle_deg - gantry[b]).abs() < 1e-9);
         assert_eq!(beam.ion, Ion::PROTON);
         for a in 0..3 {
-            assert!((beam.isocenter_mm[a] - iso[a]).abs() <= 0.01, "beam {b} iso {:?}", beam.isocenter_mm);
+            assert!(
+                (beam.isocenter_mm[a] - iso[a]).abs() <= 0.01,
+                "beam {b} iso {:?}",
+                beam.isocenter_mm
+            );
         }
     }
 }
@@ -65,12 +69,22 @@ fn sts001_raw_and_normalized_read_alike() {
             .iter()
             .filter_map(|b| b.energy_range_mev_u())
             .fold((f64::MAX, f64::MIN), |(l, h), (a, b)| (l.min(a), h.max(b)));
-        assert!((lo - 69.9).abs() < 0.05 && (hi - 152.6).abs() < 0.05, "{lo}–{hi} MeV");
-        rtplan::check_frame_of_reference(p, reference()["STS_001"]["frame_of_reference_uid"].as_str().unwrap()).unwrap();
+        assert!(
+            (lo - 69.9).abs() < 0.05 && (hi - 152.6).abs() < 0.05,
+            "{lo}–{hi} MeV"
+        );
+        rtplan::check_frame_of_reference(
+            p,
+            reference()["STS_001"]["frame_of_reference_uid"].as_str().unwrap(),
+        )
+        .unwrap();
         rtplan::check_isocenters_inside(p, &sts_grid("STS_001")).unwrap();
         rtplan::check_spot_maps(p, rtplan::DEFAULT_MAX_FIELD_HALF_SIZE_MM).unwrap();
         // parallel-beam planner: no usable SAD, so the room's apply
-        assert_eq!(p.beams[0].effective_virtual_sad_mm([2000.0, 1800.0]), [2000.0, 1800.0]);
+        assert_eq!(
+            p.beams[0].effective_virtual_sad_mm([2000.0, 1800.0]),
+            [2000.0, 1800.0]
+        );
     }
     // same spots either way (positions and weights are FL in both files)
     for (a, b) in raw.beams.iter().zip(&norm.beams) {
@@ -79,27 +93,56 @@ fn sts001_raw_and_normalized_read_alike() {
             assert_eq!(la.spots, lb.spots);
         }
     }
-    assert!(has(&wr, |w| matches!(w, PlanWarning::NonStandardModality { .. })), "{wr:?}");
+    assert!(
+        has(&wr, |w| matches!(w, PlanWarning::NonStandardModality { .. })),
+        "{wr:?}"
+    );
     assert!(has(&wr, |w| matches!(w, PlanWarning::NoUsableVirtualSad { .. })));
-    assert!(has(&wr, |w| matches!(w, PlanWarning::SingleControlPointLayers { .. })));
-    assert!(has(&wr, |w| matches!(w, PlanWarning::EmptyCumulativeMetersetWeight { .. })));
-    assert!(has(&wr, |w| matches!(w, PlanWarning::OverlongDecimalString { .. })));
+    assert!(has(&wr, |w| matches!(
+        w,
+        PlanWarning::SingleControlPointLayers { .. }
+    )));
+    assert!(has(&wr, |w| matches!(
+        w,
+        PlanWarning::EmptyCumulativeMetersetWeight { .. }
+    )));
+    assert!(has(&wr, |w| matches!(
+        w,
+        PlanWarning::OverlongDecimalString { .. }
+    )));
     assert!(wn.len() < wr.len(), "normalized {wn:?} vs raw {wr:?}");
-    assert!(!has(&wn, |w| matches!(w, PlanWarning::NonStandardModality { .. })));
+    assert!(!has(&wn, |w| matches!(
+        w,
+        PlanWarning::NonStandardModality { .. }
+    )));
     eprintln!("raw warnings: {wr:?}\nnormalized warnings: {wn:?}");
 }
 
 #[test]
 fn lung_synth_reads_and_ties_to_its_ct() {
-    let mut slices: Vec<_> = std::fs::read_dir("tests/data/plans/lung_synth/ct").unwrap().map(|e| e.unwrap().path()).collect();
+    let mut slices: Vec<_> = std::fs::read_dir("tests/data/plans/lung_synth/ct")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     slices.sort();
     let ct = dicom_object::open_file(&slices[0]).unwrap();
-    let ct_for = ct.element(tags::FRAME_OF_REFERENCE_UID).unwrap().to_str().unwrap().trim_end_matches('\0').trim().to_string();
+    let ct_for = ct
+        .element(tags::FRAME_OF_REFERENCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .trim()
+        .to_string();
     for path in [LUNG_RAW, LUNG_NORM] {
         let (p, _) = rtplan::read_plan(path).unwrap();
         check_shape(&p, 11, [602, 596], [30.0, 90.0], [44.45, -35.42, 10.0]);
         rtplan::check_frame_of_reference(&p, &ct_for).unwrap();
-        let e = rtplan::check_frame_of_reference(&p, reference()["STS_001"]["frame_of_reference_uid"].as_str().unwrap()).unwrap_err();
+        let e = rtplan::check_frame_of_reference(
+            &p,
+            reference()["STS_001"]["frame_of_reference_uid"].as_str().unwrap(),
+        )
+        .unwrap_err();
         assert!(matches!(e, PlanError::FrameOfReferenceMismatch { .. }), "{e:?}");
     }
 }
@@ -107,7 +150,10 @@ fn lung_synth_reads_and_ties_to_its_ct() {
 #[test]
 fn bad_files_are_typed_errors_naming_file_and_fault() {
     let e = rtplan::read_plan("tests/data/reference.json").unwrap_err();
-    assert!(matches!(e, PlanError::NotDicom { .. }) && e.to_string().contains("reference.json"), "{e}");
+    assert!(
+        matches!(e, PlanError::NotDicom { .. }) && e.to_string().contains("reference.json"),
+        "{e}"
+    );
 
     let bytes = std::fs::read(STS_NORM).unwrap();
     let e = rtplan::read_plan_bytes(&bytes[..bytes.len() / 3], "truncated.dcm").unwrap_err();
@@ -118,7 +164,10 @@ fn bad_files_are_typed_errors_naming_file_and_fault() {
     }
 
     let e = rtplan::read_plan("tests/data/STS_001/image/000000.dcm").unwrap_err();
-    assert!(matches!(&e, PlanError::WrongSopClass { found, .. } if found.starts_with("1.2.840.10008.5.1.4.1.1.2")), "{e:?}");
+    assert!(
+        matches!(&e, PlanError::WrongSopClass { found, .. } if found.starts_with("1.2.840.10008.5.1.4.1.1.2")),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("000000.dcm"));
 }
 
@@ -127,7 +176,10 @@ fn corrupt_length_is_refused_before_allocation() {
     for path in [STS_RAW, LUNG_NORM] {
         let mut bytes = std::fs::read(path).unwrap();
         // the data set's SOP Instance UID (0008,0018): the meta group's (0002,0003) comes first
-        let at = bytes.windows(4).position(|w| w == [0x08, 0x00, 0x18, 0x00]).unwrap();
+        let at = bytes
+            .windows(4)
+            .position(|w| w == [0x08, 0x00, 0x18, 0x00])
+            .unwrap();
         if &bytes[at + 4..at + 6] == b"UI" {
             bytes[at + 6..at + 8].copy_from_slice(&0xFFF0u16.to_le_bytes());
         } else {
@@ -136,7 +188,10 @@ fn corrupt_length_is_refused_before_allocation() {
         let e = rtplan::read_plan_bytes(&bytes, "corrupt.dcm").unwrap_err();
         assert!(matches!(e, PlanError::Corrupt { .. }), "{path}: {e:?}");
         let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
-        assert!(chain.contains("corrupt.dcm") && chain.contains("(0008,0018)"), "{chain}");
+        assert!(
+            chain.contains("corrupt.dcm") && chain.contains("(0008,0018)"),
+            "{chain}"
+        );
     }
 }
 
@@ -161,18 +216,50 @@ fn edited(path: &str, edit: impl FnOnce(&mut dicom_object::DefaultDicomObject)) 
 #[test]
 fn nan_spot_is_refused_naming_beam_layer_and_spot() {
     let bytes = edited(STS_NORM, |obj| {
-        let mut beams = obj.element(tags::ION_BEAM_SEQUENCE).unwrap().items().unwrap().to_vec();
-        let mut cps = beams[1].element(tags::ION_CONTROL_POINT_SEQUENCE).unwrap().items().unwrap().to_vec();
-        let mut map = cps[0].element(tags::SCAN_SPOT_POSITION_MAP).unwrap().to_multi_float64().unwrap();
+        let mut beams = obj
+            .element(tags::ION_BEAM_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()
+            .to_vec();
+        let mut cps = beams[1]
+            .element(tags::ION_CONTROL_POINT_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()
+            .to_vec();
+        let mut map = cps[0]
+            .element(tags::SCAN_SPOT_POSITION_MAP)
+            .unwrap()
+            .to_multi_float64()
+            .unwrap();
         map[7] = f64::NAN; // spot 3, y
         let map: Vec<f32> = map.iter().map(|v| *v as f32).collect();
-        cps[0].put(DataElement::new(tags::SCAN_SPOT_POSITION_MAP, VR::FL, PrimitiveValue::F32(map.into())));
-        beams[1].put(DataElement::new(tags::ION_CONTROL_POINT_SEQUENCE, VR::SQ, DataSetSequence::from(cps)));
-        obj.put(DataElement::new(tags::ION_BEAM_SEQUENCE, VR::SQ, DataSetSequence::from(beams)));
+        cps[0].put(DataElement::new(
+            tags::SCAN_SPOT_POSITION_MAP,
+            VR::FL,
+            PrimitiveValue::F32(map.into()),
+        ));
+        beams[1].put(DataElement::new(
+            tags::ION_CONTROL_POINT_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(cps),
+        ));
+        obj.put(DataElement::new(
+            tags::ION_BEAM_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(beams),
+        ));
     });
     let e = rtplan::read_plan_bytes(&bytes, "nan.dcm").unwrap_err();
     match &e {
-        PlanError::BadSpot { beam, layer, spot, fault, .. } => {
+        PlanError::BadSpot {
+            beam,
+            layer,
+            spot,
+            fault,
+            ..
+        } => {
             assert_eq!((*layer, *spot, *fault), (0, 3, SpotFault::NonFinite));
             assert!(!beam.is_empty());
         }
@@ -186,7 +273,15 @@ fn spot_outside_the_field_is_refused() {
     p.beams[1].layers[2].spots[5].x_mm = 250.0;
     let e = rtplan::check_spot_maps(&p, 200.0).unwrap_err();
     assert!(
-        matches!(&e, PlanError::BadSpot { layer: 2, spot: 5, fault: SpotFault::OutsideField, .. }),
+        matches!(
+            &e,
+            PlanError::BadSpot {
+                layer: 2,
+                spot: 5,
+                fault: SpotFault::OutsideField,
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert!(e.to_string().contains(&p.beams[1].name));
@@ -209,7 +304,16 @@ fn real_plans_survive_write_then_read() {
         let bytes = rtplan::write_plan_bytes(&p).unwrap();
         let (back, w) = rtplan::read_plan_bytes(&bytes, "written.dcm").unwrap();
         assert_eq!(back, p, "{path}");
-        assert!(!has(&w, |w| matches!(w, PlanWarning::NonStandardModality { .. } | PlanWarning::SingleControlPointLayers { .. } | PlanWarning::EmptyCumulativeMetersetWeight { .. } | PlanWarning::OverlongDecimalString { .. })), "{w:?}");
+        assert!(
+            !has(&w, |w| matches!(
+                w,
+                PlanWarning::NonStandardModality { .. }
+                    | PlanWarning::SingleControlPointLayers { .. }
+                    | PlanWarning::EmptyCumulativeMetersetWeight { .. }
+                    | PlanWarning::OverlongDecimalString { .. }
+            )),
+            "{w:?}"
+        );
     }
     // The raw file's 17-digit decimal strings cannot fit a 16-character DS: they come back
     // rounded to 15–16 significant digits, and everything else is equal.
@@ -242,45 +346,84 @@ fn f32v(lo: f32, hi: f32) -> impl Strategy<Value = f64> {
 }
 
 fn arb_beam() -> impl Strategy<Value = IonBeam> {
-    let spot = (f32v(-200.0, 200.0), f32v(-200.0, 200.0), f32v(0.001, 1000.0)).prop_map(|(x, y, w)| Spot { x_mm: x, y_mm: y, weight: w });
-    let layer = (dec(10_000, 450_000, 1000.0), prop::collection::vec(spot, 1..12)).prop_map(|(e, spots)| EnergyLayer { energy_mev_u: e, spots });
+    let spot = (f32v(-200.0, 200.0), f32v(-200.0, 200.0), f32v(0.001, 1000.0)).prop_map(|(x, y, w)| Spot {
+        x_mm: x,
+        y_mm: y,
+        weight: w,
+    });
+    let layer = (dec(10_000, 450_000, 1000.0), prop::collection::vec(spot, 1..12)).prop_map(|(e, spots)| {
+        EnergyLayer {
+            energy_mev_u: e,
+            spots,
+        }
+    });
     let shifter = (prop::option::of(f32v(0.5, 80.0)), "[A-Z0-9]{1,8}");
     (
-        (1i32..200, "[A-Za-z0-9_]{1,12}", prop::sample::select(Ion::SUPPORTED.to_vec())),
-        (dec(0, 360_000, 1000.0), dec(-90_000, 90_000, 1000.0), (dec(-50_000, 50_000, 100.0), dec(-50_000, 50_000, 100.0), dec(-150_000, 150_000, 100.0))),
-        (prop::option::of(prop::sample::select(vec!["HFS", "HFP", "FFS", "FFP"])), prop::option::of((dec(1000, 40_000, 10.0), dec(1000, 40_000, 10.0)))),
+        (
+            1i32..200,
+            "[A-Za-z0-9_]{1,12}",
+            prop::sample::select(Ion::SUPPORTED.to_vec()),
+        ),
+        (
+            dec(0, 360_000, 1000.0),
+            dec(-90_000, 90_000, 1000.0),
+            (
+                dec(-50_000, 50_000, 100.0),
+                dec(-50_000, 50_000, 100.0),
+                dec(-150_000, 150_000, 100.0),
+            ),
+        ),
+        (
+            prop::option::of(prop::sample::select(vec!["HFS", "HFP", "FFS", "FFP"])),
+            prop::option::of((dec(1000, 40_000, 10.0), dec(1000, 40_000, 10.0))),
+        ),
         prop::collection::vec(shifter, 0..3),
         prop::collection::vec(layer, 1..5),
     )
-        .prop_map(|((number, name, ion), (g, c, (x, y, z)), (pos, sad), shifters, layers)| IonBeam {
-            number,
-            name,
-            radiation_type: if ion == Ion::PROTON { "PROTON".into() } else { "ION".into() },
-            ion,
-            gantry_angle_deg: g,
-            couch_angle_deg: c,
-            isocenter_mm: PointMm::new(x, y, z),
-            patient_position: pos.map(str::to_string),
-            virtual_sad_mm: sad.map(|(a, b)| [a, b]),
-            range_shifters: shifters
-                .into_iter()
-                .enumerate()
-                .map(|(i, (wet, id))| RangeShifter { number: i as i32 + 1, id, water_equivalent_thickness_mm: wet })
-                .collect(),
-            layers,
-        })
+        .prop_map(
+            |((number, name, ion), (g, c, (x, y, z)), (pos, sad), shifters, layers)| IonBeam {
+                number,
+                name,
+                radiation_type: if ion == Ion::PROTON {
+                    "PROTON".into()
+                } else {
+                    "ION".into()
+                },
+                ion,
+                gantry_angle_deg: g,
+                couch_angle_deg: c,
+                isocenter_mm: PointMm::new(x, y, z),
+                patient_position: pos.map(str::to_string),
+                virtual_sad_mm: sad.map(|(a, b)| [a, b]),
+                range_shifters: shifters
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (wet, id))| RangeShifter {
+                        number: i as i32 + 1,
+                        id,
+                        water_equivalent_thickness_mm: wet,
+                    })
+                    .collect(),
+                layers,
+            },
+        )
 }
 
 fn arb_plan() -> impl Strategy<Value = IonPlan> {
-    ("[1-9][0-9]{0,20}", "[1-9][0-9]{0,20}", "[A-Za-z0-9]{0,10}", "([A-Za-z0-9]{1,5}( [A-Za-z0-9]{1,5})?)?", prop::collection::vec(arb_beam(), 1..4)).prop_map(
-        |(sop, for_uid, pid, label, beams)| IonPlan {
+    (
+        "[1-9][0-9]{0,20}",
+        "[1-9][0-9]{0,20}",
+        "[A-Za-z0-9]{0,10}",
+        "([A-Za-z0-9]{1,5}( [A-Za-z0-9]{1,5})?)?",
+        prop::collection::vec(arb_beam(), 1..4),
+    )
+        .prop_map(|(sop, for_uid, pid, label, beams)| IonPlan {
             sop_instance_uid: format!("1.2.826.0.1.{sop}"),
             frame_of_reference_uid: format!("1.2.826.0.2.{for_uid}"),
             patient_id: pid,
             label,
             beams,
-        },
-    )
+        })
 }
 
 proptest! {

@@ -18,12 +18,27 @@ fn reference() -> serde_json::Value {
 fn ct_grid(case: &str) -> Grid {
     let r = &reference()[case];
     let f = |v: &serde_json::Value| v.as_f64().unwrap();
-    let o = r["orientation"].as_array().unwrap().iter().map(f).collect::<Vec<_>>();
+    let o = r["orientation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect::<Vec<_>>();
     let row = Vector3::new(o[0], o[1], o[2]);
     let col = Vector3::new(o[3], o[4], o[5]);
     let dir = Matrix3::from_columns(&[row, col, row.cross(&col)]);
-    let ps = r["pixel_spacing_mm"].as_array().unwrap().iter().map(f).collect::<Vec<_>>();
-    let og = r["origin_mm"].as_array().unwrap().iter().map(f).collect::<Vec<_>>();
+    let ps = r["pixel_spacing_mm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect::<Vec<_>>();
+    let og = r["origin_mm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect::<Vec<_>>();
     Grid::new(
         [
             r["columns"].as_u64().unwrap() as usize,
@@ -44,14 +59,20 @@ fn nifti_mask_points(path: &str) -> Vec<PointMm> {
     gz.read_to_end(&mut b).unwrap();
     let i16_at = |o: usize| i16::from_le_bytes([b[o], b[o + 1]]);
     let f32_at = |o: usize| f32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as f64;
-    assert_eq!(i32::from_le_bytes([b[0], b[1], b[2], b[3]]), 348, "little-endian NIfTI-1");
+    assert_eq!(
+        i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        348,
+        "little-endian NIfTI-1"
+    );
     let dims = [i16_at(42) as usize, i16_at(44) as usize, i16_at(46) as usize];
     let datatype = i16_at(70);
     let bitpix = i16_at(72) as usize / 8;
     let vox_offset = f32_at(108) as usize;
     // These files carry a qform only (sform_code 0): quaternion rotation, pixdim, qfac.
     let srow: Vec<[f64; 4]> = if i16_at(254) > 0 {
-        (0..3).map(|r| [0, 1, 2, 3].map(|c| f32_at(280 + 16 * r + 4 * c))).collect()
+        (0..3)
+            .map(|r| [0, 1, 2, 3].map(|c| f32_at(280 + 16 * r + 4 * c)))
+            .collect()
     } else {
         assert!(i16_at(252) > 0, "qform present");
         let (qb, qc, qd) = (f32_at(256), f32_at(260), f32_at(264));
@@ -60,12 +81,31 @@ fn nifti_mask_points(path: &str) -> Vec<PointMm> {
         let qfac = if f32_at(76) < 0.0 { -1.0 } else { 1.0 };
         let pix = [f32_at(80), f32_at(84), f32_at(88) * qfac];
         let r = [
-            [qa * qa + qb * qb - qc * qc - qd * qd, 2.0 * (qb * qc - qa * qd), 2.0 * (qb * qd + qa * qc)],
-            [2.0 * (qb * qc + qa * qd), qa * qa + qc * qc - qb * qb - qd * qd, 2.0 * (qc * qd - qa * qb)],
-            [2.0 * (qb * qd - qa * qc), 2.0 * (qc * qd + qa * qb), qa * qa + qd * qd - qc * qc - qb * qb],
+            [
+                qa * qa + qb * qb - qc * qc - qd * qd,
+                2.0 * (qb * qc - qa * qd),
+                2.0 * (qb * qd + qa * qc),
+            ],
+            [
+                2.0 * (qb * qc + qa * qd),
+                qa * qa + qc * qc - qb * qb - qd * qd,
+                2.0 * (qc * qd - qa * qb),
+            ],
+            [
+                2.0 * (qb * qd - qa * qc),
+                2.0 * (qc * qd + qa * qb),
+                qa * qa + qd * qd - qc * qc - qb * qb,
+            ],
         ];
         (0..3)
-            .map(|row| [r[row][0] * pix[0], r[row][1] * pix[1], r[row][2] * pix[2], off[row]])
+            .map(|row| {
+                [
+                    r[row][0] * pix[0],
+                    r[row][1] * pix[1],
+                    r[row][2] * pix[2],
+                    off[row],
+                ]
+            })
             .collect()
     };
     let mut pts = Vec::new();
@@ -83,7 +123,8 @@ fn nifti_mask_points(path: &str) -> Vec<PointMm> {
                 };
                 if set {
                     let v = [i as f64, j as f64, k as f64];
-                    let ras = |r: usize| srow[r][0] * v[0] + srow[r][1] * v[1] + srow[r][2] * v[2] + srow[r][3];
+                    let ras =
+                        |r: usize| srow[r][0] * v[0] + srow[r][1] * v[1] + srow[r][2] * v[2] + srow[r][3];
                     pts.push(PointMm::new(-ras(0), -ras(1), ras(2)));
                 }
             }
@@ -106,37 +147,66 @@ fn gtv_matches_the_reference_masks_of_all_four_cases() {
         let m = ss.roi("GTV_Mass_CT").unwrap().rasterize(&grid);
         assert!(m.skipped.is_empty(), "{case}: {:?}", m.skipped);
 
-        let nifti = nifti_mask_points(&format!("tests/data/{case}/mask/GTV_Mass_CT-reference-mask.nii.gz"));
+        let nifti = nifti_mask_points(&format!(
+            "tests/data/{case}/mask/GTV_Mass_CT-reference-mask.nii.gz"
+        ));
         let [nx, ny, nz] = grid.dims();
         let mut reference_mask = vec![false; nx * ny * nz];
         for p in &nifti {
             let ijk = grid.patient_to_index(p);
             let [i, j, k] = ijk.map(|v| v.round());
             for (a, v) in ijk.iter().enumerate() {
-                assert!((v - v.round()).abs() < 1e-2, "{case}: NIfTI voxel off our grid on axis {a}: {v}");
+                assert!(
+                    (v - v.round()).abs() < 1e-2,
+                    "{case}: NIfTI voxel off our grid on axis {a}: {v}"
+                );
             }
             reference_mask[grid.offset(i as usize, j as usize, k as usize)] = true;
         }
         let ours = m.mask.as_slice();
-        let both = ours.iter().zip(&reference_mask).filter(|(a, b)| **a != 0 && **b).count();
+        let both = ours
+            .iter()
+            .zip(&reference_mask)
+            .filter(|(a, b)| **a != 0 && **b)
+            .count();
         let dice = 2.0 * both as f64 / (m.voxels + nifti.len()) as f64;
         let n = nifti.len() as f64;
         let nifti_centroid = nifti.iter().fold(Vector3::zeros(), |s, p| s + p.coords) / n;
         let c = m.centroid_mm.unwrap();
         let dc = (c.coords - nifti_centroid).norm();
         let vol_ratio = m.voxels as f64 / n;
-        eprintln!("{case}: ours {} voxels, NIfTI {} voxels, Dice {dice:.4}, centroid Δ {dc:.3} mm", m.voxels, nifti.len());
+        eprintln!(
+            "{case}: ours {} voxels, NIfTI {} voxels, Dice {dice:.4}, centroid Δ {dc:.3} mm",
+            m.voxels,
+            nifti.len()
+        );
         assert!(dice >= 0.97, "{case}: Dice {dice}");
         assert!(dc <= 0.5, "{case}: centroid off by {dc} mm");
-        assert!((vol_ratio - 1.0).abs() <= 0.03, "{case}: volume ratio {vol_ratio}");
+        assert!(
+            (vol_ratio - 1.0).abs() <= 0.03,
+            "{case}: volume ratio {vol_ratio}"
+        );
 
         // reference.json's figures for the same mask
         let rm = &reference[case]["reference_mask"];
         let ref_voxels = rm["mask_voxels"].as_f64().unwrap();
         let ref_cc = rm["mask_volume_cc"].as_f64().unwrap();
-        let rc: Vec<f64> = rm["mask_centroid_mm"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        assert_eq!(ref_voxels as usize, nifti.len(), "{case}: reference.json and NIfTI agree");
-        assert!((m.volume_cc / ref_cc - 1.0).abs() <= 0.03, "{case}: {} vs {ref_cc} cc", m.volume_cc);
+        let rc: Vec<f64> = rm["mask_centroid_mm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(
+            ref_voxels as usize,
+            nifti.len(),
+            "{case}: reference.json and NIfTI agree"
+        );
+        assert!(
+            (m.volume_cc / ref_cc - 1.0).abs() <= 0.03,
+            "{case}: {} vs {ref_cc} cc",
+            m.volume_cc
+        );
         let drc = (c.coords - Vector3::new(rc[0], rc[1], rc[2])).norm();
         assert!(drc <= 0.5, "{case}: centroid {c:?} vs reference.json {rc:?}");
         let bb = m.bbox.unwrap();
@@ -148,7 +218,11 @@ fn gtv_matches_the_reference_masks_of_all_four_cases() {
 fn missing_roi_lists_the_available_names() {
     let err = rtstruct::read_roi("tests/data/STS_001/mask/RS.dcm", "PTV").unwrap_err();
     match &err {
-        RtStructError::RoiNotFound { path, name, available } => {
+        RtStructError::RoiNotFound {
+            path,
+            name,
+            available,
+        } => {
             assert!(path.ends_with("RS.dcm"));
             assert_eq!(name, "PTV");
             assert_eq!(available, &vec!["GTV_Mass_CT".to_string()]);
@@ -178,7 +252,11 @@ fn bad_files_are_typed_errors_naming_the_file() {
 
 /// A slice-plane polygon given in index coordinates `(i, j)` on slice `k`.
 fn poly(grid: &Grid, k: f64, pts: &[[f64; 2]]) -> Contour {
-    Contour::new(pts.iter().map(|p| grid.index_to_patient([p[0], p[1], k])).collect())
+    Contour::new(
+        pts.iter()
+            .map(|p| grid.index_to_patient([p[0], p[1], k]))
+            .collect(),
+    )
 }
 
 fn rect(grid: &Grid, k: f64, a: [f64; 2], b: [f64; 2]) -> Contour {
@@ -188,7 +266,13 @@ fn rect(grid: &Grid, k: f64, a: [f64; 2], b: [f64; 2]) -> Contour {
 #[test]
 fn analytic_shapes_on_an_oblique_grid() {
     let r = Rotation3::from_euler_angles(0.4, -0.3, 0.9);
-    let grid = Grid::new([120, 110, 4], PointMm::new(-30.0, 12.0, 100.0), [0.5, 0.7, 2.5], *r.matrix()).unwrap();
+    let grid = Grid::new(
+        [120, 110, 4],
+        PointMm::new(-30.0, 12.0, 100.0),
+        [0.5, 0.7, 2.5],
+        *r.matrix(),
+    )
+    .unwrap();
     // slice 0: 40×40 square with a 20×20 hole; slice 1: two islands; slice 2: circle r = 30 voxels
     let mut contours = vec![
         rect(&grid, 0.0, [10.5, 10.5], [50.5, 50.5]),
@@ -204,7 +288,11 @@ fn analytic_shapes_on_an_oblique_grid() {
         })
         .collect();
     contours.push(poly(&grid, 2.0, &circle));
-    let roi = Roi { number: 1, name: "shapes".into(), contours };
+    let roi = Roi {
+        number: 1,
+        name: "shapes".into(),
+        contours,
+    };
     let m = roi.rasterize(&grid);
     assert!(m.skipped.is_empty());
     let count_slice = |k: usize| {
@@ -232,7 +320,13 @@ fn analytic_shapes_on_an_oblique_grid() {
 #[test]
 fn circle_centroid_is_its_centre() {
     let r = Rotation3::from_euler_angles(-0.2, 0.5, 2.0);
-    let grid = Grid::new([80, 80, 1], PointMm::new(5.0, -7.0, 3.0), [1.0, 1.0, 3.0], *r.matrix()).unwrap();
+    let grid = Grid::new(
+        [80, 80, 1],
+        PointMm::new(5.0, -7.0, 3.0),
+        [1.0, 1.0, 3.0],
+        *r.matrix(),
+    )
+    .unwrap();
     let (cx, cy, rad) = (40.2, 39.7, 25.0);
     let pts: Vec<[f64; 2]> = (0..720)
         .map(|t| {
@@ -240,7 +334,11 @@ fn circle_centroid_is_its_centre() {
             [cx + rad * a.cos(), cy + rad * a.sin()]
         })
         .collect();
-    let roi = Roi { number: 1, name: "c".into(), contours: vec![poly(&grid, 0.0, &pts)] };
+    let roi = Roi {
+        number: 1,
+        name: "c".into(),
+        contours: vec![poly(&grid, 0.0, &pts)],
+    };
     let m = roi.rasterize(&grid);
     let c = m.centroid_mm.unwrap();
     let truth = grid.index_to_patient([cx, cy, 0.0]);

@@ -150,11 +150,7 @@ pub(crate) fn string(
 }
 
 /// Required string.
-pub(crate) fn string_req(
-    obj: &InMemDicomObject,
-    tag: Tag,
-    name: &'static str,
-) -> Result<String, AttrError> {
+pub(crate) fn string_req(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<String, AttrError> {
     string(obj, tag, name)?.ok_or(AttrError::Missing { name, tag })
 }
 
@@ -164,10 +160,12 @@ fn blank(obj: &InMemDicomObject, tag: Tag) -> bool {
         None => true,
         Some(e) => {
             e.value().multiplicity() == 0
-                || e
-                    .value()
+                || e.value()
                     .to_str()
-                    .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0' || c == '\\').is_empty())
+                    .map(|s| {
+                        s.trim_matches(|c: char| c == ' ' || c == '\0' || c == '\\')
+                            .is_empty()
+                    })
                     .unwrap_or(false)
         }
     }
@@ -216,20 +214,12 @@ pub(crate) fn floats_n(
 }
 
 /// One number; `None` when absent or blank.
-pub(crate) fn float(
-    obj: &InMemDicomObject,
-    tag: Tag,
-    name: &'static str,
-) -> Result<Option<f64>, AttrError> {
+pub(crate) fn float(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<Option<f64>, AttrError> {
     Ok(floats_n(obj, tag, name, 1, "1")?.map(|v| v[0]))
 }
 
 /// One integer; `None` when absent or blank.
-pub(crate) fn int(
-    obj: &InMemDicomObject,
-    tag: Tag,
-    name: &'static str,
-) -> Result<Option<i32>, AttrError> {
+pub(crate) fn int(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<Option<i32>, AttrError> {
     if blank(obj, tag) {
         return Ok(None);
     }
@@ -253,7 +243,11 @@ pub(crate) fn int(
 /// Big-endian and deflated data sets are left to the decoder.
 fn check_lengths(bytes: &[u8]) -> Result<(), OpenError> {
     let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let mut pos = 132;
     let mut explicit = true;
     let mut in_meta = true;
@@ -278,9 +272,8 @@ fn check_lengths(bytes: &[u8]) -> Result<(), OpenError> {
                 return Ok(());
             };
             match vr {
-                b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV" => {
-                    (12, u32_at(pos + 8), vr == b"SQ")
-                }
+                b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR"
+                | b"UT" | b"UV" => (12, u32_at(pos + 8), vr == b"SQ"),
                 _ => (8, u16_at(pos + 6).map(u32::from), false),
             }
         } else {
@@ -306,7 +299,9 @@ fn check_lengths(bytes: &[u8]) -> Result<(), OpenError> {
         // Descend into sequences and items (their contents carry lengths too); an
         // implicit-VR sequence is recognised by its first item tag.
         let starts_with_item = u16_at(body) == Some(0xFFFE) && u16_at(body + 2) == Some(0xE000);
-        let descend = is_sq || (group == 0xFFFE && elem == 0xE000 && !in_pixel_item(bytes, body)) || (!explicit && starts_with_item);
+        let descend = is_sq
+            || (group == 0xFFFE && elem == 0xE000 && !in_pixel_item(bytes, body))
+            || (!explicit && starts_with_item);
         pos = if descend { body } else { body + length as usize };
     }
     Ok(())
@@ -339,7 +334,11 @@ fn find_transfer_syntax(bytes: &[u8]) -> Option<String> {
         };
         if elem == 0x0010 {
             let v = bytes.get(pos + hl..pos + hl + len)?;
-            return Some(String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).to_string());
+            return Some(
+                String::from_utf8_lossy(v)
+                    .trim_end_matches(['\0', ' '])
+                    .to_string(),
+            );
         }
         pos = pos.checked_add(hl + len)?;
     }

@@ -328,7 +328,12 @@ fn open_error(path: &Path, e: OpenError) -> PlanError {
 /// Whether any value of a decimal string exceeds 16 characters.
 fn overlong_ds(obj: &InMemDicomObject, tag: Tag) -> bool {
     obj.get(tag)
-        .and_then(|e| e.value().to_raw_str().ok().map(|s| s.split('\\').any(|v| v.trim().len() > 16)))
+        .and_then(|e| {
+            e.value()
+                .to_raw_str()
+                .ok()
+                .map(|s| s.split('\\').any(|v| v.trim().len() > 16))
+        })
         .unwrap_or(false)
 }
 
@@ -346,7 +351,12 @@ fn parse_plan(
     let mut warnings = Vec::new();
     let sop = attr::string(obj, tags::SOP_CLASS_UID, "SOPClassUID")
         .map_err(at("dataset".into()))?
-        .unwrap_or_else(|| obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_string());
+        .unwrap_or_else(|| {
+            obj.meta()
+                .media_storage_sop_class_uid()
+                .trim_end_matches('\0')
+                .to_string()
+        });
     if sop != RT_ION_PLAN_SOP_CLASS {
         return Err(PlanError::WrongSopClass {
             path: path.to_path_buf(),
@@ -378,8 +388,8 @@ fn parse_plan(
 
     // Patient Position per setup number.
     let mut setups: Vec<(Option<i32>, Option<String>)> = Vec::new();
-    if let Some(items) = attr::seq(obj, tags::PATIENT_SETUP_SEQUENCE, "PatientSetupSequence")
-        .map_err(at("dataset".into()))?
+    if let Some(items) =
+        attr::seq(obj, tags::PATIENT_SETUP_SEQUENCE, "PatientSetupSequence").map_err(at("dataset".into()))?
     {
         for (n, it) in items.iter().enumerate() {
             let ctx = || format!("Patient Setup Sequence item {n}");
@@ -471,7 +481,8 @@ fn parse_beam(
     let ion = match radiation_type.as_str() {
         "PROTON" => Ion::PROTON,
         "ION" => {
-            let z = attr::int(b, tags::RADIATION_ATOMIC_NUMBER, "RadiationAtomicNumber").map_err(at(bctx()))?;
+            let z =
+                attr::int(b, tags::RADIATION_ATOMIC_NUMBER, "RadiationAtomicNumber").map_err(at(bctx()))?;
             let a = attr::int(b, tags::RADIATION_MASS_NUMBER, "RadiationMassNumber").map_err(at(bctx()))?;
             match (z.and_then(|v| u8::try_from(v).ok()), a.and_then(|v| u8::try_from(v).ok())) {
                 (Some(z), Some(a)) if z >= 1 && a >= z => Ion { z, a },
@@ -485,8 +496,12 @@ fn parse_beam(
         _ => return Err(unsupported("only PROTON and ION beams can be delivered")),
     };
 
-    let sad = attr::floats(b, tags::VIRTUAL_SOURCE_AXIS_DISTANCES, "VirtualSourceAxisDistances")
-        .map_err(at(bctx()))?;
+    let sad = attr::floats(
+        b,
+        tags::VIRTUAL_SOURCE_AXIS_DISTANCES,
+        "VirtualSourceAxisDistances",
+    )
+    .map_err(at(bctx()))?;
     let virtual_sad_mm = match sad.as_deref() {
         Some(&[x, y]) if x.is_finite() && y.is_finite() && x > 0.0 && y > 0.0 => Some([x, y]),
         _ => {
@@ -498,8 +513,12 @@ fn parse_beam(
         }
     };
 
-    let setup_ref = attr::int(b, tags::REFERENCED_PATIENT_SETUP_NUMBER, "ReferencedPatientSetupNumber")
-        .map_err(at(bctx()))?;
+    let setup_ref = attr::int(
+        b,
+        tags::REFERENCED_PATIENT_SETUP_NUMBER,
+        "ReferencedPatientSetupNumber",
+    )
+    .map_err(at(bctx()))?;
     let setup = setups
         .iter()
         .find(|(n, _)| n.is_some() && *n == setup_ref)
@@ -510,7 +529,9 @@ fn parse_beam(
     }
 
     let mut range_shifters = Vec::new();
-    if let Some(items) = attr::seq(b, tags::RANGE_SHIFTER_SEQUENCE, "RangeShifterSequence").map_err(at(bctx()))? {
+    if let Some(items) =
+        attr::seq(b, tags::RANGE_SHIFTER_SEQUENCE, "RangeShifterSequence").map_err(at(bctx()))?
+    {
         for (n, it) in items.iter().enumerate() {
             let ctx = || format!("{} Range Shifter Sequence item {n}", bctx());
             let number = attr::int(it, tags::RANGE_SHIFTER_NUMBER, "RangeShifterNumber")
@@ -527,7 +548,8 @@ fn parse_beam(
         }
     }
 
-    let cps = attr::seq_req(b, tags::ION_CONTROL_POINT_SEQUENCE, "IonControlPointSequence").map_err(at(bctx()))?;
+    let cps =
+        attr::seq_req(b, tags::ION_CONTROL_POINT_SEQUENCE, "IonControlPointSequence").map_err(at(bctx()))?;
     let mut energy: Option<f64> = None;
     let mut gantry: Option<f64> = None;
     let mut couch: Option<f64> = None;
@@ -544,7 +566,8 @@ fn parse_beam(
             couch = attr::float(cp, tags::PATIENT_SUPPORT_ANGLE, "PatientSupportAngle").map_err(at(ctx()))?;
         }
         if iso.is_none() {
-            iso = attr::floats_n(cp, tags::ISOCENTER_POSITION, "IsocenterPosition", 3, "3").map_err(at(ctx()))?;
+            iso = attr::floats_n(cp, tags::ISOCENTER_POSITION, "IsocenterPosition", 3, "3")
+                .map_err(at(ctx()))?;
         }
         if attr::floats(cp, tags::CUMULATIVE_METERSET_WEIGHT, "CumulativeMetersetWeight")
             .map_err(at(ctx()))?
@@ -561,12 +584,20 @@ fn parse_beam(
         ] {
             overlong |= overlong_ds(cp, t);
         }
-        if let Some(items) = attr::seq(cp, tags::RANGE_SHIFTER_SETTINGS_SEQUENCE, "RangeShifterSettingsSequence")
-            .map_err(at(ctx()))?
+        if let Some(items) = attr::seq(
+            cp,
+            tags::RANGE_SHIFTER_SETTINGS_SEQUENCE,
+            "RangeShifterSettingsSequence",
+        )
+        .map_err(at(ctx()))?
         {
             for it in items {
-                let r = attr::int(it, tags::REFERENCED_RANGE_SHIFTER_NUMBER, "ReferencedRangeShifterNumber")
-                    .map_err(at(ctx()))?;
+                let r = attr::int(
+                    it,
+                    tags::REFERENCED_RANGE_SHIFTER_NUMBER,
+                    "ReferencedRangeShifterNumber",
+                )
+                .map_err(at(ctx()))?;
                 let wet = attr::float(
                     it,
                     tags::RANGE_SHIFTER_WATER_EQUIVALENT_THICKNESS,
@@ -586,10 +617,14 @@ fn parse_beam(
 
         let positions =
             attr::floats(cp, tags::SCAN_SPOT_POSITION_MAP, "ScanSpotPositionMap").map_err(at(ctx()))?;
-        let weights =
-            attr::floats(cp, tags::SCAN_SPOT_METERSET_WEIGHTS, "ScanSpotMetersetWeights").map_err(at(ctx()))?;
-        let stated = attr::int(cp, tags::NUMBER_OF_SCAN_SPOT_POSITIONS, "NumberOfScanSpotPositions")
+        let weights = attr::floats(cp, tags::SCAN_SPOT_METERSET_WEIGHTS, "ScanSpotMetersetWeights")
             .map_err(at(ctx()))?;
+        let stated = attr::int(
+            cp,
+            tags::NUMBER_OF_SCAN_SPOT_POSITIONS,
+            "NumberOfScanSpotPositions",
+        )
+        .map_err(at(ctx()))?;
         let (positions, weights) = match (positions, weights) {
             (None, None) if stated.unwrap_or(0) == 0 => continue,
             (p, w) => (p.unwrap_or_default(), w.unwrap_or_default()),
@@ -626,8 +661,7 @@ fn parse_beam(
             let same_as_last = layers.last().is_some_and(|l| {
                 l.energy_mev_u == e
                     && l.spots.len() == spots.len()
-                    && l
-                        .spots
+                    && l.spots
                         .iter()
                         .zip(&spots)
                         .all(|(a, b)| a.x_mm == b.x_mm && a.y_mm == b.y_mm)
@@ -707,7 +741,10 @@ fn parse_beam(
     if !iso.iter().all(|v| v.is_finite()) {
         return Err(non_finite("isocenter"));
     }
-    if !layers.iter().all(|l| l.energy_mev_u.is_finite() && l.energy_mev_u > 0.0) {
+    if !layers
+        .iter()
+        .all(|l| l.energy_mev_u.is_finite() && l.energy_mev_u > 0.0)
+    {
         return Err(non_finite("a nominal beam energy (or it is not positive)"));
     }
     Ok(Some(IonBeam {
@@ -847,7 +884,11 @@ fn plan_object(plan: &IonPlan) -> Result<InMemDicomObject, PlanError> {
     o.put(text(tags::SOP_INSTANCE_UID, VR::UI, &plan.sop_instance_uid));
     o.put(text(tags::MODALITY, VR::CS, "RTPLAN"));
     o.put(text(tags::PATIENT_ID, VR::LO, &plan.patient_id));
-    o.put(text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &plan.frame_of_reference_uid));
+    o.put(text(
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        &plan.frame_of_reference_uid,
+    ));
     o.put(text(tags::RT_PLAN_LABEL, VR::SH, &plan.label));
     o.put(text(tags::RT_PLAN_GEOMETRY, VR::CS, "PATIENT"));
 
@@ -918,7 +959,10 @@ fn beam_object(b: &IonBeam, setup_number: i64, total: f64) -> Result<InMemDicomO
     ] {
         o.put(int_s(t, v));
     }
-    o.put(int_s(tags::NUMBER_OF_RANGE_SHIFTERS, b.range_shifters.len() as i64));
+    o.put(int_s(
+        tags::NUMBER_OF_RANGE_SHIFTERS,
+        b.range_shifters.len() as i64,
+    ));
     if !b.range_shifters.is_empty() {
         let items = b
             .range_shifters
@@ -944,13 +988,20 @@ fn beam_object(b: &IonBeam, setup_number: i64, total: f64) -> Result<InMemDicomO
         let weights: Vec<f64> = l.spots.iter().map(|s| s.weight).collect();
         for end in [false, true] {
             let mut cp = InMemDicomObject::new_empty();
-            cp.put(int_s(tags::CONTROL_POINT_INDEX, (2 * li + usize::from(end)) as i64));
+            cp.put(int_s(
+                tags::CONTROL_POINT_INDEX,
+                (2 * li + usize::from(end)) as i64,
+            ));
             cp.put(ds(tags::NOMINAL_BEAM_ENERGY, &[l.energy_mev_u]));
             if li == 0 && !end {
                 cp.put(ds(tags::GANTRY_ANGLE, &[b.gantry_angle_deg]));
                 cp.put(text(tags::GANTRY_ROTATION_DIRECTION, VR::CS, "NONE"));
                 cp.put(ds(tags::BEAM_LIMITING_DEVICE_ANGLE, &[0.0]));
-                cp.put(text(tags::BEAM_LIMITING_DEVICE_ROTATION_DIRECTION, VR::CS, "NONE"));
+                cp.put(text(
+                    tags::BEAM_LIMITING_DEVICE_ROTATION_DIRECTION,
+                    VR::CS,
+                    "NONE",
+                ));
                 cp.put(ds(tags::PATIENT_SUPPORT_ANGLE, &[b.couch_angle_deg]));
                 cp.put(text(tags::PATIENT_SUPPORT_ROTATION_DIRECTION, VR::CS, "NONE"));
                 cp.put(ds(
@@ -958,7 +1009,11 @@ fn beam_object(b: &IonBeam, setup_number: i64, total: f64) -> Result<InMemDicomO
                     &[b.isocenter_mm.x, b.isocenter_mm.y, b.isocenter_mm.z],
                 ));
             }
-            if !end && b.range_shifters.iter().any(|r| r.water_equivalent_thickness_mm.is_some()) {
+            if !end
+                && b.range_shifters
+                    .iter()
+                    .any(|r| r.water_equivalent_thickness_mm.is_some())
+            {
                 let items = b
                     .range_shifters
                     .iter()
@@ -984,7 +1039,11 @@ fn beam_object(b: &IonBeam, setup_number: i64, total: f64) -> Result<InMemDicomO
                 cp.put(fl(tags::SCAN_SPOT_METERSET_WEIGHTS, &weights));
                 cumulative += weights.iter().sum::<f64>();
             }
-            cp.put(DataElement::new(tags::SCANNING_SPOT_SIZE, VR::FL, PrimitiveValue::F32(vec![5.0f32, 5.0].into())));
+            cp.put(DataElement::new(
+                tags::SCANNING_SPOT_SIZE,
+                VR::FL,
+                PrimitiveValue::F32(vec![5.0f32, 5.0].into()),
+            ));
             cp.put(int_s(tags::NUMBER_OF_PAINTINGS, 1));
             cps.push(cp);
         }
@@ -1027,7 +1086,15 @@ mod tests {
 
     #[test]
     fn ds_formatting_round_trips_or_fits() {
-        for v in [0.1, -791.17525828163, 1e-7, 123456789012345.0, 1.5e300, -2.5e-300, 69.70513257829193] {
+        for v in [
+            0.1,
+            -791.17525828163,
+            1e-7,
+            123456789012345.0,
+            1.5e300,
+            -2.5e-300,
+            69.70513257829193,
+        ] {
             let s = format_ds(v);
             assert!(s.len() <= 16, "{s}");
             let back: f64 = s.parse().unwrap();

@@ -190,7 +190,12 @@ fn parse_structure_set(
     };
     let sop = attr::string(obj, tags::SOP_CLASS_UID, "SOPClassUID")
         .map_err(at("dataset"))?
-        .unwrap_or_else(|| obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_string());
+        .unwrap_or_else(|| {
+            obj.meta()
+                .media_storage_sop_class_uid()
+                .trim_end_matches('\0')
+                .to_string()
+        });
     if sop != RT_STRUCTURE_SET_SOP_CLASS {
         return Err(RtStructError::WrongSopClass {
             path: path.to_path_buf(),
@@ -252,8 +257,8 @@ fn parse_structure_set(
         .unwrap_or(&[]);
     for (n, item) in contours_seq.iter().enumerate() {
         let ctx = format!("ROI Contour Sequence item {n}");
-        let Some(referenced) = attr::int(item, tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber")
-            .map_err(at(&ctx))?
+        let Some(referenced) =
+            attr::int(item, tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber").map_err(at(&ctx))?
         else {
             tracing::warn!(path = %path.display(), item = n, "ROI Contour item without Referenced ROI Number skipped");
             continue;
@@ -262,8 +267,7 @@ fn parse_structure_set(
             tracing::warn!(path = %path.display(), referenced, "ROI Contour item references an undeclared ROI; skipped");
             continue;
         };
-        let Some(cs) = attr::seq(item, tags::CONTOUR_SEQUENCE, "ContourSequence").map_err(at(&ctx))?
-        else {
+        let Some(cs) = attr::seq(item, tags::CONTOUR_SEQUENCE, "ContourSequence").map_err(at(&ctx))? else {
             continue;
         };
         for (ci, c) in cs.iter().enumerate() {
