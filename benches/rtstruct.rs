@@ -1,5 +1,7 @@
 //! ROI rasterization speed: the STS_001 GTV (117k voxels, 59 slices) on its CT grid.
 
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use ionguide::dicom::rtstruct;
 use ionguide::geometry::Grid;

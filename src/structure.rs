@@ -375,8 +375,9 @@ fn deposit_crossings(poly: &[[f64; 2]], rows: &mut [Vec<f64>]) {
             continue;
         }
         let slope = (hi[0] - lo[0]) / (hi[1] - lo[1]);
-        for j in (j0 as usize)..=(j1 as usize) {
-            rows[j].push(lo[0] + (j as f64 - lo[1]) * slope);
+        let (j0, j1) = (j0 as usize, j1 as usize);
+        for (j, row) in rows.iter_mut().enumerate().take(j1 + 1).skip(j0) {
+            row.push(lo[0] + (j as f64 - lo[1]) * slope);
         }
     }
 }

@@ -44,12 +44,8 @@ fn check_shape(plan: &IonPlan, layers: usize, spots: [usize; 2], gantry: [f64; 2
         assert_eq!(beam.spot_count(), spots[b], "beam {b}");
         assert!((beam.gantry_angle_deg - gantry[b]).abs() < 1e-9);
         assert_eq!(beam.ion, Ion::PROTON);
-        for a in 0..3 {
-            assert!(
-                (beam.isocenter_mm[a] - iso[a]).abs() <= 0.01,
-                "beam {b} iso {:?}",
-                beam.isocenter_mm
-            );
+        for (got, want) in beam.isocenter_mm.iter().zip(iso) {
+            assert!((got - want).abs() <= 0.01, "beam {b} iso {:?}", beam.isocenter_mm);
         }
     }
 }
