@@ -3,9 +3,11 @@
 //! - [`ct`]: a CT series (one file per slice, or one Enhanced CT object) → HU [`Volume`](crate::volume::Volume).
 //! - [`rtstruct`]: RT Structure Set → [`StructureSet`](crate::structure::StructureSet).
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](crate::plan::IonPlan).
+//! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
 
 pub mod attr;
 pub mod attrs;
+pub mod classify;
 pub mod ct;
 pub mod rtplan;
 pub mod rtstruct;

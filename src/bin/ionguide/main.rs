@@ -4,6 +4,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod inspect;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ionguide",
@@ -19,13 +21,19 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Summarize and check CT series, RT Structure Sets and RT Ion Plans (human or --json).
+    Inspect(inspect::Args),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {}
+    match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    }
 }

@@ -1,0 +1,332 @@
+//! `ionguide inspect PATH... [--json]`: what a folder of DICOM holds, checked.
+//!
+//! CT series are ingested whole (every check of `dicom::ct` applies), structure sets are
+//! rasterized on the CT grid of the same Frame of Reference given in the same call, and plans
+//! are read with their warnings and tied to a CT by Frame of Reference.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ionguide::dicom::{classify, ct, rtplan, rtstruct};
+use ionguide::volume::CtVolume;
+use serde::Serialize;
+
+/// Arguments of `inspect`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files or folders (searched recursively) holding CT slices, RT Structure Sets and RT Ion Plans.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Print JSON (keys: series[], structures[], plans[]) instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    series: Vec<SeriesReport>,
+    structures: Vec<StructureReport>,
+    plans: Vec<PlanReport>,
+    skipped: Vec<SkippedReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct SeriesReport {
+    rows: usize,
+    columns: usize,
+    slices: usize,
+    /// DICOM order: [row spacing, column spacing].
+    pixel_spacing_mm: [f64; 2],
+    slice_spacing_mm: f64,
+    max_spacing_deviation_mm: f64,
+    origin_mm: [f64; 3],
+    orientation: [f64; 6],
+    transfer_syntax: String,
+    hu_min: i16,
+    hu_max: i16,
+    hu_mean: f64,
+    hu_sum: i64,
+    frame_of_reference_uid: String,
+    series_instance_uid: Option<String>,
+    patient_id: Option<String>,
+    sop_class_uid: String,
+    first_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct StructureReport {
+    name: String,
+    file: PathBuf,
+    frame_of_reference_uid: String,
+    contours: usize,
+    /// Rasterized on the CT series of the same Frame of Reference (index into `series`);
+    /// `None` when no such series was given.
+    series_index: Option<usize>,
+    voxels: Option<usize>,
+    volume_cc: Option<f64>,
+    centroid_mm: Option<[f64; 3]>,
+    bbox_min_mm: Option<[f64; 3]>,
+    bbox_max_mm: Option<[f64; 3]>,
+    skipped_contours: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct PlanReport {
+    file: PathBuf,
+    label: String,
+    frame_of_reference_uid: String,
+    /// Index into `series` of the CT with the plan's Frame of Reference.
+    series_index: Option<usize>,
+    warnings: Vec<String>,
+    beams: Vec<BeamReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct BeamReport {
+    name: String,
+    number: i32,
+    radiation_type: String,
+    ion: IonReport,
+    gantry_angle_deg: f64,
+    couch_angle_deg: f64,
+    isocenter_mm: [f64; 3],
+    virtual_sad_mm: Option<[f64; 2]>,
+    layers: usize,
+    spots: usize,
+    energy_min_mev_u: Option<f64>,
+    energy_max_mev_u: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct IonReport {
+    z: u8,
+    a: u8,
+}
+
+#[derive(Debug, Serialize)]
+struct SkippedReport {
+    file: PathBuf,
+    reason: String,
+}
+
+fn arr3(p: &ionguide::units::PointMm) -> [f64; 3] {
+    [p.x, p.y, p.z]
+}
+
+fn series_report(series: &ct::CtSeries) -> SeriesReport {
+    let grid = series.volume.grid();
+    let [columns, rows, slices] = grid.dims();
+    let spacing = grid.spacing_mm();
+    let d = grid.direction();
+    let voxels = series.volume.as_slice();
+    let (mut hu_min, mut hu_max, mut hu_sum) = (i16::MAX, i16::MIN, 0i64);
+    for &v in voxels {
+        hu_min = hu_min.min(v);
+        hu_max = hu_max.max(v);
+        hu_sum += i64::from(v);
+    }
+    SeriesReport {
+        rows,
+        columns,
+        slices,
+        pixel_spacing_mm: [spacing[1], spacing[0]],
+        slice_spacing_mm: series.meta.slice_spacing_mm,
+        max_spacing_deviation_mm: series.meta.max_spacing_deviation_mm,
+        origin_mm: arr3(&grid.origin_mm()),
+        orientation: [d[(0, 0)], d[(1, 0)], d[(2, 0)], d[(0, 1)], d[(1, 1)], d[(2, 1)]],
+        transfer_syntax: series.meta.transfer_syntax_uid.clone(),
+        hu_min,
+        hu_max,
+        hu_mean: hu_sum as f64 / voxels.len() as f64,
+        hu_sum,
+        frame_of_reference_uid: series.meta.frame_of_reference_uid.clone(),
+        series_instance_uid: series.meta.series_instance_uid.clone(),
+        patient_id: series.meta.patient_id.clone(),
+        sop_class_uid: series.meta.sop_class_uid.clone(),
+        first_file: series.meta.files.first().cloned(),
+    }
+}
+
+fn build_report(paths: &[PathBuf]) -> anyhow::Result<Report> {
+    let found = classify::classify_paths(paths)?;
+    let mut series_reports = Vec::new();
+    let mut volumes: Vec<(String, CtVolume)> = Vec::new();
+    for files in &found.ct_series {
+        let series = ct::read_series_files(files)
+            .with_context(|| format!("reading the CT series of {} file(s)", files.len()))?;
+        series_reports.push(series_report(&series));
+        volumes.push((series.meta.frame_of_reference_uid.clone(), series.volume));
+    }
+    let series_for = |for_uid: &str| volumes.iter().position(|(uid, _)| uid == for_uid);
+
+    let mut structures = Vec::new();
+    for file in &found.structure_sets {
+        let set = rtstruct::read_structure_set(file)?;
+        let index = series_for(&set.frame_of_reference_uid);
+        if index.is_none() {
+            tracing::warn!(file = %file.display(), frame_of_reference = %set.frame_of_reference_uid,
+                "no CT series with this structure set's Frame of Reference was given: ROIs are not rasterized");
+        }
+        for roi in &set.rois {
+            let mask = index.map(|i| roi.rasterize(volumes[i].1.grid()));
+            structures.push(StructureReport {
+                name: roi.name.clone(),
+                file: file.clone(),
+                frame_of_reference_uid: set.frame_of_reference_uid.clone(),
+                contours: roi.contours.len(),
+                series_index: index,
+                voxels: mask.as_ref().map(|m| m.voxels),
+                volume_cc: mask.as_ref().map(|m| m.volume_cc),
+                centroid_mm: mask.as_ref().and_then(|m| m.centroid_mm.as_ref().map(arr3)),
+                bbox_min_mm: mask
+                    .as_ref()
+                    .and_then(|m| m.bbox.as_ref().map(|b| arr3(&b.min_mm))),
+                bbox_max_mm: mask
+                    .as_ref()
+                    .and_then(|m| m.bbox.as_ref().map(|b| arr3(&b.max_mm))),
+                skipped_contours: mask.as_ref().map_or(0, |m| m.skipped.len()),
+            });
+        }
+    }
+
+    let mut plans = Vec::new();
+    for file in &found.ion_plans {
+        let (plan, warnings) = rtplan::read_plan(file)?;
+        let index = series_for(&plan.frame_of_reference_uid);
+        if let Some(i) = index {
+            rtplan::check_isocenters_inside(&plan, volumes[i].1.grid())
+                .with_context(|| format!("checking {} against its CT", file.display()))?;
+        }
+        plans.push(PlanReport {
+            file: file.clone(),
+            label: plan.label.clone(),
+            frame_of_reference_uid: plan.frame_of_reference_uid.clone(),
+            series_index: index,
+            warnings: warnings.iter().map(ToString::to_string).collect(),
+            beams: plan
+                .beams
+                .iter()
+                .map(|b| {
+                    let energies = b.energy_range_mev_u();
+                    BeamReport {
+                        name: b.name.clone(),
+                        number: b.number,
+                        radiation_type: b.radiation_type.clone(),
+                        ion: IonReport {
+                            z: b.ion.z,
+                            a: b.ion.a,
+                        },
+                        gantry_angle_deg: b.gantry_angle_deg,
+                        couch_angle_deg: b.couch_angle_deg,
+                        isocenter_mm: arr3(&b.isocenter_mm),
+                        virtual_sad_mm: b.virtual_sad_mm,
+                        layers: b.layers.len(),
+                        spots: b.spot_count(),
+                        energy_min_mev_u: energies.map(|e| e.0),
+                        energy_max_mev_u: energies.map(|e| e.1),
+                    }
+                })
+                .collect(),
+        });
+    }
+    Ok(Report {
+        series: series_reports,
+        structures,
+        plans,
+        skipped: found
+            .skipped
+            .into_iter()
+            .map(|(file, reason)| SkippedReport { file, reason })
+            .collect(),
+    })
+}
+
+/// Runs `inspect`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let report = build_report(&args.paths)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if report.series.is_empty() && report.structures.is_empty() && report.plans.is_empty() {
+        anyhow::bail!("no CT series, RT Structure Set or RT Ion Plan found in the given paths");
+    }
+    for (i, s) in report.series.iter().enumerate() {
+        println!(
+            "CT series {i}: {} × {} × {} voxels, {:.4} × {:.4} × {:.4} mm (slice spacing deviation ≤ {:.3} mm)",
+            s.columns,
+            s.rows,
+            s.slices,
+            s.pixel_spacing_mm[1],
+            s.pixel_spacing_mm[0],
+            s.slice_spacing_mm,
+            s.max_spacing_deviation_mm
+        );
+        println!(
+            "  origin ({:.2}, {:.2}, {:.2}) mm, orientation [{}]",
+            s.origin_mm[0],
+            s.origin_mm[1],
+            s.origin_mm[2],
+            s.orientation.map(|v| format!("{v:.4}")).join(", ")
+        );
+        println!(
+            "  HU {} … {}, mean {:.2}; transfer syntax {}",
+            s.hu_min, s.hu_max, s.hu_mean, s.transfer_syntax
+        );
+        println!("  Frame of Reference {}", s.frame_of_reference_uid);
+        if let Some(p) = &s.patient_id {
+            println!("  Patient ID {p}");
+        }
+    }
+    for r in &report.structures {
+        match (r.voxels, r.volume_cc, r.centroid_mm) {
+            (Some(n), Some(cc), Some(c)) => println!(
+                "ROI {:?}: {} contours, {n} voxels, {cc:.2} cc, centroid ({:.2}, {:.2}, {:.2}) mm",
+                r.name, r.contours, c[0], c[1], c[2]
+            ),
+            (Some(n), _, _) => println!("ROI {:?}: {} contours, {n} voxels", r.name, r.contours),
+            _ => println!(
+                "ROI {:?}: {} contours (no CT of its Frame of Reference given: not rasterized)",
+                r.name, r.contours
+            ),
+        }
+    }
+    for p in &report.plans {
+        println!(
+            "Plan {:?} ({}): {} beam(s){}",
+            p.label,
+            p.file.display(),
+            p.beams.len(),
+            match p.series_index {
+                Some(i) => format!(", on CT series {i}"),
+                None => ", no CT of its Frame of Reference given".to_string(),
+            }
+        );
+        for b in &p.beams {
+            println!(
+                "  beam {:?}: {}{} (Z={}, A={}), gantry {:.1}°, couch {:.1}°, isocenter ({:.2}, {:.2}, {:.2}) mm, {} layers, {} spots, {:.1}–{:.1} MeV/u",
+                b.name,
+                b.ion.a,
+                ionguide::units::Ion { z: b.ion.z, a: b.ion.a }.symbol(),
+                b.ion.z,
+                b.ion.a,
+                b.gantry_angle_deg,
+                b.couch_angle_deg,
+                b.isocenter_mm[0],
+                b.isocenter_mm[1],
+                b.isocenter_mm[2],
+                b.layers,
+                b.spots,
+                b.energy_min_mev_u.unwrap_or(f64::NAN),
+                b.energy_max_mev_u.unwrap_or(f64::NAN),
+            );
+        }
+        for w in &p.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    for s in &report.skipped {
+        tracing::info!(file = %s.file.display(), reason = %s.reason, "skipped");
+    }
+    Ok(())
+}
