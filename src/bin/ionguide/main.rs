@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod range;
+mod wepl;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// CSDA range in water ↔ energy per nucleon.
     Range(range::Args),
+    /// Water-equivalent path length through a CT series.
+    Wepl(wepl::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Range(args) => range::run(args),
+        Command::Wepl(args) => wepl::run(args),
     }
 }
