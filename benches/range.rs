@@ -2,6 +2,8 @@
 //! ~1 000 distinct rays per beam) through a 256³ 1 mm water/lung/bone phantom, and the
 //! HU → RSP conversion of that frame, reported separately.
 
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use ionguide::geometry::Grid;
 use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};

@@ -93,6 +93,9 @@ pub struct SpotTracer {
     rays: Vec<Ray>,
     profiles: Vec<RayProfile>,
     spots: Vec<SpotRef>,
+    /// Rays in tracing order: per beam, rows of equal BEV y with x varying fastest, so
+    /// neighbouring rays reuse the cache lines the previous one loaded.
+    order: Vec<usize>,
     /// Per spot: ray parameter of the target point in the last frame.
     target_t_mm: Vec<Option<f64>>,
 }
@@ -110,6 +113,7 @@ impl SpotTracer {
             });
         }
         let mut rays = Vec::new();
+        let mut ray_keys: Vec<(usize, f64, f64)> = Vec::new();
         let mut spots = Vec::with_capacity(plan.spot_count());
         let mut tables: HashMap<crate::units::Ion, RangeEnergyTable> = HashMap::new();
         for (b, beam) in plan.beams.iter().enumerate() {
@@ -139,6 +143,7 @@ impl SpotTracer {
                     let key = ((spot.x_mm + 0.0).to_bits(), (spot.y_mm + 0.0).to_bits());
                     let ray = *by_pos.entry(key).or_insert_with(|| {
                         rays.push(geo.spot_ray(spot.x_mm, spot.y_mm, options.upstream_mm));
+                        ray_keys.push((b, spot.y_mm, spot.x_mm));
                         rays.len() - 1
                     });
                     spots.push(SpotRef {
@@ -156,7 +161,13 @@ impl SpotTracer {
             .map(|_| RayProfile::with_capacity(options.profile_capacity))
             .collect();
         let target_t_mm = vec![None; spots.len()];
+        let mut order: Vec<usize> = (0..rays.len()).collect();
+        order.sort_by(|&p, &q| {
+            let (a, b) = (ray_keys[p], ray_keys[q]);
+            a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2))
+        });
         Ok(SpotTracer {
+            order,
             rays,
             profiles,
             spots,
@@ -166,8 +177,8 @@ impl SpotTracer {
 
     /// Traces every ray through `rsp` and locates every spot's target point.
     pub fn trace_frame(&mut self, rsp: &Volume<f32>) {
-        for (ray, profile) in self.rays.iter().zip(self.profiles.iter_mut()) {
-            trace_into(rsp, ray, f64::INFINITY, profile);
+        for &r in &self.order {
+            trace_into(rsp, &self.rays[r], f64::INFINITY, &mut self.profiles[r]);
         }
         for (spot, t) in self.spots.iter().zip(self.target_t_mm.iter_mut()) {
             *t = self.profiles[spot.ray].depth_at_wepl(spot.planned_depth_mm);
