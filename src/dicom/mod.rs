@@ -4,5 +4,8 @@
 //! - [`rtstruct`]: RT Structure Set → [`StructureSet`](crate::structure::StructureSet).
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](crate::plan::IonPlan).
 
+pub mod attr;
 pub mod attrs;
 pub mod ct;
+pub mod rtplan;
+pub mod rtstruct;
