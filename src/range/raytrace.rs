@@ -227,7 +227,8 @@ impl Walk {
                 t_out = t_out.min(ta.max(tb));
             }
         }
-        if !(t_out > t_in) {
+        // NaN-safe: a NaN span is a miss too.
+        if t_out.partial_cmp(&t_in) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
         Some(Walk {
