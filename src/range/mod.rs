@@ -107,12 +107,4 @@ pub enum RangeError {
         /// What is wrong.
         reason: String,
     },
-    /// The RSP volume handed to a tracer is on a different grid than it was built for.
-    #[error("RSP volume grid {got:?} differs from the tracer's grid {expected:?}")]
-    GridMismatch {
-        /// The tracer's grid dims.
-        expected: [usize; 3],
-        /// The handed-in grid dims.
-        got: [usize; 3],
-    },
 }
