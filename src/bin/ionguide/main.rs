@@ -5,6 +5,8 @@
 use clap::{Parser, Subcommand};
 
 mod inspect;
+mod range;
+mod wepl;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +26,10 @@ struct Cli {
 enum Command {
     /// Summarize and check CT series, RT Structure Sets and RT Ion Plans (human or --json).
     Inspect(inspect::Args),
+    /// CSDA range in water ↔ energy per nucleon.
+    Range(range::Args),
+    /// Water-equivalent path length through a CT series.
+    Wepl(wepl::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +41,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Range(args) => range::run(args),
+        Command::Wepl(args) => wepl::run(args),
     }
 }

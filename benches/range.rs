@@ -1,0 +1,105 @@
+//! Range engine benches: per-frame spot WEPL for a 2-beam carbon plan (~10 000 spots,
+//! ~1 000 distinct rays per beam) through a 256³ 1 mm water/lung/bone phantom, and the
+//! HU → RSP conversion of that frame, reported separately.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ionguide::geometry::Grid;
+use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
+use ionguide::range::spots::{SpotTracer, SpotTracerOptions};
+use ionguide::range::Hlut;
+use ionguide::units::{Ion, PointMm};
+use ionguide::volume::{CtVolume, Volume};
+
+const N: usize = 256;
+
+/// Water cylinder (radius 110 mm, axis along z) with a lung block and a bone rod, in air.
+fn phantom() -> CtVolume {
+    let c = (N as f64 - 1.0) / 2.0;
+    let grid =
+        Grid::axis_aligned([N; 3], PointMm::new(-c, -c, -c), [1.0; 3]).unwrap_or_else(|e| panic!("{e}"));
+    let mut ct = CtVolume::filled(grid, -1000);
+    for k in 0..N {
+        for j in 0..N {
+            for i in 0..N {
+                let (x, y) = (i as f64 - c, j as f64 - c);
+                let r2 = x * x + y * y;
+                let hu = if r2 > 110.0 * 110.0 {
+                    -1000
+                } else if (x - 30.0).abs() < 35.0 && (y + 10.0).abs() < 40.0 {
+                    -750
+                } else if (x + 40.0).powi(2) + (y - 30.0).powi(2) < 15.0 * 15.0 {
+                    1200
+                } else {
+                    20
+                };
+                if let Some(v) = ct.get_mut(i, j, k) {
+                    *v = hu;
+                }
+            }
+        }
+    }
+    ct
+}
+
+fn carbon_beam(number: i32, gantry_deg: f64) -> IonBeam {
+    // 32 × 32 spot positions, 3 mm apart, 5 layers: 1 024 rays, 5 120 spots.
+    let spots: Vec<Spot> = (0..32)
+        .flat_map(|a| (0..32).map(move |b| (a, b)))
+        .map(|(a, b)| Spot {
+            x_mm: (a as f64 - 15.5) * 3.0,
+            y_mm: (b as f64 - 15.5) * 3.0,
+            weight: 1.0,
+        })
+        .collect();
+    IonBeam {
+        number,
+        name: format!("B{number}"),
+        radiation_type: "ION".into(),
+        ion: Ion::CARBON12,
+        gantry_angle_deg: gantry_deg,
+        couch_angle_deg: 0.0,
+        isocenter_mm: PointMm::origin(),
+        patient_position: Some("HFS".into()),
+        virtual_sad_mm: Some([6500.0, 7200.0]),
+        range_shifters: vec![],
+        layers: [180.0, 200.0, 220.0, 240.0, 260.0]
+            .iter()
+            .map(|&e| EnergyLayer {
+                energy_mev_u: e,
+                spots: spots.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let ct = phantom();
+    let hlut = Hlut::default();
+    let mut rsp = Volume::filled(ct.grid().clone(), 0.0f32);
+    c.bench_function("hlut_convert_256cube", |b| {
+        b.iter(|| hlut.convert_into(&ct, &mut rsp))
+    });
+    let plan = IonPlan {
+        sop_instance_uid: "bench".into(),
+        frame_of_reference_uid: "bench".into(),
+        patient_id: "bench".into(),
+        label: "bench".into(),
+        beams: vec![carbon_beam(1, 0.0), carbon_beam(2, 90.0)],
+    };
+    let mut tracer =
+        SpotTracer::new(&plan, &SpotTracerOptions::new([f64::INFINITY; 2])).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "plan: {} spots, {} distinct rays",
+        tracer.spots().len(),
+        tracer.rays().len()
+    );
+    tracer.trace_frame(&rsp);
+    c.bench_function("spot_wepl_frame_2beam_10k_spots", |b| {
+        b.iter(|| tracer.trace_frame(&rsp))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

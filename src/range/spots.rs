@@ -1,0 +1,217 @@
+//! Per-frame spot WEPL with buffers allocated once.
+//!
+//! A [`SpotTracer`] is built from a plan: spots of a beam that share an `(x, y)` position (over
+//! all its layers) share one ray, traced once per frame from `upstream_mm` above the
+//! isocenter plane through the whole volume. Each spot's planned Bragg-peak depth comes from
+//! its layer energy (CSDA range in water, or a facility table) and is computed at
+//! construction; per frame only the rays are traced and each spot's target point — where
+//! the cumulative WEPL reaches its planned depth — is looked up. Nothing allocates per frame
+//! once the profile buffers have grown to the longest ray.
+
+use std::collections::HashMap;
+
+use super::beam::BeamGeometry;
+use super::facility::FacilityTable;
+use super::range_energy::RangeEnergyTable;
+use super::raytrace::{trace_into, Ray, RayProfile};
+use super::RangeError;
+use crate::plan::IonPlan;
+use crate::units::PointMm;
+use crate::volume::Volume;
+
+/// How a spot's energy becomes its planned Bragg-peak depth in water.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DepthModel {
+    /// CSDA range in water from [`RangeEnergyTable`] for the beam's ion.
+    Csda,
+    /// A facility's measured energy ↔ Bragg-peak depth table.
+    Facility(FacilityTable),
+}
+
+/// Options for [`SpotTracer`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SpotTracerOptions {
+    /// Room virtual SADs `[x, y]`, mm, for beams whose plan gives none (infinite: parallel).
+    pub default_sad_mm: [f64; 2],
+    /// Where rays start, mm above the isocenter plane (must clear the patient).
+    pub upstream_mm: f64,
+    /// Depth model.
+    pub depth_model: DepthModel,
+    /// Initial samples per ray buffer (grows once if a ray is longer).
+    pub profile_capacity: usize,
+}
+
+impl SpotTracerOptions {
+    /// Options with the room's default virtual SADs, rays from 1 m upstream, CSDA depths.
+    pub fn new(default_sad_mm: [f64; 2]) -> Self {
+        SpotTracerOptions {
+            default_sad_mm,
+            upstream_mm: 1000.0,
+            depth_model: DepthModel::Csda,
+            profile_capacity: 1024,
+        }
+    }
+    /// Sets where rays start.
+    pub fn with_upstream_mm(mut self, upstream_mm: f64) -> Self {
+        self.upstream_mm = upstream_mm;
+        self
+    }
+    /// Sets the depth model.
+    pub fn with_depth_model(mut self, model: DepthModel) -> Self {
+        self.depth_model = model;
+        self
+    }
+    /// Sets the initial per-ray buffer size.
+    pub fn with_profile_capacity(mut self, samples: usize) -> Self {
+        self.profile_capacity = samples;
+        self
+    }
+}
+
+/// A spot's place in the plan and its planned depth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpotRef {
+    /// Beam index in the plan.
+    pub beam: usize,
+    /// Layer index in the beam.
+    pub layer: usize,
+    /// Spot index in the layer.
+    pub spot: usize,
+    /// Index of its ray.
+    pub ray: usize,
+    /// Layer energy, MeV/u.
+    pub energy_mev_u: f64,
+    /// Planned Bragg-peak depth in water, mm.
+    pub planned_depth_mm: f64,
+}
+
+/// Traces a plan's spot rays through RSP frames, reusing its buffers.
+#[derive(Debug, Clone)]
+pub struct SpotTracer {
+    rays: Vec<Ray>,
+    profiles: Vec<RayProfile>,
+    spots: Vec<SpotRef>,
+    /// Rays in tracing order: per beam, rows of equal BEV y with x varying fastest, so
+    /// neighbouring rays reuse the cache lines the previous one loaded.
+    order: Vec<usize>,
+    /// Per spot: ray parameter of the target point in the last frame.
+    target_t_mm: Vec<Option<f64>>,
+}
+
+impl SpotTracer {
+    /// Builds rays and planned depths for every spot of `plan`.
+    pub fn new(plan: &IonPlan, options: &SpotTracerOptions) -> Result<Self, RangeError> {
+        if !(options.upstream_mm.is_finite() && options.upstream_mm > 0.0) {
+            return Err(RangeError::BadBeamGeometry {
+                beam: -1,
+                reason: format!(
+                    "upstream start must be finite and > 0 mm, got {}",
+                    options.upstream_mm
+                ),
+            });
+        }
+        let mut rays = Vec::new();
+        let mut ray_keys: Vec<(usize, f64, f64)> = Vec::new();
+        let mut spots = Vec::with_capacity(plan.spot_count());
+        let mut tables: HashMap<crate::units::Ion, RangeEnergyTable> = HashMap::new();
+        for (b, beam) in plan.beams.iter().enumerate() {
+            let geo = BeamGeometry::from_beam(beam, options.default_sad_mm)?;
+            let mut by_pos: HashMap<(u64, u64), usize> = HashMap::new();
+            for (l, layer) in beam.layers.iter().enumerate() {
+                let depth = match &options.depth_model {
+                    DepthModel::Csda => {
+                        let table = match tables.entry(beam.ion) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(RangeEnergyTable::new(beam.ion)?)
+                            }
+                        };
+                        table.range_mm(layer.energy_mev_u)?
+                    }
+                    DepthModel::Facility(f) => f.depth_mm(layer.energy_mev_u)?,
+                };
+                for (s, spot) in layer.spots.iter().enumerate() {
+                    if !(spot.x_mm.is_finite() && spot.y_mm.is_finite()) {
+                        return Err(RangeError::BadBeamGeometry {
+                            beam: beam.number,
+                            reason: format!("layer {l} spot {s}: non-finite position"),
+                        });
+                    }
+                    // +0.0 and −0.0 are the same position.
+                    let key = ((spot.x_mm + 0.0).to_bits(), (spot.y_mm + 0.0).to_bits());
+                    let ray = *by_pos.entry(key).or_insert_with(|| {
+                        rays.push(geo.spot_ray(spot.x_mm, spot.y_mm, options.upstream_mm));
+                        ray_keys.push((b, spot.y_mm, spot.x_mm));
+                        rays.len() - 1
+                    });
+                    spots.push(SpotRef {
+                        beam: b,
+                        layer: l,
+                        spot: s,
+                        ray,
+                        energy_mev_u: layer.energy_mev_u,
+                        planned_depth_mm: depth,
+                    });
+                }
+            }
+        }
+        let profiles = (0..rays.len())
+            .map(|_| RayProfile::with_capacity(options.profile_capacity))
+            .collect();
+        let target_t_mm = vec![None; spots.len()];
+        let mut order: Vec<usize> = (0..rays.len()).collect();
+        order.sort_by(|&p, &q| {
+            let (a, b) = (ray_keys[p], ray_keys[q]);
+            a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2))
+        });
+        Ok(SpotTracer {
+            order,
+            rays,
+            profiles,
+            spots,
+            target_t_mm,
+        })
+    }
+
+    /// Traces every ray through `rsp` and locates every spot's target point.
+    pub fn trace_frame(&mut self, rsp: &Volume<f32>) {
+        for &r in &self.order {
+            trace_into(rsp, &self.rays[r], f64::INFINITY, &mut self.profiles[r]);
+        }
+        for (spot, t) in self.spots.iter().zip(self.target_t_mm.iter_mut()) {
+            *t = self.profiles[spot.ray].depth_at_wepl(spot.planned_depth_mm);
+        }
+    }
+
+    /// The spots, in plan order (beam, layer, spot).
+    pub fn spots(&self) -> &[SpotRef] {
+        &self.spots
+    }
+    /// The distinct rays.
+    pub fn rays(&self) -> &[Ray] {
+        &self.rays
+    }
+    /// A ray's cumulative WEPL profile from the last frame.
+    pub fn profile(&self, ray: usize) -> Option<&RayProfile> {
+        self.profiles.get(ray)
+    }
+    /// Target parameters (mm along each spot's ray) from the last frame; `None` where the ray
+    /// leaves the volume before reaching the planned depth.
+    pub fn target_t_mm(&self) -> &[Option<f64>] {
+        &self.target_t_mm
+    }
+    /// A spot's target point from the last frame.
+    pub fn target_point_mm(&self, spot: usize) -> Option<PointMm> {
+        let s = self.spots.get(spot)?;
+        let t = (*self.target_t_mm.get(spot)?)?;
+        Some(self.rays[s.ray].at(t))
+    }
+    /// WEPL in the last frame from the ray start to parameter `t_mm` on a spot's ray (e.g. a
+    /// planning-CT target point, to see how the range moved).
+    pub fn wepl_at_t_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
+        let s = self.spots.get(spot)?;
+        Some(self.profiles[s.ray].wepl_at_depth(t_mm))
+    }
+}
