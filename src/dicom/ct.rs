@@ -60,7 +60,7 @@ pub enum CtError {
         path: PathBuf,
         /// The parser's error.
         #[source]
-        source: dicom_object::ReadError,
+        source: Box<dicom_object::ReadError>,
     },
     /// The data set cannot be parsed.
     #[error("{path}: cannot parse DICOM data set", path = path.display())]
@@ -69,7 +69,7 @@ pub enum CtError {
         path: PathBuf,
         /// The parser's error.
         #[source]
-        source: dicom_object::ReadError,
+        source: Box<dicom_object::ReadError>,
     },
     /// The object is not a CT image.
     #[error("{path}: modality is {found:?}, expected CT", path = path.display())]
@@ -110,7 +110,7 @@ pub enum CtError {
         ts: String,
         /// The decoder's error.
         #[source]
-        source: dicom_pixeldata::Error,
+        source: Box<dicom_pixeldata::Error>,
     },
     /// The decoded pixel data is shorter than rows × columns × frames.
     #[error("{path}: pixel data holds {found} bytes, {expected} expected", path = path.display())]
@@ -153,10 +153,10 @@ pub enum CtError {
         path: PathBuf,
         /// The first file of the series.
         first: PathBuf,
-        /// The first file's row and column cosines.
-        expected: [f64; 6],
+        /// The first file's row and column cosines (boxed to keep `CtError` small).
+        expected: Box<[f64; 6]>,
         /// This file's row and column cosines.
-        found: [f64; 6],
+        found: Box<[f64; 6]>,
     },
     /// Rows, columns or pixel spacing differ between slices.
     #[error("{path}: {what} is {found} but {expected} in {first}", path = path.display(), first = first.display())]
@@ -194,10 +194,11 @@ pub enum CtError {
         /// The expected slice spacing, mm.
         spacing_mm: f64,
     },
-    /// Slice spacing is not uniform within the tolerance.
+    /// Slice spacing is not uniform within the tolerance; `path` is the first slice whose gap
+    /// to its predecessor is out of tolerance.
     #[error("{path}: slice spacing deviates by {max_deviation_mm:.4} mm from {spacing_mm:.4} mm, tolerance {tolerance_mm:.4} mm", path = path.display())]
     UnevenSpacing {
-        /// The file after the worst gap.
+        /// The first slice after an out-of-tolerance gap.
         path: PathBuf,
         /// Largest deviation of a gap from the mean spacing, mm.
         max_deviation_mm: f64,
@@ -718,7 +719,7 @@ impl SeriesDecoder {
                             .map_err(|source| CtError::Decode {
                                 path: path.clone(),
                                 ts: ih.ts.clone(),
-                                source,
+                                source: Box::new(source),
                             })?
                             .data()
                             .to_vec();
@@ -824,18 +825,12 @@ impl SeriesDecoder {
         }
         let mean = span / (n - 1) as f64;
         let tol = (self.options.spacing_tolerance_rel * mean).max(self.options.spacing_tolerance_mm);
-        let mut max_dev = 0.0f64;
-        let mut worst = o[1].input;
-        for w in o.windows(2) {
-            let dev = (w[1].position_mm - w[0].position_mm - mean).abs();
-            if dev > max_dev {
-                max_dev = dev;
-                worst = w[1].input;
-            }
-        }
-        if max_dev > tol {
+        let dev = |w: &[SliceHeader]| (w[1].position_mm - w[0].position_mm - mean).abs();
+        let max_dev = o.windows(2).map(dev).fold(0.0f64, f64::max);
+        // Name the first slice (in sorted order) whose gap is out of tolerance.
+        if let Some(w) = o.windows(2).find(|w| dev(w) > tol) {
             return Err(CtError::UnevenSpacing {
-                path: label(worst),
+                path: label(w[1].input),
                 max_deviation_mm: max_dev,
                 spacing_mm: mean,
                 tolerance_mm: tol,
@@ -910,7 +905,9 @@ fn parse(bytes: &[u8], path: &Path, header_only: bool) -> Result<DefaultDicomObj
         opts = opts.read_until(tags::PIXEL_DATA);
     }
     opts.from_reader(body).map_err(|source| {
-        if is_eof(&source) {
+        let eof = is_eof(&source);
+        let source = Box::new(source);
+        if eof {
             CtError::Truncated {
                 path: path.to_owned(),
                 source,
@@ -1155,8 +1152,8 @@ fn enhanced_frames(ds: &InMemDicomObject, path: &Path) -> Result<EnhancedGeometr
                 return Err(CtError::MixedOrientation {
                     path: frame_path(),
                     first: path.to_owned(),
-                    expected: o0,
-                    found: o,
+                    expected: Box::new(o0),
+                    found: Box::new(o),
                 })
             }
             _ => {}
@@ -1210,8 +1207,8 @@ fn check_consistent(f: &FirstHeader, h: &Header, path: &Path) -> Result<(), CtEr
         return Err(CtError::MixedOrientation {
             path: path.to_owned(),
             first: f.path.clone(),
-            expected: h0.iop,
-            found: h.iop,
+            expected: Box::new(h0.iop),
+            found: Box::new(h.iop),
         });
     }
     let geometry = |what: &'static str, expected: String, found: String| CtError::MixedGeometry {
