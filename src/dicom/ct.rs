@@ -1362,7 +1362,7 @@ mod tests {
     #[test]
     fn stored_values_are_sign_extended_or_masked_from_bits_stored() {
         // 12-bit signed 0xFFF is −1; 12-bit unsigned with overlay bits above bit 11 masks off.
-        let raw = [0xFF, 0x0F, 0x00, 0xF8];
+        let raw = [0xFF, 0x0F, 0x00, 0xF0];
         let mut out = [0i16; 2];
         store_frame(&raw, &ih(12, true), 1.0, 0.0, &mut out, &IngestOptions::default()).unwrap();
         assert_eq!(out, [-1, 0]);
