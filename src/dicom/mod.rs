@@ -3,6 +3,7 @@
 //! - [`ct`]: a CT series (one file per slice, or one Enhanced CT object) → HU [`Volume`](crate::volume::Volume).
 //! - [`rtstruct`]: RT Structure Set → [`StructureSet`](crate::structure::StructureSet).
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](crate::plan::IonPlan).
+//! - [`attrs`]: typed attribute reads shared by the readers above.
 
 pub mod attrs;
 pub mod ct;
