@@ -691,12 +691,11 @@ impl SeriesDecoder {
                 Some(raw) => raw,
                 None => {
                     let obj = parse(slices[input], &path, false)?;
-                    if obj.get(tags::PIXEL_DATA).is_none() {
+                    let Some(pixel_data) = obj.get(tags::PIXEL_DATA) else {
                         return Err(CtError::NoPixelData { path });
-                    }
+                    };
                     if native {
-                        let e = obj.get(tags::PIXEL_DATA).unwrap_or_else(|| unreachable!());
-                        decoded = e
+                        decoded = pixel_data
                             .to_bytes()
                             .map_err(|err| CtError::InvalidAttribute {
                                 path: path.clone(),
