@@ -4,6 +4,7 @@
 //! - [`rtstruct`]: RT Structure Set → [`StructureSet`](crate::structure::StructureSet).
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](crate::plan::IonPlan).
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
+//! - [`attrs`]: typed attribute reads shared by the readers above.
 
 pub mod attr;
 pub mod attrs;
