@@ -1,0 +1,384 @@
+//! Levenberg–Marquardt over the pyramid, and the reusable [`Registrar`].
+//!
+//! Each iteration solves `(JᵀJ + λ·diag(JᵀJ))·δ = −Jᵀe` for a left-composed increment
+//! rotated about the mapped ROI centre (see [`metric`](super::metric)). A step that does not
+//! lower the mean squared difference is rejected and `λ` grows; an accepted step shrinks it.
+//! A level stops when a step is below both thresholds; only the finest level decides
+//! `converged`.
+
+use nalgebra::Rotation3;
+
+use crate::geometry::RigidTransform;
+use crate::units::PointMm;
+use crate::volume::{CtVolume, Voxel};
+
+use super::metric::{evaluate, Accum, Samples};
+use super::pyramid::{downsample_into, step_factors, LevelImage};
+use super::roi::{BoxMm, Roi};
+use super::{QualityFailure, RegisterError, RegisterOptions, Registration, Verdict};
+
+/// Fewest planning-CT voxels a region must hold at full resolution.
+const MIN_FIXED_SAMPLES: usize = 256;
+/// Coarse levels with fewer samples than this are skipped.
+const MIN_COARSE_SAMPLES: usize = 128;
+/// Fewest overlapping samples for a step to count.
+const MIN_OVERLAP_SAMPLES: usize = 64;
+
+/// The planning CT side, prepared once per plan: ROI samples on every pyramid level.
+#[derive(Debug, Clone)]
+pub struct FixedContext {
+    /// Index 0 is full resolution.
+    levels: Vec<Samples>,
+    /// Rotation centre: centroid of the full-resolution ROI voxels, mm.
+    centre_mm: PointMm,
+    roi: Roi,
+}
+
+impl FixedContext {
+    /// Samples `planning` inside `roi` on up to `options.levels` pyramid levels.
+    pub fn new(planning: &CtVolume, roi: Roi, options: &RegisterOptions) -> Result<Self, RegisterError> {
+        options.validate()?;
+        let full = in_box(planning.grid(), &roi.box_mm);
+        if full.len() < MIN_FIXED_SAMPLES {
+            return Err(RegisterError::RoiOutsideFixed {
+                lo_mm: roi.box_mm.lo_mm.coords.into(),
+                hi_mm: roi.box_mm.hi_mm.coords.into(),
+                voxels: full.len(),
+                needed: MIN_FIXED_SAMPLES,
+            });
+        }
+        let grid = planning.grid();
+        let sum = full.iter().fold(nalgebra::Vector3::zeros(), |s, ijk| {
+            s + grid.index_to_patient(ijk.map(|v| v as f64)).coords
+        });
+        let centre_mm = PointMm::from(sum / full.len() as f64);
+        let mut levels = vec![samples_of(grid, planning.as_slice(), full, &centre_mm, options.max_samples_per_level)];
+        let mut image = LevelImage {
+            grid: grid.clone(),
+            data: Vec::new(),
+        };
+        for level in 1..options.levels {
+            let mut next = LevelImage {
+                grid: image.grid.clone(),
+                data: Vec::new(),
+            };
+            let factors = step_factors(image.grid.spacing_mm());
+            if level == 1 {
+                downsample_into(grid, planning.as_slice(), factors, &mut next)?;
+            } else {
+                downsample_into(&image.grid, &image.data, factors, &mut next)?;
+            }
+            image = next;
+            let idx = in_box(&image.grid, &roi.box_mm);
+            if idx.len() < MIN_COARSE_SAMPLES || image.grid.dims().iter().any(|&n| n < 2) {
+                break;
+            }
+            levels.push(samples_of(&image.grid, &image.data, idx, &centre_mm, options.max_samples_per_level));
+        }
+        Ok(FixedContext { levels, centre_mm, roi })
+    }
+
+    /// The region and target this context was built for.
+    pub fn roi(&self) -> &Roi {
+        &self.roi
+    }
+    /// The rotation centre (centroid of the ROI on the planning CT), mm.
+    pub fn centre_mm(&self) -> PointMm {
+        self.centre_mm
+    }
+    /// Pyramid levels available (the coarsest may have been dropped for a small ROI).
+    pub fn levels(&self) -> usize {
+        self.levels.len()
+    }
+    /// Fixed samples at full resolution (after in-plane thinning).
+    pub fn finest_samples(&self) -> usize {
+        self.levels[0].len()
+    }
+}
+
+/// Voxel indices of `grid` whose centres lie inside `b`.
+fn in_box(grid: &crate::geometry::Grid, b: &BoxMm) -> Vec<[usize; 3]> {
+    let [nx, ny, nz] = grid.dims();
+    let mut out = Vec::new();
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                if b.contains(&grid.index_to_patient([i as f64, j as f64, k as f64])) {
+                    out.push([i, j, k]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Samples at `idx`, thinned in-plane (every s-th column and row) to at most `max` samples.
+fn samples_of<T: Voxel>(
+    grid: &crate::geometry::Grid,
+    data: &[T],
+    idx: Vec<[usize; 3]>,
+    centre_mm: &PointMm,
+    max: usize,
+) -> Samples {
+    let mut stride = 1;
+    while idx.iter().filter(|v| v[0] % stride == 0 && v[1] % stride == 0).count() > max {
+        stride += 1;
+    }
+    let mut s = Samples::default();
+    for v in idx.into_iter().filter(|v| v[0] % stride == 0 && v[1] % stride == 0) {
+        let rel = grid.index_to_patient(v.map(|x| x as f64)) - centre_mm;
+        s.rel_mm.push([rel.x as f32, rel.y as f32, rel.z as f32]);
+        s.value.push(data[grid.offset(v[0], v[1], v[2])].to_f32());
+    }
+    s
+}
+
+/// A moving image at one level: the frame itself, or a coarsened copy.
+#[derive(Clone, Copy)]
+enum Level<'a> {
+    Full(&'a CtVolume),
+    Coarse(&'a LevelImage),
+}
+
+impl Level<'_> {
+    fn eval(&self, samples: &Samples, t: &RigidTransform, centre: &PointMm, gradient: bool, threads: usize) -> Accum {
+        match self {
+            Level::Full(v) => evaluate(samples, v.as_slice(), v.grid(), t, centre, gradient, threads),
+            Level::Coarse(l) => evaluate(samples, &l.data, &l.grid, t, centre, gradient, threads),
+        }
+    }
+}
+
+/// Outcome of one level.
+struct LevelRun {
+    transform: RigidTransform,
+    iterations: u32,
+    converged: bool,
+}
+
+/// Registers frames against a [`FixedContext`], reusing its pyramid buffers frame to frame.
+#[derive(Debug, Clone)]
+pub struct Registrar {
+    options: RegisterOptions,
+    /// `moving[l - 1]` is pyramid level `l` of the current frame.
+    moving: Vec<LevelImage>,
+}
+
+impl Registrar {
+    /// A registrar with these options (checked again by every registration).
+    pub fn new(options: RegisterOptions) -> Self {
+        Registrar {
+            options,
+            moving: Vec::new(),
+        }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &RegisterOptions {
+        &self.options
+    }
+
+    /// Cold registration over the whole pyramid, starting from `initial`.
+    pub fn register(
+        &mut self,
+        fixed: &FixedContext,
+        moving: &CtVolume,
+        initial: &RigidTransform,
+    ) -> Result<Registration, RegisterError> {
+        self.run(fixed, moving, initial, self.options.levels)
+    }
+
+    /// Warm registration from the previous frame's answer: only the finest
+    /// `options.warm_levels` levels, so a small motion costs a few full-resolution steps.
+    pub fn register_warm(
+        &mut self,
+        fixed: &FixedContext,
+        moving: &CtVolume,
+        previous: &RigidTransform,
+    ) -> Result<Registration, RegisterError> {
+        self.run(fixed, moving, previous, self.options.warm_levels)
+    }
+
+    fn run(
+        &mut self,
+        fixed: &FixedContext,
+        moving: &CtVolume,
+        initial: &RigidTransform,
+        levels: usize,
+    ) -> Result<Registration, RegisterError> {
+        let o = self.options.clone();
+        o.validate()?;
+        let m = initial.matrix();
+        if !m.iter().all(|v| v.is_finite()) {
+            let mut matrix = [0.0; 16];
+            for r in 0..4 {
+                for c in 0..4 {
+                    matrix[r * 4 + c] = m[(r, c)];
+                }
+            }
+            return Err(RegisterError::BadInitial { matrix });
+        }
+        let n_levels = levels.clamp(1, fixed.levels.len());
+        self.build_moving_pyramid(moving, n_levels)?;
+
+        let centre = fixed.centre_mm;
+        let mut t = *initial;
+        let mut iterations = 0;
+        let mut converged = false;
+        for level in (0..n_levels).rev() {
+            let image = if level == 0 {
+                Level::Full(moving)
+            } else {
+                Level::Coarse(&self.moving[level - 1])
+            };
+            let scale = (1u32 << level) as f64;
+            let run = self.optimise_level(
+                &fixed.levels[level],
+                image,
+                &centre,
+                t,
+                o.min_step_mm * scale,
+                o.min_step_deg * scale,
+            );
+            t = run.transform;
+            iterations += run.iterations;
+            converged = run.converged;
+        }
+
+        let finest = &fixed.levels[0];
+        let acc = Level::Full(moving).eval(finest, &t, &centre, false, o.threads);
+        let overlap_fraction = acc.n as f64 / finest.len() as f64;
+        let similarity_ncc = acc.ncc();
+        let rms_hu = acc.mse().sqrt();
+        let jump = t.compose(&initial.inverse());
+        let jump_mm = (t.apply(&centre) - initial.apply(&centre)).norm();
+        let jump_deg = jump.angle_deg();
+        let verdict = if overlap_fraction < o.min_overlap {
+            Verdict::Reject(QualityFailure::InsufficientOverlap {
+                fraction: overlap_fraction,
+                limit: o.min_overlap,
+            })
+        } else if !converged {
+            Verdict::Reject(QualityFailure::NotConverged { iterations })
+        } else if !(similarity_ncc >= o.min_similarity) {
+            Verdict::Reject(QualityFailure::PoorSimilarity {
+                value: similarity_ncc,
+                limit: o.min_similarity,
+            })
+        } else if jump_mm > o.max_jump_mm || jump_deg > o.max_jump_deg {
+            Verdict::Reject(QualityFailure::Jump {
+                mm: jump_mm,
+                deg: jump_deg,
+                limit_mm: o.max_jump_mm,
+                limit_deg: o.max_jump_deg,
+            })
+        } else {
+            Verdict::Accept
+        };
+        let planned = fixed.roi.target_mm;
+        let target = t.apply(&planned);
+        Ok(Registration {
+            transform: t,
+            converged,
+            iterations,
+            similarity_ncc,
+            rms_hu,
+            overlap_fraction,
+            verdict,
+            target_planned_mm: planned,
+            target_mm: target,
+            tumor_shift_mm: target - planned,
+        })
+    }
+
+    /// Fills `self.moving[0..n_levels-1]` with levels 1.. of the frame, reusing buffers.
+    fn build_moving_pyramid(&mut self, moving: &CtVolume, n_levels: usize) -> Result<(), RegisterError> {
+        let check = |dims: [usize; 3], level| {
+            if dims.iter().any(|&n| n < 2) {
+                Err(RegisterError::MovingTooSmall { dims, level })
+            } else {
+                Ok(())
+            }
+        };
+        check(moving.grid().dims(), 0)?;
+        while self.moving.len() + 1 < n_levels {
+            self.moving.push(LevelImage {
+                grid: moving.grid().clone(),
+                data: Vec::new(),
+            });
+        }
+        for level in 1..n_levels {
+            let (done, rest) = self.moving.split_at_mut(level - 1);
+            let out = &mut rest[0];
+            if level == 1 {
+                let g = moving.grid();
+                downsample_into(g, moving.as_slice(), step_factors(g.spacing_mm()), out)?;
+            } else {
+                let prev = &done[level - 2];
+                downsample_into(&prev.grid, &prev.data, step_factors(prev.grid.spacing_mm()), out)?;
+            }
+            check(out.grid.dims(), level)?;
+        }
+        Ok(())
+    }
+
+    fn optimise_level(
+        &self,
+        samples: &Samples,
+        image: Level<'_>,
+        centre: &PointMm,
+        start: RigidTransform,
+        tol_mm: f64,
+        tol_deg: f64,
+    ) -> LevelRun {
+        let threads = self.options.threads;
+        let mut t = start;
+        let mut acc = image.eval(samples, &t, centre, true, threads);
+        let give_up = |t, iterations| LevelRun {
+            transform: t,
+            iterations,
+            converged: false,
+        };
+        if acc.n < MIN_OVERLAP_SAMPLES {
+            return give_up(t, 0);
+        }
+        let mut lambda = 1e-3;
+        for it in 1..=self.options.max_iterations_per_level {
+            let (h, g) = acc.normal_equations();
+            let mut a = h;
+            for d in 0..6 {
+                a[(d, d)] += lambda * h[(d, d)];
+            }
+            let Some(chol) = a.cholesky() else {
+                return give_up(t, it);
+            };
+            let delta = -chol.solve(&g);
+            if !delta.iter().all(|v| v.is_finite()) {
+                return give_up(t, it);
+            }
+            let dw = delta.fixed_rows::<3>(0).into_owned();
+            let dt = delta.fixed_rows::<3>(3).into_owned();
+            let step = RigidTransform::about_center(Rotation3::new(dw), t.apply(centre), dt);
+            let candidate = step.compose(&t);
+            if dt.norm() < tol_mm && dw.norm().to_degrees() < tol_deg {
+                return LevelRun {
+                    transform: candidate,
+                    iterations: it,
+                    converged: true,
+                };
+            }
+            let next = image.eval(samples, &candidate, centre, true, threads);
+            if next.n >= MIN_OVERLAP_SAMPLES && next.mse() <= acc.mse() {
+                t = candidate;
+                acc = next;
+                lambda = (lambda * 0.25).max(1e-7);
+            } else {
+                lambda *= 8.0;
+                if lambda > 1e8 {
+                    return give_up(t, it);
+                }
+            }
+        }
+        give_up(t, self.options.max_iterations_per_level)
+    }
+}
