@@ -155,6 +155,10 @@ pub struct RegisterOptions {
     pub max_samples_per_level: usize,
     /// Scoped threads for the per-sample sums (1 = the caller's thread only).
     pub threads: usize,
+    /// Cold start: the frame is cropped to the ROI mapped by the initial guess plus this, mm.
+    pub cold_search_mm: f64,
+    /// Warm start: the same crop margin, mm (the previous answer is close).
+    pub warm_search_mm: f64,
     /// Lowest acceptable NCC over the ROI.
     pub min_similarity: f64,
     /// Lowest acceptable fraction of ROI samples inside the frame.
@@ -175,6 +179,8 @@ impl Default for RegisterOptions {
             min_step_deg: 0.005,
             max_samples_per_level: 40_000,
             threads: 1,
+            cold_search_mm: 40.0,
+            warm_search_mm: 12.0,
             min_similarity: 0.85,
             min_overlap: 0.3,
             max_jump_mm: 30.0,
@@ -205,6 +211,10 @@ setters! {
     with_max_samples_per_level: max_samples_per_level: usize;
     /// Sets [`RegisterOptions::threads`].
     with_threads: threads: usize;
+    /// Sets [`RegisterOptions::cold_search_mm`].
+    with_cold_search_mm: cold_search_mm: f64;
+    /// Sets [`RegisterOptions::warm_search_mm`].
+    with_warm_search_mm: warm_search_mm: f64;
     /// Sets [`RegisterOptions::min_similarity`].
     with_min_similarity: min_similarity: f64;
     /// Sets [`RegisterOptions::min_overlap`].
@@ -236,6 +246,8 @@ impl RegisterOptions {
             ("min_step_deg", self.min_step_deg),
             ("max_jump_mm", self.max_jump_mm),
             ("max_jump_deg", self.max_jump_deg),
+            ("cold_search_mm", self.cold_search_mm),
+            ("warm_search_mm", self.warm_search_mm),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return bad(name, v);

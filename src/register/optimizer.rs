@@ -12,8 +12,8 @@ use crate::geometry::RigidTransform;
 use crate::units::PointMm;
 use crate::volume::{CtVolume, Voxel};
 
-use super::metric::{evaluate, Accum, Samples};
-use super::pyramid::{downsample_into, step_factors, LevelImage};
+use super::metric::{evaluate, Samples};
+use super::pyramid::{blur_z_at, crop_blur_z_into, downsample_into, step_factors, LevelImage};
 use super::roi::{BoxMm, Roi};
 use super::{QualityFailure, RegisterError, RegisterOptions, Registration, Verdict};
 
@@ -52,7 +52,7 @@ impl FixedContext {
             s + grid.index_to_patient(ijk.map(|v| v as f64)).coords
         });
         let centre_mm = PointMm::from(sum / full.len() as f64);
-        let mut levels = vec![samples_of(grid, planning.as_slice(), full, &centre_mm, options.max_samples_per_level)];
+        let mut levels = vec![samples_of(grid, planning.as_slice(), full, &centre_mm, options.max_samples_per_level, true)];
         let mut image = LevelImage {
             grid: grid.clone(),
             data: Vec::new(),
@@ -73,7 +73,7 @@ impl FixedContext {
             if idx.len() < MIN_COARSE_SAMPLES || image.grid.dims().iter().any(|&n| n < 2) {
                 break;
             }
-            levels.push(samples_of(&image.grid, &image.data, idx, &centre_mm, options.max_samples_per_level));
+            levels.push(samples_of(&image.grid, &image.data, idx, &centre_mm, options.max_samples_per_level, false));
         }
         Ok(FixedContext { levels, centre_mm, roi })
     }
@@ -119,6 +119,7 @@ fn samples_of<T: Voxel>(
     idx: Vec<[usize; 3]>,
     centre_mm: &PointMm,
     max: usize,
+    blur_z: bool,
 ) -> Samples {
     let mut stride = 1;
     while idx.iter().filter(|v| v[0] % stride == 0 && v[1] % stride == 0).count() > max {
@@ -128,25 +129,13 @@ fn samples_of<T: Voxel>(
     for v in idx.into_iter().filter(|v| v[0] % stride == 0 && v[1] % stride == 0) {
         let rel = grid.index_to_patient(v.map(|x| x as f64)) - centre_mm;
         s.rel_mm.push([rel.x as f32, rel.y as f32, rel.z as f32]);
-        s.value.push(data[grid.offset(v[0], v[1], v[2])].to_f32());
+        s.value.push(if blur_z {
+            blur_z_at(grid, data, v[0], v[1], v[2])
+        } else {
+            data[grid.offset(v[0], v[1], v[2])].to_f32()
+        });
     }
     s
-}
-
-/// A moving image at one level: the frame itself, or a coarsened copy.
-#[derive(Clone, Copy)]
-enum Level<'a> {
-    Full(&'a CtVolume),
-    Coarse(&'a LevelImage),
-}
-
-impl Level<'_> {
-    fn eval(&self, samples: &Samples, t: &RigidTransform, centre: &PointMm, gradient: bool, threads: usize) -> Accum {
-        match self {
-            Level::Full(v) => evaluate(samples, v.as_slice(), v.grid(), t, centre, gradient, threads),
-            Level::Coarse(l) => evaluate(samples, &l.data, &l.grid, t, centre, gradient, threads),
-        }
-    }
 }
 
 /// Outcome of one level.
@@ -185,7 +174,7 @@ impl Registrar {
         moving: &CtVolume,
         initial: &RigidTransform,
     ) -> Result<Registration, RegisterError> {
-        self.run(fixed, moving, initial, self.options.levels)
+        self.run(fixed, moving, initial, self.options.levels, self.options.cold_search_mm)
     }
 
     /// Warm registration from the previous frame's answer: only the finest
@@ -196,7 +185,7 @@ impl Registrar {
         moving: &CtVolume,
         previous: &RigidTransform,
     ) -> Result<Registration, RegisterError> {
-        self.run(fixed, moving, previous, self.options.warm_levels)
+        self.run(fixed, moving, previous, self.options.warm_levels, self.options.warm_search_mm)
     }
 
     fn run(
@@ -205,6 +194,7 @@ impl Registrar {
         moving: &CtVolume,
         initial: &RigidTransform,
         levels: usize,
+        search_mm: f64,
     ) -> Result<Registration, RegisterError> {
         let o = self.options.clone();
         o.validate()?;
@@ -219,18 +209,15 @@ impl Registrar {
             return Err(RegisterError::BadInitial { matrix });
         }
         let n_levels = levels.clamp(1, fixed.levels.len());
-        self.build_moving_pyramid(moving, n_levels)?;
+        let crop = crop_range(fixed, moving, initial, search_mm);
+        self.build_moving_pyramid(moving, crop, n_levels)?;
 
         let centre = fixed.centre_mm;
         let mut t = *initial;
         let mut iterations = 0;
         let mut converged = false;
         for level in (0..n_levels).rev() {
-            let image = if level == 0 {
-                Level::Full(moving)
-            } else {
-                Level::Coarse(&self.moving[level - 1])
-            };
+            let image = &self.moving[level];
             let scale = (1u32 << level) as f64;
             let run = self.optimise_level(
                 &fixed.levels[level],
@@ -246,7 +233,8 @@ impl Registrar {
         }
 
         let finest = &fixed.levels[0];
-        let acc = Level::Full(moving).eval(finest, &t, &centre, false, o.threads);
+        let m0 = &self.moving[0];
+        let acc = evaluate(finest, &m0.data, &m0.grid, &t, &centre, false, o.threads);
         let overlap_fraction = acc.n as f64 / finest.len() as f64;
         let similarity_ncc = acc.ncc();
         let rms_hu = acc.mse().sqrt();
@@ -291,8 +279,14 @@ impl Registrar {
         })
     }
 
-    /// Fills `self.moving[0..n_levels-1]` with levels 1.. of the frame, reusing buffers.
-    fn build_moving_pyramid(&mut self, moving: &CtVolume, n_levels: usize) -> Result<(), RegisterError> {
+    /// Fills `self.moving[0..n_levels]` with the cropped, slice-smoothed frame and its
+    /// coarser levels, reusing the buffers.
+    fn build_moving_pyramid(
+        &mut self,
+        moving: &CtVolume,
+        crop: ([usize; 3], [usize; 3]),
+        n_levels: usize,
+    ) -> Result<(), RegisterError> {
         let check = |dims: [usize; 3], level| {
             if dims.iter().any(|&n| n < 2) {
                 Err(RegisterError::MovingTooSmall { dims, level })
@@ -301,23 +295,18 @@ impl Registrar {
             }
         };
         check(moving.grid().dims(), 0)?;
-        while self.moving.len() + 1 < n_levels {
+        while self.moving.len() < n_levels {
             self.moving.push(LevelImage {
                 grid: moving.grid().clone(),
                 data: Vec::new(),
             });
         }
+        crop_blur_z_into(moving.grid(), moving.as_slice(), crop.0, crop.1, &mut self.moving[0])?;
         for level in 1..n_levels {
-            let (done, rest) = self.moving.split_at_mut(level - 1);
-            let out = &mut rest[0];
-            if level == 1 {
-                let g = moving.grid();
-                downsample_into(g, moving.as_slice(), step_factors(g.spacing_mm()), out)?;
-            } else {
-                let prev = &done[level - 2];
-                downsample_into(&prev.grid, &prev.data, step_factors(prev.grid.spacing_mm()), out)?;
-            }
-            check(out.grid.dims(), level)?;
+            let (done, rest) = self.moving.split_at_mut(level);
+            let prev = &done[level - 1];
+            downsample_into(&prev.grid, &prev.data, step_factors(prev.grid.spacing_mm()), &mut rest[0])?;
+            check(rest[0].grid.dims(), level)?;
         }
         Ok(())
     }
@@ -325,7 +314,7 @@ impl Registrar {
     fn optimise_level(
         &self,
         samples: &Samples,
-        image: Level<'_>,
+        image: &LevelImage,
         centre: &PointMm,
         start: RigidTransform,
         tol_mm: f64,
@@ -333,7 +322,7 @@ impl Registrar {
     ) -> LevelRun {
         let threads = self.options.threads;
         let mut t = start;
-        let mut acc = image.eval(samples, &t, centre, true, threads);
+        let mut acc = evaluate(samples, &image.data, &image.grid, &t, centre, true, threads);
         let give_up = |t, iterations| LevelRun {
             transform: t,
             iterations,
@@ -367,7 +356,7 @@ impl Registrar {
                     converged: true,
                 };
             }
-            let next = image.eval(samples, &candidate, centre, true, threads);
+            let next = evaluate(samples, &image.data, &image.grid, &candidate, centre, true, threads);
             if next.n >= MIN_OVERLAP_SAMPLES && next.mse() <= acc.mse() {
                 t = candidate;
                 acc = next;
@@ -381,4 +370,44 @@ impl Registrar {
         }
         give_up(t, self.options.max_iterations_per_level)
     }
+}
+
+/// Index range `(lo, hi exclusive)` of the frame that the ROI, mapped by `initial`, can reach
+/// within `search_mm`; at least two voxels per axis so an empty overlap still yields a
+/// (failing) registration rather than an error.
+fn crop_range(
+    fixed: &FixedContext,
+    moving: &CtVolume,
+    initial: &RigidTransform,
+    search_mm: f64,
+) -> ([usize; 3], [usize; 3]) {
+    let g = moving.grid();
+    let dims = g.dims();
+    let b = &fixed.roi.box_mm;
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for c in 0..8 {
+        let p = PointMm::new(
+            if c & 1 != 0 { b.hi_mm.x } else { b.lo_mm.x },
+            if c & 2 != 0 { b.hi_mm.y } else { b.lo_mm.y },
+            if c & 4 != 0 { b.hi_mm.z } else { b.lo_mm.z },
+        );
+        let u = g.patient_to_index(&initial.apply(&p));
+        for a in 0..3 {
+            lo[a] = lo[a].min(u[a]);
+            hi[a] = hi[a].max(u[a]);
+        }
+    }
+    let spacing = g.spacing_mm();
+    let mut out_lo = [0usize; 3];
+    let mut out_hi = [0usize; 3];
+    for a in 0..3 {
+        let n = dims[a] as f64;
+        let m = search_mm / spacing[a] + 1.0;
+        let l = (lo[a] - m).floor().clamp(0.0, n - 2.0);
+        let h = (hi[a] + m).ceil().clamp(l + 1.0, n - 1.0);
+        out_lo[a] = l as usize;
+        out_hi[a] = h as usize + 1;
+    }
+    (out_lo, out_hi)
 }
