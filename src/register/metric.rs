@@ -35,7 +35,7 @@ impl Samples {
 }
 
 /// Sums over the overlapping samples.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Accum {
     /// Upper triangle of JᵀJ, row-major.
     h: [f64; 21],
@@ -47,9 +47,37 @@ pub(crate) struct Accum {
     sff: f64,
     smm: f64,
     sfm: f64,
+    /// Rotation of the transform evaluated.
+    rotation: Matrix3<f64>,
+}
+
+impl Default for Accum {
+    fn default() -> Self {
+        Accum {
+            h: [0.0; 21],
+            g: [0.0; 6],
+            ssd: 0.0,
+            n: 0,
+            sf: 0.0,
+            sm: 0.0,
+            sff: 0.0,
+            smm: 0.0,
+            sfm: 0.0,
+            rotation: Matrix3::identity(),
+        }
+    }
 }
 
 impl Accum {
+    /// JᵀJ and Jᵀe in patient axes (rotation block first).
+    pub(crate) fn normal_equations(&self) -> (Matrix6<f64>, Vector6<f64>) {
+        let (h, g) = self.normal_equations_fixed_frame();
+        let mut b = Matrix6::zeros();
+        b.fixed_view_mut::<3, 3>(0, 0).copy_from(&self.rotation);
+        b.fixed_view_mut::<3, 3>(3, 3).copy_from(&self.rotation);
+        (b * h * b.transpose(), b * g)
+    }
+
     fn merge(&mut self, o: &Accum) {
         for (a, b) in self.h.iter_mut().zip(o.h.iter()) {
             *a += b;
@@ -90,8 +118,9 @@ impl Accum {
         (cov / (vf * vm).sqrt()).clamp(-1.0, 1.0)
     }
 
-    /// JᵀJ and Jᵀe as nalgebra types (rotation block first).
-    pub(crate) fn normal_equations(&self) -> (Matrix6<f64>, Vector6<f64>) {
+    /// JᵀJ and Jᵀe as nalgebra types (rotation block first), in the fixed frame; the patient
+    /// frame's are `B·H·Bᵀ` and `B·g` with `B = diag(R, R)`.
+    pub(crate) fn normal_equations_fixed_frame(&self) -> (Matrix6<f64>, Vector6<f64>) {
         let mut h = Matrix6::zeros();
         let mut o = 0;
         for r in 0..6 {
@@ -155,26 +184,22 @@ fn sample_with_gradient<T: Voxel>(data: &[T], dims: [usize; 3], u: [f64; 3]) -> 
 
 /// The per-evaluation geometry: everything that depends on `T` but not on the sample.
 struct Mapping {
-    /// Rotation, for `y − T(c) = R·x`.
-    r: Matrix3<f64>,
     /// `P·R`: relative fixed position → moving index displacement.
     a: Matrix3<f64>,
+    /// `(P·R)ᵀ`: moving index gradient → gradient in the fixed frame, `Rᵀ·∇M`.
+    at: Matrix3<f64>,
     /// Moving index of `T(c)`.
     b: Vector3<f64>,
-    /// Moving index gradient → patient gradient (`Pᵀ`).
-    pt: Matrix3<f64>,
 }
 
 impl Mapping {
     fn new(t: &RigidTransform, centre_mm: &PointMm, moving: &Grid) -> Self {
         let p = moving.patient_to_index_matrix();
-        let r = *t.rotation.matrix();
-        let c_moved = t.apply(centre_mm);
+        let a = p * t.rotation.matrix();
         Mapping {
-            r,
-            a: p * r,
-            b: p * (c_moved - moving.origin_mm()),
-            pt: p.transpose(),
+            a,
+            at: a.transpose(),
+            b: p * (t.apply(centre_mm) - moving.origin_mm()),
         }
     }
 }
@@ -189,7 +214,7 @@ fn accumulate_range<T: Voxel>(
     gradient: bool,
 ) -> Accum {
     let mut acc = Accum::default();
-    let (a, b, r, pt) = (&map.a, &map.b, &map.r, &map.pt);
+    let (a, b, at) = (&map.a, &map.b, &map.at);
     for s in range {
         let x = samples.rel_mm[s];
         let x = Vector3::new(x[0] as f64, x[1] as f64, x[2] as f64);
@@ -208,10 +233,11 @@ fn accumulate_range<T: Voxel>(
         acc.smm += m * m;
         acc.sfm += f * m;
         if gradient {
-            let gp = pt * Vector3::new(gi[0] as f64, gi[1] as f64, gi[2] as f64);
-            let rx = r * x;
-            let jw = rx.cross(&gp);
-            let j = [jw.x, jw.y, jw.z, gp.x, gp.y, gp.z];
+            // In the fixed frame: (R·x) × ∇M = R·(x × Rᵀ∇M), so sum with g' = Rᵀ∇M and
+            // rotate the sums once afterwards (`rotate_to_patient`) instead of per sample.
+            let gf = at * Vector3::new(gi[0] as f64, gi[1] as f64, gi[2] as f64);
+            let jw = x.cross(&gf);
+            let j = [jw.x, jw.y, jw.z, gf.x, gf.y, gf.z];
             let mut o = 0;
             for p in 0..6 {
                 acc.g[p] += j[p] * e;
@@ -236,14 +262,26 @@ pub(crate) fn evaluate<T: Voxel + Sync>(
     threads: usize,
 ) -> Accum {
     let map = Mapping::new(t, centre_mm, grid);
+    let mut acc = evaluate_with(samples, data, grid, &map, gradient, threads);
+    acc.rotation = *t.rotation.matrix();
+    acc
+}
+
+fn evaluate_with<T: Voxel + Sync>(
+    samples: &Samples,
+    data: &[T],
+    grid: &Grid,
+    map: &Mapping,
+    gradient: bool,
+    threads: usize,
+) -> Accum {
     let dims = grid.dims();
     let n = samples.len();
     let threads = threads.clamp(1, 16);
     if threads == 1 || n < 4096 {
-        return accumulate_range(samples, 0..n, data, dims, &map, gradient);
+        return accumulate_range(samples, 0..n, data, dims, map, gradient);
     }
     let chunk = n.div_ceil(threads);
-    let map = &map;
     let mut total = Accum::default();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (1..threads)

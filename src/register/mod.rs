@@ -147,7 +147,7 @@ pub struct RegisterOptions {
     pub warm_levels: usize,
     /// Iteration cap per level.
     pub max_iterations_per_level: u32,
-    /// A level stops when a step translates less than this, mm (scaled up on coarse levels)…
+    /// A level stops when a step translates less than this, mm (×4 per coarser level)…
     pub min_step_mm: f64,
     /// …and rotates less than this, degrees.
     pub min_step_deg: f64,
@@ -175,11 +175,11 @@ impl Default for RegisterOptions {
             levels: 3,
             warm_levels: 1,
             max_iterations_per_level: 40,
-            min_step_mm: 0.005,
-            min_step_deg: 0.005,
+            min_step_mm: 0.01,
+            min_step_deg: 0.01,
             max_samples_per_level: 40_000,
             threads: 1,
-            cold_search_mm: 40.0,
+            cold_search_mm: 30.0,
             warm_search_mm: 12.0,
             min_similarity: 0.85,
             min_overlap: 0.3,

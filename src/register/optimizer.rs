@@ -12,7 +12,7 @@ use crate::geometry::RigidTransform;
 use crate::units::PointMm;
 use crate::volume::{CtVolume, Voxel};
 
-use super::metric::{evaluate, Samples};
+use super::metric::{evaluate, Accum, Samples};
 use super::pyramid::{blur_z_at, crop_blur_z_into, downsample_into, step_factors, LevelImage};
 use super::roi::{BoxMm, Roi};
 use super::{QualityFailure, RegisterError, RegisterOptions, Registration, Verdict};
@@ -143,6 +143,8 @@ struct LevelRun {
     transform: RigidTransform,
     iterations: u32,
     converged: bool,
+    /// The last evaluation at an accepted transform.
+    last: Accum,
 }
 
 /// Registers frames against a [`FixedContext`], reusing its pyramid buffers frame to frame.
@@ -216,9 +218,11 @@ impl Registrar {
         let mut t = *initial;
         let mut iterations = 0;
         let mut converged = false;
+        let mut last = Accum::default();
         for level in (0..n_levels).rev() {
             let image = &self.moving[level];
-            let scale = (1u32 << level) as f64;
+            // coarse levels only need to land in the finer level's capture range
+            let scale = (1u32 << (2 * level)) as f64;
             let run = self.optimise_level(
                 &fixed.levels[level],
                 image,
@@ -230,11 +234,13 @@ impl Registrar {
             t = run.transform;
             iterations += run.iterations;
             converged = run.converged;
+            last = run.last;
         }
 
+        // The last evaluation was at the transform before the final sub-threshold step: its
+        // similarity and overlap stand for the answer without another pass.
         let finest = &fixed.levels[0];
-        let m0 = &self.moving[0];
-        let acc = evaluate(finest, &m0.data, &m0.grid, &t, &centre, false, o.threads);
+        let acc = last;
         let overlap_fraction = acc.n as f64 / finest.len() as f64;
         let similarity_ncc = acc.ncc();
         let rms_hu = acc.mse().sqrt();
@@ -323,13 +329,14 @@ impl Registrar {
         let threads = self.options.threads;
         let mut t = start;
         let mut acc = evaluate(samples, &image.data, &image.grid, &t, centre, true, threads);
-        let give_up = |t, iterations| LevelRun {
+        let give_up = |t, iterations, last| LevelRun {
             transform: t,
             iterations,
             converged: false,
+            last,
         };
         if acc.n < MIN_OVERLAP_SAMPLES {
-            return give_up(t, 0);
+            return give_up(t, 0, acc);
         }
         let mut lambda = 1e-3;
         for it in 1..=self.options.max_iterations_per_level {
@@ -339,11 +346,11 @@ impl Registrar {
                 a[(d, d)] += lambda * h[(d, d)];
             }
             let Some(chol) = a.cholesky() else {
-                return give_up(t, it);
+                return give_up(t, it, acc);
             };
             let delta = -chol.solve(&g);
             if !delta.iter().all(|v| v.is_finite()) {
-                return give_up(t, it);
+                return give_up(t, it, acc);
             }
             let dw = delta.fixed_rows::<3>(0).into_owned();
             let dt = delta.fixed_rows::<3>(3).into_owned();
@@ -354,6 +361,7 @@ impl Registrar {
                     transform: candidate,
                     iterations: it,
                     converged: true,
+                    last: acc,
                 };
             }
             let next = evaluate(samples, &image.data, &image.grid, &candidate, centre, true, threads);
@@ -364,11 +372,11 @@ impl Registrar {
             } else {
                 lambda *= 8.0;
                 if lambda > 1e8 {
-                    return give_up(t, it);
+                    return give_up(t, it, acc);
                 }
             }
         }
-        give_up(t, self.options.max_iterations_per_level)
+        give_up(t, self.options.max_iterations_per_level, acc)
     }
 }
 
