@@ -89,6 +89,11 @@ impl IonBeam {
     pub fn spot_count(&self) -> usize {
         self.layers.iter().map(|l| l.spots.len()).sum()
     }
+    /// The virtual source-axis distances [X, Y] to use, mm: the plan's when it gives usable
+    /// ones, else the room's configured distances.
+    pub fn effective_virtual_sad_mm(&self, room_default_mm: [f64; 2]) -> [f64; 2] {
+        self.virtual_sad_mm.unwrap_or(room_default_mm)
+    }
     /// Lowest and highest layer energy, MeV/u (`None` without layers).
     pub fn energy_range_mev_u(&self) -> Option<(f64, f64)> {
         self.layers
