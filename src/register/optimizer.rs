@@ -13,7 +13,7 @@ use crate::units::PointMm;
 use crate::volume::{CtVolume, Voxel};
 
 use super::metric::{evaluate, Accum, Samples};
-use super::pyramid::{blur_z_at, crop_blur_z_into, downsample_into, step_factors, LevelImage};
+use super::pyramid::{blur_z_at, crop_blur_z_into, downsample_into, step_factors, LevelImage, Z_HALO};
 use super::roi::{BoxMm, Roi};
 use super::{QualityFailure, RegisterError, RegisterOptions, Registration, Verdict};
 
@@ -38,7 +38,13 @@ impl FixedContext {
     /// Samples `planning` inside `roi` on up to `options.levels` pyramid levels.
     pub fn new(planning: &CtVolume, roi: Roi, options: &RegisterOptions) -> Result<Self, RegisterError> {
         options.validate()?;
-        let full = in_box(planning.grid(), &roi.box_mm);
+        let mut full = in_box(planning.grid(), &roi.box_mm);
+        // Slices whose smoothing kernel would run off the series are left out, so every
+        // fixed sample is smoothed over real neighbours, like the frame (see `crop_range`).
+        let nz = planning.grid().dims()[2];
+        if nz > 2 * Z_HALO + 1 {
+            full.retain(|v| v[2] >= Z_HALO && v[2] + Z_HALO < nz);
+        }
         if full.len() < MIN_FIXED_SAMPLES {
             return Err(RegisterError::RoiOutsideFixed {
                 lo_mm: roi.box_mm.lo_mm.coords.into(),
@@ -382,7 +388,9 @@ impl Registrar {
 
 /// Index range `(lo, hi exclusive)` of the frame that the ROI, mapped by `initial`, can reach
 /// within `search_mm`; at least two voxels per axis so an empty overlap still yields a
-/// (failing) registration rather than an error.
+/// (failing) registration rather than an error. The outer `Z_HALO` slices of the frame are
+/// left out (when it has enough): their smoothing would repeat the edge slice, which the
+/// anatomy beyond a slab's edge does not, and would bias a slab towards its edges.
 fn crop_range(
     fixed: &FixedContext,
     moving: &CtVolume,
@@ -410,10 +418,11 @@ fn crop_range(
     let mut out_lo = [0usize; 3];
     let mut out_hi = [0usize; 3];
     for a in 0..3 {
+        let halo = if a == 2 && dims[2] > 2 * Z_HALO + 2 { Z_HALO as f64 } else { 0.0 };
         let n = dims[a] as f64;
         let m = search_mm / spacing[a] + 1.0;
-        let l = (lo[a] - m).floor().clamp(0.0, n - 2.0);
-        let h = (hi[a] + m).ceil().clamp(l + 1.0, n - 1.0);
+        let l = (lo[a] - m).floor().clamp(halo, n - 2.0 - halo);
+        let h = (hi[a] + m).ceil().clamp(l + 1.0, n - 1.0 - halo);
         out_lo[a] = l as usize;
         out_hi[a] = h as usize + 1;
     }

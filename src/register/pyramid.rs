@@ -174,6 +174,9 @@ pub(crate) fn blur_z_at<T: Voxel>(grid: &Grid, src: &[T], i: usize, j: usize, k:
 /// Binomial smoothing across slices (σ = 1 slice).
 const Z_KERNEL: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
 
+/// Slices on either side of the kernel's centre.
+pub(crate) const Z_HALO: usize = 2;
+
 /// Slice indices under the kernel centred on `k`, edge slices repeated.
 fn z_taps(k: usize, nz: usize) -> [usize; 5] {
     [0, 1, 2, 3, 4].map(|t| (k + t).saturating_sub(2).min(nz - 1))
