@@ -11,7 +11,9 @@ mod register_support;
 
 use ionguide::dicom::{ct::read_series_dir, rtstruct::read_roi};
 use ionguide::geometry::RigidTransform;
-use ionguide::register::{resample, FixedContext, RegisterOptions, Registrar, Registration, Roi, DEFAULT_MARGIN_MM};
+use ionguide::register::{
+    resample, FixedContext, RegisterOptions, Registrar, Registration, Roi, DEFAULT_MARGIN_MM,
+};
 use ionguide::volume::{CtVolume, MaskVolume};
 use proptest::prelude::*;
 use register_support::{make_frame, random_transform, slab_grid, target_registration_error, Rng};
@@ -32,7 +34,9 @@ fn patient(index: usize) -> &'static Patient {
     static P: [OnceLock<Patient>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
     P[index].get_or_init(|| {
         let name = PATIENTS[index];
-        let ct = read_series_dir(format!("tests/data/{name}/image")).unwrap().volume;
+        let ct = read_series_dir(format!("tests/data/{name}/image"))
+            .unwrap()
+            .volume;
         let (_, roi) = read_roi(format!("tests/data/{name}/mask/RS.dcm"), "GTV_Mass_CT").unwrap();
         let raster = roi.rasterize(ct.grid());
         let region = Roi::from_mask(&raster.mask, DEFAULT_MARGIN_MM).unwrap();
@@ -68,9 +72,16 @@ fn rasterized_target_matches_the_reference_mask_centroid() {
         serde_json::from_str(&std::fs::read_to_string("tests/data/reference.json").unwrap()).unwrap();
     for (i, name) in PATIENTS.iter().enumerate() {
         let c = &reference[name]["reference_mask"]["mask_centroid_mm"];
-        let want = ionguide::units::PointMm::new(c[0].as_f64().unwrap(), c[1].as_f64().unwrap(), c[2].as_f64().unwrap());
+        let want = ionguide::units::PointMm::new(
+            c[0].as_f64().unwrap(),
+            c[1].as_f64().unwrap(),
+            c[2].as_f64().unwrap(),
+        );
         let got = patient(i).fixed.roi().target_mm;
-        assert!((got - want).norm() < 2.0, "{name}: target {got:?} vs reference centroid {want:?}");
+        assert!(
+            (got - want).norm() < 2.0,
+            "{name}: target {got:?} vs reference centroid {want:?}"
+        );
     }
 }
 
@@ -92,7 +103,10 @@ fn known_transforms_are_recovered_on_real_ct() {
             }
         }
     }
-    assert!(ok * 100 >= 95 * total, "{ok}/{total} cases within {TRE_LIMIT_MM} mm");
+    assert!(
+        ok * 100 >= 95 * total,
+        "{ok}/{total} cases within {TRE_LIMIT_MM} mm"
+    );
 }
 
 proptest! {
@@ -124,10 +138,22 @@ fn warm_start_on_real_ct_takes_fewer_iterations() {
     let truth = random_transform(&mut rng, p.centroid, 10.0, 3.0);
     let frame = make_frame(&p.ct, &truth, p.ct.grid(), 20.0, &mut rng);
     let mut reg = Registrar::new(RegisterOptions::default());
-    let cold = reg.register(&p.fixed, &frame, &RigidTransform::identity()).unwrap();
+    let cold = reg
+        .register(&p.fixed, &frame, &RigidTransform::identity())
+        .unwrap();
     let previous = random_transform(&mut rng, truth.apply(&p.centroid), 2.0, 1.0).compose(&truth);
     let warm = reg.register_warm(&p.fixed, &frame, &previous).unwrap();
-    assert!(cold.is_usable() && warm.is_usable(), "{:?} {:?}", cold.verdict, warm.verdict);
-    assert!(warm.iterations < cold.iterations, "warm {} vs cold {}", warm.iterations, cold.iterations);
+    assert!(
+        cold.is_usable() && warm.is_usable(),
+        "{:?} {:?}",
+        cold.verdict,
+        warm.verdict
+    );
+    assert!(
+        warm.iterations < cold.iterations,
+        "warm {} vs cold {}",
+        warm.iterations,
+        cold.iterations
+    );
     assert!(target_registration_error(&p.tumor, &warm.transform, &truth) <= TRE_LIMIT_MM);
 }

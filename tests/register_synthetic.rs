@@ -13,7 +13,9 @@ use ionguide::register::{
 use ionguide::units::VectorMm;
 use ionguide::volume::CtVolume;
 use proptest::prelude::*;
-use register_support::{make_frame, phantom, random_transform, slab_grid, target_registration_error, Phantom, Rng};
+use register_support::{
+    make_frame, phantom, random_transform, slab_grid, target_registration_error, Phantom, Rng,
+};
 use std::sync::OnceLock;
 
 /// Tolerance on the mean target registration error, mm.
@@ -63,13 +65,21 @@ fn success_rate(seed: u64, cases: usize, slab: bool) -> f64 {
 #[test]
 fn full_frames_are_recovered_within_tre_limit() {
     let rate = success_rate(1, 20, false);
-    assert!(rate >= 0.95, "only {:.0}% of cases within {TRE_LIMIT_MM} mm", rate * 100.0);
+    assert!(
+        rate >= 0.95,
+        "only {:.0}% of cases within {TRE_LIMIT_MM} mm",
+        rate * 100.0
+    );
 }
 
 #[test]
 fn slab_frames_are_recovered_within_tre_limit() {
     let rate = success_rate(2, 20, true);
-    assert!(rate >= 0.95, "only {:.0}% of cases within {TRE_LIMIT_MM} mm", rate * 100.0);
+    assert!(
+        rate >= 0.95,
+        "only {:.0}% of cases within {TRE_LIMIT_MM} mm",
+        rate * 100.0
+    );
 }
 
 proptest! {
@@ -87,14 +97,22 @@ proptest! {
 fn tumor_shift_is_the_truth_carried_target() {
     let (p, ctx) = fixture();
     let truth = RigidTransform::from_xyz_deg([1.0, -2.0, 0.5], VectorMm::zeros());
-    let truth = RigidTransform::about_center(truth.rotation, p.target_centroid_mm, VectorMm::new(6.0, -4.0, 9.0));
+    let truth = RigidTransform::about_center(
+        truth.rotation,
+        p.target_centroid_mm,
+        VectorMm::new(6.0, -4.0, 9.0),
+    );
     let frame = make_frame(&p.ct, &truth, p.ct.grid(), 20.0, &mut Rng::new(9));
     let r = Registrar::new(RegisterOptions::default())
         .register(ctx, &frame, &RigidTransform::identity())
         .unwrap();
     assert!(r.is_usable(), "{:?}", r.verdict);
     // rotation is about the centroid, so the centroid moves by the translation alone
-    assert!((r.tumor_shift_mm - VectorMm::new(6.0, -4.0, 9.0)).norm() < 0.2, "{:?}", r.tumor_shift_mm);
+    assert!(
+        (r.tumor_shift_mm - VectorMm::new(6.0, -4.0, 9.0)).norm() < 0.2,
+        "{:?}",
+        r.tumor_shift_mm
+    );
     assert_eq!(r.target_planned_mm, ctx.roi().target_mm);
 }
 
@@ -115,8 +133,18 @@ fn warm_start_takes_fewer_iterations_than_cold() {
     let previous = nudge.compose(&truth);
     let warm = reg.register_warm(ctx, &frame, &previous).unwrap();
     eprintln!("cold {} it, warm {} it", cold.iterations, warm.iterations);
-    assert!(cold.is_usable() && warm.is_usable(), "{:?} {:?}", cold.verdict, warm.verdict);
-    assert!(warm.iterations < cold.iterations, "warm {} vs cold {}", warm.iterations, cold.iterations);
+    assert!(
+        cold.is_usable() && warm.is_usable(),
+        "{:?} {:?}",
+        cold.verdict,
+        warm.verdict
+    );
+    assert!(
+        warm.iterations < cold.iterations,
+        "warm {} vs cold {}",
+        warm.iterations,
+        cold.iterations
+    );
     assert!(target_registration_error(&p.target, &warm.transform, &truth) <= TRE_LIMIT_MM);
 }
 
@@ -168,5 +196,12 @@ fn frame_away_from_the_roi_is_flagged_as_insufficient_overlap() {
         .unwrap();
     eprintln!("far: {r:?}");
     assert_flagged(&r);
-    assert!(matches!(r.verdict, Verdict::Reject(QualityFailure::InsufficientOverlap { .. })), "{:?}", r.verdict);
+    assert!(
+        matches!(
+            r.verdict,
+            Verdict::Reject(QualityFailure::InsufficientOverlap { .. })
+        ),
+        "{:?}",
+        r.verdict
+    );
 }

@@ -253,7 +253,10 @@ impl RegisterOptions {
                 return bad(name, v);
             }
         }
-        for (name, v) in [("min_similarity", self.min_similarity), ("min_overlap", self.min_overlap)] {
+        for (name, v) in [
+            ("min_similarity", self.min_similarity),
+            ("min_overlap", self.min_overlap),
+        ] {
             if !(-1.0..=1.0).contains(&v) {
                 return bad(name, v);
             }

@@ -58,7 +58,14 @@ impl FixedContext {
             s + grid.index_to_patient(ijk.map(|v| v as f64)).coords
         });
         let centre_mm = PointMm::from(sum / full.len() as f64);
-        let mut levels = vec![samples_of(grid, planning.as_slice(), full, &centre_mm, options.max_samples_per_level, true)];
+        let mut levels = vec![samples_of(
+            grid,
+            planning.as_slice(),
+            full,
+            &centre_mm,
+            options.max_samples_per_level,
+            true,
+        )];
         let mut image = LevelImage {
             grid: grid.clone(),
             data: Vec::new(),
@@ -79,9 +86,20 @@ impl FixedContext {
             if idx.len() < MIN_COARSE_SAMPLES || image.grid.dims().iter().any(|&n| n < 2) {
                 break;
             }
-            levels.push(samples_of(&image.grid, &image.data, idx, &centre_mm, options.max_samples_per_level, false));
+            levels.push(samples_of(
+                &image.grid,
+                &image.data,
+                idx,
+                &centre_mm,
+                options.max_samples_per_level,
+                false,
+            ));
         }
-        Ok(FixedContext { levels, centre_mm, roi })
+        Ok(FixedContext {
+            levels,
+            centre_mm,
+            roi,
+        })
     }
 
     /// The region and target this context was built for.
@@ -128,11 +146,19 @@ fn samples_of<T: Voxel>(
     blur_z: bool,
 ) -> Samples {
     let mut stride = 1;
-    while idx.iter().filter(|v| v[0] % stride == 0 && v[1] % stride == 0).count() > max {
+    while idx
+        .iter()
+        .filter(|v| v[0] % stride == 0 && v[1] % stride == 0)
+        .count()
+        > max
+    {
         stride += 1;
     }
     let mut s = Samples::default();
-    for v in idx.into_iter().filter(|v| v[0] % stride == 0 && v[1] % stride == 0) {
+    for v in idx
+        .into_iter()
+        .filter(|v| v[0] % stride == 0 && v[1] % stride == 0)
+    {
         let rel = grid.index_to_patient(v.map(|x| x as f64)) - centre_mm;
         s.rel_mm.push([rel.x as f32, rel.y as f32, rel.z as f32]);
         s.value.push(if blur_z {
@@ -182,7 +208,13 @@ impl Registrar {
         moving: &CtVolume,
         initial: &RigidTransform,
     ) -> Result<Registration, RegisterError> {
-        self.run(fixed, moving, initial, self.options.levels, self.options.cold_search_mm)
+        self.run(
+            fixed,
+            moving,
+            initial,
+            self.options.levels,
+            self.options.cold_search_mm,
+        )
     }
 
     /// Warm registration from the previous frame's answer: only the finest
@@ -193,7 +225,13 @@ impl Registrar {
         moving: &CtVolume,
         previous: &RigidTransform,
     ) -> Result<Registration, RegisterError> {
-        self.run(fixed, moving, previous, self.options.warm_levels, self.options.warm_search_mm)
+        self.run(
+            fixed,
+            moving,
+            previous,
+            self.options.warm_levels,
+            self.options.warm_search_mm,
+        )
     }
 
     fn run(
@@ -218,7 +256,8 @@ impl Registrar {
         }
         let n_levels = levels.clamp(1, fixed.levels.len());
         let crop = crop_range(fixed, moving, initial, search_mm);
-        self.build_moving_pyramid(moving, crop, n_levels)?;
+        // a small crop (frame far from the ROI) may not coarsen: use the levels it has
+        let n_levels = self.build_moving_pyramid(moving, crop, n_levels)?;
 
         let centre = fixed.centre_mm;
         let mut t = *initial;
@@ -291,14 +330,14 @@ impl Registrar {
         })
     }
 
-    /// Fills `self.moving[0..n_levels]` with the cropped, slice-smoothed frame and its
-    /// coarser levels, reusing the buffers.
+    /// Fills `self.moving[0..n]` with the cropped, slice-smoothed frame and its coarser
+    /// levels, reusing the buffers; `n ≤ n_levels` stops before a level under two voxels.
     fn build_moving_pyramid(
         &mut self,
         moving: &CtVolume,
         crop: ([usize; 3], [usize; 3]),
         n_levels: usize,
-    ) -> Result<(), RegisterError> {
+    ) -> Result<usize, RegisterError> {
         let check = |dims: [usize; 3], level| {
             if dims.iter().any(|&n| n < 2) {
                 Err(RegisterError::MovingTooSmall { dims, level })
@@ -313,14 +352,27 @@ impl Registrar {
                 data: Vec::new(),
             });
         }
-        crop_blur_z_into(moving.grid(), moving.as_slice(), crop.0, crop.1, &mut self.moving[0])?;
+        crop_blur_z_into(
+            moving.grid(),
+            moving.as_slice(),
+            crop.0,
+            crop.1,
+            &mut self.moving[0],
+        )?;
         for level in 1..n_levels {
             let (done, rest) = self.moving.split_at_mut(level);
             let prev = &done[level - 1];
-            downsample_into(&prev.grid, &prev.data, step_factors(prev.grid.spacing_mm()), &mut rest[0])?;
-            check(rest[0].grid.dims(), level)?;
+            downsample_into(
+                &prev.grid,
+                &prev.data,
+                step_factors(prev.grid.spacing_mm()),
+                &mut rest[0],
+            )?;
+            if rest[0].grid.dims().iter().any(|&n| n < 2) {
+                return Ok(level);
+            }
         }
-        Ok(())
+        Ok(n_levels)
     }
 
     fn optimise_level(
@@ -370,7 +422,15 @@ impl Registrar {
                     last: acc,
                 };
             }
-            let next = evaluate(samples, &image.data, &image.grid, &candidate, centre, true, threads);
+            let next = evaluate(
+                samples,
+                &image.data,
+                &image.grid,
+                &candidate,
+                centre,
+                true,
+                threads,
+            );
             if next.n >= MIN_OVERLAP_SAMPLES && next.mse() <= acc.mse() {
                 t = candidate;
                 acc = next;
@@ -418,7 +478,11 @@ fn crop_range(
     let mut out_lo = [0usize; 3];
     let mut out_hi = [0usize; 3];
     for a in 0..3 {
-        let halo = if a == 2 && dims[2] > 2 * Z_HALO + 2 { Z_HALO as f64 } else { 0.0 };
+        let halo = if a == 2 && dims[2] > 2 * Z_HALO + 2 {
+            Z_HALO as f64
+        } else {
+            0.0
+        };
         let n = dims[a] as f64;
         let m = search_mm / spacing[a] + 1.0;
         let l = (lo[a] - m).floor().clamp(halo, n - 2.0 - halo);

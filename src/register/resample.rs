@@ -45,7 +45,8 @@ mod tests {
     use crate::units::{PointMm, VectorMm};
 
     fn ramp() -> CtVolume {
-        let grid = Grid::axis_aligned([20, 18, 10], PointMm::new(-10.0, -9.0, -15.0), [1.0, 1.0, 3.0]).unwrap();
+        let grid =
+            Grid::axis_aligned([20, 18, 10], PointMm::new(-10.0, -9.0, -15.0), [1.0, 1.0, 3.0]).unwrap();
         let mut v = CtVolume::filled(grid, 0);
         for k in 0..10 {
             for j in 0..18 {

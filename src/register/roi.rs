@@ -136,6 +136,9 @@ mod tests {
         assert_eq!(roi.box_mm.hi_mm, PointMm::new(4.5 + 5.0, 3.5 + 5.0, 7.5 + 5.0));
         assert_eq!(roi.target_mm, PointMm::new(3.0, 3.0, 4.5));
         let empty = MaskVolume::filled(m.grid().clone(), 0);
-        assert!(matches!(Roi::from_mask(&empty, 5.0), Err(RegisterError::EmptyMask)));
+        assert!(matches!(
+            Roi::from_mask(&empty, 5.0),
+            Err(RegisterError::EmptyMask)
+        ));
     }
 }

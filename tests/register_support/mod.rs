@@ -35,7 +35,11 @@ impl Rng {
     /// Uniform in the ball of radius `r`.
     pub fn in_ball(&mut self, r: f64) -> VectorMm {
         loop {
-            let v = VectorMm::new(2.0 * self.uniform() - 1.0, 2.0 * self.uniform() - 1.0, 2.0 * self.uniform() - 1.0);
+            let v = VectorMm::new(
+                2.0 * self.uniform() - 1.0,
+                2.0 * self.uniform() - 1.0,
+                2.0 * self.uniform() - 1.0,
+            );
             if v.norm() <= 1.0 {
                 return v * r;
             }
@@ -64,12 +68,22 @@ pub fn phantom(dims: [usize; 3], spacing_mm: [f64; 3], variant: u64) -> Phantom 
     let origin = PointMm::new(centre.x - half[0], centre.y - half[1], centre.z - half[2]);
     let grid = Grid::axis_aligned(dims, origin, spacing_mm).unwrap();
     let mut rng = Rng::new(0x5eed ^ variant.wrapping_mul(7919));
-    let mut jit = |s: f64| if variant == 0 { 0.0 } else { (rng.uniform() - 0.5) * 2.0 * s };
+    let mut jit = |s: f64| {
+        if variant == 0 {
+            0.0
+        } else {
+            (rng.uniform() - 0.5) * 2.0 * s
+        }
+    };
     let (cx, cy, cz) = (centre.x, centre.y, centre.z);
     let body = [85.0 + jit(10.0), 65.0 + jit(10.0)];
     let lung_l = [cx - 40.0 + jit(10.0), cy - 5.0 + jit(10.0), cz + 10.0 + jit(20.0)];
     let lung_r = [cx + 40.0 + jit(10.0), cy - 5.0 + jit(10.0), cz + 20.0 + jit(20.0)];
-    let liver = [cx + 30.0 + jit(15.0), cy + 10.0 + jit(10.0), cz - 60.0 + jit(20.0)];
+    let liver = [
+        cx + 30.0 + jit(15.0),
+        cy + 10.0 + jit(10.0),
+        cz - 60.0 + jit(20.0),
+    ];
     let spine = [cx + jit(5.0), cy + 45.0 + jit(5.0)];
     let tumor_c = [cx + 22.0 + jit(10.0), cy - 8.0 + jit(8.0), cz - 5.0 + jit(10.0)];
     let tumor_r = [18.0, 14.0, 22.0];
@@ -85,9 +99,10 @@ pub fn phantom(dims: [usize; 3], spacing_mm: [f64; 3], variant: u64) -> Phantom 
         let p = grid.index_to_patient([i as f64, j as f64, k as f64]);
         let (dx, dy) = ((p.x - cx) / body[0], (p.y - cy) / body[1]);
         let rho = (dx * dx + dy * dy).sqrt();
-        let texture = 25.0 * ((p.x * 0.21 + phases[0]).sin() * (p.y * 0.17 + phases[1]).cos()
-            + 0.6 * (p.z * 0.11 + p.x * 0.05 + phases[2]).sin()
-            + 0.5 * ((p.y + p.z) * 0.31 + phases[3]).sin());
+        let texture = 25.0
+            * ((p.x * 0.21 + phases[0]).sin() * (p.y * 0.17 + phases[1]).cos()
+                + 0.6 * (p.z * 0.11 + p.x * 0.05 + phases[2]).sin()
+                + 0.5 * ((p.y + p.z) * 0.31 + phases[3]).sin());
         let mut hu = if rho > 1.0 {
             -1000.0
         } else if rho > 0.93 {
@@ -108,7 +123,11 @@ pub fn phantom(dims: [usize; 3], spacing_mm: [f64; 3], variant: u64) -> Phantom 
             }
             let (sx, sy) = (p.x - spine[0], p.y - spine[1]);
             if sx * sx + sy * sy < 14.0 * 14.0 {
-                hu = if sx * sx + sy * sy < 9.0 * 9.0 { 250.0 } else { 900.0 } + texture;
+                hu = if sx * sx + sy * sy < 9.0 * 9.0 {
+                    250.0
+                } else {
+                    900.0
+                } + texture;
             }
             if ellipsoid(&p, tumor_c, tumor_r) {
                 hu = 75.0 + 1.5 * texture;
@@ -136,15 +155,27 @@ pub fn random_transform(rng: &mut Rng, centre: PointMm, max_mm: f64, max_deg: f6
         }
     };
     let angle = (rng.uniform() * max_deg).to_radians();
-    RigidTransform::about_center(Rotation3::from_axis_angle(&axis, angle), centre, rng.in_ball(max_mm))
+    RigidTransform::about_center(
+        Rotation3::from_axis_angle(&axis, angle),
+        centre,
+        rng.in_ball(max_mm),
+    )
 }
 
 /// A frame showing `planning` moved by `truth` (fixed → frame), on `grid`, with Gaussian
 /// noise of `noise_hu` standard deviation.
-pub fn make_frame(planning: &CtVolume, truth: &RigidTransform, grid: &Grid, noise_hu: f64, rng: &mut Rng) -> CtVolume {
+pub fn make_frame(
+    planning: &CtVolume,
+    truth: &RigidTransform,
+    grid: &Grid,
+    noise_hu: f64,
+    rng: &mut Rng,
+) -> CtVolume {
     let mut frame = resample(planning, &truth.inverse(), grid, -1000);
     for v in frame.as_slice_mut() {
-        *v = (*v as f64 + noise_hu * rng.normal()).round().clamp(-1024.0, 3071.0) as i16;
+        *v = (*v as f64 + noise_hu * rng.normal())
+            .round()
+            .clamp(-1024.0, 3071.0) as i16;
     }
     frame
 }

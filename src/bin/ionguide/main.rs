@@ -4,6 +4,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod register;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ionguide",
@@ -19,7 +21,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Rigid registration of a frame against the planning CT over a target region.
+    Register(register::Args),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -27,5 +32,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {}
+    match cli.command {
+        Command::Register(args) => register::run(args),
+    }
 }
