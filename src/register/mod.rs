@@ -114,11 +114,13 @@ pub enum RegisterError {
         /// Pyramid level (0 = full resolution).
         level: usize,
     },
-    /// The initial transform has non-finite entries.
-    #[error("initial transform is not finite: {matrix:?}")]
+    /// The initial transform has a non-finite entry.
+    #[error("initial transform has a non-finite entry at row {row}, column {col} of its 4×4 matrix")]
     BadInitial {
-        /// Row-major 4×4 matrix.
-        matrix: [f64; 16],
+        /// Row of the first bad entry.
+        row: usize,
+        /// Column of the first bad entry.
+        col: usize,
     },
     /// An option is out of range.
     #[error("registration option {name} = {value} is out of range")]
@@ -177,7 +179,7 @@ impl Default for RegisterOptions {
             max_iterations_per_level: 40,
             min_step_mm: 0.01,
             min_step_deg: 0.01,
-            max_samples_per_level: 40_000,
+            max_samples_per_level: 160_000,
             threads: 1,
             cold_search_mm: 30.0,
             warm_search_mm: 12.0,

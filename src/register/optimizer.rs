@@ -245,14 +245,12 @@ impl Registrar {
         let o = self.options.clone();
         o.validate()?;
         let m = initial.matrix();
-        if !m.iter().all(|v| v.is_finite()) {
-            let mut matrix = [0.0; 16];
-            for r in 0..4 {
-                for c in 0..4 {
-                    matrix[r * 4 + c] = m[(r, c)];
-                }
-            }
-            return Err(RegisterError::BadInitial { matrix });
+        if let Some(o) = m.iter().position(|v| !v.is_finite()) {
+            // nalgebra stores column-major
+            return Err(RegisterError::BadInitial {
+                row: o % 4,
+                col: o / 4,
+            });
         }
         let n_levels = levels.clamp(1, fixed.levels.len());
         let crop = crop_range(fixed, moving, initial, search_mm);
@@ -299,7 +297,7 @@ impl Registrar {
             })
         } else if !converged {
             Verdict::Reject(QualityFailure::NotConverged { iterations })
-        } else if !(similarity_ncc >= o.min_similarity) {
+        } else if similarity_ncc.is_nan() || similarity_ncc < o.min_similarity {
             Verdict::Reject(QualityFailure::PoorSimilarity {
                 value: similarity_ncc,
                 limit: o.min_similarity,

@@ -78,49 +78,6 @@ pub(crate) fn downsample_into<T: Voxel>(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::units::PointMm;
-
-    #[test]
-    fn factors_coarsen_the_fine_axes_first() {
-        assert_eq!(step_factors([0.977, 0.977, 3.27]), [2, 2, 1]);
-        assert_eq!(step_factors([1.953, 1.953, 3.27]), [2, 2, 1]);
-        assert_eq!(step_factors([3.906, 3.906, 3.27]), [2, 2, 2]);
-        assert_eq!(step_factors([2.0, 2.0, 2.0]), [2, 2, 2]);
-    }
-
-    #[test]
-    fn block_average_of_a_linear_ramp_is_the_ramp_at_block_centres() {
-        let grid = Grid::axis_aligned([7, 4, 3], PointMm::new(10.0, 20.0, 30.0), [1.0, 1.5, 3.0]).unwrap();
-        let mut src = vec![0f32; grid.len()];
-        for k in 0..3 {
-            for j in 0..4 {
-                for i in 0..7 {
-                    let p = grid.index_to_patient([i as f64, j as f64, k as f64]);
-                    src[grid.offset(i, j, k)] = (2.0 * p.x - p.y + 0.5 * p.z) as f32;
-                }
-            }
-        }
-        let mut out = LevelImage {
-            grid: grid.clone(),
-            data: Vec::new(),
-        };
-        downsample_into(&grid, &src, [2, 2, 1], &mut out).unwrap();
-        assert_eq!(out.grid.dims(), [3, 2, 3]);
-        for k in 0..3 {
-            for j in 0..2 {
-                for i in 0..3 {
-                    let p = out.grid.index_to_patient([i as f64, j as f64, k as f64]);
-                    let want = (2.0 * p.x - p.y + 0.5 * p.z) as f32;
-                    approx::assert_relative_eq!(out.data[out.grid.offset(i, j, k)], want, epsilon = 1e-4);
-                }
-            }
-        }
-    }
-}
-
 /// Copies voxels `lo..hi` (index ranges per axis, `hi` exclusive) of `src` into `out` as
 /// `f32`, smoothed across slices with the binomial kernel `[1, 4, 6, 4, 1] / 16` (edge slices repeated).
 ///
@@ -175,9 +132,52 @@ pub(crate) fn blur_z_at<T: Voxel>(grid: &Grid, src: &[T], i: usize, j: usize, k:
 const Z_KERNEL: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
 
 /// Slices on either side of the kernel's centre.
-pub(crate) const Z_HALO: usize = 2;
+pub(crate) const Z_HALO: usize = 1;
 
 /// Slice indices under the kernel centred on `k`, edge slices repeated.
 fn z_taps(k: usize, nz: usize) -> [usize; 5] {
     [0, 1, 2, 3, 4].map(|t| (k + t).saturating_sub(2).min(nz - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::PointMm;
+
+    #[test]
+    fn factors_coarsen_the_fine_axes_first() {
+        assert_eq!(step_factors([0.977, 0.977, 3.27]), [2, 2, 1]);
+        assert_eq!(step_factors([1.953, 1.953, 3.27]), [2, 2, 1]);
+        assert_eq!(step_factors([3.906, 3.906, 3.27]), [2, 2, 2]);
+        assert_eq!(step_factors([2.0, 2.0, 2.0]), [2, 2, 2]);
+    }
+
+    #[test]
+    fn block_average_of_a_linear_ramp_is_the_ramp_at_block_centres() {
+        let grid = Grid::axis_aligned([7, 4, 3], PointMm::new(10.0, 20.0, 30.0), [1.0, 1.5, 3.0]).unwrap();
+        let mut src = vec![0f32; grid.len()];
+        for k in 0..3 {
+            for j in 0..4 {
+                for i in 0..7 {
+                    let p = grid.index_to_patient([i as f64, j as f64, k as f64]);
+                    src[grid.offset(i, j, k)] = (2.0 * p.x - p.y + 0.5 * p.z) as f32;
+                }
+            }
+        }
+        let mut out = LevelImage {
+            grid: grid.clone(),
+            data: Vec::new(),
+        };
+        downsample_into(&grid, &src, [2, 2, 1], &mut out).unwrap();
+        assert_eq!(out.grid.dims(), [3, 2, 3]);
+        for k in 0..3 {
+            for j in 0..2 {
+                for i in 0..3 {
+                    let p = out.grid.index_to_patient([i as f64, j as f64, k as f64]);
+                    let want = (2.0 * p.x - p.y + 0.5 * p.z) as f32;
+                    approx::assert_relative_eq!(out.data[out.grid.offset(i, j, k)], want, epsilon = 1e-4);
+                }
+            }
+        }
+    }
 }
