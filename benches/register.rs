@@ -1,5 +1,6 @@
 //! Registration latency: a cold and a warm-started registration of a 204×201×60 frame
 //! (0.977 × 0.977 × 3.27 mm voxels, anatomy-like synthetic phantom) with an 80 mm ROI.
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 
 #[path = "../tests/register_support/mod.rs"]
 mod register_support;
