@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod inspect;
 mod range;
 mod wepl;
+mod register;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +31,8 @@ enum Command {
     Range(range::Args),
     /// Water-equivalent path length through a CT series.
     Wepl(wepl::Args),
+    /// Rigid registration of a frame against the planning CT over a target region.
+    Register(register::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Range(args) => range::run(args),
         Command::Wepl(args) => wepl::run(args),
+        Command::Register(args) => register::run(args),
     }
 }

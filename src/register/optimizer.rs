@@ -1,0 +1,492 @@
+//! Levenberg–Marquardt over the pyramid, and the reusable [`Registrar`].
+//!
+//! Each iteration solves `(JᵀJ + λ·diag(JᵀJ))·δ = −Jᵀe` for a left-composed increment
+//! rotated about the mapped ROI centre (see [`metric`](super::metric)). A step that does not
+//! lower the mean squared difference is rejected and `λ` grows; an accepted step shrinks it.
+//! A level stops when a step is below both thresholds; only the finest level decides
+//! `converged`.
+
+use nalgebra::Rotation3;
+
+use crate::geometry::RigidTransform;
+use crate::units::PointMm;
+use crate::volume::{CtVolume, Voxel};
+
+use super::metric::{evaluate, Accum, Samples};
+use super::pyramid::{blur_z_at, crop_blur_z_into, downsample_into, step_factors, LevelImage, Z_HALO};
+use super::roi::{BoxMm, Roi};
+use super::{QualityFailure, RegisterError, RegisterOptions, Registration, Verdict};
+
+/// Fewest planning-CT voxels a region must hold at full resolution.
+const MIN_FIXED_SAMPLES: usize = 256;
+/// Coarse levels with fewer samples than this are skipped.
+const MIN_COARSE_SAMPLES: usize = 128;
+/// Fewest overlapping samples for a step to count.
+const MIN_OVERLAP_SAMPLES: usize = 64;
+
+/// The planning CT side, prepared once per plan: ROI samples on every pyramid level.
+#[derive(Debug, Clone)]
+pub struct FixedContext {
+    /// Index 0 is full resolution.
+    levels: Vec<Samples>,
+    /// Rotation centre: centroid of the full-resolution ROI voxels, mm.
+    centre_mm: PointMm,
+    roi: Roi,
+}
+
+impl FixedContext {
+    /// Samples `planning` inside `roi` on up to `options.levels` pyramid levels.
+    pub fn new(planning: &CtVolume, roi: Roi, options: &RegisterOptions) -> Result<Self, RegisterError> {
+        options.validate()?;
+        let mut full = in_box(planning.grid(), &roi.box_mm);
+        // Slices whose smoothing kernel would run off the series are left out, so every
+        // fixed sample is smoothed over real neighbours, like the frame (see `crop_range`).
+        let nz = planning.grid().dims()[2];
+        if nz > 2 * Z_HALO + 1 {
+            full.retain(|v| v[2] >= Z_HALO && v[2] + Z_HALO < nz);
+        }
+        if full.len() < MIN_FIXED_SAMPLES {
+            return Err(RegisterError::RoiOutsideFixed {
+                lo_mm: roi.box_mm.lo_mm.coords.into(),
+                hi_mm: roi.box_mm.hi_mm.coords.into(),
+                voxels: full.len(),
+                needed: MIN_FIXED_SAMPLES,
+            });
+        }
+        let grid = planning.grid();
+        let sum = full.iter().fold(nalgebra::Vector3::zeros(), |s, ijk| {
+            s + grid.index_to_patient(ijk.map(|v| v as f64)).coords
+        });
+        let centre_mm = PointMm::from(sum / full.len() as f64);
+        let mut levels = vec![samples_of(
+            grid,
+            planning.as_slice(),
+            full,
+            &centre_mm,
+            options.max_samples_per_level,
+            true,
+        )];
+        let mut image = LevelImage {
+            grid: grid.clone(),
+            data: Vec::new(),
+        };
+        for level in 1..options.levels {
+            let mut next = LevelImage {
+                grid: image.grid.clone(),
+                data: Vec::new(),
+            };
+            let factors = step_factors(image.grid.spacing_mm());
+            if level == 1 {
+                downsample_into(grid, planning.as_slice(), factors, &mut next)?;
+            } else {
+                downsample_into(&image.grid, &image.data, factors, &mut next)?;
+            }
+            image = next;
+            let idx = in_box(&image.grid, &roi.box_mm);
+            if idx.len() < MIN_COARSE_SAMPLES || image.grid.dims().iter().any(|&n| n < 2) {
+                break;
+            }
+            levels.push(samples_of(
+                &image.grid,
+                &image.data,
+                idx,
+                &centre_mm,
+                options.max_samples_per_level,
+                false,
+            ));
+        }
+        Ok(FixedContext {
+            levels,
+            centre_mm,
+            roi,
+        })
+    }
+
+    /// The region and target this context was built for.
+    pub fn roi(&self) -> &Roi {
+        &self.roi
+    }
+    /// The rotation centre (centroid of the ROI on the planning CT), mm.
+    pub fn centre_mm(&self) -> PointMm {
+        self.centre_mm
+    }
+    /// Pyramid levels available (the coarsest may have been dropped for a small ROI).
+    pub fn levels(&self) -> usize {
+        self.levels.len()
+    }
+    /// Fixed samples at full resolution (after in-plane thinning).
+    pub fn finest_samples(&self) -> usize {
+        self.levels[0].len()
+    }
+}
+
+/// Voxel indices of `grid` whose centres lie inside `b`.
+fn in_box(grid: &crate::geometry::Grid, b: &BoxMm) -> Vec<[usize; 3]> {
+    let [nx, ny, nz] = grid.dims();
+    let mut out = Vec::new();
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                if b.contains(&grid.index_to_patient([i as f64, j as f64, k as f64])) {
+                    out.push([i, j, k]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Samples at `idx`, thinned in-plane (every s-th column and row) to at most `max` samples.
+fn samples_of<T: Voxel>(
+    grid: &crate::geometry::Grid,
+    data: &[T],
+    idx: Vec<[usize; 3]>,
+    centre_mm: &PointMm,
+    max: usize,
+    blur_z: bool,
+) -> Samples {
+    let mut stride = 1;
+    while idx
+        .iter()
+        .filter(|v| v[0] % stride == 0 && v[1] % stride == 0)
+        .count()
+        > max
+    {
+        stride += 1;
+    }
+    let mut s = Samples::default();
+    for v in idx
+        .into_iter()
+        .filter(|v| v[0] % stride == 0 && v[1] % stride == 0)
+    {
+        let rel = grid.index_to_patient(v.map(|x| x as f64)) - centre_mm;
+        s.rel_mm.push([rel.x as f32, rel.y as f32, rel.z as f32]);
+        s.value.push(if blur_z {
+            blur_z_at(grid, data, v[0], v[1], v[2])
+        } else {
+            data[grid.offset(v[0], v[1], v[2])].to_f32()
+        });
+    }
+    s
+}
+
+/// Outcome of one level.
+struct LevelRun {
+    transform: RigidTransform,
+    iterations: u32,
+    converged: bool,
+    /// The last evaluation at an accepted transform.
+    last: Accum,
+}
+
+/// Registers frames against a [`FixedContext`], reusing its pyramid buffers frame to frame.
+#[derive(Debug, Clone)]
+pub struct Registrar {
+    options: RegisterOptions,
+    /// `moving[l - 1]` is pyramid level `l` of the current frame.
+    moving: Vec<LevelImage>,
+}
+
+impl Registrar {
+    /// A registrar with these options (checked again by every registration).
+    pub fn new(options: RegisterOptions) -> Self {
+        Registrar {
+            options,
+            moving: Vec::new(),
+        }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &RegisterOptions {
+        &self.options
+    }
+
+    /// Cold registration over the whole pyramid, starting from `initial`.
+    pub fn register(
+        &mut self,
+        fixed: &FixedContext,
+        moving: &CtVolume,
+        initial: &RigidTransform,
+    ) -> Result<Registration, RegisterError> {
+        self.run(
+            fixed,
+            moving,
+            initial,
+            self.options.levels,
+            self.options.cold_search_mm,
+        )
+    }
+
+    /// Warm registration from the previous frame's answer: only the finest
+    /// `options.warm_levels` levels, so a small motion costs a few full-resolution steps.
+    pub fn register_warm(
+        &mut self,
+        fixed: &FixedContext,
+        moving: &CtVolume,
+        previous: &RigidTransform,
+    ) -> Result<Registration, RegisterError> {
+        self.run(
+            fixed,
+            moving,
+            previous,
+            self.options.warm_levels,
+            self.options.warm_search_mm,
+        )
+    }
+
+    fn run(
+        &mut self,
+        fixed: &FixedContext,
+        moving: &CtVolume,
+        initial: &RigidTransform,
+        levels: usize,
+        search_mm: f64,
+    ) -> Result<Registration, RegisterError> {
+        let o = self.options.clone();
+        o.validate()?;
+        let m = initial.matrix();
+        if let Some(o) = m.iter().position(|v| !v.is_finite()) {
+            // nalgebra stores column-major
+            return Err(RegisterError::BadInitial {
+                row: o % 4,
+                col: o / 4,
+            });
+        }
+        let n_levels = levels.clamp(1, fixed.levels.len());
+        let crop = crop_range(fixed, moving, initial, search_mm);
+        // a small crop (frame far from the ROI) may not coarsen: use the levels it has
+        let n_levels = self.build_moving_pyramid(moving, crop, n_levels)?;
+
+        let centre = fixed.centre_mm;
+        let mut t = *initial;
+        let mut iterations = 0;
+        let mut converged = false;
+        let mut last = Accum::default();
+        for level in (0..n_levels).rev() {
+            let image = &self.moving[level];
+            // coarse levels only need to land in the finer level's capture range
+            let scale = (1u32 << (2 * level)) as f64;
+            let run = self.optimise_level(
+                &fixed.levels[level],
+                image,
+                &centre,
+                t,
+                o.min_step_mm * scale,
+                o.min_step_deg * scale,
+            );
+            t = run.transform;
+            iterations += run.iterations;
+            converged = run.converged;
+            last = run.last;
+        }
+
+        // The last evaluation was at the transform before the final sub-threshold step: its
+        // similarity and overlap stand for the answer without another pass.
+        let finest = &fixed.levels[0];
+        let acc = last;
+        let overlap_fraction = acc.n as f64 / finest.len() as f64;
+        let similarity_ncc = acc.ncc();
+        let rms_hu = acc.mse().sqrt();
+        let jump = t.compose(&initial.inverse());
+        let jump_mm = (t.apply(&centre) - initial.apply(&centre)).norm();
+        let jump_deg = jump.angle_deg();
+        let verdict = if overlap_fraction < o.min_overlap {
+            Verdict::Reject(QualityFailure::InsufficientOverlap {
+                fraction: overlap_fraction,
+                limit: o.min_overlap,
+            })
+        } else if !converged {
+            Verdict::Reject(QualityFailure::NotConverged { iterations })
+        } else if similarity_ncc.is_nan() || similarity_ncc < o.min_similarity {
+            Verdict::Reject(QualityFailure::PoorSimilarity {
+                value: similarity_ncc,
+                limit: o.min_similarity,
+            })
+        } else if jump_mm > o.max_jump_mm || jump_deg > o.max_jump_deg {
+            Verdict::Reject(QualityFailure::Jump {
+                mm: jump_mm,
+                deg: jump_deg,
+                limit_mm: o.max_jump_mm,
+                limit_deg: o.max_jump_deg,
+            })
+        } else {
+            Verdict::Accept
+        };
+        let planned = fixed.roi.target_mm;
+        let target = t.apply(&planned);
+        Ok(Registration {
+            transform: t,
+            converged,
+            iterations,
+            similarity_ncc,
+            rms_hu,
+            overlap_fraction,
+            verdict,
+            target_planned_mm: planned,
+            target_mm: target,
+            tumor_shift_mm: target - planned,
+        })
+    }
+
+    /// Fills `self.moving[0..n]` with the cropped, slice-smoothed frame and its coarser
+    /// levels, reusing the buffers; `n ≤ n_levels` stops before a level under two voxels.
+    fn build_moving_pyramid(
+        &mut self,
+        moving: &CtVolume,
+        crop: ([usize; 3], [usize; 3]),
+        n_levels: usize,
+    ) -> Result<usize, RegisterError> {
+        let check = |dims: [usize; 3], level| {
+            if dims.iter().any(|&n| n < 2) {
+                Err(RegisterError::MovingTooSmall { dims, level })
+            } else {
+                Ok(())
+            }
+        };
+        check(moving.grid().dims(), 0)?;
+        while self.moving.len() < n_levels {
+            self.moving.push(LevelImage {
+                grid: moving.grid().clone(),
+                data: Vec::new(),
+            });
+        }
+        crop_blur_z_into(
+            moving.grid(),
+            moving.as_slice(),
+            crop.0,
+            crop.1,
+            &mut self.moving[0],
+        )?;
+        for level in 1..n_levels {
+            let (done, rest) = self.moving.split_at_mut(level);
+            let prev = &done[level - 1];
+            downsample_into(
+                &prev.grid,
+                &prev.data,
+                step_factors(prev.grid.spacing_mm()),
+                &mut rest[0],
+            )?;
+            if rest[0].grid.dims().iter().any(|&n| n < 2) {
+                return Ok(level);
+            }
+        }
+        Ok(n_levels)
+    }
+
+    fn optimise_level(
+        &self,
+        samples: &Samples,
+        image: &LevelImage,
+        centre: &PointMm,
+        start: RigidTransform,
+        tol_mm: f64,
+        tol_deg: f64,
+    ) -> LevelRun {
+        let threads = self.options.threads;
+        let mut t = start;
+        let mut acc = evaluate(samples, &image.data, &image.grid, &t, centre, true, threads);
+        let give_up = |t, iterations, last| LevelRun {
+            transform: t,
+            iterations,
+            converged: false,
+            last,
+        };
+        if acc.n < MIN_OVERLAP_SAMPLES {
+            return give_up(t, 0, acc);
+        }
+        let mut lambda = 1e-3;
+        for it in 1..=self.options.max_iterations_per_level {
+            let (h, g) = acc.normal_equations();
+            let mut a = h;
+            for d in 0..6 {
+                a[(d, d)] += lambda * h[(d, d)];
+            }
+            let Some(chol) = a.cholesky() else {
+                return give_up(t, it, acc);
+            };
+            let delta = -chol.solve(&g);
+            if !delta.iter().all(|v| v.is_finite()) {
+                return give_up(t, it, acc);
+            }
+            let dw = delta.fixed_rows::<3>(0).into_owned();
+            let dt = delta.fixed_rows::<3>(3).into_owned();
+            let step = RigidTransform::about_center(Rotation3::new(dw), t.apply(centre), dt);
+            let candidate = step.compose(&t);
+            if dt.norm() < tol_mm && dw.norm().to_degrees() < tol_deg {
+                return LevelRun {
+                    transform: candidate,
+                    iterations: it,
+                    converged: true,
+                    last: acc,
+                };
+            }
+            let next = evaluate(
+                samples,
+                &image.data,
+                &image.grid,
+                &candidate,
+                centre,
+                true,
+                threads,
+            );
+            if next.n >= MIN_OVERLAP_SAMPLES && next.mse() <= acc.mse() {
+                t = candidate;
+                acc = next;
+                lambda = (lambda * 0.25).max(1e-7);
+            } else {
+                lambda *= 8.0;
+                if lambda > 1e8 {
+                    return give_up(t, it, acc);
+                }
+            }
+        }
+        give_up(t, self.options.max_iterations_per_level, acc)
+    }
+}
+
+/// Index range `(lo, hi exclusive)` of the frame that the ROI, mapped by `initial`, can reach
+/// within `search_mm`; at least two voxels per axis so an empty overlap still yields a
+/// (failing) registration rather than an error. The outer `Z_HALO` slices of the frame are
+/// left out (when it has enough): their smoothing would repeat the edge slice, which the
+/// anatomy beyond a slab's edge does not, and would bias a slab towards its edges.
+fn crop_range(
+    fixed: &FixedContext,
+    moving: &CtVolume,
+    initial: &RigidTransform,
+    search_mm: f64,
+) -> ([usize; 3], [usize; 3]) {
+    let g = moving.grid();
+    let dims = g.dims();
+    let b = &fixed.roi.box_mm;
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for c in 0..8 {
+        let p = PointMm::new(
+            if c & 1 != 0 { b.hi_mm.x } else { b.lo_mm.x },
+            if c & 2 != 0 { b.hi_mm.y } else { b.lo_mm.y },
+            if c & 4 != 0 { b.hi_mm.z } else { b.lo_mm.z },
+        );
+        let u = g.patient_to_index(&initial.apply(&p));
+        for a in 0..3 {
+            lo[a] = lo[a].min(u[a]);
+            hi[a] = hi[a].max(u[a]);
+        }
+    }
+    let spacing = g.spacing_mm();
+    let mut out_lo = [0usize; 3];
+    let mut out_hi = [0usize; 3];
+    for a in 0..3 {
+        let halo = if a == 2 && dims[2] > 2 * Z_HALO + 2 {
+            Z_HALO as f64
+        } else {
+            0.0
+        };
+        let n = dims[a] as f64;
+        let m = search_mm / spacing[a] + 1.0;
+        let l = (lo[a] - m).floor().clamp(halo, n - 2.0 - halo);
+        let h = (hi[a] + m).ceil().clamp(l + 1.0, n - 1.0 - halo);
+        out_lo[a] = l as usize;
+        out_hi[a] = h as usize + 1;
+    }
+    (out_lo, out_hi)
+}
