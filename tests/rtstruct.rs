@@ -241,6 +241,15 @@ fn bad_files_are_typed_errors_naming_the_file() {
     assert!(e.to_string().contains("reference.json"));
     let e = rtstruct::read_structure_set("tests/data/STS_001/image/000000.dcm").unwrap_err();
     assert!(matches!(e, RtStructError::WrongSopClass { .. }), "{e:?}");
+    // A valid JPEG 2000 (encapsulated pixel data) file passes the length pre-check and
+    // is refused for what it is.
+    let j2k = std::fs::read_dir("tests/data/totalseg_j2k")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("CT."))
+        .unwrap();
+    let e = rtstruct::read_structure_set(&j2k).unwrap_err();
+    assert!(matches!(e, RtStructError::WrongSopClass { .. }), "{e:?}");
     let bytes = std::fs::read("tests/data/STS_002/mask/RS.dcm").unwrap();
     for cut in [140, 600, bytes.len() / 2] {
         // Truncation must never panic; it is an error (or, cut at an element boundary, a
