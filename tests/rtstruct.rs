@@ -241,6 +241,15 @@ fn bad_files_are_typed_errors_naming_the_file() {
     assert!(e.to_string().contains("reference.json"));
     let e = rtstruct::read_structure_set("tests/data/STS_001/image/000000.dcm").unwrap_err();
     assert!(matches!(e, RtStructError::WrongSopClass { .. }), "{e:?}");
+    // A valid JPEG 2000 (encapsulated pixel data) file passes the length pre-check and
+    // is refused for what it is.
+    let j2k = std::fs::read_dir("tests/data/totalseg_j2k")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("CT."))
+        .unwrap();
+    let e = rtstruct::read_structure_set(&j2k).unwrap_err();
+    assert!(matches!(e, RtStructError::WrongSopClass { .. }), "{e:?}");
     let bytes = std::fs::read("tests/data/STS_002/mask/RS.dcm").unwrap();
     for cut in [140, 600, bytes.len() / 2] {
         // Truncation must never panic; it is an error (or, cut at an element boundary, a
@@ -343,4 +352,50 @@ fn circle_centroid_is_its_centre() {
     let c = m.centroid_mm.unwrap();
     let truth = grid.index_to_patient([cx, cy, 0.0]);
     assert!((c - truth).norm() < 0.05, "{c:?} vs {truth:?}");
+}
+
+mod invariants {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn star(center: [f64; 2], radii: &[f64]) -> Vec<[f64; 2]> {
+        let n = radii.len() as f64;
+        radii
+            .iter()
+            .enumerate()
+            .map(|(t, r)| {
+                let a = t as f64 / n * std::f64::consts::TAU;
+                [center[0] + r * a.cos(), center[1] + r * a.sin()]
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        // An integer shift in index space moves the mask without changing it; a contour listed
+        // twice on a slice cancels itself under the even-odd rule.
+        #[test]
+        fn shift_invariance_and_even_odd_cancellation(
+            radii in prop::collection::vec(2.0f64..15.0, 3..40),
+            c in (16.0f64..24.0, 16.0f64..24.0),
+            d in (0usize..20, 0usize..20),
+            angles in (-1.0f64..1.0, -1.0f64..1.0, -1.0f64..1.0),
+        ) {
+            let r = Rotation3::from_euler_angles(angles.0, angles.1, angles.2);
+            let grid = Grid::new([60, 60, 2], PointMm::new(1.0, 2.0, 3.0), [0.8, 1.1, 2.0], *r.matrix()).unwrap();
+            let a = star([c.0, c.1], &radii);
+            let b: Vec<[f64; 2]> = a.iter().map(|p| [p[0] + d.0 as f64, p[1] + d.1 as f64]).collect();
+            let roi = |cs: Vec<Contour>| Roi { number: 1, name: "s".into(), contours: cs };
+            let ma = roi(vec![poly(&grid, 0.0, &a)]).rasterize(&grid);
+            let mb = roi(vec![poly(&grid, 1.0, &b)]).rasterize(&grid);
+            prop_assert_eq!(ma.voxels, mb.voxels);
+            for j in 0..60 - d.1 {
+                for i in 0..60 - d.0 {
+                    prop_assert_eq!(ma.mask.get(i, j, 0), mb.mask.get(i + d.0, j + d.1, 1));
+                }
+            }
+            let twice = roi(vec![poly(&grid, 0.0, &a), poly(&grid, 0.0, &a)]).rasterize(&grid);
+            prop_assert_eq!(twice.voxels, 0);
+        }
+    }
 }

@@ -251,6 +251,7 @@ fn check_lengths(bytes: &[u8]) -> Result<(), OpenError> {
     let mut pos = 132;
     let mut explicit = true;
     let mut in_meta = true;
+    let mut in_fragments = false;
     while pos < bytes.len() {
         let (Some(group), Some(elem)) = (u16_at(pos), u16_at(pos + 2)) else {
             return Ok(()); // a truncated header: the decoder reports it
@@ -283,6 +284,11 @@ fn check_lengths(bytes: &[u8]) -> Result<(), OpenError> {
             return Ok(());
         };
         let body = pos + header;
+        if tag == Tag(0x7FE0, 0x0010) && length == u32::MAX {
+            in_fragments = true; // encapsulated pixel data: items hold codestream bytes
+        } else if group == 0xFFFE && elem == 0xE0DD {
+            in_fragments = false;
+        }
         if length == u32::MAX || (group == 0xFFFE && elem != 0xE000) {
             pos = body; // undefined length or delimiter: contents follow as elements/items
             continue;
@@ -299,21 +305,11 @@ fn check_lengths(bytes: &[u8]) -> Result<(), OpenError> {
         // Descend into sequences and items (their contents carry lengths too); an
         // implicit-VR sequence is recognised by its first item tag.
         let starts_with_item = u16_at(body) == Some(0xFFFE) && u16_at(body + 2) == Some(0xE000);
-        let descend = is_sq
-            || (group == 0xFFFE && elem == 0xE000 && !in_pixel_item(bytes, body))
-            || (!explicit && starts_with_item);
+        let descend =
+            is_sq || (group == 0xFFFE && elem == 0xE000 && !in_fragments) || (!explicit && starts_with_item);
         pos = if descend { body } else { body + length as usize };
     }
     Ok(())
-}
-
-/// Whether an item's contents are not a data set (pixel data fragments start with no tag
-/// structure we can trust); decided by the absence of a plausible even group number.
-fn in_pixel_item(bytes: &[u8], body: usize) -> bool {
-    match bytes.get(body..body + 2) {
-        Some(b) => u16::from_le_bytes([b[0], b[1]]) % 2 == 1,
-        None => true,
-    }
 }
 
 /// The Transfer Syntax UID from the file meta group, if present and readable.
