@@ -298,6 +298,49 @@ pub enum PlanWarning {
     },
 }
 
+impl std::fmt::Display for PlanWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanWarning::NonStandardModality { found } => {
+                write!(f, "Modality is {found:?}, not RTPLAN; the SOP class identifies the plan")
+            }
+            PlanWarning::ZeroBeamNumber { beam } => {
+                write!(f, "beam {beam:?}: Beam Number 0 (the standard starts at 1)")
+            }
+            PlanWarning::EmptyPatientPosition { beam } => {
+                write!(f, "beam {beam:?}: Patient Position empty or absent; HFS assumed")
+            }
+            PlanWarning::NoUsableVirtualSad { beam, found } => write!(
+                f,
+                "beam {beam:?}: no usable Virtual Source-Axis Distances ({found:?}); the treatment room's configured distances apply"
+            ),
+            PlanWarning::EmptyCumulativeMetersetWeight { beam } => {
+                write!(f, "beam {beam:?}: empty Cumulative Meterset Weight on control points")
+            }
+            PlanWarning::SingleControlPointLayers { beam } => {
+                write!(f, "beam {beam:?}: one control point per energy layer instead of a start/end pair")
+            }
+            PlanWarning::RangeShifterSettingsWithoutRangeShifter { beam } => write!(
+                f,
+                "beam {beam:?}: Range Shifter Settings present but no range shifter declared; ignored"
+            ),
+            PlanWarning::OverlongDecimalString { beam } => {
+                write!(f, "beam {beam:?}: decimal strings longer than 16 characters")
+            }
+            PlanWarning::NonTreatmentBeamSkipped { beam, delivery_type } => {
+                write!(f, "beam {beam:?}: Treatment Delivery Type {delivery_type:?}, left out")
+            }
+            PlanWarning::ZeroWeightControlPointSkipped { beam, control_point } => write!(
+                f,
+                "beam {beam:?}: control point {control_point} has all-zero weights and ends no layer; skipped"
+            ),
+            PlanWarning::MissingCouchAngle { beam } => {
+                write!(f, "beam {beam:?}: Patient Support Angle absent; 0° assumed")
+            }
+        }
+    }
+}
+
 /// Reads an RT Ion Plan file; warnings are returned and logged.
 pub fn read_plan(path: impl AsRef<Path>) -> Result<(IonPlan, Vec<PlanWarning>), PlanError> {
     let path = path.as_ref();
@@ -1105,48 +1148,5 @@ mod tests {
             }
         }
         assert_eq!(format_ds(-0.0), "0");
-    }
-}
-
-impl std::fmt::Display for PlanWarning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PlanWarning::NonStandardModality { found } => {
-                write!(f, "Modality is {found:?}, not RTPLAN; the SOP class identifies the plan")
-            }
-            PlanWarning::ZeroBeamNumber { beam } => {
-                write!(f, "beam {beam:?}: Beam Number 0 (the standard starts at 1)")
-            }
-            PlanWarning::EmptyPatientPosition { beam } => {
-                write!(f, "beam {beam:?}: Patient Position empty or absent; HFS assumed")
-            }
-            PlanWarning::NoUsableVirtualSad { beam, found } => write!(
-                f,
-                "beam {beam:?}: no usable Virtual Source-Axis Distances ({found:?}); the treatment room's configured distances apply"
-            ),
-            PlanWarning::EmptyCumulativeMetersetWeight { beam } => {
-                write!(f, "beam {beam:?}: empty Cumulative Meterset Weight on control points")
-            }
-            PlanWarning::SingleControlPointLayers { beam } => {
-                write!(f, "beam {beam:?}: one control point per energy layer instead of a start/end pair")
-            }
-            PlanWarning::RangeShifterSettingsWithoutRangeShifter { beam } => write!(
-                f,
-                "beam {beam:?}: Range Shifter Settings present but no range shifter declared; ignored"
-            ),
-            PlanWarning::OverlongDecimalString { beam } => {
-                write!(f, "beam {beam:?}: decimal strings longer than 16 characters")
-            }
-            PlanWarning::NonTreatmentBeamSkipped { beam, delivery_type } => {
-                write!(f, "beam {beam:?}: Treatment Delivery Type {delivery_type:?}, left out")
-            }
-            PlanWarning::ZeroWeightControlPointSkipped { beam, control_point } => write!(
-                f,
-                "beam {beam:?}: control point {control_point} has all-zero weights and ends no layer; skipped"
-            ),
-            PlanWarning::MissingCouchAngle { beam } => {
-                write!(f, "beam {beam:?}: Patient Support Angle absent; 0° assumed")
-            }
-        }
     }
 }
