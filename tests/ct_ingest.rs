@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{open_file, DefaultDicomObject};
+use ionguide::dicom::attrs::OpenError;
 use ionguide::dicom::ct::{
     read_series_bytes, read_series_dir, read_series_files, CtError, CtSeries, IngestOptions, SeriesDecoder,
 };
@@ -255,6 +256,50 @@ fn truncated_file_is_reported() {
         assert!(matches!(err, CtError::Truncated { .. }), "cut at {cut}: {err:?}");
         assert_names(&err, &p);
     }
+}
+
+#[test]
+fn corrupt_length_is_refused_naming_the_file_before_allocation() {
+    let tmp = TempDir::new("corrupt");
+    let src = std::fs::read(data("STS_002/image/000010.dcm")).unwrap();
+    // The data set's SOP Instance UID (0008,0018); the meta group's is (0002,0003).
+    let at = src
+        .windows(4)
+        .position(|w| w == [0x08, 0x00, 0x18, 0x00])
+        .unwrap();
+    let claimed = 0x7FFF_FFF0u32.to_le_bytes();
+    let mut bytes = src[..at + 4].to_vec();
+    if &src[at + 4..at + 6] == b"UI" {
+        // explicit VR: a 16-bit length cannot run past the end; rewrite the header as UN
+        bytes.extend_from_slice(b"UN\0\0");
+        bytes.extend_from_slice(&claimed);
+        bytes.extend_from_slice(&src[at + 8..]);
+    } else {
+        bytes.extend_from_slice(&claimed);
+        bytes.extend_from_slice(&src[at + 8..]);
+    }
+    let p = tmp.0.join("corrupt-length.dcm");
+    std::fs::write(&p, &bytes).unwrap();
+    let mut files = sts002_subset();
+    files[4] = p.clone();
+
+    // Refused by the length walk, before the decoder allocates the claimed 2 GiB (a decoder
+    // that allocated would report a truncation by the parser, not this element).
+    let err = read_series_files(&files).unwrap_err();
+
+    match &err {
+        CtError::Truncated {
+            source: OpenError::LengthBeyondEnd { tag, length, .. },
+            ..
+        } => {
+            assert_eq!(*tag, tags::SOP_INSTANCE_UID);
+            assert_eq!(*length, 0x7FFF_FFF0);
+        }
+        other => panic!("expected a refused length, got {other:?}"),
+    }
+    assert_names(&err, &p);
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("(0008,0018)"), "{chain}");
 }
 
 #[test]

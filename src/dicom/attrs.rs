@@ -1,32 +1,23 @@
-//! Typed reads of DICOM attributes from an in-memory data set.
+//! Opening DICOM Part 10 data and typed, panic-free reads of its attributes, shared by the
+//! CT, RT Structure Set and RT Ion Plan readers and the folder classifier.
 //!
-//! Kept free of any one IOD so the CT, RT Structure Set and RT Plan readers can share it.
-//! Errors here carry the attribute's keyword but no file: the caller knows the file and wraps.
+//! Real files hold empty values, strings where numbers belong and sequences where a value was
+//! expected; every accessor turns those into a typed [`AttrError`] naming the attribute and
+//! its tag, and treats an empty value like an absent one, as the standard does for type 2
+//! attributes. Errors carry no file: the caller knows it and wraps.
+//!
+//! [`open`] and [`parse`] refuse element lengths that run past the end of the data before the
+//! decoder sees them: dicom-rs allocates and zero-fills a value's claimed length before
+//! reading it, so one corrupt length field would otherwise cost gigabytes.
 
-use dicom_core::PrimitiveValue;
-use dicom_core::Tag;
+use std::path::Path;
+
+use dicom_core::value::{ConvertValueError, Value};
+use dicom_core::{PrimitiveValue, Tag};
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
-use dicom_object::InMemDicomObject;
-
-/// Why an attribute could not be read.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AttrError {
-    /// The attribute is absent or empty.
-    #[error("missing attribute {name}")]
-    Missing {
-        /// DICOM keyword of the attribute.
-        name: &'static str,
-    },
-    /// The attribute is present but its value cannot be used.
-    #[error("attribute {name} has an unusable value: {reason}")]
-    Invalid {
-        /// DICOM keyword of the attribute.
-        name: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 
 /// A tag paired with its keyword, so errors can name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,91 +28,541 @@ pub struct Attr {
     pub name: &'static str,
 }
 
-/// The element when it exists and carries a value (a sequence, or a non-empty primitive).
+/// `attr!(ROWS, "Rows")`: the [`Attr`] of a standard dictionary tag constant.
+macro_rules! attr {
+    ($tag:ident, $name:literal) => {
+        $crate::dicom::attrs::Attr {
+            tag: dicom_dictionary_std::tags::$tag,
+            name: $name,
+        }
+    };
+}
+pub(crate) use attr;
+
+/// Why an attribute cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttrError {
+    /// Required but absent or empty.
+    #[error("{name} {tag} is missing or empty")]
+    Missing {
+        /// Attribute keyword.
+        name: &'static str,
+        /// Its tag.
+        tag: Tag,
+    },
+    /// Expected a sequence, found something else.
+    #[error("{name} {tag} is not a sequence")]
+    NotASequence {
+        /// Attribute keyword.
+        name: &'static str,
+        /// Its tag.
+        tag: Tag,
+    },
+    /// Present but not convertible to what the reader needs.
+    #[error("{name} {tag} cannot be read as {expected}")]
+    BadValue {
+        /// Attribute keyword.
+        name: &'static str,
+        /// Its tag.
+        tag: Tag,
+        /// What was expected.
+        expected: &'static str,
+        /// The conversion failure.
+        #[source]
+        source: ConvertValueError,
+    },
+    /// Wrong number of values.
+    #[error("{name} {tag} has {found} values, expected {expected}")]
+    Count {
+        /// Attribute keyword.
+        name: &'static str,
+        /// Its tag.
+        tag: Tag,
+        /// Values present.
+        found: usize,
+        /// Values expected.
+        expected: usize,
+    },
+    /// A number is NaN or infinite.
+    #[error("{name} {tag} holds the non-finite value {value}")]
+    NonFinite {
+        /// Attribute keyword.
+        name: &'static str,
+        /// Its tag.
+        tag: Tag,
+        /// The value.
+        value: f64,
+    },
+    /// An integer outside the range the reader accepts.
+    #[error("{name} {tag} value {value} does not fit {expected}")]
+    OutOfRange {
+        /// Attribute keyword.
+        name: &'static str,
+        /// Its tag.
+        tag: Tag,
+        /// The value.
+        value: i64,
+        /// The accepted type.
+        expected: &'static str,
+    },
+}
+
+impl AttrError {
+    /// The keyword of the attribute at fault.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttrError::Missing { name, .. }
+            | AttrError::NotASequence { name, .. }
+            | AttrError::BadValue { name, .. }
+            | AttrError::Count { name, .. }
+            | AttrError::NonFinite { name, .. }
+            | AttrError::OutOfRange { name, .. } => name,
+        }
+    }
+}
+
+/// The element when it exists and holds a value: a sequence, or a primitive that is not
+/// empty or only padding and value separators.
 fn present(obj: &InMemDicomObject, attr: Attr) -> Option<&InMemElement> {
     obj.get(attr.tag).filter(|e| match e.value() {
-        dicom_core::value::Value::Primitive(p) => !matches!(p, PrimitiveValue::Empty),
+        Value::Primitive(PrimitiveValue::Empty) => false,
+        Value::Primitive(PrimitiveValue::Str(s)) => !blank(s),
+        Value::Primitive(PrimitiveValue::Strs(s)) => !s.iter().all(|s| blank(s)),
+        Value::Primitive(p) => p.multiplicity() > 0,
         _ => true,
     })
 }
 
-/// A trimmed string, or `None` when absent or empty.
-pub fn opt_str(obj: &InMemDicomObject, attr: Attr) -> Result<Option<String>, AttrError> {
-    let Some(e) = present(obj, attr) else {
-        return Ok(None);
-    };
-    let s = e.to_str().map_err(|err| AttrError::Invalid {
-        name: attr.name,
-        reason: err.to_string(),
-    })?;
-    let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-    Ok((!s.is_empty()).then(|| s.to_owned()))
+fn blank(s: &str) -> bool {
+    s.trim_matches(|c: char| c == '\0' || c == '\\' || c.is_whitespace())
+        .is_empty()
 }
 
-/// A required trimmed, non-empty string.
-pub fn req_str(obj: &InMemDicomObject, attr: Attr) -> Result<String, AttrError> {
-    opt_str(obj, attr)?.ok_or(AttrError::Missing { name: attr.name })
-}
-
-/// All numeric values (DS, IS, FD, US…) as `f64`, or `None` when absent; each must be finite.
-pub fn opt_f64s(obj: &InMemDicomObject, attr: Attr) -> Result<Option<Vec<f64>>, AttrError> {
-    let Some(e) = present(obj, attr) else {
-        return Ok(None);
-    };
-    let v = e.to_multi_float64().map_err(|err| AttrError::Invalid {
-        name: attr.name,
-        reason: err.to_string(),
-    })?;
-    if v.is_empty() {
-        return Ok(None);
-    }
-    if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
-        return Err(AttrError::Invalid {
+/// `convert` applied to the element when present, its failure named as `expected`.
+fn convert<'a, T>(
+    obj: &'a InMemDicomObject,
+    attr: Attr,
+    expected: &'static str,
+    convert: impl FnOnce(&'a InMemElement) -> Result<T, ConvertValueError>,
+) -> Result<Option<T>, AttrError> {
+    present(obj, attr)
+        .map(convert)
+        .transpose()
+        .map_err(|source| AttrError::BadValue {
             name: attr.name,
-            reason: format!("non-finite value {bad}"),
+            tag: attr.tag,
+            expected,
+            source,
+        })
+}
+
+/// A trimmed string, or `None` when absent or blank.
+pub fn opt_str(obj: &InMemDicomObject, attr: Attr) -> Result<Option<String>, AttrError> {
+    let s = convert(obj, attr, "text", |e| e.to_str())?;
+    Ok(s.and_then(|s| {
+        let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+        (!s.is_empty()).then(|| s.to_owned())
+    }))
+}
+
+/// A required trimmed, non-blank string.
+pub fn req_str(obj: &InMemDicomObject, attr: Attr) -> Result<String, AttrError> {
+    opt_str(obj, attr)?.ok_or_else(|| missing(attr))
+}
+
+fn missing(attr: Attr) -> AttrError {
+    AttrError::Missing {
+        name: attr.name,
+        tag: attr.tag,
+    }
+}
+
+/// All numbers of a DS/IS/FL/FD/US… value exactly as stored (NaN and infinities included),
+/// or `None` when absent or blank. For callers that report a non-finite value with more
+/// context than the attribute (which spot, which contour point); others use [`opt_f64s`].
+pub fn opt_f64s_as_stored(obj: &InMemDicomObject, attr: Attr) -> Result<Option<Vec<f64>>, AttrError> {
+    let v = convert(obj, attr, "numbers", |e| e.to_multi_float64())?;
+    Ok(v.filter(|v| !v.is_empty()))
+}
+
+/// All numbers of a value, or `None` when absent or blank; each must be finite.
+pub fn opt_f64s(obj: &InMemDicomObject, attr: Attr) -> Result<Option<Vec<f64>>, AttrError> {
+    let v = opt_f64s_as_stored(obj, attr)?;
+    if let Some(&value) = v.iter().flatten().find(|x| !x.is_finite()) {
+        return Err(AttrError::NonFinite {
+            name: attr.name,
+            tag: attr.tag,
+            value,
         });
     }
-    Ok(Some(v))
+    Ok(v)
 }
 
-/// Exactly `N` numeric values.
+/// Exactly `N` finite numbers, or `None` when absent or blank.
+pub fn opt_f64_n<const N: usize>(obj: &InMemDicomObject, attr: Attr) -> Result<Option<[f64; N]>, AttrError> {
+    let Some(v) = opt_f64s(obj, attr)? else {
+        return Ok(None);
+    };
+    <[f64; N]>::try_from(v.as_slice())
+        .map(Some)
+        .map_err(|_| AttrError::Count {
+            name: attr.name,
+            tag: attr.tag,
+            found: v.len(),
+            expected: N,
+        })
+}
+
+/// Exactly `N` finite numbers, required.
 pub fn req_f64_n<const N: usize>(obj: &InMemDicomObject, attr: Attr) -> Result<[f64; N], AttrError> {
-    let v = opt_f64s(obj, attr)?.ok_or(AttrError::Missing { name: attr.name })?;
-    <[f64; N]>::try_from(v.as_slice()).map_err(|_| AttrError::Invalid {
-        name: attr.name,
-        reason: format!("expected {N} values, found {}", v.len()),
-    })
+    opt_f64_n(obj, attr)?.ok_or_else(|| missing(attr))
 }
 
-/// The first numeric value, or `None` when absent.
+/// One finite number (a second value is an error, not ignored), or `None` when absent.
 pub fn opt_f64(obj: &InMemDicomObject, attr: Attr) -> Result<Option<f64>, AttrError> {
-    Ok(opt_f64s(obj, attr)?.map(|v| v[0]))
+    Ok(opt_f64_n::<1>(obj, attr)?.map(|[v]| v))
 }
 
-/// A required unsigned integer (US, IS…) that fits `u32`.
-pub fn req_u32(obj: &InMemDicomObject, attr: Attr) -> Result<u32, AttrError> {
-    opt_u32(obj, attr)?.ok_or(AttrError::Missing { name: attr.name })
+/// One integer (IS, US, SS, UL…) that fits `T`, or `None` when absent or blank.
+pub fn opt_int<T: TryFrom<i64>>(obj: &InMemDicomObject, attr: Attr) -> Result<Option<T>, AttrError> {
+    let Some(value) = convert(obj, attr, "an integer", |e| e.to_int::<i64>())? else {
+        return Ok(None);
+    };
+    T::try_from(value).map(Some).map_err(|_| AttrError::OutOfRange {
+        name: attr.name,
+        tag: attr.tag,
+        value,
+        expected: std::any::type_name::<T>(),
+    })
 }
 
 /// An unsigned integer that fits `u32`, or `None` when absent.
 pub fn opt_u32(obj: &InMemDicomObject, attr: Attr) -> Result<Option<u32>, AttrError> {
-    let Some(e) = present(obj, attr) else {
-        return Ok(None);
-    };
-    e.to_int::<u32>().map(Some).map_err(|err| AttrError::Invalid {
-        name: attr.name,
-        reason: err.to_string(),
-    })
+    opt_int(obj, attr)
+}
+
+/// A required unsigned integer that fits `u32`.
+pub fn req_u32(obj: &InMemDicomObject, attr: Attr) -> Result<u32, AttrError> {
+    opt_int(obj, attr)?.ok_or_else(|| missing(attr))
 }
 
 /// The items of a sequence, or `None` when absent or empty.
-pub fn opt_items(obj: &InMemDicomObject, attr: Attr) -> Option<&[InMemDicomObject]> {
-    obj.get(attr.tag)
-        .and_then(|e| e.items())
-        .filter(|items| !items.is_empty())
+pub fn opt_items(obj: &InMemDicomObject, attr: Attr) -> Result<Option<&[InMemDicomObject]>, AttrError> {
+    let Some(e) = obj.get(attr.tag) else {
+        return Ok(None);
+    };
+    match e.value().items() {
+        Some([]) => Ok(None),
+        Some(items) => Ok(Some(items)),
+        // An empty non-sequence value (zero length, read without a known VR) is absent.
+        None if e.value().multiplicity() == 0 => Ok(None),
+        None => Err(AttrError::NotASequence {
+            name: attr.name,
+            tag: attr.tag,
+        }),
+    }
 }
 
-/// The first item of a sequence, or `None`.
-pub fn opt_first_item(obj: &InMemDicomObject, attr: Attr) -> Option<&InMemDicomObject> {
-    opt_items(obj, attr).and_then(|items| items.first())
+/// The items of a required sequence.
+pub fn req_items(obj: &InMemDicomObject, attr: Attr) -> Result<&[InMemDicomObject], AttrError> {
+    opt_items(obj, attr)?.ok_or_else(|| missing(attr))
+}
+
+/// The first item of a sequence, or `None` when absent or empty.
+pub fn opt_first_item(obj: &InMemDicomObject, attr: Attr) -> Result<Option<&InMemDicomObject>, AttrError> {
+    Ok(opt_items(obj, attr)?.and_then(|items| items.first()))
+}
+
+/// Why DICOM Part 10 data could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Reading the file failed.
+    #[error("cannot read file")]
+    Io(#[source] std::io::Error),
+    /// No `DICM` magic after a 128-byte preamble (nor at the start).
+    #[error("not a DICOM file (no DICM magic code at byte 128 or 0)")]
+    NotDicom,
+    /// An element claims more bytes than the data holds: a corrupt length field, or a cut.
+    #[error("element {tag} at byte {offset} claims {length} bytes but only {remaining} remain")]
+    LengthBeyondEnd {
+        /// Tag of the element.
+        tag: Tag,
+        /// Byte offset of the element header in the file.
+        offset: usize,
+        /// Claimed value length.
+        length: u64,
+        /// Bytes left in the file after the header.
+        remaining: usize,
+    },
+    /// The data ends inside an element or item header.
+    #[error("DICOM data is truncated")]
+    Truncated(#[source] Box<dicom_object::ReadError>),
+    /// DICOM parsing failed: malformed data.
+    #[error("DICOM parsing failed (malformed file)")]
+    Parse(#[source] Box<dicom_object::ReadError>),
+}
+
+/// How much of the data set to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Everything.
+    Whole,
+    /// Everything before Pixel Data: headers for sorting and classifying, without the
+    /// cost of copying (or decoding) the pixels.
+    Header,
+}
+
+/// Reads a DICOM Part 10 file.
+pub(crate) fn open(path: &Path, read: Read) -> Result<DefaultDicomObject, OpenError> {
+    let bytes = std::fs::read(path).map_err(OpenError::Io)?;
+    parse(&bytes, read)
+}
+
+/// The data from the `DICM` magic on: after the 128-byte preamble, or the whole buffer when
+/// it starts with `DICM` (network peers often send no preamble). `None` when not DICOM.
+pub(crate) fn dicom_body(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.get(128..132) == Some(b"DICM") {
+        Some(&bytes[128..])
+    } else if bytes.get(..4) == Some(b"DICM") {
+        Some(bytes)
+    } else {
+        None
+    }
+}
+
+/// Parses DICOM Part 10 bytes (preamble optional, magic, meta group, data set).
+pub(crate) fn parse(bytes: &[u8], read: Read) -> Result<DefaultDicomObject, OpenError> {
+    let body = dicom_body(bytes).ok_or(OpenError::NotDicom)?;
+    check_lengths(body, bytes.len() - body.len(), read)?;
+    let mut options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
+    if read == Read::Header {
+        options = options.read_until(tags::PIXEL_DATA);
+    }
+    options.from_reader(body).map_err(|e| {
+        if is_eof(&e) {
+            OpenError::Truncated(Box::new(e))
+        } else {
+            OpenError::Parse(Box::new(e))
+        }
+    })
+}
+
+/// True when the error chain bottoms out in an unexpected end of input.
+fn is_eof(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return true;
+            }
+        }
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("unexpected end") || text.contains("failed to fill whole buffer") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Walks the element headers of `body` (the data from `DICM` on, `base` bytes into the file)
+/// and refuses any defined length that runs past the end. A header read ends at Pixel Data,
+/// as the decoder does: a truncated pixel payload is the pixel reader's to report. Big-endian
+/// and deflated data sets are left to the decoder.
+fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> {
+    let u16_at = |o: usize| body.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        body.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut pos = 4;
+    let mut explicit = true;
+    let mut in_meta = true;
+    let mut in_fragments = false;
+    while pos < body.len() {
+        let (Some(group), Some(elem)) = (u16_at(pos), u16_at(pos + 2)) else {
+            return Ok(()); // a truncated header: the decoder reports it
+        };
+        let tag = Tag(group, elem);
+        if tag == tags::PIXEL_DATA && read == Read::Header {
+            return Ok(());
+        }
+        if in_meta && group != 0x0002 {
+            in_meta = false;
+            match find_transfer_syntax(body).as_deref() {
+                Some("1.2.840.10008.1.2") => explicit = false,
+                Some("1.2.840.10008.1.2.2") | Some("1.2.840.10008.1.2.1.99") | None => return Ok(()),
+                _ => explicit = true,
+            }
+        }
+        let (header, length, is_sq) = if group == 0xFFFE {
+            (8, u32_at(pos + 4), false)
+        } else if explicit {
+            let Some(vr) = body.get(pos + 4..pos + 6) else {
+                return Ok(());
+            };
+            match vr {
+                b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR"
+                | b"UT" | b"UV" => (12, u32_at(pos + 8), vr == b"SQ"),
+                _ => (8, u16_at(pos + 6).map(u32::from), false),
+            }
+        } else {
+            (8, u32_at(pos + 4), false)
+        };
+        let Some(length) = length else {
+            return Ok(());
+        };
+        let value_at = pos + header;
+        if tag == tags::PIXEL_DATA && length == u32::MAX {
+            in_fragments = true; // encapsulated pixel data: items hold codestream bytes
+        } else if group == 0xFFFE && elem == 0xE0DD {
+            in_fragments = false;
+        }
+        if length == u32::MAX || (group == 0xFFFE && elem != 0xE000) {
+            pos = value_at; // undefined length or delimiter: contents follow as elements/items
+            continue;
+        }
+        let remaining = body.len().saturating_sub(value_at);
+        if length as usize > remaining {
+            return Err(OpenError::LengthBeyondEnd {
+                tag,
+                offset: base + pos,
+                length: length.into(),
+                remaining,
+            });
+        }
+        // Descend into sequences and items (their contents carry lengths too); an
+        // implicit-VR sequence is recognised by its first item tag.
+        let starts_with_item = u16_at(value_at) == Some(0xFFFE) && u16_at(value_at + 2) == Some(0xE000);
+        let descend =
+            is_sq || (group == 0xFFFE && elem == 0xE000 && !in_fragments) || (!explicit && starts_with_item);
+        pos = if descend {
+            value_at
+        } else {
+            value_at + length as usize
+        };
+    }
+    Ok(())
+}
+
+/// The Transfer Syntax UID from the file meta group of `body`, if present and readable.
+fn find_transfer_syntax(body: &[u8]) -> Option<String> {
+    let mut pos = 4;
+    while let Some(h) = body.get(pos..pos + 8) {
+        let group = u16::from_le_bytes([h[0], h[1]]);
+        let elem = u16::from_le_bytes([h[2], h[3]]);
+        if group != 0x0002 {
+            return None;
+        }
+        let (header, len) = match &h[4..6] {
+            b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" => {
+                let l = body.get(pos + 8..pos + 12)?;
+                (12, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            }
+            _ => (8, u16::from_le_bytes([h[6], h[7]]) as usize),
+        };
+        if elem == 0x0010 {
+            let v = body.get(pos + header..pos + header + len)?;
+            return Some(
+                String::from_utf8_lossy(v)
+                    .trim_end_matches(['\0', ' '])
+                    .to_string(),
+            );
+        }
+        pos = pos.checked_add(header + len)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, VR};
+
+    fn with(tag: Tag, vr: VR, value: PrimitiveValue) -> InMemDicomObject {
+        InMemDicomObject::from_element_iter([DataElement::new(tag, vr, value)])
+    }
+
+    #[test]
+    fn blank_values_read_as_absent_and_required_ones_as_missing() {
+        let ds = with(tags::PIXEL_SPACING, VR::DS, PrimitiveValue::from(" \\ "));
+        assert_eq!(opt_f64s(&ds, attr!(PIXEL_SPACING, "PixelSpacing")).unwrap(), None);
+        assert!(matches!(
+            req_f64_n::<2>(&ds, attr!(PIXEL_SPACING, "PixelSpacing")),
+            Err(AttrError::Missing { tag, .. }) if tag == tags::PIXEL_SPACING
+        ));
+        assert_eq!(opt_str(&ds, attr!(MODALITY, "Modality")).unwrap(), None);
+    }
+
+    #[test]
+    fn values_are_checked_for_count_finiteness_and_range() {
+        let ds = with(
+            tags::PIXEL_SPACING,
+            VR::DS,
+            PrimitiveValue::Strs(["0.5", "0.7", "0.9"].map(String::from).into_iter().collect()),
+        );
+        let ps = attr!(PIXEL_SPACING, "PixelSpacing");
+        assert!(matches!(
+            req_f64_n::<2>(&ds, ps),
+            Err(AttrError::Count {
+                found: 3,
+                expected: 2,
+                ..
+            })
+        ));
+        assert!(matches!(opt_f64(&ds, ps), Err(AttrError::Count { found: 3, .. })));
+        assert_eq!(req_f64_n::<3>(&ds, ps).unwrap(), [0.5, 0.7, 0.9]);
+
+        let ds = with(tags::SLICE_THICKNESS, VR::DS, PrimitiveValue::from("NaN"));
+        let th = attr!(SLICE_THICKNESS, "SliceThickness");
+        assert!(matches!(opt_f64(&ds, th), Err(AttrError::NonFinite { .. })));
+        assert!(opt_f64s_as_stored(&ds, th).unwrap().unwrap()[0].is_nan());
+
+        let ds = with(tags::ROWS, VR::IS, PrimitiveValue::from("-1"));
+        let rows = attr!(ROWS, "Rows");
+        assert!(matches!(
+            req_u32(&ds, rows),
+            Err(AttrError::OutOfRange { value: -1, .. })
+        ));
+        assert_eq!(opt_int::<i32>(&ds, rows).unwrap(), Some(-1));
+        let ds = with(tags::ROWS, VR::IS, PrimitiveValue::from("twelve"));
+        assert!(matches!(req_u32(&ds, rows), Err(AttrError::BadValue { .. })));
+        assert!(matches!(
+            opt_items(&ds, rows),
+            Err(AttrError::NotASequence { name: "Rows", .. })
+        ));
+    }
+
+    #[test]
+    fn data_with_or_without_preamble_parses_and_lengths_past_the_end_are_refused() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/STS_002/image/000010.dcm");
+        let bytes = std::fs::read(path).unwrap();
+        let whole = parse(&bytes, Read::Whole).unwrap();
+        assert!(whole.get(tags::PIXEL_DATA).is_some());
+        let header = parse(&bytes[128..], Read::Header).unwrap();
+        assert!(header.get(tags::PIXEL_DATA).is_none());
+        assert!(matches!(
+            parse(&bytes[..100], Read::Whole),
+            Err(OpenError::NotDicom)
+        ));
+        // The last element is Pixel Data: one byte short and its length runs past the end,
+        // which only a whole read looks at.
+        let short = &bytes[..bytes.len() - 1];
+        assert!(parse(short, Read::Header).is_ok());
+        match parse(short, Read::Whole) {
+            Err(OpenError::LengthBeyondEnd {
+                tag,
+                offset,
+                remaining,
+                ..
+            }) => {
+                assert_eq!(tag, tags::PIXEL_DATA);
+                assert_eq!(&bytes[offset..offset + 4], &[0xE0, 0x7F, 0x10, 0x00]);
+                assert_eq!(remaining, bytes.len() - 1 - offset - 8);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

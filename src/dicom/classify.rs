@@ -7,9 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
-
+use crate::dicom::attrs::{self, attr, Attr, Read};
 use crate::dicom::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 
 /// SOP Class UID of RT Structure Set Storage.
@@ -57,10 +55,7 @@ pub fn classify_paths(paths: &[PathBuf]) -> Result<Classified, ClassifyError> {
     let mut out = Classified::default();
     let mut series: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for file in files {
-        let obj = match OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(&file)
-        {
+        let obj = match attrs::open(&file, Read::Header) {
             Ok(obj) => obj,
             Err(e) => {
                 out.skipped.push((file, format!("not readable as DICOM: {e}")));
@@ -73,21 +68,19 @@ pub fn classify_paths(paths: &[PathBuf]) -> Result<Classified, ClassifyError> {
             .trim_end_matches('\0')
             .trim()
             .to_string();
-        let text = |tag| {
-            obj.element(tag)
-                .ok()
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches('\0').trim().to_string())
-                .unwrap_or_default()
-        };
-        let modality = text(tags::MODALITY);
+        // Grouping keys only: an unreadable value groups like an empty one.
+        let text = |a: Attr| attrs::opt_str(&obj, a).ok().flatten().unwrap_or_default();
+        let modality = text(attr!(MODALITY, "Modality"));
         match sop_class.as_str() {
             CT_SOP_CLASS | ENHANCED_CT_SOP_CLASS => {
                 // Anonymizers blank the Series Instance UID; ingest then checks the group
                 // (one Frame of Reference, one orientation, regular spacing) as usual.
-                let uid = text(tags::SERIES_INSTANCE_UID);
+                let uid = text(attr!(SERIES_INSTANCE_UID, "SeriesInstanceUID"));
                 let key = if uid.is_empty() {
-                    format!("for:{}", text(tags::FRAME_OF_REFERENCE_UID))
+                    format!(
+                        "for:{}",
+                        text(attr!(FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID"))
+                    )
                 } else {
                     format!("series:{uid}")
                 };

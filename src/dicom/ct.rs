@@ -16,12 +16,11 @@ use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_object::file::ReadPreamble;
-use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use dicom_pixeldata::PixelDecoder;
 use nalgebra::{Matrix3, Vector3};
 
-use crate::dicom::attrs::{self, Attr, AttrError};
+use crate::dicom::attrs::{self, attr, Attr, AttrError, OpenError, Read};
 use crate::geometry::Grid;
 use crate::units::{PointMm, VectorMm};
 use crate::volume::CtVolume;
@@ -53,14 +52,15 @@ pub enum CtError {
         /// The file.
         path: PathBuf,
     },
-    /// The data ends before the data set does.
-    #[error("{path}: DICOM data is truncated", path = path.display())]
+    /// The data ends before the data set does: the file is cut short, or a length field is
+    /// corrupt (refused before any allocation of the claimed length).
+    #[error("{path}: DICOM data is truncated or has a corrupt length", path = path.display())]
     Truncated {
         /// The file.
         path: PathBuf,
-        /// The parser's error.
+        /// Which element runs past the end, or the parser's error.
         #[source]
-        source: Box<dicom_object::ReadError>,
+        source: OpenError,
     },
     /// The data set cannot be parsed.
     #[error("{path}: cannot parse DICOM data set", path = path.display())]
@@ -268,32 +268,19 @@ pub enum CtError {
 
 fn attr_err(path: &Path, e: AttrError) -> CtError {
     match e {
-        AttrError::Missing { name } => CtError::MissingAttribute {
+        AttrError::Missing { name, .. } => CtError::MissingAttribute {
             path: path.to_owned(),
             tag_name: name,
         },
-        AttrError::Invalid { name, reason } => CtError::InvalidAttribute {
-            path: path.to_owned(),
-            tag_name: name,
-            reason,
-        },
-        // AttrError is non_exhaustive for other crates only; keep a catch-all for the future.
-        #[allow(unreachable_patterns)]
         other => CtError::InvalidAttribute {
             path: path.to_owned(),
-            tag_name: "?",
-            reason: other.to_string(),
+            tag_name: other.name(),
+            reason: match std::error::Error::source(&other) {
+                Some(cause) => format!("{other}: {cause}"),
+                None => other.to_string(),
+            },
         },
     }
-}
-
-macro_rules! attr {
-    ($tag:ident, $name:literal) => {
-        Attr {
-            tag: tags::$tag,
-            name: $name,
-        }
-    };
 }
 
 const MODALITY: Attr = attr!(MODALITY, "Modality");
@@ -450,7 +437,7 @@ pub fn read_series_dir_with(dir: impl AsRef<Path>, options: &IngestOptions) -> R
             path: path.clone(),
             source,
         })?;
-        if dicom_body(&bytes).is_none() {
+        if attrs::dicom_body(&bytes).is_none() {
             tracing::debug!(path = %path.display(), "skipping non-DICOM file in series directory");
             continue;
         }
@@ -884,58 +871,18 @@ struct FirstHeader {
     meta: SeriesMeta,
 }
 
-/// The data set after the 128-byte preamble (or the whole buffer when it starts with DICM).
-fn dicom_body(bytes: &[u8]) -> Option<&[u8]> {
-    if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
-        Some(&bytes[128..])
-    } else if bytes.len() >= 4 && &bytes[..4] == b"DICM" {
-        Some(bytes)
-    } else {
-        None
-    }
-}
-
 fn parse(bytes: &[u8], path: &Path, header_only: bool) -> Result<DefaultDicomObject, CtError> {
-    let body = dicom_body(bytes).ok_or_else(|| CtError::NotDicom {
-        path: path.to_owned(),
-    })?;
-    let mut opts = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
-    if header_only {
-        opts = opts.read_until(tags::PIXEL_DATA);
-    }
-    opts.from_reader(body).map_err(|source| {
-        let eof = is_eof(&source);
-        let source = Box::new(source);
-        if eof {
-            CtError::Truncated {
-                path: path.to_owned(),
-                source,
-            }
-        } else {
-            CtError::Parse {
-                path: path.to_owned(),
-                source,
-            }
+    let read = if header_only { Read::Header } else { Read::Whole };
+    attrs::parse(bytes, read).map_err(|e| {
+        let path = path.to_owned();
+        match e {
+            OpenError::NotDicom => CtError::NotDicom { path },
+            OpenError::Io(source) => CtError::Io { path, source },
+            OpenError::Parse(source) => CtError::Parse { path, source },
+            // A cut file and a corrupt length field look alike: a value runs past the end.
+            source => CtError::Truncated { path, source },
         }
     })
-}
-
-/// True when the error chain bottoms out in an unexpected end of input.
-fn is_eof(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::UnexpectedEof {
-                return true;
-            }
-        }
-        let text = err.to_string().to_ascii_lowercase();
-        if text.contains("unexpected end") || text.contains("failed to fill whole buffer") {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 fn trim_uid(s: &str) -> String {
@@ -1094,11 +1041,8 @@ type EnhancedGeometry = ([f64; 2], [f64; 6], Option<f64>, Vec<FrameHeader>);
 fn enhanced_frames(ds: &InMemDicomObject, path: &Path) -> Result<EnhancedGeometry, CtError> {
     let ae = |e| attr_err(path, e);
     let n_frames = attrs::req_u32(ds, NUMBER_OF_FRAMES).map_err(ae)? as usize;
-    let shared = attrs::opt_first_item(ds, SHARED_FG);
-    let per_frame = attrs::opt_items(ds, PER_FRAME_FG).ok_or(CtError::MissingAttribute {
-        path: path.to_owned(),
-        tag_name: PER_FRAME_FG.name,
-    })?;
+    let shared = attrs::opt_first_item(ds, SHARED_FG).map_err(ae)?;
+    let per_frame = attrs::req_items(ds, PER_FRAME_FG).map_err(ae)?;
     if n_frames == 0 || per_frame.len() != n_frames {
         return Err(CtError::InvalidAttribute {
             path: path.to_owned(),
@@ -1106,28 +1050,28 @@ fn enhanced_frames(ds: &InMemDicomObject, path: &Path) -> Result<EnhancedGeometr
             reason: format!("{} items for NumberOfFrames {n_frames}", per_frame.len()),
         });
     }
-    let group = |frame, seq| fg_item(frame, shared, seq);
+    let group = |frame, seq| fg_item(frame, shared, seq).map_err(ae);
     let mut pixel_spacing: Option<[f64; 2]> = None;
     let mut iop: Option<[f64; 6]> = None;
     let mut thickness = None;
     let mut frames = Vec::with_capacity(n_frames);
     for (f, item) in per_frame.iter().enumerate() {
-        let measures = group(item, PIXEL_MEASURES).ok_or(CtError::MissingAttribute {
+        let measures = group(item, PIXEL_MEASURES)?.ok_or(CtError::MissingAttribute {
             path: path.to_owned(),
             tag_name: PIXEL_MEASURES.name,
         })?;
         let ps = attrs::req_f64_n::<2>(measures, PIXEL_SPACING).map_err(ae)?;
-        let orient = group(item, PLANE_ORIENTATION).ok_or(CtError::MissingAttribute {
+        let orient = group(item, PLANE_ORIENTATION)?.ok_or(CtError::MissingAttribute {
             path: path.to_owned(),
             tag_name: PLANE_ORIENTATION.name,
         })?;
         let o = attrs::req_f64_n::<6>(orient, IOP).map_err(ae)?;
-        let pos = group(item, PLANE_POSITION).ok_or(CtError::MissingAttribute {
+        let pos = group(item, PLANE_POSITION)?.ok_or(CtError::MissingAttribute {
             path: path.to_owned(),
             tag_name: PLANE_POSITION.name,
         })?;
         let ipp = attrs::req_f64_n::<3>(pos, IPP).map_err(ae)?;
-        let (slope, intercept) = match group(item, PIXEL_VALUE_TRANSFORM) {
+        let (slope, intercept) = match group(item, PIXEL_VALUE_TRANSFORM)? {
             Some(t) => rescale(t, path)?,
             None => rescale(ds, path)?,
         };
@@ -1176,8 +1120,11 @@ fn fg_item<'a>(
     frame: &'a InMemDicomObject,
     shared: Option<&'a InMemDicomObject>,
     seq: Attr,
-) -> Option<&'a InMemDicomObject> {
-    attrs::opt_first_item(frame, seq).or_else(|| shared.and_then(|s| attrs::opt_first_item(s, seq)))
+) -> Result<Option<&'a InMemDicomObject>, AttrError> {
+    match attrs::opt_first_item(frame, seq)? {
+        Some(item) => Ok(Some(item)),
+        None => shared.map_or(Ok(None), |s| attrs::opt_first_item(s, seq)),
+    }
 }
 
 fn close<const N: usize>(a: &[f64; N], b: &[f64; N], tol: f64) -> bool {

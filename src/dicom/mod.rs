@@ -4,9 +4,8 @@
 //! - [`rtstruct`]: RT Structure Set → [`StructureSet`](crate::structure::StructureSet).
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](crate::plan::IonPlan).
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
-//! - [`attrs`]: typed attribute reads shared by the readers above.
+//! - [`attrs`]: opening Part 10 data (with a corrupt-length guard) and typed attribute reads, shared by the readers above.
 
-pub mod attr;
 pub mod attrs;
 pub mod classify;
 pub mod ct;

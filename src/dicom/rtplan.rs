@@ -33,7 +33,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use serde::Serialize;
 
-use super::attr::{self, AttrError, OpenError};
+use super::attrs::{self, attr, AttrError, OpenError, Read};
 use crate::geometry::Grid;
 use crate::plan::{EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
 use crate::units::{Ion, PointMm};
@@ -344,7 +344,7 @@ impl std::fmt::Display for PlanWarning {
 /// Reads an RT Ion Plan file; warnings are returned and logged.
 pub fn read_plan(path: impl AsRef<Path>) -> Result<(IonPlan, Vec<PlanWarning>), PlanError> {
     let path = path.as_ref();
-    let obj = attr::open(path).map_err(|e| open_error(path, e))?;
+    let obj = attrs::open(path, Read::Whole).map_err(|e| open_error(path, e))?;
     parse_plan(path, &obj)
 }
 
@@ -354,7 +354,7 @@ pub fn read_plan_bytes(
     path: impl AsRef<Path>,
 ) -> Result<(IonPlan, Vec<PlanWarning>), PlanError> {
     let path = path.as_ref();
-    let obj = attr::parse(bytes).map_err(|e| open_error(path, e))?;
+    let obj = attrs::parse(bytes, Read::Whole).map_err(|e| open_error(path, e))?;
     parse_plan(path, &obj)
 }
 
@@ -363,7 +363,7 @@ fn open_error(path: &Path, e: OpenError) -> PlanError {
     match e {
         OpenError::Io(source) => PlanError::Io { path, source },
         OpenError::NotDicom => PlanError::NotDicom { path },
-        OpenError::Parse(source) => PlanError::Parse { path, source },
+        OpenError::Parse(source) | OpenError::Truncated(source) => PlanError::Parse { path, source },
         e @ OpenError::LengthBeyondEnd { .. } => PlanError::Corrupt { path, source: e },
     }
 }
@@ -392,7 +392,7 @@ fn parse_plan(
         }
     };
     let mut warnings = Vec::new();
-    let sop = attr::string(obj, tags::SOP_CLASS_UID, "SOPClassUID")
+    let sop = attrs::opt_str(obj, attr!(SOP_CLASS_UID, "SOPClassUID"))
         .map_err(at("dataset".into()))?
         .unwrap_or_else(|| {
             obj.meta()
@@ -406,13 +406,13 @@ fn parse_plan(
             found: sop,
         });
     }
-    let modality = attr::string(obj, tags::MODALITY, "Modality")
+    let modality = attrs::opt_str(obj, attr!(MODALITY, "Modality"))
         .map_err(at("dataset".into()))?
         .unwrap_or_default();
     if modality != "RTPLAN" {
         warnings.push(PlanWarning::NonStandardModality { found: modality });
     }
-    let sop_instance_uid = attr::string(obj, tags::SOP_INSTANCE_UID, "SOPInstanceUID")
+    let sop_instance_uid = attrs::opt_str(obj, attr!(SOP_INSTANCE_UID, "SOPInstanceUID"))
         .map_err(at("dataset".into()))?
         .unwrap_or_else(|| {
             obj.meta()
@@ -420,29 +420,30 @@ fn parse_plan(
                 .trim_end_matches('\0')
                 .to_string()
         });
-    let frame_of_reference_uid = attr::string_req(obj, tags::FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID")
+    let frame_of_reference_uid = attrs::req_str(obj, attr!(FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID"))
         .map_err(at("dataset".into()))?;
-    let patient_id = attr::string(obj, tags::PATIENT_ID, "PatientID")
+    let patient_id = attrs::opt_str(obj, attr!(PATIENT_ID, "PatientID"))
         .map_err(at("dataset".into()))?
         .unwrap_or_default();
-    let label = attr::string(obj, tags::RT_PLAN_LABEL, "RTPlanLabel")
+    let label = attrs::opt_str(obj, attr!(RT_PLAN_LABEL, "RTPlanLabel"))
         .map_err(at("dataset".into()))?
         .unwrap_or_default();
 
     // Patient Position per setup number.
     let mut setups: Vec<(Option<i32>, Option<String>)> = Vec::new();
-    if let Some(items) =
-        attr::seq(obj, tags::PATIENT_SETUP_SEQUENCE, "PatientSetupSequence").map_err(at("dataset".into()))?
+    if let Some(items) = attrs::opt_items(obj, attr!(PATIENT_SETUP_SEQUENCE, "PatientSetupSequence"))
+        .map_err(at("dataset".into()))?
     {
         for (n, it) in items.iter().enumerate() {
             let ctx = || format!("Patient Setup Sequence item {n}");
-            let num = attr::int(it, tags::PATIENT_SETUP_NUMBER, "PatientSetupNumber").map_err(at(ctx()))?;
-            let pos = attr::string(it, tags::PATIENT_POSITION, "PatientPosition").map_err(at(ctx()))?;
+            let num = attrs::opt_int::<i32>(it, attr!(PATIENT_SETUP_NUMBER, "PatientSetupNumber"))
+                .map_err(at(ctx()))?;
+            let pos = attrs::opt_str(it, attr!(PATIENT_POSITION, "PatientPosition")).map_err(at(ctx()))?;
             setups.push((num, pos));
         }
     }
 
-    let beams_seq = attr::seq(obj, tags::ION_BEAM_SEQUENCE, "IonBeamSequence")
+    let beams_seq = attrs::opt_items(obj, attr!(ION_BEAM_SEQUENCE, "IonBeamSequence"))
         .map_err(at("dataset".into()))?
         .ok_or_else(|| PlanError::MissingIonBeamSequence {
             path: path.to_path_buf(),
@@ -488,18 +489,18 @@ fn parse_beam(
         }
     };
     let bctx = || format!("Ion Beam Sequence item {bi}");
-    let number = attr::int(b, tags::BEAM_NUMBER, "BeamNumber")
+    let number = attrs::opt_int::<i32>(b, attr!(BEAM_NUMBER, "BeamNumber"))
         .map_err(at(bctx()))?
         .ok_or(AttrError::Missing {
             name: "BeamNumber",
             tag: tags::BEAM_NUMBER,
         })
         .map_err(at(bctx()))?;
-    let name = attr::string(b, tags::BEAM_NAME, "BeamName")
+    let name = attrs::opt_str(b, attr!(BEAM_NAME, "BeamName"))
         .map_err(at(bctx()))?
         .unwrap_or_else(|| format!("Beam {number}"));
     let bctx = || format!("beam {name:?} (Ion Beam Sequence item {bi})");
-    let delivery = attr::string(b, tags::TREATMENT_DELIVERY_TYPE, "TreatmentDeliveryType")
+    let delivery = attrs::opt_str(b, attr!(TREATMENT_DELIVERY_TYPE, "TreatmentDeliveryType"))
         .map_err(at(bctx()))?
         .unwrap_or_else(|| "TREATMENT".into());
     if delivery != "TREATMENT" {
@@ -512,7 +513,7 @@ fn parse_beam(
     if number == 0 {
         warnings.push(PlanWarning::ZeroBeamNumber { beam: name.clone() });
     }
-    let radiation_type = attr::string(b, tags::RADIATION_TYPE, "RadiationType")
+    let radiation_type = attrs::opt_str(b, attr!(RADIATION_TYPE, "RadiationType"))
         .map_err(at(bctx()))?
         .unwrap_or_default();
     let unsupported = |detail: &str| PlanError::UnsupportedRadiation {
@@ -524,9 +525,10 @@ fn parse_beam(
     let ion = match radiation_type.as_str() {
         "PROTON" => Ion::PROTON,
         "ION" => {
-            let z =
-                attr::int(b, tags::RADIATION_ATOMIC_NUMBER, "RadiationAtomicNumber").map_err(at(bctx()))?;
-            let a = attr::int(b, tags::RADIATION_MASS_NUMBER, "RadiationMassNumber").map_err(at(bctx()))?;
+            let z = attrs::opt_int::<i32>(b, attr!(RADIATION_ATOMIC_NUMBER, "RadiationAtomicNumber"))
+                .map_err(at(bctx()))?;
+            let a = attrs::opt_int::<i32>(b, attr!(RADIATION_MASS_NUMBER, "RadiationMassNumber"))
+                .map_err(at(bctx()))?;
             match (z.and_then(|v| u8::try_from(v).ok()), a.and_then(|v| u8::try_from(v).ok())) {
                 (Some(z), Some(a)) if z >= 1 && a >= z => Ion { z, a },
                 _ => {
@@ -539,10 +541,9 @@ fn parse_beam(
         _ => return Err(unsupported("only PROTON and ION beams can be delivered")),
     };
 
-    let sad = attr::floats(
+    let sad = attrs::opt_f64s_as_stored(
         b,
-        tags::VIRTUAL_SOURCE_AXIS_DISTANCES,
-        "VirtualSourceAxisDistances",
+        attr!(VIRTUAL_SOURCE_AXIS_DISTANCES, "VirtualSourceAxisDistances"),
     )
     .map_err(at(bctx()))?;
     let virtual_sad_mm = match sad.as_deref() {
@@ -556,10 +557,9 @@ fn parse_beam(
         }
     };
 
-    let setup_ref = attr::int(
+    let setup_ref = attrs::opt_int::<i32>(
         b,
-        tags::REFERENCED_PATIENT_SETUP_NUMBER,
-        "ReferencedPatientSetupNumber",
+        attr!(REFERENCED_PATIENT_SETUP_NUMBER, "ReferencedPatientSetupNumber"),
     )
     .map_err(at(bctx()))?;
     let setup = setups
@@ -573,14 +573,14 @@ fn parse_beam(
 
     let mut range_shifters = Vec::new();
     if let Some(items) =
-        attr::seq(b, tags::RANGE_SHIFTER_SEQUENCE, "RangeShifterSequence").map_err(at(bctx()))?
+        attrs::opt_items(b, attr!(RANGE_SHIFTER_SEQUENCE, "RangeShifterSequence")).map_err(at(bctx()))?
     {
         for (n, it) in items.iter().enumerate() {
             let ctx = || format!("{} Range Shifter Sequence item {n}", bctx());
-            let number = attr::int(it, tags::RANGE_SHIFTER_NUMBER, "RangeShifterNumber")
+            let number = attrs::opt_int::<i32>(it, attr!(RANGE_SHIFTER_NUMBER, "RangeShifterNumber"))
                 .map_err(at(ctx()))?
                 .unwrap_or(n as i32);
-            let id = attr::string(it, tags::RANGE_SHIFTER_ID, "RangeShifterID")
+            let id = attrs::opt_str(it, attr!(RANGE_SHIFTER_ID, "RangeShifterID"))
                 .map_err(at(ctx()))?
                 .unwrap_or_default();
             range_shifters.push(RangeShifter {
@@ -591,28 +591,31 @@ fn parse_beam(
         }
     }
 
-    let cps =
-        attr::seq_req(b, tags::ION_CONTROL_POINT_SEQUENCE, "IonControlPointSequence").map_err(at(bctx()))?;
+    let cps = attrs::req_items(b, attr!(ION_CONTROL_POINT_SEQUENCE, "IonControlPointSequence"))
+        .map_err(at(bctx()))?;
     let mut energy: Option<f64> = None;
     let mut gantry: Option<f64> = None;
     let mut couch: Option<f64> = None;
-    let mut iso: Option<Vec<f64>> = None;
+    let mut iso: Option<[f64; 3]> = None;
     let mut layers: Vec<EnergyLayer> = Vec::new();
     let (mut empty_cum, mut end_points, mut overlong, mut orphan_rs) = (false, 0usize, false, false);
     for (ci, cp) in cps.iter().enumerate() {
         let ctx = || format!("{} control point {ci}", bctx());
-        if let Some(e) = attr::float(cp, tags::NOMINAL_BEAM_ENERGY, "NominalBeamEnergy").map_err(at(ctx()))? {
+        if let Some(e) =
+            attrs::opt_f64(cp, attr!(NOMINAL_BEAM_ENERGY, "NominalBeamEnergy")).map_err(at(ctx()))?
+        {
             energy = Some(e);
         }
         if ci == 0 {
-            gantry = attr::float(cp, tags::GANTRY_ANGLE, "GantryAngle").map_err(at(ctx()))?;
-            couch = attr::float(cp, tags::PATIENT_SUPPORT_ANGLE, "PatientSupportAngle").map_err(at(ctx()))?;
+            gantry = attrs::opt_f64(cp, attr!(GANTRY_ANGLE, "GantryAngle")).map_err(at(ctx()))?;
+            couch =
+                attrs::opt_f64(cp, attr!(PATIENT_SUPPORT_ANGLE, "PatientSupportAngle")).map_err(at(ctx()))?;
         }
         if iso.is_none() {
-            iso = attr::floats_n(cp, tags::ISOCENTER_POSITION, "IsocenterPosition", 3, "3")
+            iso = attrs::opt_f64_n::<3>(cp, attr!(ISOCENTER_POSITION, "IsocenterPosition"))
                 .map_err(at(ctx()))?;
         }
-        if attr::floats(cp, tags::CUMULATIVE_METERSET_WEIGHT, "CumulativeMetersetWeight")
+        if attrs::opt_f64s_as_stored(cp, attr!(CUMULATIVE_METERSET_WEIGHT, "CumulativeMetersetWeight"))
             .map_err(at(ctx()))?
             .is_none()
         {
@@ -627,24 +630,24 @@ fn parse_beam(
         ] {
             overlong |= overlong_ds(cp, t);
         }
-        if let Some(items) = attr::seq(
+        if let Some(items) = attrs::opt_items(
             cp,
-            tags::RANGE_SHIFTER_SETTINGS_SEQUENCE,
-            "RangeShifterSettingsSequence",
+            attr!(RANGE_SHIFTER_SETTINGS_SEQUENCE, "RangeShifterSettingsSequence"),
         )
         .map_err(at(ctx()))?
         {
             for it in items {
-                let r = attr::int(
+                let r = attrs::opt_int::<i32>(
                     it,
-                    tags::REFERENCED_RANGE_SHIFTER_NUMBER,
-                    "ReferencedRangeShifterNumber",
+                    attr!(REFERENCED_RANGE_SHIFTER_NUMBER, "ReferencedRangeShifterNumber"),
                 )
                 .map_err(at(ctx()))?;
-                let wet = attr::float(
+                let wet = attrs::opt_f64(
                     it,
-                    tags::RANGE_SHIFTER_WATER_EQUIVALENT_THICKNESS,
-                    "RangeShifterWaterEquivalentThickness",
+                    attr!(
+                        RANGE_SHIFTER_WATER_EQUIVALENT_THICKNESS,
+                        "RangeShifterWaterEquivalentThickness"
+                    ),
                 )
                 .map_err(at(ctx()))?;
                 match range_shifters.iter_mut().find(|s| Some(s.number) == r) {
@@ -658,14 +661,14 @@ fn parse_beam(
             }
         }
 
-        let positions =
-            attr::floats(cp, tags::SCAN_SPOT_POSITION_MAP, "ScanSpotPositionMap").map_err(at(ctx()))?;
-        let weights = attr::floats(cp, tags::SCAN_SPOT_METERSET_WEIGHTS, "ScanSpotMetersetWeights")
+        let positions = attrs::opt_f64s_as_stored(cp, attr!(SCAN_SPOT_POSITION_MAP, "ScanSpotPositionMap"))
             .map_err(at(ctx()))?;
-        let stated = attr::int(
+        let weights =
+            attrs::opt_f64s_as_stored(cp, attr!(SCAN_SPOT_METERSET_WEIGHTS, "ScanSpotMetersetWeights"))
+                .map_err(at(ctx()))?;
+        let stated = attrs::opt_int::<i32>(
             cp,
-            tags::NUMBER_OF_SCAN_SPOT_POSITIONS,
-            "NumberOfScanSpotPositions",
+            attr!(NUMBER_OF_SCAN_SPOT_POSITIONS, "NumberOfScanSpotPositions"),
         )
         .map_err(at(ctx()))?;
         let (positions, weights) = match (positions, weights) {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
 
-use super::attr::{self, AttrError, OpenError};
+use super::attrs::{self, attr, AttrError, OpenError, Read};
 use crate::structure::{Contour, Roi, StructureSet};
 use crate::units::PointMm;
 
@@ -138,14 +138,14 @@ pub enum ContourFault {
 /// Reads a whole RT Structure Set.
 pub fn read_structure_set(path: impl AsRef<Path>) -> Result<StructureSet, RtStructError> {
     let path = path.as_ref();
-    let obj = attr::open(path).map_err(|e| open_error(path, e))?;
+    let obj = attrs::open(path, Read::Whole).map_err(|e| open_error(path, e))?;
     parse_structure_set(path, &obj)
 }
 
 /// Reads an RT Structure Set from Part 10 bytes; `path` only names the source in errors.
 pub fn read_structure_set_bytes(bytes: &[u8], path: impl AsRef<Path>) -> Result<StructureSet, RtStructError> {
     let path = path.as_ref();
-    let obj = attr::parse(bytes).map_err(|e| open_error(path, e))?;
+    let obj = attrs::parse(bytes, Read::Whole).map_err(|e| open_error(path, e))?;
     parse_structure_set(path, &obj)
 }
 
@@ -171,7 +171,7 @@ fn open_error(path: &Path, e: OpenError) -> RtStructError {
     match e {
         OpenError::Io(source) => RtStructError::Io { path, source },
         OpenError::NotDicom => RtStructError::NotDicom { path },
-        OpenError::Parse(source) => RtStructError::Parse { path, source },
+        OpenError::Parse(source) | OpenError::Truncated(source) => RtStructError::Parse { path, source },
         e @ OpenError::LengthBeyondEnd { .. } => RtStructError::Corrupt { path, source: e },
     }
 }
@@ -188,7 +188,7 @@ fn parse_structure_set(
             source,
         }
     };
-    let sop = attr::string(obj, tags::SOP_CLASS_UID, "SOPClassUID")
+    let sop = attrs::opt_str(obj, attr!(SOP_CLASS_UID, "SOPClassUID"))
         .map_err(at("dataset"))?
         .unwrap_or_else(|| {
             obj.meta()
@@ -203,27 +203,26 @@ fn parse_structure_set(
         });
     }
 
-    let ssroi = attr::seq_req(obj, tags::STRUCTURE_SET_ROI_SEQUENCE, "StructureSetROISequence")
+    let ssroi = attrs::req_items(obj, attr!(STRUCTURE_SET_ROI_SEQUENCE, "StructureSetROISequence"))
         .map_err(at("dataset"))?;
     let mut rois = Vec::with_capacity(ssroi.len());
     let mut roi_for = None;
     for (n, item) in ssroi.iter().enumerate() {
         let ctx = format!("Structure Set ROI Sequence item {n}");
-        let number = attr::int(item, tags::ROI_NUMBER, "ROINumber")
+        let number = attrs::opt_int::<i32>(item, attr!(ROI_NUMBER, "ROINumber"))
             .map_err(at(&ctx))?
             .ok_or(AttrError::Missing {
                 name: "ROINumber",
                 tag: tags::ROI_NUMBER,
             })
             .map_err(at(&ctx))?;
-        let name = attr::string(item, tags::ROI_NAME, "ROIName")
+        let name = attrs::opt_str(item, attr!(ROI_NAME, "ROIName"))
             .map_err(at(&ctx))?
             .unwrap_or_else(|| format!("ROI {number}"));
         if roi_for.is_none() {
-            roi_for = attr::string(
+            roi_for = attrs::opt_str(
                 item,
-                tags::REFERENCED_FRAME_OF_REFERENCE_UID,
-                "ReferencedFrameOfReferenceUID",
+                attr!(REFERENCED_FRAME_OF_REFERENCE_UID, "ReferencedFrameOfReferenceUID"),
             )
             .map_err(at(&ctx))?;
         }
@@ -234,14 +233,16 @@ fn parse_structure_set(
         });
     }
 
-    let frame_of_reference_uid = match attr::seq(
+    let frame_of_reference_uid = match attrs::opt_items(
         obj,
-        tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE,
-        "ReferencedFrameOfReferenceSequence",
+        attr!(
+            REFERENCED_FRAME_OF_REFERENCE_SEQUENCE,
+            "ReferencedFrameOfReferenceSequence"
+        ),
     )
     .map_err(at("dataset"))?
     {
-        Some(items) => attr::string(&items[0], tags::FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID")
+        Some(items) => attrs::opt_str(&items[0], attr!(FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID"))
             .map_err(at("Referenced Frame of Reference Sequence item 0"))?,
         None => None,
     }
@@ -252,13 +253,14 @@ fn parse_structure_set(
     })
     .map_err(at("Referenced Frame of Reference Sequence"))?;
 
-    let contours_seq = attr::seq(obj, tags::ROI_CONTOUR_SEQUENCE, "ROIContourSequence")
+    let contours_seq = attrs::opt_items(obj, attr!(ROI_CONTOUR_SEQUENCE, "ROIContourSequence"))
         .map_err(at("dataset"))?
         .unwrap_or(&[]);
     for (n, item) in contours_seq.iter().enumerate() {
         let ctx = format!("ROI Contour Sequence item {n}");
         let Some(referenced) =
-            attr::int(item, tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber").map_err(at(&ctx))?
+            attrs::opt_int::<i32>(item, attr!(REFERENCED_ROI_NUMBER, "ReferencedROINumber"))
+                .map_err(at(&ctx))?
         else {
             tracing::warn!(path = %path.display(), item = n, "ROI Contour item without Referenced ROI Number skipped");
             continue;
@@ -267,7 +269,9 @@ fn parse_structure_set(
             tracing::warn!(path = %path.display(), referenced, "ROI Contour item references an undeclared ROI; skipped");
             continue;
         };
-        let Some(cs) = attr::seq(item, tags::CONTOUR_SEQUENCE, "ContourSequence").map_err(at(&ctx))? else {
+        let Some(cs) =
+            attrs::opt_items(item, attr!(CONTOUR_SEQUENCE, "ContourSequence")).map_err(at(&ctx))?
+        else {
             continue;
         };
         for (ci, c) in cs.iter().enumerate() {
@@ -277,7 +281,7 @@ fn parse_structure_set(
                 contour_index: ci,
                 fault,
             };
-            let geometric = attr::string(c, tags::CONTOUR_GEOMETRIC_TYPE, "ContourGeometricType")
+            let geometric = attrs::opt_str(c, attr!(CONTOUR_GEOMETRIC_TYPE, "ContourGeometricType"))
                 .map_err(|e| bad(ContourFault::BadData(e.to_string())))?;
             if let Some(g) = geometric.as_deref() {
                 if g != "CLOSED_PLANAR" {
@@ -285,15 +289,16 @@ fn parse_structure_set(
                     continue;
                 }
             }
-            let data = attr::floats(c, tags::CONTOUR_DATA, "ContourData")
+            let data = attrs::opt_f64s_as_stored(c, attr!(CONTOUR_DATA, "ContourData"))
                 .map_err(|e| bad(ContourFault::BadData(e.to_string())))?
                 .ok_or_else(|| bad(ContourFault::MissingData))?;
             if data.len() % 3 != 0 {
                 return Err(bad(ContourFault::NotTriples { count: data.len() }));
             }
             let found = data.len() / 3;
-            if let Some(stated) = attr::int(c, tags::NUMBER_OF_CONTOUR_POINTS, "NumberOfContourPoints")
-                .map_err(|e| bad(ContourFault::BadData(e.to_string())))?
+            if let Some(stated) =
+                attrs::opt_int::<i32>(c, attr!(NUMBER_OF_CONTOUR_POINTS, "NumberOfContourPoints"))
+                    .map_err(|e| bad(ContourFault::BadData(e.to_string())))?
             {
                 if usize::try_from(stated).ok() != Some(found) {
                     return Err(bad(ContourFault::PointCountMismatch { stated, found }));
