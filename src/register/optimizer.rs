@@ -154,20 +154,19 @@ fn samples_of<T: Voxel>(
     {
         stride += 1;
     }
-    let mut s = Samples::default();
-    for v in idx
-        .into_iter()
-        .filter(|v| v[0] % stride == 0 && v[1] % stride == 0)
-    {
-        let rel = grid.index_to_patient(v.map(|x| x as f64)) - centre_mm;
-        s.rel_mm.push([rel.x as f32, rel.y as f32, rel.z as f32]);
-        s.value.push(if blur_z {
-            blur_z_at(grid, data, v[0], v[1], v[2])
-        } else {
-            data[grid.offset(v[0], v[1], v[2])].to_f32()
-        });
-    }
-    s
+    Samples::new(
+        idx.into_iter()
+            .filter(|v| v[0] % stride == 0 && v[1] % stride == 0)
+            .map(|v| {
+                let rel = grid.index_to_patient(v.map(|x| x as f64)) - centre_mm;
+                let value = if blur_z {
+                    blur_z_at(grid, data, v[0], v[1], v[2])
+                } else {
+                    data[grid.offset(v[0], v[1], v[2])].to_f32()
+                };
+                ([rel.x as f32, rel.y as f32, rel.z as f32], value)
+            }),
+    )
 }
 
 /// Outcome of one level.
@@ -384,7 +383,7 @@ impl Registrar {
     ) -> LevelRun {
         let threads = self.options.threads;
         let mut t = start;
-        let mut acc = evaluate(samples, &image.data, &image.grid, &t, centre, true, threads);
+        let mut acc = evaluate(samples, &image.data, &image.grid, &t, centre, threads);
         let give_up = |t, iterations, last| LevelRun {
             transform: t,
             iterations,
@@ -420,15 +419,7 @@ impl Registrar {
                     last: acc,
                 };
             }
-            let next = evaluate(
-                samples,
-                &image.data,
-                &image.grid,
-                &candidate,
-                centre,
-                true,
-                threads,
-            );
+            let next = evaluate(samples, &image.data, &image.grid, &candidate, centre, threads);
             if next.n >= MIN_OVERLAP_SAMPLES && next.mse() <= acc.mse() {
                 t = candidate;
                 acc = next;
