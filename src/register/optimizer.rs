@@ -21,6 +21,10 @@ use super::{QualityFailure, RegisterError, RegisterOptions, Registration, Verdic
 const MIN_FIXED_SAMPLES: usize = 256;
 /// Coarse levels with fewer samples than this are skipped.
 const MIN_COARSE_SAMPLES: usize = 128;
+/// Extra loosening of the coarse levels' stop thresholds (beyond ×4 per level): a coarse
+/// level only has to land inside the next level's capture range, and its last sub-0.1 mm
+/// steps at 2 mm voxels cost full-size evaluations the finest level repeats anyway.
+const COARSE_STOP_FACTOR: f64 = 2.0;
 /// Fewest overlapping samples for a step to count.
 const MIN_OVERLAP_SAMPLES: usize = 64;
 
@@ -264,7 +268,11 @@ impl Registrar {
         for level in (0..n_levels).rev() {
             let image = &self.moving[level];
             // coarse levels only need to land in the finer level's capture range
-            let scale = (1u32 << (2 * level)) as f64;
+            let scale = if level == 0 {
+                1.0
+            } else {
+                COARSE_STOP_FACTOR * (1u32 << (2 * level)) as f64
+            };
             let run = self.optimise_level(
                 &fixed.levels[level],
                 image,
@@ -355,6 +363,7 @@ impl Registrar {
             crop.0,
             crop.1,
             &mut self.moving[0],
+            self.options.threads,
         )?;
         for level in 1..n_levels {
             let (done, rest) = self.moving.split_at_mut(level);
