@@ -25,6 +25,8 @@
 //! sample count.
 
 use nalgebra::{Matrix3, Matrix6, Vector6};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use wide::{f32x8, CmpGe, CmpLe};
 
 use crate::geometry::{Grid, RigidTransform};
@@ -419,27 +421,45 @@ fn evaluate_with(samples: &Samples, data: &[f32], map: &Mapping, threads: usize)
     if threads == 1 {
         return accumulate_steps(samples, 0..n, data, map);
     }
-    let chunk = n.div_ceil(threads);
-    let mut total = Accum::default();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..threads)
-            .map(|t| {
-                let range = (t * chunk).min(n)..((t + 1) * chunk).min(n);
-                scope.spawn(move || accumulate_steps(samples, range, data, map))
-            })
-            .collect();
-        total = accumulate_steps(samples, 0..chunk.min(n), data, map);
+    // Threads claim blocks from a counter rather than fixed halves, so a thread the OS
+    // schedules late takes less of the work. Blocks are merged in block order, which makes
+    // the sums bit-identical to the single-thread ones, whatever thread did which block.
+    let blocks = n.div_ceil(BLOCK_STEPS);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let b = next.fetch_add(1, Ordering::Relaxed);
+            if b >= blocks {
+                return done;
+            }
+            let steps = b * BLOCK_STEPS..((b + 1) * BLOCK_STEPS).min(n);
+            done.push((b, accumulate_steps(samples, steps, data, map)));
+        }
+    };
+    let mut parts = Vec::with_capacity(blocks);
+    let complete = std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        parts.extend(work());
+        let mut complete = true;
         for h in handles {
-            // a worker cannot panic on valid indices; fall back to a serial sum if one did
             match h.join() {
-                Ok(part) => total.merge(&part),
-                Err(_) => {
-                    total = accumulate_steps(samples, 0..n, data, map);
-                    break;
-                }
+                Ok(p) => parts.extend(p),
+                Err(_) => complete = false,
             }
         }
+        complete
     });
+    if !complete || parts.len() != blocks {
+        // a worker cannot panic on valid indices; fall back to a serial sum if one did
+        return accumulate_steps(samples, 0..n, data, map);
+    }
+    parts.sort_unstable_by_key(|(b, _)| *b);
+    let mut total = Accum::default();
+    for (_, part) in &parts {
+        total.merge(part);
+    }
     total
 }
 
@@ -524,6 +544,21 @@ mod tests {
         );
         let got = evaluate(&samples, &data, &grid, &t, &centre, 1);
         let got2 = evaluate(&samples, &data, &grid, &t, &centre, 2);
+        // more than one block per thread, so the threaded path runs; it must be bit-identical
+        let many = Samples::new(
+            pts.iter()
+                .cycle()
+                .take(20 * MIN_STEPS_PER_THREAD * LANES)
+                .copied(),
+        );
+        let one = evaluate(&many, &data, &grid, &t, &centre, 1);
+        let two = evaluate(&many, &data, &grid, &t, &centre, 2);
+        assert_eq!((one.h, one.g, one.ssd, one.n), (two.h, two.g, two.ssd, two.n));
+        assert_eq!(
+            (one.sf, one.sm, one.sff, one.smm, one.sfm),
+            (two.sf, two.sm, two.sff, two.smm, two.sfm)
+        );
+        assert!(one.n > 0 && one.n < many.len());
 
         let p2i = grid.patient_to_index_matrix();
         let a = p2i * t.rotation.matrix();
