@@ -102,7 +102,7 @@ pub(crate) fn crop_blur_z_into<T: Voxel + Sync>(
         .map_err(|source| RegisterError::Geometry { source })?;
     let width = dims[0];
     let plane = dims[0] * dims[1];
-    out.data.clear();
+    // every voxel is written below, so a reused buffer of the right size needs no clearing
     out.data.resize(plane * dims[2], 0.0);
     if plane == 0 {
         return Ok(());
@@ -118,7 +118,8 @@ pub(crate) fn crop_blur_z_into<T: Voxel + Sync>(
             });
             let [r0, r1, r2, r3, r4] = rows;
             if rows.iter().any(|r| r.len() != width) {
-                continue; // cannot happen: lo..hi lies inside the grid
+                row.fill(0.0); // cannot happen: lo..hi lies inside the grid
+                continue;
             }
             for (i, d) in row.iter_mut().enumerate() {
                 let mut acc = 0.0;
