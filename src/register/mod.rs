@@ -149,7 +149,8 @@ pub struct RegisterOptions {
     pub warm_levels: usize,
     /// Iteration cap per level.
     pub max_iterations_per_level: u32,
-    /// A level stops when a step translates less than this, mm (×4 per coarser level)…
+    /// A level stops when a step translates less than this, mm (×4 per coarser level, and ×2
+    /// more on every coarse level: those only need to land in the next level's capture range)…
     pub min_step_mm: f64,
     /// …and rotates less than this, degrees.
     pub min_step_deg: f64,

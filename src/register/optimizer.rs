@@ -21,6 +21,10 @@ use super::{QualityFailure, RegisterError, RegisterOptions, Registration, Verdic
 const MIN_FIXED_SAMPLES: usize = 256;
 /// Coarse levels with fewer samples than this are skipped.
 const MIN_COARSE_SAMPLES: usize = 128;
+/// Extra loosening of the coarse levels' stop thresholds (beyond ×4 per level): a coarse
+/// level only has to land inside the next level's capture range, and its last sub-0.1 mm
+/// steps at 2 mm voxels cost full-size evaluations the finest level repeats anyway.
+const COARSE_STOP_FACTOR: f64 = 2.0;
 /// Fewest overlapping samples for a step to count.
 const MIN_OVERLAP_SAMPLES: usize = 64;
 
@@ -154,20 +158,19 @@ fn samples_of<T: Voxel>(
     {
         stride += 1;
     }
-    let mut s = Samples::default();
-    for v in idx
-        .into_iter()
-        .filter(|v| v[0] % stride == 0 && v[1] % stride == 0)
-    {
-        let rel = grid.index_to_patient(v.map(|x| x as f64)) - centre_mm;
-        s.rel_mm.push([rel.x as f32, rel.y as f32, rel.z as f32]);
-        s.value.push(if blur_z {
-            blur_z_at(grid, data, v[0], v[1], v[2])
-        } else {
-            data[grid.offset(v[0], v[1], v[2])].to_f32()
-        });
-    }
-    s
+    Samples::new(
+        idx.into_iter()
+            .filter(|v| v[0] % stride == 0 && v[1] % stride == 0)
+            .map(|v| {
+                let rel = grid.index_to_patient(v.map(|x| x as f64)) - centre_mm;
+                let value = if blur_z {
+                    blur_z_at(grid, data, v[0], v[1], v[2])
+                } else {
+                    data[grid.offset(v[0], v[1], v[2])].to_f32()
+                };
+                ([rel.x as f32, rel.y as f32, rel.z as f32], value)
+            }),
+    )
 }
 
 /// Outcome of one level.
@@ -265,7 +268,11 @@ impl Registrar {
         for level in (0..n_levels).rev() {
             let image = &self.moving[level];
             // coarse levels only need to land in the finer level's capture range
-            let scale = (1u32 << (2 * level)) as f64;
+            let scale = if level == 0 {
+                1.0
+            } else {
+                COARSE_STOP_FACTOR * (1u32 << (2 * level)) as f64
+            };
             let run = self.optimise_level(
                 &fixed.levels[level],
                 image,
@@ -356,6 +363,7 @@ impl Registrar {
             crop.0,
             crop.1,
             &mut self.moving[0],
+            self.options.threads,
         )?;
         for level in 1..n_levels {
             let (done, rest) = self.moving.split_at_mut(level);
@@ -384,7 +392,7 @@ impl Registrar {
     ) -> LevelRun {
         let threads = self.options.threads;
         let mut t = start;
-        let mut acc = evaluate(samples, &image.data, &image.grid, &t, centre, true, threads);
+        let mut acc = evaluate(samples, &image.data, &image.grid, &t, centre, threads);
         let give_up = |t, iterations, last| LevelRun {
             transform: t,
             iterations,
@@ -420,15 +428,7 @@ impl Registrar {
                     last: acc,
                 };
             }
-            let next = evaluate(
-                samples,
-                &image.data,
-                &image.grid,
-                &candidate,
-                centre,
-                true,
-                threads,
-            );
+            let next = evaluate(samples, &image.data, &image.grid, &candidate, centre, threads);
             if next.n >= MIN_OVERLAP_SAMPLES && next.mse() <= acc.mse() {
                 t = candidate;
                 acc = next;

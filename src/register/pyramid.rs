@@ -87,35 +87,70 @@ pub(crate) fn downsample_into<T: Voxel>(
 /// of a millimetre along z). Smoothing both images across slices removes most of the
 /// high-frequency content that artefact feeds on; the fixed samples get the same kernel
 /// ([`blur_z_at`]).
-pub(crate) fn crop_blur_z_into<T: Voxel>(
+pub(crate) fn crop_blur_z_into<T: Voxel + Sync>(
     grid: &Grid,
     src: &[T],
     lo: [usize; 3],
     hi: [usize; 3],
     out: &mut LevelImage,
+    threads: usize,
 ) -> Result<(), RegisterError> {
     let [nx, ny, nz] = grid.dims();
     let dims = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
     let origin = grid.index_to_patient(lo.map(|v| v as f64));
     out.grid = Grid::new(dims, origin, grid.spacing_mm(), *grid.direction())
         .map_err(|source| RegisterError::Geometry { source })?;
-    out.data.clear();
-    out.data.reserve(dims[0] * dims[1] * dims[2]);
-    let width = hi[0] - lo[0];
-    for k in lo[2]..hi[2] {
+    let width = dims[0];
+    let plane = dims[0] * dims[1];
+    // every voxel is written below, so a reused buffer of the right size needs no clearing
+    out.data.resize(plane * dims[2], 0.0);
+    if plane == 0 {
+        return Ok(());
+    }
+    // one pass per output row over its five source rows (one write per voxel), in the same
+    // order of operations as `blur_z_at` so fixed and moving values agree bit for bit
+    let blur_plane = |k: usize, dst: &mut [f32]| {
         let ks = z_taps(k, nz);
-        for j in lo[1]..hi[1] {
-            let start = out.data.len();
-            out.data.resize(start + width, 0.0);
-            let dst = &mut out.data[start..];
-            for (kk, w) in ks.iter().zip(Z_KERNEL) {
+        for (j, row) in (lo[1]..hi[1]).zip(dst.chunks_exact_mut(width)) {
+            let rows = ks.map(|kk| {
                 let o = (kk * ny + j) * nx + lo[0];
-                for (d, s) in dst.iter_mut().zip(&src[o..o + width]) {
-                    *d += w * s.to_f32();
-                }
+                src.get(o..o + width).unwrap_or(&[])
+            });
+            let [r0, r1, r2, r3, r4] = rows;
+            if rows.iter().any(|r| r.len() != width) {
+                row.fill(0.0); // cannot happen: lo..hi lies inside the grid
+                continue;
+            }
+            for (i, d) in row.iter_mut().enumerate() {
+                let mut acc = 0.0;
+                acc += Z_KERNEL[0] * r0[i].to_f32();
+                acc += Z_KERNEL[1] * r1[i].to_f32();
+                acc += Z_KERNEL[2] * r2[i].to_f32();
+                acc += Z_KERNEL[3] * r3[i].to_f32();
+                acc += Z_KERNEL[4] * r4[i].to_f32();
+                *d = acc;
             }
         }
+    };
+    let threads = threads.clamp(1, 16).min(dims[2]);
+    if threads == 1 {
+        for (k, dst) in (lo[2]..hi[2]).zip(out.data.chunks_exact_mut(plane)) {
+            blur_plane(k, dst);
+        }
+        return Ok(());
     }
+    let per = dims[2].div_ceil(threads);
+    std::thread::scope(|scope| {
+        let blur_plane = &blur_plane;
+        for (c, part) in out.data.chunks_mut(per * plane).enumerate() {
+            scope.spawn(move || {
+                let k0 = lo[2] + c * per;
+                for (k, dst) in (k0..hi[2]).zip(part.chunks_exact_mut(plane)) {
+                    blur_plane(k, dst);
+                }
+            });
+        }
+    });
     Ok(())
 }
 
