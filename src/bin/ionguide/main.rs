@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 mod inspect;
 mod range;
-mod wepl;
 mod register;
+mod wepl;
 
 #[derive(Debug, Parser)]
 #[command(
