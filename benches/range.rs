@@ -119,6 +119,16 @@ fn bench(c: &mut Criterion) {
     c.bench_function("spot_wepl_frame_2beam_10k_spots_from_ct", |b| {
         b.iter(|| tracer.trace_frame_ct(&ct, &hlut))
     });
+    let mut tracer2 = SpotTracer::new(&plan, &SpotTracerOptions::new([f64::INFINITY; 2]).with_threads(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tracer2.trace_frame(&rsp);
+    assert_eq!(tracer2.target_t_mm(), tracer.target_t_mm());
+    c.bench_function("spot_wepl_frame_2beam_10k_spots_2threads", |b| {
+        b.iter(|| tracer2.trace_frame(&rsp))
+    });
+    c.bench_function("spot_wepl_frame_2beam_10k_spots_from_ct_2threads", |b| {
+        b.iter(|| tracer2.trace_frame_ct(&ct, &hlut))
+    });
 }
 
 criterion_group!(benches, bench);

@@ -245,9 +245,10 @@ impl Hlut {
         if out.grid() != ct.grid() {
             *out = Volume::filled(ct.grid().clone(), 0.0f32);
         }
-        let lut = &self.lut[..];
+        // A fixed-size table indexed by a u16 needs no bounds check per voxel.
+        let lut = self.dense_lut();
         for (o, &hu) in out.as_slice_mut().iter_mut().zip(ct.as_slice()) {
-            *o = lut[(hu as i32 + 32768) as usize];
+            *o = lut[usize::from(hu as u16 ^ 0x8000)];
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct SpotTracerOptions {
     /// WEPL traced past each ray's deepest planned depth, mm (default 20 mm; ≥ 0, infinite:
     /// whole rays).
     pub wepl_margin_mm: f64,
+    /// Threads rays are traced on, the calling one included (default 1: a frame then never
+    /// allocates; 2 splits the rays in two halves, at the cost of one scoped thread spawn
+    /// per frame). Results are identical for any count.
+    pub threads: usize,
 }
 
 impl SpotTracerOptions {
@@ -66,7 +70,13 @@ impl SpotTracerOptions {
             depth_model: DepthModel::Csda,
             profile_capacity: 1024,
             wepl_margin_mm: 20.0,
+            threads: 1,
         }
+    }
+    /// Sets how many threads trace a frame.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
     }
     /// Sets how far past each ray's deepest planned depth it is traced.
     pub fn with_wepl_margin_mm(mut self, margin_mm: f64) -> Self {
@@ -119,6 +129,8 @@ pub struct SpotTracer {
     ray_spots: Vec<usize>,
     /// Target parameters in `ray_spots` order (scattered into `target_t_mm` after tracing).
     slot_target_t_mm: Vec<Option<f64>>,
+    /// Threads per frame.
+    threads: usize,
     /// Per ray: cumulative WEPL where its trace may stop, mm.
     stop_wepl_mm: Vec<f64>,
     /// Per spot: ray parameter of the target point in the last frame.
@@ -223,6 +235,7 @@ impl SpotTracer {
             stop_wepl_mm[s.ray] = stop_wepl_mm[s.ray].max(s.planned_depth_mm + options.wepl_margin_mm);
         }
         Ok(SpotTracer {
+            threads: options.threads,
             ray_spot_start,
             ray_spots,
             slot_target_t_mm,
@@ -255,7 +268,16 @@ impl SpotTracer {
             spots: &self.spots,
             targets: &mut self.slot_target_t_mm,
         };
-        chunk.run(&trace);
+        if self.threads >= 2 && self.rays.len() >= 2 {
+            let (a, b) = chunk.split(self.rays.len() / 2);
+            std::thread::scope(|scope| {
+                let trace = &trace;
+                scope.spawn(move || b.run(trace));
+                a.run(trace);
+            });
+        } else {
+            chunk.run(&trace);
+        }
         for (&n, &t) in self.ray_spots.iter().zip(&self.slot_target_t_mm) {
             self.target_t_mm[n] = t;
         }
@@ -310,7 +332,36 @@ struct Chunk<'a> {
     targets: &'a mut [Option<f64>],
 }
 
-impl Chunk<'_> {
+impl<'a> Chunk<'a> {
+    /// Rays `..r` and `r..`.
+    fn split(self, r: usize) -> (Chunk<'a>, Chunk<'a>) {
+        let (rays0, rays1) = self.rays.split_at(r);
+        let (stop0, stop1) = self.stop_wepl_mm.split_at(r);
+        let (prof0, prof1) = self.profiles.split_at_mut(r);
+        let cut = self.spot_start[r] - self.spot_start[0];
+        let (t0, t1) = self.targets.split_at_mut(cut);
+        (
+            Chunk {
+                rays: rays0,
+                stop_wepl_mm: stop0,
+                profiles: prof0,
+                spot_start: &self.spot_start[..=r],
+                ray_spots: self.ray_spots,
+                spots: self.spots,
+                targets: t0,
+            },
+            Chunk {
+                rays: rays1,
+                stop_wepl_mm: stop1,
+                profiles: prof1,
+                spot_start: &self.spot_start[r..],
+                ray_spots: self.ray_spots,
+                spots: self.spots,
+                targets: t1,
+            },
+        )
+    }
+
     fn run(self, trace: &impl Fn(&Ray, f64, &mut RayProfile)) {
         let base = self.spot_start[0];
         for (r, (ray, p)) in self.rays.iter().zip(self.profiles.iter_mut()).enumerate() {
