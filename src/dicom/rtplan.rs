@@ -1080,34 +1080,6 @@ pub fn write_plan(plan: &IonPlan, path: impl AsRef<Path>) -> Result<(), PlanErro
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ds_formatting_round_trips_or_fits() {
-        for v in [
-            0.1,
-            -791.17525828163,
-            1e-7,
-            123456789012345.0,
-            1.5e300,
-            -2.5e-300,
-            69.70513257829193,
-        ] {
-            let s = format_ds(v);
-            assert!(s.len() <= 16, "{s}");
-            let back: f64 = s.parse().unwrap();
-            if format!("{v}").len() <= 16 || format!("{v:E}").len() <= 16 {
-                assert_eq!(back, v, "{s}");
-            } else {
-                assert!(((back - v) / v).abs() < 1e-13, "{s}");
-            }
-        }
-        assert_eq!(format_ds(-0.0), "0");
-    }
-}
-
 impl std::fmt::Display for PlanWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -1148,5 +1120,33 @@ impl std::fmt::Display for PlanWarning {
                 write!(f, "beam {beam:?}: Patient Support Angle absent; 0° assumed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ds_formatting_round_trips_or_fits() {
+        for v in [
+            0.1,
+            -791.17525828163,
+            1e-7,
+            123456789012345.0,
+            1.5e300,
+            -2.5e-300,
+            69.70513257829193,
+        ] {
+            let s = format_ds(v);
+            assert!(s.len() <= 16, "{s}");
+            let back: f64 = s.parse().unwrap();
+            if format!("{v}").len() <= 16 || format!("{v:E}").len() <= 16 {
+                assert_eq!(back, v, "{s}");
+            } else {
+                assert!(((back - v) / v).abs() < 1e-13, "{s}");
+            }
+        }
+        assert_eq!(format_ds(-0.0), "0");
     }
 }

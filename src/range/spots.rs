@@ -149,7 +149,7 @@ impl SpotTracer {
                 ),
             });
         }
-        if !(options.wepl_margin_mm >= 0.0) {
+        if options.wepl_margin_mm.is_nan() || options.wepl_margin_mm < 0.0 {
             return Err(RangeError::BadBeamGeometry {
                 beam: -1,
                 reason: format!("WEPL margin must be ≥ 0 mm, got {}", options.wepl_margin_mm),
@@ -312,7 +312,7 @@ impl SpotTracer {
     pub fn wepl_at_t_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
         let s = self.spots.get(spot)?;
         let p = &self.profiles[s.ray];
-        if p.is_truncated() && p.exit_t_mm().is_some_and(|end| !(t_mm <= end)) {
+        if p.is_truncated() && p.exit_t_mm().is_some_and(|end| t_mm.is_nan() || t_mm > end) {
             return None;
         }
         Some(p.wepl_at_depth(t_mm))
