@@ -84,6 +84,20 @@ fn bench(c: &mut Criterion) {
     g.bench_function("native_512x512x48_from_memory_into_pooled_volume", |b| {
         b.iter(|| dec.decode_into(&slices, &mut vol).unwrap())
     });
+    // The floor the issue quotes: a plain copy of the frame's 24 MB, and an i16 read → write
+    // pass over it (what the HU conversion must do at least).
+    let src: Vec<i16> = (0..512 * 512 * 48).map(|i| (i % 4000) as i16 - 1024).collect();
+    let mut dst = vec![0i16; src.len()];
+    g.bench_function("floor_memcpy_24MB", |b| {
+        b.iter(|| dst.copy_from_slice(std::hint::black_box(&src)))
+    });
+    g.bench_function("floor_i16_read_add_write_24MB", |b| {
+        b.iter(|| {
+            for (o, &v) in dst.iter_mut().zip(std::hint::black_box(&src)) {
+                *o = v.wrapping_add(-1024);
+            }
+        })
+    });
     let j2k: Vec<Vec<u8>> = j2k_files()
         .iter()
         .take(1)

@@ -1,6 +1,8 @@
 //! Range engine benches: per-frame spot WEPL for a 2-beam carbon plan (~10 000 spots,
-//! ~1 000 distinct rays per beam) through a 256³ 1 mm water/lung/bone phantom, and the
-//! HU → RSP conversion of that frame, reported separately.
+//! ~1 000 distinct rays per beam, layers planned 120–200 mm deep in water, so ~200 mm paths
+//! through the patient) through a 256³ 1 mm water/lung/bone phantom, and the HU → RSP
+//! conversion of that frame, reported separately. The WEPL is timed both from the converted
+//! RSP volume and straight from the CT frame (which needs no per-frame conversion).
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
@@ -8,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ionguide::geometry::Grid;
 use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::spots::{SpotTracer, SpotTracerOptions};
-use ionguide::range::Hlut;
+use ionguide::range::{Hlut, RangeEnergyTable};
 use ionguide::units::{Ion, PointMm};
 use ionguide::volume::{CtVolume, Volume};
 
@@ -44,7 +46,9 @@ fn phantom() -> CtVolume {
 }
 
 fn carbon_beam(number: i32, gantry_deg: f64) -> IonBeam {
-    // 32 × 32 spot positions, 3 mm apart, 5 layers: 1 024 rays, 5 120 spots.
+    // 32 × 32 spot positions, 3 mm apart, 5 layers: 1 024 rays, 5 120 spots. Layers whose
+    // CSDA ranges are 120…200 mm of water.
+    let carbon = RangeEnergyTable::new(Ion::CARBON12).unwrap_or_else(|e| panic!("{e}"));
     let spots: Vec<Spot> = (0..32)
         .flat_map(|a| (0..32).map(move |b| (a, b)))
         .map(|(a, b)| Spot {
@@ -64,10 +68,10 @@ fn carbon_beam(number: i32, gantry_deg: f64) -> IonBeam {
         patient_position: Some("HFS".into()),
         virtual_sad_mm: Some([6500.0, 7200.0]),
         range_shifters: vec![],
-        layers: [180.0, 200.0, 220.0, 240.0, 260.0]
+        layers: [120.0, 140.0, 160.0, 180.0, 200.0]
             .iter()
-            .map(|&e| EnergyLayer {
-                energy_mev_u: e,
+            .map(|&depth_mm| EnergyLayer {
+                energy_mev_u: carbon.energy_mev_u(depth_mm).unwrap_or_else(|e| panic!("{e}")),
                 spots: spots.clone(),
             })
             .collect(),
@@ -78,6 +82,7 @@ fn bench(c: &mut Criterion) {
     let ct = phantom();
     let hlut = Hlut::default();
     let mut rsp = Volume::filled(ct.grid().clone(), 0.0f32);
+    hlut.convert_into(&ct, &mut rsp);
     c.bench_function("hlut_convert_256cube", |b| {
         b.iter(|| hlut.convert_into(&ct, &mut rsp))
     });
@@ -90,14 +95,39 @@ fn bench(c: &mut Criterion) {
     };
     let mut tracer =
         SpotTracer::new(&plan, &SpotTracerOptions::new([f64::INFINITY; 2])).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!(
-        "plan: {} spots, {} distinct rays",
-        tracer.spots().len(),
-        tracer.rays().len()
-    );
     tracer.trace_frame(&rsp);
+    let samples: usize = (0..tracer.rays().len())
+        .filter_map(|r| tracer.profile(r))
+        .map(|p| p.t_mm().len())
+        .sum();
+    let geometric_mm: f64 = (0..tracer.rays().len())
+        .filter_map(|r| tracer.profile(r))
+        .map(|p| p.geometric_mm())
+        .sum();
+    let reached = tracer.target_t_mm().iter().filter(|t| t.is_some()).count();
+    eprintln!(
+        "plan: {} spots ({reached} reach their depth), {} distinct rays, mean {:.0} voxel \
+         crossings and {:.0} mm traced per ray",
+        tracer.spots().len(),
+        tracer.rays().len(),
+        samples as f64 / tracer.rays().len() as f64,
+        geometric_mm / tracer.rays().len() as f64,
+    );
     c.bench_function("spot_wepl_frame_2beam_10k_spots", |b| {
         b.iter(|| tracer.trace_frame(&rsp))
+    });
+    c.bench_function("spot_wepl_frame_2beam_10k_spots_from_ct", |b| {
+        b.iter(|| tracer.trace_frame_ct(&ct, &hlut))
+    });
+    let mut tracer2 = SpotTracer::new(&plan, &SpotTracerOptions::new([f64::INFINITY; 2]).with_threads(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tracer2.trace_frame(&rsp);
+    assert_eq!(tracer2.target_t_mm(), tracer.target_t_mm());
+    c.bench_function("spot_wepl_frame_2beam_10k_spots_2threads", |b| {
+        b.iter(|| tracer2.trace_frame(&rsp))
+    });
+    c.bench_function("spot_wepl_frame_2beam_10k_spots_from_ct_2threads", |b| {
+        b.iter(|| tracer2.trace_frame_ct(&ct, &hlut))
     });
 }
 

@@ -343,6 +343,10 @@ pub struct IngestOptions {
     pub hu_min: i16,
     /// Largest accepted HU (extended-scale CT reaches ~30 000 in metal).
     pub hu_max: i16,
+    /// Threads a series is decoded on (the calling one included; 0 and 1 both mean the
+    /// calling thread only). Header parsing and the HU pass of native slices split evenly;
+    /// results and errors are the same for any count.
+    pub threads: usize,
 }
 
 impl Default for IngestOptions {
@@ -353,6 +357,7 @@ impl Default for IngestOptions {
             max_tilt_deg: 0.01,
             hu_min: -4096,
             hu_max: i16::MAX,
+            threads: 2,
         }
     }
 }
@@ -571,31 +576,53 @@ impl SeriesDecoder {
         self.slices.clear();
         self.inputs.clear();
 
-        // Pass 1: headers.
-        let mut first: Option<FirstHeader> = None;
-        for (i, bytes) in slices.iter().enumerate() {
+        // Pass 1: headers. With 2 threads the second half is parsed on a helper thread while
+        // this one parses (and checks) the first; its results are then checked in input
+        // order, so the first error in input order is the one returned, as sequentially.
+        let options = &self.options;
+        let header_of = |i: usize| -> Result<(String, Header, Option<SeriesMeta>), CtError> {
             let path = label(i);
-            let obj = parse(bytes, &path, true)?;
+            let obj = parse(slices[i], &path, true)?;
             let ts = trim_uid(obj.meta().transfer_syntax());
-            let h = read_header(&obj, &path, &self.options)?;
-            match &first {
-                None => {
+            let h = read_header(&obj, &path, options)?;
+            let meta = if i == 0 {
+                Some(series_meta(&obj, &path, &h, &ts)?)
+            } else {
+                None
+            };
+            Ok((ts, h, meta))
+        };
+        let mid = if self.options.threads >= 2 {
+            slices.len().div_ceil(2)
+        } else {
+            slices.len()
+        };
+        let mut first: Option<FirstHeader> = None;
+        let mut accept = |i: usize,
+                          r: Result<(String, Header, Option<SeriesMeta>), CtError>,
+                          inputs: &mut Vec<InputHeader>,
+                          headers: &mut Vec<SliceHeader>|
+         -> Result<(), CtError> {
+            let (ts, h, meta) = r?;
+            match (&first, meta) {
+                (None, Some(meta)) => {
                     first = Some(FirstHeader {
-                        path: path.clone(),
-                        meta: series_meta(&obj, &path, &h, &ts)?,
+                        path: label(i),
+                        meta,
                         h: h.clone(),
                     })
                 }
-                Some(f) => check_consistent(f, &h, &path)?,
+                (Some(f), _) => check_consistent(f, &h, &label(i))?,
+                (None, None) => unreachable!("input 0 is accepted first and carries the meta"),
             }
-            self.inputs.push(InputHeader {
+            inputs.push(InputHeader {
                 ts,
                 bits_allocated: h.bits_allocated,
                 bits_stored: h.bits_stored,
                 signed: h.signed,
             });
             for (frame, fr) in h.frames.iter().enumerate() {
-                self.slices.push(SliceHeader {
+                headers.push(SliceHeader {
                     input: i,
                     frame,
                     frames_in_input: h.frames.len(),
@@ -605,7 +632,25 @@ impl SeriesDecoder {
                     intercept: fr.intercept,
                 });
             }
-        }
+            Ok(())
+        };
+        let (inputs, headers) = (&mut self.inputs, &mut self.slices);
+        std::thread::scope(|scope| -> Result<(), CtError> {
+            let second = (mid < slices.len())
+                .then(|| scope.spawn(|| (mid..slices.len()).map(header_of).collect::<Vec<_>>()));
+            for i in 0..mid {
+                accept(i, header_of(i), inputs, headers)?;
+            }
+            if let Some(handle) = second {
+                let results = handle
+                    .join()
+                    .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+                for (i, r) in (mid..).zip(results) {
+                    accept(i, r, inputs, headers)?;
+                }
+            }
+            Ok(())
+        })?;
         let first = first.unwrap_or_else(|| unreachable!("slices is non-empty"));
         let h0 = &first.h;
 
@@ -654,7 +699,8 @@ impl SeriesDecoder {
             .collect();
         order.sort_unstable();
         let out = volume.as_slice_mut();
-        let mut idx = 0;
+        let done = self.store_native_split(slices, out, frame_len, &label)?;
+        let mut idx = if done { order.len() } else { 0 };
         while idx < order.len() {
             let input = order[idx].0;
             let mut end = idx;
@@ -743,6 +789,70 @@ impl SeriesDecoder {
         meta.slice_spacing_mm = slice_spacing_mm;
         meta.max_spacing_deviation_mm = max_dev;
         Ok(meta)
+    }
+
+    /// The common case, one native frame per input found by [`native_pixel_bytes`]: the HU
+    /// pass over slots split between two threads (each writes its own half of `out`).
+    /// Returns `Ok(false)` (nothing written) when some input needs the general path. The
+    /// error is the one the sequential input-order loop would report first.
+    fn store_native_split(
+        &self,
+        slices: &[&[u8]],
+        out: &mut [i16],
+        frame_len: usize,
+        label: &(dyn Fn(usize) -> PathBuf + Sync),
+    ) -> Result<bool, CtError> {
+        let raw_of = |s: &SliceHeader| -> Option<&[u8]> {
+            let ih = &self.inputs[s.input];
+            let native = ih.ts == IMPLICIT_VR_LE || ih.ts == EXPLICIT_VR_LE;
+            let total = frame_len * usize::from(ih.bits_allocated / 8);
+            if !native || s.frames_in_input != 1 {
+                return None;
+            }
+            native_pixel_bytes(slices[s.input], total, ih.ts == EXPLICIT_VR_LE)
+        };
+        if self.options.threads < 2 || !self.slices.iter().all(|s| raw_of(s).is_some()) {
+            return Ok(false);
+        }
+        // First failing slot of a run by input index: (input, (min, max)).
+        let run = |headers: &[SliceHeader], out: &mut [i16]| -> Option<(usize, (f64, f64))> {
+            let mut worst: Option<(usize, (f64, f64))> = None;
+            for (s, dst) in headers.iter().zip(out.chunks_exact_mut(frame_len)) {
+                let raw = raw_of(s)?;
+                let ih = &self.inputs[s.input];
+                if let Err(range) = store_frame(raw, ih, s.slope, s.intercept, dst, &self.options) {
+                    if worst.is_none_or(|(i, _)| s.input < i) {
+                        worst = Some((s.input, range));
+                    }
+                }
+            }
+            worst
+        };
+        let mid = self.slices.len() / 2;
+        let (h0, h1) = self.slices.split_at(mid);
+        let (o0, o1) = out.split_at_mut(mid * frame_len);
+        let (e0, e1) = std::thread::scope(|scope| {
+            let second = scope.spawn(|| run(h1, o1));
+            let e0 = run(h0, o0);
+            let e1 = second
+                .join()
+                .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+            (e0, e1)
+        });
+        let worst = match (e0, e1) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        match worst {
+            None => Ok(true),
+            Some((input, (min, max))) => Err(CtError::HuOutOfRange {
+                path: label(input),
+                min,
+                max,
+                allowed_min: self.options.hu_min,
+                allowed_max: self.options.hu_max,
+            }),
+        }
     }
 
     /// Checks duplicates, tilt, missing slices and uniform spacing of the sorted stack;
@@ -1253,10 +1363,16 @@ fn store_frame(
         // Separate monomorphic loops per stored-value decoding keep the hot loop branch-free
         // so it vectorizes (this loop is most of a native ingest's time).
         (lo, hi) = match (ih.bits_allocated, signed, shift) {
-            (16, _, 0) if signed => convert16(raw, out, icpt, |x| i32::from(x as i16)),
-            (16, _, 0) => convert16(raw, out, icpt, i32::from),
-            (16, true, _) => convert16(raw, out, icpt, move |x| i32::from(((x << shift) as i16) >> shift)),
-            (16, false, _) => convert16(raw, out, icpt, move |x| i32::from(x & mask as u16)),
+            (16, _, 0) if signed => convert16(raw, out, icpt, |x| x as i16),
+            // Unsigned 16-bit: `x ^ 0x8000` read as i16 is `x − 32768`, so fold 32768 into the
+            // intercept when that still fits an i16 (e.g. the usual −1024), else go wide.
+            (16, _, 0) if i16::try_from(icpt + 32768).is_ok() => {
+                convert16(raw, out, icpt + 32768, |x| (x ^ 0x8000) as i16)
+            }
+            (16, _, 0) => convert16_wide(raw, out, icpt, i32::from),
+            (16, true, _) => convert16(raw, out, icpt, move |x| ((x << shift) as i16) >> shift),
+            // At most 15 bits stored, so the masked value fits an i16.
+            (16, false, _) => convert16(raw, out, icpt, move |x| (x & mask as u16) as i16),
             _ => {
                 for (o, &b) in out.iter_mut().zip(raw) {
                     let hu = sv8(b) + icpt;
@@ -1294,9 +1410,38 @@ fn store_frame(
     Ok(())
 }
 
-/// Stored 16-bit little-endian values → HU with the running (min, max).
+/// Stored 16-bit little-endian values that fit an i16 → HU, returning the (min, max) HU.
+///
+/// Works in the i16 domain (8 lanes per SSE2 op, pmin/pmaxsw exist there, not for i32):
+/// `out = sv + icpt` wraps on overflow, but the min/max of the stored values is tracked
+/// exactly and the true HU range is `min + icpt ..= max + icpt` in i32. The caller rejects
+/// the frame unless that range lies inside its accepted HU window (which is inside i16), and
+/// whenever it does no voxel wrapped, so every stored voxel is exact.
 #[inline(always)]
-fn convert16(raw: &[u8], out: &mut [i16], icpt: i32, sv: impl Fn(u16) -> i32) -> (i32, i32) {
+fn convert16(raw: &[u8], out: &mut [i16], icpt: i32, sv: impl Fn(u16) -> i16) -> (i32, i32) {
+    let n = out.len().min(raw.len() / 2);
+    let (raw, out) = (&raw[..2 * n], &mut out[..n]);
+    // Outside i16 the intercept always pushes some voxel out of the window: use the exact
+    // wide path, which reports the offending range.
+    let Ok(icpt16) = i16::try_from(icpt) else {
+        return convert16_wide(raw, out, icpt, |x| i32::from(sv(x)));
+    };
+    let (mut lo, mut hi) = (i16::MAX, i16::MIN);
+    for (o, c) in out.iter_mut().zip(raw.chunks_exact(2)) {
+        let v = sv(u16::from_le_bytes([c[0], c[1]]));
+        lo = lo.min(v);
+        hi = hi.max(v);
+        *o = v.wrapping_add(icpt16);
+    }
+    if n == 0 {
+        return (i32::MAX, i32::MIN);
+    }
+    (i32::from(lo) + icpt, i32::from(hi) + icpt)
+}
+
+/// Stored 16-bit little-endian values → HU in i32 with the running (min, max).
+#[inline(always)]
+fn convert16_wide(raw: &[u8], out: &mut [i16], icpt: i32, sv: impl Fn(u16) -> i32) -> (i32, i32) {
     let n = out.len().min(raw.len() / 2);
     let (raw, out) = (&raw[..2 * n], &mut out[..n]);
     let (mut lo, mut hi) = (i32::MAX, i32::MIN);

@@ -218,6 +218,14 @@ impl Hlut {
         a.1 + (b.1 - a.1) * (hu - a.0) / (b.0 - a.0)
     }
 
+    /// The dense lookup, indexed by `hu + 32768` (equivalently `hu as u16 ^ 0x8000`).
+    pub(crate) fn dense_lut(&self) -> &[f32; 65536] {
+        self.lut
+            .as_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("built with one entry per i16"))
+    }
+
     /// RSP of an integer HU from the dense lookup.
     #[inline]
     pub fn rsp_of(&self, hu: Hu) -> f32 {
@@ -237,9 +245,10 @@ impl Hlut {
         if out.grid() != ct.grid() {
             *out = Volume::filled(ct.grid().clone(), 0.0f32);
         }
-        let lut = &self.lut[..];
+        // A fixed-size table indexed by a u16 needs no bounds check per voxel.
+        let lut = self.dense_lut();
         for (o, &hu) in out.as_slice_mut().iter_mut().zip(ct.as_slice()) {
-            *o = lut[(hu as i32 + 32768) as usize];
+            *o = lut[usize::from(hu as u16 ^ 0x8000)];
         }
     }
 }

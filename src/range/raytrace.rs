@@ -13,8 +13,9 @@
 //! inside, graze edges or corners, or have a degenerate direction give finite results and
 //! never panic.
 
+use super::hlut::Hlut;
 use crate::units::{PointMm, VectorMm};
-use crate::volume::Volume;
+use crate::volume::{CtVolume, Volume};
 
 /// Below this many voxels of drift over the traced span a direction component counts as
 /// zero, and a position this close to an integer plane counts as lying in it.
@@ -57,61 +58,82 @@ impl Ray {
 /// Cumulative WEPL along a ray: `(t_mm, wepl_mm)` at volume entry (WEPL 0) and at every voxel
 /// exit. Empty when the ray misses. Reused across frames: [`trace_into`] clears it and keeps
 /// its capacity.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// The samples live in the first `len` entries of buffers that only ever grow, so tracing
+/// writes them by index without a capacity check per sample.
+#[derive(Debug, Clone, Default)]
 pub struct RayProfile {
-    t_mm: Vec<f64>,
-    wepl_mm: Vec<f64>,
+    t_buf: Vec<f64>,
+    w_buf: Vec<f64>,
+    len: usize,
+    /// The trace stopped at a WEPL limit before leaving the volume.
+    truncated: bool,
+}
+
+impl PartialEq for RayProfile {
+    fn eq(&self, other: &Self) -> bool {
+        self.t_mm() == other.t_mm() && self.wepl_mm() == other.wepl_mm() && self.truncated == other.truncated
+    }
 }
 
 impl RayProfile {
     /// An empty profile with room for `n` samples.
     pub fn with_capacity(n: usize) -> Self {
         RayProfile {
-            t_mm: Vec::with_capacity(n),
-            wepl_mm: Vec::with_capacity(n),
+            t_buf: vec![0.0; n],
+            w_buf: vec![0.0; n],
+            len: 0,
+            truncated: false,
         }
     }
     /// Forgets the samples, keeps the buffers.
     pub fn clear(&mut self) {
-        self.t_mm.clear();
-        self.wepl_mm.clear();
+        self.len = 0;
+        self.truncated = false;
+    }
+    /// Whether the trace stopped at its WEPL limit ([`trace_until`]) before leaving the
+    /// volume: samples end at the first voxel exit whose cumulative WEPL reached the limit,
+    /// and nothing is known beyond [`Self::exit_t_mm`].
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
     }
     /// Whether the ray missed the volume (or the segment has no length inside it).
     pub fn is_empty(&self) -> bool {
-        self.t_mm.len() < 2
+        self.len < 2
     }
     /// Sample parameters, mm (entry, then voxel exits).
     pub fn t_mm(&self) -> &[f64] {
-        &self.t_mm
+        &self.t_buf[..self.len]
     }
     /// Cumulative WEPL at each sample, mm.
     pub fn wepl_mm(&self) -> &[f64] {
-        &self.wepl_mm
+        &self.w_buf[..self.len]
     }
     /// Parameter where the ray enters the volume.
     pub fn entry_t_mm(&self) -> Option<f64> {
-        self.t_mm.first().copied()
+        self.t_mm().first().copied()
     }
-    /// Parameter where the ray leaves the volume (or the segment ends).
+    /// Parameter where the ray leaves the volume (or the segment ends, or the trace stopped).
     pub fn exit_t_mm(&self) -> Option<f64> {
-        self.t_mm.last().copied()
+        self.t_mm().last().copied()
     }
     /// Total WEPL, mm (0 for a miss).
     pub fn total_wepl_mm(&self) -> f64 {
-        self.wepl_mm.last().copied().unwrap_or(0.0)
+        self.wepl_mm().last().copied().unwrap_or(0.0)
     }
     /// Geometric length inside the volume, mm.
     pub fn geometric_mm(&self) -> f64 {
-        match (self.t_mm.first(), self.t_mm.last()) {
+        match (self.t_mm().first(), self.t_mm().last()) {
             (Some(a), Some(b)) => b - a,
             _ => 0.0,
         }
     }
 
     /// Cumulative WEPL from the ray origin to parameter `t_mm` (0 before entry, total after
-    /// exit, linear inside a voxel).
+    /// exit, linear inside a voxel). For a truncated profile "total" is the WEPL where the
+    /// trace stopped; callers check [`Self::is_truncated`] before reading past the end.
     pub fn wepl_at_depth(&self, t_mm: f64) -> f64 {
-        let t = &self.t_mm;
+        let t = self.t_mm();
         if t.len() < 2 || t_mm.is_nan() || t_mm <= t[0] {
             return 0.0;
         }
@@ -120,7 +142,7 @@ impl RayProfile {
             return self.total_wepl_mm();
         }
         let (t0, t1) = (t[k - 1], t[k]);
-        let (w0, w1) = (self.wepl_mm[k - 1], self.wepl_mm[k]);
+        let (w0, w1) = (self.wepl_mm()[k - 1], self.wepl_mm()[k]);
         if t1 <= t0 {
             return w1;
         }
@@ -130,16 +152,16 @@ impl RayProfile {
     /// First parameter where cumulative WEPL reaches `wepl_mm`; `None` if the ray leaves the
     /// volume first (or misses it, or `wepl_mm` is not finite). `wepl_mm ≤ 0` gives the entry.
     pub fn depth_at_wepl(&self, wepl_mm: f64) -> Option<f64> {
-        let w = &self.wepl_mm;
+        let w = self.wepl_mm();
         if w.len() < 2 || !wepl_mm.is_finite() || wepl_mm > self.total_wepl_mm() {
             return None;
         }
         if wepl_mm <= 0.0 {
-            return Some(self.t_mm[0]);
+            return Some(self.t_mm()[0]);
         }
         let k = w.partition_point(|&x| x < wepl_mm).max(1);
         let (w0, w1) = (w[k - 1], w[k]);
-        let (t0, t1) = (self.t_mm[k - 1], self.t_mm[k]);
+        let (t0, t1) = (self.t_mm()[k - 1], self.t_mm()[k]);
         if w1 <= w0 {
             return Some(t1);
         }
@@ -241,10 +263,11 @@ impl Walk {
         })
     }
 
-    /// Walks the voxels, calling `visit(base_offset, t_exit, length)` per voxel. For an
-    /// in-plane axis the base index is the voxel below the plane (may be −1).
+    /// Walks the voxels, calling `visit(base_offset, t_exit, length)` per voxel until it
+    /// returns `false`. For an in-plane axis the base index is the voxel below the plane (may
+    /// be −1).
     #[inline(always)]
-    fn run(&self, mut visit: impl FnMut(isize, f64, f64)) {
+    fn run(&self, mut visit: impl FnMut(isize, f64, f64) -> bool) {
         let n = self.n;
         let stride = [1isize, n[0] as isize, (n[0] * n[1]) as isize];
         let mut idx = [0i64; 3];
@@ -272,35 +295,45 @@ impl Walk {
             }
             off += idx[a] as isize * stride[a];
         }
+        // Per-axis state in scalars (not arrays indexed by the stepping axis) so it stays in
+        // registers; the crossing parameter is still computed exactly from the ray origin.
+        let t_out = self.t_out;
+        let (mut tx, mut ty, mut tz) = (t_next[0], t_next[1], t_next[2]);
+        let (mut ix, mut iy, mut iz) = (idx[0], idx[1], idx[2]);
+        let plane = |i: usize, v: i64| if step[i] > 0 { v + 1 } else { v };
+        let (mut px, mut py, mut pz) = (plane(0, ix), plane(1, iy), plane(2, iz));
+        let lim = [n[0] as i64, n[1] as i64, n[2] as i64];
         let mut t = self.t_in;
-        loop {
-            let a = if t_next[0] <= t_next[1] {
-                if t_next[0] <= t_next[2] {
-                    0
-                } else {
-                    2
+        macro_rules! cross {
+            ($a:literal, $tn:ident, $i:ident, $p:ident) => {{
+                let t_exit = if $tn < t_out { $tn } else { t_out };
+                let seg = t_exit - t;
+                if seg > 0.0 {
+                    if !visit(off, t_exit, seg) {
+                        break;
+                    }
+                    t = t_exit;
                 }
-            } else if t_next[1] <= t_next[2] {
-                1
+                if t_exit >= t_out {
+                    break;
+                }
+                $i += step[$a];
+                if $i < 0 || $i >= lim[$a] {
+                    break;
+                }
+                off += step[$a] as isize * stride[$a];
+                $p += step[$a];
+                $tn = ($p as f64 - self.u0[$a]) * inv[$a];
+            }};
+        }
+        loop {
+            if tx <= ty && tx <= tz {
+                cross!(0, tx, ix, px);
+            } else if ty <= tz {
+                cross!(1, ty, iy, py);
             } else {
-                2
-            };
-            let t_exit = t_next[a].min(self.t_out);
-            let seg = t_exit - t;
-            if seg > 0.0 {
-                visit(off, t_exit, seg);
-                t = t_exit;
+                cross!(2, tz, iz, pz);
             }
-            if t_exit >= self.t_out {
-                break;
-            }
-            idx[a] += step[a];
-            if idx[a] < 0 || idx[a] >= n[a] as i64 {
-                break;
-            }
-            off += step[a] as isize * stride[a];
-            let plane = if step[a] > 0 { idx[a] + 1 } else { idx[a] };
-            t_next[a] = (plane as f64 - self.u0[a]) * inv[a];
         }
     }
 }
@@ -308,65 +341,164 @@ impl Walk {
 /// Traces `ray` over `t ∈ [0, t_max_mm]` (use `f64::INFINITY` for the whole half-line) through
 /// an RSP volume, replacing `profile`'s samples.
 pub fn trace_into(rsp: &Volume<f32>, ray: &Ray, t_max_mm: f64, profile: &mut RayProfile) {
+    trace_until(rsp, ray, t_max_mm, f64::INFINITY, profile);
+}
+
+/// [`trace_into`] that stops at the first voxel exit where the cumulative WEPL reaches
+/// `stop_wepl_mm` (the profile is then [truncated](RayProfile::is_truncated)). Every sample
+/// it keeps is bit-identical to the full trace's: the stop only drops the tail.
+pub fn trace_until(rsp: &Volume<f32>, ray: &Ray, t_max_mm: f64, stop_wepl_mm: f64, profile: &mut RayProfile) {
+    trace_generic(
+        rsp.grid(),
+        F32Voxels(rsp.as_slice()),
+        ray,
+        t_max_mm,
+        stop_wepl_mm,
+        profile,
+    );
+}
+
+/// [`trace_until`] straight on a CT frame, converting each visited voxel through `hlut`'s
+/// dense lookup: the same RSP values as tracing `hlut.convert(ct)`, so the same profile, but
+/// without converting the voxels no ray visits.
+pub fn trace_ct_until(
+    ct: &CtVolume,
+    hlut: &Hlut,
+    ray: &Ray,
+    t_max_mm: f64,
+    stop_wepl_mm: f64,
+    profile: &mut RayProfile,
+) {
+    let voxels = CtVoxels {
+        hu: ct.as_slice(),
+        lut: hlut.dense_lut(),
+    };
+    trace_generic(ct.grid(), voxels, ray, t_max_mm, stop_wepl_mm, profile);
+}
+
+/// Where the walk reads RSP from: a converted RSP volume, or CT + lookup.
+trait Voxels: Copy {
+    /// RSP of the voxel at linear offset `i`, `None` outside the storage.
+    fn rsp(self, i: usize) -> Option<f32>;
+}
+
+#[derive(Clone, Copy)]
+struct F32Voxels<'a>(&'a [f32]);
+
+impl Voxels for F32Voxels<'_> {
+    #[inline(always)]
+    fn rsp(self, i: usize) -> Option<f32> {
+        self.0.get(i).copied()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct CtVoxels<'a> {
+    hu: &'a [i16],
+    lut: &'a [f32; 65536],
+}
+
+impl Voxels for CtVoxels<'_> {
+    #[inline(always)]
+    fn rsp(self, i: usize) -> Option<f32> {
+        // `hu + 32768` as a u16: always inside the 65 536-entry table.
+        self.hu
+            .get(i)
+            .map(|&hu| self.lut[usize::from(hu as u16 ^ 0x8000)])
+    }
+}
+
+fn trace_generic(
+    grid: &crate::geometry::Grid,
+    data: impl Voxels,
+    ray: &Ray,
+    t_max_mm: f64,
+    stop_wepl_mm: f64,
+    profile: &mut RayProfile,
+) {
     profile.clear();
-    let Some(walk) = Walk::new(rsp.grid(), ray, t_max_mm) else {
+    let Some(walk) = Walk::new(grid, ray, t_max_mm) else {
         return;
     };
-    let data = rsp.as_slice();
-    profile.t_mm.push(walk.t_in);
-    profile.wepl_mm.push(0.0);
+    // Each sample after the entry is one plane crossing and a ray crosses each plane at most
+    // once: sizing the buffers to that bound once means a reused profile never allocates
+    // after its first frame.
+    let bound = walk.n.iter().sum::<usize>() + 2;
+    if profile.t_buf.len() < bound {
+        profile.t_buf.resize(bound, 0.0);
+        profile.w_buf.resize(bound, 0.0);
+    }
+    let (tb, wb) = (&mut profile.t_buf[..bound], &mut profile.w_buf[..bound]);
+    tb[0] = walk.t_in;
+    wb[0] = 0.0;
+    let mut len = 1;
     let mut w = 0.0f64;
+    let mut truncated = false;
     if walk.in_plane.iter().all(Option::is_none) {
         walk.run(|off, t_exit, seg| {
             // In-box walk: `off` is a valid index by construction.
-            w += seg * data[off as usize] as f64;
-            profile.t_mm.push(t_exit);
-            profile.wepl_mm.push(w);
+            w += seg * data.rsp(off as usize).unwrap_or(0.0) as f64;
+            tb[len] = t_exit;
+            wb[len] = w;
+            len += 1;
+            truncated = w >= stop_wepl_mm;
+            !truncated
         });
     } else {
         let n = walk.n;
         let stride = [1isize, n[0] as isize, (n[0] * n[1]) as isize];
-        // Neighbour combinations across every in-plane axis; invalid ones contribute 0.
-        let mut combos: Vec<(isize, [i64; 3])> = vec![(0, [0; 3])];
+        // Neighbour combinations across every in-plane axis (at most 8, so on the stack);
+        // invalid ones contribute 0.
+        let mut combos = [(0isize, [0i64; 3]); 8];
+        let mut count = 1;
         for a in 0..3 {
             if walk.in_plane[a].is_some() {
-                combos = combos
-                    .into_iter()
-                    .flat_map(|(o, s)| {
-                        let mut s1 = s;
-                        s1[a] = 1;
-                        [(o, s), (o + stride[a], s1)]
-                    })
-                    .collect();
+                for c in 0..count {
+                    let (o, mut s) = combos[c];
+                    s[a] = 1;
+                    combos[count + c] = (o + stride[a], s);
+                }
+                count *= 2;
             }
         }
-        let weight = 1.0 / combos.len() as f64;
-        let valid: Vec<isize> = combos
-            .iter()
-            .filter(|(_, s)| {
-                (0..3).all(|a| match walk.in_plane[a] {
-                    Some(m) => {
-                        let v = m - 1 + s[a];
-                        v >= 0 && v < n[a] as i64
-                    }
-                    None => true,
-                })
-            })
-            .map(|(o, _)| *o)
-            .collect();
+        let weight = 1.0 / count as f64;
+        let mut valid = [0isize; 8];
+        let mut n_valid = 0;
+        for (o, s) in &combos[..count] {
+            let ok = (0..3).all(|a| match walk.in_plane[a] {
+                Some(m) => {
+                    let v = m - 1 + s[a];
+                    v >= 0 && v < n[a] as i64
+                }
+                None => true,
+            });
+            if ok {
+                valid[n_valid] = *o;
+                n_valid += 1;
+            }
+        }
+        let valid = &valid[..n_valid];
         walk.run(|off, t_exit, seg| {
             let mut r = 0.0f64;
-            for &d in &valid {
-                let o = (off + d) as usize;
-                r += data.get(o).copied().unwrap_or(0.0) as f64;
+            for &d in valid {
+                let o = off + d;
+                if o >= 0 {
+                    r += data.rsp(o as usize).unwrap_or(0.0) as f64;
+                }
             }
             w += seg * r * weight;
-            profile.t_mm.push(t_exit);
-            profile.wepl_mm.push(w);
+            tb[len] = t_exit;
+            wb[len] = w;
+            len += 1;
+            truncated = w >= stop_wepl_mm;
+            !truncated
         });
     }
-    if profile.t_mm.len() < 2 {
+    profile.len = len;
+    if len < 2 {
         profile.clear();
+    } else {
+        profile.truncated = truncated;
     }
 }
 
@@ -384,6 +516,7 @@ pub fn voxel_segments(grid: &crate::geometry::Grid, ray: &Ray, t_max_mm: f64) ->
             let j = r.div_euclid(nx);
             let i = r - j * nx;
             out.push(([i as i64, j as i64, k as i64], seg));
+            true
         });
     }
     out

@@ -7,17 +7,28 @@
 //! construction; per frame only the rays are traced and each spot's target point — where
 //! the cumulative WEPL reaches its planned depth — is looked up. Nothing allocates per frame
 //! once the profile buffers have grown to the longest ray.
+//!
+//! A ray is traced only until its cumulative WEPL passes the deepest planned depth of its
+//! spots plus [`SpotTracerOptions::wepl_margin_mm`]: no target lies beyond, so the stop drops
+//! only samples nobody reads and every target is bit-identical to a full trace. The margin
+//! bounds how far past the deepest target [`SpotTracer::wepl_at_t_mm`] can still answer
+//! (beyond it gives `None`); `f64::INFINITY` traces whole rays.
+//!
+//! Frames can be traced from an RSP volume ([`SpotTracer::trace_frame`]) or straight from
+//! the CT frame and the HU → RSP lookup ([`SpotTracer::trace_frame_ct`]), which converts only
+//! the voxels the rays visit instead of the whole frame.
 
 use std::collections::HashMap;
 
 use super::beam::BeamGeometry;
 use super::facility::FacilityTable;
+use super::hlut::Hlut;
 use super::range_energy::RangeEnergyTable;
-use super::raytrace::{trace_into, Ray, RayProfile};
+use super::raytrace::{trace_ct_until, trace_until, Ray, RayProfile};
 use super::RangeError;
 use crate::plan::IonPlan;
 use crate::units::PointMm;
-use crate::volume::Volume;
+use crate::volume::{CtVolume, Volume};
 
 /// How a spot's energy becomes its planned Bragg-peak depth in water.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +52,13 @@ pub struct SpotTracerOptions {
     pub depth_model: DepthModel,
     /// Initial samples per ray buffer (grows once if a ray is longer).
     pub profile_capacity: usize,
+    /// WEPL traced past each ray's deepest planned depth, mm (default 20 mm; ≥ 0, infinite:
+    /// whole rays).
+    pub wepl_margin_mm: f64,
+    /// Threads rays are traced on, the calling one included (default 1: a frame then never
+    /// allocates; 2 splits the rays in two halves, at the cost of one scoped thread spawn
+    /// per frame). Results are identical for any count.
+    pub threads: usize,
 }
 
 impl SpotTracerOptions {
@@ -51,7 +69,19 @@ impl SpotTracerOptions {
             upstream_mm: 1000.0,
             depth_model: DepthModel::Csda,
             profile_capacity: 1024,
+            wepl_margin_mm: 20.0,
+            threads: 1,
         }
+    }
+    /// Sets how many threads trace a frame.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+    /// Sets how far past each ray's deepest planned depth it is traced.
+    pub fn with_wepl_margin_mm(mut self, margin_mm: f64) -> Self {
+        self.wepl_margin_mm = margin_mm;
+        self
     }
     /// Sets where rays start.
     pub fn with_upstream_mm(mut self, upstream_mm: f64) -> Self {
@@ -93,9 +123,16 @@ pub struct SpotTracer {
     rays: Vec<Ray>,
     profiles: Vec<RayProfile>,
     spots: Vec<SpotRef>,
-    /// Rays in tracing order: per beam, rows of equal BEV y with x varying fastest, so
-    /// neighbouring rays reuse the cache lines the previous one loaded.
-    order: Vec<usize>,
+    /// Per ray `r`, its spots are `ray_spots[ray_spot_start[r]..ray_spot_start[r + 1]]`, so
+    /// targets are located right after the ray is traced, while its profile is in cache.
+    ray_spot_start: Vec<usize>,
+    ray_spots: Vec<usize>,
+    /// Target parameters in `ray_spots` order (scattered into `target_t_mm` after tracing).
+    slot_target_t_mm: Vec<Option<f64>>,
+    /// Threads per frame.
+    threads: usize,
+    /// Per ray: cumulative WEPL where its trace may stop, mm.
+    stop_wepl_mm: Vec<f64>,
     /// Per spot: ray parameter of the target point in the last frame.
     target_t_mm: Vec<Option<f64>>,
 }
@@ -110,6 +147,12 @@ impl SpotTracer {
                     "upstream start must be finite and > 0 mm, got {}",
                     options.upstream_mm
                 ),
+            });
+        }
+        if options.wepl_margin_mm.is_nan() || options.wepl_margin_mm < 0.0 {
+            return Err(RangeError::BadBeamGeometry {
+                beam: -1,
+                reason: format!("WEPL margin must be ≥ 0 mm, got {}", options.wepl_margin_mm),
             });
         }
         let mut rays = Vec::new();
@@ -161,27 +204,82 @@ impl SpotTracer {
             .map(|_| RayProfile::with_capacity(options.profile_capacity))
             .collect();
         let target_t_mm = vec![None; spots.len()];
+        // Rays in tracing order: per beam, rows of equal BEV y with x varying fastest, so
+        // neighbouring rays reuse the cache lines the previous one loaded. Ray indices are
+        // tracing order from here on.
         let mut order: Vec<usize> = (0..rays.len()).collect();
         order.sort_by(|&p, &q| {
             let (a, b) = (ray_keys[p], ray_keys[q]);
             a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2))
         });
+        let mut rank = vec![0; rays.len()];
+        for (pos, &r) in order.iter().enumerate() {
+            rank[r] = pos;
+        }
+        let rays: Vec<Ray> = order.iter().map(|&r| rays[r]).collect();
+        for s in &mut spots {
+            s.ray = rank[s.ray];
+        }
+        let mut ray_spots: Vec<usize> = (0..spots.len()).collect();
+        ray_spots.sort_by_key(|&n| spots[n].ray);
+        let mut ray_spot_start = vec![0; rays.len() + 1];
+        for s in &spots {
+            ray_spot_start[s.ray + 1] += 1;
+        }
+        for r in 0..rays.len() {
+            ray_spot_start[r + 1] += ray_spot_start[r];
+        }
+        let slot_target_t_mm = vec![None; spots.len()];
+        let mut stop_wepl_mm = vec![f64::NEG_INFINITY; rays.len()];
+        for s in &spots {
+            stop_wepl_mm[s.ray] = stop_wepl_mm[s.ray].max(s.planned_depth_mm + options.wepl_margin_mm);
+        }
         Ok(SpotTracer {
-            order,
+            threads: options.threads,
+            ray_spot_start,
+            ray_spots,
+            slot_target_t_mm,
             rays,
             profiles,
             spots,
+            stop_wepl_mm,
             target_t_mm,
         })
     }
 
     /// Traces every ray through `rsp` and locates every spot's target point.
     pub fn trace_frame(&mut self, rsp: &Volume<f32>) {
-        for &r in &self.order {
-            trace_into(rsp, &self.rays[r], f64::INFINITY, &mut self.profiles[r]);
+        self.trace_with(|ray, stop, p| trace_until(rsp, ray, f64::INFINITY, stop, p));
+    }
+
+    /// [`Self::trace_frame`] on the RSP volume `hlut.convert(ct)`, without building it: each
+    /// visited voxel is converted through the same lookup, so the results are identical.
+    pub fn trace_frame_ct(&mut self, ct: &CtVolume, hlut: &Hlut) {
+        self.trace_with(|ray, stop, p| trace_ct_until(ct, hlut, ray, f64::INFINITY, stop, p));
+    }
+
+    fn trace_with(&mut self, trace: impl Fn(&Ray, f64, &mut RayProfile) + Sync) {
+        let chunk = Chunk {
+            rays: &self.rays,
+            stop_wepl_mm: &self.stop_wepl_mm,
+            profiles: &mut self.profiles,
+            spot_start: &self.ray_spot_start,
+            ray_spots: &self.ray_spots,
+            spots: &self.spots,
+            targets: &mut self.slot_target_t_mm,
+        };
+        if self.threads >= 2 && self.rays.len() >= 2 {
+            let (a, b) = chunk.split(self.rays.len() / 2);
+            std::thread::scope(|scope| {
+                let trace = &trace;
+                scope.spawn(move || b.run(trace));
+                a.run(trace);
+            });
+        } else {
+            chunk.run(&trace);
         }
-        for (spot, t) in self.spots.iter().zip(self.target_t_mm.iter_mut()) {
-            *t = self.profiles[spot.ray].depth_at_wepl(spot.planned_depth_mm);
+        for (&n, &t) in self.ray_spots.iter().zip(&self.slot_target_t_mm) {
+            self.target_t_mm[n] = t;
         }
     }
 
@@ -209,9 +307,72 @@ impl SpotTracer {
         Some(self.rays[s.ray].at(t))
     }
     /// WEPL in the last frame from the ray start to parameter `t_mm` on a spot's ray (e.g. a
-    /// planning-CT target point, to see how the range moved).
+    /// planning-CT target point, to see how the range moved). `None` past the point where the
+    /// trace stopped (more than the WEPL margin beyond the ray's deepest planned depth).
     pub fn wepl_at_t_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
         let s = self.spots.get(spot)?;
-        Some(self.profiles[s.ray].wepl_at_depth(t_mm))
+        let p = &self.profiles[s.ray];
+        if p.is_truncated() && p.exit_t_mm().is_some_and(|end| t_mm.is_nan() || t_mm > end) {
+            return None;
+        }
+        Some(p.wepl_at_depth(t_mm))
+    }
+}
+
+/// A contiguous run of rays with their profiles and their spots' target slots.
+struct Chunk<'a> {
+    rays: &'a [Ray],
+    stop_wepl_mm: &'a [f64],
+    profiles: &'a mut [RayProfile],
+    /// `ray_spot_start` entries of these rays plus the one after (absolute slot numbers).
+    spot_start: &'a [usize],
+    ray_spots: &'a [usize],
+    spots: &'a [SpotRef],
+    /// Target slots from `spot_start[0]` on.
+    targets: &'a mut [Option<f64>],
+}
+
+impl<'a> Chunk<'a> {
+    /// Rays `..r` and `r..`.
+    fn split(self, r: usize) -> (Chunk<'a>, Chunk<'a>) {
+        let (rays0, rays1) = self.rays.split_at(r);
+        let (stop0, stop1) = self.stop_wepl_mm.split_at(r);
+        let (prof0, prof1) = self.profiles.split_at_mut(r);
+        let cut = self.spot_start[r] - self.spot_start[0];
+        let (t0, t1) = self.targets.split_at_mut(cut);
+        (
+            Chunk {
+                rays: rays0,
+                stop_wepl_mm: stop0,
+                profiles: prof0,
+                spot_start: &self.spot_start[..=r],
+                ray_spots: self.ray_spots,
+                spots: self.spots,
+                targets: t0,
+            },
+            Chunk {
+                rays: rays1,
+                stop_wepl_mm: stop1,
+                profiles: prof1,
+                spot_start: &self.spot_start[r..],
+                ray_spots: self.ray_spots,
+                spots: self.spots,
+                targets: t1,
+            },
+        )
+    }
+
+    fn run(self, trace: &impl Fn(&Ray, f64, &mut RayProfile)) {
+        let base = self.spot_start[0];
+        for (r, (ray, p)) in self.rays.iter().zip(self.profiles.iter_mut()).enumerate() {
+            trace(ray, self.stop_wepl_mm[r], p);
+            let (a, b) = (self.spot_start[r], self.spot_start[r + 1]);
+            for (slot, &n) in self.targets[a - base..b - base]
+                .iter_mut()
+                .zip(&self.ray_spots[a..b])
+            {
+                *slot = p.depth_at_wepl(self.spots[n].planned_depth_mm);
+            }
+        }
     }
 }
