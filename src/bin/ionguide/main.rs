@@ -35,17 +35,26 @@ enum Command {
     Register(register::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
+    let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Range(args) => range::run(args),
         Command::Wepl(args) => wepl::run(args),
         Command::Register(args) => register::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line, never a backtrace: the message names the
+            // file and the fault, which is what the person at the console needs.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
