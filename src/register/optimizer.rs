@@ -27,12 +27,20 @@ const MIN_COARSE_SAMPLES: usize = 128;
 const COARSE_STOP_FACTOR: f64 = 2.0;
 /// Fewest overlapping samples for a step to count.
 const MIN_OVERLAP_SAMPLES: usize = 64;
+/// A warm start first runs on a full-resolution subset of this fraction of the finest
+/// samples (thinned in-plane), then finishes on all of them: the subset takes the few large
+/// steps cheaply, the full set then needs one or two steps to meet the unchanged stop test.
+const WARM_PREVIEW_FRACTION: usize = 4;
+/// The preview stops at this multiple of the finest level's thresholds.
+const WARM_PREVIEW_STOP_FACTOR: f64 = 4.0;
 
 /// The planning CT side, prepared once per plan: ROI samples on every pyramid level.
 #[derive(Debug, Clone)]
 pub struct FixedContext {
     /// Index 0 is full resolution.
     levels: Vec<Samples>,
+    /// Full resolution, thinned further in-plane: the warm start's cheap first pass.
+    warm_preview: Samples,
     /// Rotation centre: centroid of the full-resolution ROI voxels, mm.
     centre_mm: PointMm,
     roi: Roi,
@@ -62,14 +70,23 @@ impl FixedContext {
             s + grid.index_to_patient(ijk.map(|v| v as f64)).coords
         });
         let centre_mm = PointMm::from(sum / full.len() as f64);
-        let mut levels = vec![samples_of(
+        let finest = samples_of(
+            grid,
+            planning.as_slice(),
+            full.clone(),
+            &centre_mm,
+            options.max_samples_per_level,
+            true,
+        );
+        let warm_preview = samples_of(
             grid,
             planning.as_slice(),
             full,
             &centre_mm,
-            options.max_samples_per_level,
+            (finest.len() / WARM_PREVIEW_FRACTION).max(MIN_FIXED_SAMPLES),
             true,
-        )];
+        );
+        let mut levels = vec![finest];
         let mut image = LevelImage {
             grid: grid.clone(),
             data: Vec::new(),
@@ -101,6 +118,7 @@ impl FixedContext {
         }
         Ok(FixedContext {
             levels,
+            warm_preview,
             centre_mm,
             roi,
         })
@@ -222,6 +240,8 @@ impl Registrar {
 
     /// Warm registration from the previous frame's answer: only the finest
     /// `options.warm_levels` levels, so a small motion costs a few full-resolution steps.
+    /// With one level, a pass over a quarter of the finest samples takes the large steps
+    /// first; the full set then finishes under the same stop test as a cold run.
     pub fn register_warm(
         &mut self,
         fixed: &FixedContext,
@@ -265,6 +285,22 @@ impl Registrar {
         let mut iterations = 0;
         let mut converged = false;
         let mut last = Accum::default();
+        if n_levels == 1 && fixed.warm_preview.len() < fixed.levels[0].len() {
+            let preview = self.optimise_level(
+                &fixed.warm_preview,
+                &self.moving[0],
+                &centre,
+                t,
+                o.min_step_mm * WARM_PREVIEW_STOP_FACTOR,
+                o.min_step_deg * WARM_PREVIEW_STOP_FACTOR,
+            );
+            // A preview that failed (e.g. no overlap) leaves the start as it was; the full
+            // pass below decides the verdict either way.
+            if preview.converged {
+                t = preview.transform;
+            }
+            iterations += preview.iterations;
+        }
         for level in (0..n_levels).rev() {
             let image = &self.moving[level];
             // coarse levels only need to land in the finer level's capture range
