@@ -12,12 +12,14 @@
 //!   RT Ion Plan reading and writing.
 //! - [`range`]: HU → stopping power, exact ray tracing, WEPL, range ↔ energy.
 //! - [`register`]: rigid intensity registration of a frame against the planning CT.
+//! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
 //!
 //! ```no_run
 //! let series = ionguide::dicom::ct::read_series_dir("tests/data/STS_001/image").unwrap();
 //! println!("{:?} voxels", series.volume.grid().dims());
 //! ```
 
+pub mod correction;
 pub mod dicom;
 pub mod geometry;
 pub mod plan;
