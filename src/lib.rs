@@ -19,9 +19,11 @@
 //! println!("{:?} voxels", series.volume.grid().dims());
 //! ```
 
+pub mod config;
 pub mod correction;
 pub mod dicom;
 pub mod geometry;
+pub mod pipeline;
 pub mod plan;
 pub mod range;
 pub mod register;

@@ -1,0 +1,180 @@
+//! Telemetry from the link stage to a monitor: one small `Copy` event per finished frame
+//! on a bounded crossbeam channel (the hot path never blocks on it: a full channel drops the
+//! event and counts it), and the monitor's running statistics with HDR latency histograms.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+
+use super::work::{Outcome, Stage, Ticket};
+
+/// One finished frame, as the monitor sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameEvent {
+    /// The frame's ticket (identity, clocks, outcome, stage timings).
+    pub ticket: Ticket,
+    /// Tumor shift from the plan, patient mm (zero when unknown).
+    pub tumor_shift_mm: [f32; 3],
+    /// Registration NCC (NaN when not registered).
+    pub ncc: f32,
+    /// Spots whose corrections were sent.
+    pub spots_sent: u32,
+}
+
+/// Counters the stages bump without locks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames that entered (from any source, including rejected ones).
+    pub entered: AtomicU64,
+    /// Frames overtaken by a newer one.
+    pub dropped: AtomicU64,
+    /// Telemetry events lost because the monitor was behind.
+    pub telemetry_lost: AtomicU64,
+    /// Frames turned away because every work buffer was in flight.
+    pub pool_exhausted: AtomicU64,
+    /// Link messages sent (datagrams).
+    pub datagrams_sent: AtomicU64,
+    /// Acknowledgements received from the controller.
+    pub acks_received: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one to a counter.
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Running statistics over finished frames (monitor side).
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Frames finished, by outcome.
+    pub corrected: u64,
+    /// Frames held.
+    pub held: u64,
+    /// Frames rejected on input.
+    pub rejected: u64,
+    /// Frames overtaken.
+    pub dropped: u64,
+    /// Corrections sent after their deadline — must stay 0.
+    pub stale_corrections: u64,
+    /// Complete → on the wire, µs, for every frame that reached the link (sent or held).
+    pub latency_us: Histogram<u64>,
+    /// Per stage processing time, µs.
+    pub stage_us: [Histogram<u64>; 5],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s at 3 significant digits
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid")
+}
+
+impl Stats {
+    /// Empty statistics.
+    pub fn new() -> Self {
+        Stats {
+            corrected: 0,
+            held: 0,
+            rejected: 0,
+            dropped: 0,
+            stale_corrections: 0,
+            latency_us: histogram(),
+            stage_us: [histogram(), histogram(), histogram(), histogram(), histogram()],
+        }
+    }
+
+    /// Frames finished in any way.
+    pub fn frames(&self) -> u64 {
+        self.corrected + self.held + self.rejected + self.dropped
+    }
+
+    /// Folds one event in.
+    pub fn record(&mut self, e: &FrameEvent) {
+        let t = &e.ticket;
+        match t.outcome {
+            Outcome::Corrected => {
+                self.corrected += 1;
+                if t.sent_at.is_some_and(|s| s > t.deadline) {
+                    self.stale_corrections += 1;
+                }
+            }
+            Outcome::Held(_) => self.held += 1,
+            Outcome::Rejected(_) => self.rejected += 1,
+            Outcome::Dropped => self.dropped += 1,
+            Outcome::Pending => {}
+        }
+        if t.sent_at.is_some() {
+            self.latency_us.saturating_record((t.latency_ns() / 1000).max(1));
+        }
+        for s in Stage::ALL {
+            let ns = t.stage_ns[s.index()];
+            if ns > 0 {
+                self.stage_us[s.index()].saturating_record((ns / 1000).max(1));
+            }
+        }
+    }
+
+    /// Latency quantile, ms.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Largest latency, ms.
+    pub fn latency_max_ms(&self) -> f64 {
+        self.latency_us.max() as f64 / 1000.0
+    }
+
+    /// One status line: frames, outcomes, latency p50/p99/max.
+    pub fn status_line(&self) -> String {
+        format!(
+            "frames {} | corrected {} held {} rejected {} dropped {} | latency ms p50 {:.2} p99 {:.2} max {:.2}",
+            self.frames(),
+            self.corrected,
+            self.held,
+            self.rejected,
+            self.dropped,
+            self.latency_ms(0.5),
+            self.latency_ms(0.99),
+            self.latency_max_ms()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correction::HoldReason;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn outcomes_are_counted_and_late_corrections_are_flagged_stale() {
+        let mut s = Stats::new();
+        let now = Instant::now();
+        let mut t = Ticket::new(1, now, 0, Duration::from_millis(10), Duration::from_millis(50));
+        t.outcome = Outcome::Corrected;
+        t.sent_at = Some(now + Duration::from_millis(4));
+        let ev = |t| FrameEvent {
+            ticket: t,
+            tumor_shift_mm: [0.0; 3],
+            ncc: 1.0,
+            spots_sent: 0,
+        };
+        s.record(&ev(t));
+        t.sent_at = Some(now + Duration::from_millis(11));
+        s.record(&ev(t));
+        t.outcome = Outcome::Held(HoldReason::DeadlineMissed);
+        s.record(&ev(t));
+        t.outcome = Outcome::Dropped;
+        t.sent_at = None;
+        s.record(&ev(t));
+        assert_eq!((s.corrected, s.held, s.dropped, s.stale_corrections), (2, 1, 1, 1));
+        assert!((s.latency_ms(0.0) - 4.0).abs() < 0.01, "{}", s.latency_ms(0.0));
+        assert!((s.latency_max_ms() - 11.0).abs() < 0.02);
+    }
+}

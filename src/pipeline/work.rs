@@ -1,0 +1,233 @@
+//! What travels through the pipeline: one pooled work item per frame in flight, and its
+//! ticket (identity, clocks, outcome). Buffers are taken from the pool by ingest and given
+//! back by the link stage, so a warm pipeline moves frames without allocating.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::correction::{CorrectionSet, HoldReason};
+use crate::register::Registration;
+use crate::volume::CtVolume;
+
+/// The stages, in order; a frame's timings and a deadline miss are attributed to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Decode and session checks.
+    Ingest,
+    /// Rigid registration against the planning CT.
+    Register,
+    /// Spot ray tracing in the frame.
+    Range,
+    /// Per-spot corrections and safety limits.
+    Adapt,
+    /// The message to the gantry controller.
+    Link,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 5] = [Stage::Ingest, Stage::Register, Stage::Range, Stage::Adapt, Stage::Link];
+    /// Position in [`Stage::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Register => "register",
+            Stage::Range => "range",
+            Stage::Adapt => "adapt",
+            Stage::Link => "link",
+        }
+    }
+}
+
+/// How a frame ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still moving through the stages.
+    Pending,
+    /// Corrections were sent to the controller before the deadline.
+    Corrected,
+    /// The frame was processed but the beam was held (limits, registration, deadline, link).
+    Held(HoldReason),
+    /// The frame was refused on input (corrupt, incomplete, wrong patient or session); the
+    /// beam was held.
+    Rejected(HoldReason),
+    /// A newer frame overtook it while a stage was behind (freshest frame wins).
+    Dropped,
+}
+
+impl Outcome {
+    /// `corrected`, `held`, `rejected`, `dropped` or `pending`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Corrected => "corrected",
+            Outcome::Held(_) => "held",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::Dropped => "dropped",
+        }
+    }
+    /// The hold reason, for held and rejected frames.
+    pub fn reason(&self) -> Option<HoldReason> {
+        match self {
+            Outcome::Held(r) | Outcome::Rejected(r) => Some(*r),
+            _ => None,
+        }
+    }
+    /// Whether a stage has already decided the frame's fate.
+    pub fn is_decided(&self) -> bool {
+        !matches!(self, Outcome::Pending)
+    }
+}
+
+/// A frame's identity and clocks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ticket {
+    /// Pipeline-assigned, strictly increasing from 1.
+    pub frame_id: u64,
+    /// When the frame became complete at its source (the latency clock's start).
+    pub complete_at: Instant,
+    /// The same moment on the wall clock, ns since the UNIX epoch.
+    pub complete_unix_ns: u64,
+    /// `complete_at + budget`: after this, the frame may only end in a hold.
+    pub deadline: Instant,
+    /// Wall-clock time after which its corrections are void, ns since the UNIX epoch.
+    pub valid_until_unix_ns: u64,
+    /// Time each stage spent on it, ns.
+    pub stage_ns: [u64; 5],
+    /// When the link put its message on the wire (or decided the hold).
+    pub sent_at: Option<Instant>,
+    /// Its fate.
+    pub outcome: Outcome,
+}
+
+impl Ticket {
+    /// A fresh ticket.
+    pub fn new(frame_id: u64, complete_at: Instant, complete_unix_ns: u64, budget: Duration, validity: Duration) -> Self {
+        Ticket {
+            frame_id,
+            complete_at,
+            complete_unix_ns,
+            deadline: complete_at + budget,
+            valid_until_unix_ns: complete_unix_ns.saturating_add(validity.as_nanos() as u64),
+            stage_ns: [0; 5],
+            sent_at: None,
+            outcome: Outcome::Pending,
+        }
+    }
+    /// Whether the deadline has passed at `now`.
+    pub fn is_late(&self, now: Instant) -> bool {
+        now > self.deadline
+    }
+    /// Complete → message on the wire, ns (0 until sent).
+    pub fn latency_ns(&self) -> u64 {
+        self.sent_at
+            .map(|t| t.saturating_duration_since(self.complete_at).as_nanos() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// One frame in flight with every buffer the stages fill. Pooled.
+#[derive(Debug)]
+pub struct Work {
+    /// Identity, clocks, fate.
+    pub ticket: Ticket,
+    /// Where it came from (source label), reused.
+    pub origin: String,
+    /// Why it was held or rejected, human-readable; reused, written without allocating
+    /// while it fits its capacity.
+    pub detail: String,
+    /// The decoded frame.
+    pub volume: CtVolume,
+    /// The registration result.
+    pub registration: Option<Registration>,
+    /// Per spot: water-equivalent depth of its (moved) target in this frame, mm; NaN where
+    /// unavailable.
+    pub new_depth_mm: Vec<f32>,
+    /// The corrections to send.
+    pub corrections: CorrectionSet,
+}
+
+/// Room kept in each reused text buffer.
+const TEXT_CAPACITY: usize = 512;
+
+impl Work {
+    /// An empty work item whose buffers are sized for `spots` spots and a volume like
+    /// `volume_like`.
+    pub fn new(volume_like: &CtVolume, spots: usize) -> Self {
+        let mut corrections = CorrectionSet::default();
+        corrections.spots.reserve_exact(spots);
+        Work {
+            ticket: Ticket::new(0, Instant::now(), 0, Duration::ZERO, Duration::ZERO),
+            origin: String::with_capacity(TEXT_CAPACITY),
+            detail: String::with_capacity(TEXT_CAPACITY),
+            volume: volume_like.clone(),
+            registration: None,
+            new_depth_mm: Vec::with_capacity(spots),
+            corrections,
+        }
+    }
+
+    /// Resets for a new frame (keeps every buffer).
+    pub fn reset(&mut self, ticket: Ticket, origin: &str) {
+        self.ticket = ticket;
+        self.origin.clear();
+        push_truncated(&mut self.origin, origin);
+        self.detail.clear();
+        self.registration = None;
+        self.new_depth_mm.clear();
+        self.corrections.clear();
+    }
+
+    /// Decides the frame's fate with a detail text (the first decision stands).
+    pub fn decide(&mut self, outcome: Outcome, detail: std::fmt::Arguments<'_>) {
+        if self.ticket.outcome.is_decided() {
+            return;
+        }
+        self.ticket.outcome = outcome;
+        self.detail.clear();
+        let mut w = Bounded(&mut self.detail);
+        let _ = w.write_fmt(detail);
+    }
+}
+
+/// Appends as much of `s` as fits the buffer's capacity (on a char boundary).
+fn push_truncated(buf: &mut String, s: &str) {
+    let room = buf.capacity().saturating_sub(buf.len());
+    let mut end = s.len().min(room);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    buf.push_str(&s[..end]);
+}
+
+/// A `fmt::Write` that never grows the string past its capacity.
+struct Bounded<'a>(&'a mut String);
+
+impl std::fmt::Write for Bounded<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        push_truncated(self.0, s);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_never_grows_past_capacity_and_first_decision_stands() {
+        let mut detail = String::with_capacity(8);
+        let cap = detail.capacity();
+        push_truncated(&mut detail, "ééééééééééé");
+        assert!(detail.len() <= cap);
+        assert_eq!(detail.capacity(), cap);
+        let t = Ticket::new(1, Instant::now(), 10, Duration::from_millis(5), Duration::from_millis(7));
+        assert_eq!(t.valid_until_unix_ns, 10 + 7_000_000);
+        assert!(!t.is_late(t.complete_at));
+        assert!(t.is_late(t.deadline + Duration::from_nanos(1)));
+    }
+}
