@@ -1,0 +1,49 @@
+//! The register stage: warm registration from the previous good answer; cold from the
+//! setup transform for the first frame and after any failure.
+
+use std::sync::Arc;
+
+use super::session::Session;
+use super::stages::StageIo;
+use super::work::Outcome;
+use crate::correction::HoldReason;
+use crate::geometry::RigidTransform;
+use crate::register::Registrar;
+
+/// Runs until the pipeline stops.
+pub fn run(mut io: StageIo, session: Arc<Session>, setup: RigidTransform) {
+    let mut registrar = Registrar::new(session.options.register.clone());
+    let mut last_good: Option<RigidTransform> = None;
+    while let Some(w) = io.next() {
+        io.process(w, |w| {
+            let result = match &last_good {
+                Some(prev) => registrar.register_warm(&session.fixed, &w.volume, prev),
+                None => registrar.register(&session.fixed, &w.volume, &setup),
+            };
+            match result {
+                Ok(reg) if reg.is_usable() => {
+                    last_good = Some(reg.transform);
+                    w.registration = Some(reg);
+                }
+                Ok(reg) => {
+                    last_good = None;
+                    w.decide(
+                        Outcome::Held(HoldReason::RegistrationFailed),
+                        format_args!(
+                            "registration not usable: {:?}, converged {}, NCC {:.3}, overlap {:.2}",
+                            reg.verdict, reg.converged, reg.similarity_ncc, reg.overlap_fraction
+                        ),
+                    );
+                    w.registration = Some(reg);
+                }
+                Err(e) => {
+                    last_good = None;
+                    w.decide(
+                        Outcome::Held(HoldReason::RegistrationFailed),
+                        format_args!("registration failed: {e}"),
+                    );
+                }
+            }
+        });
+    }
+}

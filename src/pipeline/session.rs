@@ -1,0 +1,235 @@
+//! A session's fixed inputs, loaded once before the beam: planning CT, target, plan, HLUT,
+//! and what every stage precomputes from them. Stages read it through an `Arc`; nothing in it
+//! changes while frames flow (the adjustable parts — limits — sit behind a lock in
+//! [`super::Shared`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::correction::RangeMode;
+use crate::dicom::ct::{read_series_dir, CtError};
+use crate::dicom::rtplan::{read_plan, PlanError};
+use crate::dicom::rtstruct::{read_roi, RtStructError};
+use crate::plan::IonPlan;
+use crate::range::{FacilityTable, Hlut, RangeError, SpotTracer, SpotTracerOptions};
+use crate::register::{FixedContext, RegisterError, RegisterOptions, Roi};
+use crate::volume::CtVolume;
+
+/// Why a session could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The planning CT.
+    #[error("planning CT {path}: {source}")]
+    Ct {
+        /// Folder.
+        path: PathBuf,
+        /// Cause.
+        source: CtError,
+    },
+    /// The structure set or target.
+    #[error("target {roi:?} in {path}: {source}")]
+    Structures {
+        /// File.
+        path: PathBuf,
+        /// ROI name.
+        roi: String,
+        /// Cause.
+        source: RtStructError,
+    },
+    /// The target has no voxel on the planning CT.
+    #[error("target {roi:?} covers no voxel of the planning CT")]
+    EmptyTarget {
+        /// ROI name.
+        roi: String,
+    },
+    /// The plan.
+    #[error("plan {path}: {source}")]
+    Plan {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: PlanError,
+    },
+    /// The plan does not belong with the planning CT.
+    #[error("plan {path}: {reason}")]
+    PlanMismatch {
+        /// File.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// HLUT, facility table or beam geometry.
+    #[error("{what}: {source}")]
+    Range {
+        /// Which input.
+        what: String,
+        /// Cause.
+        source: RangeError,
+    },
+    /// Registration setup.
+    #[error("registration setup: {0}")]
+    Register(#[from] RegisterError),
+    /// A resource limit.
+    #[error("{what} is {value}, over the limit of {limit} (resources.{key})")]
+    OverLimit {
+        /// What.
+        what: &'static str,
+        /// Config key.
+        key: &'static str,
+        /// Found.
+        value: usize,
+        /// Allowed.
+        limit: usize,
+    },
+}
+
+/// The per-session knobs the stages need (from the configuration, or set by the simulator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOptions {
+    /// Frame complete → on the wire, at most.
+    pub budget: Duration,
+    /// Corrections void this long after the frame was complete.
+    pub validity: Duration,
+    /// Patient ID every frame must carry.
+    pub patient_id: String,
+    /// How range is corrected.
+    pub range_mode: RangeMode,
+    /// Registration options.
+    pub register: RegisterOptions,
+    /// Work items in flight (the buffer pool's size).
+    pub pool_size: usize,
+    /// Most voxels in a frame.
+    pub max_frame_voxels: usize,
+}
+
+/// Everything loaded before the first frame.
+pub struct Session {
+    /// The plan.
+    pub plan: IonPlan,
+    /// Planning CT.
+    pub planning_ct: CtVolume,
+    /// Registration's fixed side (planning CT pyramid sampled over the target region).
+    pub fixed: FixedContext,
+    /// HU → RSP.
+    pub hlut: Hlut,
+    /// Snap energies to these, when given.
+    pub facility: Option<FacilityTable>,
+    /// The plan's spot rays, traced in the planning CT (planned WEPL and target points).
+    pub planned: SpotTracer,
+    /// Tracer options (the range stage makes its own tracer with these).
+    pub tracer_options: SpotTracerOptions,
+    /// Knobs.
+    pub options: SessionOptions,
+}
+
+impl Session {
+    /// Loads a session's inputs from the files a configuration names.
+    pub fn load(config: &Config) -> Result<Session, SessionError> {
+        let p = &config.planning;
+        let ct = read_series_dir(&p.ct)
+            .map_err(|source| SessionError::Ct {
+                path: p.ct.clone(),
+                source,
+            })?
+            .volume;
+        let (_, roi) = read_roi(&p.structures, &p.roi).map_err(|source| SessionError::Structures {
+            path: p.structures.clone(),
+            roi: p.roi.clone(),
+            source,
+        })?;
+        let (plan, _warnings) = read_plan(&p.plan).map_err(|source| SessionError::Plan {
+            path: p.plan.clone(),
+            source,
+        })?;
+        let hlut = match &p.hlut {
+            Some(path) => Hlut::from_file(path).map_err(|source| SessionError::Range {
+                what: format!("HLUT {}", path.display()),
+                source,
+            })?,
+            None => Hlut::matrad_generic(),
+        };
+        let facility = match &p.facility_table {
+            Some(path) => Some(FacilityTable::from_file(path).map_err(|source| SessionError::Range {
+                what: format!("facility table {}", path.display()),
+                source,
+            })?),
+            None => None,
+        };
+        let raster = roi.rasterize(ct.grid());
+        if raster.voxels == 0 {
+            return Err(SessionError::EmptyTarget { roi: p.roi.clone() });
+        }
+        let region = Roi::from_mask(&raster.mask, config.registration.margin_mm)?;
+        let options = SessionOptions {
+            budget: Duration::from_secs_f64(config.timing.budget_ms / 1e3),
+            validity: Duration::from_secs_f64(config.timing.validity_ms / 1e3),
+            patient_id: p.patient_id.clone().unwrap_or_else(|| plan.patient_id.clone()),
+            range_mode: if p.range_mode == "range_shifter" {
+                RangeMode::RangeShifter
+            } else {
+                RangeMode::Energy
+            },
+            register: RegisterOptions::default()
+                .with_threads(config.registration.threads)
+                .with_min_similarity(config.limits.min_ncc),
+            pool_size: 6,
+            max_frame_voxels: config.resources.max_frame_voxels,
+        };
+        let spots: usize = plan.beams.iter().flat_map(|b| &b.layers).map(|l| l.spots.len()).sum();
+        if spots > config.resources.max_plan_spots {
+            return Err(SessionError::OverLimit {
+                what: "the plan's spot count",
+                key: "max_plan_spots",
+                value: spots,
+                limit: config.resources.max_plan_spots,
+            });
+        }
+        Session::new(
+            plan,
+            &p.plan,
+            ct,
+            region,
+            hlut,
+            facility,
+            SpotTracerOptions::new(p.default_sad_mm),
+            options,
+        )
+    }
+
+    /// A session from inputs already in memory (the simulator, tests).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        plan: IonPlan,
+        plan_path: &Path,
+        planning_ct: CtVolume,
+        region: Roi,
+        hlut: Hlut,
+        facility: Option<FacilityTable>,
+        tracer_options: SpotTracerOptions,
+        options: SessionOptions,
+    ) -> Result<Session, SessionError> {
+        let fixed = FixedContext::new(&planning_ct, region, &options.register)?;
+        let mut planned = SpotTracer::new(&plan, &tracer_options).map_err(|source| SessionError::Range {
+            what: format!("beam geometry of {}", plan_path.display()),
+            source,
+        })?;
+        planned.trace_frame_ct(&planning_ct, &hlut);
+        Ok(Session {
+            plan,
+            planning_ct,
+            fixed,
+            hlut,
+            facility,
+            planned,
+            tracer_options,
+            options,
+        })
+    }
+
+    /// Spots in the plan.
+    pub fn spot_count(&self) -> usize {
+        self.planned.spots().len()
+    }
+}
