@@ -2,3 +2,4 @@
 //!
 //! Started empty by the foundation issue; motion replay, phantoms, frame synthesis, the
 //! controller simulator and reports land here with the simulator issue.
+pub mod report;
