@@ -13,12 +13,14 @@
 //! - [`range`]: HU → stopping power, exact ray tracing, WEPL, range ↔ energy.
 //! - [`register`]: rigid intensity registration of a frame against the planning CT.
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
+//! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
 //!
 //! ```no_run
 //! let series = ionguide::dicom::ct::read_series_dir("tests/data/STS_001/image").unwrap();
 //! println!("{:?} voxels", series.volume.grid().dims());
 //! ```
 
+pub mod adapt;
 pub mod correction;
 pub mod dicom;
 pub mod geometry;
