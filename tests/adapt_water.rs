@@ -204,3 +204,61 @@ fn facility_snapping_delivers_a_table_energy_within_half_a_step() {
     }
     assert!((summary.max_abs_snap_residual_mm - worst).abs() < 1e-3);
 }
+
+#[test]
+fn lateral_shift_moves_the_traced_rays_into_a_half_slab() {
+    let mut s = setup();
+    // Bone upstream only on the patient's left (x > 0): a ray sees it only once moved there.
+    let mut ct = water_ct(0);
+    for k in 0..100 {
+        for j in 10..15 {
+            for i in 50..100 {
+                *ct.get_mut(i, j, k).unwrap() = 1000;
+            }
+        }
+    }
+    let excess = 10.0 * (s.hlut.rsp(1000.0) - s.hlut.rsp(0.0));
+    for dx in [25.0, -25.0] {
+        let (_, wepl) = run(
+            &mut s,
+            AdaptOptions::new(wide_limits(), SAD_MM),
+            &ct,
+            VectorMm::new(dx, 0.0, 0.0),
+        );
+        for (n, r) in s.planned.spots().iter().enumerate() {
+            let ray = s.planned.rays()[r.ray];
+            // Where the moved ray crosses the slab (y = −75): its planned x there plus dx.
+            let x_at_slab = ray.at((-75.0 - ray.origin.y) / ray.direction.y).x + dx;
+            let want = if x_at_slab > 0.0 {
+                excess / ray.direction.y
+            } else {
+                0.0
+            };
+            let dw = wepl.wepl_mm[n] as f64 - r.planned_depth_mm;
+            assert!(
+                (dw - want).abs() < 0.01,
+                "dx {dx} spot {n} (x at slab {x_at_slab}): ΔWEPL {dw}, want {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn moved_trace_is_identical_on_two_threads() {
+    let mut s = setup();
+    let mut ct = water_ct(0);
+    slab(&mut ct, -80.0, -70.0, 700);
+    let plan = adapt_plan(&s, AdaptOptions::new(wide_limits(), SAD_MM));
+    let shift = VectorMm::new(2.0, 3.0, -4.0);
+    let mut one = FrameWepl::for_plan(&plan);
+    plan.measure_ct(&mut s.frame, &ct, &s.hlut, &shift, &mut one)
+        .unwrap();
+    let mut two_threads =
+        ionguide::range::SpotTracer::new(&s.plan, &tracer_options().with_threads(2)).unwrap();
+    let mut two = FrameWepl::for_plan(&plan);
+    plan.measure_ct(&mut two_threads, &ct, &s.hlut, &shift, &mut two)
+        .unwrap();
+    assert_eq!(one, two);
+    // A wrong offset count is an error, not a silent unmoved trace.
+    assert!(s.frame.trace_frame_ct_moved(&ct, &s.hlut, &[]).is_err());
+}

@@ -370,7 +370,7 @@ impl AdaptPlan {
             let g = geo.spot_ray(spot.x_mm, spot.y_mm, 1000.0);
             let v = p - g.origin;
             let off_mm = (v - g.direction * v.dot(&g.direction)).norm();
-            if !(off_mm <= 1e-6 * (1.0 + v.norm())) {
+            if !within(off_mm, 1e-6 * (1.0 + v.norm())) {
                 return Err(AdaptError::GeometryMismatch { index, off_mm });
             }
             let model_range_mm = match &options.energy_model {
@@ -646,6 +646,14 @@ pub struct Adapter {
     last_shift_mm: Option<VectorMm>,
 }
 
+/// `value ≤ limit`, false when either is NaN: an unmeasurable value never passes a limit.
+fn within(value: f64, limit: f64) -> bool {
+    matches!(
+        value.partial_cmp(&limit),
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+    )
+}
+
 /// `Δ_iso = (s_l·SAD + x·s_z) / (SAD − d − s_z)`; parallel beam: `s_l`. Infinite where the
 /// shifted target is at or above the virtual source.
 fn lateral_mm(s_l: f64, s_z: f64, x: f64, d: f64, sad: f64) -> f64 {
@@ -732,7 +740,7 @@ impl Adapter {
                 f64::NAN,
             ));
         }
-        if !(ncc >= lim.min_ncc) {
+        if !within(lim.min_ncc, ncc) {
             return Err(HoldDetail::new(
                 R::RegistrationFailed,
                 C::SimilarityBelowMin,
@@ -753,7 +761,7 @@ impl Adapter {
         }
         if let Some(prev) = self.last_shift_mm {
             let jump = (s - prev).norm();
-            if !(jump <= lim.max_jump_mm) {
+            if !within(jump, lim.max_jump_mm) {
                 return Err(HoldDetail::new(
                     R::JumpOverLimit,
                     C::Jump,
@@ -807,7 +815,7 @@ impl Adapter {
             let dx = lateral_mm(s.dot(&b.bev_x), s_z, g.x_mm, g.d_mm, b.sad_mm[0]);
             let dy = lateral_mm(s.dot(&b.bev_y), s_z, g.y_mm, g.d_mm, b.sad_mm[1]);
             let lateral = dx.hypot(dy);
-            if !(lateral <= lim.max_lateral_mm) {
+            if !within(lateral, lim.max_lateral_mm) {
                 return Err(HoldDetail::new(
                     R::LateralOverLimit,
                     C::Lateral,
@@ -817,7 +825,7 @@ impl Adapter {
                 ));
             }
             let delta = f64::from(w) - g.planned_depth_mm;
-            if !(delta.abs() <= lim.max_range_mm) {
+            if !within(delta.abs(), lim.max_range_mm) {
                 return Err(HoldDetail::new(
                     R::RangeOverLimit,
                     C::Range,
@@ -830,7 +838,7 @@ impl Adapter {
                 RangeMode::RangeShifter => {
                     let rs = -delta;
                     let [lo, hi] = o.range_shifter_span_mm_we;
-                    if !(rs >= lo && rs <= hi) {
+                    if !(within(lo, rs) && within(rs, hi)) {
                         let l = if rs < lo { lo } else { hi };
                         return Err(HoldDetail::new(
                             R::RangeUnavailable,
@@ -848,7 +856,7 @@ impl Adapter {
                         EnergyModel::Csda => {
                             let table = &plan.tables[g.table];
                             let (lo, hi) = table.range_span_mm();
-                            if !(want >= lo && want <= hi) {
+                            if !(within(lo, want) && within(want, hi)) {
                                 let l = if want < lo { lo } else { hi };
                                 return Err(HoldDetail::new(
                                     R::RangeUnavailable,
@@ -874,7 +882,7 @@ impl Adapter {
                         EnergyModel::FacilitySnap(f) => {
                             let d = f.depths_mm();
                             let (lo, hi) = (d[0], d[d.len() - 1]);
-                            if !(want >= lo && want <= hi) {
+                            if !(within(lo, want) && within(want, hi)) {
                                 let l = if want < lo { lo } else { hi };
                                 return Err(HoldDetail::new(
                                     R::RangeUnavailable,
@@ -897,7 +905,7 @@ impl Adapter {
                                 }
                             };
                             let delivered = snapped.depth_mm - g.model_range_mm;
-                            if !(delivered.abs() <= lim.max_range_mm) {
+                            if !within(delivered.abs(), lim.max_range_mm) {
                                 return Err(HoldDetail::new(
                                     R::RangeOverLimit,
                                     C::DeliveredRange,
@@ -912,7 +920,7 @@ impl Adapter {
                         }
                     };
                     let [lo, hi] = o.energy_span_mev_u;
-                    if !(e >= lo && e <= hi) {
+                    if !(within(lo, e) && within(e, hi)) {
                         let l = if e < lo { lo } else { hi };
                         return Err(HoldDetail::new(
                             R::RangeUnavailable,
