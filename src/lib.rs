@@ -14,6 +14,7 @@
 //! - [`register`]: rigid intensity registration of a frame against the planning CT.
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
 //! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
+//! - [`audit`]: the append-only, checksummed audit log of every frame and session event.
 //!
 //! ```no_run
 //! let series = ionguide::dicom::ct::read_series_dir("tests/data/STS_001/image").unwrap();
@@ -21,6 +22,7 @@
 //! ```
 
 pub mod adapt;
+pub mod audit;
 pub mod correction;
 pub mod dicom;
 pub mod geometry;
