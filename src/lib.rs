@@ -13,6 +13,8 @@
 //! - [`range`]: HU → stopping power, exact ray tracing, WEPL, range ↔ energy.
 //! - [`register`]: rigid intensity registration of a frame against the planning CT.
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
+//! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
+//! - [`audit`]: the append-only, checksummed audit log of every frame and session event.
 //!
 //! ```no_run
 //! let series = ionguide::dicom::ct::read_series_dir("tests/data/STS_001/image").unwrap();
@@ -20,6 +22,8 @@
 //! ```
 
 pub mod config;
+pub mod adapt;
+pub mod audit;
 pub mod correction;
 pub mod dicom;
 pub mod geometry;

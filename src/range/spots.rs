@@ -17,6 +17,11 @@
 //! Frames can be traced from an RSP volume ([`SpotTracer::trace_frame`]) or straight from
 //! the CT frame and the HU → RSP lookup ([`SpotTracer::trace_frame_ct`]), which converts only
 //! the voxels the rays visit instead of the whole frame.
+//!
+//! For the adapt stage a frame can also be traced with every ray of a beam moved by a
+//! per-beam offset ([`SpotTracer::trace_frame_ct_moved`], [`SpotTracer::trace_frame_moved`]):
+//! the lateral part of the tumor shift, so the rays pass through the moved target. Same
+//! buffers, same stop rule, no allocation.
 
 use std::collections::HashMap;
 
@@ -27,7 +32,7 @@ use super::range_energy::RangeEnergyTable;
 use super::raytrace::{trace_ct_until, trace_until, Ray, RayProfile};
 use super::RangeError;
 use crate::plan::IonPlan;
-use crate::units::PointMm;
+use crate::units::{PointMm, VectorMm};
 use crate::volume::{CtVolume, Volume};
 
 /// How a spot's energy becomes its planned Bragg-peak depth in water.
@@ -133,6 +138,10 @@ pub struct SpotTracer {
     threads: usize,
     /// Per ray: cumulative WEPL where its trace may stop, mm.
     stop_wepl_mm: Vec<f64>,
+    /// Per ray: index of its beam in the plan (for per-beam offsets).
+    ray_beam: Vec<usize>,
+    /// Number of beams in the plan.
+    beams: usize,
     /// Per spot: ray parameter of the target point in the last frame.
     target_t_mm: Vec<Option<f64>>,
 }
@@ -234,7 +243,13 @@ impl SpotTracer {
         for s in &spots {
             stop_wepl_mm[s.ray] = stop_wepl_mm[s.ray].max(s.planned_depth_mm + options.wepl_margin_mm);
         }
+        let mut ray_beam = vec![0; rays.len()];
+        for s in &spots {
+            ray_beam[s.ray] = s.beam;
+        }
         Ok(SpotTracer {
+            ray_beam,
+            beams: plan.beams.len(),
             threads: options.threads,
             ray_spot_start,
             ray_spots,
@@ -249,17 +264,84 @@ impl SpotTracer {
 
     /// Traces every ray through `rsp` and locates every spot's target point.
     pub fn trace_frame(&mut self, rsp: &Volume<f32>) {
-        self.trace_with(|ray, stop, p| trace_until(rsp, ray, f64::INFINITY, stop, p));
+        self.trace_with(&[], |ray, stop, p| trace_until(rsp, ray, f64::INFINITY, stop, p));
     }
 
     /// [`Self::trace_frame`] on the RSP volume `hlut.convert(ct)`, without building it: each
     /// visited voxel is converted through the same lookup, so the results are identical.
     pub fn trace_frame_ct(&mut self, ct: &CtVolume, hlut: &Hlut) {
-        self.trace_with(|ray, stop, p| trace_ct_until(ct, hlut, ray, f64::INFINITY, stop, p));
+        self.trace_with(&[], |ray, stop, p| {
+            trace_ct_until(ct, hlut, ray, f64::INFINITY, stop, p)
+        });
     }
 
-    fn trace_with(&mut self, trace: impl Fn(&Ray, f64, &mut RayProfile) + Sync) {
+    /// [`Self::trace_frame`] with every ray of beam `b` moved by `beam_offsets_mm[b]`
+    /// (patient mm; the direction is kept). Ray parameters keep their meaning: `t` on a moved
+    /// ray is measured from its moved start. Profiles, targets and [`Self::wepl_at_t_mm`]
+    /// then describe the moved rays. Errors (nothing traced) unless there is exactly one
+    /// finite offset per beam.
+    pub fn trace_frame_moved(
+        &mut self,
+        rsp: &Volume<f32>,
+        beam_offsets_mm: &[VectorMm],
+    ) -> Result<(), RangeError> {
+        self.check_offsets(beam_offsets_mm)?;
+        self.trace_with(beam_offsets_mm, |ray, stop, p| {
+            trace_until(rsp, ray, f64::INFINITY, stop, p)
+        });
+        Ok(())
+    }
+
+    /// [`Self::trace_frame_ct`] with rays moved per beam, as [`Self::trace_frame_moved`].
+    pub fn trace_frame_ct_moved(
+        &mut self,
+        ct: &CtVolume,
+        hlut: &Hlut,
+        beam_offsets_mm: &[VectorMm],
+    ) -> Result<(), RangeError> {
+        self.check_offsets(beam_offsets_mm)?;
+        self.trace_with(beam_offsets_mm, |ray, stop, p| {
+            trace_ct_until(ct, hlut, ray, f64::INFINITY, stop, p)
+        });
+        Ok(())
+    }
+
+    fn check_offsets(&self, beam_offsets_mm: &[VectorMm]) -> Result<(), RangeError> {
+        if beam_offsets_mm.len() != self.beams {
+            return Err(RangeError::BadBeamGeometry {
+                beam: -1,
+                reason: format!(
+                    "{} ray offsets given for a plan of {} beams",
+                    beam_offsets_mm.len(),
+                    self.beams
+                ),
+            });
+        }
+        if let Some(b) = beam_offsets_mm
+            .iter()
+            .position(|o| !o.iter().all(|v| v.is_finite()))
+        {
+            return Err(RangeError::BadBeamGeometry {
+                beam: -1,
+                reason: format!(
+                    "non-finite ray offset for beam index {b}: {:?}",
+                    beam_offsets_mm[b]
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of beams in the plan this tracer was built from.
+    pub fn beam_count(&self) -> usize {
+        self.beams
+    }
+
+    /// `offsets` empty: rays as built; else one offset per beam (checked by the caller).
+    fn trace_with(&mut self, offsets: &[VectorMm], trace: impl Fn(&Ray, f64, &mut RayProfile) + Sync) {
         let chunk = Chunk {
+            offsets,
+            ray_beam: &self.ray_beam,
             rays: &self.rays,
             stop_wepl_mm: &self.stop_wepl_mm,
             profiles: &mut self.profiles,
@@ -317,10 +399,28 @@ impl SpotTracer {
         }
         Some(p.wepl_at_depth(t_mm))
     }
+
+    /// [`Self::wepl_at_t_mm`] only where the last frame's trace actually covers `t_mm`:
+    /// `None` before the ray enters the volume, after it leaves it (or after the trace
+    /// stopped), or when it misses. A target outside the traced span has no measured WEPL,
+    /// and the adapt stage must hold rather than read the total as if it were the answer.
+    pub fn wepl_at_t_within_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
+        let s = self.spots.get(spot)?;
+        let p = &self.profiles[s.ray];
+        let (entry, exit) = (p.entry_t_mm()?, p.exit_t_mm()?);
+        if p.is_empty() || !(t_mm >= entry && t_mm <= exit) {
+            return None;
+        }
+        Some(p.wepl_at_depth(t_mm))
+    }
 }
 
 /// A contiguous run of rays with their profiles and their spots' target slots.
 struct Chunk<'a> {
+    /// Per-beam ray offsets (empty: none).
+    offsets: &'a [VectorMm],
+    /// Beam of every ray of the plan (indexed by absolute ray number).
+    ray_beam: &'a [usize],
     rays: &'a [Ray],
     stop_wepl_mm: &'a [f64],
     profiles: &'a mut [RayProfile],
@@ -336,12 +436,15 @@ impl<'a> Chunk<'a> {
     /// Rays `..r` and `r..`.
     fn split(self, r: usize) -> (Chunk<'a>, Chunk<'a>) {
         let (rays0, rays1) = self.rays.split_at(r);
+        let (beam0, beam1) = self.ray_beam.split_at(r);
         let (stop0, stop1) = self.stop_wepl_mm.split_at(r);
         let (prof0, prof1) = self.profiles.split_at_mut(r);
         let cut = self.spot_start[r] - self.spot_start[0];
         let (t0, t1) = self.targets.split_at_mut(cut);
         (
             Chunk {
+                offsets: self.offsets,
+                ray_beam: beam0,
                 rays: rays0,
                 stop_wepl_mm: stop0,
                 profiles: prof0,
@@ -351,6 +454,8 @@ impl<'a> Chunk<'a> {
                 targets: t0,
             },
             Chunk {
+                offsets: self.offsets,
+                ray_beam: beam1,
                 rays: rays1,
                 stop_wepl_mm: stop1,
                 profiles: prof1,
@@ -365,7 +470,16 @@ impl<'a> Chunk<'a> {
     fn run(self, trace: &impl Fn(&Ray, f64, &mut RayProfile)) {
         let base = self.spot_start[0];
         for (r, (ray, p)) in self.rays.iter().zip(self.profiles.iter_mut()).enumerate() {
-            trace(ray, self.stop_wepl_mm[r], p);
+            match self.offsets.get(self.ray_beam[r]) {
+                Some(off) => {
+                    let moved = Ray {
+                        origin: ray.origin + off,
+                        direction: ray.direction,
+                    };
+                    trace(&moved, self.stop_wepl_mm[r], p);
+                }
+                None => trace(ray, self.stop_wepl_mm[r], p),
+            }
             let (a, b) = (self.spot_start[r], self.spot_start[r + 1]);
             for (slot, &n) in self.targets[a - base..b - base]
                 .iter_mut()

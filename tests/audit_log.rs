@@ -1,0 +1,313 @@
+//! The audit log reads back what was written, and after damage tells a torn tail (a crash
+//! mid-write) from corruption, losing nothing before either.
+
+use std::path::Path;
+
+use ionguide::audit::{
+    corrections_digest, summary, AuditError, AuditOptions, AuditReader, AuditRecord, AuditWriter,
+    Corrections, FrameRecord, Fsync, Outcome, TailStatus,
+};
+use ionguide::correction::{HoldReason, RangeMode, SpotCorrection};
+
+fn spots(n: u32, seed: f32) -> Vec<SpotCorrection> {
+    (0..n)
+        .map(|i| SpotCorrection {
+            spot_index: i,
+            x_mm: seed + i as f32 * 0.5,
+            y_mm: -seed * 0.25 + i as f32,
+            energy_mev_u: 200.0 + seed + i as f32 * 0.01,
+            range_shifter_mm_we: -1.5 * seed,
+        })
+        .collect()
+}
+
+fn frame(id: u64, outcome: Outcome) -> FrameRecord {
+    let held = outcome != Outcome::Corrected;
+    FrameRecord {
+        frame_id: id,
+        origin: format!("sim:replay/{id}"),
+        outcome: Some(outcome),
+        hold_reason: held.then_some(HoldReason::LateralOverLimit),
+        detail: if held {
+            "lateral_over_limit: spot 3: lateral correction 7.25 mm over limit 5.00 mm".into()
+        } else {
+            String::new()
+        },
+        arrival_unix_ns: 1_700_000_000_000_000_000 + id * 100_000_000,
+        complete_unix_ns: 1_700_000_000_000_000_000 + id * 100_000_000 + 5_000_000,
+        latency_ns: (!held).then_some(21_000_000 + id),
+        stage_ns: [
+            Some(4_000_000),
+            Some(11_000_000),
+            None,
+            Some(30_000 + id),
+            (!held).then_some(9_000),
+        ],
+        tumor_shift_mm: Some([1.5, -0.25 * id as f32, 3.0]),
+        ncc: (outcome != Outcome::Dropped).then_some(0.9731),
+        corrections: if held {
+            Corrections::None
+        } else {
+            Corrections::Full {
+                mode: Some(RangeMode::Energy),
+                valid_until_unix_ns: 1_800_000_000_000_000_000 + id,
+                spots: spots(5 + id as u32 % 7, id as f32),
+            }
+        },
+    }
+}
+
+/// A log of every record kind and outcome; returns the records and each one's offset.
+fn write_log(path: &Path, options: AuditOptions) -> (Vec<AuditRecord>, Vec<u64>) {
+    let mut w = AuditWriter::create(path, 1_700_000_000_000_000_000, options).unwrap();
+    let mut records = vec![AuditRecord::SessionStart {
+        unix_ns: 1_700_000_000_000_000_001,
+        config_sha256: [7; 32],
+        plan_sop_uid: "1.2.826.0.1.3680043.8.274.1.1.42".into(),
+    }];
+    for id in 0..12 {
+        records.push(AuditRecord::Frame(frame(id, Outcome::ALL[id as usize % 4])));
+        if id == 5 {
+            records.push(AuditRecord::Link {
+                unix_ns: 1_700_000_000_600_000_000,
+                code: 3,
+                detail: "controller ack late: 41 ms".into(),
+            });
+        }
+    }
+    records.push(AuditRecord::Shutdown {
+        unix_ns: 1_700_000_002_000_000_000,
+        reason: "operator stop".into(),
+    });
+    let mut offsets = Vec::new();
+    for r in &records {
+        offsets.push(w.offset());
+        match r {
+            AuditRecord::Frame(f) => w.write_frame(f).unwrap(),
+            other => w.write(other).unwrap(),
+        }
+    }
+    w.flush().unwrap();
+    w.sync().unwrap();
+    offsets.push(w.offset());
+    (records, offsets)
+}
+
+#[test]
+fn records_read_back_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.igaudit");
+    let (written, offsets) = write_log(&path, AuditOptions::default().with_fsync(Fsync::EveryRecord));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), *offsets.last().unwrap());
+    let mut r = AuditReader::open(&path).unwrap();
+    assert_eq!(r.header().session_start_unix_ns, 1_700_000_000_000_000_000);
+    let read: Vec<AuditRecord> = r.by_ref().collect();
+    assert_eq!(read, written);
+    assert_eq!(r.status(), Some(&TailStatus::Clean));
+    // A corrected frame of n spots carries 20 bytes per spot.
+    let Some(AuditRecord::Frame(f)) = written.get(1) else {
+        panic!()
+    };
+    let Corrections::Full { spots, .. } = &f.corrections else {
+        panic!()
+    };
+    let (a, b) = (offsets[1], offsets[2]);
+    let f_no_spots = {
+        let mut g = f.clone();
+        g.corrections = Corrections::Full {
+            mode: Some(RangeMode::Energy),
+            valid_until_unix_ns: 0,
+            spots: vec![],
+        };
+        g
+    };
+    let p2 = dir.path().join("b.igaudit");
+    let mut w = AuditWriter::create(&p2, 0, AuditOptions::default()).unwrap();
+    w.write_frame(&f_no_spots).unwrap();
+    assert_eq!((b - a) - (w.offset() - 32), 20 * spots.len() as u64);
+}
+
+#[test]
+fn digest_mode_keeps_the_sha256_of_the_corrections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.igaudit");
+    let (written, _) = write_log(&path, AuditOptions::default().with_full_corrections(false));
+    let (read, status) = AuditReader::read_all(&path).unwrap();
+    assert_eq!(status, TailStatus::Clean);
+    let mut digests = 0;
+    for (w, r) in written.iter().zip(&read) {
+        match (w, r) {
+            (AuditRecord::Frame(fw), AuditRecord::Frame(fr)) => {
+                match (&fw.corrections, &fr.corrections) {
+                    (
+                        Corrections::Full {
+                            spots,
+                            mode,
+                            valid_until_unix_ns,
+                        },
+                        Corrections::Digest {
+                            count,
+                            sha256,
+                            mode: m2,
+                            valid_until_unix_ns: v2,
+                        },
+                    ) => {
+                        assert_eq!(
+                            (*count as usize, mode, valid_until_unix_ns),
+                            (spots.len(), m2, v2)
+                        );
+                        assert_eq!(*sha256, corrections_digest(spots));
+                        // A different list gives a different digest.
+                        let mut other = spots.clone();
+                        other[0].x_mm += 0.001;
+                        assert_ne!(*sha256, corrections_digest(&other));
+                        digests += 1;
+                    }
+                    (a, b) => assert_eq!(a, b),
+                }
+                let (mut a, mut b) = (fw.clone(), fr.clone());
+                a.corrections = Corrections::None;
+                b.corrections = Corrections::None;
+                assert_eq!(a, b);
+            }
+            (a, b) => assert_eq!(a, b),
+        }
+    }
+    assert_eq!(digests, 3);
+    // SHA-256 of the bytes: known answer for the empty list (FIPS 180-2 test vector "").
+    assert_eq!(
+        corrections_digest(&[])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+}
+
+#[test]
+fn truncation_anywhere_in_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.igaudit");
+    let (written, offsets) = write_log(&path, AuditOptions::default());
+    let bytes = std::fs::read(&path).unwrap();
+    let (start, end) = (offsets[offsets.len() - 2], offsets[offsets.len() - 1]);
+    let cut_path = dir.path().join("cut.igaudit");
+    for cut in start + 1..end {
+        std::fs::write(&cut_path, &bytes[..cut as usize]).unwrap();
+        let (read, status) = AuditReader::read_all(&cut_path).unwrap();
+        assert_eq!(read, written[..written.len() - 1], "cut at {cut}");
+        assert_eq!(
+            status,
+            TailStatus::TornTail {
+                offset: start,
+                bytes: cut - start
+            },
+            "cut at {cut}"
+        );
+    }
+    // Cut exactly at a record boundary: clean, one record fewer.
+    std::fs::write(&cut_path, &bytes[..start as usize]).unwrap();
+    assert_eq!(AuditReader::read_all(&cut_path).unwrap().1, TailStatus::Clean);
+    // A crash that extended the file with zeros but wrote nothing: torn, nothing lost.
+    let mut zeros = bytes.clone();
+    zeros.extend_from_slice(&[0u8; 300]);
+    std::fs::write(&cut_path, &zeros).unwrap();
+    let (read, status) = AuditReader::read_all(&cut_path).unwrap();
+    assert_eq!(read, written);
+    assert_eq!(
+        status,
+        TailStatus::TornTail {
+            offset: end,
+            bytes: 300
+        }
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_is_corruption_at_that_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.igaudit");
+    let (written, offsets) = write_log(&path, AuditOptions::default());
+    let bytes = std::fs::read(&path).unwrap();
+    let k = 4; // a corrected frame in the middle
+    let (start, end) = (offsets[k], offsets[k + 1]);
+    let bad = dir.path().join("bad.igaudit");
+    for at in start..end {
+        for mask in [0x01u8, 0x80] {
+            let mut b = bytes.clone();
+            b[at as usize] ^= mask;
+            std::fs::write(&bad, &b).unwrap();
+            let (read, status) = AuditReader::read_all(&bad).unwrap();
+            assert_eq!(read, written[..k], "byte {at} ^ {mask:#x}");
+            assert!(
+                matches!(status, TailStatus::Corrupt { offset, .. } if offset == start),
+                "byte {at} ^ {mask:#x}: {status:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn writers_never_overwrite_and_append_only_to_clean_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.igaudit");
+    let (mut written, _) = write_log(&path, AuditOptions::default());
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(matches!(
+        AuditWriter::create(&path, 0, AuditOptions::default()),
+        Err(AuditError::Exists { .. })
+    ));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        len,
+        "create must not truncate"
+    );
+    // Append to a clean log: old and new records read back.
+    let mut w = AuditWriter::open_append(&path, AuditOptions::default()).unwrap();
+    let extra = frame(99, Outcome::Corrected);
+    w.write_frame(&extra).unwrap();
+    drop(w);
+    written.push(AuditRecord::Frame(extra));
+    assert_eq!(
+        AuditReader::read_all(&path).unwrap(),
+        (written, TailStatus::Clean)
+    );
+    // A torn log is refused for append and left as it is.
+    let mut b = std::fs::read(&path).unwrap();
+    b.truncate(b.len() - 3);
+    std::fs::write(&path, &b).unwrap();
+    assert!(matches!(
+        AuditWriter::open_append(&path, AuditOptions::default()),
+        Err(AuditError::NotClean {
+            status: TailStatus::TornTail { .. },
+            ..
+        })
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), b);
+    // Not a log at all, or a damaged header.
+    let other = dir.path().join("x.txt");
+    std::fs::write(&other, b"hello, this is not an audit log at all!!").unwrap();
+    assert!(matches!(
+        AuditReader::open(&other),
+        Err(AuditError::BadHeader { .. })
+    ));
+    b[20] ^= 1;
+    std::fs::write(&path, &b).unwrap();
+    let e = AuditReader::open(&path).unwrap_err();
+    assert!(e.to_string().contains("header checksum"), "{e}");
+}
+
+#[test]
+fn summary_counts_outcomes_and_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.igaudit");
+    write_log(&path, AuditOptions::default().with_fsync(Fsync::Never));
+    let s = summary(&path).unwrap();
+    assert_eq!((s.frames, s.sessions, s.link_events, s.shutdowns), (12, 1, 1, 1));
+    for o in Outcome::ALL {
+        assert_eq!(s.outcomes.get(o.name()), Some(&3), "{o:?}");
+    }
+    assert_eq!(s.reasons.get("lateral_over_limit"), Some(&9));
+    assert_eq!(s.max_latency_ns, Some(21_000_008));
+    assert_eq!(s.status, Some(TailStatus::Clean));
+}
