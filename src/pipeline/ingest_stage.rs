@@ -36,6 +36,21 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
     };
     loop {
         if io.shared.stop.load(Ordering::Acquire) {
+            // nothing lost: frames the sources delivered but we never started are audited
+            for event in events.try_iter() {
+                Counters::bump(&io.shared.counters.entered);
+                let (at, origin) = match event {
+                    SourceEvent::Frame(f) => (f.complete_at, f.origin),
+                    SourceEvent::Rejected { at, origin, .. } => (at, origin),
+                };
+                let mut t = new_ticket(at);
+                t.outcome = Outcome::Held(HoldReason::Shutdown);
+                io.retire.send(Retired::Bare {
+                    ticket: t,
+                    origin,
+                    detail: "pipeline stopped before ingest".into(),
+                });
+            }
             return;
         }
         let first = match events.recv_timeout(Duration::from_millis(5)) {

@@ -16,8 +16,11 @@
 //!   dropped, counted and audited.
 //! - Every frame that entered ends in exactly one audit record.
 
+pub mod adapt_stage;
 pub mod hop;
 pub mod ingest_stage;
+pub mod link_stage;
+pub mod range_stage;
 pub mod register_stage;
 pub mod session;
 pub mod stages;
@@ -25,7 +28,19 @@ pub mod telemetry;
 pub mod work;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use crate::audit::{AuditError, AuditWriter};
+use crate::geometry::RigidTransform;
+use crate::link::LinkSender;
+use crate::source::SourceEvent;
+pub use link_stage::LinkTiming;
+use stages::{PoolRx, PoolTx, RetireTx, StageIo};
+use work::Work;
 
 pub use session::{Session, SessionError, SessionOptions};
 pub use telemetry::{Counters, FrameEvent, Stats};
@@ -55,5 +70,166 @@ impl Shared {
         if us > 0 {
             std::thread::sleep(Duration::from_micros(us));
         }
+    }
+}
+
+/// Why the pipeline could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A stage thread could not be spawned.
+    #[error("cannot start the {stage} thread: {source}")]
+    Spawn {
+        /// Which.
+        stage: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A stage thread panicked (a bug; the beam was held by the controller's watchdog).
+    #[error("the {stage} stage panicked")]
+    Panicked {
+        /// Which.
+        stage: &'static str,
+    },
+    /// The audit log failed.
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
+}
+
+/// What the pipeline is connected to.
+pub struct PipelineIo {
+    /// Frames from the sources (closing every sender stops the pipeline after a drain).
+    pub events: Receiver<SourceEvent>,
+    /// The wire to the gantry controller.
+    pub link: LinkSender,
+    /// The audit log.
+    pub audit: AuditWriter,
+    /// Link timing.
+    pub timing: LinkTiming,
+    /// Planning → frame transform to start the first (cold) registration from.
+    pub setup: RigidTransform,
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    drain: Arc<AtomicBool>,
+    stages: Vec<(&'static str, JoinHandle<()>)>,
+    link: Option<JoinHandle<Result<AuditWriter, AuditError>>>,
+    telemetry: Receiver<FrameEvent>,
+}
+
+/// Frames a stage hop holds: enough that a stage never blocks on the next one (a full hop
+/// drops the frame, counted and audited).
+const HOP_CAPACITY: usize = 4;
+
+impl Pipeline {
+    /// Starts the five stage threads.
+    pub fn start(session: Arc<Session>, io: PipelineIo) -> Result<Pipeline, PipelineError> {
+        let shared = Arc::new(Shared::default());
+        let drain = Arc::new(AtomicBool::new(false));
+        let pool_size = session.options.pool_size.max(2);
+        let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Box<Work>>(pool_size);
+        for _ in 0..pool_size {
+            let _ = pool_tx.try_send(Box::new(Work::new(&session.planning_ct, &session.adapt_plan)));
+        }
+        // every buffer can be retired at once, plus bare source events
+        let (retire_tx, retire_rx) = crossbeam_channel::bounded(pool_size + 1024);
+        let (telemetry_tx, telemetry_rx) = crossbeam_channel::bounded(4096);
+        let (to_register, register_in) = hop::hop(HOP_CAPACITY);
+        let (to_range, range_in) = hop::hop(HOP_CAPACITY);
+        let (to_adapt, adapt_in) = hop::hop(HOP_CAPACITY);
+        let (to_link, link_in) = hop::hop(HOP_CAPACITY);
+        let retire = RetireTx::new(retire_tx, link_in.waker());
+        let io_for = |stage: Stage, input, output| StageIo {
+            input,
+            output,
+            retire: retire.clone(),
+            shared: shared.clone(),
+            stage,
+        };
+        // Ingest has no hop in: its input is the source channel; a dummy hop keeps StageIo uniform.
+        let (_unused_tx, ingest_in) = hop::hop(1);
+        let ingest_io = io_for(Stage::Ingest, ingest_in, to_register);
+        let register_io = io_for(Stage::Register, register_in, to_range);
+        let range_io = io_for(Stage::Range, range_in, to_adapt);
+        let adapt_io = io_for(Stage::Adapt, adapt_in, to_link);
+        let link = link_stage::LinkStage {
+            input: link_in,
+            retired: retire_rx,
+            pool: PoolTx(pool_tx),
+            link: io.link,
+            audit: io.audit,
+            telemetry: telemetry_tx,
+            shared: shared.clone(),
+            timing: io.timing,
+            drain: drain.clone(),
+        };
+        let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(format!("ionguide-{name}"))
+                .spawn(f)
+                .map_err(|source| PipelineError::Spawn { stage: name, source })
+        };
+        let link = std::thread::Builder::new()
+            .name("ionguide-link".into())
+            .spawn(move || link_stage::run(link))
+            .map_err(|source| PipelineError::Spawn { stage: "link", source })?;
+        let mut stages = Vec::new();
+        let (s1, s2, s3, s4) = (session.clone(), session.clone(), session.clone(), session);
+        let events = io.events;
+        let setup = io.setup;
+        stages.push((
+            "ingest",
+            spawn("ingest", Box::new(move || ingest_stage::run(ingest_io, events, PoolRx(pool_rx), s1)))?,
+        ));
+        stages.push(("register", spawn("register", Box::new(move || register_stage::run(register_io, s2, setup)))?));
+        stages.push(("range", spawn("range", Box::new(move || range_stage::run(range_io, s3)))?));
+        stages.push(("adapt", spawn("adapt", Box::new(move || adapt_stage::run(adapt_io, s4)))?));
+        Ok(Pipeline {
+            shared,
+            drain,
+            stages,
+            link: Some(link),
+            telemetry: telemetry_rx,
+        })
+    }
+
+    /// Finished-frame events (one per frame, in the order the link finished them).
+    pub fn telemetry(&self) -> &Receiver<FrameEvent> {
+        &self.telemetry
+    }
+
+    /// Counters, stop flag and fault hooks.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops every stage, lets the link stage audit what is still in flight and send a final
+    /// HOLD, and hands back the flushed audit writer.
+    pub fn shutdown(mut self) -> Result<AuditWriter, PipelineError> {
+        self.shared.stop.store(true, Ordering::Release);
+        let mut panicked = None;
+        for (name, h) in self.stages.drain(..) {
+            if h.join().is_err() {
+                panicked.get_or_insert(name);
+            }
+        }
+        self.drain.store(true, Ordering::Release);
+        let link = self.link.take().map(|h| h.join());
+        if let Some(stage) = panicked {
+            return Err(PipelineError::Panicked { stage });
+        }
+        match link {
+            Some(Ok(r)) => Ok(r?),
+            _ => Err(PipelineError::Panicked { stage: "link" }),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.drain.store(true, Ordering::Release);
     }
 }

@@ -4,8 +4,10 @@
 //! [`super::Shared`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::adapt::{AdaptError, AdaptOptions, AdaptPlan, EnergyModel, SafetyLimits};
 use crate::config::Config;
 use crate::correction::RangeMode;
 use crate::dicom::ct::{read_series_dir, CtError};
@@ -68,6 +70,9 @@ pub enum SessionError {
         /// Cause.
         source: RangeError,
     },
+    /// Corrections setup (limits, plan geometry).
+    #[error("corrections setup: {0}")]
+    Adapt(#[from] AdaptError),
     /// Registration setup.
     #[error("registration setup: {0}")]
     Register(#[from] RegisterError),
@@ -98,6 +103,10 @@ pub struct SessionOptions {
     pub range_mode: RangeMode,
     /// Registration options.
     pub register: RegisterOptions,
+    /// Safety limits.
+    pub limits: SafetyLimits,
+    /// Virtual source distances for beams whose plan gives none, mm.
+    pub default_sad_mm: [f64; 2],
     /// Work items in flight (the buffer pool's size).
     pub pool_size: usize,
     /// Most voxels in a frame.
@@ -114,12 +123,11 @@ pub struct Session {
     pub fixed: FixedContext,
     /// HU → RSP.
     pub hlut: Hlut,
-    /// Snap energies to these, when given.
-    pub facility: Option<FacilityTable>,
-    /// The plan's spot rays, traced in the planning CT (planned WEPL and target points).
+    /// The plan's spot rays, traced in the planning CT (planned WEPL and target points); the
+    /// range stage traces frames with a clone.
     pub planned: SpotTracer,
-    /// Tracer options (the range stage makes its own tracer with these).
-    pub tracer_options: SpotTracerOptions,
+    /// Per-spot geometry, planned depths and limits, shared by the range and adapt halves.
+    pub adapt_plan: Arc<AdaptPlan>,
     /// Knobs.
     pub options: SessionOptions,
 }
@@ -171,6 +179,13 @@ impl Session {
             } else {
                 RangeMode::Energy
             },
+            limits: SafetyLimits::new(
+                config.limits.max_lateral_mm,
+                config.limits.max_range_mm,
+                config.limits.max_jump_mm,
+                config.limits.min_ncc,
+            ),
+            default_sad_mm: p.default_sad_mm,
             register: RegisterOptions::default()
                 .with_threads(config.registration.threads)
                 .with_min_similarity(config.limits.min_ncc),
@@ -193,7 +208,6 @@ impl Session {
             region,
             hlut,
             facility,
-            SpotTracerOptions::new(p.default_sad_mm),
             options,
         )
     }
@@ -207,23 +221,30 @@ impl Session {
         region: Roi,
         hlut: Hlut,
         facility: Option<FacilityTable>,
-        tracer_options: SpotTracerOptions,
         options: SessionOptions,
     ) -> Result<Session, SessionError> {
         let fixed = FixedContext::new(&planning_ct, region, &options.register)?;
+        // The frame trace must reach past the deepest target by more than the range limit, so
+        // a target that moved deeper holds as "over limit", not "unavailable".
+        let tracer_options = SpotTracerOptions::new(options.default_sad_mm)
+            .with_wepl_margin_mm((options.limits.max_range_mm + 10.0).clamp(20.0, 200.0));
         let mut planned = SpotTracer::new(&plan, &tracer_options).map_err(|source| SessionError::Range {
             what: format!("beam geometry of {}", plan_path.display()),
             source,
         })?;
         planned.trace_frame_ct(&planning_ct, &hlut);
+        let mut adapt_options = AdaptOptions::new(options.limits, options.default_sad_mm).with_mode(options.range_mode);
+        if let Some(table) = facility {
+            adapt_options = adapt_options.with_energy_model(EnergyModel::FacilitySnap(table));
+        }
+        let adapt_plan = Arc::new(AdaptPlan::new(&plan, &planned, adapt_options)?);
         Ok(Session {
             plan,
             planning_ct,
             fixed,
             hlut,
-            facility,
             planned,
-            tracer_options,
+            adapt_plan,
             options,
         })
     }

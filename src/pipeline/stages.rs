@@ -87,6 +87,14 @@ impl StageIo {
                 return Some(w);
             }
             if self.shared.stop.load(Ordering::Acquire) || self.input.is_closed() {
+                // nothing lost: frames still waiting are held and audited on the way out
+                while let Some(mut w) = self.input.try_pop() {
+                    w.decide(
+                        Outcome::Held(HoldReason::Shutdown),
+                        format_args!("pipeline stopped before {}", self.stage.name()),
+                    );
+                    self.retire.send(Retired::Work(w));
+                }
                 return None;
             }
             self.input.wait(IDLE_WAIT);

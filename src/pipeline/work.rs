@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::adapt::{AdaptPlan, FrameWepl};
 use crate::correction::{CorrectionSet, HoldReason};
 use crate::register::Registration;
 use crate::volume::CtVolume;
@@ -144,9 +145,8 @@ pub struct Work {
     pub volume: CtVolume,
     /// The registration result.
     pub registration: Option<Registration>,
-    /// Per spot: water-equivalent depth of its (moved) target in this frame, mm; NaN where
-    /// unavailable.
-    pub new_depth_mm: Vec<f32>,
+    /// Per spot: water-equivalent depth of its moved target in this frame (the range half).
+    pub wepl: FrameWepl,
     /// The corrections to send.
     pub corrections: CorrectionSet,
 }
@@ -155,18 +155,18 @@ pub struct Work {
 const TEXT_CAPACITY: usize = 512;
 
 impl Work {
-    /// An empty work item whose buffers are sized for `spots` spots and a volume like
+    /// An empty work item whose buffers are sized for `plan`'s spots and a volume like
     /// `volume_like`.
-    pub fn new(volume_like: &CtVolume, spots: usize) -> Self {
+    pub fn new(volume_like: &CtVolume, plan: &AdaptPlan) -> Self {
         let mut corrections = CorrectionSet::default();
-        corrections.spots.reserve_exact(spots);
+        corrections.spots.reserve_exact(plan.spot_count());
         Work {
             ticket: Ticket::new(0, Instant::now(), 0, Duration::ZERO, Duration::ZERO),
             origin: String::with_capacity(TEXT_CAPACITY),
             detail: String::with_capacity(TEXT_CAPACITY),
             volume: volume_like.clone(),
             registration: None,
-            new_depth_mm: Vec::with_capacity(spots),
+            wepl: FrameWepl::for_plan(plan),
             corrections,
         }
     }
@@ -178,7 +178,6 @@ impl Work {
         push_truncated(&mut self.origin, origin);
         self.detail.clear();
         self.registration = None;
-        self.new_depth_mm.clear();
         self.corrections.clear();
     }
 

@@ -1,0 +1,33 @@
+//! The adapt stage: registration + measured depths → one correction per spot, or a hold
+//! with the limit that tripped.
+
+use std::sync::Arc;
+
+use super::session::Session;
+use super::stages::StageIo;
+use super::work::Outcome;
+use crate::adapt::{Adapter, FrameStamp};
+use crate::correction::HoldReason;
+
+/// Runs until the pipeline stops.
+pub fn run(mut io: StageIo, session: Arc<Session>) {
+    let mut adapter = Adapter::new(session.adapt_plan.clone());
+    while let Some(w) = io.next() {
+        io.process(w, |w| {
+            let Some(reg) = w.registration else {
+                w.decide(
+                    Outcome::Held(HoldReason::InternalFault),
+                    format_args!("adapt stage got a frame without a registration"),
+                );
+                return;
+            };
+            let stamp = FrameStamp {
+                frame_id: w.ticket.frame_id,
+                valid_until_unix_ns: w.ticket.valid_until_unix_ns,
+            };
+            if let Err(hold) = adapter.adapt(stamp, &reg, &w.wepl, &mut w.corrections) {
+                w.decide(Outcome::Held(hold.reason), format_args!("{hold}"));
+            }
+        });
+    }
+}

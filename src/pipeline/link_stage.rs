@@ -1,0 +1,307 @@
+//! The link stage: the last word on every frame. A corrected frame still inside its
+//! deadline goes on the wire (RESUME first when the beam was held); anything else sends a
+//! HOLD. Every frame — from the adapt hop or retired early — gets one audit record and one
+//! telemetry event, and its buffers go back to the pool. Between frames it sends
+//! heartbeats and watches the controller's acknowledgements: silence while corrections
+//! flow is itself a hold.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::hop::HopRx;
+use super::stages::{PoolTx, Retired};
+use super::telemetry::{Counters, FrameEvent};
+use super::work::{Outcome, Stage, Ticket, Work};
+use super::Shared;
+use crate::audit::{self, AuditWriter, Corrections, FrameRecord};
+use crate::correction::{HoldReason, SpotCorrection};
+use crate::link::LinkSender;
+
+/// Link-stage timing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkTiming {
+    /// Heartbeat period while idle.
+    pub heartbeat: Duration,
+    /// No acknowledgement for this long after a send → hold (controller silent).
+    pub ack_timeout: Duration,
+}
+
+/// The link stage's inputs and outputs.
+pub struct LinkStage {
+    /// Frames from the adapt stage.
+    pub input: HopRx<Box<Work>>,
+    /// Frames retired early.
+    pub retired: Receiver<Retired>,
+    /// Buffers back to ingest.
+    pub pool: PoolTx,
+    /// The wire.
+    pub link: LinkSender,
+    /// The audit log.
+    pub audit: AuditWriter,
+    /// Whether the audit log keeps every spot (else a digest).
+    pub telemetry: Sender<FrameEvent>,
+    /// Stop flag, counters.
+    pub shared: Arc<Shared>,
+    /// Timing.
+    pub timing: LinkTiming,
+    /// Set when every other stage has ended: drain and stop.
+    pub drain: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The beam as we last told the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    Nothing,
+    Held,
+    Corrections,
+}
+
+struct State {
+    told: Told,
+    /// Last acknowledgement seen, and the first unacknowledged send after it.
+    last_ack: Instant,
+    unacked_since: Option<Instant>,
+    silent: bool,
+    last_sent: Instant,
+    record: FrameRecord,
+}
+
+/// Runs until drained after the other stages stop. Returns the audit writer (flushed) so the
+/// caller can write the shutdown record.
+pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
+    s.input.register_current();
+    let now = Instant::now();
+    let mut st = State {
+        told: Told::Nothing,
+        last_ack: now,
+        unacked_since: None,
+        silent: false,
+        last_sent: now,
+        record: FrameRecord {
+            corrections: Corrections::Full {
+                mode: None,
+                valid_until_unix_ns: 0,
+                spots: Vec::with_capacity(s.input_capacity_hint()),
+            },
+            ..FrameRecord::default()
+        },
+    };
+    // Start held: nothing may be delivered before the first corrected frame.
+    send_hold(&mut s, &mut st, HoldReason::NotReady, 0);
+    loop {
+        let mut did = false;
+        while let Ok(r) = s.retired.try_recv() {
+            did = true;
+            match r {
+                Retired::Work(w) => finish(&mut s, &mut st, w)?,
+                Retired::Bare { ticket, origin, detail } => finish_bare(&mut s, &mut st, ticket, &origin, &detail)?,
+            }
+        }
+        if let Some(w) = s.input.try_pop() {
+            did = true;
+            finish(&mut s, &mut st, w)?;
+        }
+        poll_acks(&mut s, &mut st);
+        if !did {
+            let drained = s.drain.load(Ordering::Acquire);
+            if drained && s.input.is_empty() && s.retired.is_empty() {
+                break;
+            }
+            if st.last_sent.elapsed() >= s.timing.heartbeat {
+                if st.told == Told::Held || st.silent {
+                    send_hold(&mut s, &mut st, HoldReason::NotReady, 0);
+                } else {
+                    heartbeat(&mut s, &mut st);
+                }
+            }
+            s.input.wait(s.timing.heartbeat.min(Duration::from_millis(5)));
+        }
+    }
+    send_hold(&mut s, &mut st, HoldReason::Shutdown, 0);
+    s.audit.flush()?;
+    Ok(s.audit)
+}
+
+impl LinkStage {
+    fn input_capacity_hint(&self) -> usize {
+        16_384
+    }
+}
+
+fn poll_acks(s: &mut LinkStage, st: &mut State) {
+    while let Some(_ack) = s.link.poll_ack() {
+        Counters::bump(&s.shared.counters.acks_received);
+        st.last_ack = Instant::now();
+        st.unacked_since = None;
+        if st.silent {
+            st.silent = false;
+            tracing::warn!("controller acknowledges again");
+        }
+    }
+    if let Some(since) = st.unacked_since {
+        if !st.silent && since.elapsed() > s.timing.ack_timeout {
+            st.silent = true;
+            tracing::error!("controller silent for {:?}: holding", since.elapsed());
+            let unix = super::ingest_stage::unix_ns_of(Instant::now());
+            let _ = s.audit.write(&audit::AuditRecord::Link {
+                unix_ns: unix,
+                code: HoldReason::LinkSilent.code(),
+                detail: format!("no acknowledgement for {} ms", since.elapsed().as_millis()),
+            });
+            send_hold(s, st, HoldReason::LinkSilent, 0);
+        }
+    }
+}
+
+fn note_send(st: &mut State, now: Instant) {
+    st.last_sent = now;
+    if st.unacked_since.is_none() {
+        st.unacked_since = Some(now);
+    }
+}
+
+fn heartbeat(s: &mut LinkStage, st: &mut State) {
+    match s.link.send_heartbeat() {
+        Ok(n) => {
+            s.shared.counters.datagrams_sent.fetch_add(n as u64, Ordering::Relaxed);
+            note_send(st, Instant::now());
+        }
+        Err(e) => tracing::error!("heartbeat not sent: {e}"),
+    }
+}
+
+fn send_hold(s: &mut LinkStage, st: &mut State, reason: HoldReason, frame_id: u64) {
+    match s.link.send_hold(reason, frame_id) {
+        Ok(n) => {
+            s.shared.counters.datagrams_sent.fetch_add(n as u64, Ordering::Relaxed);
+            note_send(st, Instant::now());
+        }
+        Err(e) => tracing::error!("HOLD not sent: {e}"),
+    }
+    st.told = Told::Held;
+}
+
+/// Ends one frame: send (or hold), audit, telemetry, buffers back.
+fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), audit::AuditError> {
+    let start = Instant::now();
+    if w.ticket.outcome == Outcome::Pending {
+        if st.silent {
+            w.decide(
+                Outcome::Held(HoldReason::LinkSilent),
+                format_args!("controller silent: no acknowledgement within {} ms", s.timing.ack_timeout.as_millis()),
+            );
+        } else if w.corrections.spots.is_empty() || w.corrections.mode.is_none() {
+            w.decide(
+                Outcome::Held(HoldReason::InternalFault),
+                format_args!("no corrections reached the link"),
+            );
+        }
+    }
+    if w.ticket.outcome == Outcome::Pending {
+        if st.told != Told::Corrections {
+            if let Ok(n) = s.link.send_resume(w.ticket.frame_id) {
+                s.shared.counters.datagrams_sent.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        // The last check before the wire: a frame past its deadline is never sent.
+        let now = Instant::now();
+        if w.ticket.is_late(now) {
+            w.decide(
+                Outcome::Held(HoldReason::DeadlineMissed),
+                format_args!("deadline passed before the link could send"),
+            );
+        } else {
+            w.ticket.sent_at = Some(now);
+            match s.link.send_corrections(&w.corrections) {
+                Ok(n) => {
+                    s.shared.counters.datagrams_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    note_send(st, now);
+                    st.told = Told::Corrections;
+                    w.ticket.outcome = Outcome::Corrected;
+                }
+                Err(e) => {
+                    w.ticket.sent_at = None;
+                    w.decide(Outcome::Held(HoldReason::InternalFault), format_args!("send failed: {e}"));
+                }
+            }
+        }
+    }
+    if let Some(reason) = w.ticket.outcome.reason() {
+        w.ticket.sent_at = Some(Instant::now());
+        send_hold(s, st, reason, w.ticket.frame_id);
+    }
+    w.ticket.stage_ns[Stage::Link.index()] = start.elapsed().as_nanos() as u64;
+    audit_frame(s, st, &w.ticket, &w.origin, &w.detail, Some(&*w))?;
+    s.pool.give(w);
+    Ok(())
+}
+
+fn finish_bare(s: &mut LinkStage, st: &mut State, mut ticket: Ticket, origin: &str, detail: &str) -> Result<(), audit::AuditError> {
+    if let Some(reason) = ticket.outcome.reason() {
+        ticket.sent_at = Some(Instant::now());
+        send_hold(s, st, reason, ticket.frame_id);
+    }
+    audit_frame(s, st, &ticket, origin, detail, None)
+}
+
+fn audit_frame(
+    s: &mut LinkStage,
+    st: &mut State,
+    t: &Ticket,
+    origin: &str,
+    detail: &str,
+    work: Option<&Work>,
+) -> Result<(), audit::AuditError> {
+    let r = &mut st.record;
+    r.frame_id = t.frame_id;
+    r.origin.clear();
+    r.origin.push_str(origin);
+    r.outcome = Some(match t.outcome {
+        Outcome::Corrected => audit::Outcome::Corrected,
+        Outcome::Held(_) | Outcome::Pending => audit::Outcome::Held,
+        Outcome::Rejected(_) => audit::Outcome::Rejected,
+        Outcome::Dropped => audit::Outcome::Dropped,
+    });
+    r.hold_reason = t.outcome.reason();
+    r.detail.clear();
+    r.detail.push_str(detail);
+    r.arrival_unix_ns = t.complete_unix_ns;
+    r.complete_unix_ns = t.complete_unix_ns;
+    r.latency_ns = t.sent_at.map(|_| t.latency_ns());
+    r.stage_ns = t.stage_ns.map(|ns| (ns > 0).then_some(ns));
+    let reg = work.and_then(|w| w.registration);
+    r.tumor_shift_mm = reg.map(|g| {
+        let v = g.tumor_shift_mm;
+        [v.x as f32, v.y as f32, v.z as f32]
+    });
+    r.ncc = reg.map(|g| g.similarity_ncc);
+    let sent: &[SpotCorrection] = match (t.outcome, work) {
+        (Outcome::Corrected, Some(w)) => &w.corrections.spots,
+        _ => &[],
+    };
+    if let Corrections::Full {
+        mode,
+        valid_until_unix_ns,
+        spots,
+    } = &mut r.corrections
+    {
+        *mode = work.and_then(|w| w.corrections.mode).filter(|_| !sent.is_empty());
+        *valid_until_unix_ns = if sent.is_empty() { 0 } else { t.valid_until_unix_ns };
+        spots.clear();
+        spots.extend_from_slice(sent);
+    }
+    s.audit.write_frame(r)?;
+    let event = FrameEvent {
+        ticket: *t,
+        tumor_shift_mm: r.tumor_shift_mm.unwrap_or([0.0; 3]),
+        ncc: r.ncc.map(|v| v as f32).unwrap_or(f32::NAN),
+        spots_sent: sent.len() as u32,
+    };
+    if s.telemetry.try_send(event).is_err() {
+        Counters::bump(&s.shared.counters.telemetry_lost);
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The range stage: every spot's ray, moved by the lateral part of the tumor shift, traced
+//! through the frame; each spot's new water depth lands in the work item's `FrameWepl`.
+
+use std::sync::Arc;
+
+use super::session::Session;
+use super::stages::StageIo;
+use super::work::Outcome;
+use crate::correction::HoldReason;
+
+/// Runs until the pipeline stops.
+pub fn run(mut io: StageIo, session: Arc<Session>) {
+    // A clone of the planned tracer: same rays and buffers, so a warm trace does not allocate.
+    let mut tracer = session.planned.clone();
+    while let Some(w) = io.next() {
+        io.process(w, |w| {
+            let Some(reg) = w.registration else {
+                w.decide(
+                    Outcome::Held(HoldReason::InternalFault),
+                    format_args!("range stage got a frame without a registration"),
+                );
+                return;
+            };
+            if let Err(e) = session.adapt_plan.measure_ct(
+                &mut tracer,
+                &w.volume,
+                &session.hlut,
+                &reg.tumor_shift_mm,
+                &mut w.wepl,
+            ) {
+                w.decide(
+                    Outcome::Held(HoldReason::RangeUnavailable),
+                    format_args!("range not measurable in this frame: {e}"),
+                );
+            }
+        });
+    }
+}
