@@ -25,6 +25,7 @@ pub mod geometry;
 pub mod plan;
 pub mod range;
 pub mod register;
+pub mod source;
 pub mod structure;
 pub mod units;
 pub mod volume;

@@ -1,0 +1,1 @@
+//! Spool folder source (written next).
