@@ -26,7 +26,7 @@ pub mod spool;
 
 pub use assemble::{AssembleError, AssemblerConfig, FrameAssembler, Offer};
 pub use scp::{ScpConfig, ScpError, ScpHandle};
-// spool exports added with the spool source
+pub use spool::{PollSummary, SpoolConfig, SpoolError, SpoolHandle, SpoolWatcher};
 
 /// What identifies one frame among the objects a scanner sends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
