@@ -114,9 +114,9 @@ pub enum InProcessError {
         /// Position of the offending object.
         index: usize,
         /// Key of the first object.
-        expected: FrameKey,
+        expected: Box<FrameKey>,
         /// Key of the offending object.
-        found: FrameKey,
+        found: Box<FrameKey>,
     },
     /// An Enhanced CT object must be a frame alone.
     #[error("an Enhanced CT object must be pushed alone, found {count} objects")]
@@ -189,8 +189,8 @@ impl InProcessSource {
                 Some(expected) if *expected != header.key => {
                     return Err(InProcessError::MixedFrames {
                         index,
-                        expected: expected.clone(),
-                        found: header.key,
+                        expected: Box::new(expected.clone()),
+                        found: Box::new(header.key),
                     })
                 }
                 Some(_) => {}
