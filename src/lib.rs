@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod range;
 pub mod register;
+pub mod source;
 pub mod structure;
 pub mod units;
 pub mod volume;
