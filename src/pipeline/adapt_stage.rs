@@ -12,7 +12,7 @@ use crate::correction::HoldReason;
 /// Runs until the pipeline stops.
 pub fn run(mut io: StageIo, session: Arc<Session>) {
     let mut adapter = Adapter::new(session.adapt_plan.clone());
-    while let Some(w) = io.next() {
+    while let Some(w) = io.next_frame() {
         io.process(w, |w| {
             let Some(reg) = w.registration else {
                 w.decide(

@@ -132,7 +132,7 @@ impl LinkStage {
 }
 
 fn poll_acks(s: &mut LinkStage, st: &mut State) {
-    while let Some(_ack) = s.link.poll_ack() {
+    while let Ok(Some(_ack)) = s.link.poll_ack() {
         Counters::bump(&s.shared.counters.acks_received);
         st.last_ack = Instant::now();
         st.unacked_since = None;
@@ -166,7 +166,7 @@ fn note_send(st: &mut State, now: Instant) {
 fn heartbeat(s: &mut LinkStage, st: &mut State) {
     match s.link.send_heartbeat() {
         Ok(n) => {
-            s.shared.counters.datagrams_sent.fetch_add(n as u64, Ordering::Relaxed);
+            s.shared.counters.datagrams_sent.fetch_add(n.datagrams as u64, Ordering::Relaxed);
             note_send(st, Instant::now());
         }
         Err(e) => tracing::error!("heartbeat not sent: {e}"),
@@ -176,7 +176,7 @@ fn heartbeat(s: &mut LinkStage, st: &mut State) {
 fn send_hold(s: &mut LinkStage, st: &mut State, reason: HoldReason, frame_id: u64) {
     match s.link.send_hold(reason, frame_id) {
         Ok(n) => {
-            s.shared.counters.datagrams_sent.fetch_add(n as u64, Ordering::Relaxed);
+            s.shared.counters.datagrams_sent.fetch_add(n.datagrams as u64, Ordering::Relaxed);
             note_send(st, Instant::now());
         }
         Err(e) => tracing::error!("HOLD not sent: {e}"),
@@ -202,8 +202,8 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
     }
     if w.ticket.outcome == Outcome::Pending {
         if st.told != Told::Corrections {
-            if let Ok(n) = s.link.send_resume(w.ticket.frame_id) {
-                s.shared.counters.datagrams_sent.fetch_add(n as u64, Ordering::Relaxed);
+            if let Ok(n) = s.link.send_resume() {
+                s.shared.counters.datagrams_sent.fetch_add(n.datagrams as u64, Ordering::Relaxed);
             }
         }
         // The last check before the wire: a frame past its deadline is never sent.
@@ -217,7 +217,7 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
             w.ticket.sent_at = Some(now);
             match s.link.send_corrections(&w.corrections) {
                 Ok(n) => {
-                    s.shared.counters.datagrams_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    s.shared.counters.datagrams_sent.fetch_add(n.datagrams as u64, Ordering::Relaxed);
                     note_send(st, now);
                     st.told = Told::Corrections;
                     w.ticket.outcome = Outcome::Corrected;

@@ -12,7 +12,7 @@ use crate::correction::HoldReason;
 pub fn run(mut io: StageIo, session: Arc<Session>) {
     // A clone of the planned tracer: same rays and buffers, so a warm trace does not allocate.
     let mut tracer = session.planned.clone();
-    while let Some(w) = io.next() {
+    while let Some(w) = io.next_frame() {
         io.process(w, |w| {
             let Some(reg) = w.registration else {
                 w.decide(

@@ -14,7 +14,7 @@ use crate::register::Registrar;
 pub fn run(mut io: StageIo, session: Arc<Session>, setup: RigidTransform) {
     let mut registrar = Registrar::new(session.options.register.clone());
     let mut last_good: Option<RigidTransform> = None;
-    while let Some(w) = io.next() {
+    while let Some(w) = io.next_frame() {
         io.process(w, |w| {
             let result = match &last_good {
                 Some(prev) => registrar.register_warm(&session.fixed, &w.volume, prev),

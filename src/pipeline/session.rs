@@ -134,6 +134,8 @@ pub struct Session {
 
 impl Session {
     /// Loads a session's inputs from the files a configuration names.
+    // Set-up time only, once per session: the error's size costs nothing here.
+    #[allow(clippy::result_large_err)]
     pub fn load(config: &Config) -> Result<Session, SessionError> {
         let p = &config.planning;
         let ct = read_series_dir(&p.ct)
@@ -213,7 +215,7 @@ impl Session {
     }
 
     /// A session from inputs already in memory (the simulator, tests).
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::result_large_err)]
     pub fn new(
         plan: IonPlan,
         plan_path: &Path,

@@ -72,7 +72,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(5);
 impl StageIo {
     /// Waits for the newest frame; older waiting ones are retired as dropped. `None` when the
     /// pipeline stops.
-    pub fn next(&mut self) -> Option<Box<Work>> {
+    pub fn next_frame(&mut self) -> Option<Box<Work>> {
         loop {
             if let Some(mut w) = self.input.try_pop() {
                 while let Some(newer) = self.input.try_pop() {

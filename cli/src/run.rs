@@ -1,0 +1,207 @@
+//! `ionguide run --config FILE`: the daemon. Loads and checks the session, starts the frame
+//! source, the pipeline and the link, prints a live status line, and on SIGINT/SIGTERM
+//! stops cleanly: every frame in flight is audited, a final HOLD is sent, and the audit log
+//! is flushed and closed with a shutdown record.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ionguide::audit::{AuditOptions, AuditRecord, AuditWriter, Fsync};
+use ionguide::config::{Config, SourceConfig};
+use ionguide::geometry::RigidTransform;
+use ionguide::link::{LinkKey, LinkOptions, LinkSender};
+use ionguide::pipeline::{LinkTiming, Pipeline, PipelineIo, Session, Stats};
+use ionguide::source::{scp, spool, AssemblerConfig};
+
+/// Run the real-time pipeline as configured.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Session configuration (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Stop after this many frames (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Status line period, ms.
+    #[arg(long, default_value_t = 500)]
+    status_ms: u64,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let config_text = std::fs::read(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
+    let started = Instant::now();
+    let session = Session::load(&config).context("loading the session")?;
+    let plan_uid = session.plan.sop_instance_uid.clone();
+    tracing::info!(
+        spots = session.spot_count(),
+        beams = session.plan.beams.len(),
+        "session loaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let key = LinkKey::from_file(&config.link.key_file)?;
+    let link = LinkSender::new(
+        config.link.local,
+        config.link.destination,
+        &key,
+        &LinkOptions::default().with_max_datagram(config.link.max_datagram_bytes),
+    )
+    .with_context(|| format!("opening the link to {}", config.link.destination))?;
+    let audit_options = AuditOptions {
+        fsync: if config.audit.fsync == "every_record" {
+            Fsync::EveryRecord
+        } else {
+            Fsync::Never
+        },
+        full_corrections: config.audit.corrections == "full",
+    };
+    if let Some(dir) = config.audit.path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let now_ns = ionguide::link::unix_now_ns();
+    let mut audit = if config.audit.path.exists() {
+        AuditWriter::open_append(&config.audit.path, audit_options)
+    } else {
+        AuditWriter::create(&config.audit.path, now_ns, audit_options)
+    }
+    .with_context(|| format!("audit log {}", config.audit.path.display()))?;
+    audit.write(&AuditRecord::SessionStart {
+        unix_ns: now_ns,
+        config_sha256: sha256(&config_text),
+        plan_sop_uid: plan_uid,
+    })?;
+    audit.flush()?;
+
+    let (events_tx, events_rx) = crossbeam_channel::bounded(64);
+    let assembler = |expected: Option<usize>, timeout_ms: u64| AssemblerConfig {
+        expected_slices: expected,
+        assembly_timeout: Duration::from_millis(timeout_ms),
+        max_objects_per_frame: config.resources.max_slices,
+        max_object_bytes: config.resources.max_object_bytes,
+        ..AssemblerConfig::default()
+    };
+    enum Source {
+        Scp(scp::ScpHandle),
+        Spool(spool::SpoolHandle),
+    }
+    let source = match &config.source {
+        SourceConfig::Scp {
+            bind,
+            ae_title,
+            expected_slices,
+            assembly_timeout_ms,
+        } => {
+            let h = scp::start(
+                scp::ScpConfig {
+                    bind_addr: *bind,
+                    ae_title: ae_title.clone(),
+                    assembler: assembler(*expected_slices, *assembly_timeout_ms),
+                    ..scp::ScpConfig::default()
+                },
+                events_tx,
+            )?;
+            eprintln!("listening for CT frames on {} as {ae_title}", h.local_addr());
+            Source::Scp(h)
+        }
+        SourceConfig::Spool {
+            dir,
+            expected_slices,
+            poll_ms,
+            assembly_timeout_ms,
+        } => {
+            let h = spool::start(
+                spool::SpoolConfig {
+                    dir: dir.clone(),
+                    poll_interval: Duration::from_millis(*poll_ms),
+                    assembler: assembler(*expected_slices, *assembly_timeout_ms),
+                },
+                events_tx,
+            )?;
+            eprintln!("watching {} for CT frames", dir.display());
+            Source::Spool(h)
+        }
+    };
+    let pipeline = Pipeline::start(
+        Arc::new(session),
+        PipelineIo {
+            events: events_rx,
+            link,
+            audit,
+            timing: LinkTiming {
+                heartbeat: Duration::from_millis(config.link.heartbeat_ms),
+                ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
+            },
+            setup: RigidTransform::identity(),
+        },
+    )?;
+    eprintln!(
+        "sending corrections to {}; audit log {}",
+        config.link.destination,
+        config.audit.path.display()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the SIGINT/SIGTERM handler")?;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let mut stats = Stats::new();
+    let mut last_status = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok(e) = pipeline.telemetry().recv_timeout(Duration::from_millis(50)) {
+            stats.record(&e);
+            for e in pipeline.telemetry().try_iter() {
+                stats.record(&e);
+            }
+        }
+        if last_status.elapsed() >= Duration::from_millis(args.status_ms) {
+            last_status = Instant::now();
+            if tty {
+                eprint!("\r\x1b[2K{}", stats.status_line());
+                let _ = std::io::stderr().flush();
+            } else {
+                tracing::info!("{}", stats.status_line());
+            }
+        }
+        if args.frames.is_some_and(|n| stats.frames() >= n) {
+            break;
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    eprintln!("stopping: auditing frames in flight, holding the beam");
+    match source {
+        Source::Scp(h) => h.shutdown(),
+        Source::Spool(h) => h.shutdown(),
+    }
+    let telemetry = pipeline.telemetry().clone();
+    let mut audit = pipeline.shutdown()?;
+    for e in telemetry.try_iter() {
+        stats.record(&e);
+    }
+    audit.write(&AuditRecord::Shutdown {
+        unix_ns: ionguide::link::unix_now_ns(),
+        reason: if stop.load(Ordering::SeqCst) {
+            "signal".into()
+        } else {
+            "frame count reached".into()
+        },
+    })?;
+    audit.flush()?;
+    audit.sync()?;
+    println!("{}", stats.status_line());
+    println!("stale corrections (sent after their deadline): {}", stats.stale_corrections);
+    Ok(())
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
