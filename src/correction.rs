@@ -190,7 +190,10 @@ mod tests {
             assert_eq!(HoldReason::from_code(r.code()), Some(r));
         }
         assert_eq!(HoldReason::from_code(0), None);
-        assert_eq!(RangeMode::from_code(RangeMode::RangeShifter.code()), Some(RangeMode::RangeShifter));
+        assert_eq!(
+            RangeMode::from_code(RangeMode::RangeShifter.code()),
+            Some(RangeMode::RangeShifter)
+        );
         assert_eq!(RangeMode::from_code(7), None);
     }
 }

@@ -13,6 +13,7 @@
 //! - [`range`]: HU → stopping power, exact ray tracing, WEPL, range ↔ energy.
 //! - [`register`]: rigid intensity registration of a frame against the planning CT.
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
+//! - [`link`]: the authenticated UDP protocol to the gantry controller (spec: `docs/protocol.md`).
 //!
 //! ```no_run
 //! let series = ionguide::dicom::ct::read_series_dir("tests/data/STS_001/image").unwrap();
@@ -22,6 +23,7 @@
 pub mod correction;
 pub mod dicom;
 pub mod geometry;
+pub mod link;
 pub mod plan;
 pub mod range;
 pub mod register;
