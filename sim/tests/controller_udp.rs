@@ -227,7 +227,7 @@ fn a_new_session_cannot_start_with_corrections_and_an_old_session_replay_is_refu
     // Corrections alone, without the opening heartbeat: not admitted.
     fwd.send_to(&cap[1], ctl.local_addr()).unwrap();
     assert!(ctl.wait_until(WAIT, |c| c.counters().rejected_replayed == 1));
-    assert_eq!(ctl.with(|c| c.applied().is_none()), true);
+    assert!(ctl.with(|c| c.applied().is_none()));
     // A restarted sender (new session) takes over.
     let mut new = LinkSender::new(any_port(), ctl.local_addr(), &key(), &LinkOptions::default()).unwrap();
     let mut s2 = big_set(50, 10, Duration::from_secs(60));

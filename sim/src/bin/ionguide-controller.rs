@@ -29,8 +29,18 @@ struct Args {
     no_hold_on_rejected: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    // One line with the cause chain and exit 1, like the ionguide CLI: no backtrace dump.
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let key = LinkKey::from_file(&args.key)?;
     let receiver = LinkReceiver::bind(args.bind, &key, &LinkOptions::default())
         .with_context(|| format!("cannot listen on {}", args.bind))?;
