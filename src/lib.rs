@@ -15,6 +15,7 @@
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
 //! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
 //! - [`audit`]: the append-only, checksummed audit log of every frame and session event.
+//! - [`link`]: the authenticated UDP protocol to the gantry controller (spec: `docs/protocol.md`).
 //!
 //! ```no_run
 //! let series = ionguide::dicom::ct::read_series_dir("tests/data/STS_001/image").unwrap();
@@ -27,6 +28,7 @@ pub mod audit;
 pub mod correction;
 pub mod dicom;
 pub mod geometry;
+pub mod link;
 pub mod pipeline;
 pub mod plan;
 pub mod range;

@@ -1,5 +1,9 @@
 //! The ionguide simulator: replays recorded patient motion through the whole chain.
 //!
-//! Started empty by the foundation issue; motion replay, phantoms, frame synthesis, the
-//! controller simulator and reports land here with the simulator issue.
+//! - [`controller`]: the gantry-controller simulator, the receiving end of the link
+//!   (state machine + thread runner; binary `ionguide-controller`).
+//!
+//! Motion replay, phantoms, frame synthesis and reports land here with the simulator issue.
+
+pub mod controller;
 pub mod report;

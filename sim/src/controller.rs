@@ -1,0 +1,455 @@
+//! A gantry-controller simulator: the receiving end of the link, as a state machine (pure,
+//! time injected) and a thread runner around a [`LinkReceiver`].
+//!
+//! The beam is on only while the controller holds a complete, unexpired correction set and
+//! hears valid traffic. It holds:
+//! - at start, until the first valid set arrives;
+//! - when a new sender session appears (a restarted sender starts from held);
+//! - on a HOLD (the sender's reason is kept);
+//! - when no valid message arrives within the watchdog period ([`HoldReason::LinkSilent`]);
+//! - when a set arrives already past its `valid_until`, or the applied set runs out;
+//! - on any rejected datagram (forged, replayed, stale, malformed), when
+//!   [`ControllerConfig::hold_on_rejected`] is set (the default). The message itself is
+//!   never acted on; the hold is there because a dedicated link carrying a forgery or a
+//!   replay is not a link to deliver by. The cost is that a stray datagram interrupts
+//!   delivery until the next valid set, typically one frame.
+//!
+//! A valid set, or a RESUME while the applied set is still valid, turns the beam back on.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ionguide::correction::{CorrectionSet, HoldReason};
+use ionguide::link::protocol::unix_now_ns;
+use ionguide::link::{Ack, AckStatus, DecodeError, Event, Incoming, LinkError, LinkReceiver, Rejection};
+
+/// The beam state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BeamState {
+    /// Delivering with the applied set.
+    BeamOn,
+    /// Not delivering.
+    Held,
+}
+
+/// Why the state changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cause {
+    /// The controller started (held).
+    Startup,
+    /// A new sender session was admitted.
+    NewSession {
+        /// Its id.
+        session_id: u64,
+    },
+    /// The sender sent HOLD.
+    Commanded {
+        /// The sender's reason.
+        reason: HoldReason,
+        /// Frame concerned.
+        frame_id: u64,
+    },
+    /// Nothing valid within the watchdog period.
+    Watchdog,
+    /// A complete set arrived already expired.
+    ExpiredOnArrival {
+        /// Its frame.
+        frame_id: u64,
+    },
+    /// The applied set passed its `valid_until` with no successor.
+    AppliedSetExpired {
+        /// Its frame.
+        frame_id: u64,
+    },
+    /// A datagram was rejected.
+    Rejected(Rejection),
+    /// A valid set was applied.
+    Applied {
+        /// Its frame.
+        frame_id: u64,
+    },
+    /// RESUME with a still-valid applied set.
+    Resumed,
+}
+
+impl Cause {
+    /// The audit hold code for a cause that holds the beam (`None` for a beam-on cause).
+    pub fn hold_reason(&self) -> Option<HoldReason> {
+        match self {
+            Cause::Startup | Cause::NewSession { .. } => Some(HoldReason::NotReady),
+            Cause::Commanded { reason, .. } => Some(*reason),
+            Cause::Watchdog => Some(HoldReason::LinkSilent),
+            Cause::ExpiredOnArrival { .. } | Cause::AppliedSetExpired { .. } => {
+                Some(HoldReason::DeadlineMissed)
+            }
+            // No wire code says "link rejected": the closest is a frame that could not be decoded.
+            Cause::Rejected(_) => Some(HoldReason::CorruptFrame),
+            Cause::Applied { .. } | Cause::Resumed => None,
+        }
+    }
+}
+
+/// One state change.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ControllerEvent {
+    /// Since the controller started (monotonic clock).
+    pub since_start: Duration,
+    /// Wall clock, ns since the UNIX epoch.
+    pub unix_ns: u64,
+    /// State before.
+    pub from: BeamState,
+    /// State after.
+    pub to: BeamState,
+    /// Why.
+    pub cause: Cause,
+}
+
+/// Controller settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ControllerConfig {
+    /// Hold when nothing valid arrives for this long (default 100 ms).
+    pub watchdog: Duration,
+    /// Hold on any rejected datagram (default true).
+    pub hold_on_rejected: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            watchdog: Duration::from_millis(100),
+            hold_on_rejected: true,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// Sets the watchdog period.
+    pub fn with_watchdog(mut self, watchdog: Duration) -> Self {
+        self.watchdog = watchdog;
+        self
+    }
+    /// Sets whether a rejected datagram holds the beam.
+    pub fn with_hold_on_rejected(mut self, hold: bool) -> Self {
+        self.hold_on_rejected = hold;
+        self
+    }
+}
+
+/// Counters of what the controller heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ControllerCounters {
+    /// Sets applied.
+    pub applied_sets: u64,
+    /// Complete sets refused as expired on arrival.
+    pub expired_sets: u64,
+    /// Datagrams with a bad HMAC (forged, corrupted, wrong key).
+    pub rejected_forged: u64,
+    /// Datagrams refused by the replay guard (replayed, reordered, stale, not admitted).
+    pub rejected_replayed: u64,
+    /// Other refused datagrams.
+    pub rejected_other: u64,
+}
+
+/// The controller state machine. Time is passed in, so tests and the simulator drive it.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    config: ControllerConfig,
+    state: BeamState,
+    started: Instant,
+    last_valid: Instant,
+    applied: Option<CorrectionSet>,
+    events: Vec<ControllerEvent>,
+    counters: ControllerCounters,
+}
+
+impl Controller {
+    /// A held controller, started at `now`.
+    pub fn new(config: ControllerConfig, now: Instant, now_unix_ns: u64) -> Self {
+        Controller {
+            config,
+            state: BeamState::Held,
+            started: now,
+            last_valid: now,
+            applied: None,
+            events: vec![ControllerEvent {
+                since_start: Duration::ZERO,
+                unix_ns: now_unix_ns,
+                from: BeamState::Held,
+                to: BeamState::Held,
+                cause: Cause::Startup,
+            }],
+            counters: ControllerCounters::default(),
+        }
+    }
+
+    /// The beam state.
+    pub fn state(&self) -> BeamState {
+        self.state
+    }
+
+    /// State changes so far, oldest first (the first is [`Cause::Startup`]).
+    pub fn events(&self) -> &[ControllerEvent] {
+        &self.events
+    }
+
+    /// The last applied set.
+    pub fn applied(&self) -> Option<&CorrectionSet> {
+        self.applied.as_ref()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> ControllerCounters {
+        self.counters
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    fn go(&mut self, to: BeamState, cause: Cause, now: Instant, now_unix_ns: u64) {
+        if self.state != to {
+            self.events.push(ControllerEvent {
+                since_start: now.saturating_duration_since(self.started),
+                unix_ns: now_unix_ns,
+                from: self.state,
+                to,
+                cause,
+            });
+            self.state = to;
+        }
+    }
+
+    fn applied_valid(&self, now_unix_ns: u64) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|s| s.valid_until_unix_ns > now_unix_ns)
+    }
+
+    /// Handles one receiver outcome; returns the ACK to send and where, if any.
+    pub fn on_incoming(
+        &mut self,
+        incoming: &Incoming<'_>,
+        now: Instant,
+        now_unix_ns: u64,
+    ) -> Option<(SocketAddr, Ack)> {
+        let (header, peer, new_session, event) = match incoming {
+            Incoming::Rejected { reason, .. } => {
+                match reason {
+                    Rejection::Decode(DecodeError::BadMac) => self.counters.rejected_forged += 1,
+                    Rejection::Replay(_) => self.counters.rejected_replayed += 1,
+                    _ => self.counters.rejected_other += 1,
+                }
+                if self.config.hold_on_rejected {
+                    self.go(BeamState::Held, Cause::Rejected(*reason), now, now_unix_ns);
+                }
+                return None;
+            }
+            Incoming::Message {
+                header,
+                peer,
+                new_session,
+                event,
+            } => (header, *peer, *new_session, event),
+        };
+        self.last_valid = now;
+        if new_session {
+            self.go(
+                BeamState::Held,
+                Cause::NewSession {
+                    session_id: header.session_id,
+                },
+                now,
+                now_unix_ns,
+            );
+        }
+        let (status, frame_id) = match *event {
+            Event::PartPending { .. } => return None,
+            Event::Corrections(set) => {
+                match &mut self.applied {
+                    Some(a) => a.clone_from(set),
+                    None => self.applied = Some(set.clone()),
+                }
+                self.counters.applied_sets += 1;
+                self.go(
+                    BeamState::BeamOn,
+                    Cause::Applied {
+                        frame_id: set.frame_id,
+                    },
+                    now,
+                    now_unix_ns,
+                );
+                (AckStatus::Applied, set.frame_id)
+            }
+            Event::Expired { frame_id, .. } => {
+                self.counters.expired_sets += 1;
+                self.go(
+                    BeamState::Held,
+                    Cause::ExpiredOnArrival { frame_id },
+                    now,
+                    now_unix_ns,
+                );
+                (AckStatus::Expired, frame_id)
+            }
+            Event::Hold { reason, frame_id } => {
+                self.go(
+                    BeamState::Held,
+                    Cause::Commanded { reason, frame_id },
+                    now,
+                    now_unix_ns,
+                );
+                (AckStatus::Accepted, frame_id)
+            }
+            Event::Resume => {
+                if self.applied_valid(now_unix_ns) {
+                    self.go(BeamState::BeamOn, Cause::Resumed, now, now_unix_ns);
+                }
+                (AckStatus::Accepted, 0)
+            }
+            Event::Heartbeat => (AckStatus::Accepted, 0),
+        };
+        Some((
+            peer,
+            Ack {
+                acked_session_id: header.session_id,
+                acked_sequence: header.sequence,
+                frame_id,
+                status,
+                beam_on: self.state == BeamState::BeamOn,
+            },
+        ))
+    }
+
+    /// Applies the watchdog and the applied set's validity at `now`.
+    pub fn tick(&mut self, now: Instant, now_unix_ns: u64) {
+        if self.state != BeamState::BeamOn {
+            return;
+        }
+        if now.saturating_duration_since(self.last_valid) > self.config.watchdog {
+            self.go(BeamState::Held, Cause::Watchdog, now, now_unix_ns);
+        } else if !self.applied_valid(now_unix_ns) {
+            let frame_id = self.applied.as_ref().map_or(0, |s| s.frame_id);
+            self.go(
+                BeamState::Held,
+                Cause::AppliedSetExpired { frame_id },
+                now,
+                now_unix_ns,
+            );
+        }
+    }
+}
+
+/// A controller running on its own thread.
+#[derive(Debug)]
+pub struct ControllerHandle {
+    shared: Arc<Mutex<Controller>>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<(), LinkError>>,
+    addr: SocketAddr,
+}
+
+fn lock(m: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
+    // A panic while holding the lock leaves a consistent state machine (every update is a
+    // single assignment or push), so a poisoned lock is still readable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts `receiver` and a controller on a thread; `on_event` sees every state change.
+pub fn spawn(
+    mut receiver: LinkReceiver,
+    config: ControllerConfig,
+    mut on_event: impl FnMut(&ControllerEvent) + Send + 'static,
+) -> Result<ControllerHandle, LinkError> {
+    let addr = receiver.local_addr()?;
+    // Poll often enough that the watchdog fires within a quarter period of its deadline.
+    let poll = (config.watchdog / 4).clamp(Duration::from_micros(100), Duration::from_millis(10));
+    let controller = Controller::new(config, Instant::now(), unix_now_ns());
+    on_event(&controller.events()[0]);
+    let shared = Arc::new(Mutex::new(controller));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (shared2, stop2) = (shared.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("ionguide-controller".into())
+        .spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let incoming = receiver.recv(poll)?;
+                let mut c = lock(&shared2);
+                let seen = c.events().len();
+                let ack = match &incoming {
+                    Some(i) => c.on_incoming(i, Instant::now(), unix_now_ns()),
+                    None => None,
+                };
+                c.tick(Instant::now(), unix_now_ns());
+                for e in &c.events()[seen..] {
+                    on_event(e);
+                }
+                drop(c);
+                if let Some((peer, ack)) = ack {
+                    // An unreachable sender must not stop the controller; the sender's
+                    // missing ACKs are its own signal.
+                    let _ = receiver.send_ack(peer, &ack);
+                }
+            }
+            Ok(())
+        })
+        .map_err(|source| LinkError::Io {
+            context: "spawn controller thread",
+            source,
+        })?;
+    Ok(ControllerHandle {
+        shared,
+        stop,
+        thread,
+        addr,
+    })
+}
+
+impl ControllerHandle {
+    /// The controller's UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Reads the controller's current state.
+    pub fn with<R>(&self, f: impl FnOnce(&Controller) -> R) -> R {
+        f(&lock(&self.shared))
+    }
+
+    /// True while the thread runs (false after a socket error ended it).
+    pub fn is_running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+
+    /// Stops the thread; returns the final controller, or the error that ended the thread.
+    pub fn stop(self) -> Result<Controller, LinkError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let result = self.thread.join().unwrap_or_else(|_| {
+            Err(LinkError::Io {
+                context: "controller thread panicked",
+                source: std::io::Error::other("panic"),
+            })
+        });
+        result?;
+        let c = lock(&self.shared).clone();
+        Ok(c)
+    }
+
+    /// Blocks until `pred` holds or `timeout` passes; returns whether it held. For tests and
+    /// the simulator, which wait for an outcome rather than a time.
+    pub fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&Controller) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.with(&mut pred) {
+                return true;
+            }
+            if Instant::now() >= end || !self.is_running() {
+                return self.with(&mut pred);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
