@@ -407,7 +407,11 @@ impl Config {
             } else {
                 Err(bad(
                     key,
-                    format!("names {} which is not an existing {}", p.display(), if dir { "folder" } else { "file" }),
+                    format!(
+                        "names {} which is not an existing {}",
+                        p.display(),
+                        if dir { "folder" } else { "file" }
+                    ),
                 ))
             }
         };
@@ -426,7 +430,10 @@ impl Config {
         if !matches!(self.planning.range_mode.as_str(), "energy" | "range_shifter") {
             return Err(bad(
                 "planning.range_mode",
-                format!("must be \"energy\" or \"range_shifter\", got {:?}", self.planning.range_mode),
+                format!(
+                    "must be \"energy\" or \"range_shifter\", got {:?}",
+                    self.planning.range_mode
+                ),
             ));
         }
         for v in self.planning.default_sad_mm {
@@ -440,9 +447,13 @@ impl Config {
                 ..
             } => {
                 if ae_title.is_empty() || ae_title.len() > 16 || !ae_title.is_ascii() {
-                    return Err(bad("source.ae_title", format!("must be 1–16 ASCII characters, got {ae_title:?}")));
+                    return Err(bad(
+                        "source.ae_title",
+                        format!("must be 1–16 ASCII characters, got {ae_title:?}"),
+                    ));
                 }
-                check_slices(expected_slices, self.resources.max_slices).map_err(|r| bad("source.expected_slices", r))?;
+                check_slices(expected_slices, self.resources.max_slices)
+                    .map_err(|r| bad("source.expected_slices", r))?;
                 positive("source.assembly_timeout_ms", *assembly_timeout_ms as f64)?;
             }
             SourceConfig::Spool {
@@ -452,7 +463,8 @@ impl Config {
                 assembly_timeout_ms,
             } => {
                 exists("source.dir", dir, true)?;
-                check_slices(expected_slices, self.resources.max_slices).map_err(|r| bad("source.expected_slices", r))?;
+                check_slices(expected_slices, self.resources.max_slices)
+                    .map_err(|r| bad("source.expected_slices", r))?;
                 positive("source.poll_ms", *poll_ms as f64)?;
                 positive("source.assembly_timeout_ms", *assembly_timeout_ms as f64)?;
             }
@@ -463,7 +475,10 @@ impl Config {
         if !(256..=65_507).contains(&self.link.max_datagram_bytes) {
             return Err(bad(
                 "link.max_datagram_bytes",
-                format!("must be 256..=65507 (a UDP payload), got {}", self.link.max_datagram_bytes),
+                format!(
+                    "must be 256..=65507 (a UDP payload), got {}",
+                    self.link.max_datagram_bytes
+                ),
             ));
         }
         if self.link.heartbeat_ms >= self.link.ack_timeout_ms {
@@ -484,7 +499,10 @@ impl Config {
         if !matches!(self.audit.fsync.as_str(), "never" | "every_record") {
             return Err(bad(
                 "audit.fsync",
-                format!("must be \"never\" or \"every_record\", got {:?}", self.audit.fsync),
+                format!(
+                    "must be \"never\" or \"every_record\", got {:?}",
+                    self.audit.fsync
+                ),
             ));
         }
         positive("timing.budget_ms", self.timing.budget_ms)?;
@@ -502,7 +520,10 @@ impl Config {
         positive("limits.max_range_mm", self.limits.max_range_mm)?;
         positive("limits.max_jump_mm", self.limits.max_jump_mm)?;
         if !(self.limits.min_ncc > 0.0 && self.limits.min_ncc <= 1.0) {
-            return Err(bad("limits.min_ncc", format!("must be in (0, 1], got {}", self.limits.min_ncc)));
+            return Err(bad(
+                "limits.min_ncc",
+                format!("must be in (0, 1], got {}", self.limits.min_ncc),
+            ));
         }
         if !(self.registration.margin_mm.is_finite() && self.registration.margin_mm >= 0.0) {
             return Err(bad(
@@ -605,8 +626,13 @@ path = "audit/session.audit"
         let d = session_dir();
         let load = |extra: &str| Config::from_toml_str(&format!("{GOOD}{extra}"), Path::new("s.toml"), &d.0);
         let e = load("[limits]\nmax_lateral_mm = -1\n").unwrap_err().to_string();
-        assert!(e.contains("limits.max_lateral_mm") && e.contains("positive"), "{e}");
-        let e = load("[timing]\nbudget_ms = 80\nvalidity_ms = 50\n").unwrap_err().to_string();
+        assert!(
+            e.contains("limits.max_lateral_mm") && e.contains("positive"),
+            "{e}"
+        );
+        let e = load("[timing]\nbudget_ms = 80\nvalidity_ms = 50\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("timing.validity_ms"), "{e}");
         let e = load("[limits]\nmax_lateral = 3\n").unwrap_err().to_string();
         assert!(e.contains("unknown field") && e.contains("max_lateral"), "{e}");
@@ -614,9 +640,13 @@ path = "audit/session.audit"
             .unwrap_err()
             .to_string();
         assert!(e.contains("planning.plan") && e.contains("missing.dcm"), "{e}");
-        let e = Config::from_toml_str(&GOOD.replace("127.0.0.1:11112", "nowhere"), Path::new("s.toml"), &d.0)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml_str(
+            &GOOD.replace("127.0.0.1:11112", "nowhere"),
+            Path::new("s.toml"),
+            &d.0,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("bind") || e.contains("address"), "{e}");
     }
 }

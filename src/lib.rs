@@ -22,9 +22,9 @@
 //! println!("{:?} voxels", series.volume.grid().dims());
 //! ```
 
-pub mod config;
 pub mod adapt;
 pub mod audit;
+pub mod config;
 pub mod correction;
 pub mod dicom;
 pub mod geometry;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod inspect;
 mod range;
 mod register;
+mod run;
 mod wepl;
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,8 @@ enum Command {
     Wepl(wepl::Args),
     /// Rigid registration of a frame against the planning CT over a target region.
     Register(register::Args),
+    /// Run the real-time pipeline (the daemon): frames in, corrections out, audit log.
+    Run(run::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Range(args) => range::run(args),
         Command::Wepl(args) => wepl::run(args),
         Command::Register(args) => register::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

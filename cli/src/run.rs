@@ -34,7 +34,8 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let config_text = std::fs::read(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
+    let config_text =
+        std::fs::read(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
     let started = Instant::now();
     let session = Session::load(&config).context("loading the session")?;
     let plan_uid = session.plan.sop_instance_uid.clone();
@@ -52,18 +53,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &LinkOptions::default().with_max_datagram(config.link.max_datagram_bytes),
     )
     .with_context(|| format!("opening the link to {}", config.link.destination))?;
-    let audit_options = AuditOptions {
-        fsync: if config.audit.fsync == "every_record" {
+    let audit_options = AuditOptions::default()
+        .with_fsync(if config.audit.fsync == "every_record" {
             Fsync::EveryRecord
         } else {
             Fsync::Never
-        },
-        full_corrections: config.audit.corrections == "full",
-    };
+        })
+        .with_full_corrections(config.audit.corrections == "full");
     if let Some(dir) = config.audit.path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let now_ns = ionguide::link::unix_now_ns();
+    let now_ns = ionguide::link::protocol::unix_now_ns();
     let mut audit = if config.audit.path.exists() {
         AuditWriter::open_append(&config.audit.path, audit_options)
     } else {
@@ -148,7 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the SIGINT/SIGTERM handler")?;
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the SIGINT/SIGTERM handler")?;
     }
     let tty = std::io::stderr().is_terminal();
     let mut stats = Stats::new();
@@ -187,7 +188,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stats.record(&e);
     }
     audit.write(&AuditRecord::Shutdown {
-        unix_ns: ionguide::link::unix_now_ns(),
+        unix_ns: ionguide::link::protocol::unix_now_ns(),
         reason: if stop.load(Ordering::SeqCst) {
             "signal".into()
         } else {
@@ -197,7 +198,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     audit.flush()?;
     audit.sync()?;
     println!("{}", stats.status_line());
-    println!("stale corrections (sent after their deadline): {}", stats.stale_corrections);
+    println!(
+        "stale corrections (sent after their deadline): {}",
+        stats.stale_corrections
+    );
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 use std::process::Command;
 
 fn ionguide(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ionguide")).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args(args)
         .output()
         .unwrap()

@@ -65,7 +65,8 @@ impl ErrorHistogram {
     /// Records an error, mm.
     pub fn record_mm(&mut self, mm: f64) {
         if mm.is_finite() {
-            self.0.saturating_record(((mm.abs() * 1000.0).round() as u64).max(1));
+            self.0
+                .saturating_record(((mm.abs() * 1000.0).round() as u64).max(1));
         }
     }
     /// Values recorded.
@@ -78,12 +79,22 @@ impl ErrorHistogram {
     }
     /// p50 / p95 / max in mm (zeros when empty).
     pub fn errors(&self) -> Quantiles {
-        let q = |p: f64| if self.0.is_empty() { 0.0 } else { self.0.value_at_quantile(p) as f64 / 1000.0 };
+        let q = |p: f64| {
+            if self.0.is_empty() {
+                0.0
+            } else {
+                self.0.value_at_quantile(p) as f64 / 1000.0
+            }
+        };
         Quantiles {
             p50: q(0.5),
             p95: Some(q(0.95)),
             p99: None,
-            max: if self.0.is_empty() { 0.0 } else { self.0.max() as f64 / 1000.0 },
+            max: if self.0.is_empty() {
+                0.0
+            } else {
+                self.0.max() as f64 / 1000.0
+            },
         }
     }
     /// p50 / p99 / max (for latencies recorded in µs as "mm" × 1000 = ms).
@@ -92,7 +103,11 @@ impl ErrorHistogram {
         Quantiles {
             p50: e.p50,
             p95: None,
-            p99: Some(if self.0.is_empty() { 0.0 } else { self.0.value_at_quantile(0.99) as f64 / 1000.0 }),
+            p99: Some(if self.0.is_empty() {
+                0.0
+            } else {
+                self.0.value_at_quantile(0.99) as f64 / 1000.0
+            }),
             max: e.max,
         }
     }
@@ -147,7 +162,10 @@ pub fn write_report(
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     let json = dir.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(report).map_err(std::io::Error::other)? + "\n")?;
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(report).map_err(std::io::Error::other)? + "\n",
+    )?;
     written.push(json);
     let csv = dir.join("frames.csv");
     let mut text = String::from(
@@ -200,7 +218,9 @@ pub fn write_report(
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
 fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -219,7 +239,11 @@ fn plot_trajectory(path: &Path, frames: &[FrameScore]) -> PlotResult {
     let panels = root.split_evenly((3, 1));
     let (t0, t1) = time_span(frames);
     for (axis, area) in panels.iter().enumerate() {
-        let name = ["x (patient left-right)", "y (anterior-posterior)", "z (superior-inferior)"][axis];
+        let name = [
+            "x (patient left-right)",
+            "y (anterior-posterior)",
+            "z (superior-inferior)",
+        ][axis];
         let (lo, hi) = span(
             frames
                 .iter()
@@ -233,15 +257,17 @@ fn plot_trajectory(path: &Path, frames: &[FrameScore]) -> PlotResult {
             .build_cartesian_2d(t0..t1, lo..hi)?;
         chart.configure_mesh().x_desc("time (s)").y_desc("mm").draw()?;
         chart
-            .draw_series(LineSeries::new(frames.iter().map(|f| (f.t_s, f.true_shift_mm[axis])), &BLACK))?
+            .draw_series(LineSeries::new(
+                frames.iter().map(|f| (f.t_s, f.true_shift_mm[axis])),
+                &BLACK,
+            ))?
             .label("truth")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
         chart
-            .draw_series(
-                frames
-                    .iter()
-                    .filter_map(|f| f.est_shift_mm.map(|e| Circle::new((f.t_s, e[axis]), 2, RED.filled()))),
-            )?
+            .draw_series(frames.iter().filter_map(|f| {
+                f.est_shift_mm
+                    .map(|e| Circle::new((f.t_s, e[axis]), 2, RED.filled()))
+            }))?
             .label("estimated (registration)")
             .legend(|(x, y)| Circle::new((x + 8, y), 3, RED.filled()));
         chart
@@ -280,7 +306,9 @@ fn plot_residual(path: &Path, frames: &[FrameScore], baseline: Option<&[FrameSco
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
     chart
         .draw_series(LineSeries::new(
-            frames.iter().filter_map(|f| f.spot_error_max_mm.map(|e| (f.t_s, e))),
+            frames
+                .iter()
+                .filter_map(|f| f.spot_error_max_mm.map(|e| (f.t_s, e))),
             &RED,
         ))?
         .label("largest spot position error (tracking)")
@@ -316,7 +344,10 @@ fn plot_latency(path: &Path, latency_ms: &[f64], budget_ms: f64) -> PlotResult {
     }
     let most = counts.iter().copied().max().unwrap_or(1).max(1);
     let mut chart = ChartBuilder::on(&root)
-        .caption("latency: frame complete → corrections on the wire", ("sans-serif", 16))
+        .caption(
+            "latency: frame complete → corrections on the wire",
+            ("sans-serif", 16),
+        )
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(48)
@@ -330,7 +361,11 @@ fn plot_latency(path: &Path, latency_ms: &[f64], budget_ms: f64) -> PlotResult {
         .draw_series(LineSeries::new([(budget_ms, 0), (budget_ms, most)], &RED))?
         .label(format!("budget {budget_ms} ms"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -372,13 +407,26 @@ fn html(r: &Report, baseline: Option<&Report>) -> String {
             v(q.p95),
             v(q.p99),
             q.max,
-            b.map(|b| format!("{:.2}", b.p95.unwrap_or(b.max))).unwrap_or_else(|| "–".into())
+            b.map(|b| format!("{:.2}", b.p95.unwrap_or(b.max)))
+                .unwrap_or_else(|| "–".into())
         )
     };
     let mut rows = String::new();
-    rows += &row("tumor position error (mm)", &r.tumor_error_mm, baseline.map(|b| &b.tumor_error_mm));
-    rows += &row("delivered-spot position error (mm)", &r.spot_error_mm, baseline.map(|b| &b.spot_error_mm));
-    rows += &row("range error (mm)", &r.range_error_mm, baseline.map(|b| &b.range_error_mm));
+    rows += &row(
+        "tumor position error (mm)",
+        &r.tumor_error_mm,
+        baseline.map(|b| &b.tumor_error_mm),
+    );
+    rows += &row(
+        "delivered-spot position error (mm)",
+        &r.spot_error_mm,
+        baseline.map(|b| &b.spot_error_mm),
+    );
+    rows += &row(
+        "range error (mm)",
+        &r.range_error_mm,
+        baseline.map(|b| &b.range_error_mm),
+    );
     rows += &row("latency (ms)", &r.latency_ms, None);
     format!(
         r#"<!doctype html>

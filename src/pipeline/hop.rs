@@ -31,7 +31,10 @@ pub fn hop<T>(capacity: usize) -> (HopTx<T>, HopRx<T>) {
             consumer: consumer.clone(),
             cached: None,
         },
-        HopRx { ring: ring_rx, consumer },
+        HopRx {
+            ring: ring_rx,
+            consumer,
+        },
     )
 }
 

@@ -19,7 +19,10 @@ use crate::source::{RawFrame, SourceEvent};
 
 /// Wall-clock ns since the UNIX epoch of a monotonic instant in the past.
 pub fn unix_ns_of(at: Instant) -> u64 {
-    let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
     now_unix.saturating_sub(at.elapsed().as_nanos() as u64)
 }
 
@@ -30,7 +33,13 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
     let mut next_id: u64 = 1;
     let opts = &session.options;
     let mut new_ticket = |complete_at: Instant| {
-        let t = Ticket::new(next_id, complete_at, unix_ns_of(complete_at), opts.budget, opts.validity);
+        let t = Ticket::new(
+            next_id,
+            complete_at,
+            unix_ns_of(complete_at),
+            opts.budget,
+            opts.validity,
+        );
         next_id += 1;
         t
     };
@@ -75,7 +84,9 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                         });
                     }
                 }
-                SourceEvent::Rejected { origin, reason, at, .. } => {
+                SourceEvent::Rejected {
+                    origin, reason, at, ..
+                } => {
                     let mut t = new_ticket(at);
                     t.outcome = Outcome::Rejected(HoldReason::CorruptFrame);
                     io.retire.send(Retired::Bare {
@@ -116,7 +127,9 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                     if voxels > voxels_limit {
                         w.decide(
                             Outcome::Rejected(HoldReason::CorruptFrame),
-                            format_args!("frame has {voxels} voxels, over resources.max_frame_voxels ({voxels_limit})"),
+                            format_args!(
+                                "frame has {voxels} voxels, over resources.max_frame_voxels ({voxels_limit})"
+                            ),
                         );
                     } else if meta.patient_id.as_deref() != Some(opts.patient_id.as_str()) {
                         w.decide(

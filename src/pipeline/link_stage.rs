@@ -65,6 +65,8 @@ struct State {
     last_ack: Instant,
     unacked_since: Option<Instant>,
     silent: bool,
+    /// The controller's beam state from its last acknowledgement.
+    controller_on: bool,
     last_sent: Instant,
     record: FrameRecord,
 }
@@ -79,6 +81,7 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
         last_ack: now,
         unacked_since: None,
         silent: false,
+        controller_on: false,
         last_sent: now,
         record: FrameRecord {
             corrections: Corrections::Full {
@@ -97,7 +100,11 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
             did = true;
             match r {
                 Retired::Work(w) => finish(&mut s, &mut st, w)?,
-                Retired::Bare { ticket, origin, detail } => finish_bare(&mut s, &mut st, ticket, &origin, &detail)?,
+                Retired::Bare {
+                    ticket,
+                    origin,
+                    detail,
+                } => finish_bare(&mut s, &mut st, ticket, &origin, &detail)?,
             }
         }
         if let Some(w) = s.input.try_pop() {
@@ -132,8 +139,22 @@ impl LinkStage {
 }
 
 fn poll_acks(s: &mut LinkStage, st: &mut State) {
-    while let Ok(Some(_ack)) = s.link.poll_ack() {
+    while let Ok(Some(ack)) = s.link.poll_ack() {
         Counters::bump(&s.shared.counters.acks_received);
+        if st.controller_on && !ack.beam_on && st.told == Told::Corrections {
+            // The controller held on its own (a rejected datagram, an expired set): on record,
+            // once per transition.
+            tracing::warn!(frame = ack.frame_id, "controller reports the beam held");
+            let _ = s.audit.write(&audit::AuditRecord::Link {
+                unix_ns: super::ingest_stage::unix_ns_of(Instant::now()),
+                code: 0,
+                detail: format!(
+                    "controller reports the beam held (ack of frame {}, {:?}) while corrections flow",
+                    ack.frame_id, ack.status
+                ),
+            });
+        }
+        st.controller_on = ack.beam_on;
         st.last_ack = Instant::now();
         st.unacked_since = None;
         if st.silent {
@@ -166,7 +187,10 @@ fn note_send(st: &mut State, now: Instant) {
 fn heartbeat(s: &mut LinkStage, st: &mut State) {
     match s.link.send_heartbeat() {
         Ok(n) => {
-            s.shared.counters.datagrams_sent.fetch_add(n.datagrams as u64, Ordering::Relaxed);
+            s.shared
+                .counters
+                .datagrams_sent
+                .fetch_add(n.datagrams as u64, Ordering::Relaxed);
             note_send(st, Instant::now());
         }
         Err(e) => tracing::error!("heartbeat not sent: {e}"),
@@ -176,7 +200,10 @@ fn heartbeat(s: &mut LinkStage, st: &mut State) {
 fn send_hold(s: &mut LinkStage, st: &mut State, reason: HoldReason, frame_id: u64) {
     match s.link.send_hold(reason, frame_id) {
         Ok(n) => {
-            s.shared.counters.datagrams_sent.fetch_add(n.datagrams as u64, Ordering::Relaxed);
+            s.shared
+                .counters
+                .datagrams_sent
+                .fetch_add(n.datagrams as u64, Ordering::Relaxed);
             note_send(st, Instant::now());
         }
         Err(e) => tracing::error!("HOLD not sent: {e}"),
@@ -191,7 +218,10 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
         if st.silent {
             w.decide(
                 Outcome::Held(HoldReason::LinkSilent),
-                format_args!("controller silent: no acknowledgement within {} ms", s.timing.ack_timeout.as_millis()),
+                format_args!(
+                    "controller silent: no acknowledgement within {} ms",
+                    s.timing.ack_timeout.as_millis()
+                ),
             );
         } else if w.corrections.spots.is_empty() || w.corrections.mode.is_none() {
             w.decide(
@@ -203,7 +233,10 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
     if w.ticket.outcome == Outcome::Pending {
         if st.told != Told::Corrections {
             if let Ok(n) = s.link.send_resume() {
-                s.shared.counters.datagrams_sent.fetch_add(n.datagrams as u64, Ordering::Relaxed);
+                s.shared
+                    .counters
+                    .datagrams_sent
+                    .fetch_add(n.datagrams as u64, Ordering::Relaxed);
             }
         }
         // The last check before the wire: a frame past its deadline is never sent.
@@ -217,14 +250,20 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
             w.ticket.sent_at = Some(now);
             match s.link.send_corrections(&w.corrections) {
                 Ok(n) => {
-                    s.shared.counters.datagrams_sent.fetch_add(n.datagrams as u64, Ordering::Relaxed);
+                    s.shared
+                        .counters
+                        .datagrams_sent
+                        .fetch_add(n.datagrams as u64, Ordering::Relaxed);
                     note_send(st, now);
                     st.told = Told::Corrections;
                     w.ticket.outcome = Outcome::Corrected;
                 }
                 Err(e) => {
                     w.ticket.sent_at = None;
-                    w.decide(Outcome::Held(HoldReason::InternalFault), format_args!("send failed: {e}"));
+                    w.decide(
+                        Outcome::Held(HoldReason::InternalFault),
+                        format_args!("send failed: {e}"),
+                    );
                 }
             }
         }
@@ -239,7 +278,13 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
     Ok(())
 }
 
-fn finish_bare(s: &mut LinkStage, st: &mut State, mut ticket: Ticket, origin: &str, detail: &str) -> Result<(), audit::AuditError> {
+fn finish_bare(
+    s: &mut LinkStage,
+    st: &mut State,
+    mut ticket: Ticket,
+    origin: &str,
+    detail: &str,
+) -> Result<(), audit::AuditError> {
     if let Some(reason) = ticket.outcome.reason() {
         ticket.sent_at = Some(Instant::now());
         send_hold(s, st, reason, ticket.frame_id);

@@ -174,18 +174,36 @@ impl Pipeline {
         let link = std::thread::Builder::new()
             .name("ionguide-link".into())
             .spawn(move || link_stage::run(link))
-            .map_err(|source| PipelineError::Spawn { stage: "link", source })?;
+            .map_err(|source| PipelineError::Spawn {
+                stage: "link",
+                source,
+            })?;
         let mut stages = Vec::new();
         let (s1, s2, s3, s4) = (session.clone(), session.clone(), session.clone(), session);
         let events = io.events;
         let setup = io.setup;
         stages.push((
             "ingest",
-            spawn("ingest", Box::new(move || ingest_stage::run(ingest_io, events, PoolRx(pool_rx), s1)))?,
+            spawn(
+                "ingest",
+                Box::new(move || ingest_stage::run(ingest_io, events, PoolRx(pool_rx), s1)),
+            )?,
         ));
-        stages.push(("register", spawn("register", Box::new(move || register_stage::run(register_io, s2, setup)))?));
-        stages.push(("range", spawn("range", Box::new(move || range_stage::run(range_io, s3)))?));
-        stages.push(("adapt", spawn("adapt", Box::new(move || adapt_stage::run(adapt_io, s4)))?));
+        stages.push((
+            "register",
+            spawn(
+                "register",
+                Box::new(move || register_stage::run(register_io, s2, setup)),
+            )?,
+        ));
+        stages.push((
+            "range",
+            spawn("range", Box::new(move || range_stage::run(range_io, s3)))?,
+        ));
+        stages.push((
+            "adapt",
+            spawn("adapt", Box::new(move || adapt_stage::run(adapt_io, s4)))?,
+        ));
         Ok(Pipeline {
             shared,
             drain,

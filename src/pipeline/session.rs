@@ -161,10 +161,12 @@ impl Session {
             None => Hlut::matrad_generic(),
         };
         let facility = match &p.facility_table {
-            Some(path) => Some(FacilityTable::from_file(path).map_err(|source| SessionError::Range {
-                what: format!("facility table {}", path.display()),
-                source,
-            })?),
+            Some(path) => Some(
+                FacilityTable::from_file(path).map_err(|source| SessionError::Range {
+                    what: format!("facility table {}", path.display()),
+                    source,
+                })?,
+            ),
             None => None,
         };
         let raster = roi.rasterize(ct.grid());
@@ -194,7 +196,12 @@ impl Session {
             pool_size: 6,
             max_frame_voxels: config.resources.max_frame_voxels,
         };
-        let spots: usize = plan.beams.iter().flat_map(|b| &b.layers).map(|l| l.spots.len()).sum();
+        let spots: usize = plan
+            .beams
+            .iter()
+            .flat_map(|b| &b.layers)
+            .map(|l| l.spots.len())
+            .sum();
         if spots > config.resources.max_plan_spots {
             return Err(SessionError::OverLimit {
                 what: "the plan's spot count",
@@ -203,15 +210,7 @@ impl Session {
                 limit: config.resources.max_plan_spots,
             });
         }
-        Session::new(
-            plan,
-            &p.plan,
-            ct,
-            region,
-            hlut,
-            facility,
-            options,
-        )
+        Session::new(plan, &p.plan, ct, region, hlut, facility, options)
     }
 
     /// A session from inputs already in memory (the simulator, tests).
@@ -235,7 +234,8 @@ impl Session {
             source,
         })?;
         planned.trace_frame_ct(&planning_ct, &hlut);
-        let mut adapt_options = AdaptOptions::new(options.limits, options.default_sad_mm).with_mode(options.range_mode);
+        let mut adapt_options =
+            AdaptOptions::new(options.limits, options.default_sad_mm).with_mode(options.range_mode);
         if let Some(table) = facility {
             adapt_options = adapt_options.with_energy_model(EnergyModel::FacilitySnap(table));
         }

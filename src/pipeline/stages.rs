@@ -78,7 +78,11 @@ impl StageIo {
                 while let Some(newer) = self.input.try_pop() {
                     w.decide(
                         Outcome::Dropped,
-                        format_args!("overtaken by frame {} before {}", newer.ticket.frame_id, self.stage.name()),
+                        format_args!(
+                            "overtaken by frame {} before {}",
+                            newer.ticket.frame_id,
+                            self.stage.name()
+                        ),
                     );
                     super::telemetry::Counters::bump(&self.shared.counters.dropped);
                     self.retire.send(Retired::Work(w));
@@ -135,7 +139,10 @@ impl StageIo {
             return;
         }
         if let Err(mut w) = self.output.push(w) {
-            w.decide(Outcome::Dropped, format_args!("next stage after {} full", self.stage.name()));
+            w.decide(
+                Outcome::Dropped,
+                format_args!("next stage after {} full", self.stage.name()),
+            );
             super::telemetry::Counters::bump(&self.shared.counters.dropped);
             self.retire.send(Retired::Work(w));
         }

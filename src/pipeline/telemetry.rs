@@ -173,7 +173,10 @@ mod tests {
         t.outcome = Outcome::Dropped;
         t.sent_at = None;
         s.record(&ev(t));
-        assert_eq!((s.corrected, s.held, s.dropped, s.stale_corrections), (2, 1, 1, 1));
+        assert_eq!(
+            (s.corrected, s.held, s.dropped, s.stale_corrections),
+            (2, 1, 1, 1)
+        );
         assert!((s.latency_ms(0.0) - 4.0).abs() < 0.01, "{}", s.latency_ms(0.0));
         assert!((s.latency_max_ms() - 11.0).abs() < 0.02);
     }

@@ -27,7 +27,13 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 5] = [Stage::Ingest, Stage::Register, Stage::Range, Stage::Adapt, Stage::Link];
+    pub const ALL: [Stage; 5] = [
+        Stage::Ingest,
+        Stage::Register,
+        Stage::Range,
+        Stage::Adapt,
+        Stage::Link,
+    ];
     /// Position in [`Stage::ALL`].
     pub fn index(self) -> usize {
         self as usize
@@ -107,7 +113,13 @@ pub struct Ticket {
 
 impl Ticket {
     /// A fresh ticket.
-    pub fn new(frame_id: u64, complete_at: Instant, complete_unix_ns: u64, budget: Duration, validity: Duration) -> Self {
+    pub fn new(
+        frame_id: u64,
+        complete_at: Instant,
+        complete_unix_ns: u64,
+        budget: Duration,
+        validity: Duration,
+    ) -> Self {
         Ticket {
             frame_id,
             complete_at,
@@ -224,7 +236,13 @@ mod tests {
         push_truncated(&mut detail, "ééééééééééé");
         assert!(detail.len() <= cap);
         assert_eq!(detail.capacity(), cap);
-        let t = Ticket::new(1, Instant::now(), 10, Duration::from_millis(5), Duration::from_millis(7));
+        let t = Ticket::new(
+            1,
+            Instant::now(),
+            10,
+            Duration::from_millis(5),
+            Duration::from_millis(7),
+        );
         assert_eq!(t.valid_until_unix_ns, 10 + 7_000_000);
         assert!(!t.is_late(t.complete_at));
         assert!(t.is_late(t.deadline + Duration::from_nanos(1)));

@@ -46,8 +46,14 @@ pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> V
         .enumerate()
         .map(|(i, o)| {
             let mut obj = o.clone();
-            let ipp = obj.element(tags::IMAGE_POSITION_PATIENT).unwrap().to_multi_float64().unwrap();
-            let moved: Vec<String> = (0..3).map(|a| format!("{:.4}", ipp[a] + edit.shift_mm[a])).collect();
+            let ipp = obj
+                .element(tags::IMAGE_POSITION_PATIENT)
+                .unwrap()
+                .to_multi_float64()
+                .unwrap();
+            let moved: Vec<String> = (0..3)
+                .map(|a| format!("{:.4}", ipp[a] + edit.shift_mm[a]))
+                .collect();
             obj.put(DataElement::new(
                 tags::IMAGE_POSITION_PATIENT,
                 VR::DS,
@@ -70,7 +76,11 @@ pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> V
             if let Some(v) = edit.flat_pixels {
                 let n = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len() / 2;
                 let bytes: Vec<u8> = std::iter::repeat_n(v.to_le_bytes(), n).flatten().collect();
-                obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(bytes)));
+                obj.put(DataElement::new(
+                    tags::PIXEL_DATA,
+                    VR::OW,
+                    PrimitiveValue::from(bytes),
+                ));
             }
             let mut out = Vec::new();
             obj.write_all(&mut out).unwrap();

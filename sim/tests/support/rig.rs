@@ -1,0 +1,193 @@
+//! A whole chain on loopback for end-to-end and fault tests: a session from the real
+//! STS_001 CT, target and proton plan (loaded through a TOML configuration, as the daemon
+//! does), the pipeline, a real UDP link with a key file, the controller simulator on its own
+//! socket, and an audit log in a temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ionguide::audit::{AuditOptions, AuditReader, AuditRecord, AuditWriter, TailStatus};
+use ionguide::config::Config;
+use ionguide::geometry::RigidTransform;
+use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
+use ionguide::pipeline::{FrameEvent, LinkTiming, Pipeline, PipelineIo, Session};
+use ionguide::source::SourceEvent;
+use ionguide_sim::controller::{spawn, ControllerConfig, ControllerHandle};
+
+/// The repository's test data.
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data")
+        .join(rel)
+}
+
+/// Writes a session folder (config, key) and returns the config path.
+pub fn write_session(dir: &Path, extra_toml: &str, source_toml: &str) -> PathBuf {
+    let key = dir.join("link.key");
+    std::fs::write(&key, "7f".repeat(32)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let toml = format!(
+        r#"
+[planning]
+ct = "{ct}"
+structures = "{rs}"
+roi = "GTV_Mass_CT"
+plan = "{plan}"
+patient_id = "STS_001"
+
+{source_toml}
+
+[link]
+key_file = "link.key"
+
+[audit]
+path = "audit/session.audit"
+
+{extra_toml}
+"#,
+        ct = data("STS_001/image").display(),
+        rs = data("STS_001/mask/RS.dcm").display(),
+        plan = data("plans/STS_001/RPSTS001G0G90.dcm").display(),
+    );
+    let path = dir.join("session.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// The chain.
+pub struct Rig {
+    /// The running pipeline.
+    pub pipeline: Option<Pipeline>,
+    /// The session.
+    pub session: Arc<Session>,
+    /// The controller.
+    pub controller: Option<ControllerHandle>,
+    /// Where frames go in.
+    pub events: crossbeam_channel::Sender<SourceEvent>,
+    /// The audit log.
+    pub audit_path: PathBuf,
+    /// The capturing relay, when asked for.
+    pub proxy: Option<super::proxy::Proxy>,
+    /// Keeps the folder alive.
+    pub dir: tempfile::TempDir,
+}
+
+/// Options for a rig.
+pub struct RigOptions {
+    /// Extra TOML (timing, limits).
+    pub extra_toml: String,
+    /// Controller watchdog.
+    pub watchdog: Duration,
+    /// Link timing.
+    pub timing: LinkTiming,
+    /// Relay the link through a capturing proxy.
+    pub via_proxy: bool,
+}
+
+impl Default for RigOptions {
+    fn default() -> Self {
+        RigOptions {
+            // generous: these tests check behaviour, not speed (2 cores, tests in parallel)
+            extra_toml: "[timing]\nbudget_ms = 1500\nvalidity_ms = 3000\n".into(),
+            watchdog: Duration::from_millis(500),
+            timing: LinkTiming {
+                heartbeat: Duration::from_millis(20),
+                ack_timeout: Duration::from_millis(400),
+            },
+            via_proxy: false,
+        }
+    }
+}
+
+impl Rig {
+    /// Loads the session and starts everything; frames go into the returned sender.
+    pub fn start(options: RigOptions) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = write_session(
+            dir.path(),
+            &options.extra_toml,
+            "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\nexpected_slices = 59\n",
+        );
+        let config = Config::load(&config_path).unwrap();
+        let session = Arc::new(Session::load(&config).unwrap());
+        let key = LinkKey::from_file(&config.link.key_file).unwrap();
+        let receiver =
+            LinkReceiver::bind("127.0.0.1:0".parse().unwrap(), &key, &LinkOptions::default()).unwrap();
+        let controller = spawn(
+            receiver,
+            ControllerConfig::default().with_watchdog(options.watchdog),
+            |_| {},
+        )
+        .unwrap();
+        let proxy = options
+            .via_proxy
+            .then(|| super::proxy::Proxy::start(controller.local_addr()));
+        let link = LinkSender::new(
+            "127.0.0.1:0".parse().unwrap(),
+            proxy.as_ref().map(|p| p.addr).unwrap_or(controller.local_addr()),
+            &key,
+            &LinkOptions::default(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(config.audit.path.parent().unwrap()).unwrap();
+        let audit = AuditWriter::create(&config.audit.path, 0, AuditOptions::default()).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let pipeline = Pipeline::start(
+            session.clone(),
+            PipelineIo {
+                events: rx,
+                link,
+                audit,
+                timing: options.timing,
+                setup: RigidTransform::identity(),
+            },
+        )
+        .unwrap();
+        Rig {
+            pipeline: Some(pipeline),
+            session,
+            controller: Some(controller),
+            events: tx,
+            audit_path: config.audit.path.clone(),
+            proxy,
+            dir,
+        }
+    }
+
+    /// Pushes one frame through the in-process source.
+    pub fn push(&self, objects: Vec<Vec<u8>>) {
+        let src = ionguide::source::InProcessSource::new(self.events.clone(), "test");
+        src.push_frame(objects).unwrap();
+    }
+
+    /// Waits for the next finished frame.
+    pub fn next_event(&self) -> FrameEvent {
+        self.pipeline
+            .as_ref()
+            .unwrap()
+            .telemetry()
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a frame finished within 60 s")
+    }
+
+    /// The controller.
+    pub fn controller(&self) -> &ControllerHandle {
+        self.controller.as_ref().unwrap()
+    }
+
+    /// Stops the pipeline and returns every audit record (the log must read back clean).
+    pub fn stop(&mut self) -> Vec<AuditRecord> {
+        let mut audit = self.pipeline.take().unwrap().shutdown().unwrap();
+        audit.flush().unwrap();
+        drop(audit);
+        let mut reader = AuditReader::open(&self.audit_path).unwrap();
+        let records: Vec<AuditRecord> = reader.by_ref().collect();
+        assert_eq!(reader.status(), Some(&TailStatus::Clean));
+        records
+    }
+}
