@@ -132,8 +132,8 @@ pub struct Report {
     pub dropped: u64,
     /// Corrections that left after their deadline (must be 0).
     pub stale_corrections: u64,
-    /// Corrections the controller applied after their validity (must be 0).
-    pub expired_applied: u64,
+    /// Correction sets the controller refused because they arrived past their validity.
+    pub controller_expired_sets: u64,
     /// The configured budget, ms.
     pub budget_ms: f64,
     /// Frame complete → on the wire.
@@ -146,6 +146,8 @@ pub struct Report {
     pub range_error_mm: Quantiles,
     /// Fraction of frames the beam was on.
     pub duty_cycle: f64,
+    /// SHA-256 of every applied correction, in order (deterministic replay: equal runs, equal digests).
+    pub corrections_sha256: String,
     /// Wall time of the replay, s.
     pub wall_s: f64,
 }
@@ -435,7 +437,7 @@ fn html(r: &Report, baseline: Option<&Report>) -> String {
 </head><body>
 <h1>ionguide replay</h1>
 <p>{scenario} — mode <b>{mode}</b>; {frames} frames: {corrected} corrected, {held} held, {rejected} rejected, {dropped} dropped;
-stale corrections {stale}; expired corrections applied {expired}; beam on {duty:.0}% of frames; budget {budget} ms; wall time {wall:.1} s.</p>
+stale corrections {stale}; correction sets refused as expired by the controller {expired}; beam on {duty:.0}% of frames; budget {budget} ms; wall time {wall:.1} s.</p>
 <table><tr><th>quantity</th><th>p50</th><th>p95</th><th>p99</th><th>max</th><th>p95 without correction</th></tr>
 {rows}</table>
 <p>Raw numbers: <a href="report.json">report.json</a>, <a href="frames.csv">frames.csv</a>.</p>
@@ -453,7 +455,7 @@ stale corrections {stale}; expired corrections applied {expired}; beam on {duty:
         rejected = r.rejected,
         dropped = r.dropped,
         stale = r.stale_corrections,
-        expired = r.expired_applied,
+        expired = r.controller_expired_sets,
         duty = r.duty_cycle * 100.0,
         budget = r.budget_ms,
         wall = r.wall_s,
