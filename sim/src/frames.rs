@@ -109,6 +109,24 @@ pub fn uid_from_seed(seed: u64, label: &str, index: u64) -> String {
     format!("2.25.{}", v.max(1))
 }
 
+/// Box–Muller samples from a fixed seed, shifted and scaled to mean 0 and σ 1 exactly.
+fn gaussian_table() -> Vec<f32> {
+    const N: usize = 1 << 16;
+    let mut rng = SplitMix64::new(0x6A09_E667_F3BC_C908);
+    let mut t = Vec::with_capacity(N);
+    while t.len() < N {
+        let u1 = 1.0 - rng.next_f64();
+        let u2 = rng.next_f64();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (s, c) = (2.0 * PI * u2).sin_cos();
+        t.push(r * c);
+        t.push(r * s);
+    }
+    let mean = t.iter().sum::<f64>() / N as f64;
+    let sd = (t.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / N as f64).sqrt();
+    t.iter().map(|v| ((v - mean) / sd) as f32).collect()
+}
+
 /// Identifiers of one CT series (and the patient and study it belongs to).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesIds {
@@ -171,7 +189,9 @@ impl SeriesIds {
             if !ok {
                 return Err(FrameError::BadParameter {
                     name,
-                    reason: format!("{uid:?} is not a UID of at most 56 characters (slice suffixes need the rest)"),
+                    reason: format!(
+                        "{uid:?} is not a UID of at most 56 characters (slice suffixes need the rest)"
+                    ),
                 });
             }
         }
@@ -200,7 +220,12 @@ fn sq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
     DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
 }
 
-fn to_part10(obj: InMemDicomObject, sop_class: &str, sop_uid: &str, what: &str) -> Result<Vec<u8>, FrameError> {
+fn to_part10(
+    obj: InMemDicomObject,
+    sop_class: &str,
+    sop_uid: &str,
+    what: &str,
+) -> Result<Vec<u8>, FrameError> {
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(sop_class)
         .media_storage_sop_instance_uid(sop_uid)
@@ -283,7 +308,11 @@ pub fn write_ct_series(ct: &CtVolume, ids: &SeriesIds) -> Result<Vec<Vec<u8>>, F
         let p = g.index_to_patient([0.0, 0.0, k as f64]);
         o.put(ds(tags::IMAGE_POSITION_PATIENT, &[p.x, p.y, p.z]));
         o.put(ds(tags::IMAGE_ORIENTATION_PATIENT, &iop));
-        o.put(text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &ids.frame_of_reference_uid));
+        o.put(text(
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &ids.frame_of_reference_uid,
+        ));
         if let Some(t) = ids.temporal_position {
             o.put(int_s(tags::TEMPORAL_POSITION_IDENTIFIER, t.into()));
         }
@@ -305,10 +334,15 @@ pub fn write_ct_series(ct: &CtVolume, ids: &SeriesIds) -> Result<Vec<Vec<u8>>, F
         o.put(text(tags::RESCALE_TYPE, VR::LO, "HU"));
         let mut px = Vec::with_capacity(2 * plane);
         for &hu in &data[k * plane..(k + 1) * plane] {
-            let stored = (i32::from(hu) - RESCALE_INTERCEPT as i32).clamp(i16::MIN.into(), i16::MAX.into()) as i16;
+            let stored =
+                (i32::from(hu) - RESCALE_INTERCEPT as i32).clamp(i16::MIN.into(), i16::MAX.into()) as i16;
             px.extend_from_slice(&stored.to_le_bytes());
         }
-        o.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(px)));
+        o.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::from(px),
+        ));
         out.push(to_part10(o, CT_SOP_CLASS, &sop_uid, &format!("CT slice {k}"))?);
     }
     Ok(out)
@@ -349,7 +383,11 @@ pub fn write_structure_set(
     o.put(text(tags::SOP_INSTANCE_UID, VR::UI, sop_instance_uid));
     o.put(text(tags::MODALITY, VR::CS, "RTSTRUCT"));
     o.put(text(tags::MANUFACTURER, VR::LO, "ionguide-sim"));
-    o.put(text(tags::SERIES_INSTANCE_UID, VR::UI, &format!("{sop_instance_uid}.1")));
+    o.put(text(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &format!("{sop_instance_uid}.1"),
+    ));
     o.put(int_s(tags::SERIES_NUMBER, 100));
     o.put(int_s(tags::INSTANCE_NUMBER, 1));
     o.put(text(tags::STRUCTURE_SET_LABEL, VR::SH, "PHANTOM"));
@@ -360,20 +398,40 @@ pub fn write_structure_set(
         .map(|k| {
             let mut i = InMemDicomObject::new_empty();
             i.put(text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, CT_SOP_CLASS));
-            i.put(text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &ct_ids.sop_instance_uid(k)));
+            i.put(text(
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                VR::UI,
+                &ct_ids.sop_instance_uid(k),
+            ));
             i
         })
         .collect();
     let mut series = InMemDicomObject::new_empty();
-    series.put(text(tags::SERIES_INSTANCE_UID, VR::UI, &ct_ids.series_instance_uid));
+    series.put(text(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &ct_ids.series_instance_uid,
+    ));
     series.put(sq(tags::CONTOUR_IMAGE_SEQUENCE, images));
     let mut study = InMemDicomObject::new_empty();
     // Detached Study Management SOP Class, as the RT Structure Set module prescribes here.
-    study.put(text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, "1.2.840.10008.3.1.2.3.1"));
-    study.put(text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &ct_ids.study_instance_uid));
+    study.put(text(
+        tags::REFERENCED_SOP_CLASS_UID,
+        VR::UI,
+        "1.2.840.10008.3.1.2.3.1",
+    ));
+    study.put(text(
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        &ct_ids.study_instance_uid,
+    ));
     study.put(sq(tags::RT_REFERENCED_SERIES_SEQUENCE, vec![series]));
     let mut forr = InMemDicomObject::new_empty();
-    forr.put(text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &ct_ids.frame_of_reference_uid));
+    forr.put(text(
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        &ct_ids.frame_of_reference_uid,
+    ));
     forr.put(sq(tags::RT_REFERENCED_STUDY_SEQUENCE, vec![study]));
     o.put(sq(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE, vec![forr]));
 
@@ -383,7 +441,11 @@ pub fn write_structure_set(
     for (n, roi) in ss.rois.iter().enumerate() {
         let mut r = InMemDicomObject::new_empty();
         r.put(int_s(tags::ROI_NUMBER, roi.number.into()));
-        r.put(text(tags::REFERENCED_FRAME_OF_REFERENCE_UID, VR::UI, &ct_ids.frame_of_reference_uid));
+        r.put(text(
+            tags::REFERENCED_FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &ct_ids.frame_of_reference_uid,
+        ));
         r.put(text(tags::ROI_NAME, VR::LO, &roi.name));
         r.put(text(tags::ROI_GENERATION_ALGORITHM, VR::CS, "AUTOMATIC"));
         roi_items.push(r);
@@ -402,7 +464,13 @@ pub fn write_structure_set(
             .collect();
         let mut rc = InMemDicomObject::new_empty();
         // Distinct, fixed display colours.
-        let colour = [[255u16, 200, 150], [0, 128, 255], [0, 200, 255], [255, 0, 0], [255, 128, 0]][n % 5];
+        let colour = [
+            [255u16, 200, 150],
+            [0, 128, 255],
+            [0, 200, 255],
+            [255, 0, 0],
+            [255, 128, 0],
+        ][n % 5];
         rc.put(DataElement::new(
             tags::ROI_DISPLAY_COLOR,
             VR::IS,
@@ -415,7 +483,11 @@ pub fn write_structure_set(
         let mut ob = InMemDicomObject::new_empty();
         ob.put(int_s(tags::OBSERVATION_NUMBER, n as i64 + 1));
         ob.put(int_s(tags::REFERENCED_ROI_NUMBER, roi.number.into()));
-        ob.put(text(tags::RTROI_INTERPRETED_TYPE, VR::CS, interpreted_type(&roi.name)));
+        ob.put(text(
+            tags::RTROI_INTERPRETED_TYPE,
+            VR::CS,
+            interpreted_type(&roi.name),
+        ));
         ob.put(text(tags::ROI_INTERPRETER, VR::PN, ""));
         obs_items.push(ob);
     }
@@ -473,12 +545,20 @@ pub struct FrameSynth {
     options: FrameOptions,
     ids: SeriesIds,
     volume: CtVolume,
+    /// 65,536 standard normal samples (mean 0, σ 1 exactly): a table lookup per voxel is
+    /// ~20× cheaper than Box–Muller and a frame's noise stays Gaussian to the eye and to
+    /// the registration metric (tails end near ±4.5σ).
+    gauss: Vec<f32>,
 }
 
 impl FrameSynth {
     /// A synthesizer for `phantom`; frames share `planning_ids`' patient and Frame of
     /// Reference (unless overridden) and get their own series.
-    pub fn new(phantom: &Phantom, planning_ids: &SeriesIds, options: FrameOptions) -> Result<Self, FrameError> {
+    pub fn new(
+        phantom: &Phantom,
+        planning_ids: &SeriesIds,
+        options: FrameOptions,
+    ) -> Result<Self, FrameError> {
         if !(options.noise_sigma_hu.is_finite() && options.noise_sigma_hu >= 0.0) {
             return Err(FrameError::BadParameter {
                 name: "noise_sigma_hu",
@@ -504,6 +584,7 @@ impl FrameSynth {
             options,
             ids,
             volume: CtVolume::filled(grid, 0),
+            gauss: gaussian_table(),
         })
     }
 
@@ -539,14 +620,16 @@ impl FrameSynth {
         let sigma = self.options.noise_sigma_hu;
         if sigma > 0.0 {
             let mut rng = SplitMix64::new(derive_seed(self.options.seed, "noise", index as u64));
-            for pair in self.volume.as_slice_mut().chunks_mut(2) {
-                // Box–Muller: two independent normals per pair of uniforms.
-                let u1 = 1.0 - rng.next_f64();
-                let u2 = rng.next_f64();
-                let r = sigma * (-2.0 * u1.ln()).sqrt();
-                let (s, c) = (2.0 * PI * u2).sin_cos();
-                for (v, z) in pair.iter_mut().zip([r * c, r * s]) {
-                    *v = (f64::from(*v) + z).round().clamp(Hu::MIN.into(), Hu::MAX.into()) as Hu;
+            let table = &self.gauss;
+            // One 64-bit draw gives four 16-bit table indices.
+            for quad in self.volume.as_slice_mut().chunks_mut(4) {
+                let mut bits = rng.next_u64();
+                for v in quad {
+                    let z = f64::from(table[(bits & 0xFFFF) as usize]);
+                    bits >>= 16;
+                    *v = (f64::from(*v) + sigma * z)
+                        .round()
+                        .clamp(Hu::MIN.into(), Hu::MAX.into()) as Hu;
                 }
             }
         }

@@ -274,7 +274,10 @@ pub fn parse_extmarker(text: &str, source: &Path) -> Result<Trace, MotionError> 
         };
         let fields: Vec<&str> = row.split(';').map(str::trim).collect();
         if fields.len() != 5 {
-            return Err(bad(format!("expected 5 ';'-separated fields, found {}", fields.len())));
+            return Err(bad(format!(
+                "expected 5 ';'-separated fields, found {}",
+                fields.len()
+            )));
         }
         let mut v = [0.0f64; 5];
         for (slot, (name, f)) in v
@@ -356,10 +359,16 @@ pub fn parse_csv_trace(text: &str, source: &Path) -> Result<Trace, MotionError> 
         };
         let fields: Vec<&str> = row.split(',').map(str::trim).collect();
         if fields.len() != 4 {
-            return Err(bad(format!("expected 4 ','-separated fields, found {}", fields.len())));
+            return Err(bad(format!(
+                "expected 4 ','-separated fields, found {}",
+                fields.len()
+            )));
         }
         let mut v = [0.0f64; 4];
-        for (slot, (name, f)) in v.iter_mut().zip(["t_s", "x_mm", "y_mm", "z_mm"].iter().zip(&fields)) {
+        for (slot, (name, f)) in v
+            .iter_mut()
+            .zip(["t_s", "x_mm", "y_mm", "z_mm"].iter().zip(&fields))
+        {
             *slot = f
                 .parse::<f64>()
                 .ok()

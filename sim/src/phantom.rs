@@ -119,7 +119,10 @@ impl PhantomSpec {
         let bad = |name, reason: String| Err(PhantomError::BadSpec { name, reason });
         let pos = |v: f64| v.is_finite() && v > 0.0;
         if !pos(self.tumor_diameter_mm) {
-            return bad("tumor_diameter_mm", format!("must be > 0, got {}", self.tumor_diameter_mm));
+            return bad(
+                "tumor_diameter_mm",
+                format!("must be > 0, got {}", self.tumor_diameter_mm),
+            );
         }
         for (name, v) in [
             ("ptv_margin_mm", self.ptv_margin_mm),
@@ -131,7 +134,10 @@ impl PhantomSpec {
             }
         }
         if !self.tumor_center_mm.iter().all(|v| v.is_finite()) {
-            return bad("tumor_center_mm", format!("not finite: {:?}", self.tumor_center_mm));
+            return bad(
+                "tumor_center_mm",
+                format!("not finite: {:?}", self.tumor_center_mm),
+            );
         }
         let [x, y, _] = self.tumor_center_mm;
         let r = 0.5 * self.tumor_diameter_mm;
@@ -334,7 +340,11 @@ impl Phantom {
     fn texture(&self, p: [f64; 3]) -> f64 {
         self.waves
             .iter()
-            .map(|w| w.amp * (w.k[0] * p[0] + w.k[1] * p[1] + w.k[2] * p[2] + w.phase).sin())
+            // f32 sine: the texture is a registration aid, not a truth, and this halves the
+            // cost of the per-frame lung render.
+            .map(|w| {
+                w.amp * f64::from(((w.k[0] * p[0] + w.k[1] * p[1] + w.k[2] * p[2] + w.phase) as f32).sin())
+            })
             .sum()
     }
 
@@ -462,7 +472,10 @@ impl Phantom {
         }
         let (oo, go) = (out.origin_mm(), g.origin_mm());
         if (oo.x - go.x).abs() > 1e-6 || (oo.y - go.y).abs() > 1e-6 {
-            return mismatch(format!("in-plane origin ({}, {}) vs ({}, {})", oo.x, oo.y, go.x, go.y));
+            return mismatch(format!(
+                "in-plane origin ({}, {}) vs ({}, {})",
+                oo.x, oo.y, go.x, go.y
+            ));
         }
         let kf = (oo.z - go.z) / gs[2];
         let k0 = kf.round();
@@ -524,7 +537,8 @@ impl Phantom {
 
         // Box covering where the tumor was and where it is, plus the falloff.
         let c = self.tumor_center_mm;
-        let reach = self.rigid_radius_mm() + fall + 1.0;
+        let r_in = self.rigid_radius_mm();
+        let reach = r_in + fall + 1.0;
         let mut lo = [0usize; 3];
         let mut hi = [0usize; 3];
         for a in 0..3 {
@@ -543,6 +557,12 @@ impl Phantom {
                 for i in lo[0]..hi[0] {
                     let pt = grid.index_to_patient([i as f64, j as f64, k as f64]);
                     let p = [pt.x, pt.y, pt.z];
+                    // Beyond the falloff of the moved tumor and the rigid shell of the planned
+                    // one, the lung equals the planning CT already copied.
+                    let r1 = dist(p, [c[0] + d[0], c[1] + d[1], c[2] + d[2]]);
+                    if r1 >= r_in + fall && dist(p, c) > r_in {
+                        continue;
+                    }
                     if RIGHT_LUNG.contains(p[0], p[1]) || LEFT_LUNG.contains(p[0], p[1]) {
                         if BODY.rho(p[0], p[1]) < 1.0 {
                             dst[(k * ny + j) * nx + i] = quantize(self.moved_lung_hu(p, d));
@@ -556,7 +576,9 @@ impl Phantom {
 
     fn contours(&self, grid: &Grid) -> Vec<Roi> {
         let nz = grid.dims()[2];
-        let zs: Vec<f64> = (0..nz).map(|k| grid.index_to_patient([0.0, 0.0, k as f64]).z).collect();
+        let zs: Vec<f64> = (0..nz)
+            .map(|k| grid.index_to_patient([0.0, 0.0, k as f64]).z)
+            .collect();
         let ellipse_roi = |number, name: &str, e: &Ellipse| Roi {
             number,
             name: name.to_string(),
@@ -604,6 +626,11 @@ fn circle_polygon(cx: f64, cy: f64, z: f64, r: f64, n: usize) -> Vec<PointMm> {
 }
 
 #[inline]
+fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
+#[inline]
 fn quantize(hu: f64) -> Hu {
     hu.round().clamp(Hu::MIN as f64, Hu::MAX as f64) as Hu
 }
@@ -622,7 +649,11 @@ mod tests {
         let hu = |x: f64, y: f64, z: f64| {
             let idx = ph.grid().patient_to_index(&PointMm::new(x, y, z));
             *ph.ct
-                .get(idx[0].round() as usize, idx[1].round() as usize, idx[2].round() as usize)
+                .get(
+                    idx[0].round() as usize,
+                    idx[1].round() as usize,
+                    idx[2].round() as usize,
+                )
                 .unwrap() as f64
         };
         assert_eq!(hu(-185.0, 0.0, 0.0), HU_AIR);
@@ -639,6 +670,9 @@ mod tests {
             tumor_center_mm: [0.0, 0.0, 0.0],
             ..PhantomSpec::small()
         };
-        assert!(matches!(Phantom::thorax(&spec), Err(PhantomError::BadSpec { .. })));
+        assert!(matches!(
+            Phantom::thorax(&spec),
+            Err(PhantomError::BadSpec { .. })
+        ));
     }
 }

@@ -52,7 +52,10 @@ fn malformed_rows_name_file_and_line() {
     assert!(matches!(e, MotionError::BadRow { line: 3, .. }), "{e}");
     assert!(e.to_string().starts_with("x.csv:3:"), "{e}");
     let e = parse_extmarker(&format!("{head}0;0;1;2;3\r\n0;0;0;0;0\r\n6;100;1;2;3\r\n"), src).unwrap_err();
-    assert!(matches!(e, MotionError::BadRow { line: 3, .. }), "zero row mid-file: {e}");
+    assert!(
+        matches!(e, MotionError::BadRow { line: 3, .. }),
+        "zero row mid-file: {e}"
+    );
     let e = parse_extmarker(&format!("{head}0;0;1;2\r\n"), src).unwrap_err();
     assert!(matches!(e, MotionError::BadRow { line: 2, .. }));
     let e = parse_extmarker("Frame,Timestamp\n", src).unwrap_err();
@@ -138,7 +141,10 @@ fn drift_and_end_exhale_reference() {
     // A synthetic sine breathing trace along x with 4 s period over 60 s.
     let t: Vec<f64> = (0..=600).map(|i| i as f64 * 0.1).collect();
     let tr = Trace {
-        pos_mm: t.iter().map(|t| [5.0 * (2.0 * std::f64::consts::PI * t / 4.0).sin(), 0.0, 0.0]).collect(),
+        pos_mm: t
+            .iter()
+            .map(|t| [5.0 * (2.0 * std::f64::consts::PI * t / 4.0).sin(), 0.0, 0.0])
+            .collect(),
         t_s: t,
     };
     let model = TumorMotionModel {

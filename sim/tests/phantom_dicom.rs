@@ -25,13 +25,19 @@ fn ct_series_reads_back_voxel_for_voxel() {
     assert_eq!(series.volume.as_slice(), ph.ct.as_slice());
     assert_eq!(series.meta.frame_of_reference_uid, ph.spec.frame_of_reference_uid);
     assert_eq!(series.meta.patient_id.as_deref(), Some("IONGUIDE-PHANTOM"));
-    assert_eq!(series.meta.series_instance_uid.as_deref(), Some(ids.series_instance_uid.as_str()));
+    assert_eq!(
+        series.meta.series_instance_uid.as_deref(),
+        Some(ids.series_instance_uid.as_str())
+    );
     assert_eq!(series.meta.transfer_syntax_uid, "1.2.840.10008.1.2.1");
     assert!((series.meta.slice_spacing_mm - 5.0).abs() < 1e-9);
     // Slices handed over in reverse still sort by position.
     let mut rev = refs(&slices);
     rev.reverse();
-    assert_eq!(read_series_bytes(&rev).unwrap().volume.as_slice(), ph.ct.as_slice());
+    assert_eq!(
+        read_series_bytes(&rev).unwrap().volume.as_slice(),
+        ph.ct.as_slice()
+    );
 }
 
 #[test]
@@ -71,7 +77,11 @@ fn structure_set_reads_back_and_gtv_matches_the_sphere() {
     let [nx, ny, _] = g.dims();
     let (mut agree, mut total) = (0usize, 0usize);
     for (idx, hu) in ph.ct.as_slice().iter().enumerate() {
-        let p = g.index_to_patient([(idx % nx) as f64, ((idx / nx) % ny) as f64, (idx / (nx * ny)) as f64]);
+        let p = g.index_to_patient([
+            (idx % nx) as f64,
+            ((idx / nx) % ny) as f64,
+            (idx / (nx * ny)) as f64,
+        ]);
         if p.x >= 0.0 || body.mask.as_slice()[idx] == 0 {
             continue;
         }
@@ -119,14 +129,22 @@ fn moved_render_puts_the_tumor_where_it_was_sent() {
     let ph = Phantom::thorax(&spec).unwrap();
     let mut out = ph.ct.clone();
     ph.render_moved([0.0; 3], &mut out).unwrap();
-    assert_eq!(out.as_slice(), ph.ct.as_slice(), "zero displacement is the planning CT");
+    assert_eq!(
+        out.as_slice(),
+        ph.ct.as_slice(),
+        "zero displacement is the planning CT"
+    );
     let c0 = tumor_centroid(&ph.ct, ph.tumor_center_mm);
     for d in [[0.0, 0.0, -7.3], [1.2, -2.6, 4.4], [-0.7, 1.9, -9.1]] {
         ph.render_moved(d, &mut out).unwrap();
         let c = tumor_centroid(&out, ph.tumor_center_mm);
         for a in 0..3 {
             let moved = c[a] - c0[a];
-            assert!((moved - d[a]).abs() < 0.15, "axis {a}: moved {moved}, sent {}", d[a]);
+            assert!(
+                (moved - d[a]).abs() < 0.15,
+                "axis {a}: moved {moved}, sent {}",
+                d[a]
+            );
         }
         // Bone and soft tissue far from the tumor do not move.
         let far = ph.grid().patient_to_index(&PointMm::new(0.0, 65.0, 0.0));
@@ -156,9 +174,14 @@ fn slab_render_equals_the_same_slices_of_the_full_render() {
     let zc = ph.tumor_center_mm[2];
     assert!(z0 <= zc && zc <= z0 + 7.0 * 5.0);
 
-    let wrong = ionguide::geometry::Grid::axis_aligned([128, 128, 4], PointMm::new(0.0, 0.0, 0.0), [3.0, 3.0, 5.0]).unwrap();
+    let wrong =
+        ionguide::geometry::Grid::axis_aligned([128, 128, 4], PointMm::new(0.0, 0.0, 0.0), [3.0, 3.0, 5.0])
+            .unwrap();
     let mut bad = CtVolume::filled(wrong, 0);
-    assert!(matches!(ph.render_moved(d, &mut bad), Err(PhantomError::GridMismatch { .. })));
+    assert!(matches!(
+        ph.render_moved(d, &mut bad),
+        Err(PhantomError::GridMismatch { .. })
+    ));
 }
 
 #[test]
