@@ -456,11 +456,7 @@ impl TumorMotionModel {
             .zip(&trace.t_s)
             .map(|(f, t)| {
                 let minutes = (t - t0) / 60.0;
-                let mut d = [0.0; 3];
-                for a in 0..3 {
-                    d[a] = f * self.inhale_shift_mm[a] + self.drift_mm_per_min[a] * minutes;
-                }
-                d
+                std::array::from_fn(|a| f * self.inhale_shift_mm[a] + self.drift_mm_per_min[a] * minutes)
             })
             .collect())
     }
@@ -472,7 +468,7 @@ impl TumorMotionModel {
         let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let span = hi - lo;
-        if !(span > 1e-9) {
+        if span.is_nan() || span <= 1e-9 {
             return Err(MotionError::BadParameter {
                 name: "trace peak-to-peak",
                 value: span,

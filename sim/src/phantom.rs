@@ -563,10 +563,9 @@ impl Phantom {
                     if r1 >= r_in + fall && dist(p, c) > r_in {
                         continue;
                     }
-                    if RIGHT_LUNG.contains(p[0], p[1]) || LEFT_LUNG.contains(p[0], p[1]) {
-                        if BODY.rho(p[0], p[1]) < 1.0 {
-                            dst[(k * ny + j) * nx + i] = quantize(self.moved_lung_hu(p, d));
-                        }
+                    let in_lung = RIGHT_LUNG.contains(p[0], p[1]) || LEFT_LUNG.contains(p[0], p[1]);
+                    if in_lung && BODY.rho(p[0], p[1]) < 1.0 {
+                        dst[(k * ny + j) * nx + i] = quantize(self.moved_lung_hu(p, d));
                     }
                 }
             }
