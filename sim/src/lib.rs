@@ -1,9 +1,19 @@
 //! The ionguide simulator: replays recorded patient motion through the whole chain.
 //!
+//! - Inputs: real breathing traces turned into tumor motion ([`motion`]), an analytic
+//!   thorax phantom whose moved anatomy is rendered exactly ([`phantom`]), a geometric
+//!   ion-beam planner on it ([`planner`]), and in-room CT frames encoded as DICOM ([`frames`]).
 //! - [`controller`]: the gantry-controller simulator, the receiving end of the link
 //!   (state machine + thread runner; binary `ionguide-controller`).
-//!
-//! Motion replay, phantoms, frame synthesis and reports land here with the simulator issue.
+//! - [`replay`]: frames through the real pipeline and link, scored against the truth;
+//!   [`scenario`] sets up the built-in demo and replays of a user's data; [`report`] writes
+//!   `report.json`, plots and an HTML summary.
 
 pub mod controller;
+pub mod frames;
+pub mod motion;
+pub mod phantom;
+pub mod planner;
+pub mod replay;
 pub mod report;
+pub mod scenario;

@@ -1,0 +1,536 @@
+//! Breathing traces: reading recorded marker motion, resampling it to a frame rate and
+//! mapping it to a tumor displacement per frame.
+//!
+//! Two input formats: the ExtMarker recordings (`"Frame";"Timestamp";"x";"y";"z"`,
+//! `;`-separated, comma decimals, milliseconds, a trailing all-zero end row) and a plain CSV
+//! `t_s,x_mm,y_mm,z_mm` with a header. A surface marker moves mostly along one direction
+//! that is not the tumor's, so the tumor model keeps only the breathing signal — the
+//! projection on the principal axis of the marker positions — and scales it per patient
+//! axis ([`TumorMotionModel`]).
+
+use std::path::{Path, PathBuf};
+
+use nalgebra::{Matrix3, SymmetricEigen, Vector3};
+
+/// Why a trace cannot be read or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MotionError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read", path = path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The header line is missing or not the expected one.
+    #[error("{path}:{line}: expected header {expected}, found {found:?}", path = path.display())]
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What the header should look like.
+        expected: &'static str,
+        /// What was found.
+        found: String,
+    },
+    /// A data row is malformed.
+    #[error("{path}:{line}: {reason}", path = path.display())]
+    BadRow {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Time does not increase from one row to the next.
+    #[error("{path}:{line}: time {t_s} s does not increase after {previous_t_s} s", path = path.display())]
+    NonMonotonicTime {
+        /// The file (`<memory>` for a trace built in code).
+        path: PathBuf,
+        /// 1-based line number (sample index + 1 for a trace built in code).
+        line: usize,
+        /// Time of this row, s.
+        t_s: f64,
+        /// Time of the previous row, s.
+        previous_t_s: f64,
+    },
+    /// Too few samples for what was asked.
+    #[error("trace has {samples} samples, {needed} needed: {what}")]
+    TooShort {
+        /// Samples in the trace.
+        samples: usize,
+        /// Samples needed.
+        needed: usize,
+        /// What needed them.
+        what: &'static str,
+    },
+    /// A parameter is out of range.
+    #[error("invalid parameter {name} = {value}: {reason}")]
+    BadParameter {
+        /// Parameter name.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// Time and position vectors differ in length.
+    #[error("trace has {times} times but {positions} positions")]
+    LengthMismatch {
+        /// Number of times.
+        times: usize,
+        /// Number of positions.
+        positions: usize,
+    },
+}
+
+/// A sampled 3D marker (or tumor) trajectory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// Sample times, s, strictly increasing.
+    pub t_s: Vec<f64>,
+    /// Positions, mm, one per time.
+    pub pos_mm: Vec<[f64; 3]>,
+}
+
+const MEMORY: &str = "<memory>";
+
+impl Trace {
+    /// Checks lengths, finiteness and strictly increasing time.
+    pub fn validate(&self) -> Result<(), MotionError> {
+        if self.t_s.len() != self.pos_mm.len() {
+            return Err(MotionError::LengthMismatch {
+                times: self.t_s.len(),
+                positions: self.pos_mm.len(),
+            });
+        }
+        for (n, (t, p)) in self.t_s.iter().zip(&self.pos_mm).enumerate() {
+            if !t.is_finite() || !p.iter().all(|v| v.is_finite()) {
+                return Err(MotionError::BadRow {
+                    path: PathBuf::from(MEMORY),
+                    line: n + 1,
+                    reason: format!("non-finite sample t = {t}, position = {p:?}"),
+                });
+            }
+            if n > 0 && *t <= self.t_s[n - 1] {
+                return Err(MotionError::NonMonotonicTime {
+                    path: PathBuf::from(MEMORY),
+                    line: n + 1,
+                    t_s: *t,
+                    previous_t_s: self.t_s[n - 1],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Duration from first to last sample, s (0 for fewer than two samples).
+    pub fn duration_s(&self) -> f64 {
+        match (self.t_s.first(), self.t_s.last()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        }
+    }
+
+    /// Resamples at `rate_hz` by linear interpolation, from the first sample to the last
+    /// (times restart at 0 s). Needs at least two samples and strictly increasing time.
+    pub fn resample(&self, rate_hz: f64) -> Result<Trace, MotionError> {
+        if !(rate_hz.is_finite() && rate_hz > 0.0) {
+            return Err(MotionError::BadParameter {
+                name: "rate_hz",
+                value: rate_hz,
+                reason: "must be finite and > 0",
+            });
+        }
+        self.validate()?;
+        if self.t_s.len() < 2 {
+            return Err(MotionError::TooShort {
+                samples: self.t_s.len(),
+                needed: 2,
+                what: "resampling",
+            });
+        }
+        let t0 = self.t_s[0];
+        let span = self.duration_s();
+        // The tiny epsilon keeps the last sample when the span is an exact multiple of the
+        // period but rounding puts n·dt a hair beyond it.
+        let n = (span * rate_hz + 1e-9).floor() as usize + 1;
+        let mut t_s = Vec::with_capacity(n);
+        let mut pos_mm = Vec::with_capacity(n);
+        let mut seg = 0;
+        for i in 0..n {
+            let t = (t0 + i as f64 / rate_hz).min(t0 + span);
+            while seg + 2 < self.t_s.len() && self.t_s[seg + 1] < t {
+                seg += 1;
+            }
+            let (ta, tb) = (self.t_s[seg], self.t_s[seg + 1]);
+            let f = ((t - ta) / (tb - ta)).clamp(0.0, 1.0);
+            let (a, b) = (self.pos_mm[seg], self.pos_mm[seg + 1]);
+            t_s.push(t - t0);
+            pos_mm.push([
+                a[0] + f * (b[0] - a[0]),
+                a[1] + f * (b[1] - a[1]),
+                a[2] + f * (b[2] - a[2]),
+            ]);
+        }
+        Ok(Trace { t_s, pos_mm })
+    }
+
+    /// The breathing signal: positions projected on their principal axis (largest
+    /// variance), mean removed, mm. The axis sign is chosen so that end-exhale — where
+    /// breathing dwells longest, hence the side the median lies on — is the low end.
+    /// Needs at least three samples.
+    pub fn breathing_signal_mm(&self) -> Result<Vec<f64>, MotionError> {
+        self.validate()?;
+        let n = self.pos_mm.len();
+        if n < 3 {
+            return Err(MotionError::TooShort {
+                samples: n,
+                needed: 3,
+                what: "principal axis",
+            });
+        }
+        let mut mean = Vector3::zeros();
+        for p in &self.pos_mm {
+            mean += Vector3::from(*p);
+        }
+        mean /= n as f64;
+        let mut cov = Matrix3::zeros();
+        for p in &self.pos_mm {
+            let d = Vector3::from(*p) - mean;
+            cov += d * d.transpose();
+        }
+        cov /= n as f64;
+        let eig = SymmetricEigen::new(cov);
+        let mut best = 0;
+        for i in 1..3 {
+            if eig.eigenvalues[i] > eig.eigenvalues[best] {
+                best = i;
+            }
+        }
+        let axis = eig.eigenvectors.column(best).into_owned();
+        let mut s: Vec<f64> = self
+            .pos_mm
+            .iter()
+            .map(|p| (Vector3::from(*p) - mean).dot(&axis))
+            .collect();
+        let mut sorted = s.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (lo, hi, med) = (sorted[0], sorted[n - 1], sorted[n / 2]);
+        if hi - med < med - lo {
+            s.iter_mut().for_each(|v| *v = -*v);
+        }
+        Ok(s)
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, MotionError> {
+    std::fs::read_to_string(path).map_err(|source| MotionError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads an ExtMarker recording.
+pub fn read_extmarker(path: impl AsRef<Path>) -> Result<Trace, MotionError> {
+    let path = path.as_ref();
+    parse_extmarker(&read_text(path)?, path)
+}
+
+/// Parses ExtMarker text; `source` names it in errors. The all-zero end row is skipped
+/// only as the last data row; anywhere else it is a bad row.
+pub fn parse_extmarker(text: &str, source: &Path) -> Result<Trace, MotionError> {
+    const HEADER: &str = r#""Frame";"Timestamp";"x";"y";"z""#;
+    let mut lines = text.lines().enumerate();
+    let bad_header = |line: usize, found: &str| MotionError::BadHeader {
+        path: source.to_path_buf(),
+        line,
+        expected: HEADER,
+        found: found.to_string(),
+    };
+    match lines.next() {
+        Some((_, h)) if h.trim().replace(' ', "").eq_ignore_ascii_case(HEADER) => {}
+        Some((_, h)) => return Err(bad_header(1, h.trim())),
+        None => return Err(bad_header(1, "")),
+    }
+    let rows: Vec<(usize, &str)> = lines
+        .map(|(n, l)| (n + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
+    let mut trace = Trace {
+        t_s: Vec::with_capacity(rows.len()),
+        pos_mm: Vec::with_capacity(rows.len()),
+    };
+    for (idx, (line, row)) in rows.iter().enumerate() {
+        let bad = |reason: String| MotionError::BadRow {
+            path: source.to_path_buf(),
+            line: *line,
+            reason,
+        };
+        let fields: Vec<&str> = row.split(';').map(str::trim).collect();
+        if fields.len() != 5 {
+            return Err(bad(format!(
+                "expected 5 ';'-separated fields, found {}",
+                fields.len()
+            )));
+        }
+        let mut v = [0.0f64; 5];
+        for (slot, (name, f)) in v
+            .iter_mut()
+            .zip(["Frame", "Timestamp", "x", "y", "z"].iter().zip(&fields))
+        {
+            *slot = f
+                .replace(',', ".")
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(format!("{name} is not a number: {f:?}")))?;
+        }
+        if v.iter().all(|x| *x == 0.0) {
+            if idx + 1 == rows.len() {
+                break;
+            }
+            return Err(bad("all-zero end-marker row before the end of the data".into()));
+        }
+        let t_s = v[1] / 1000.0;
+        if let Some(&prev) = trace.t_s.last() {
+            if t_s <= prev {
+                return Err(MotionError::NonMonotonicTime {
+                    path: source.to_path_buf(),
+                    line: *line,
+                    t_s,
+                    previous_t_s: prev,
+                });
+            }
+        }
+        trace.t_s.push(t_s);
+        trace.pos_mm.push([v[2], v[3], v[4]]);
+    }
+    if trace.t_s.len() < 2 {
+        return Err(MotionError::TooShort {
+            samples: trace.t_s.len(),
+            needed: 2,
+            what: "a recording",
+        });
+    }
+    Ok(trace)
+}
+
+/// Reads a plain CSV trace `t_s,x_mm,y_mm,z_mm` (header required).
+pub fn read_csv_trace(path: impl AsRef<Path>) -> Result<Trace, MotionError> {
+    let path = path.as_ref();
+    parse_csv_trace(&read_text(path)?, path)
+}
+
+/// Parses a plain CSV trace; `source` names it in errors.
+pub fn parse_csv_trace(text: &str, source: &Path) -> Result<Trace, MotionError> {
+    const HEADER: &str = "t_s,x_mm,y_mm,z_mm";
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim().replace(' ', "") == HEADER => {}
+        other => {
+            return Err(MotionError::BadHeader {
+                path: source.to_path_buf(),
+                line: 1,
+                expected: HEADER,
+                found: other.map_or(String::new(), |(_, h)| h.trim().to_string()),
+            })
+        }
+    }
+    let mut trace = Trace {
+        t_s: Vec::new(),
+        pos_mm: Vec::new(),
+    };
+    for (n, row) in lines {
+        let line = n + 1;
+        let row = row.trim();
+        if row.is_empty() {
+            continue;
+        }
+        let bad = |reason: String| MotionError::BadRow {
+            path: source.to_path_buf(),
+            line,
+            reason,
+        };
+        let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+        if fields.len() != 4 {
+            return Err(bad(format!(
+                "expected 4 ','-separated fields, found {}",
+                fields.len()
+            )));
+        }
+        let mut v = [0.0f64; 4];
+        for (slot, (name, f)) in v
+            .iter_mut()
+            .zip(["t_s", "x_mm", "y_mm", "z_mm"].iter().zip(&fields))
+        {
+            *slot = f
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(format!("{name} is not a number: {f:?}")))?;
+        }
+        if let Some(&prev) = trace.t_s.last() {
+            if v[0] <= prev {
+                return Err(MotionError::NonMonotonicTime {
+                    path: source.to_path_buf(),
+                    line,
+                    t_s: v[0],
+                    previous_t_s: prev,
+                });
+            }
+        }
+        trace.t_s.push(v[0]);
+        trace.pos_mm.push([v[1], v[2], v[3]]);
+    }
+    if trace.t_s.len() < 2 {
+        return Err(MotionError::TooShort {
+            samples: trace.t_s.len(),
+            needed: 2,
+            what: "a recording",
+        });
+    }
+    Ok(trace)
+}
+
+/// Which tumor position the displacements are measured from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MotionReference {
+    /// The time-weighted mean position (mid-position planning): displacements average 0
+    /// before drift.
+    MidPosition,
+    /// End-exhale: the low end of the breathing signal is displacement 0.
+    EndExhale,
+}
+
+/// Maps a breathing signal to tumor displacement in patient LPS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TumorMotionModel {
+    /// End-inhale minus end-exhale tumor position, mm, LPS `[x (L), y (P), z (S)]`: its
+    /// absolute components are the peak-to-peak amplitudes per axis. Default
+    /// `[1, −3, −10]`: typical lung tumor motion (about 10 mm superior–inferior, 3 mm
+    /// anterior–posterior, 1 mm left–right; on inhale the tumor moves inferior and
+    /// anterior).
+    pub inhale_shift_mm: [f64; 3],
+    /// Baseline drift, mm per minute, LPS, added linearly from the first sample.
+    pub drift_mm_per_min: [f64; 3],
+    /// Zero of the displacements.
+    pub reference: MotionReference,
+}
+
+impl Default for TumorMotionModel {
+    fn default() -> Self {
+        TumorMotionModel {
+            inhale_shift_mm: [1.0, -3.0, -10.0],
+            drift_mm_per_min: [0.0; 3],
+            reference: MotionReference::MidPosition,
+        }
+    }
+}
+
+impl TumorMotionModel {
+    /// Tumor displacement per sample of `trace`, mm LPS. The breathing signal is scaled so
+    /// its full peak-to-peak span gives exactly [`Self::inhale_shift_mm`].
+    pub fn displacements_mm(&self, trace: &Trace) -> Result<Vec<[f64; 3]>, MotionError> {
+        for (name, v) in [
+            ("inhale_shift_mm", self.inhale_shift_mm),
+            ("drift_mm_per_min", self.drift_mm_per_min),
+        ] {
+            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+                return Err(MotionError::BadParameter {
+                    name,
+                    value: *bad,
+                    reason: "must be finite",
+                });
+            }
+        }
+        let s = self.breathing_signal(trace)?;
+        let t0 = trace.t_s[0];
+        Ok(s.iter()
+            .zip(&trace.t_s)
+            .map(|(f, t)| {
+                let minutes = (t - t0) / 60.0;
+                std::array::from_fn(|a| f * self.inhale_shift_mm[a] + self.drift_mm_per_min[a] * minutes)
+            })
+            .collect())
+    }
+
+    /// The normalized breathing phase per sample: 0 at the end-exhale extreme, 1 at the
+    /// end-inhale extreme, minus the mean for [`MotionReference::MidPosition`].
+    pub fn breathing_signal(&self, trace: &Trace) -> Result<Vec<f64>, MotionError> {
+        let s = trace.breathing_signal_mm()?;
+        let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let span = hi - lo;
+        if span.is_nan() || span <= 1e-9 {
+            return Err(MotionError::BadParameter {
+                name: "trace peak-to-peak",
+                value: span,
+                reason: "the trace does not move",
+            });
+        }
+        let mut f: Vec<f64> = s.iter().map(|v| (v - lo) / span).collect();
+        if self.reference == MotionReference::MidPosition {
+            let mean = time_weighted_mean(&trace.t_s, &f);
+            f.iter_mut().for_each(|v| *v -= mean);
+        }
+        Ok(f)
+    }
+}
+
+/// Trapezoidal time average, so irregular sampling does not bias the mid-position.
+fn time_weighted_mean(t: &[f64], v: &[f64]) -> f64 {
+    let span = t[t.len() - 1] - t[0];
+    let area: f64 = t
+        .windows(2)
+        .zip(v.windows(2))
+        .map(|(tw, vw)| (tw[1] - tw[0]) * 0.5 * (vw[0] + vw[1]))
+        .sum();
+    area / span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resample_interpolates_linearly() {
+        let tr = Trace {
+            t_s: vec![0.0, 1.0, 3.0],
+            pos_mm: vec![[0.0; 3], [10.0, 0.0, -2.0], [30.0, 4.0, 0.0]],
+        };
+        let r = tr.resample(2.0).unwrap();
+        assert_eq!(r.t_s, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]);
+        assert_eq!(r.pos_mm[1], [5.0, 0.0, -1.0]);
+        assert_eq!(r.pos_mm[4], [20.0, 2.0, -1.0]);
+        assert_eq!(r.pos_mm[6], [30.0, 4.0, 0.0]);
+    }
+
+    #[test]
+    fn resample_refuses_short_and_unordered() {
+        let one = Trace {
+            t_s: vec![0.0],
+            pos_mm: vec![[0.0; 3]],
+        };
+        assert!(matches!(one.resample(10.0), Err(MotionError::TooShort { .. })));
+        let back = Trace {
+            t_s: vec![0.0, 2.0, 1.0],
+            pos_mm: vec![[0.0; 3]; 3],
+        };
+        assert!(matches!(
+            back.resample(10.0),
+            Err(MotionError::NonMonotonicTime { line: 3, .. })
+        ));
+        let ok = Trace {
+            t_s: vec![0.0, 1.0],
+            pos_mm: vec![[0.0; 3]; 2],
+        };
+        assert!(matches!(ok.resample(0.0), Err(MotionError::BadParameter { .. })));
+    }
+}
