@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod inspect;
 mod range;
 mod register;
@@ -36,6 +37,10 @@ enum Command {
     Register(register::Args),
     /// Run the real-time pipeline (the daemon): frames in, corrections out, audit log.
     Run(run::Args),
+    /// The built-in demo: a thorax phantom breathing a real trace, tracked end to end, with a report.
+    Demo(demo::DemoArgs),
+    /// Replay a motion trace on your own CT, structures and plan, with a report.
+    Replay(demo::ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +56,8 @@ fn main() -> std::process::ExitCode {
         Command::Wepl(args) => wepl::run(args),
         Command::Register(args) => register::run(args),
         Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::demo(args),
+        Command::Replay(args) => demo::replay(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

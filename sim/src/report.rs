@@ -136,8 +136,11 @@ pub struct Report {
     pub controller_expired_sets: u64,
     /// The configured budget, ms.
     pub budget_ms: f64,
-    /// Frame complete → on the wire.
+    /// Frame complete → corrections on the wire, over corrected frames (holds are counted
+    /// in `held`; every frame's latency is in `frames.csv` and the histogram).
     pub latency_ms: Quantiles,
+    /// Median time per stage, ms: ingest, register, range, adapt, link.
+    pub stage_ms_p50: std::collections::BTreeMap<&'static str, f64>,
     /// Tumor position error at delivery time.
     pub tumor_error_mm: Quantiles,
     /// Delivered-spot position error (per spot, per frame while the beam was on).

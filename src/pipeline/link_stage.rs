@@ -144,7 +144,7 @@ fn poll_acks(s: &mut LinkStage, st: &mut State) {
         if st.controller_on && !ack.beam_on && st.told == Told::Corrections {
             // The controller held on its own (a rejected datagram, an expired set): on record,
             // once per transition.
-            tracing::warn!(frame = ack.frame_id, "controller reports the beam held");
+            tracing::info!(frame = ack.frame_id, "controller reports the beam held");
             let _ = s.audit.write(&audit::AuditRecord::Link {
                 unix_ns: super::ingest_stage::unix_ns_of(Instant::now()),
                 code: 0,

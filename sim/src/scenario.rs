@@ -1,0 +1,351 @@
+//! Replay set-ups: the built-in demo (thorax phantom planned with carbon, a bundled real
+//! breathing trace) and a user's own CT + structure set + plan. Both are written out as a
+//! session folder — DICOM files, a TOML configuration, a link key — and loaded back through
+//! the same configuration and DICOM readers a clinic's files go through.
+
+use std::path::{Path, PathBuf};
+
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::tags;
+use ionguide::volume::CtVolume;
+
+use crate::frames::{write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds};
+use crate::motion::{read_csv_trace, read_extmarker, Trace, TumorMotionModel};
+use crate::phantom::{Phantom, PhantomSpec};
+use crate::planner::{plan, plan_bytes, PlannerOptions};
+use crate::replay::{FrameSource, ReplayError};
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
+    move |source| ReplayError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), ReplayError> {
+    std::fs::write(path, bytes).map_err(io_err(path))
+}
+
+/// The bundled demo trace (real ExtMarker recording; attribution in `sim/data/traces/README.md`).
+pub fn bundled_trace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/traces/201205101522-UCC-1-N-138-6.csv")
+}
+
+/// Tumor displacements at `rate_hz` from a trace file: the ExtMarker format (`;`-separated)
+/// goes through the breathing model (surface marker → tumor); a plain `t_s,x_mm,y_mm,z_mm`
+/// CSV is taken as the tumor's own displacement.
+pub fn displacements(
+    path: &Path,
+    rate_hz: f64,
+    model: &TumorMotionModel,
+    frames: Option<usize>,
+) -> Result<(Vec<f64>, Vec<[f64; 3]>), ReplayError> {
+    let head = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let bad = |e: crate::motion::MotionError| ReplayError::Session(format!("trace {}: {e}", path.display()));
+    let extmarker = head.lines().next().is_some_and(|l| l.contains(';'));
+    let trace: Trace = if extmarker {
+        read_extmarker(path).map_err(bad)?
+    } else {
+        read_csv_trace(path).map_err(bad)?
+    };
+    let trace = trace.resample(rate_hz).map_err(bad)?;
+    let mut d = if extmarker {
+        model.displacements_mm(&trace).map_err(bad)?
+    } else {
+        trace.pos_mm.clone()
+    };
+    let mut t = trace.t_s.clone();
+    if let Some(n) = frames {
+        d.truncate(n);
+        t.truncate(n);
+    }
+    Ok((t, d))
+}
+
+/// The session TOML of a replay (the source section is required by the schema; replays feed
+/// frames through the in-process source instead).
+fn session_toml(ct: &Path, rs: &Path, roi: &str, plan: &Path, margin_mm: f64, budget_ms: f64) -> String {
+    format!(
+        r#"# written by ionguide-sim for a replay
+[planning]
+ct = "{}"
+structures = "{}"
+roi = "{roi}"
+plan = "{}"
+
+[source]
+kind = "scp"
+bind = "127.0.0.1:0"
+
+[link]
+key_file = "link.key"
+
+[audit]
+path = "audit/replay.audit"
+
+[timing]
+budget_ms = {budget_ms}
+validity_ms = {}
+
+[registration]
+margin_mm = {margin_mm}
+"#,
+        ct.display(),
+        rs.display(),
+        plan.display(),
+        (budget_ms * 2.0).max(250.0)
+    )
+}
+
+fn write_key(dir: &Path) -> Result<(), ReplayError> {
+    let key = dir.join("link.key");
+    // a fresh key per session folder, from the OS generator
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| ReplayError::Session(format!("random key: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write(&key, hex.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(io_err(&key))?;
+    }
+    Ok(())
+}
+
+/// The demo's phantom session, written under `dir`.
+pub struct PhantomScenario {
+    /// The phantom.
+    pub phantom: Phantom,
+    /// Its planning series identifiers.
+    pub ids: SeriesIds,
+    /// The session configuration written.
+    pub config: PathBuf,
+    /// Spots in the plan.
+    pub spots: usize,
+}
+
+/// Builds the phantom, plans it, and writes planning CT, RT Structure Set, RT Ion Plan,
+/// configuration and key into `dir`.
+pub fn write_phantom_session(
+    dir: &Path,
+    spec: &PhantomSpec,
+    planner: &PlannerOptions,
+    budget_ms: f64,
+) -> Result<PhantomScenario, ReplayError> {
+    let err = |e: &dyn std::fmt::Display| ReplayError::Session(e.to_string());
+    let phantom = Phantom::thorax(spec).map_err(|e| err(&e))?;
+    let ids = SeriesIds::planning(&phantom);
+    let ct_dir = dir.join("ct");
+    std::fs::create_dir_all(&ct_dir).map_err(io_err(&ct_dir))?;
+    let slices = write_ct_series(&phantom.ct, &ids).map_err(|e| err(&e))?;
+    for (k, s) in slices.iter().enumerate() {
+        write(&ct_dir.join(format!("CT{:04}.dcm", k + 1)), s)?;
+    }
+    let rs = write_structure_set(
+        &phantom.structures,
+        &ids,
+        slices.len(),
+        &format!("{}.9", ids.study_instance_uid),
+    )
+    .map_err(|e| err(&e))?;
+    write(&dir.join("RS.dcm"), &rs)?;
+    let plan = plan(&phantom, &ids, planner).map_err(|e| err(&e))?;
+    let spots = plan
+        .beams
+        .iter()
+        .flat_map(|b| &b.layers)
+        .map(|l| l.spots.len())
+        .sum();
+    write(&dir.join("RP.dcm"), &plan_bytes(&plan).map_err(|e| err(&e))?)?;
+    write_key(dir)?;
+    let config = dir.join("session.toml");
+    write(
+        &config,
+        session_toml(
+            Path::new("ct"),
+            Path::new("RS.dcm"),
+            "GTV",
+            Path::new("RP.dcm"),
+            20.0,
+            budget_ms,
+        )
+        .as_bytes(),
+    )?;
+    Ok(PhantomScenario {
+        phantom,
+        ids,
+        config,
+        spots,
+    })
+}
+
+/// Frames of the moving phantom: noisy frames for the pipeline, noise-free ones as truth.
+pub struct PhantomFrames {
+    synth: FrameSynth,
+    truth: FrameSynth,
+}
+
+impl PhantomFrames {
+    /// Frame makers for a phantom scenario.
+    pub fn new(s: &PhantomScenario, noise_sigma_hu: f64, seed: u64) -> Result<Self, ReplayError> {
+        let err = |e: crate::frames::FrameError| ReplayError::Session(e.to_string());
+        let synth = FrameSynth::new(
+            &s.phantom,
+            &s.ids,
+            FrameOptions {
+                noise_sigma_hu,
+                seed,
+                ..FrameOptions::default()
+            },
+        )
+        .map_err(err)?;
+        let truth = FrameSynth::new(
+            &s.phantom,
+            &s.ids,
+            FrameOptions {
+                noise_sigma_hu: 0.0,
+                seed,
+                ..FrameOptions::default()
+            },
+        )
+        .map_err(err)?;
+        Ok(PhantomFrames { synth, truth })
+    }
+}
+
+impl FrameSource for PhantomFrames {
+    fn describe(&self) -> String {
+        let g = self.synth.volume().grid();
+        let [nx, ny, nz] = g.dims();
+        format!("thorax phantom {nx}×{ny}×{nz}")
+    }
+    fn frame(&mut self, index: usize, d: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError> {
+        self.synth
+            .frame(index, d)
+            .map(|f| f.slices)
+            .map_err(|e| ReplayError::Frame {
+                index,
+                reason: e.to_string(),
+            })
+    }
+    fn truth(&mut self, index: usize, d: [f64; 3]) -> Result<&CtVolume, ReplayError> {
+        self.truth.render(index, d).map_err(|e| ReplayError::Frame {
+            index,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A user's CT, moved rigidly by rewriting each slice's Image Position (Patient): the
+/// displacement is exact, so the truth is known without resampling.
+pub struct RealCtFrames {
+    slices: Vec<dicom_object::DefaultDicomObject>,
+    dir: PathBuf,
+    truth: Option<CtVolume>,
+}
+
+impl RealCtFrames {
+    /// Loads every DICOM file of `dir` (the CT series).
+    pub fn load(dir: &Path) -> Result<Self, ReplayError> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        paths.sort();
+        let mut slices = Vec::new();
+        for p in &paths {
+            if let Ok(o) = dicom_object::open_file(p) {
+                let is_ct = o
+                    .element(tags::MODALITY)
+                    .ok()
+                    .and_then(|e| e.to_str().ok())
+                    .is_some_and(|m| m.trim() == "CT");
+                if is_ct {
+                    slices.push(o);
+                }
+            }
+        }
+        if slices.is_empty() {
+            return Err(ReplayError::Session(format!("no CT slices in {}", dir.display())));
+        }
+        Ok(RealCtFrames {
+            slices,
+            dir: dir.to_owned(),
+            truth: None,
+        })
+    }
+}
+
+impl FrameSource for RealCtFrames {
+    fn describe(&self) -> String {
+        format!("{} slices of {}", self.slices.len(), self.dir.display())
+    }
+    fn frame(&mut self, index: usize, d: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError> {
+        let fail = |reason: String| ReplayError::Frame { index, reason };
+        self.slices
+            .iter()
+            .enumerate()
+            .map(|(k, o)| {
+                let mut obj = o.clone();
+                let ipp = obj
+                    .element(tags::IMAGE_POSITION_PATIENT)
+                    .ok()
+                    .and_then(|e| e.to_multi_float64().ok())
+                    .filter(|v| v.len() == 3)
+                    .ok_or_else(|| fail(format!("slice {k} has no Image Position (Patient)")))?;
+                let moved: Vec<String> = (0..3).map(|a| format!("{:.4}", ipp[a] + d[a])).collect();
+                obj.put(DataElement::new(
+                    tags::IMAGE_POSITION_PATIENT,
+                    VR::DS,
+                    PrimitiveValue::Strs(moved.into_iter().collect()),
+                ));
+                obj.put(DataElement::new(
+                    tags::ACQUISITION_NUMBER,
+                    VR::IS,
+                    PrimitiveValue::from((index + 1).to_string()),
+                ));
+                let uid = format!("2.25.{}{:05}{:05}", 7_000_000 + index, k, index % 100_000);
+                obj.put(DataElement::new(
+                    tags::SOP_INSTANCE_UID,
+                    VR::UI,
+                    PrimitiveValue::from(uid.as_str()),
+                ));
+                obj.update_meta(|m| m.media_storage_sop_instance_uid = uid.clone());
+                let mut out = Vec::new();
+                obj.write_all(&mut out).map_err(|e| fail(e.to_string()))?;
+                Ok(out)
+            })
+            .collect()
+    }
+    fn truth(&mut self, index: usize, d: [f64; 3]) -> Result<&CtVolume, ReplayError> {
+        let bytes = self.frame(index, d)?;
+        let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+        let series = ionguide::dicom::ct::read_series_bytes(&refs).map_err(|e| ReplayError::Frame {
+            index,
+            reason: e.to_string(),
+        })?;
+        Ok(self.truth.insert(series.volume))
+    }
+}
+
+/// Writes the session folder for a user's CT, structure set, ROI and plan.
+pub fn write_user_session(
+    dir: &Path,
+    ct: &Path,
+    structures: &Path,
+    roi: &str,
+    plan: &Path,
+    budget_ms: f64,
+) -> Result<PathBuf, ReplayError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let abs = |p: &Path| std::fs::canonicalize(p).map_err(io_err(p));
+    write_key(dir)?;
+    let config = dir.join("session.toml");
+    write(
+        &config,
+        session_toml(&abs(ct)?, &abs(structures)?, roi, &abs(plan)?, 10.0, budget_ms).as_bytes(),
+    )?;
+    Ok(config)
+}
