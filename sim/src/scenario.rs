@@ -90,6 +90,12 @@ validity_ms = {}
 
 [registration]
 margin_mm = {margin_mm}
+
+# Spots at a lung tumor's edge see the tumor slide in and out of their path: tens of mm of
+# water-equivalent change for a few mm of motion is real physics there, so the range limit
+# is set above it (the clinical default of 10 mm would hold those frames).
+[limits]
+max_range_mm = 30.0
 "#,
         ct.display(),
         rs.display(),
