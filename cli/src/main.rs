@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod gate;
 mod inspect;
 mod range;
 mod register;
@@ -41,6 +42,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Replay a motion trace on your own CT, structures and plan, with a report.
     Replay(demo::ReplayArgs),
+    /// Release gate: measure the pipeline on a workload and compare with benches/budgets.toml.
+    Gate(gate::GateArgs),
+    /// Soak: a long flat-out run; memory, latency stability, every frame in the audit log.
+    Soak(gate::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +63,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::demo(args),
         Command::Replay(args) => demo::replay(args),
+        Command::Gate(args) => gate::gate(args),
+        Command::Soak(args) => gate::soak(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod frames;
+pub mod gate;
 pub mod motion;
 pub mod phantom;
 pub mod planner;

@@ -147,6 +147,7 @@ impl Pipeline {
             retire: retire.clone(),
             shared: shared.clone(),
             stage,
+            registered: false,
         };
         // Ingest has no hop in: its input is the source channel; a dummy hop keeps StageIo uniform.
         let (_unused_tx, ingest_in) = hop::hop(1);

@@ -64,6 +64,8 @@ pub struct StageIo {
     pub shared: Arc<Shared>,
     /// Which stage this is.
     pub stage: Stage,
+    /// Whether the calling thread has registered to be woken by pushes.
+    pub registered: bool,
 }
 
 /// How long an idle stage sleeps between checks of the stop flag (a push wakes it sooner).
@@ -73,6 +75,12 @@ impl StageIo {
     /// Waits for the newest frame; older waiting ones are retired as dropped. `None` when the
     /// pipeline stops.
     pub fn next_frame(&mut self) -> Option<Box<Work>> {
+        if !self.registered {
+            // the producer's push unparks this thread from now on (else it would only notice
+            // new frames when its idle wait times out)
+            self.input.register_current();
+            self.registered = true;
+        }
         loop {
             if let Some(mut w) = self.input.try_pop() {
                 while let Some(newer) = self.input.try_pop() {

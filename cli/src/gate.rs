@@ -1,0 +1,149 @@
+//! `ionguide gate` (release gate: measured latencies against `benches/budgets.toml`, non-zero
+//! exit on any breach) and `ionguide soak` (a long flat-out run: memory, latency stability
+//! and every frame accounted for in the audit log).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ionguide_sim::gate::{check, run_workload, Budgets, Workload, WorkloadResult};
+
+/// Gate a release on latency budgets.
+#[derive(Debug, clap::Args)]
+pub struct GateArgs {
+    /// `small` (what CI affords) or `reference` (512×512×48, ~10,000 spots; for releases).
+    #[arg(long, value_enum, default_value = "small")]
+    workload: WorkloadArg,
+    /// Budgets file.
+    #[arg(long, default_value = "benches/budgets.toml")]
+    budgets: PathBuf,
+    /// Override the budgets file's frame count.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Working folder (session files, audit log).
+    #[arg(long, default_value = "target/gate")]
+    out: PathBuf,
+    /// Also write the measurements as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Run the pipeline flat out for a long time and account for every frame.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// Frames.
+    #[arg(long, default_value_t = 100_000)]
+    frames: u64,
+    /// Workload.
+    #[arg(long, value_enum, default_value = "small")]
+    workload: WorkloadArg,
+    /// Working folder.
+    #[arg(long, default_value = "target/soak")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WorkloadArg {
+    Small,
+    Reference,
+}
+
+impl From<WorkloadArg> for Workload {
+    fn from(w: WorkloadArg) -> Self {
+        match w {
+            WorkloadArg::Small => Workload::Small,
+            WorkloadArg::Reference => Workload::Reference,
+        }
+    }
+}
+
+fn describe(r: &WorkloadResult) {
+    println!(
+        "workload {}: {} frames at {} Hz, {} voxels/frame, {} spots; corrected {} held {} (deadline {}) rejected {} dropped {}; stale corrections {}",
+        r.workload.name(),
+        r.frames,
+        r.rate_hz,
+        r.frame_voxels,
+        r.spots,
+        r.corrected,
+        r.held,
+        r.deadline_misses,
+        r.rejected,
+        r.dropped,
+        r.stale_corrections
+    );
+    println!(
+        "resident memory: {:.1} MiB after warm-up, {:.1} MiB at the end, peak {:.1} MiB; wall {:.1} s",
+        r.rss_mib_start, r.rss_mib_end, r.rss_mib_peak, r.wall_s
+    );
+}
+
+/// Runs `ionguide gate`.
+pub fn gate(args: GateArgs) -> anyhow::Result<()> {
+    let budgets = Budgets::load(&args.budgets).map_err(anyhow::Error::msg)?;
+    let workload: Workload = args.workload.into();
+    let b = budgets.of(workload);
+    let frames = args.frames.unwrap_or(b.frames);
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let r = run_workload(workload, &args.out, frames, b.rate_hz, b.deadline_ms, true)?;
+    describe(&r);
+    let lines = check(&r, b);
+    println!();
+    println!(
+        "{:<34} {:>10} {:>10} {:>7}  verdict",
+        "quantity", "budget", "measured", "ratio"
+    );
+    for l in &lines {
+        println!(
+            "{:<34} {:>10.2} {:>10.2} {:>7.2}  {}",
+            l.quantity,
+            l.budget,
+            l.measured,
+            l.ratio,
+            if l.pass { "ok" } else { "BREACH" }
+        );
+    }
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&(&r, &lines))? + "\n")
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    let breaches = lines.iter().filter(|l| !l.pass).count();
+    if breaches > 0 {
+        anyhow::bail!(
+            "{breaches} budget(s) breached on the {} workload ({})",
+            workload.name(),
+            args.budgets.display()
+        );
+    }
+    println!(
+        "\ngate passed: every budget of the {} workload held",
+        workload.name()
+    );
+    Ok(())
+}
+
+/// Runs `ionguide soak`.
+pub fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let r = run_workload(args.workload.into(), &args.out, args.frames, 0.0, 1000.0, true)?;
+    describe(&r);
+    let audited: u64 = r.audited.values().sum();
+    println!(
+        "end to end ms: whole run p50 {:.2} p99 {:.2} max {:.2}; first tenth p99 {:.2}; last tenth p99 {:.2}",
+        r.end_to_end_ms.p50,
+        r.end_to_end_ms.p99,
+        r.end_to_end_ms.max,
+        r.end_to_end_first_tenth_ms.p99,
+        r.end_to_end_last_tenth_ms.p99
+    );
+    println!(
+        "audit log: {audited} frames accounted for ({:?}) of {} sent",
+        r.audited, r.frames
+    );
+    if audited != r.frames {
+        anyhow::bail!(
+            "{} frame(s) missing from the audit log",
+            r.frames.abs_diff(audited)
+        );
+    }
+    Ok(())
+}

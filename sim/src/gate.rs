@@ -1,0 +1,477 @@
+//! The release gate's workloads and the soak: the phantom chain (pipeline, UDP link,
+//! controller, audit log) driven at a fixed frame rate or flat out, measured per stage and
+//! end to end with HDR histograms, with resident memory sampled from `/proc`. Budgets live in
+//! the repository (`benches/budgets.toml`); [`check`] compares and lists every breach.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ionguide::geometry::RigidTransform;
+use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
+use ionguide::pipeline::{LinkTiming, Outcome, Pipeline, PipelineIo, Stage};
+use ionguide::source::InProcessSource;
+use serde::{Deserialize, Serialize};
+
+use crate::controller::{spawn, ControllerConfig};
+use crate::motion::TumorMotionModel;
+use crate::phantom::PhantomSpec;
+use crate::planner::PlannerOptions;
+use crate::replay::{load_session, ReplayError};
+use crate::scenario::{bundled_trace, displacements, write_phantom_session, PhantomFrames};
+
+/// Which workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// What CI affords: 128×128×24 frames, the same ~10,000-spot carbon plan.
+    Small,
+    /// The release workload: 512×512×48 frames, 2-beam carbon plan of ~10,000 spots, 80 mm ROI.
+    Reference,
+}
+
+impl Workload {
+    /// The phantom of this workload.
+    pub fn phantom(self) -> PhantomSpec {
+        match self {
+            Workload::Small => PhantomSpec::small(),
+            Workload::Reference => PhantomSpec {
+                dims: [512, 512, 48],
+                spacing_mm: [0.75, 0.75, 2.5],
+                ..PhantomSpec::default()
+            },
+        }
+    }
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Small => "small",
+            Workload::Reference => "reference",
+        }
+    }
+}
+
+/// p50 / p99 / max, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    if h.is_empty() {
+        return Latency {
+            p50: 0.0,
+            p99: 0.0,
+            max: 0.0,
+        };
+    }
+    Latency {
+        p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+        max: h.max() as f64 / 1000.0,
+    }
+}
+
+/// What a workload run measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkloadResult {
+    /// Which.
+    pub workload: Workload,
+    /// Frames pushed.
+    pub frames: u64,
+    /// Frame rate asked for (0: flat out).
+    pub rate_hz: f64,
+    /// Spots in the plan.
+    pub spots: usize,
+    /// Frame voxels.
+    pub frame_voxels: usize,
+    /// Outcome counts from telemetry.
+    pub corrected: u64,
+    /// Held.
+    pub held: u64,
+    /// Held because a deadline passed.
+    pub deadline_misses: u64,
+    /// Rejected.
+    pub rejected: u64,
+    /// Dropped.
+    pub dropped: u64,
+    /// Corrections sent after their deadline.
+    pub stale_corrections: u64,
+    /// Frame complete → corrections on the wire (corrected frames).
+    pub end_to_end_ms: Latency,
+    /// The same over the first and the last tenth of the run (stability).
+    pub end_to_end_first_tenth_ms: Latency,
+    /// See `end_to_end_first_tenth_ms`.
+    pub end_to_end_last_tenth_ms: Latency,
+    /// Per stage.
+    pub stage_ms: BTreeMap<&'static str, Latency>,
+    /// Resident memory after warm-up and at the end, MiB (`/proc/self/status` VmRSS).
+    pub rss_mib_start: f64,
+    /// See `rss_mib_start`.
+    pub rss_mib_end: f64,
+    /// Peak resident memory, MiB (VmHWM).
+    pub rss_mib_peak: f64,
+    /// Frames in the audit log by outcome; must add up to `frames`.
+    pub audited: BTreeMap<&'static str, u64>,
+    /// Wall time, s.
+    pub wall_s: f64,
+}
+
+/// Reads a `/proc/self/status` field in kB as MiB (0 where unavailable).
+pub fn proc_status_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds")
+}
+
+/// Runs a workload: `frames` frames at `rate_hz` (0: each frame as soon as the previous one
+/// finished), `distinct` synthesized breathing frames cycled, in `dir`.
+pub fn run_workload(
+    workload: Workload,
+    dir: &Path,
+    frames: u64,
+    rate_hz: f64,
+    budget_ms: f64,
+    progress: bool,
+) -> Result<WorkloadResult, ReplayError> {
+    let wall = Instant::now();
+    let scenario = write_phantom_session(dir, &workload.phantom(), &PlannerOptions::default(), budget_ms)?;
+    let distinct = 50usize;
+    let (_, disp) = displacements(
+        &bundled_trace(),
+        10.0,
+        &TumorMotionModel::default(),
+        Some(distinct),
+    )?;
+    let mut synth = PhantomFrames::new(&scenario, 10.0, 3)?;
+    let mut encoded = Vec::with_capacity(disp.len());
+    for (i, d) in disp.iter().enumerate() {
+        encoded.push(crate::replay::FrameSource::frame(&mut synth, i, *d)?);
+    }
+    let frame_voxels = {
+        let [a, b, c] = scenario.phantom.grid().dims();
+        a * b * c
+    };
+    let (config, session) = load_session(&scenario.config)?;
+    let link_err = |e: &dyn std::fmt::Display| ReplayError::Link(e.to_string());
+    let key = LinkKey::from_file(&config.link.key_file).map_err(|e| link_err(&e))?;
+    let receiver = LinkReceiver::bind(
+        "127.0.0.1:0".parse().expect("literal"),
+        &key,
+        &LinkOptions::default(),
+    )
+    .map_err(|e| link_err(&e))?;
+    let controller = spawn(receiver, ControllerConfig::default(), |_| {}).map_err(|e| link_err(&e))?;
+    let link = LinkSender::new(
+        "127.0.0.1:0".parse().expect("literal"),
+        controller.local_addr(),
+        &key,
+        &LinkOptions::default(),
+    )
+    .map_err(|e| link_err(&e))?;
+    if let Some(d) = config.audit.path.parent() {
+        std::fs::create_dir_all(d).map_err(|source| ReplayError::Io {
+            path: d.to_owned(),
+            source,
+        })?;
+    }
+    let _ = std::fs::remove_file(&config.audit.path);
+    // the digest keeps a 100,000-frame soak's log small; the corrections' SHA-256 is still on record
+    let audit = ionguide::audit::AuditWriter::create(
+        &config.audit.path,
+        ionguide::link::protocol::unix_now_ns(),
+        ionguide::audit::AuditOptions::default().with_full_corrections(false),
+    )
+    .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+    let spots = session.spot_count();
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    let pipeline = Pipeline::start(
+        Arc::new(session),
+        PipelineIo {
+            events: rx,
+            link,
+            audit,
+            timing: LinkTiming {
+                heartbeat: Duration::from_millis(config.link.heartbeat_ms),
+                ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
+            },
+            setup: RigidTransform::identity(),
+        },
+    )
+    .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+    let source = InProcessSource::new(tx, "gate");
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new(frames);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta})",
+            )
+            .expect("constant template")
+            .progress_chars("=> "),
+        );
+        b.set_prefix(workload.name());
+        b
+    });
+
+    let warmup = 5u64.min(frames);
+    let (mut e2e, mut first, mut last) = (hist(), hist(), hist());
+    let mut stages: Vec<Histogram<u64>> = (0..5).map(|_| hist()).collect();
+    let (mut corrected, mut held, mut misses, mut rejected, mut dropped, mut stale) = (0, 0, 0, 0, 0, 0);
+    let mut rss_start = 0.0;
+    let tenth = (frames / 10).max(1);
+    let period = if rate_hz > 0.0 {
+        Some(Duration::from_secs_f64(1.0 / rate_hz))
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    let mut finished = 0u64;
+    let mut record = |ev: ionguide::pipeline::FrameEvent, n: u64| {
+        let t = ev.ticket;
+        match t.outcome {
+            Outcome::Corrected => {
+                corrected += 1;
+                if t.sent_at.is_some_and(|s| s > t.deadline) {
+                    stale += 1;
+                }
+                if n >= warmup {
+                    let us = (t.latency_ns() / 1000).max(1);
+                    e2e.saturating_record(us);
+                    if n < warmup + tenth {
+                        first.saturating_record(us);
+                    }
+                    if n + tenth >= frames {
+                        last.saturating_record(us);
+                    }
+                    for s in Stage::ALL {
+                        let ns = t.stage_ns[s.index()];
+                        if ns > 0 {
+                            stages[s.index()].saturating_record((ns / 1000).max(1));
+                        }
+                    }
+                }
+            }
+            Outcome::Held(r) => {
+                held += 1;
+                if r == ionguide::correction::HoldReason::DeadlineMissed {
+                    misses += 1;
+                }
+            }
+            Outcome::Rejected(_) => rejected += 1,
+            Outcome::Dropped => dropped += 1,
+            Outcome::Pending => {}
+        }
+    };
+    for n in 0..frames {
+        if let Some(p) = period {
+            let due = p * n as u32;
+            if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if n == warmup {
+            rss_start = proc_status_mib("VmRSS:");
+        }
+        source
+            .push_frame(encoded[(n as usize) % encoded.len()].clone())
+            .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+        if period.is_none() {
+            // flat out, one frame in flight: every frame is measured on an idle chain
+            let ev = pipeline
+                .telemetry()
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| ReplayError::Pipeline(format!("frame {n} did not finish within 30 s")))?;
+            record(ev, n);
+            finished += 1;
+        } else {
+            for ev in pipeline.telemetry().try_iter() {
+                record(ev, finished);
+                finished += 1;
+            }
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    let tel = pipeline.telemetry().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while finished < frames && Instant::now() < deadline {
+        if let Ok(ev) = tel.recv_timeout(Duration::from_millis(100)) {
+            record(ev, finished);
+            finished += 1;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let rss_end = proc_status_mib("VmRSS:");
+    let mut audit = pipeline
+        .shutdown()
+        .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+    let _ = audit.flush();
+    drop(audit);
+    let _ = controller.stop();
+    let summary =
+        ionguide::audit::summary(&config.audit.path).map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+    Ok(WorkloadResult {
+        workload,
+        frames,
+        rate_hz,
+        spots,
+        frame_voxels,
+        corrected,
+        held,
+        deadline_misses: misses,
+        rejected,
+        dropped,
+        stale_corrections: stale,
+        end_to_end_ms: latency(&e2e),
+        end_to_end_first_tenth_ms: latency(&first),
+        end_to_end_last_tenth_ms: latency(&last),
+        stage_ms: Stage::ALL
+            .iter()
+            .map(|s| (s.name(), latency(&stages[s.index()])))
+            .collect(),
+        rss_mib_start: rss_start,
+        rss_mib_end: rss_end,
+        rss_mib_peak: proc_status_mib("VmHWM:"),
+        audited: summary.outcomes,
+        wall_s: wall.elapsed().as_secs_f64(),
+    })
+}
+
+/// One budget line: a measured quantity's limits, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Median at most, ms.
+    pub p50: f64,
+    /// 99th percentile at most, ms.
+    pub p99: f64,
+    /// Largest at most, ms.
+    pub max: f64,
+}
+
+/// A workload's budgets: end to end and per stage, plus the run's shape.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadBudgets {
+    /// Frames to run.
+    pub frames: u64,
+    /// Frame rate, Hz.
+    pub rate_hz: f64,
+    /// The pipeline's latency budget (deadline), ms.
+    pub deadline_ms: f64,
+    /// Frame complete → corrections on the wire.
+    pub end_to_end: Budget,
+    /// Per stage: ingest, register, range, adapt, link.
+    pub stages: BTreeMap<String, Budget>,
+    /// Most deadline misses allowed.
+    pub max_deadline_misses: u64,
+    /// Most growth of resident memory over the run, MiB.
+    pub max_rss_growth_mib: f64,
+}
+
+/// `benches/budgets.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// The CI workload.
+    pub small: WorkloadBudgets,
+    /// The release workload.
+    pub reference: WorkloadBudgets,
+}
+
+impl Budgets {
+    /// Reads and parses the file.
+    pub fn load(path: &Path) -> Result<Budgets, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+    /// The budgets of a workload.
+    pub fn of(&self, w: Workload) -> &WorkloadBudgets {
+        match w {
+            Workload::Small => &self.small,
+            Workload::Reference => &self.reference,
+        }
+    }
+}
+
+/// One line of the gate's table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateLine {
+    /// What was measured.
+    pub quantity: String,
+    /// The limit.
+    pub budget: f64,
+    /// The measurement.
+    pub measured: f64,
+    /// measured / budget.
+    pub ratio: f64,
+    /// Within budget.
+    pub pass: bool,
+}
+
+/// Compares a result with its budgets.
+pub fn check(r: &WorkloadResult, b: &WorkloadBudgets) -> Vec<GateLine> {
+    let mut lines = Vec::new();
+    let mut line = |q: String, budget: f64, measured: f64| {
+        lines.push(GateLine {
+            quantity: q,
+            budget,
+            measured,
+            ratio: if budget > 0.0 {
+                measured / budget
+            } else {
+                f64::INFINITY
+            },
+            pass: measured <= budget,
+        })
+    };
+    let mut lat = |name: &str, m: &Latency, b: &Budget| {
+        line(format!("{name} p50 (ms)"), b.p50, m.p50);
+        line(format!("{name} p99 (ms)"), b.p99, m.p99);
+        line(format!("{name} max (ms)"), b.max, m.max);
+    };
+    lat("end to end", &r.end_to_end_ms, &b.end_to_end);
+    for (stage, budget) in &b.stages {
+        if let Some(m) = r.stage_ms.get(stage.as_str()) {
+            lat(stage, m, budget);
+        }
+    }
+    line(
+        "deadline misses".into(),
+        b.max_deadline_misses as f64,
+        r.deadline_misses as f64,
+    );
+    line("stale corrections".into(), 0.0, r.stale_corrections as f64);
+    line(
+        "resident memory growth (MiB)".into(),
+        b.max_rss_growth_mib,
+        (r.rss_mib_end - r.rss_mib_start).max(0.0),
+    );
+    let audited: u64 = r.audited.values().sum();
+    line(
+        "frames not in the audit log".into(),
+        0.0,
+        r.frames.abs_diff(audited) as f64,
+    );
+    lines
+}
