@@ -141,8 +141,127 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds")
 }
 
+/// The chain a workload runs on: phantom session, pipeline, UDP link, controller, audit log,
+/// and a cycle of pre-encoded breathing frames.
+pub struct Chain {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// Where frames go in.
+    pub source: InProcessSource,
+    /// Pre-encoded frames, cycled.
+    pub encoded: Vec<Vec<Vec<u8>>>,
+    /// Spots in the plan.
+    pub spots: usize,
+    /// Voxels per frame.
+    pub frame_voxels: usize,
+    audit_path: std::path::PathBuf,
+    controller: crate::controller::ControllerHandle,
+}
+
+impl Chain {
+    /// Builds the workload's session in `dir` and starts everything.
+    pub fn start(workload: Workload, dir: &Path, budget_ms: f64) -> Result<Chain, ReplayError> {
+        let scenario =
+            write_phantom_session(dir, &workload.phantom(), &PlannerOptions::default(), budget_ms)?;
+        let distinct = 50usize;
+        let (_, disp) = displacements(
+            &bundled_trace(),
+            10.0,
+            &TumorMotionModel::default(),
+            Some(distinct),
+        )?;
+        let mut synth = PhantomFrames::new(&scenario, 10.0, 3)?;
+        let mut encoded = Vec::with_capacity(disp.len());
+        for (i, d) in disp.iter().enumerate() {
+            encoded.push(crate::replay::FrameSource::frame(&mut synth, i, *d)?);
+        }
+        let frame_voxels = {
+            let [a, b, c] = scenario.phantom.grid().dims();
+            a * b * c
+        };
+        let (config, session) = load_session(&scenario.config)?;
+        let link_err = |e: &dyn std::fmt::Display| ReplayError::Link(e.to_string());
+        let key = LinkKey::from_file(&config.link.key_file).map_err(|e| link_err(&e))?;
+        let receiver = LinkReceiver::bind(
+            "127.0.0.1:0".parse().expect("literal"),
+            &key,
+            &LinkOptions::default(),
+        )
+        .map_err(|e| link_err(&e))?;
+        let controller = spawn(receiver, ControllerConfig::default(), |_| {}).map_err(|e| link_err(&e))?;
+        let link = LinkSender::new(
+            "127.0.0.1:0".parse().expect("literal"),
+            controller.local_addr(),
+            &key,
+            &LinkOptions::default(),
+        )
+        .map_err(|e| link_err(&e))?;
+        if let Some(d) = config.audit.path.parent() {
+            std::fs::create_dir_all(d).map_err(|source| ReplayError::Io {
+                path: d.to_owned(),
+                source,
+            })?;
+        }
+        let _ = std::fs::remove_file(&config.audit.path);
+        // the digest keeps a 100,000-frame soak's log small; the corrections' SHA-256 is still on record
+        let audit = ionguide::audit::AuditWriter::create(
+            &config.audit.path,
+            ionguide::link::protocol::unix_now_ns(),
+            ionguide::audit::AuditOptions::default().with_full_corrections(false),
+        )
+        .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+        let spots = session.spot_count();
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let pipeline = Pipeline::start(
+            Arc::new(session),
+            PipelineIo {
+                events: rx,
+                link,
+                audit,
+                timing: LinkTiming {
+                    heartbeat: Duration::from_millis(config.link.heartbeat_ms),
+                    ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
+                },
+                setup: RigidTransform::identity(),
+            },
+        )
+        .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+        Ok(Chain {
+            pipeline,
+            source: InProcessSource::new(tx, "gate"),
+            encoded,
+            spots,
+            frame_voxels,
+            audit_path: config.audit.path.clone(),
+            controller,
+        })
+    }
+
+    /// Pushes frame `n` (of the cycle).
+    pub fn push(&self, n: u64) -> Result<(), ReplayError> {
+        self.source
+            .push_frame(self.encoded[(n as usize) % self.encoded.len()].clone())
+            .map(|_| ())
+            .map_err(|e| ReplayError::Pipeline(e.to_string()))
+    }
+
+    /// Stops everything; returns the audit log's outcome counts.
+    pub fn shutdown(self) -> Result<BTreeMap<&'static str, u64>, ReplayError> {
+        let mut audit = self
+            .pipeline
+            .shutdown()
+            .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+        let _ = audit.flush();
+        drop(audit);
+        let _ = self.controller.stop();
+        let summary =
+            ionguide::audit::summary(&self.audit_path).map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+        Ok(summary.outcomes)
+    }
+}
+
 /// Runs a workload: `frames` frames at `rate_hz` (0: each frame as soon as the previous one
-/// finished), `distinct` synthesized breathing frames cycled, in `dir`.
+/// finished) on a [`Chain`] in `dir`.
 pub fn run_workload(
     workload: Workload,
     dir: &Path,
@@ -152,71 +271,7 @@ pub fn run_workload(
     progress: bool,
 ) -> Result<WorkloadResult, ReplayError> {
     let wall = Instant::now();
-    let scenario = write_phantom_session(dir, &workload.phantom(), &PlannerOptions::default(), budget_ms)?;
-    let distinct = 50usize;
-    let (_, disp) = displacements(
-        &bundled_trace(),
-        10.0,
-        &TumorMotionModel::default(),
-        Some(distinct),
-    )?;
-    let mut synth = PhantomFrames::new(&scenario, 10.0, 3)?;
-    let mut encoded = Vec::with_capacity(disp.len());
-    for (i, d) in disp.iter().enumerate() {
-        encoded.push(crate::replay::FrameSource::frame(&mut synth, i, *d)?);
-    }
-    let frame_voxels = {
-        let [a, b, c] = scenario.phantom.grid().dims();
-        a * b * c
-    };
-    let (config, session) = load_session(&scenario.config)?;
-    let link_err = |e: &dyn std::fmt::Display| ReplayError::Link(e.to_string());
-    let key = LinkKey::from_file(&config.link.key_file).map_err(|e| link_err(&e))?;
-    let receiver = LinkReceiver::bind(
-        "127.0.0.1:0".parse().expect("literal"),
-        &key,
-        &LinkOptions::default(),
-    )
-    .map_err(|e| link_err(&e))?;
-    let controller = spawn(receiver, ControllerConfig::default(), |_| {}).map_err(|e| link_err(&e))?;
-    let link = LinkSender::new(
-        "127.0.0.1:0".parse().expect("literal"),
-        controller.local_addr(),
-        &key,
-        &LinkOptions::default(),
-    )
-    .map_err(|e| link_err(&e))?;
-    if let Some(d) = config.audit.path.parent() {
-        std::fs::create_dir_all(d).map_err(|source| ReplayError::Io {
-            path: d.to_owned(),
-            source,
-        })?;
-    }
-    let _ = std::fs::remove_file(&config.audit.path);
-    // the digest keeps a 100,000-frame soak's log small; the corrections' SHA-256 is still on record
-    let audit = ionguide::audit::AuditWriter::create(
-        &config.audit.path,
-        ionguide::link::protocol::unix_now_ns(),
-        ionguide::audit::AuditOptions::default().with_full_corrections(false),
-    )
-    .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
-    let spots = session.spot_count();
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    let pipeline = Pipeline::start(
-        Arc::new(session),
-        PipelineIo {
-            events: rx,
-            link,
-            audit,
-            timing: LinkTiming {
-                heartbeat: Duration::from_millis(config.link.heartbeat_ms),
-                ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
-            },
-            setup: RigidTransform::identity(),
-        },
-    )
-    .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
-    let source = InProcessSource::new(tx, "gate");
+    let chain = Chain::start(workload, dir, budget_ms)?;
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new(frames);
         b.set_style(
@@ -289,19 +344,18 @@ pub fn run_workload(
         if n == warmup {
             rss_start = proc_status_mib("VmRSS:");
         }
-        source
-            .push_frame(encoded[(n as usize) % encoded.len()].clone())
-            .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+        chain.push(n)?;
         if period.is_none() {
             // flat out, one frame in flight: every frame is measured on an idle chain
-            let ev = pipeline
+            let ev = chain
+                .pipeline
                 .telemetry()
                 .recv_timeout(Duration::from_secs(30))
                 .map_err(|_| ReplayError::Pipeline(format!("frame {n} did not finish within 30 s")))?;
             record(ev, n);
             finished += 1;
         } else {
-            for ev in pipeline.telemetry().try_iter() {
+            for ev in chain.pipeline.telemetry().try_iter() {
                 record(ev, finished);
                 finished += 1;
             }
@@ -310,7 +364,7 @@ pub fn run_workload(
             b.inc(1);
         }
     }
-    let tel = pipeline.telemetry().clone();
+    let tel = chain.pipeline.telemetry().clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     while finished < frames && Instant::now() < deadline {
         if let Ok(ev) = tel.recv_timeout(Duration::from_millis(100)) {
@@ -322,14 +376,8 @@ pub fn run_workload(
         b.finish_and_clear();
     }
     let rss_end = proc_status_mib("VmRSS:");
-    let mut audit = pipeline
-        .shutdown()
-        .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
-    let _ = audit.flush();
-    drop(audit);
-    let _ = controller.stop();
-    let summary =
-        ionguide::audit::summary(&config.audit.path).map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+    let (spots, frame_voxels) = (chain.spots, chain.frame_voxels);
+    let audited = chain.shutdown()?;
     Ok(WorkloadResult {
         workload,
         frames,
@@ -352,7 +400,7 @@ pub fn run_workload(
         rss_mib_start: rss_start,
         rss_mib_end: rss_end,
         rss_mib_peak: proc_status_mib("VmHWM:"),
-        audited: summary.outcomes,
+        audited,
         wall_s: wall.elapsed().as_secs_f64(),
     })
 }
