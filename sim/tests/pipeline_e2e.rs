@@ -82,7 +82,11 @@ fn check_against_truth(rig: &Rig, set: &CorrectionSet, shift_mm: [f64; 3], frame
     let plan = &session.plan;
     let shift = VectorMm::new(shift_mm[0], shift_mm[1], shift_mm[2]);
     let spots = session.planned.spots();
-    assert_eq!(set.spots.len(), spots.len(), "frame {frame}: one correction per planned spot");
+    assert_eq!(
+        set.spots.len(),
+        spots.len(),
+        "frame {frame}: one correction per planned spot"
+    );
     let mut worst_lateral = 0.0f64;
     let mut worst_range = 0.0f64;
     for (s, spot_ref) in spots.iter().enumerate() {
@@ -136,8 +140,7 @@ fn storescu_frames_with_known_shifts_reach_the_controller_corrected_to_the_truth
     let mut rig = Rig::start(RigOptions {
         // frame 2 → 3 moves 7 mm, more than the default jump limit; generous budget: this
         // test checks geometry, not speed
-        extra_toml: "[timing]\nbudget_ms = 3000\nvalidity_ms = 6000\n[limits]\nmax_jump_mm = 20.0\n"
-            .into(),
+        extra_toml: "[timing]\nbudget_ms = 3000\nvalidity_ms = 6000\n[limits]\nmax_jump_mm = 20.0\n".into(),
         ..RigOptions::default()
     });
     let scp = scp::start(

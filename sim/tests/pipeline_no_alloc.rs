@@ -143,7 +143,10 @@ fn a_warm_pipeline_does_not_allocate_between_ingest_and_the_wire() {
         .join()
         .unwrap();
     COUNTING.store(false, Ordering::Relaxed);
-    assert!(ALLOCATIONS[1].load(Ordering::Relaxed) > 0, "the counting allocator counts");
+    assert!(
+        ALLOCATIONS[1].load(Ordering::Relaxed) > 0,
+        "the counting allocator counts"
+    );
     let mut rig = Rig::start(RigOptions::default());
     let objects = load_objects(&data("STS_001/image"));
     // warm up: every path once (cold and warm registration, corrected and held frames)

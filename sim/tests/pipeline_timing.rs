@@ -131,18 +131,31 @@ fn no_correction_leaves_or_is_applied_after_its_deadline_and_every_frame_is_audi
     let t = tally.into_inner();
     eprintln!("{t:?}");
     let shared = rig.pipeline.as_ref().unwrap().shared().clone();
-    assert_eq!(shared.counters.telemetry_lost.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        shared
+            .counters
+            .telemetry_lost
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     assert_eq!(t.corrected + t.held + t.rejected + t.dropped, t.pushed);
     // let the controller take in whatever is still on the wire before reading its counters
-    let settled = rig
-        .controller()
-        .wait_until(Duration::from_secs(10), |c| {
-            c.counters().applied_sets + c.counters().expired_sets >= t.corrected
-        });
+    let settled = rig.controller().wait_until(Duration::from_secs(10), |c| {
+        c.counters().applied_sets + c.counters().expired_sets >= t.corrected
+    });
     let counters = rig.controller().with(|c| c.counters());
-    assert!(settled, "the controller heard every corrected frame: {counters:?}, {t:?}");
-    assert_eq!(counters.expired_sets, 0, "no set reached the controller past its valid_until");
-    assert_eq!(counters.applied_sets, t.corrected, "every corrected frame was applied once");
+    assert!(
+        settled,
+        "the controller heard every corrected frame: {counters:?}, {t:?}"
+    );
+    assert_eq!(
+        counters.expired_sets, 0,
+        "no set reached the controller past its valid_until"
+    );
+    assert_eq!(
+        counters.applied_sets, t.corrected,
+        "every corrected frame was applied once"
+    );
     let records = rig.stop();
     let frames: Vec<&audit::FrameRecord> = records
         .iter()
