@@ -1,0 +1,228 @@
+//! End to end with real sockets: dcmtk's `storescu` pushes shifted copies of the real STS_001
+//! CT to the C-STORE receiver, which feeds the pipeline; the controller simulator receives
+//! the corrections over the authenticated UDP link. Every spot's correction is checked
+//! against a truth computed here from the known shift and the beam geometry alone —
+//! independently of `src/adapt` — and the audit log must hold one Corrected record per frame.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ionguide::audit::{self, AuditRecord};
+use ionguide::correction::CorrectionSet;
+use ionguide::pipeline::Outcome;
+use ionguide::range::{BeamGeometry, RangeEnergyTable};
+use ionguide::source::{scp, AssemblerConfig, ScpConfig, ScpHandle};
+use ionguide::units::{PointMm, VectorMm};
+use support::dicom_edit::{frame_bytes, load_objects, Edit};
+use support::rig::{data, Rig, RigOptions};
+
+/// Known rigid shifts of the whole patient, one per frame, LPS mm.
+const SHIFTS_MM: [[f64; 3]; 3] = [[0.0, 0.0, 0.0], [2.0, -1.5, 3.0], [-1.0, 2.5, -2.0]];
+/// Lateral truth tolerance at the isocenter plane, mm.
+const LATERAL_TOL_MM: f64 = 0.5;
+/// Range truth tolerance, mm of water.
+const RANGE_TOL_MM: f64 = 1.0;
+const SLICES: usize = 59;
+
+/// Writes one frame's slices as files, as a scanner's export would hold them.
+fn write_frame(dir: &Path, objects: &[Vec<u8>]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    objects
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let path = dir.join(format!("{i:04}.dcm"));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// Sends files with dcmtk's `storescu`; a missing tool fails the test (never skipped).
+fn storescu(scp: &ScpHandle, files: &[PathBuf]) -> Output {
+    let addr = scp.local_addr();
+    let mut args: Vec<String> = ["-aet", "SCANNER", "-aec", "IONGUIDE"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(addr.ip().to_string());
+    args.push(addr.port().to_string());
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    match Command::new("storescu").args(&args).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("`storescu` is not on PATH: install dcmtk (CI installs it)")
+        }
+        Err(e) => panic!("cannot run storescu: {e}"),
+    }
+}
+
+/// Where a patient point projects on the isocenter plane through each scanning magnet's
+/// virtual source (beam's-eye view x, y), mm.
+fn project(g: &BeamGeometry, point: &PointMm) -> [f64; 2] {
+    let r: VectorMm = point - g.isocenter_mm;
+    let z = r.dot(&g.to_source);
+    let axis = |bev: &VectorMm, sad: f64| {
+        let l = r.dot(bev);
+        if sad.is_finite() {
+            l * sad / (sad - z)
+        } else {
+            l
+        }
+    };
+    [axis(&g.bev_x, g.sad_mm[0]), axis(&g.bev_y, g.sad_mm[1])]
+}
+
+/// Checks every spot of `set` against the truth for a whole-patient shift `shift_mm`.
+fn check_against_truth(rig: &Rig, set: &CorrectionSet, shift_mm: [f64; 3], frame: usize) {
+    let session = &rig.session;
+    let plan = &session.plan;
+    let shift = VectorMm::new(shift_mm[0], shift_mm[1], shift_mm[2]);
+    let spots = session.planned.spots();
+    assert_eq!(
+        set.spots.len(),
+        spots.len(),
+        "frame {frame}: one correction per planned spot"
+    );
+    let mut worst_lateral = 0.0f64;
+    let mut worst_range = 0.0f64;
+    for (s, spot_ref) in spots.iter().enumerate() {
+        let got = set.spots[s];
+        assert_eq!(got.spot_index as usize, s, "frame {frame}: spots in plan order");
+        let beam = &plan.beams[spot_ref.beam];
+        let layer = &beam.layers[spot_ref.layer];
+        let planned = &layer.spots[spot_ref.spot];
+        let g = BeamGeometry::from_beam(beam, session.options.default_sad_mm).unwrap();
+        let p = session
+            .planned
+            .target_point_mm(s)
+            .unwrap_or_else(|| panic!("spot {s} has a planned target point"));
+        let q = p + shift;
+        let (xp, xq) = (project(&g, &p), project(&g, &q));
+        let expect = [xq[0] - xp[0], xq[1] - xp[1]];
+        let moved = [
+            f64::from(got.x_mm) - planned.x_mm,
+            f64::from(got.y_mm) - planned.y_mm,
+        ];
+        for a in 0..2 {
+            let err = (moved[a] - expect[a]).abs();
+            worst_lateral = worst_lateral.max(err);
+            assert!(
+                err <= LATERAL_TOL_MM,
+                "frame {frame} spot {s} axis {a}: moved {:.3} mm, truth {:.3} mm",
+                moved[a],
+                expect[a]
+            );
+        }
+        // A rigid shift of the whole patient changes no water-equivalent depth to the moved
+        // target: the range must stay the planned one.
+        let table = RangeEnergyTable::new(beam.ion).unwrap();
+        let r_plan = table.range_mm(layer.energy_mev_u).unwrap();
+        let r_got = table.range_mm(f64::from(got.energy_mev_u)).unwrap();
+        let err = (r_got - r_plan).abs();
+        worst_range = worst_range.max(err);
+        assert!(
+            err <= RANGE_TOL_MM,
+            "frame {frame} spot {s}: range {r_got:.3} mm, planned {r_plan:.3} mm"
+        );
+    }
+    eprintln!(
+        "frame {frame}: shift {shift_mm:?} mm, {} spots, worst lateral error {worst_lateral:.3} mm, worst range error {worst_range:.3} mm",
+        spots.len()
+    );
+}
+
+#[test]
+fn storescu_frames_with_known_shifts_reach_the_controller_corrected_to_the_truth() {
+    let mut rig = Rig::start(RigOptions {
+        // frame 2 → 3 moves 7 mm, more than the default jump limit; generous budget: this
+        // test checks geometry, not speed
+        extra_toml: "[timing]\nbudget_ms = 3000\nvalidity_ms = 6000\n[limits]\nmax_jump_mm = 20.0\n".into(),
+        ..RigOptions::default()
+    });
+    let scp = scp::start(
+        ScpConfig {
+            assembler: AssemblerConfig {
+                expected_slices: Some(SLICES),
+                assembly_timeout: Duration::from_secs(600),
+                ..AssemblerConfig::default()
+            },
+            ..ScpConfig::default()
+        },
+        rig.events.clone(),
+    )
+    .unwrap();
+    let objects = load_objects(&data("STS_001/image"));
+    assert_eq!(objects.len(), SLICES);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut frame_ids = Vec::new();
+    let mut applied_sets = Vec::new();
+    for (k, shift_mm) in SHIFTS_MM.iter().enumerate() {
+        let frame = k as u32 + 1;
+        let bytes = frame_bytes(
+            &objects,
+            frame,
+            &Edit {
+                shift_mm: *shift_mm,
+                ..Edit::default()
+            },
+        );
+        let files = write_frame(&scratch.path().join(format!("frame{frame}")), &bytes);
+        let out = storescu(&scp, &files);
+        assert!(
+            out.status.success(),
+            "storescu failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ev = rig.next_event();
+        assert_eq!(
+            ev.ticket.outcome,
+            Outcome::Corrected,
+            "frame {frame} (shift {shift_mm:?} mm) is corrected"
+        );
+        assert_eq!(ev.spots_sent as usize, rig.session.spot_count());
+        let id = ev.ticket.frame_id;
+        let applied = rig.controller().wait_until(Duration::from_secs(30), |c| {
+            c.applied().is_some_and(|s| s.frame_id == id)
+        });
+        assert!(applied, "the controller applied frame {frame}'s corrections");
+        let set = rig.controller().with(|c| c.applied().cloned()).unwrap();
+        check_against_truth(&rig, &set, *shift_mm, k + 1);
+        frame_ids.push(id);
+        applied_sets.push(set);
+    }
+    scp.shutdown();
+    let counters = rig.controller().with(|c| c.counters());
+    assert_eq!(counters.applied_sets, SHIFTS_MM.len() as u64);
+    assert_eq!(counters.expired_sets, 0);
+    let records = rig.stop();
+    let frames: Vec<&audit::FrameRecord> = records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::Frame(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), SHIFTS_MM.len(), "one audit record per frame");
+    for (id, set) in frame_ids.iter().zip(&applied_sets) {
+        let r = frames.iter().find(|f| f.frame_id == *id).unwrap();
+        assert_eq!(r.outcome, Some(audit::Outcome::Corrected), "frame {id}");
+        assert!(r.latency_ns.is_some_and(|ns| ns > 0), "frame {id} has a latency");
+        assert!(r.origin.starts_with("scp:SCANNER@127.0.0.1:"), "{}", r.origin);
+        match &r.corrections {
+            audit::Corrections::Full {
+                spots,
+                valid_until_unix_ns,
+                ..
+            } => {
+                assert_eq!(spots, &set.spots, "frame {id}: the audit holds what was applied");
+                assert_eq!(*valid_until_unix_ns, set.valid_until_unix_ns);
+            }
+            other => panic!("frame {id}: full corrections expected, got {other:?}"),
+        }
+    }
+}
