@@ -214,6 +214,7 @@ fn send_hold(s: &mut LinkStage, st: &mut State, reason: HoldReason, frame_id: u6
 /// Ends one frame: send (or hold), audit, telemetry, buffers back.
 fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), audit::AuditError> {
     let start = Instant::now();
+    s.shared.inject_delay(Stage::Link);
     if w.ticket.outcome == Outcome::Pending {
         if st.silent {
             w.decide(

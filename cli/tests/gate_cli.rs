@@ -1,0 +1,60 @@
+//! The release gate must be able to fail: on budgets set too tight it prints the breaches
+//! and exits non-zero; the repository's own budgets file parses and names both workloads.
+
+use std::process::Command;
+
+#[test]
+fn the_gate_fails_on_budgets_set_too_tight() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let real = std::fs::read_to_string(format!("{root}/benches/budgets.toml")).unwrap();
+    // the repository's budgets with the small workload's end-to-end median squeezed to 1 µs
+    let tight = real.replacen("end_to_end = { p50 = 15.0", "end_to_end = { p50 = 0.001", 1);
+    assert_ne!(
+        tight, real,
+        "the budgets file still has the line this test tightens"
+    );
+    let budgets = dir.path().join("tight.toml");
+    std::fs::write(&budgets, tight).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args(["gate", "--workload", "small", "--frames", "12", "--budgets"])
+        .arg(&budgets)
+        .arg("--out")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a breached gate must fail\n{stdout}\n{stderr}"
+    );
+    let breach = stdout
+        .lines()
+        .find(|l| l.starts_with("end to end p50"))
+        .unwrap_or_else(|| panic!("no end-to-end line in\n{stdout}"));
+    assert!(breach.ends_with("BREACH"), "{breach}");
+    assert!(
+        stderr.contains("budget(s) breached on the small workload"),
+        "{stderr}"
+    );
+    // every frame was still accounted for
+    assert!(stdout.contains("frames not in the audit log"), "{stdout}");
+}
+
+#[test]
+fn a_budgets_file_with_an_unknown_key_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let real = std::fs::read_to_string(format!("{root}/benches/budgets.toml")).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, real.replacen("max_rss_growth_mib", "max_rss_growht_mib", 1)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args(["gate", "--budgets"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_rss_growht_mib"), "{stderr}");
+}
