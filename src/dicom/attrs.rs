@@ -384,10 +384,11 @@ fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> 
         length: e.length.into(),
         remaining: body.len().saturating_sub(pos + e.header),
     };
-    let Some((mut pos, ts)) = walk_meta(body).map_err(|(e, pos)| beyond(&e, pos))? else {
+    let Some(meta) = walk_meta(body).map_err(|(e, pos)| beyond(&e, pos))? else {
         return Ok(()); // a meta group dicom-rs refuses by itself
     };
-    let (explicit, big_endian) = match ts.as_deref() {
+    let mut pos = meta.dataset_at;
+    let (explicit, big_endian) = match meta.transfer_syntax.as_deref() {
         Some("1.2.840.10008.1.2") => (false, false),
         Some("1.2.840.10008.1.2.2") => (true, true),
         Some("1.2.840.10008.1.2.1.99") | None => return Ok(()),
@@ -529,12 +530,20 @@ impl Headers<'_> {
     }
 }
 
+/// Where the file meta group ends, as dicom-rs reads it.
+struct MetaEnd {
+    /// Offset of the data set's first element.
+    dataset_at: usize,
+    /// The last Transfer Syntax UID in the group, trimmed.
+    transfer_syntax: Option<String>,
+}
+
 /// Walks the file meta group as dicom-rs reads it: File Meta Information Group Length
 /// (0002,0000) first, then explicit-VR little-endian elements of any group until that many
-/// bytes are consumed. Returns where the data set starts and the last Transfer Syntax UID
-/// seen; `Ok(None)` when dicom-rs will refuse the group itself (before allocating); the
-/// error is an element whose length runs past the end, with its header's offset.
-fn walk_meta(body: &[u8]) -> Result<Option<(usize, Option<String>)>, (ElementHeader, usize)> {
+/// bytes are consumed. `Ok(None)` when dicom-rs will refuse the group itself (before
+/// allocating); the error is an element whose length runs past the end, with its header's
+/// offset.
+fn walk_meta(body: &[u8]) -> Result<Option<MetaEnd>, (ElementHeader, usize)> {
     let h = Headers {
         body,
         big_endian: false,
@@ -573,7 +582,10 @@ fn walk_meta(body: &[u8]) -> Result<Option<(usize, Option<String>)>, (ElementHea
         pos = value_at + e.length as usize;
         consumed = consumed.saturating_add(e.header as u32).saturating_add(e.length);
     }
-    Ok(Some((pos, ts)))
+    Ok(Some(MetaEnd {
+        dataset_at: pos,
+        transfer_syntax: ts,
+    }))
 }
 
 #[cfg(test)]
