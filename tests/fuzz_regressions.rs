@@ -51,3 +51,44 @@ fn an_rt_ion_plan_with_a_misframed_length_is_refused_as_corrupt() {
         other => panic!("{other:?}"),
     }
 }
+
+// ct_frame, 5 min in: an RLE slice whose segment expands to fewer bytes than the frame
+// has pixels; dicom-pixeldata's RLE adapter indexed past its output and panicked.
+#[test]
+fn an_rle_segment_shorter_than_the_frame_is_an_error_not_a_panic() {
+    let bytes = read("ct-rle-short-segment.dcm");
+    match ct::read_series_bytes(&[&bytes]) {
+        Err(CtError::InvalidAttribute { tag_name, reason, .. }) => {
+            assert_eq!(tag_name, "PixelData");
+            assert!(
+                reason.contains("RLE frame 0 segment") && reason.contains("expected"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// rtplan, 18 s in: a plan whose SOP Instance UID holds a letter parsed, was written, and the
+// written file could not be read back (the UID goes into the file meta group, which dicom-rs
+// validates). Writing now refuses it.
+#[test]
+fn a_plan_with_a_non_uid_sop_instance_uid_is_not_written_unreadable() {
+    let (plan, _) = rtplan::read_plan_bytes(&read("rtplan-invalid-uid.dcm"), "fuzz.dcm").unwrap();
+    assert!(!plan
+        .sop_instance_uid
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '.'));
+    match rtplan::write_plan_bytes(&plan) {
+        Err(PlanError::Unwritable(reason)) => assert!(reason.contains("SOP Instance UID"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // the same plan with a valid UID writes and reads back
+    let mut fixed = plan.clone();
+    fixed.sop_instance_uid = "1.2.826.0.1.3680043.8.498.1".into();
+    let bytes = rtplan::write_plan_bytes(&fixed).unwrap();
+    assert_eq!(
+        rtplan::read_plan_bytes(&bytes, "w.dcm").unwrap().0.spot_count(),
+        plan.spot_count()
+    );
+}
