@@ -6,6 +6,7 @@
 use ionguide::dicom::attrs::OpenError;
 use ionguide::dicom::ct::{self, CtError};
 use ionguide::dicom::rtplan::{self, PlanError};
+use ionguide::dicom::rtstruct::{self, RtStructError};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fuzz");
 
@@ -91,4 +92,21 @@ fn a_plan_with_a_non_uid_sop_instance_uid_is_not_written_unreadable() {
         rtplan::read_plan_bytes(&bytes, "w.dcm").unwrap().0.spot_count(),
         plan.spot_count()
     );
+}
+
+// rtstruct, 3 min in: an item delimiter overwritten by an empty element left an item tag
+// where the decoder expects an element; dicom-rs opened a sequence there, framed the rest
+// differently from the guard and reserved 4.26 GB for a length read out of a UID string.
+#[test]
+fn a_structure_set_with_a_stray_item_tag_is_refused_before_allocation() {
+    let bytes = read("rtstruct-stray-item.dcm");
+    match rtstruct::read_structure_set_bytes(&bytes, "fuzz.dcm") {
+        Err(RtStructError::Corrupt {
+            source: OpenError::LengthBeyondEnd {
+                length, remaining, ..
+            },
+            ..
+        }) => assert!(length > remaining as u64),
+        other => panic!("{other:?}"),
+    }
 }

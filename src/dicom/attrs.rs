@@ -12,9 +12,10 @@
 
 use std::path::Path;
 
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::value::{ConvertValueError, Value};
-use dicom_core::{PrimitiveValue, Tag};
-use dicom_dictionary_std::tags;
+use dicom_core::{PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
@@ -395,41 +396,123 @@ fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> 
         _ => (true, false),
     };
     let h = Headers { body, big_endian };
-    let mut in_fragments = false;
+    // What the decoder expects next, as dicom-rs's data set reader tracks it: elements (top
+    // level or inside an item), items of a sequence, or fragments of encapsulated pixel
+    // data. Defined-length sequences and items close when the walk reaches their end.
+    let mut open: Vec<(Open, Option<usize>)> = Vec::new();
     while pos < body.len() {
+        while let Some(&(_, Some(end))) = open.last() {
+            if pos < end {
+                break;
+            }
+            open.pop();
+        }
+        let context = open.last().map(|o| o.0);
+        if matches!(context, Some(Open::Sequence) | Some(Open::Fragments)) {
+            // An item header: (FFFE,E000) with its length, or a delimiter.
+            let (Some(tag), Some(length)) = (h.tag(pos), h.u32_at(pos + 4)) else {
+                return Ok(());
+            };
+            let value_at = pos + 8;
+            match (tag, context) {
+                (Tag(0xFFFE, 0xE000), Some(Open::Fragments)) => {
+                    // a fragment's bytes are read whole
+                    if length as usize > body.len().saturating_sub(value_at) {
+                        return Err(beyond(
+                            &ElementHeader {
+                                tag,
+                                header: 8,
+                                length,
+                                is_sq: false,
+                            },
+                            pos,
+                        ));
+                    }
+                    pos = value_at + length as usize;
+                }
+                (Tag(0xFFFE, 0xE000), _) => {
+                    let end = if length == u32::MAX {
+                        None
+                    } else if length as usize > body.len().saturating_sub(value_at) {
+                        return Err(beyond(
+                            &ElementHeader {
+                                tag,
+                                header: 8,
+                                length,
+                                is_sq: false,
+                            },
+                            pos,
+                        ));
+                    } else {
+                        Some(value_at + length as usize)
+                    };
+                    open.push((Open::Item, end));
+                    pos = value_at;
+                }
+                (Tag(0xFFFE, 0xE0DD), _) | (Tag(0xFFFE, 0xE00D), _) => {
+                    open.pop(); // the decoder closes the innermost open thing on either
+                    pos = value_at;
+                }
+                _ => return Ok(()), // anything else in a sequence: the decoder refuses it
+            }
+            continue;
+        }
         let Some(e) = h.element(pos, explicit) else {
             return Ok(()); // a truncated header: the decoder reports it
         };
-        let Tag(group, elem) = e.tag;
         if e.tag == tags::PIXEL_DATA && read == Read::Header {
             return Ok(());
         }
         let value_at = pos + e.header;
-        if e.tag == tags::PIXEL_DATA && e.length == u32::MAX {
-            in_fragments = true; // encapsulated pixel data: items hold codestream bytes
-        } else if group == 0xFFFE && elem == 0xE0DD {
-            in_fragments = false;
+        if e.tag == Tag(0xFFFE, 0xE00D) {
+            // item end; outside any item the decoder ignores it
+            if context == Some(Open::Item) {
+                open.pop();
+            }
+            pos = value_at;
+            continue;
         }
-        if e.length == u32::MAX || (group == 0xFFFE && elem != 0xE000) {
-            pos = value_at; // undefined length or delimiter: contents follow as elements/items
+        if e.length == u32::MAX {
+            // Encapsulated pixel data holds fragments; any other undefined length (an item
+            // tag out of place included) opens a sequence.
+            let kind = if e.tag == tags::PIXEL_DATA {
+                Open::Fragments
+            } else {
+                Open::Sequence
+            };
+            open.push((kind, None));
+            pos = value_at;
             continue;
         }
         if e.length as usize > body.len().saturating_sub(value_at) {
             return Err(beyond(&e, pos));
         }
-        // Descend into sequences and items (their contents carry lengths too); an
-        // implicit-VR sequence is recognised by its first item tag.
-        let starts_with_item = h.tag(value_at) == Some(Tag(0xFFFE, 0xE000));
-        let descend = e.is_sq
-            || (group == 0xFFFE && elem == 0xE000 && !in_fragments)
-            || (!explicit && starts_with_item);
-        pos = if descend {
-            value_at
+        // A sequence's contents carry lengths too. In implicit VR the decoder takes the VR
+        // from the dictionary, so only a tag the dictionary calls SQ opens one (a value that
+        // merely starts with an item tag is read whole).
+        let implicit_sq = !explicit
+            && StandardDataDictionary
+                .by_tag(e.tag)
+                .is_some_and(|entry| entry.vr().relaxed() == VR::SQ);
+        if e.is_sq || implicit_sq {
+            open.push((Open::Sequence, Some(value_at + e.length as usize)));
+            pos = value_at;
         } else {
-            value_at + e.length as usize
-        };
+            pos = value_at + e.length as usize;
+        }
     }
     Ok(())
+}
+
+/// A container the data set walk is inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// A sequence: items or a sequence delimiter come next.
+    Sequence,
+    /// An item: elements come next.
+    Item,
+    /// Encapsulated pixel data: fragment items come next.
+    Fragments,
 }
 
 /// VRs whose explicit-VR header holds a 16-bit length (PS3.5 table 7.1-2, as dicom-rs reads
@@ -591,7 +674,7 @@ fn walk_meta(body: &[u8]) -> Result<Option<MetaEnd>, (ElementHeader, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dicom_core::{DataElement, VR};
+    use dicom_core::DataElement;
 
     fn with(tag: Tag, vr: VR, value: PrimitiveValue) -> InMemDicomObject {
         InMemDicomObject::from_element_iter([DataElement::new(tag, vr, value)])
