@@ -110,3 +110,22 @@ fn a_structure_set_with_a_stray_item_tag_is_refused_before_allocation() {
         other => panic!("{other:?}"),
     }
 }
+
+// rtplan, second 10-minute run (before the nesting fix), 6 min in: another input where the
+// guard's walk and the decoder's parted ways, and dicom-rs asked for 3.0 GB.
+#[test]
+fn an_rt_ion_plan_the_decoder_would_misframe_is_refused_before_allocation() {
+    let bytes = read("rtplan-nesting.dcm");
+    match rtplan::read_plan_bytes(&bytes, "fuzz.dcm") {
+        Err(PlanError::Corrupt {
+            source: OpenError::LengthBeyondEnd {
+                length, remaining, ..
+            },
+            ..
+        }) => {
+            assert_eq!(length, 3_017_228_768);
+            assert!(remaining < bytes.len());
+        }
+        other => panic!("{other:?}"),
+    }
+}
