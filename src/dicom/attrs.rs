@@ -375,9 +375,11 @@ fn is_eof(e: &(dyn std::error::Error + 'static)) -> bool {
 ///
 /// The walk must frame elements exactly as dicom-rs does, or the decoder meets lengths the
 /// walk never saw: the meta group ends where its group length says, not at the first
-/// element of another group, and an unknown explicit VR has a 32-bit length (dicom-rs reads
-/// it as UN). Anything the walk cannot frame is left to the decoder, which then fails
-/// before it allocates.
+/// element of another group, an unknown explicit VR has a 32-bit length (dicom-rs reads it
+/// as UN), an implicit-VR sequence is one the data dictionary calls SQ, and item headers are
+/// read only where a sequence is open. Anything the walk cannot frame is left to the
+/// decoder, which then fails before it allocates. Each rule was found by fuzzing
+/// (`docs/fuzzing.md`); after a dicom-rs upgrade, fuzz again.
 fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> {
     let beyond = |e: &ElementHeader, pos: usize| OpenError::LengthBeyondEnd {
         tag: e.tag,
