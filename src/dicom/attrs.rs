@@ -12,9 +12,10 @@
 
 use std::path::Path;
 
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::value::{ConvertValueError, Value};
-use dicom_core::{PrimitiveValue, Tag};
-use dicom_dictionary_std::tags;
+use dicom_core::{PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
@@ -369,117 +370,313 @@ fn is_eof(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Walks the element headers of `body` (the data from `DICM` on, `base` bytes into the file)
 /// and refuses any defined length that runs past the end. A header read ends at Pixel Data,
-/// as the decoder does: a truncated pixel payload is the pixel reader's to report. Big-endian
-/// and deflated data sets are left to the decoder.
+/// as the decoder does: a truncated pixel payload is the pixel reader's to report. Deflated
+/// data sets are left to the decoder (their lengths describe the inflated stream).
+///
+/// The walk must frame elements exactly as dicom-rs does, or the decoder meets lengths the
+/// walk never saw: the meta group ends where its group length says, not at the first
+/// element of another group, an unknown explicit VR has a 32-bit length (dicom-rs reads it
+/// as UN), an implicit-VR sequence is one the data dictionary calls SQ, and item headers are
+/// read only where a sequence is open. Anything the walk cannot frame is left to the
+/// decoder, which then fails before it allocates. Each rule was found by fuzzing
+/// (`docs/fuzzing.md`); after a dicom-rs upgrade, fuzz again.
 fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> {
-    let u16_at = |o: usize| body.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        body.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    let beyond = |e: &ElementHeader, pos: usize| OpenError::LengthBeyondEnd {
+        tag: e.tag,
+        offset: base + pos,
+        length: e.length.into(),
+        remaining: body.len().saturating_sub(pos + e.header),
     };
-    let mut pos = 4;
-    let mut explicit = true;
-    let mut in_meta = true;
-    let mut in_fragments = false;
+    let Some(meta) = walk_meta(body).map_err(|(e, pos)| beyond(&e, pos))? else {
+        return Ok(()); // a meta group dicom-rs refuses by itself
+    };
+    let mut pos = meta.dataset_at;
+    let (explicit, big_endian) = match meta.transfer_syntax.as_deref() {
+        Some("1.2.840.10008.1.2") => (false, false),
+        Some("1.2.840.10008.1.2.2") => (true, true),
+        Some("1.2.840.10008.1.2.1.99") | None => return Ok(()),
+        _ => (true, false),
+    };
+    let h = Headers { body, big_endian };
+    // What the decoder expects next, as dicom-rs's data set reader tracks it: elements (top
+    // level or inside an item), items of a sequence, or fragments of encapsulated pixel
+    // data. Defined-length sequences and items close when the walk reaches their end.
+    let mut open: Vec<(Open, Option<usize>)> = Vec::new();
     while pos < body.len() {
-        let (Some(group), Some(elem)) = (u16_at(pos), u16_at(pos + 2)) else {
-            return Ok(()); // a truncated header: the decoder reports it
-        };
-        let tag = Tag(group, elem);
-        if tag == tags::PIXEL_DATA && read == Read::Header {
-            return Ok(());
-        }
-        if in_meta && group != 0x0002 {
-            in_meta = false;
-            match find_transfer_syntax(body).as_deref() {
-                Some("1.2.840.10008.1.2") => explicit = false,
-                Some("1.2.840.10008.1.2.2") | Some("1.2.840.10008.1.2.1.99") | None => return Ok(()),
-                _ => explicit = true,
+        while let Some(&(_, Some(end))) = open.last() {
+            if pos < end {
+                break;
             }
+            open.pop();
         }
-        let (header, length, is_sq) = if group == 0xFFFE {
-            (8, u32_at(pos + 4), false)
-        } else if explicit {
-            let Some(vr) = body.get(pos + 4..pos + 6) else {
+        let context = open.last().map(|o| o.0);
+        if matches!(context, Some(Open::Sequence) | Some(Open::Fragments)) {
+            // An item header: (FFFE,E000) with its length, or a delimiter.
+            let (Some(tag), Some(length)) = (h.tag(pos), h.u32_at(pos + 4)) else {
                 return Ok(());
             };
-            match vr {
-                b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR"
-                | b"UT" | b"UV" => (12, u32_at(pos + 8), vr == b"SQ"),
-                _ => (8, u16_at(pos + 6).map(u32::from), false),
+            let value_at = pos + 8;
+            match (tag, context) {
+                (Tag(0xFFFE, 0xE000), Some(Open::Fragments)) => {
+                    // a fragment's bytes are read whole
+                    if length as usize > body.len().saturating_sub(value_at) {
+                        return Err(beyond(
+                            &ElementHeader {
+                                tag,
+                                header: 8,
+                                length,
+                                is_sq: false,
+                            },
+                            pos,
+                        ));
+                    }
+                    pos = value_at + length as usize;
+                }
+                (Tag(0xFFFE, 0xE000), _) => {
+                    let end = if length == u32::MAX {
+                        None
+                    } else if length as usize > body.len().saturating_sub(value_at) {
+                        return Err(beyond(
+                            &ElementHeader {
+                                tag,
+                                header: 8,
+                                length,
+                                is_sq: false,
+                            },
+                            pos,
+                        ));
+                    } else {
+                        Some(value_at + length as usize)
+                    };
+                    open.push((Open::Item, end));
+                    pos = value_at;
+                }
+                (Tag(0xFFFE, 0xE0DD), _) | (Tag(0xFFFE, 0xE00D), _) => {
+                    open.pop(); // the decoder closes the innermost open thing on either
+                    pos = value_at;
+                }
+                _ => return Ok(()), // anything else in a sequence: the decoder refuses it
             }
-        } else {
-            (8, u32_at(pos + 4), false)
-        };
-        let Some(length) = length else {
-            return Ok(());
-        };
-        let value_at = pos + header;
-        if tag == tags::PIXEL_DATA && length == u32::MAX {
-            in_fragments = true; // encapsulated pixel data: items hold codestream bytes
-        } else if group == 0xFFFE && elem == 0xE0DD {
-            in_fragments = false;
-        }
-        if length == u32::MAX || (group == 0xFFFE && elem != 0xE000) {
-            pos = value_at; // undefined length or delimiter: contents follow as elements/items
             continue;
         }
-        let remaining = body.len().saturating_sub(value_at);
-        if length as usize > remaining {
-            return Err(OpenError::LengthBeyondEnd {
-                tag,
-                offset: base + pos,
-                length: length.into(),
-                remaining,
-            });
-        }
-        // Descend into sequences and items (their contents carry lengths too); an
-        // implicit-VR sequence is recognised by its first item tag.
-        let starts_with_item = u16_at(value_at) == Some(0xFFFE) && u16_at(value_at + 2) == Some(0xE000);
-        let descend =
-            is_sq || (group == 0xFFFE && elem == 0xE000 && !in_fragments) || (!explicit && starts_with_item);
-        pos = if descend {
-            value_at
-        } else {
-            value_at + length as usize
+        let Some(e) = h.element(pos, explicit) else {
+            return Ok(()); // a truncated header: the decoder reports it
         };
+        if e.tag == tags::PIXEL_DATA && read == Read::Header {
+            return Ok(());
+        }
+        let value_at = pos + e.header;
+        if e.tag == Tag(0xFFFE, 0xE00D) {
+            // item end; outside any item the decoder ignores it
+            if context == Some(Open::Item) {
+                open.pop();
+            }
+            pos = value_at;
+            continue;
+        }
+        if e.length == u32::MAX {
+            // Encapsulated pixel data holds fragments; any other undefined length (an item
+            // tag out of place included) opens a sequence.
+            let kind = if e.tag == tags::PIXEL_DATA {
+                Open::Fragments
+            } else {
+                Open::Sequence
+            };
+            open.push((kind, None));
+            pos = value_at;
+            continue;
+        }
+        if e.length as usize > body.len().saturating_sub(value_at) {
+            return Err(beyond(&e, pos));
+        }
+        // A sequence's contents carry lengths too. In implicit VR the decoder takes the VR
+        // from the dictionary, so only a tag the dictionary calls SQ opens one (a value that
+        // merely starts with an item tag is read whole).
+        let implicit_sq = !explicit
+            && StandardDataDictionary
+                .by_tag(e.tag)
+                .is_some_and(|entry| entry.vr().relaxed() == VR::SQ);
+        if e.is_sq || implicit_sq {
+            open.push((Open::Sequence, Some(value_at + e.length as usize)));
+            pos = value_at;
+        } else {
+            pos = value_at + e.length as usize;
+        }
     }
     Ok(())
 }
 
-/// The Transfer Syntax UID from the file meta group of `body`, if present and readable.
-fn find_transfer_syntax(body: &[u8]) -> Option<String> {
-    let mut pos = 4;
-    while let Some(h) = body.get(pos..pos + 8) {
-        let group = u16::from_le_bytes([h[0], h[1]]);
-        let elem = u16::from_le_bytes([h[2], h[3]]);
-        if group != 0x0002 {
-            return None;
+/// A container the data set walk is inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// A sequence: items or a sequence delimiter come next.
+    Sequence,
+    /// An item: elements come next.
+    Item,
+    /// Encapsulated pixel data: fragment items come next.
+    Fragments,
+}
+
+/// VRs whose explicit-VR header holds a 16-bit length (PS3.5 table 7.1-2, as dicom-rs reads
+/// it); every other VR, an unknown one included, has two reserved bytes and a 32-bit length.
+fn has_short_length(vr: &[u8]) -> bool {
+    matches!(
+        vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    )
+}
+
+/// One element header as the decoder frames it.
+struct ElementHeader {
+    tag: Tag,
+    /// Header size in bytes (tag, VR, length).
+    header: usize,
+    /// Value length; `u32::MAX` is undefined.
+    length: u32,
+    is_sq: bool,
+}
+
+/// Header reads in one byte order; `None` when the data ends inside the header.
+struct Headers<'a> {
+    body: &'a [u8],
+    big_endian: bool,
+}
+
+impl Headers<'_> {
+    fn u16_at(&self, o: usize) -> Option<u16> {
+        let b: [u8; 2] = self.body.get(o..o.checked_add(2)?)?.try_into().ok()?;
+        Some(if self.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    }
+
+    fn u32_at(&self, o: usize) -> Option<u32> {
+        let b: [u8; 4] = self.body.get(o..o.checked_add(4)?)?.try_into().ok()?;
+        Some(if self.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    }
+
+    fn tag(&self, o: usize) -> Option<Tag> {
+        Some(Tag(self.u16_at(o)?, self.u16_at(o.checked_add(2)?)?))
+    }
+
+    fn element(&self, pos: usize, explicit: bool) -> Option<ElementHeader> {
+        let tag = self.tag(pos)?;
+        if tag.group() == 0xFFFE || !explicit {
+            // items and delimiters have no VR in any syntax; implicit VR has none at all
+            return Some(ElementHeader {
+                tag,
+                header: 8,
+                length: self.u32_at(pos + 4)?,
+                is_sq: false,
+            });
         }
-        let (header, len) = match &h[4..6] {
-            b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" => {
-                let l = body.get(pos + 8..pos + 12)?;
-                (12, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        let vr = self.body.get(pos + 4..pos + 6)?;
+        Some(if has_short_length(vr) {
+            ElementHeader {
+                tag,
+                header: 8,
+                length: self.u16_at(pos + 6)?.into(),
+                is_sq: false,
             }
-            _ => (8, u16::from_le_bytes([h[6], h[7]]) as usize),
+        } else {
+            ElementHeader {
+                tag,
+                header: 12,
+                length: self.u32_at(pos + 8)?,
+                is_sq: vr == b"SQ",
+            }
+        })
+    }
+}
+
+/// Where the file meta group ends, as dicom-rs reads it.
+struct MetaEnd {
+    /// Offset of the data set's first element.
+    dataset_at: usize,
+    /// The last Transfer Syntax UID in the group, trimmed.
+    transfer_syntax: Option<String>,
+}
+
+/// Walks the file meta group as dicom-rs reads it: File Meta Information Group Length
+/// (0002,0000) first, then explicit-VR little-endian elements of any group until that many
+/// bytes are consumed. `Ok(None)` when dicom-rs will refuse the group itself (before
+/// allocating); the error is an element whose length runs past the end, with its header's
+/// offset.
+fn walk_meta(body: &[u8]) -> Result<Option<MetaEnd>, (ElementHeader, usize)> {
+    let h = Headers {
+        body,
+        big_endian: false,
+    };
+    let Some(first) = h.element(4, true) else {
+        return Ok(None);
+    };
+    if first.tag != Tag(0x0002, 0x0000) || first.length != 4 {
+        return Ok(None);
+    }
+    let mut pos = 4 + first.header;
+    let Some(group_length) = h.u32_at(pos) else {
+        return Ok(None);
+    };
+    pos += 4;
+    let mut consumed = 0u32;
+    let mut ts = None;
+    while consumed < group_length {
+        let Some(e) = h.element(pos, true) else {
+            return Ok(None);
         };
-        if elem == 0x0010 {
-            let v = body.get(pos + header..pos + header + len)?;
-            return Some(
-                String::from_utf8_lossy(v)
+        if e.length == u32::MAX {
+            return Ok(None); // dicom-rs refuses undefined lengths in the meta group
+        }
+        let value_at = pos + e.header;
+        let Some(value) = body.get(value_at..value_at + e.length as usize) else {
+            return Err((e, pos));
+        };
+        if e.tag == tags::TRANSFER_SYNTAX_UID {
+            ts = Some(
+                String::from_utf8_lossy(value)
                     .trim_end_matches(['\0', ' '])
                     .to_string(),
             );
         }
-        pos = pos.checked_add(header + len)?;
+        pos = value_at + e.length as usize;
+        consumed = consumed.saturating_add(e.header as u32).saturating_add(e.length);
     }
-    None
+    Ok(Some(MetaEnd {
+        dataset_at: pos,
+        transfer_syntax: ts,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dicom_core::{DataElement, VR};
+    use dicom_core::DataElement;
 
     fn with(tag: Tag, vr: VR, value: PrimitiveValue) -> InMemDicomObject {
         InMemDicomObject::from_element_iter([DataElement::new(tag, vr, value)])
@@ -564,5 +761,86 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// "DICM", a meta group holding only the Transfer Syntax UID (its group length given,
+    /// or the true one), any further meta bytes, then `dataset`.
+    fn part10(ts: &str, group_length: Option<u32>, meta_tail: &[u8], dataset: &[u8]) -> Vec<u8> {
+        let mut uid = ts.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        let mut ts_elem = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I'];
+        ts_elem.extend_from_slice(&(uid.len() as u16).to_le_bytes());
+        ts_elem.extend_from_slice(&uid);
+        let gl = group_length.unwrap_or((ts_elem.len() + meta_tail.len()) as u32);
+        let mut out = b"DICM".to_vec();
+        out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        out.extend_from_slice(&gl.to_le_bytes());
+        out.extend_from_slice(&ts_elem);
+        out.extend_from_slice(meta_tail);
+        out.extend_from_slice(dataset);
+        out
+    }
+
+    fn refused_tag(bytes: &[u8]) -> Tag {
+        match parse(bytes, Read::Whole) {
+            Err(OpenError::LengthBeyondEnd {
+                tag,
+                length,
+                remaining,
+                ..
+            }) => {
+                assert!(length > remaining as u64, "{length} <= {remaining}");
+                tag
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Found by the ct_frame and rtplan fuzz targets: dicom-rs reads an unknown explicit VR as
+    // UN, with two reserved bytes and a 32-bit length, and allocated what it claimed (1.9 and
+    // 3.2 GB) because the guard had read a 16-bit length there.
+    #[test]
+    fn an_unknown_vr_is_framed_with_a_32_bit_length_as_the_decoder_does() {
+        let mut ds = vec![0x09, 0x00, 0x00, 0x10, b'Z', b'Z', 0, 0];
+        ds.extend_from_slice(&0xF000_0000u32.to_le_bytes());
+        ds.extend_from_slice(&[0; 64]);
+        assert_eq!(
+            refused_tag(&part10("1.2.840.10008.1.2.1", None, &[], &ds)),
+            Tag(0x0009, 0x1000)
+        );
+        // and a well-formed value with an unknown VR still parses
+        let mut ok = vec![0x09, 0x00, 0x00, 0x10, b'Z', b'Z', 0, 0];
+        ok.extend_from_slice(&4u32.to_le_bytes());
+        ok.extend_from_slice(b"abcd");
+        assert!(parse(&part10("1.2.840.10008.1.2.1", None, &[], &ok), Read::Whole).is_ok());
+    }
+
+    // The decoder ends the meta group where its group length says, so an element of group
+    // 0002 past that length is read in the data set's syntax: in implicit VR, "UL" and a
+    // 16-bit 0xFFFF become a 32-bit length of about 4 GB.
+    #[test]
+    fn the_meta_group_ends_where_its_group_length_says() {
+        let mut tail = vec![0x02, 0x00, 0x99, 0x00, b'U', b'L', 0xFF, 0xFF];
+        tail.extend_from_slice(&vec![0; 0xFFFF]);
+        let uid = "1.2.840.10008.1.2";
+        let ts_elem_len = 8 + uid.len() as u32 + 1;
+        let bytes = part10(uid, Some(ts_elem_len), &tail, &[]);
+        assert_eq!(refused_tag(&bytes), Tag(0x0002, 0x0099));
+        // With the true group length the same element is meta, and the file parses.
+        let bytes = part10(uid, None, &tail, &[]);
+        assert!(parse(&bytes, Read::Whole).is_ok());
+    }
+
+    #[test]
+    fn big_endian_lengths_are_checked_too() {
+        let mut ds = vec![0x00, 0x09, 0x10, 0x00, b'O', b'B', 0, 0];
+        ds.extend_from_slice(&0xF000_0000u32.to_be_bytes());
+        ds.extend_from_slice(&[0; 64]);
+        assert_eq!(
+            refused_tag(&part10("1.2.840.10008.1.2.2", None, &[], &ds)),
+            Tag(0x0009, 0x1000)
+        );
     }
 }

@@ -31,6 +31,7 @@ pub const ENHANCED_CT_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.2.1";
 pub const CT_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.2";
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// Why a CT series cannot be ingested. Every variant names the file (or in-memory slice,
 /// shown as `<memory>/slice-N`) where the fault was found.
@@ -746,6 +747,15 @@ impl SeriesDecoder {
                                 ts: ih.ts.clone(),
                             });
                         }
+                        if ih.ts == RLE_LOSSLESS {
+                            let fragments = pixel_data.value().fragments().unwrap_or_default();
+                            check_rle_fragments(fragments, frame_len, usize::from(ih.bits_allocated / 8))
+                                .map_err(|reason| CtError::InvalidAttribute {
+                                    path: path.clone(),
+                                    tag_name: "PixelData",
+                                    reason,
+                                })?;
+                        }
                         decoded = obj
                             .decode_pixel_data()
                             .map_err(|source| CtError::Decode {
@@ -979,6 +989,75 @@ struct FirstHeader {
     path: PathBuf,
     h: Header,
     meta: SeriesMeta,
+}
+
+/// Checks RLE Lossless frames (one fragment each, PS3.5 annex G) before dicom-pixeldata
+/// decodes them: its RLE adapter (0.10) slices a short header and indexes a short segment's
+/// output without bounds checks, and panics (found by the `ct_frame` fuzz target). Every
+/// fragment must hold the 64-byte header, and each segment a frame needs (one per byte of a
+/// sample, 1 sample per pixel) must expand to at least `pixels` bytes.
+fn check_rle_fragments(fragments: &[Vec<u8>], pixels: usize, bytes_per_sample: usize) -> Result<(), String> {
+    for (frame, fragment) in fragments.iter().enumerate() {
+        let u32_at = |o: usize| {
+            fragment
+                .get(o..o + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let (Some(count), true) = (u32_at(0), fragment.len() >= 64) else {
+            return Err(format!(
+                "RLE frame {frame} is {} bytes, shorter than its 64-byte header",
+                fragment.len()
+            ));
+        };
+        if count < bytes_per_sample || count > 15 {
+            return Err(format!(
+                "RLE frame {frame} has {count} segments, {bytes_per_sample} expected"
+            ));
+        }
+        for segment in 0..bytes_per_sample {
+            let start = u32_at(4 + 4 * segment).unwrap_or(usize::MAX);
+            let end = if segment + 1 < count {
+                u32_at(8 + 4 * segment).unwrap_or(usize::MAX)
+            } else {
+                fragment.len()
+            };
+            let Some(data) = fragment.get(start..end) else {
+                return Err(format!(
+                    "RLE frame {frame} segment {segment} spans bytes {start}..{end} of {}",
+                    fragment.len()
+                ));
+            };
+            let expanded = packbits_len(data);
+            if expanded < pixels {
+                return Err(format!(
+                    "RLE frame {frame} segment {segment} expands to {expanded} bytes, {pixels} expected"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes a PackBits segment expands to, counted as the decoder reads it: a literal run cut
+/// short by the segment's end yields what is there, a repeat run without its byte nothing.
+fn packbits_len(data: &[u8]) -> usize {
+    let (mut at, mut out) = (0usize, 0usize);
+    while let Some(&h) = data.get(at) {
+        let h = h as i8;
+        at += 1;
+        if h >= 0 {
+            let n = (h as usize + 1).min(data.len() - at);
+            out += n;
+            at += n;
+        } else if h != -128 {
+            if at >= data.len() {
+                break;
+            }
+            out += 1 + h.unsigned_abs() as usize;
+            at += 1;
+        }
+    }
+    out
 }
 
 fn parse(bytes: &[u8], path: &Path, header_only: bool) -> Result<DefaultDicomObject, CtError> {
@@ -1456,6 +1535,46 @@ fn convert16_wide(raw: &[u8], out: &mut [i16], icpt: i32, sv: impl Fn(u16) -> i3
 
 #[cfg(test)]
 mod tests {
+    use super::{check_rle_fragments, packbits_len};
+
+    #[test]
+    fn packbits_lengths_follow_the_tiff_example() {
+        // Apple TN1023 / TIFF 6.0 section 9: this packed run unpacks to 24 bytes.
+        let packed = [
+            0xFE, 0xAA, 0x02, 0x80, 0x00, 0x2A, 0xFD, 0xAA, 0x03, 0x80, 0x00, 0x2A, 0x22, 0xF7, 0xAA,
+        ];
+        assert_eq!(packbits_len(&packed), 24);
+        // a literal run cut short yields what is there; a repeat without its byte nothing
+        assert_eq!(packbits_len(&[0x05, 1, 2]), 2);
+        assert_eq!(packbits_len(&[0x01, 1, 2, 0xFE]), 2);
+        assert_eq!(packbits_len(&[0x80, 0x80]), 0);
+    }
+
+    #[test]
+    fn rle_frames_must_hold_a_header_and_full_segments() {
+        // One 16-bit frame of 4 pixels: two segments (MSB, LSB), each a repeat run of 4.
+        let mut frame = vec![0u8; 64];
+        frame[..4].copy_from_slice(&2u32.to_le_bytes());
+        frame[4..8].copy_from_slice(&64u32.to_le_bytes());
+        frame[8..12].copy_from_slice(&66u32.to_le_bytes());
+        frame.extend_from_slice(&[0xFD, 0x00, 0xFD, 0x07]);
+        assert_eq!(check_rle_fragments(&[frame.clone()], 4, 2), Ok(()));
+        let e = check_rle_fragments(&[frame.clone()], 5, 2).unwrap_err();
+        assert!(e.contains("segment 0 expands to 4 bytes, 5 expected"), "{e}");
+        let e = check_rle_fragments(&[frame[..40].to_vec()], 4, 2).unwrap_err();
+        assert!(e.contains("shorter than its 64-byte header"), "{e}");
+        let mut one = frame.clone();
+        one[..4].copy_from_slice(&1u32.to_le_bytes());
+        assert!(check_rle_fragments(&[one], 4, 2)
+            .unwrap_err()
+            .contains("1 segments, 2 expected"));
+        let mut past = frame;
+        past[8..12].copy_from_slice(&9_000u32.to_le_bytes());
+        assert!(check_rle_fragments(&[past], 4, 2)
+            .unwrap_err()
+            .contains("spans bytes 64..9000"));
+    }
+
     use super::*;
 
     fn ih(bits_stored: u16, signed: bool) -> InputHeader {

@@ -924,6 +924,14 @@ fn plan_object(plan: &IonPlan) -> Result<InMemDicomObject, PlanError> {
     if plan.sop_instance_uid.trim().is_empty() {
         return Err(PlanError::Unwritable("empty SOP Instance UID".into()));
     }
+    // It also goes into the file meta group, which readers (dicom-rs among them) refuse
+    // unless it is a UID: a plan read from a lax file must not be written unreadable.
+    let uid = plan.sop_instance_uid.trim();
+    if uid.len() > 64 || !uid.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(PlanError::Unwritable(format!(
+            "SOP Instance UID {uid:?} is not a UID (digits and dots, at most 64 characters)"
+        )));
+    }
     let mut o = InMemDicomObject::new_empty();
     o.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
     o.put(text(tags::SOP_CLASS_UID, VR::UI, RT_ION_PLAN_SOP_CLASS));
