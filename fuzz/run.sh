@@ -13,10 +13,11 @@ case "$target" in
 ct_slice | ct_frame | rtstruct) max_len=1048576 ;;
 rtplan) max_len=262144 ;;
 config) max_len=16384 ;;
+link_decode) max_len=2048 ;;
 *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 dict=()
-[ "$target" != config ] && dict=(-dict="$here/dicom.dict")
+[ "$target" != config ] && [ "$target" != link_decode ] && dict=(-dict="$here/dicom.dict")
 
 cd "$here"
 # cargo-fuzz needs nightly-only rustc flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
