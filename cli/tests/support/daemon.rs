@@ -100,7 +100,7 @@ path = "audit/session.audit"
 
     /// Starts a controller simulator with this folder's key.
     pub fn controller(&self, watchdog: Duration) -> ControllerHandle {
-        let key = LinkKey::from_file(&self.key_path()).unwrap();
+        let key = LinkKey::from_file(self.key_path()).unwrap();
         let receiver =
             LinkReceiver::bind("127.0.0.1:0".parse().unwrap(), &key, &LinkOptions::default()).unwrap();
         spawn(
