@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ionguide::audit::{AuditOptions, AuditRecord, AuditWriter, Fsync};
+use ionguide::audit::{AuditError, AuditOptions, AuditRecord, AuditWriter, Fsync, TailStatus};
 use ionguide::config::{Config, SourceConfig};
 use ionguide::geometry::RigidTransform;
 use ionguide::link::{LinkKey, LinkOptions, LinkSender};
@@ -33,6 +33,15 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // First of all: a SIGTERM that arrives while the session loads or the source starts
+    // (the SCP already accepts associations) must still end in the clean stop below (final
+    // HOLD, shutdown record), not in the default action, which kills the process mid-write.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the SIGINT/SIGTERM handler")?;
+    }
     let config = Config::load(&args.config)?;
     let config_text =
         std::fs::read(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
@@ -65,11 +74,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let now_ns = ionguide::link::protocol::unix_now_ns();
     let mut audit = if config.audit.path.exists() {
-        AuditWriter::open_append(&config.audit.path, audit_options)
+        AuditWriter::open_append(&config.audit.path, audit_options).map_err(not_clean_advice)
     } else {
         AuditWriter::create(&config.audit.path, now_ns, audit_options)
-    }
-    .with_context(|| format!("audit log {}", config.audit.path.display()))?;
+            .with_context(|| format!("audit log {}", config.audit.path.display()))
+    }?;
     audit.write(&AuditRecord::SessionStart {
         unix_ns: now_ns,
         config_sha256: sha256(&config_text),
@@ -145,12 +154,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.audit.path.display()
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("installing the SIGINT/SIGTERM handler")?;
-    }
     let tty = std::io::stderr().is_terminal();
     let mut stats = Stats::new();
     let mut last_status = Instant::now();
@@ -203,6 +206,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stats.stale_corrections
     );
     Ok(())
+}
+
+/// The daemon never appends to a log that does not end cleanly (the audit module refuses: a
+/// new session after the damage would bury it). The operator gets the file, the byte offset
+/// and what to do, since a crash is exactly when someone reads this message under pressure.
+fn not_clean_advice(e: AuditError) -> anyhow::Error {
+    const AFTER: &str = "the records before it are intact and the log is left untouched; \
+                         move it aside (keep it, it is the record of the crashed session) and \
+                         start again: a new log is then created";
+    match e {
+        AuditError::NotClean {
+            path,
+            status: TailStatus::TornTail { offset, bytes },
+        } => anyhow::anyhow!(
+            "audit log {} ends in a torn record at byte offset {offset} ({bytes} bytes of an \
+             incomplete record, left by a crash mid-write); {AFTER}",
+            path.display()
+        ),
+        AuditError::NotClean {
+            path,
+            status: TailStatus::Corrupt { offset, why },
+        } => anyhow::anyhow!(
+            "audit log {} is damaged at byte offset {offset} ({why}); {AFTER}",
+            path.display()
+        ),
+        e => anyhow::Error::new(e),
+    }
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

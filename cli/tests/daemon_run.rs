@@ -1,0 +1,189 @@
+//! `ionguide run` end to end as a process: real DICOM associations in (dcmtk's storescu),
+//! real UDP out to the controller simulator, SIGTERM to stop, and the audit log read back.
+//! Also the start-up refusals an operator meets: a bad configuration value, a plan over the
+//! resource limit; and frames over the slice limit rejected with their reason in the log.
+
+mod support;
+
+use std::time::Duration;
+
+use ionguide::audit::{AuditReader, AuditRecord, Outcome, TailStatus};
+use ionguide::correction::HoldReason;
+use ionguide_sim::controller::{BeamState, Cause};
+use sha2::Digest;
+
+use support::daemon::{run_to_exit, Daemon, FrameSender, SessionDir, RELAXED_TIMING, SCP_59};
+use support::dicom_edit::Edit;
+
+#[test]
+fn two_frames_are_corrected_and_sigterm_closes_the_log_and_holds_the_beam() {
+    let s = SessionDir::new();
+    let controller = s.controller(Duration::from_secs(2));
+    let config = s.write_config(controller.local_addr(), SCP_59, RELAXED_TIMING);
+    let daemon = Daemon::start(&config).unwrap_or_else(|(st, e)| panic!("{st}: {e}"));
+    let frames = FrameSender::new();
+
+    // One frame at a time: the pipeline lets a newer frame overtake a waiting one, and this
+    // test wants both corrected.
+    for (n, frame) in [(1, 101), (2, 102)] {
+        assert!(
+            frames.send(daemon.scp, frame, &Edit::default()),
+            "storescu frame {frame}"
+        );
+        assert!(
+            controller.wait_until(Duration::from_secs(30), |c| c.counters().applied_sets >= n),
+            "controller applied {n} set(s) within 30 s; daemon:\n{}",
+            daemon.stderr()
+        );
+    }
+    assert_eq!(controller.with(|c| c.state()), BeamState::BeamOn);
+
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    assert!(
+        controller.wait_until(Duration::from_secs(5), |c| c.state() == BeamState::Held),
+        "controller held after the daemon stopped"
+    );
+    let controller = controller.stop().unwrap();
+    let last = controller.events().last().unwrap();
+    // The daemon's final HOLD, not the watchdog: the beam stops because the sender said so.
+    assert!(
+        matches!(
+            last.cause,
+            Cause::Commanded {
+                reason: HoldReason::Shutdown,
+                ..
+            }
+        ),
+        "{:?}",
+        controller.events()
+    );
+    assert_eq!(controller.counters().applied_sets, 2);
+
+    let (records, tail) = AuditReader::read_all(&s.audit_path()).unwrap();
+    assert_eq!(tail, TailStatus::Clean);
+    let config_text = std::fs::read(&config).unwrap();
+    let want_sha: [u8; 32] = sha2::Sha256::digest(&config_text).into();
+    match records.first() {
+        Some(AuditRecord::SessionStart { config_sha256, .. }) => assert_eq!(*config_sha256, want_sha),
+        other => panic!("first record {other:?}"),
+    }
+    let frames: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::Frame(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), 2, "{frames:#?}");
+    assert!(
+        frames.iter().all(|f| f.outcome == Some(Outcome::Corrected)),
+        "{frames:#?}"
+    );
+    assert!(frames[0].frame_id < frames[1].frame_id);
+    match records.last() {
+        Some(AuditRecord::Shutdown { reason, .. }) => assert_eq!(reason, "signal"),
+        other => panic!("last record {other:?}"),
+    }
+    // only one session and one shutdown
+    let count = |f: fn(&AuditRecord) -> bool| records.iter().filter(|r| f(r)).count();
+    assert_eq!(count(|r| matches!(r, AuditRecord::SessionStart { .. })), 1);
+    assert_eq!(count(|r| matches!(r, AuditRecord::Shutdown { .. })), 1);
+}
+
+#[test]
+fn a_bad_configuration_value_stops_the_daemon_naming_the_key() {
+    let s = SessionDir::new();
+    let config = s.write_config(
+        "127.0.0.1:9".parse().unwrap(),
+        SCP_59,
+        "[limits]\nmax_lateral_mm = -1\n",
+    );
+    let out = run_to_exit(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("limits.max_lateral_mm") && stderr.contains("-1"),
+        "{stderr}"
+    );
+    assert!(
+        !s.audit_path().exists(),
+        "no audit log for a session that never started"
+    );
+}
+
+#[test]
+fn a_plan_over_max_plan_spots_stops_the_daemon_naming_the_key() {
+    let s = SessionDir::new();
+    let config = s.write_config(
+        "127.0.0.1:9".parse().unwrap(),
+        SCP_59,
+        "[resources]\nmax_plan_spots = 1\n",
+    );
+    let out = run_to_exit(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("resources.max_plan_spots"), "{stderr}");
+    assert!(stderr.contains("over the limit of 1"), "{stderr}");
+    assert!(
+        !s.audit_path().exists(),
+        "no audit log for a session that never started"
+    );
+}
+
+#[test]
+fn a_frame_over_max_slices_is_rejected_with_its_reason_in_the_audit_log() {
+    let s = SessionDir::new();
+    let controller = s.controller(Duration::from_secs(2));
+    // No expected_slices: the count comes from Images in Acquisition, as a scanner sends it.
+    let config = s.write_config(
+        controller.local_addr(),
+        "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\n",
+        &format!("{RELAXED_TIMING}\n[resources]\nmax_slices = 10\n"),
+    );
+    let daemon = Daemon::start(&config).unwrap_or_else(|(st, e)| panic!("{st}: {e}"));
+    let edit = Edit {
+        images_in_acquisition: Some(59),
+        ..Edit::default()
+    };
+    // storescu is told "out of resources" for each object, so it reports failure.
+    let sent_ok = FrameSender::new().send(daemon.scp, 7, &edit);
+    assert!(!sent_ok, "the SCP refused the objects over the limit");
+
+    // Wait until the refusals are audited (a stop before that would audit them as held).
+    let rejected = |records: &[AuditRecord]| {
+        records
+            .iter()
+            .filter(|r| matches!(r, AuditRecord::Frame(f) if f.outcome == Some(Outcome::Rejected)))
+            .count()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end {
+        let (records, _) = AuditReader::read_all(&s.audit_path()).unwrap();
+        if rejected(&records) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+
+    let (records, tail) = AuditReader::read_all(&s.audit_path()).unwrap();
+    assert_eq!(tail, TailStatus::Clean);
+    assert!(rejected(&records) > 0, "{records:#?}");
+    for r in &records {
+        if let AuditRecord::Frame(f) = r {
+            assert_ne!(f.outcome, Some(Outcome::Corrected), "{f:#?}");
+            if f.outcome == Some(Outcome::Rejected) {
+                assert!(
+                    f.detail.contains("59 objects") && f.detail.contains("limit of 10"),
+                    "{}",
+                    f.detail
+                );
+            }
+        }
+    }
+    let controller = controller.stop().unwrap();
+    assert_eq!(controller.counters().applied_sets, 0);
+    assert_eq!(controller.state(), BeamState::Held);
+}

@@ -1,0 +1,5 @@
+//! Shared by the daemon tests.
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod dicom_edit;
