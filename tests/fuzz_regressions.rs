@@ -129,3 +129,19 @@ fn an_rt_ion_plan_the_decoder_would_misframe_is_refused_before_allocation() {
         other => panic!("{other:?}"),
     }
 }
+
+// rtplan, third 10-minute run, 4 min in: where the guard expected an item header it found an
+// element and stopped checking; dicom-rs read that element, claiming 3.8 GB.
+#[test]
+fn an_element_where_an_item_was_expected_is_still_length_checked() {
+    let bytes = read("rtplan-element-in-sequence.dcm");
+    match rtplan::read_plan_bytes(&bytes, "fuzz.dcm") {
+        Err(PlanError::Corrupt {
+            source: OpenError::LengthBeyondEnd {
+                length, remaining, ..
+            },
+            ..
+        }) => assert!(length > remaining as u64),
+        other => panic!("{other:?}"),
+    }
+}
