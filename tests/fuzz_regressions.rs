@@ -145,3 +145,23 @@ fn an_element_where_an_item_was_expected_is_still_length_checked() {
         other => panic!("{other:?}"),
     }
 }
+
+// ct_slice, last 10-minute run (before the numeric-VR fix): no crash, but this RLE slice made
+// dicom-rs reserve 1.2 GB, under libFuzzer's 2 GB malloc limit; found by replaying the
+// corpus with -malloc_limit_mb=256.
+#[test]
+fn a_ct_slice_claiming_1_2_gb_is_refused_before_allocation() {
+    let bytes = read("ct-slice-below-malloc-limit.dcm");
+    match ct::read_series_bytes(&[&bytes]) {
+        Err(CtError::Truncated {
+            source: OpenError::LengthBeyondEnd {
+                length, remaining, ..
+            },
+            ..
+        }) => {
+            assert_eq!(length, 1_213_399_298);
+            assert!(remaining < bytes.len());
+        }
+        other => panic!("{other:?}"),
+    }
+}
