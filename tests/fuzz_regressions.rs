@@ -129,3 +129,39 @@ fn an_rt_ion_plan_the_decoder_would_misframe_is_refused_before_allocation() {
         other => panic!("{other:?}"),
     }
 }
+
+// rtplan, third 10-minute run, 4 min in: where the guard expected an item header it found an
+// element and stopped checking; dicom-rs read that element, claiming 3.8 GB.
+#[test]
+fn an_element_where_an_item_was_expected_is_still_length_checked() {
+    let bytes = read("rtplan-element-in-sequence.dcm");
+    match rtplan::read_plan_bytes(&bytes, "fuzz.dcm") {
+        Err(PlanError::Corrupt {
+            source: OpenError::LengthBeyondEnd {
+                length, remaining, ..
+            },
+            ..
+        }) => assert!(length > remaining as u64),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ct_slice, last 10-minute run (before the numeric-VR fix): no crash, but this RLE slice made
+// dicom-rs reserve 1.2 GB, under libFuzzer's 2 GB malloc limit; found by replaying the
+// corpus with -malloc_limit_mb=256.
+#[test]
+fn a_ct_slice_claiming_1_2_gb_is_refused_before_allocation() {
+    let bytes = read("ct-slice-below-malloc-limit.dcm");
+    match ct::read_series_bytes(&[&bytes]) {
+        Err(CtError::Truncated {
+            source: OpenError::LengthBeyondEnd {
+                length, remaining, ..
+            },
+            ..
+        }) => {
+            assert_eq!(length, 1_213_399_298);
+            assert!(remaining < bytes.len());
+        }
+        other => panic!("{other:?}"),
+    }
+}

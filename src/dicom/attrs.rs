@@ -410,7 +410,10 @@ fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> 
             open.pop();
         }
         let context = open.last().map(|o| o.0);
-        if matches!(context, Some(Open::Sequence) | Some(Open::Fragments)) {
+        // Where the walk expects an item but finds an element, the decoder may not agree that
+        // a sequence is open here: check it as an element, so no length goes unchecked.
+        let item_tag = h.tag(pos).filter(|t| t.group() == 0xFFFE);
+        if matches!(context, Some(Open::Sequence) | Some(Open::Fragments)) && item_tag.is_some() {
             // An item header: (FFFE,E000) with its length, or a delimiter.
             let (Some(tag), Some(length)) = (h.tag(pos), h.u32_at(pos + 4)) else {
                 return Ok(());
@@ -426,6 +429,7 @@ fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> 
                                 header: 8,
                                 length,
                                 is_sq: false,
+                                vr: VR::UN,
                             },
                             pos,
                         ));
@@ -442,6 +446,7 @@ fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> 
                                 header: 8,
                                 length,
                                 is_sq: false,
+                                vr: VR::UN,
                             },
                             pos,
                         ));
@@ -455,7 +460,8 @@ fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> 
                     open.pop(); // the decoder closes the innermost open thing on either
                     pos = value_at;
                 }
-                _ => return Ok(()), // anything else in a sequence: the decoder refuses it
+                // another (FFFE,xxxx) tag: the decoder refuses it as an item header
+                _ => return Ok(()),
             }
             continue;
         }
@@ -492,15 +498,11 @@ fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> 
         // A sequence's contents carry lengths too. In implicit VR the decoder takes the VR
         // from the dictionary, so only a tag the dictionary calls SQ opens one (a value that
         // merely starts with an item tag is read whole).
-        let implicit_sq = !explicit
-            && StandardDataDictionary
-                .by_tag(e.tag)
-                .is_some_and(|entry| entry.vr().relaxed() == VR::SQ);
-        if e.is_sq || implicit_sq {
+        if e.is_sq {
             open.push((Open::Sequence, Some(value_at + e.length as usize)));
             pos = value_at;
         } else {
-            pos = value_at + e.length as usize;
+            pos = value_at + consumed_len(e.vr, e.length as usize);
         }
     }
     Ok(())
@@ -554,6 +556,8 @@ struct ElementHeader {
     /// Value length; `u32::MAX` is undefined.
     length: u32,
     is_sq: bool,
+    /// The VR the decoder reads the value as (explicit, or from the dictionary).
+    vr: VR,
 }
 
 /// Header reads in one byte order; `None` when the data ends inside the header.
@@ -589,30 +593,65 @@ impl Headers<'_> {
         let tag = self.tag(pos)?;
         if tag.group() == 0xFFFE || !explicit {
             // items and delimiters have no VR in any syntax; implicit VR has none at all
+            let vr = if tag.group() == 0xFFFE {
+                VR::UN
+            } else {
+                implicit_vr(tag)
+            };
             return Some(ElementHeader {
                 tag,
                 header: 8,
                 length: self.u32_at(pos + 4)?,
-                is_sq: false,
+                is_sq: vr == VR::SQ,
+                vr,
             });
         }
-        let vr = self.body.get(pos + 4..pos + 6)?;
-        Some(if has_short_length(vr) {
+        let vr_bytes = self.body.get(pos + 4..pos + 6)?;
+        let vr = VR::from_binary([vr_bytes[0], vr_bytes[1]]).unwrap_or(VR::UN);
+        Some(if has_short_length(vr_bytes) {
             ElementHeader {
                 tag,
                 header: 8,
                 length: self.u16_at(pos + 6)?.into(),
                 is_sq: false,
+                vr,
             }
         } else {
             ElementHeader {
                 tag,
                 header: 12,
                 length: self.u32_at(pos + 8)?,
-                is_sq: vr == b"SQ",
+                is_sq: vr_bytes == b"SQ",
+                vr,
             }
         })
     }
+}
+
+/// The VR dicom-rs gives an implicit-VR element: OW for pixel and overlay data, else the
+/// dictionary's, else UN.
+fn implicit_vr(tag: Tag) -> VR {
+    if tag == tags::PIXEL_DATA || (tag.group() >> 8 == 0x60 && tag.element() == 0x3000) {
+        VR::OW
+    } else {
+        StandardDataDictionary
+            .by_tag(tag)
+            .map(|entry| entry.vr().relaxed())
+            .unwrap_or(VR::UN)
+    }
+}
+
+/// Bytes the decoder consumes of a defined-length value: numeric VRs are read as whole
+/// numbers, so a length that is not a multiple of the number size leaves the remainder
+/// unread and the next header starts there (dicom-parser 0.10).
+fn consumed_len(vr: VR, length: usize) -> usize {
+    let unit = match vr {
+        VR::US | VR::OW | VR::SS => 2,
+        VR::AT | VR::FL | VR::OF | VR::SL | VR::OL | VR::UL => 4,
+        VR::FD | VR::OD | VR::SV | VR::OV | VR::UV => 8,
+        _ => 1,
+    };
+    length - length % unit
 }
 
 /// Where the file meta group ends, as dicom-rs reads it.
