@@ -237,10 +237,15 @@ impl Chain {
         })
     }
 
-    /// Pushes frame `n` (of the cycle).
+    /// Pushes frame `n` of the breathing cycle, played forwards then backwards so the
+    /// motion never jumps when the cycle repeats (a jump would cost a long registration).
     pub fn push(&self, n: u64) -> Result<(), ReplayError> {
+        let k = self.encoded.len();
+        let period = (2 * k).saturating_sub(2).max(1);
+        let i = (n as usize) % period;
+        let i = if i < k { i } else { period - i };
         self.source
-            .push_frame(self.encoded[(n as usize) % self.encoded.len()].clone())
+            .push_frame(self.encoded[i].clone())
             .map(|_| ())
             .map_err(|e| ReplayError::Pipeline(e.to_string()))
     }
