@@ -33,6 +33,8 @@ pub struct Edit {
     pub flat_pixels: Option<i16>,
     /// Cut the encoded object to this many bytes (a corrupt frame).
     pub truncate_to: Option<usize>,
+    /// Images in Acquisition (0020,1002), as a scanner that announces its frame size writes it.
+    pub images_in_acquisition: Option<u32>,
 }
 
 fn put_str(obj: &mut DefaultDicomObject, tag: dicom_core::Tag, vr: VR, v: &str) {
@@ -69,6 +71,13 @@ pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> V
             obj.update_meta(|m| m.media_storage_sop_instance_uid = uid.clone());
             if let Some(p) = &edit.patient_id {
                 put_str(&mut obj, tags::PATIENT_ID, VR::LO, p);
+            }
+            if let Some(n) = edit.images_in_acquisition {
+                obj.put(DataElement::new(
+                    tags::IMAGES_IN_ACQUISITION,
+                    VR::IS,
+                    PrimitiveValue::from(n.to_string()),
+                ));
             }
             if let Some(f) = &edit.frame_of_reference_uid {
                 put_str(&mut obj, tags::FRAME_OF_REFERENCE_UID, VR::UI, f);
