@@ -154,6 +154,11 @@ pub struct RegisterOptions {
     pub min_step_mm: f64,
     /// …and rotates less than this, degrees.
     pub min_step_deg: f64,
+    /// A warm run stops when a step moves the tracked target less than `min_step_mm` and
+    /// rotates less than this, degrees. Looser than `min_step_deg`: the target's position is
+    /// what drives the beam, and on breathing (non-rigid) anatomy the best rigid rotation of
+    /// the whole ROI drifts along a flat valley for tens of steps while the target stays put.
+    pub warm_min_step_deg: f64,
     /// Fixed samples per level above which the ROI grid is thinned in-plane.
     pub max_samples_per_level: usize,
     /// Scoped threads for the per-sample sums (1 = the caller's thread only).
@@ -180,6 +185,7 @@ impl Default for RegisterOptions {
             max_iterations_per_level: 40,
             min_step_mm: 0.01,
             min_step_deg: 0.01,
+            warm_min_step_deg: 0.25,
             max_samples_per_level: 160_000,
             threads: 1,
             cold_search_mm: 30.0,
@@ -210,6 +216,8 @@ setters! {
     with_min_step_mm: min_step_mm: f64;
     /// Sets [`RegisterOptions::min_step_deg`].
     with_min_step_deg: min_step_deg: f64;
+    /// Sets [`RegisterOptions::warm_min_step_deg`].
+    with_warm_min_step_deg: warm_min_step_deg: f64;
     /// Sets [`RegisterOptions::max_samples_per_level`].
     with_max_samples_per_level: max_samples_per_level: usize;
     /// Sets [`RegisterOptions::threads`].
@@ -247,6 +255,7 @@ impl RegisterOptions {
         for (name, v) in [
             ("min_step_mm", self.min_step_mm),
             ("min_step_deg", self.min_step_deg),
+            ("warm_min_step_deg", self.warm_min_step_deg),
             ("max_jump_mm", self.max_jump_mm),
             ("max_jump_deg", self.max_jump_deg),
             ("cold_search_mm", self.cold_search_mm),

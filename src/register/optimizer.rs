@@ -34,6 +34,16 @@ const WARM_PREVIEW_FRACTION: usize = 4;
 /// The preview stops at this multiple of the finest level's thresholds.
 const WARM_PREVIEW_STOP_FACTOR: f64 = 4.0;
 
+/// When a level's optimizer stops: the step moves the reference point by less than `tol_mm`
+/// and turns by less than `tol_deg`. The reference point is the ROI centre, or for a warm
+/// run the tracked target (what drives the beam).
+#[derive(Debug, Clone, Copy)]
+struct StopTest {
+    tol_mm: f64,
+    tol_deg: f64,
+    target: Option<PointMm>,
+}
+
 /// The planning CT side, prepared once per plan: ROI samples on every pyramid level.
 #[derive(Debug, Clone)]
 pub struct FixedContext {
@@ -235,6 +245,7 @@ impl Registrar {
             initial,
             self.options.levels,
             self.options.cold_search_mm,
+            false,
         )
     }
 
@@ -254,6 +265,7 @@ impl Registrar {
             previous,
             self.options.warm_levels,
             self.options.warm_search_mm,
+            true,
         )
     }
 
@@ -264,6 +276,7 @@ impl Registrar {
         initial: &RigidTransform,
         levels: usize,
         search_mm: f64,
+        warm: bool,
     ) -> Result<Registration, RegisterError> {
         let o = self.options.clone();
         o.validate()?;
@@ -291,8 +304,11 @@ impl Registrar {
                 &self.moving[0],
                 &centre,
                 t,
-                o.min_step_mm * WARM_PREVIEW_STOP_FACTOR,
-                o.min_step_deg * WARM_PREVIEW_STOP_FACTOR,
+                StopTest {
+                    tol_mm: o.min_step_mm * WARM_PREVIEW_STOP_FACTOR,
+                    tol_deg: o.warm_min_step_deg * WARM_PREVIEW_STOP_FACTOR,
+                    target: Some(fixed.roi.target_mm),
+                },
             );
             // A preview that failed (e.g. no overlap) leaves the start as it was; the full
             // pass below decides the verdict either way.
@@ -309,14 +325,20 @@ impl Registrar {
             } else {
                 COARSE_STOP_FACTOR * (1u32 << (2 * level)) as f64
             };
-            let run = self.optimise_level(
-                &fixed.levels[level],
-                image,
-                &centre,
-                t,
-                o.min_step_mm * scale,
-                o.min_step_deg * scale,
-            );
+            let stop = if warm {
+                StopTest {
+                    tol_mm: o.min_step_mm * scale,
+                    tol_deg: o.warm_min_step_deg * scale,
+                    target: Some(fixed.roi.target_mm),
+                }
+            } else {
+                StopTest {
+                    tol_mm: o.min_step_mm * scale,
+                    tol_deg: o.min_step_deg * scale,
+                    target: None,
+                }
+            };
+            let run = self.optimise_level(&fixed.levels[level], image, &centre, t, stop);
             t = run.transform;
             iterations += run.iterations;
             converged = run.converged;
@@ -423,8 +445,7 @@ impl Registrar {
         image: &LevelImage,
         centre: &PointMm,
         start: RigidTransform,
-        tol_mm: f64,
-        tol_deg: f64,
+        stop: StopTest,
     ) -> LevelRun {
         let threads = self.options.threads;
         let mut t = start;
@@ -456,7 +477,12 @@ impl Registrar {
             let dt = delta.fixed_rows::<3>(3).into_owned();
             let step = RigidTransform::about_center(Rotation3::new(dw), t.apply(centre), dt);
             let candidate = step.compose(&t);
-            if dt.norm() < tol_mm && dw.norm().to_degrees() < tol_deg {
+            // what the step moves: the ROI centre, or (warm) the tracked target
+            let moved_mm = match stop.target {
+                None => dt.norm(),
+                Some(p) => (candidate.apply(&p) - t.apply(&p)).norm(),
+            };
+            if moved_mm < stop.tol_mm && dw.norm().to_degrees() < stop.tol_deg {
                 return LevelRun {
                     transform: candidate,
                     iterations: it,
