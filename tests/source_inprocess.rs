@@ -33,7 +33,11 @@ fn pushed_frames_arrive_whole_from_every_clone() {
     };
     assert_eq!(frame.origin, "inproc:sim");
     assert_eq!(frame.key, key);
-    assert_eq!(frame.objects, sts1);
+    assert!(frame
+        .objects
+        .iter()
+        .map(|o| o.as_slice())
+        .eq(sts1.iter().map(|o| o.as_slice())));
     let slices: Vec<&[u8]> = frame.objects.iter().map(|o| o.as_slice()).collect();
     assert_eq!(
         read_series_bytes(&slices).unwrap().volume,
@@ -76,6 +80,58 @@ fn a_closed_pipeline_is_reported_to_the_pusher() {
     drop(rx);
     assert!(matches!(
         source.push_frame(objects("STS_001/image")),
+        Err(InProcessError::Disconnected)
+    ));
+}
+
+#[test]
+fn announced_objects_share_their_bytes_with_the_frame_and_refused_ones_are_not_announced() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let source = InProcessSource::new(tx, "sim");
+    let sts1: Vec<std::sync::Arc<Vec<u8>>> = objects("STS_001/image")
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+    for o in &sts1[..3] {
+        source.announce_object(o).unwrap();
+    }
+    // not DICOM: nothing to announce (the frame push would report it)
+    source
+        .announce_object(&std::sync::Arc::new(b"not dicom".to_vec()))
+        .unwrap();
+    let key = source.push_shared_frame(sts1.clone()).unwrap();
+    for o in &sts1[..3] {
+        match rx.try_recv().unwrap() {
+            SourceEvent::Object { key: k, object } => {
+                assert_eq!(k, key);
+                assert!(std::sync::Arc::ptr_eq(&object, o));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    match rx.try_recv().unwrap() {
+        SourceEvent::Frame(f) => assert!(f
+            .objects
+            .iter()
+            .zip(&sts1)
+            .all(|(a, b)| std::sync::Arc::ptr_eq(a, b))),
+        other => panic!("{other:?}"),
+    }
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn announcements_never_wait_for_room() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let source = InProcessSource::new(tx, "sim");
+    let o = std::sync::Arc::new(objects("STS_001/image").swap_remove(0));
+    source.announce_object(&o).unwrap();
+    // the channel is full: the hint is dropped, not waited on
+    source.announce_object(&o).unwrap();
+    assert_eq!(rx.len(), 1);
+    drop(rx);
+    assert!(matches!(
+        source.announce_object(&o),
         Err(InProcessError::Disconnected)
     ));
 }

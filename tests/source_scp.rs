@@ -9,7 +9,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use ionguide::dicom::ct::{read_series_dir, read_series_files, IngestOptions, SeriesDecoder};
 use ionguide::geometry::Grid;
-use ionguide::source::{scp, AssemblerConfig, RawFrame, ScpConfig, ScpHandle, SourceEvent};
+use ionguide::source::{
+    scp, AssemblerConfig, FrameKey, ObjectBytes, RawFrame, ScpConfig, ScpHandle, SourceEvent,
+};
 use ionguide::units::PointMm;
 use ionguide::volume::CtVolume;
 
@@ -68,19 +70,41 @@ fn start(expected_slices: usize, timeout: Duration) -> (ScpHandle, Receiver<Sour
     (scp::start(config, tx).unwrap(), rx)
 }
 
+/// The next frame or rejection, and the objects announced before it (early-decoding hints).
+fn next_event_and_hints(rx: &Receiver<SourceEvent>) -> (Vec<(FrameKey, ObjectBytes)>, SourceEvent) {
+    let mut hints = Vec::new();
+    loop {
+        match rx.recv_timeout(EVENT_WAIT) {
+            Ok(SourceEvent::Object { key, object }) => hints.push((key, object)),
+            Ok(e) => return (hints, e),
+            Err(RecvTimeoutError::Timeout) => panic!("no source event within {EVENT_WAIT:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("source channel closed"),
+        }
+    }
+}
+
 fn next_event(rx: &Receiver<SourceEvent>) -> SourceEvent {
-    match rx.recv_timeout(EVENT_WAIT) {
-        Ok(e) => e,
-        Err(RecvTimeoutError::Timeout) => panic!("no source event within {EVENT_WAIT:?}"),
-        Err(RecvTimeoutError::Disconnected) => panic!("source channel closed"),
+    next_event_and_hints(rx).1
+}
+
+/// The next frame, and how many of its objects were announced before it (each announced
+/// object of its key must be one of its objects, the same bytes).
+fn next_frame_announced(rx: &Receiver<SourceEvent>) -> (RawFrame, usize) {
+    match next_event_and_hints(rx) {
+        (hints, SourceEvent::Frame(f)) => {
+            let mine: Vec<_> = hints.iter().filter(|(key, _)| *key == f.key).collect();
+            for (_, object) in &mine {
+                assert!(f.objects.iter().any(|o| std::sync::Arc::ptr_eq(o, object)));
+            }
+            let n = mine.len();
+            (f, n)
+        }
+        (_, other) => panic!("expected a frame, got {other:?}"),
     }
 }
 
 fn next_frame(rx: &Receiver<SourceEvent>) -> RawFrame {
-    match next_event(rx) {
-        SourceEvent::Frame(f) => f,
-        other => panic!("expected a frame, got {other:?}"),
-    }
+    next_frame_announced(rx).0
 }
 
 fn decode(frame: &RawFrame) -> CtVolume {
@@ -110,8 +134,13 @@ fn storescu_slices_arrive_as_one_frame_that_decodes_like_the_folder() {
     let (scp, rx) = start(files.len(), Duration::from_secs(600));
     let out = storescu(&scp, &[], &files);
     assert_success(&out);
-    let frame = next_frame(&rx);
+    let (frame, announced) = next_frame_announced(&rx);
     assert_eq!(frame.objects.len(), files.len());
+    assert_eq!(
+        announced,
+        files.len() - 1,
+        "every object but the last announced first"
+    );
     assert!(
         frame.origin.starts_with("scp:SCANNER@127.0.0.1:"),
         "{}",

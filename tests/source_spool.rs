@@ -76,11 +76,21 @@ fn stable_files_are_taken_once_and_form_a_frame_that_decodes_like_the_folder() {
     assert!(rx.try_recv().is_err());
     let second = watcher.poll();
     assert_eq!(second.accepted, files.len());
-    let frame = match rx.try_recv().unwrap() {
-        SourceEvent::Frame(f) => f,
-        other => panic!("{other:?}"),
+    // every object but the last is announced first (for early decoding), then the frame
+    let mut announced = Vec::new();
+    let frame = loop {
+        match rx.try_recv().unwrap() {
+            SourceEvent::Object { key, object } => announced.push((key, object)),
+            SourceEvent::Frame(f) => break f,
+            other => panic!("{other:?}"),
+        }
     };
     assert_eq!(frame.objects.len(), files.len());
+    assert_eq!(announced.len(), files.len() - 1);
+    for (key, object) in &announced {
+        assert_eq!(*key, frame.key);
+        assert!(frame.objects.iter().any(|o| std::sync::Arc::ptr_eq(o, object)));
+    }
     assert!(frame.origin.starts_with("spool:"));
     let slices: Vec<&[u8]> = frame.objects.iter().map(|o| o.as_slice()).collect();
     assert_eq!(
@@ -153,11 +163,14 @@ fn the_watcher_thread_delivers_renamed_files_and_stops_cleanly() {
         std::fs::copy(f, &tmp).unwrap();
         std::fs::rename(&tmp, dir.join(name)).unwrap();
     }
-    let frame = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(SourceEvent::Frame(f)) => f,
-        Ok(other) => panic!("{other:?}"),
-        Err(RecvTimeoutError::Timeout) => panic!("no frame from the spool thread"),
-        Err(e) => panic!("{e}"),
+    let frame = loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(SourceEvent::Frame(f)) => break f,
+            Ok(SourceEvent::Object { .. }) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(RecvTimeoutError::Timeout) => panic!("no frame from the spool thread"),
+            Err(e) => panic!("{e}"),
+        }
     };
     let slices: Vec<&[u8]> = frame.objects.iter().map(|o| o.as_slice()).collect();
     assert_eq!(

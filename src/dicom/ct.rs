@@ -13,6 +13,7 @@
 //! [`CtError`] naming the file (or in-memory slice) and what is wrong, never a panic.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
@@ -524,15 +525,51 @@ struct InputHeader {
     bits_allocated: u16,
     bits_stored: u16,
     signed: bool,
+    /// The volume slot this input's pixels were already stored in by early decoding.
+    early_slot: Option<usize>,
+}
+
+/// An object decoded ahead of its frame by [`SeriesDecoder::decode_early`]. Holding the
+/// `Arc` keeps the bytes alive and unchanged, so the pointer identifies them.
+#[derive(Debug)]
+struct EarlyObject {
+    object: Arc<Vec<u8>>,
+    ts: String,
+    header: Header,
+    /// Where its pixels went, when they could be placed.
+    slot: Option<usize>,
+}
+
+/// The volume early decoding writes into: its grid (the last decoded series') and the
+/// address of its storage (only compared, to know it is the same volume).
+#[derive(Debug)]
+struct EarlyTarget {
+    grid: Grid,
+    storage: usize,
+}
+
+fn storage_of(volume: &CtVolume) -> usize {
+    volume.as_slice().as_ptr() as usize
 }
 
 /// Reusable series decoder: keeps its scratch buffers between calls so a pipeline decoding a
 /// frame every few hundred milliseconds does not allocate per frame.
+///
+/// It can also decode a frame's objects *as they arrive* ([`begin_early`](Self::begin_early),
+/// [`decode_early`](Self::decode_early)): each object's header is read and its pixels stored
+/// in the slot the last decoded series' grid predicts for it. [`decode_into`](Self::decode_into)
+/// on the completed frame then re-checks everything as usual and only stores the slots early
+/// decoding did not fill correctly — the result is the same as decoding from scratch.
 #[derive(Debug, Default)]
 pub struct SeriesDecoder {
     options: IngestOptions,
     slices: Vec<SliceHeader>,
     inputs: Vec<InputHeader>,
+    /// Grid of the last series decoded without error: the layout early decoding predicts.
+    last_grid: Option<Grid>,
+    early: Vec<EarlyObject>,
+    early_target: Option<EarlyTarget>,
+    last_early_slices: usize,
 }
 
 impl SeriesDecoder {
@@ -540,16 +577,104 @@ impl SeriesDecoder {
     pub fn new(options: IngestOptions) -> Self {
         SeriesDecoder {
             options,
-            slices: Vec::new(),
-            inputs: Vec::new(),
+            ..SeriesDecoder::default()
         }
+    }
+
+    /// Starts early decoding of the next frame into `volume`, which takes the last decoded
+    /// series' grid. Forgets any earlier early decoding. Returns false (nothing to predict
+    /// from) before the first successful decode.
+    pub fn begin_early(&mut self, volume: &mut CtVolume) -> bool {
+        self.end_early();
+        let Some(grid) = self.last_grid.clone() else {
+            return false;
+        };
+        if volume.grid() != &grid {
+            prepare_volume(volume, grid.clone());
+        }
+        self.early_target = Some(EarlyTarget {
+            grid,
+            storage: storage_of(volume),
+        });
+        true
+    }
+
+    /// Objects held for the frame being decoded early.
+    pub fn early_objects(&self) -> usize {
+        self.early.len()
+    }
+
+    /// Slices the last [`decode_into`](Self::decode_into) kept from early decoding instead of
+    /// decoding them again.
+    pub fn last_early_slices(&self) -> usize {
+        self.last_early_slices
+    }
+
+    /// Forgets early decoding (the objects it holds are released).
+    pub fn end_early(&mut self) {
+        self.early.clear();
+        self.early_target = None;
+    }
+
+    /// Decodes one object of a frame still arriving into `volume` (the one given to
+    /// [`begin_early`](Self::begin_early)); returns whether its pixels were placed. Never
+    /// fails: an object that does not fit the predicted layout, or is not valid, is simply
+    /// left to [`decode_into`](Self::decode_into), which decodes or reports it.
+    pub fn decode_early(&mut self, object: &Arc<Vec<u8>>, volume: &mut CtVolume) -> bool {
+        let Some(target) = &self.early_target else {
+            return false;
+        };
+        if storage_of(volume) != target.storage
+            || volume.grid() != &target.grid
+            || self.early.iter().any(|e| Arc::ptr_eq(&e.object, object))
+        {
+            return false;
+        }
+        let path = Path::new("<memory>/early");
+        let Ok(obj) = parse(object, path, true) else {
+            return false;
+        };
+        let ts = trim_uid(obj.meta().transfer_syntax());
+        let Ok(header) = read_header(&obj, path, &self.options) else {
+            return false;
+        };
+        drop(obj);
+        let slot = predicted_slot(&target.grid, &header, &ts)
+            .filter(|k| !self.early.iter().any(|e| e.slot == Some(*k)))
+            .filter(|&k| {
+                let frame_len = target.grid.dims()[0] * target.grid.dims()[1];
+                let ih = InputHeader {
+                    ts: String::new(),
+                    bits_allocated: header.bits_allocated,
+                    bits_stored: header.bits_stored,
+                    signed: header.signed,
+                    early_slot: None,
+                };
+                let total = frame_len * usize::from(header.bits_allocated / 8);
+                let Some(raw) = native_pixel_bytes(object, total, ts == EXPLICIT_VR_LE) else {
+                    return false;
+                };
+                let fr = &header.frames[0];
+                let out = &mut volume.as_slice_mut()[k * frame_len..(k + 1) * frame_len];
+                store_frame(raw, &ih, fr.slope, fr.intercept, out, &self.options).is_ok()
+            });
+        self.early.push(EarlyObject {
+            object: Arc::clone(object),
+            ts,
+            header,
+            slot,
+        });
+        slot.is_some()
     }
 
     /// Decodes in-memory slices into `volume`, reusing its storage when the voxel count
     /// matches (its grid is replaced by the series' grid). On error `volume` keeps its
     /// previous grid but its voxels are unspecified.
     pub fn decode_into(&mut self, slices: &[&[u8]], volume: &mut CtVolume) -> Result<SeriesMeta, CtError> {
-        self.decode_labeled(slices, None, volume)
+        self.last_early_slices = 0;
+        let result = self.decode_labeled(slices, None, volume);
+        self.end_early();
+        result
     }
 
     /// Input indices in sorted slice order (after a successful decode).
@@ -581,7 +706,18 @@ impl SeriesDecoder {
         // this one parses (and checks) the first; its results are then checked in input
         // order, so the first error in input order is the one returned, as sequentially.
         let options = &self.options;
+        let early = &self.early;
+        let early_of = |bytes: &[u8]| {
+            early
+                .iter()
+                .find(|e| e.object.as_ptr() == bytes.as_ptr() && e.object.len() == bytes.len())
+        };
         let header_of = |i: usize| -> Result<(String, Header, Option<SeriesMeta>), CtError> {
+            if i > 0 {
+                if let Some(e) = early_of(slices[i]) {
+                    return Ok((e.ts.clone(), e.header.clone(), None));
+                }
+            }
             let path = label(i);
             let obj = parse(slices[i], &path, true)?;
             let ts = trim_uid(obj.meta().transfer_syntax());
@@ -593,7 +729,8 @@ impl SeriesDecoder {
             };
             Ok((ts, h, meta))
         };
-        let mid = if self.options.threads >= 2 {
+        // (with early-decoded headers most of pass 1 is a lookup: no helper thread)
+        let mid = if self.options.threads >= 2 && self.early.is_empty() {
             slices.len().div_ceil(2)
         } else {
             slices.len()
@@ -621,6 +758,7 @@ impl SeriesDecoder {
                 bits_allocated: h.bits_allocated,
                 bits_stored: h.bits_stored,
                 signed: h.signed,
+                early_slot: early_of(slices[i]).and_then(|e| e.slot),
             });
             for (frame, fr) in h.frames.iter().enumerate() {
                 headers.push(SliceHeader {
@@ -687,7 +825,24 @@ impl SeriesDecoder {
                 path: first.path.clone(),
                 source,
             })?;
+        // Early decoding filled this very storage on this very grid: its placed slots stand
+        // wherever the sorted order put the same object (the bytes are held unchanged).
+        let early_valid = self
+            .early_target
+            .as_ref()
+            .is_some_and(|t| t.grid == grid && volume.grid() == &grid && storage_of(volume) == t.storage);
+        let early_done = |slot: usize, s: &SliceHeader, inputs: &[InputHeader]| {
+            early_valid && s.frames_in_input == 1 && inputs[s.input].early_slot == Some(slot)
+        };
+        let kept_early = self
+            .slices
+            .iter()
+            .enumerate()
+            .filter(|(k, s)| early_done(*k, s, &self.inputs))
+            .count();
+        let any_early = kept_early > 0;
         prepare_volume(volume, grid.clone());
+        self.last_grid = Some(grid);
 
         // Pass 2: pixels.
         let frame_len = dims[0] * dims[1];
@@ -700,7 +855,7 @@ impl SeriesDecoder {
             .collect();
         order.sort_unstable();
         let out = volume.as_slice_mut();
-        let done = self.store_native_split(slices, out, frame_len, &label)?;
+        let done = !any_early && self.store_native_split(slices, out, frame_len, &label)?;
         let mut idx = if done { order.len() } else { 0 };
         while idx < order.len() {
             let input = order[idx].0;
@@ -709,6 +864,10 @@ impl SeriesDecoder {
                 end += 1;
             }
             let group = &order[idx..end];
+            if group.len() == 1 && early_done(group[0].2, &self.slices[group[0].2], &self.inputs) {
+                idx = end;
+                continue;
+            }
             let path = label(input);
             let ih = &self.inputs[input];
             let frames_in_input = self.slices[group[0].2].frames_in_input;
@@ -793,6 +952,7 @@ impl SeriesDecoder {
             idx = end;
         }
 
+        self.last_early_slices = kept_early;
         let mut meta = first.meta;
         meta.transfer_syntax_uid = self.inputs[self.slices[0].input].ts.clone();
         meta.slices = n;
@@ -1408,6 +1568,31 @@ fn series_meta(obj: &DefaultDicomObject, path: &Path, h: &Header, ts: &str) -> R
 /// CT scanner we know) take an exact integer path the compiler vectorizes; anything else is
 /// computed in f64 and rounded to the nearest HU. Returns the offending (min, max) HU if the
 /// result leaves the accepted range.
+/// The slot of `grid` a single-frame native object belongs in, if it fits the grid exactly:
+/// same size, orientation and pixel spacing, and its position on a slice of the grid.
+fn predicted_slot(grid: &Grid, h: &Header, ts: &str) -> Option<usize> {
+    let dims = grid.dims();
+    let spacing = grid.spacing_mm();
+    let d = grid.direction();
+    let same = |a: f64, b: f64| (a - b).abs() <= 1e-6;
+    let fits = h.frames.len() == 1
+        && (ts == IMPLICIT_VR_LE || ts == EXPLICIT_VR_LE)
+        && matches!(h.bits_allocated, 8 | 16)
+        && h.columns as usize == dims[0]
+        && h.rows as usize == dims[1]
+        && same(h.pixel_spacing[1], spacing[0])
+        && same(h.pixel_spacing[0], spacing[1])
+        && (0..3).all(|r| same(h.iop[r], d[(r, 0)]) && same(h.iop[3 + r], d[(r, 1)]));
+    if !fits {
+        return None;
+    }
+    let offset = h.frames[0].ipp - grid.origin_mm().coords;
+    let along = offset.dot(&d.column(2)) / spacing[2];
+    let k = along.round();
+    let off_slot = (along - k).abs() * spacing[2];
+    (off_slot <= 1e-3 && k >= 0.0 && (k as usize) < dims[2]).then_some(k as usize)
+}
+
 fn store_frame(
     raw: &[u8],
     ih: &InputHeader,
@@ -1583,6 +1768,7 @@ mod tests {
             bits_allocated: 16,
             bits_stored,
             signed,
+            early_slot: None,
         }
     }
 

@@ -2,6 +2,12 @@
 //! volume and checked against the session (patient, Frame of Reference, size). Decoding
 //! uses dicom-rs, which allocates per object; the allocation-free path starts when a
 //! decoded frame leaves this stage.
+//!
+//! Objects the sources announce before their frame is complete ([`SourceEvent::Object`])
+//! are decoded early into a pooled buffer set aside for that frame, in the layout of the
+//! last decoded frame; when the frame completes, the full decode re-checks every header and
+//! stores only what early decoding did not place. The latency clock starts at completion,
+//! so early decoding takes most of a frame's decode off the clock.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,10 +18,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::session::Session;
 use super::stages::{PoolRx, Retired, StageIo};
 use super::telemetry::Counters;
+use super::work::Work;
 use super::work::{Outcome, Ticket};
 use crate::correction::HoldReason;
 use crate::dicom::ct::{IngestOptions, SeriesDecoder};
-use crate::source::{RawFrame, SourceEvent};
+use crate::source::{FrameKey, ObjectBytes, RawFrame, SourceEvent};
+
+/// A frame being decoded early: its key and the work buffer set aside for it.
+struct Early {
+    key: FrameKey,
+    work: Box<Work>,
+}
 
 /// Wall-clock ns since the UNIX epoch of a monotonic instant in the past.
 pub fn unix_ns_of(at: Instant) -> u64 {
@@ -29,6 +42,8 @@ pub fn unix_ns_of(at: Instant) -> u64 {
 /// Runs until the sources close or the pipeline stops.
 pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session: Arc<Session>) {
     let mut decoder = SeriesDecoder::new(IngestOptions::default());
+    let mut early: Option<Early> = None;
+    let mut deferred: Vec<(FrameKey, ObjectBytes)> = Vec::new();
     let mut session_for: Option<String> = None;
     let mut next_id: u64 = 1;
     let opts = &session.options;
@@ -51,6 +66,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                 let (at, origin) = match event {
                     SourceEvent::Frame(f) => (f.complete_at, f.origin),
                     SourceEvent::Rejected { at, origin, .. } => (at, origin),
+                    SourceEvent::Object { .. } => continue,
                 };
                 let mut t = new_ticket(at);
                 t.outcome = Outcome::Held(HoldReason::Shutdown);
@@ -67,9 +83,18 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        // freshest frame wins: of everything waiting, only the newest frame is decoded
+        // freshest frame wins: of everything waiting, only the newest frame is decoded; objects
+        // announced after it are decoded early once it is on its way
         let mut newest: Option<RawFrame> = None;
         for event in std::iter::once(first).chain(events.try_iter()) {
+            if let SourceEvent::Object { key, object } = event {
+                if newest.is_some() {
+                    deferred.push((key, object));
+                } else {
+                    decode_early(&mut early, &mut decoder, &pool, key, &object);
+                }
+                continue;
+            }
             Counters::bump(&io.shared.counters.entered);
             match event {
                 SourceEvent::Frame(f) => {
@@ -84,6 +109,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                         });
                     }
                 }
+                SourceEvent::Object { .. } => unreachable!("handled above"),
                 SourceEvent::Rejected {
                     origin, reason, at, ..
                 } => {
@@ -99,7 +125,15 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
         }
         let Some(frame) = newest else { continue };
         let ticket = new_ticket(frame.complete_at);
-        let mut w = match pool.0.recv_timeout(opts.budget) {
+        // the buffer decoded early for this frame, or (early work for another frame is
+        // abandoned: its buffer serves this one) any buffer
+        let set_aside = early.take().map(|e| {
+            if e.key != frame.key {
+                decoder.end_early();
+            }
+            Ok(e.work)
+        });
+        let mut w = match set_aside.unwrap_or_else(|| pool.0.recv_timeout(opts.budget)) {
             Ok(w) => w,
             Err(_) => {
                 let mut t = ticket;
@@ -115,9 +149,15 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
         };
         w.reset(ticket, &frame.origin);
         let voxels_limit = opts.max_frame_voxels;
+        let shared = Arc::clone(&io.shared);
         io.process(w, |w| {
             let slices: Vec<&[u8]> = frame.objects.iter().map(|o| o.as_slice()).collect();
-            match decoder.decode_into(&slices, &mut w.volume) {
+            let decoded = decoder.decode_into(&slices, &mut w.volume);
+            shared
+                .counters
+                .slices_decoded_early
+                .fetch_add(decoder.last_early_slices() as u64, Ordering::Relaxed);
+            match decoded {
                 Err(e) => w.decide(
                     Outcome::Rejected(HoldReason::CorruptFrame),
                     format_args!("frame not decodable: {e}"),
@@ -156,5 +196,39 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                 }
             }
         });
+        for (key, object) in deferred.drain(..) {
+            decode_early(&mut early, &mut decoder, &pool, key, &object);
+        }
+    }
+}
+
+/// Decodes one announced object early, setting a buffer aside for its frame first. A new
+/// frame's object abandons early work on another frame; with no free buffer, or no layout to
+/// predict from yet, the object waits for its frame like any other.
+fn decode_early(
+    early: &mut Option<Early>,
+    decoder: &mut SeriesDecoder,
+    pool: &PoolRx,
+    key: FrameKey,
+    object: &ObjectBytes,
+) {
+    match early {
+        Some(e) if e.key == key => {}
+        _ => {
+            let work = match early.take() {
+                Some(e) => e.work,
+                None => match pool.0.try_recv() {
+                    Ok(w) => w,
+                    Err(_) => return,
+                },
+            };
+            let e = early.insert(Early { key, work });
+            if !decoder.begin_early(&mut e.work.volume) {
+                return;
+            }
+        }
+    }
+    if let Some(e) = early {
+        decoder.decode_early(object, &mut e.work.volume);
     }
 }

@@ -36,6 +36,8 @@ pub struct Counters {
     pub datagrams_sent: AtomicU64,
     /// Acknowledgements received from the controller.
     pub acks_received: AtomicU64,
+    /// Slices whose pixels were decoded early (before their frame was complete) and kept.
+    pub slices_decoded_early: AtomicU64,
 }
 
 impl Counters {

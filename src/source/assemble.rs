@@ -13,12 +13,13 @@
 //! sender is a network peer.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dicom::attrs::{self, attr, Attr, AttrError, OpenError, Read};
 use crate::dicom::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 
-use super::{FrameKey, RawFrame, SourceEvent};
+use super::{FrameKey, ObjectBytes, RawFrame, SourceEvent};
 
 const SOP_CLASS_UID: Attr = attr!(SOP_CLASS_UID, "SOPClassUID");
 const SOP_INSTANCE_UID: Attr = attr!(SOP_INSTANCE_UID, "SOPInstanceUID");
@@ -133,6 +134,8 @@ pub enum Offer {
     Pending {
         /// The frame.
         key: FrameKey,
+        /// The object, as the frame holds it.
+        object: ObjectBytes,
         /// Objects received for it so far.
         received: usize,
         /// Objects it needs, when known.
@@ -205,7 +208,7 @@ pub(crate) fn read_header(bytes: &[u8], max_object_bytes: usize) -> Result<Heade
 
 #[derive(Debug)]
 struct Group {
-    objects: Vec<Vec<u8>>,
+    objects: Vec<ObjectBytes>,
     sop_instance_uids: HashSet<String>,
     expected: Option<usize>,
     opened_at: Instant,
@@ -254,7 +257,7 @@ impl FrameAssembler {
         let key = header.key;
         if key.enhanced_sop_instance_uid.is_some() {
             return Ok(Offer::Complete(RawFrame {
-                objects: vec![bytes],
+                objects: vec![Arc::new(bytes)],
                 complete_at: at,
                 origin: origin.to_owned(),
                 key,
@@ -315,7 +318,8 @@ impl FrameAssembler {
                 })
             }
         };
-        group.objects.push(bytes);
+        let object = Arc::new(bytes);
+        group.objects.push(Arc::clone(&object));
         if let Some(uid) = uid {
             group.sop_instance_uids.insert(uid);
         }
@@ -339,6 +343,7 @@ impl FrameAssembler {
         }
         Ok(Offer::Pending {
             key,
+            object,
             received,
             expected,
         })
@@ -418,7 +423,9 @@ mod tests {
                 received: 1,
                 expected: Some(e),
                 key,
+                object,
             } => {
+                assert_eq!(*object, objects[0], "the announced object is the one offered");
                 assert_eq!(e, n);
                 assert_eq!(key.acquisition_number, Some(1));
                 assert!(key.series_instance_uid.starts_with("1.3.6.1.4.1.14519"));

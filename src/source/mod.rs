@@ -12,6 +12,12 @@
 //! groups objects by series and acquisition and emits a frame once the expected number of
 //! objects arrived. Every source stamps [`RawFrame::complete_at`] when the last object of
 //! the frame arrived: that instant starts the latency clock.
+//!
+//! While a frame is still being assembled, each object it takes is also announced as a
+//! [`SourceEvent::Object`], sharing the same bytes: the ingest stage decodes it early, so
+//! that when the frame completes little more than its last object is left to decode. The
+//! announcement is only a hint: a source drops it rather than wait for room in the channel,
+//! and the [`SourceEvent::Frame`] stays the authority on what the frame holds.
 
 use std::fmt;
 use std::sync::Arc;
@@ -58,12 +64,16 @@ impl fmt::Display for FrameKey {
     }
 }
 
+/// The DICOM Part 10 bytes (file meta included) of one received object, shared between its
+/// early-decode announcement and its frame.
+pub type ObjectBytes = Arc<Vec<u8>>;
+
 /// One complete frame, as received: the Part 10 bytes of its objects, undecoded.
 #[derive(Debug, Clone)]
 pub struct RawFrame {
-    /// DICOM Part 10 bytes (file meta included) of every object, in arrival order; feed
-    /// them to [`SeriesDecoder::decode_into`](crate::dicom::ct::SeriesDecoder::decode_into).
-    pub objects: Vec<Vec<u8>>,
+    /// Every object, in arrival order; feed them to
+    /// [`SeriesDecoder::decode_into`](crate::dicom::ct::SeriesDecoder::decode_into).
+    pub objects: Vec<ObjectBytes>,
     /// When the last object of the frame arrived: the start of the latency clock.
     pub complete_at: Instant,
     /// Where the frame came from, e.g. `scp:SCANNER@127.0.0.1:40112`, `spool:/data/in`,
@@ -78,6 +88,14 @@ pub struct RawFrame {
 pub enum SourceEvent {
     /// A complete frame.
     Frame(RawFrame),
+    /// An object taken into a frame that is not complete yet (a hint for early decoding; see
+    /// the module documentation). Its frame's [`SourceEvent::Frame`] carries it again.
+    Object {
+        /// The frame it belongs to.
+        key: FrameKey,
+        /// Its bytes (the same allocation the frame will hold).
+        object: ObjectBytes,
+    },
     /// An object or a partial frame was dropped: unparseable, not CT, over a limit, or a
     /// frame that did not complete within its timeout.
     Rejected {
@@ -154,6 +172,29 @@ impl InProcessSource {
     /// Pushes one frame. On a refusal a [`SourceEvent::Rejected`] is sent too (the
     /// pipeline audits every drop) and the error is returned.
     pub fn push_frame(&self, objects: Vec<Vec<u8>>) -> Result<FrameKey, InProcessError> {
+        self.push_shared_frame(objects.into_iter().map(Arc::new).collect())
+    }
+
+    /// Announces one object of a frame that is still arriving, the way the network sources
+    /// do (a [`SourceEvent::Object`] hint, dropped when the channel is full); the frame
+    /// itself follows with [`push_shared_frame`](Self::push_shared_frame), holding the same
+    /// `Arc`. An object that would be refused is not announced (the frame push reports it).
+    pub fn announce_object(&self, object: &ObjectBytes) -> Result<(), InProcessError> {
+        let Ok(header) = assemble::read_header(object, self.max_object_bytes) else {
+            return Ok(());
+        };
+        match self.sender.try_send(SourceEvent::Object {
+            key: header.key,
+            object: Arc::clone(object),
+        }) {
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(InProcessError::Disconnected),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`push_frame`](Self::push_frame) for objects already shared (e.g. announced earlier
+    /// with [`announce_object`](Self::announce_object)).
+    pub fn push_shared_frame(&self, objects: Vec<ObjectBytes>) -> Result<FrameKey, InProcessError> {
         let checked = self.check(&objects);
         let at = Instant::now();
         let event = match &checked {
@@ -176,7 +217,7 @@ impl InProcessSource {
         checked
     }
 
-    fn check(&self, objects: &[Vec<u8>]) -> Result<FrameKey, InProcessError> {
+    fn check(&self, objects: &[ObjectBytes]) -> Result<FrameKey, InProcessError> {
         let mut first: Option<FrameKey> = None;
         for (index, bytes) in objects.iter().enumerate() {
             let header = assemble::read_header(bytes, self.max_object_bytes)
@@ -240,7 +281,12 @@ impl Collector {
                 self.send(SourceEvent::Frame(frame));
                 Ok(())
             }
-            Ok(Offer::Pending { .. } | Offer::Duplicate { .. }) => Ok(()),
+            Ok(Offer::Pending { key, object, .. }) => {
+                // a hint only: never wait for room (the frame event stays the authority)
+                let _ = self.sender.try_send(SourceEvent::Object { key, object });
+                Ok(())
+            }
+            Ok(Offer::Duplicate { .. }) => Ok(()),
             Err(e) => {
                 self.send(SourceEvent::Rejected {
                     origin: origin.to_owned(),
