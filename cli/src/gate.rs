@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ionguide_sim::gate::{check, run_workload, Budgets, Workload, WorkloadResult};
+use ionguide_sim::gate::{check, run_workload, Budgets, Delivery, Workload, WorkloadResult};
 
 /// Gate a release on latency budgets.
 #[derive(Debug, clap::Args)]
@@ -19,6 +19,10 @@ pub struct GateArgs {
     /// Override the budgets file's frame count.
     #[arg(long)]
     frames: Option<u64>,
+    /// Override the budgets file's slice delivery: `stream` (slices arrive over the frame
+    /// period, as from a scanner) or `burst` (every slice at once when the frame is due).
+    #[arg(long, value_enum)]
+    delivery: Option<DeliveryArg>,
     /// Working folder (session files, audit log).
     #[arg(long, default_value = "target/gate")]
     out: PathBuf,
@@ -42,6 +46,21 @@ pub struct SoakArgs {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DeliveryArg {
+    Stream,
+    Burst,
+}
+
+impl From<DeliveryArg> for Delivery {
+    fn from(d: DeliveryArg) -> Self {
+        match d {
+            DeliveryArg::Stream => Delivery::Stream,
+            DeliveryArg::Burst => Delivery::Burst,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum WorkloadArg {
     Small,
     Reference,
@@ -58,10 +77,11 @@ impl From<WorkloadArg> for Workload {
 
 fn describe(r: &WorkloadResult) {
     println!(
-        "workload {}: {} frames at {} Hz, {} voxels/frame, {} spots; corrected {} held {} (deadline {}) rejected {} dropped {}; stale corrections {}",
+        "workload {}: {} frames at {} Hz ({} delivery), {} voxels/frame, {} spots; corrected {} held {} (deadline {}) rejected {} dropped {}; stale corrections {}",
         r.workload.name(),
         r.frames,
         r.rate_hz,
+        r.delivery.name(),
         r.frame_voxels,
         r.spots,
         r.corrected,
@@ -84,7 +104,16 @@ pub fn gate(args: GateArgs) -> anyhow::Result<()> {
     let b = budgets.of(workload);
     let frames = args.frames.unwrap_or(b.frames);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let r = run_workload(workload, &args.out, frames, b.rate_hz, b.deadline_ms, true)?;
+    let delivery = args.delivery.map_or(b.delivery, Delivery::from);
+    let r = run_workload(
+        workload,
+        &args.out,
+        frames,
+        b.rate_hz,
+        delivery,
+        b.deadline_ms,
+        true,
+    )?;
     describe(&r);
     let lines = check(&r, b);
     println!();
@@ -124,7 +153,15 @@ pub fn gate(args: GateArgs) -> anyhow::Result<()> {
 /// Runs `ionguide soak`.
 pub fn soak(args: SoakArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let r = run_workload(args.workload.into(), &args.out, args.frames, 0.0, 1000.0, true)?;
+    let r = run_workload(
+        args.workload.into(),
+        &args.out,
+        args.frames,
+        0.0,
+        Delivery::Burst,
+        1000.0,
+        true,
+    )?;
     describe(&r);
     let audited: u64 = r.audited.values().sum();
     println!(

@@ -88,6 +88,8 @@ pub struct WorkloadResult {
     pub frames: u64,
     /// Frame rate asked for (0: flat out).
     pub rate_hz: f64,
+    /// How the slices arrived.
+    pub delivery: Delivery,
     /// Spots in the plan.
     pub spots: usize,
     /// Frame voxels.
@@ -237,17 +239,44 @@ impl Chain {
         })
     }
 
-    /// Pushes frame `n` of the breathing cycle, played forwards then backwards so the
-    /// motion never jumps when the cycle repeats (a jump would cost a long registration).
-    pub fn push(&self, n: u64) -> Result<(), ReplayError> {
+    /// Frame `n` of the breathing cycle, played forwards then backwards so the motion never
+    /// jumps when the cycle repeats (a jump would cost a long registration).
+    fn cycle_frame(&self, n: u64) -> &[Vec<u8>] {
         let k = self.encoded.len();
         let period = (2 * k).saturating_sub(2).max(1);
         let i = (n as usize) % period;
         let i = if i < k { i } else { period - i };
+        &self.encoded[i]
+    }
+
+    /// Pushes frame `n` whole, every slice at once (fresh copies, as received).
+    pub fn push(&self, n: u64) -> Result<(), ReplayError> {
         self.source
-            .push_frame(self.encoded[i].clone())
+            .push_frame(self.cycle_frame(n).to_vec())
             .map(|_| ())
             .map_err(|e| ReplayError::Pipeline(e.to_string()))
+    }
+
+    /// Delivers frame `n` the way a scanner's C-STORE stream does: its slices arrive evenly
+    /// over `spread`, each announced as it lands, and the last one completes the frame at
+    /// `due`. Sleeps until then.
+    pub fn push_streamed(&self, n: u64, due: Instant, spread: Duration) -> Result<(), ReplayError> {
+        let objects = self.cycle_frame(n);
+        let last = objects.len().saturating_sub(1).max(1) as u32;
+        let start = due.checked_sub(spread).unwrap_or(due);
+        let err = |e: ionguide::source::InProcessError| ReplayError::Pipeline(e.to_string());
+        let mut shared = Vec::with_capacity(objects.len());
+        for (j, bytes) in objects.iter().enumerate() {
+            sleep_until(start + spread * j as u32 / last);
+            // a fresh receive buffer per slice, as from the network
+            let object = Arc::new(bytes.clone());
+            if j + 1 < objects.len() {
+                self.source.announce_object(&object).map_err(err)?;
+            }
+            shared.push(object);
+        }
+        sleep_until(due);
+        self.source.push_shared_frame(shared).map(|_| ()).map_err(err)
     }
 
     /// Stops everything; returns the audit log's outcome counts.
@@ -265,13 +294,46 @@ impl Chain {
     }
 }
 
+fn sleep_until(at: Instant) {
+    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+}
+
+/// How a frame's slices reach the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// As a scanner sends them: one by one over most of the frame period (80%), the last
+    /// one completing the frame; the pipeline decodes the announced slices early.
+    #[default]
+    Stream,
+    /// All at once when the frame is due (the worst case for ingest: the whole frame is
+    /// decoded on the clock).
+    Burst,
+}
+
+impl Delivery {
+    /// Its name in budgets and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::Stream => "stream",
+            Delivery::Burst => "burst",
+        }
+    }
+}
+
+/// The share of the frame period over which a streamed frame's slices arrive.
+pub const STREAM_SPREAD: f64 = 0.8;
+
 /// Runs a workload: `frames` frames at `rate_hz` (0: each frame as soon as the previous one
-/// finished) on a [`Chain`] in `dir`.
+/// finished, delivered whole) on a [`Chain`] in `dir`.
 pub fn run_workload(
     workload: Workload,
     dir: &Path,
     frames: u64,
     rate_hz: f64,
+    delivery: Delivery,
     budget_ms: f64,
     progress: bool,
 ) -> Result<WorkloadResult, ReplayError> {
@@ -339,17 +401,28 @@ pub fn run_workload(
             Outcome::Pending => {}
         }
     };
+    let delivery = if period.is_some() {
+        delivery
+    } else {
+        Delivery::Burst
+    };
     for n in 0..frames {
-        if let Some(p) = period {
-            let due = p * n as u32;
-            if let Some(wait) = due.checked_sub(t0.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
         if n == warmup {
             rss_start = proc_status_mib("VmRSS:");
         }
-        chain.push(n)?;
+        match period {
+            Some(p) => {
+                let due = t0 + p * n as u32;
+                match delivery {
+                    Delivery::Burst => {
+                        sleep_until(due);
+                        chain.push(n)?;
+                    }
+                    Delivery::Stream => chain.push_streamed(n, due, p.mul_f64(STREAM_SPREAD))?,
+                }
+            }
+            None => chain.push(n)?,
+        }
         if period.is_none() {
             // flat out, one frame in flight: every frame is measured on an idle chain
             let ev = chain
@@ -387,6 +460,7 @@ pub fn run_workload(
         workload,
         frames,
         rate_hz,
+        delivery,
         spots,
         frame_voxels,
         corrected,
@@ -430,6 +504,9 @@ pub struct WorkloadBudgets {
     pub frames: u64,
     /// Frame rate, Hz.
     pub rate_hz: f64,
+    /// How the slices arrive (`stream` when absent).
+    #[serde(default)]
+    pub delivery: Delivery,
     /// The pipeline's latency budget (deadline), ms.
     pub deadline_ms: f64,
     /// Frame complete → corrections on the wire.
