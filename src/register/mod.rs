@@ -149,16 +149,18 @@ pub struct RegisterOptions {
     pub warm_levels: usize,
     /// Iteration cap per level.
     pub max_iterations_per_level: u32,
-    /// A level stops when a step translates less than this, mm (×4 per coarser level, and ×2
-    /// more on every coarse level: those only need to land in the next level's capture range)…
+    /// A level stops when a step moves the ROI centre (on the finest level: the target) less
+    /// than this, mm (×4 per coarser level, and ×2 more on every coarse level: those only need
+    /// to land in the next level's capture range)…
     pub min_step_mm: f64,
-    /// …and rotates less than this, degrees.
+    /// …and rotates less than this, degrees (coarse levels, scaled the same way).
     pub min_step_deg: f64,
-    /// A warm run stops when a step moves the tracked target less than `min_step_mm` and
-    /// rotates less than this, degrees. Looser than `min_step_deg`: the target's position is
-    /// what drives the beam, and on breathing (non-rigid) anatomy the best rigid rotation of
-    /// the whole ROI drifts along a flat valley for tens of steps while the target stays put.
-    pub warm_min_step_deg: f64,
+    /// The finest level (of a cold or a warm run) stops when a step moves the tracked target
+    /// less than `min_step_mm` and rotates less than this, degrees. Looser than
+    /// `min_step_deg`: the target's position is what drives the beam, and on breathing
+    /// (non-rigid) anatomy the best rigid rotation of the whole ROI drifts along a flat valley
+    /// for tens of steps while the target stays put.
+    pub finest_min_step_deg: f64,
     /// Fixed samples per level above which the ROI grid is thinned in-plane.
     pub max_samples_per_level: usize,
     /// Scoped threads for the per-sample sums (1 = the caller's thread only).
@@ -185,7 +187,7 @@ impl Default for RegisterOptions {
             max_iterations_per_level: 40,
             min_step_mm: 0.01,
             min_step_deg: 0.01,
-            warm_min_step_deg: 0.25,
+            finest_min_step_deg: 0.25,
             max_samples_per_level: 160_000,
             threads: 1,
             cold_search_mm: 30.0,
@@ -216,8 +218,8 @@ setters! {
     with_min_step_mm: min_step_mm: f64;
     /// Sets [`RegisterOptions::min_step_deg`].
     with_min_step_deg: min_step_deg: f64;
-    /// Sets [`RegisterOptions::warm_min_step_deg`].
-    with_warm_min_step_deg: warm_min_step_deg: f64;
+    /// Sets [`RegisterOptions::finest_min_step_deg`].
+    with_finest_min_step_deg: finest_min_step_deg: f64;
     /// Sets [`RegisterOptions::max_samples_per_level`].
     with_max_samples_per_level: max_samples_per_level: usize;
     /// Sets [`RegisterOptions::threads`].
@@ -255,7 +257,7 @@ impl RegisterOptions {
         for (name, v) in [
             ("min_step_mm", self.min_step_mm),
             ("min_step_deg", self.min_step_deg),
-            ("warm_min_step_deg", self.warm_min_step_deg),
+            ("finest_min_step_deg", self.finest_min_step_deg),
             ("max_jump_mm", self.max_jump_mm),
             ("max_jump_deg", self.max_jump_deg),
             ("cold_search_mm", self.cold_search_mm),

@@ -35,8 +35,8 @@ const WARM_PREVIEW_FRACTION: usize = 4;
 const WARM_PREVIEW_STOP_FACTOR: f64 = 4.0;
 
 /// When a level's optimizer stops: the step moves the reference point by less than `tol_mm`
-/// and turns by less than `tol_deg`. The reference point is the ROI centre, or for a warm
-/// run the tracked target (what drives the beam).
+/// and turns by less than `tol_deg`. The reference point is the ROI centre on coarse levels,
+/// and the tracked target (what drives the beam) on the finest level.
 #[derive(Debug, Clone, Copy)]
 struct StopTest {
     tol_mm: f64,
@@ -245,7 +245,6 @@ impl Registrar {
             initial,
             self.options.levels,
             self.options.cold_search_mm,
-            false,
         )
     }
 
@@ -265,7 +264,6 @@ impl Registrar {
             previous,
             self.options.warm_levels,
             self.options.warm_search_mm,
-            true,
         )
     }
 
@@ -276,7 +274,6 @@ impl Registrar {
         initial: &RigidTransform,
         levels: usize,
         search_mm: f64,
-        warm: bool,
     ) -> Result<Registration, RegisterError> {
         let o = self.options.clone();
         o.validate()?;
@@ -306,7 +303,7 @@ impl Registrar {
                 t,
                 StopTest {
                     tol_mm: o.min_step_mm * WARM_PREVIEW_STOP_FACTOR,
-                    tol_deg: o.warm_min_step_deg * WARM_PREVIEW_STOP_FACTOR,
+                    tol_deg: o.finest_min_step_deg * WARM_PREVIEW_STOP_FACTOR,
                     target: Some(fixed.roi.target_mm),
                 },
             );
@@ -325,10 +322,10 @@ impl Registrar {
             } else {
                 COARSE_STOP_FACTOR * (1u32 << (2 * level)) as f64
             };
-            let stop = if warm {
+            let stop = if level == 0 {
                 StopTest {
-                    tol_mm: o.min_step_mm * scale,
-                    tol_deg: o.warm_min_step_deg * scale,
+                    tol_mm: o.min_step_mm,
+                    tol_deg: o.finest_min_step_deg,
                     target: Some(fixed.roi.target_mm),
                 }
             } else {
@@ -477,7 +474,7 @@ impl Registrar {
             let dt = delta.fixed_rows::<3>(3).into_owned();
             let step = RigidTransform::about_center(Rotation3::new(dw), t.apply(centre), dt);
             let candidate = step.compose(&t);
-            // what the step moves: the ROI centre, or (warm) the tracked target
+            // what the step moves: the ROI centre, or (finest level) the tracked target
             let moved_mm = match stop.target {
                 None => dt.norm(),
                 Some(p) => (candidate.apply(&p) - t.apply(&p)).norm(),
