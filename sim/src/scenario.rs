@@ -131,6 +131,24 @@ pub struct PhantomScenario {
     pub spots: usize,
 }
 
+/// Removes the `CT{n:04}.dcm` files this module wrote in `ct_dir`, from number `first` on.
+fn remove_slices_from(ct_dir: &Path, first: usize) -> Result<(), ReplayError> {
+    let entries = std::fs::read_dir(ct_dir).map_err(io_err(ct_dir))?;
+    for entry in entries {
+        let path = entry.map_err(io_err(ct_dir))?.path();
+        let number = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("CT")?.strip_suffix(".dcm"))
+            .filter(|d| d.len() == 4)
+            .and_then(|d| d.parse::<usize>().ok());
+        if number.is_some_and(|n| n >= first) {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Builds the phantom, plans it, and writes planning CT, RT Structure Set, RT Ion Plan,
 /// configuration and key into `dir`.
 pub fn write_phantom_session(
@@ -145,6 +163,8 @@ pub fn write_phantom_session(
     let ct_dir = dir.join("ct");
     std::fs::create_dir_all(&ct_dir).map_err(io_err(&ct_dir))?;
     let slices = write_ct_series(&phantom.ct, &ids).map_err(|e| err(&e))?;
+    // slices an earlier, longer session left here would join this series
+    remove_slices_from(&ct_dir, slices.len() + 1)?;
     for (k, s) in slices.iter().enumerate() {
         write(&ct_dir.join(format!("CT{:04}.dcm", k + 1)), s)?;
     }

@@ -196,3 +196,30 @@ fn same_seed_same_phantom_other_seed_other_texture() {
     .unwrap();
     assert_ne!(a.ct.as_slice(), c.ct.as_slice());
 }
+
+/// A session folder reused for a smaller phantom (e.g. `ionguide gate --workload reference`
+/// then `--workload small` in the same `--out`) must not keep the longer series' extra slices.
+#[test]
+fn a_session_rewritten_with_fewer_slices_loads_only_the_new_series() {
+    use ionguide_sim::planner::PlannerOptions;
+    use ionguide_sim::replay::load_session;
+    use ionguide_sim::scenario::write_phantom_session;
+    let dir = tempfile::tempdir().unwrap();
+    let longer = PhantomSpec {
+        dims: [128, 128, 30],
+        ..PhantomSpec::small()
+    };
+    write_phantom_session(dir.path(), &longer, &PlannerOptions::default(), 50.0).unwrap();
+    // a file of the user's own in the folder stays
+    std::fs::write(dir.path().join("ct/notes.txt"), b"mine").unwrap();
+    let s = write_phantom_session(
+        dir.path(),
+        &PhantomSpec::small(),
+        &PlannerOptions::default(),
+        50.0,
+    )
+    .unwrap();
+    let (_, session) = load_session(&s.config).unwrap();
+    assert_eq!(session.planning_ct.grid().dims(), [128, 128, 24]);
+    assert!(dir.path().join("ct/notes.txt").exists());
+}
