@@ -1,11 +1,14 @@
 //! A frame of several slices, as the pipeline decodes it: decoded once on one thread into a
-//! fresh volume and once on two threads into a volume whose storage is reused. The decoder
-//! promises the same result and the same first error for any thread count, so any
-//! difference is a bug, as is a panic.
+//! fresh volume, once on two threads into a volume whose storage is reused, and once after
+//! early decoding (every slice but the last announced first, in the layout of a previous
+//! decode of the same frame). The decoder promises the same result and the same first error
+//! every way, so any difference is a bug, as is a panic.
 //!
 //! Input layout: repeated `[u32 LE length][bytes]` records, at most `MAX_SLICES`; a length
 //! past the end takes what is left. `fuzz/seed.sh` writes real frames in this layout.
 #![no_main]
+
+use std::sync::Arc;
 
 use ionguide::dicom::ct::{IngestOptions, SeriesDecoder};
 use ionguide::geometry::Grid;
@@ -62,5 +65,27 @@ fuzz_target!(|data: &[u8]| {
         }
         (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "first error differs by thread count"),
         _ => panic!("1 thread: {first:?}\n2 threads: {second:?}"),
+    }
+
+    // Early decoding: the frame's layout comes from a previous decode of the same bytes.
+    let objects: Vec<Arc<Vec<u8>>> = slices.iter().map(|s| Arc::new(s.to_vec())).collect();
+    let refs: Vec<&[u8]> = objects.iter().map(|o| o.as_slice()).collect();
+    let mut early = SeriesDecoder::new(IngestOptions::default());
+    let mut volume = unit_volume();
+    let _ = early.decode_into(&refs, &mut volume);
+    if early.begin_early(&mut volume) {
+        volume.as_slice_mut().iter_mut().for_each(|v| *v = i16::MIN);
+        for o in objects.iter().take(objects.len().saturating_sub(1)) {
+            early.decode_early(o, &mut volume);
+        }
+    }
+    let third = early.decode_into(&refs, &mut volume);
+    match (&first, &third) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "metadata differs after early decoding");
+            assert!(fresh == volume, "voxels differ after early decoding");
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "first error differs after early decoding"),
+        _ => panic!("from scratch: {first:?}\nafter early decoding: {third:?}"),
     }
 });

@@ -135,15 +135,9 @@ fn check_against_truth(rig: &Rig, set: &CorrectionSet, shift_mm: [f64; 3], frame
     );
 }
 
-#[test]
-fn storescu_frames_with_known_shifts_reach_the_controller_corrected_to_the_truth() {
-    let mut rig = Rig::start(RigOptions {
-        // frame 2 → 3 moves 7 mm, more than the default jump limit; generous budget: this
-        // test checks geometry, not speed
-        extra_toml: "[timing]\nbudget_ms = 3000\nvalidity_ms = 6000\n[limits]\nmax_jump_mm = 20.0\n".into(),
-        ..RigOptions::default()
-    });
-    let scp = scp::start(
+/// The C-STORE receiver feeding the rig, completing a frame at the series' slice count.
+fn start_scp(rig: &Rig) -> ScpHandle {
+    scp::start(
         ScpConfig {
             assembler: AssemblerConfig {
                 expected_slices: Some(SLICES),
@@ -154,7 +148,18 @@ fn storescu_frames_with_known_shifts_reach_the_controller_corrected_to_the_truth
         },
         rig.events.clone(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn storescu_frames_with_known_shifts_reach_the_controller_corrected_to_the_truth() {
+    let mut rig = Rig::start(RigOptions {
+        // frame 2 → 3 moves 7 mm, more than the default jump limit; generous budget: this
+        // test checks geometry, not speed
+        extra_toml: "[timing]\nbudget_ms = 3000\nvalidity_ms = 6000\n[limits]\nmax_jump_mm = 20.0\n".into(),
+        ..RigOptions::default()
+    });
+    let scp = start_scp(&rig);
     let objects = load_objects(&data("STS_001/image"));
     assert_eq!(objects.len(), SLICES);
     let scratch = tempfile::tempdir().unwrap();
@@ -228,26 +233,15 @@ fn storescu_frames_with_known_shifts_reach_the_controller_corrected_to_the_truth
 }
 
 /// The C-STORE receiver announces each slice as it lands, and ingest decodes it before the
-/// frame is complete: a second frame in the first one's layout is decoded early all but its
-/// last slice, and its corrections still match the truth.
+/// frame is complete: a second frame in the first one's layout is partly decoded early, and
+/// its corrections still match the truth.
 #[test]
 fn storescu_slices_are_decoded_early_and_the_frame_still_matches_the_truth() {
     let mut rig = Rig::start(RigOptions {
         extra_toml: "[timing]\nbudget_ms = 3000\nvalidity_ms = 6000\n".into(),
         ..RigOptions::default()
     });
-    let scp = scp::start(
-        ScpConfig {
-            assembler: AssemblerConfig {
-                expected_slices: Some(SLICES),
-                assembly_timeout: Duration::from_secs(600),
-                ..AssemblerConfig::default()
-            },
-            ..ScpConfig::default()
-        },
-        rig.events.clone(),
-    )
-    .unwrap();
+    let scp = start_scp(&rig);
     let objects = load_objects(&data("STS_001/image"));
     let scratch = tempfile::tempdir().unwrap();
     let early = || {
