@@ -1564,10 +1564,6 @@ fn series_meta(obj: &DefaultDicomObject, path: &Path, h: &Header, ts: &str) -> R
     })
 }
 
-/// Converts one frame of stored values to HU in `out`. Integral slope 1 and intercept (every
-/// CT scanner we know) take an exact integer path the compiler vectorizes; anything else is
-/// computed in f64 and rounded to the nearest HU. Returns the offending (min, max) HU if the
-/// result leaves the accepted range.
 /// The slot of `grid` a single-frame native object belongs in, if it fits the grid exactly:
 /// same size, orientation and pixel spacing, and its position on a slice of the grid.
 fn predicted_slot(grid: &Grid, h: &Header, ts: &str) -> Option<usize> {
@@ -1593,6 +1589,10 @@ fn predicted_slot(grid: &Grid, h: &Header, ts: &str) -> Option<usize> {
     (off_slot <= 1e-3 && k >= 0.0 && (k as usize) < dims[2]).then_some(k as usize)
 }
 
+/// Converts one frame of stored values to HU in `out`. Integral slope 1 and intercept (every
+/// CT scanner we know) take an exact integer path the compiler vectorizes; anything else is
+/// computed in f64 and rounded to the nearest HU. Returns the offending (min, max) HU if the
+/// result leaves the accepted range.
 fn store_frame(
     raw: &[u8],
     ih: &InputHeader,
