@@ -2,41 +2,20 @@
 //! allocates nothing, corrected or held (STYLE: prove it with a counting allocator). The
 //! only test in its binary, so no other test allocates meanwhile.
 
-// A GlobalAlloc impl is unsafe by definition; it only forwards to the system allocator.
-#![allow(unsafe_code)]
-
 mod adapt_support;
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod alloc_support;
 
 use adapt_support::*;
 use ionguide::adapt::{AdaptOptions, Adapter, FrameStamp, FrameWepl, SafetyLimits};
 use ionguide::correction::CorrectionSet;
 use ionguide::units::VectorMm;
 
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_support::Counting = alloc_support::Counting;
 
 #[test]
 fn warm_adapt_frames_allocate_nothing() {
+    alloc_support::count_this_thread();
     let mut s = setup();
     let ct = water_ct(0);
     let rsp = s.hlut.convert(&ct);
@@ -69,7 +48,9 @@ fn warm_adapt_frames_allocate_nothing() {
     for n in 0..shifts.len() * 2 {
         frame(&mut s, &mut wepl, &mut adapter, &mut out, n);
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    // the counter works: setting up allocated on this thread
+    assert!(alloc_support::allocations() > 0);
+    let before = alloc_support::allocations();
     let mut corrected = 0;
     let mut held = 0;
     for n in 0..shifts.len() * 2 {
@@ -79,7 +60,7 @@ fn warm_adapt_frames_allocate_nothing() {
             held += 1;
         }
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = alloc_support::allocations();
     assert!(corrected >= 2 && held >= 3, "{corrected} corrected, {held} held");
     assert_eq!(
         after - before,

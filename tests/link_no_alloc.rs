@@ -2,12 +2,7 @@
 //! (STYLE: prove it with a counting allocator). The only test in its binary, so no other
 //! test allocates meanwhile.
 
-// A GlobalAlloc impl is unsafe by definition; it only forwards to the system allocator.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod alloc_support;
 
 use ionguide::correction::{CorrectionSet, HoldReason, RangeMode, SpotCorrection};
 use ionguide::link::protocol::{Ack, AckStatus, Body, Decoder, Encoder};
@@ -15,38 +10,8 @@ use ionguide::link::reassembly::{PartOutcome, Reassembler};
 use ionguide::link::replay::ReplayGuard;
 use ionguide::link::LinkKey;
 
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    // Only this test's thread is counted: libtest's main thread may allocate (its channel
-    // context) at any moment when the machine is loaded, which is not the codec's doing.
-    // A const-initialised Cell needs no allocation and no destructor, so it is safe here.
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_support::Counting = alloc_support::Counting;
 
 const NOW: u64 = 1_750_000_000_000_000_000;
 
@@ -93,7 +58,7 @@ fn frame(
 
 #[test]
 fn a_warm_10k_spot_frame_allocates_nothing() {
-    COUNTED.with(|c| c.set(true));
+    alloc_support::count_this_thread();
     let key = LinkKey::from_bytes(&[7; 32]).unwrap();
     let mut enc = Encoder::new(&key, 99, 1400).unwrap();
     let dec = Decoder::new(&key, 1400);
@@ -117,17 +82,17 @@ fn a_warm_10k_spot_frame_allocates_nothing() {
             .collect(),
     };
     // The counter works: building the set above allocated on this thread.
-    assert!(ALLOCATIONS.load(Ordering::Relaxed) > 0);
+    assert!(alloc_support::allocations() > 0);
     let warm = frame(&mut enc, &dec, &mut guard, &mut re, &mut buf, &set, NOW);
     assert_eq!(re.set(), &set, "warm-up frame reassembled exactly");
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = alloc_support::allocations();
     let mut total = 0;
     for f in 2..5u64 {
         set.frame_id = f;
         total += frame(&mut enc, &dec, &mut guard, &mut re, &mut buf, &set, NOW + f);
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = alloc_support::allocations();
     assert_eq!(after - before, 0, "allocations in 3 warm frames");
     assert_eq!(total, 3 * warm);
     assert_eq!(re.set(), &set);

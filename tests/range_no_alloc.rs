@@ -1,11 +1,7 @@
 //! A frame of spot WEPL allocates nothing once the tracer is warm (STYLE: prove it with a
 //! counting allocator). The only test in its binary, so no other test allocates meanwhile.
 
-// A GlobalAlloc impl is unsafe by definition; it only forwards to the system allocator.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod alloc_support;
 
 use ionguide::geometry::Grid;
 use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
@@ -14,28 +10,12 @@ use ionguide::range::Hlut;
 use ionguide::units::{Ion, PointMm};
 use ionguide::volume::CtVolume;
 
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_support::Counting = alloc_support::Counting;
 
 #[test]
 fn a_warm_spot_tracer_frame_allocates_nothing() {
+    alloc_support::count_this_thread();
     let grid = Grid::axis_aligned([60, 60, 40], PointMm::new(-59.0, -59.0, -39.0), [2.0; 3]).unwrap();
     let mut ct = CtVolume::filled(grid, 20);
     for (n, v) in ct.as_slice_mut().iter_mut().enumerate() {
@@ -81,12 +61,14 @@ fn a_warm_spot_tracer_frame_allocates_nothing() {
     let mut tracer = SpotTracer::new(&plan, &opts).unwrap();
     tracer.trace_frame(&rsp);
     tracer.trace_frame_ct(&ct, &hlut);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    // the counter works: setting up allocated on this thread
+    assert!(alloc_support::allocations() > 0);
+    let before = alloc_support::allocations();
     for _ in 0..3 {
         tracer.trace_frame(&rsp);
         tracer.trace_frame_ct(&ct, &hlut);
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = alloc_support::allocations();
     assert!(tracer.target_t_mm().iter().any(|t| t.is_some()));
     assert_eq!(after - before, 0, "allocations in 6 warm frames");
 }
