@@ -647,6 +647,22 @@ pub struct Adapter {
 }
 
 /// `value ≤ limit`, false when either is NaN: an unmeasurable value never passes a limit.
+/// `value` inside `[lo, hi]` (NaN is not), or a range-unavailable hold naming the bound it
+/// crossed.
+fn in_span(value: f64, lo: f64, hi: f64, check: HoldCheck, spot: Option<usize>) -> Result<(), HoldDetail> {
+    if within(lo, value) && within(value, hi) {
+        return Ok(());
+    }
+    let bound = if value < lo { lo } else { hi };
+    Err(HoldDetail::new(
+        HoldReason::RangeUnavailable,
+        check,
+        spot,
+        value,
+        bound,
+    ))
+}
+
 fn within(value: f64, limit: f64) -> bool {
     matches!(
         value.partial_cmp(&limit),
@@ -838,16 +854,7 @@ impl Adapter {
                 RangeMode::RangeShifter => {
                     let rs = -delta;
                     let [lo, hi] = o.range_shifter_span_mm_we;
-                    if !(within(lo, rs) && within(rs, hi)) {
-                        let l = if rs < lo { lo } else { hi };
-                        return Err(HoldDetail::new(
-                            R::RangeUnavailable,
-                            C::ShifterOutsideSpan,
-                            at,
-                            rs,
-                            l,
-                        ));
-                    }
+                    in_span(rs, lo, hi, C::ShifterOutsideSpan, at)?;
                     (g.energy_mev_u, rs)
                 }
                 RangeMode::Energy => {
@@ -856,16 +863,7 @@ impl Adapter {
                         EnergyModel::Csda => {
                             let table = &plan.tables[g.table];
                             let (lo, hi) = table.range_span_mm();
-                            if !(within(lo, want) && within(want, hi)) {
-                                let l = if want < lo { lo } else { hi };
-                                return Err(HoldDetail::new(
-                                    R::RangeUnavailable,
-                                    C::RangeOutsideTable,
-                                    at,
-                                    want,
-                                    l,
-                                ));
-                            }
+                            in_span(want, lo, hi, C::RangeOutsideTable, at)?;
                             match table.energy_mev_u(want) {
                                 Ok(e) => e,
                                 Err(_) => {
@@ -882,16 +880,7 @@ impl Adapter {
                         EnergyModel::FacilitySnap(f) => {
                             let d = f.depths_mm();
                             let (lo, hi) = (d[0], d[d.len() - 1]);
-                            if !(within(lo, want) && within(want, hi)) {
-                                let l = if want < lo { lo } else { hi };
-                                return Err(HoldDetail::new(
-                                    R::RangeUnavailable,
-                                    C::RangeOutsideTable,
-                                    at,
-                                    want,
-                                    l,
-                                ));
-                            }
+                            in_span(want, lo, hi, C::RangeOutsideTable, at)?;
                             let snapped = match f.snap_depth(want) {
                                 Ok(sn) => sn,
                                 Err(_) => {
@@ -920,16 +909,7 @@ impl Adapter {
                         }
                     };
                     let [lo, hi] = o.energy_span_mev_u;
-                    if !(within(lo, e) && within(e, hi)) {
-                        let l = if e < lo { lo } else { hi };
-                        return Err(HoldDetail::new(
-                            R::RangeUnavailable,
-                            C::EnergyOutsideSpan,
-                            at,
-                            e,
-                            l,
-                        ));
-                    }
+                    in_span(e, lo, hi, C::EnergyOutsideSpan, at)?;
                     (e, 0.0)
                 }
             };
