@@ -64,6 +64,13 @@ pub struct PlanningConfig {
     /// Patient ID every frame must carry; default: the plan's.
     #[serde(default)]
     pub patient_id: Option<String>,
+    /// DICOM Spatial Registration object mapping the in-room scanner's Frame of Reference
+    /// onto the planning CT's. Every frame must then carry that in-room Frame of Reference,
+    /// and is placed in planning coordinates before registration. Default: none — frames
+    /// are taken to share the planning CT's coordinates closely enough for the first frame's
+    /// cold registration, and the first frame's Frame of Reference is kept for the session.
+    #[serde(default)]
+    pub setup_registration: Option<PathBuf>,
 }
 
 /// Frame source.
@@ -379,6 +386,9 @@ impl Config {
         if let Some(p) = &mut self.planning.facility_table {
             fix(p);
         }
+        if let Some(p) = &mut self.planning.setup_registration {
+            fix(p);
+        }
         if let SourceConfig::Spool { dir, .. } = &mut self.source {
             fix(dir);
         }
@@ -423,6 +433,9 @@ impl Config {
         }
         if let Some(p) = &self.planning.facility_table {
             exists("planning.facility_table", p, false)?;
+        }
+        if let Some(p) = &self.planning.setup_registration {
+            exists("planning.setup_registration", p, false)?;
         }
         if self.planning.roi.trim().is_empty() {
             return Err(bad("planning.roi", "must name a structure".into()));
@@ -640,6 +653,17 @@ path = "audit/session.audit"
             .unwrap_err()
             .to_string();
         assert!(e.contains("planning.plan") && e.contains("missing.dcm"), "{e}");
+        let e = Config::from_toml_str(
+            &GOOD.replace("[planning]\n", "[planning]\nsetup_registration = \"REG.dcm\"\n"),
+            Path::new("s.toml"),
+            &d.0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("planning.setup_registration") && e.contains("REG.dcm"),
+            "{e}"
+        );
         let e = Config::from_toml_str(
             &GOOD.replace("127.0.0.1:11112", "nowhere"),
             Path::new("s.toml"),

@@ -226,6 +226,24 @@ impl Grid {
     pub fn center_mm(&self) -> PointMm {
         self.index_to_patient([0, 1, 2].map(|a| (self.dims[a] as f64 - 1.0) / 2.0))
     }
+
+    /// The same voxels placed in the coordinates `t` maps into: every voxel centre `p` of
+    /// this grid is `t(p)` in the result (the direction cosines turn with `t`).
+    pub fn mapped(&self, t: &RigidTransform) -> Grid {
+        // A rotation keeps the basis orthonormal, so the checks of `new` hold unchanged.
+        let direction = t.rotation.matrix() * self.direction;
+        let index_to_patient = direction * Matrix3::from_diagonal(&Vector3::from(self.spacing_mm));
+        let patient_to_index =
+            Matrix3::from_diagonal(&Vector3::from(self.spacing_mm.map(|s| 1.0 / s))) * direction.transpose();
+        Grid {
+            dims: self.dims,
+            origin_mm: t.apply(&self.origin_mm),
+            spacing_mm: self.spacing_mm,
+            direction,
+            index_to_patient,
+            patient_to_index,
+        }
+    }
 }
 
 /// A rigid transform `p ↦ R·p + t` in patient space (mm).
@@ -339,6 +357,18 @@ impl RigidTransform {
     }
 }
 
+/// How the in-room scanner's patient coordinates relate to the planning CT's: two Frames of
+/// Reference and the rigid map between them (from a DICOM Spatial Registration object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomSetup {
+    /// Maps a planning-CT point to the same point in in-room scanner coordinates.
+    pub planning_to_room: RigidTransform,
+    /// The planning CT's Frame of Reference UID.
+    pub planning_frame_of_reference_uid: String,
+    /// The in-room scanner's Frame of Reference UID: every frame of the session carries it.
+    pub room_frame_of_reference_uid: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +398,30 @@ mod tests {
         let step = g.index_to_patient([1.0, 0.0, 0.0]) - g.origin_mm();
         assert_relative_eq!(step.norm(), 0.8, epsilon = 1e-12);
         assert_relative_eq!(step / 0.8, g.direction().column(0).into_owned(), epsilon = 1e-12);
+    }
+
+    #[test]
+    fn a_mapped_grid_puts_every_voxel_where_the_transform_takes_it() {
+        let g = oblique_grid();
+        let t = RigidTransform::from_xyz_deg([1.5, -1.0, 3.0], VectorMm::new(-120.0, 250.0, -900.0));
+        let m = g.mapped(&t);
+        for ijk in [[0.0, 0.0, 0.0], [4.0, 5.0, 6.0], [1.25, -3.5, 10.75]] {
+            let expected = t.apply(&g.index_to_patient(ijk));
+            assert_relative_eq!(m.index_to_patient(ijk), expected, epsilon = 1e-9);
+            let back = m.patient_to_index(&expected);
+            for a in 0..3 {
+                assert_relative_eq!(back[a], ijk[a], epsilon = 1e-9);
+            }
+        }
+        // the cached matrices are those a fresh grid would compute
+        let fresh = m.clone().revalidated().unwrap();
+        assert_relative_eq!(
+            m.patient_to_index_matrix(),
+            fresh.patient_to_index_matrix(),
+            epsilon = 1e-12
+        );
+        assert_eq!(m.dims(), g.dims());
+        assert_eq!(m.spacing_mm(), g.spacing_mm());
     }
 
     #[test]

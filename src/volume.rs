@@ -91,6 +91,10 @@ impl<T> Volume<T> {
     pub fn data_mut(&mut self) -> &mut Array3<T> {
         &mut self.data
     }
+    /// Places the same voxels in the coordinates `t` maps into (see [`Grid::mapped`]).
+    pub fn map_patient_space(&mut self, t: &crate::geometry::RigidTransform) {
+        self.grid = self.grid.mapped(t);
+    }
     /// Splits into grid and array.
     pub fn into_parts(self) -> (Grid, Array3<T>) {
         (self.grid, self.data)

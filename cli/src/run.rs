@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ionguide::audit::{AuditError, AuditOptions, AuditRecord, AuditWriter, Fsync, TailStatus};
 use ionguide::config::{Config, SourceConfig};
-use ionguide::geometry::RigidTransform;
 use ionguide::link::{LinkKey, LinkOptions, LinkSender};
 use ionguide::pipeline::{LinkTiming, Pipeline, PipelineIo, Session, Stats};
 use ionguide::source::{scp, spool, AssemblerConfig};
@@ -145,7 +144,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 heartbeat: Duration::from_millis(config.link.heartbeat_ms),
                 ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
             },
-            setup: RigidTransform::identity(),
         },
     )?;
     eprintln!(

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ionguide::geometry::RigidTransform;
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
 use ionguide::pipeline::{LinkTiming, Outcome, Pipeline, PipelineIo, Stage};
 use ionguide::source::InProcessSource;
@@ -224,7 +223,6 @@ impl Chain {
                     heartbeat: Duration::from_millis(config.link.heartbeat_ms),
                     ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
                 },
-                setup: RigidTransform::identity(),
             },
         )
         .map_err(|e| ReplayError::Pipeline(e.to_string()))?;

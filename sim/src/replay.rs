@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use ionguide::adapt::FrameWepl;
 use ionguide::config::Config;
 use ionguide::correction::{CorrectionSet, RangeMode};
-use ionguide::geometry::RigidTransform;
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
 use ionguide::pipeline::{LinkTiming, Outcome, Pipeline, PipelineIo, Session, Stats};
 use ionguide::range::{BeamGeometry, RangeEnergyTable};
@@ -224,7 +223,6 @@ pub fn run(
                         heartbeat: Duration::from_millis(config.link.heartbeat_ms),
                         ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
                     },
-                    setup: RigidTransform::identity(),
                 },
             )
             .map_err(|e| ReplayError::Pipeline(e.to_string()))?,

@@ -11,20 +11,14 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use ionguide::audit::{self, AuditRecord};
-use ionguide::correction::CorrectionSet;
 use ionguide::pipeline::Outcome;
-use ionguide::range::{BeamGeometry, RangeEnergyTable};
 use ionguide::source::{scp, AssemblerConfig, ScpConfig, ScpHandle};
-use ionguide::units::{PointMm, VectorMm};
 use support::dicom_edit::{frame_bytes, load_objects, Edit};
 use support::rig::{data, Rig, RigOptions};
+use support::truth::check_against_truth;
 
 /// Known rigid shifts of the whole patient, one per frame, LPS mm.
 const SHIFTS_MM: [[f64; 3]; 3] = [[0.0, 0.0, 0.0], [2.0, -1.5, 3.0], [-1.0, 2.5, -2.0]];
-/// Lateral truth tolerance at the isocenter plane, mm.
-const LATERAL_TOL_MM: f64 = 0.5;
-/// Range truth tolerance, mm of water.
-const RANGE_TOL_MM: f64 = 1.0;
 const SLICES: usize = 59;
 
 /// Writes one frame's slices as files, as a scanner's export would hold them.
@@ -58,81 +52,6 @@ fn storescu(scp: &ScpHandle, files: &[PathBuf]) -> Output {
         }
         Err(e) => panic!("cannot run storescu: {e}"),
     }
-}
-
-/// Where a patient point projects on the isocenter plane through each scanning magnet's
-/// virtual source (beam's-eye view x, y), mm.
-fn project(g: &BeamGeometry, point: &PointMm) -> [f64; 2] {
-    let r: VectorMm = point - g.isocenter_mm;
-    let z = r.dot(&g.to_source);
-    let axis = |bev: &VectorMm, sad: f64| {
-        let l = r.dot(bev);
-        if sad.is_finite() {
-            l * sad / (sad - z)
-        } else {
-            l
-        }
-    };
-    [axis(&g.bev_x, g.sad_mm[0]), axis(&g.bev_y, g.sad_mm[1])]
-}
-
-/// Checks every spot of `set` against the truth for a whole-patient shift `shift_mm`.
-fn check_against_truth(rig: &Rig, set: &CorrectionSet, shift_mm: [f64; 3], frame: usize) {
-    let session = &rig.session;
-    let plan = &session.plan;
-    let shift = VectorMm::new(shift_mm[0], shift_mm[1], shift_mm[2]);
-    let spots = session.planned.spots();
-    assert_eq!(
-        set.spots.len(),
-        spots.len(),
-        "frame {frame}: one correction per planned spot"
-    );
-    let mut worst_lateral = 0.0f64;
-    let mut worst_range = 0.0f64;
-    for (s, spot_ref) in spots.iter().enumerate() {
-        let got = set.spots[s];
-        assert_eq!(got.spot_index as usize, s, "frame {frame}: spots in plan order");
-        let beam = &plan.beams[spot_ref.beam];
-        let layer = &beam.layers[spot_ref.layer];
-        let planned = &layer.spots[spot_ref.spot];
-        let g = BeamGeometry::from_beam(beam, session.options.default_sad_mm).unwrap();
-        let p = session
-            .planned
-            .target_point_mm(s)
-            .unwrap_or_else(|| panic!("spot {s} has a planned target point"));
-        let q = p + shift;
-        let (xp, xq) = (project(&g, &p), project(&g, &q));
-        let expect = [xq[0] - xp[0], xq[1] - xp[1]];
-        let moved = [
-            f64::from(got.x_mm) - planned.x_mm,
-            f64::from(got.y_mm) - planned.y_mm,
-        ];
-        for a in 0..2 {
-            let err = (moved[a] - expect[a]).abs();
-            worst_lateral = worst_lateral.max(err);
-            assert!(
-                err <= LATERAL_TOL_MM,
-                "frame {frame} spot {s} axis {a}: moved {:.3} mm, truth {:.3} mm",
-                moved[a],
-                expect[a]
-            );
-        }
-        // A rigid shift of the whole patient changes no water-equivalent depth to the moved
-        // target: the range must stay the planned one.
-        let table = RangeEnergyTable::new(beam.ion).unwrap();
-        let r_plan = table.range_mm(layer.energy_mev_u).unwrap();
-        let r_got = table.range_mm(f64::from(got.energy_mev_u)).unwrap();
-        let err = (r_got - r_plan).abs();
-        worst_range = worst_range.max(err);
-        assert!(
-            err <= RANGE_TOL_MM,
-            "frame {frame} spot {s}: range {r_got:.3} mm, planned {r_plan:.3} mm"
-        );
-    }
-    eprintln!(
-        "frame {frame}: shift {shift_mm:?} mm, {} spots, worst lateral error {worst_lateral:.3} mm, worst range error {worst_range:.3} mm",
-        spots.len()
-    );
 }
 
 /// The C-STORE receiver feeding the rig, completing a frame at the series' slice count.

@@ -1,5 +1,6 @@
 //! The ingest stage: the newest complete frame from the sources is decoded into a pooled
-//! volume and checked against the session (patient, Frame of Reference, size). Decoding
+//! volume and checked against the session (patient, Frame of Reference, size); with a setup
+//! registration it is then placed in the planning CT's coordinates. Decoding
 //! uses dicom-rs, which allocates per object; the allocation-free path starts when a
 //! decoded frame leaves this stage.
 //!
@@ -44,7 +45,18 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
     let mut early: Option<Early> = None;
     let mut deferred: Vec<(FrameKey, ObjectBytes)> = Vec::new();
     let mut batch: Vec<SourceEvent> = Vec::new();
-    let mut session_for: Option<String> = None;
+    // With a setup registration the session's Frame of Reference is known before the first
+    // frame, and frames are mapped from the room's coordinates into the planning CT's.
+    let mut session_for: Option<String> = session
+        .options
+        .room_setup
+        .as_ref()
+        .map(|r| r.room_frame_of_reference_uid.clone());
+    let room = session
+        .options
+        .room_setup
+        .as_ref()
+        .map(|r| r.planning_to_room.inverse());
     let mut next_id: u64 = 1;
     let opts = &session.options;
     let mut new_ticket = |complete_at: Instant| {
@@ -196,16 +208,23 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                             ),
                         );
                     } else {
-                        match &session_for {
-                            None => session_for = Some(meta.frame_of_reference_uid),
-                            Some(f) if *f != meta.frame_of_reference_uid => w.decide(
+                        match (&session_for, &room) {
+                            (Some(f), _) if *f != meta.frame_of_reference_uid => w.decide(
                                 Outcome::Rejected(HoldReason::FrameOfReferenceChanged),
                                 format_args!(
-                                    "frame Frame of Reference {} is not this session's {}",
-                                    meta.frame_of_reference_uid, f
+                                    "frame Frame of Reference {} is not this session's {f}{}",
+                                    meta.frame_of_reference_uid,
+                                    if room.is_some() {
+                                        " (the in-room one of the setup registration)"
+                                    } else {
+                                        ""
+                                    }
                                 ),
                             ),
-                            Some(_) => {}
+                            (None, _) => session_for = Some(meta.frame_of_reference_uid),
+                            (Some(_), None) => {}
+                            // the rest of the chain works in planning coordinates
+                            (Some(_), Some(room_to_planning)) => w.volume.map_patient_space(room_to_planning),
                         }
                     }
                 }

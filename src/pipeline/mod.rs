@@ -35,7 +35,6 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use crate::audit::{AuditError, AuditWriter};
-use crate::geometry::RigidTransform;
 use crate::link::LinkSender;
 use crate::source::SourceEvent;
 pub use link_stage::LinkTiming;
@@ -106,8 +105,6 @@ pub struct PipelineIo {
     pub audit: AuditWriter,
     /// Link timing.
     pub timing: LinkTiming,
-    /// Planning → frame transform to start the first (cold) registration from.
-    pub setup: RigidTransform,
 }
 
 /// A running pipeline.
@@ -182,7 +179,6 @@ impl Pipeline {
         let mut stages = Vec::new();
         let (s1, s2, s3, s4) = (session.clone(), session.clone(), session.clone(), session);
         let events = io.events;
-        let setup = io.setup;
         stages.push((
             "ingest",
             spawn(
@@ -192,10 +188,7 @@ impl Pipeline {
         ));
         stages.push((
             "register",
-            spawn(
-                "register",
-                Box::new(move || register_stage::run(register_io, s2, setup)),
-            )?,
+            spawn("register", Box::new(move || register_stage::run(register_io, s2)))?,
         ));
         stages.push((
             "range",

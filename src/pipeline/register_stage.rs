@@ -1,5 +1,6 @@
-//! The register stage: warm registration from the previous good answer; cold from the
-//! setup transform for the first frame and after any failure.
+//! The register stage: warm registration from the previous good answer; cold (from the
+//! identity: ingest has placed the frame in planning coordinates, by the setup registration
+//! when there is one) for the first frame and after any failure.
 
 use std::sync::Arc;
 
@@ -11,14 +12,15 @@ use crate::geometry::RigidTransform;
 use crate::register::Registrar;
 
 /// Runs until the pipeline stops.
-pub fn run(mut io: StageIo, session: Arc<Session>, setup: RigidTransform) {
+pub fn run(mut io: StageIo, session: Arc<Session>) {
+    let start = RigidTransform::identity();
     let mut registrar = Registrar::new(session.options.register.clone());
     let mut last_good: Option<RigidTransform> = None;
     while let Some(w) = io.next_frame() {
         io.process(w, |w| {
             let result = match &last_good {
                 Some(prev) => registrar.register_warm(&session.fixed, &w.volume, prev),
-                None => registrar.register(&session.fixed, &w.volume, &setup),
+                None => registrar.register(&session.fixed, &w.volume, &start),
             };
             match result {
                 Ok(reg) if reg.is_usable() => {

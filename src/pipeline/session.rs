@@ -13,6 +13,8 @@ use crate::correction::RangeMode;
 use crate::dicom::ct::{read_series_dir, CtError};
 use crate::dicom::rtplan::{read_plan, PlanError};
 use crate::dicom::rtstruct::{read_roi, RtStructError};
+use crate::dicom::spatial_registration::{read_room_setup, RegistrationError};
+use crate::geometry::RoomSetup;
 use crate::plan::IonPlan;
 use crate::range::{FacilityTable, Hlut, RangeError, SpotTracer, SpotTracerOptions};
 use crate::register::{FixedContext, RegisterError, RegisterOptions, Roi};
@@ -70,6 +72,9 @@ pub enum SessionError {
         /// Cause.
         source: RangeError,
     },
+    /// The setup registration (in-room → planning Frame of Reference).
+    #[error("setup registration: {0}")]
+    SetupRegistration(#[from] RegistrationError),
     /// Corrections setup (limits, plan geometry).
     #[error("corrections setup: {0}")]
     Adapt(#[from] AdaptError),
@@ -111,6 +116,10 @@ pub struct SessionOptions {
     pub pool_size: usize,
     /// Most voxels in a frame.
     pub max_frame_voxels: usize,
+    /// The in-room scanner's coordinates relative to the planning CT's, when a setup
+    /// registration gives them: frames must carry its in-room Frame of Reference and are
+    /// placed in planning coordinates on ingest. `None`: frames are taken as they come.
+    pub room_setup: Option<RoomSetup>,
 }
 
 /// Everything loaded before the first frame.
@@ -138,12 +147,15 @@ impl Session {
     #[allow(clippy::result_large_err)]
     pub fn load(config: &Config) -> Result<Session, SessionError> {
         let p = &config.planning;
-        let ct = read_series_dir(&p.ct)
-            .map_err(|source| SessionError::Ct {
-                path: p.ct.clone(),
-                source,
-            })?
-            .volume;
+        let series = read_series_dir(&p.ct).map_err(|source| SessionError::Ct {
+            path: p.ct.clone(),
+            source,
+        })?;
+        let room_setup = match &p.setup_registration {
+            Some(path) => Some(read_room_setup(path, &series.meta.frame_of_reference_uid)?),
+            None => None,
+        };
+        let ct = series.volume;
         let (_, roi) = read_roi(&p.structures, &p.roi).map_err(|source| SessionError::Structures {
             path: p.structures.clone(),
             roi: p.roi.clone(),
@@ -195,6 +207,7 @@ impl Session {
                 .with_min_similarity(config.limits.min_ncc),
             pool_size: 6,
             max_frame_voxels: config.resources.max_frame_voxels,
+            room_setup,
         };
         let spots: usize = plan
             .beams

@@ -8,6 +8,8 @@ use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{open_file, DefaultDicomObject};
+use ionguide::geometry::RigidTransform;
+use ionguide::units::{PointMm, VectorMm};
 
 /// The DICOM files of a folder, sorted by name.
 pub fn load_objects(dir: &Path) -> Vec<DefaultDicomObject> {
@@ -35,6 +37,9 @@ pub struct Edit {
     pub truncate_to: Option<usize>,
     /// Images in Acquisition (0020,1002), as a scanner that announces its frame size writes it.
     pub images_in_acquisition: Option<u32>,
+    /// Place the (shifted) slices in another scanner's coordinates: this maps a planning
+    /// point to the room's, and turns Image Position and Orientation (Patient) with it.
+    pub planning_to_room: Option<RigidTransform>,
 }
 
 fn put_str(obj: &mut DefaultDicomObject, tag: dicom_core::Tag, vr: VR, v: &str) {
@@ -53,9 +58,28 @@ pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> V
                 .unwrap()
                 .to_multi_float64()
                 .unwrap();
-            let moved: Vec<String> = (0..3)
-                .map(|a| format!("{:.4}", ipp[a] + edit.shift_mm[a]))
-                .collect();
+            let mut moved = PointMm::new(
+                ipp[0] + edit.shift_mm[0],
+                ipp[1] + edit.shift_mm[1],
+                ipp[2] + edit.shift_mm[2],
+            );
+            if let Some(t) = &edit.planning_to_room {
+                moved = t.apply(&moved);
+                let iop = obj
+                    .element(tags::IMAGE_ORIENTATION_PATIENT)
+                    .unwrap()
+                    .to_multi_float64()
+                    .unwrap();
+                let row = t.apply_vector(&VectorMm::new(iop[0], iop[1], iop[2]));
+                let col = t.apply_vector(&VectorMm::new(iop[3], iop[4], iop[5]));
+                let turned: Vec<String> = row.iter().chain(col.iter()).map(|v| format!("{v:.10}")).collect();
+                obj.put(DataElement::new(
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                    VR::DS,
+                    PrimitiveValue::Strs(turned.into_iter().collect()),
+                ));
+            }
+            let moved: Vec<String> = moved.iter().map(|v| format!("{v:.4}")).collect();
             obj.put(DataElement::new(
                 tags::IMAGE_POSITION_PATIENT,
                 VR::DS,

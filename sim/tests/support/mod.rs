@@ -4,3 +4,4 @@
 pub mod dicom_edit;
 pub mod proxy;
 pub mod rig;
+pub mod truth;

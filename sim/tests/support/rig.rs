@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use ionguide::audit::{AuditOptions, AuditReader, AuditRecord, AuditWriter, TailStatus};
 use ionguide::config::Config;
-use ionguide::geometry::RigidTransform;
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
 use ionguide::pipeline::{FrameEvent, LinkTiming, Pipeline, PipelineIo, Session};
 use ionguide::source::SourceEvent;
@@ -22,8 +21,9 @@ pub fn data(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// Writes a session folder (config, key) and returns the config path.
-pub fn write_session(dir: &Path, extra_toml: &str, source_toml: &str) -> PathBuf {
+/// Writes a session folder (config, key) and returns the config path. `planning_toml` adds
+/// keys to the `[planning]` table.
+pub fn write_session(dir: &Path, planning_toml: &str, extra_toml: &str, source_toml: &str) -> PathBuf {
     let key = dir.join("link.key");
     std::fs::write(&key, "7f".repeat(32)).unwrap();
     #[cfg(unix)]
@@ -39,6 +39,7 @@ structures = "{rs}"
 roi = "GTV_Mass_CT"
 plan = "{plan}"
 patient_id = "STS_001"
+{planning_toml}
 
 {source_toml}
 
@@ -79,6 +80,8 @@ pub struct Rig {
 
 /// Options for a rig.
 pub struct RigOptions {
+    /// Extra keys of the `[planning]` table.
+    pub planning_toml: String,
     /// Extra TOML (timing, limits).
     pub extra_toml: String,
     /// Controller watchdog.
@@ -93,6 +96,7 @@ impl Default for RigOptions {
     fn default() -> Self {
         RigOptions {
             // generous: these tests check behaviour, not speed (2 cores, tests in parallel)
+            planning_toml: String::new(),
             extra_toml: "[timing]\nbudget_ms = 1500\nvalidity_ms = 3000\n".into(),
             watchdog: Duration::from_millis(500),
             timing: LinkTiming {
@@ -110,6 +114,7 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let config_path = write_session(
             dir.path(),
+            &options.planning_toml,
             &options.extra_toml,
             "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\nexpected_slices = 59\n",
         );
@@ -144,7 +149,6 @@ impl Rig {
                 link,
                 audit,
                 timing: options.timing,
-                setup: RigidTransform::identity(),
             },
         )
         .unwrap();
