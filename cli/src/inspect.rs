@@ -2,22 +2,25 @@
 //!
 //! CT series are ingested whole (every check of `dicom::ct` applies), structure sets are
 //! rasterized on the CT grid of the same Frame of Reference given in the same call, and plans
-//! are read with their warnings and tied to a CT by Frame of Reference.
+//! are read with their warnings and tied to a CT by Frame of Reference. Spatial Registration
+//! objects are read against each CT series given: the one whose Frame of Reference they map
+//! another one onto is taken as the planning CT, and the map is shown.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ionguide::dicom::{classify, ct, rtplan, rtstruct};
+use ionguide::dicom::{classify, ct, rtplan, rtstruct, spatial_registration};
 use ionguide::volume::CtVolume;
 use serde::Serialize;
 
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Files or folders (searched recursively) holding CT slices, RT Structure Sets and RT Ion Plans.
+    /// Files or folders (searched recursively) holding CT slices, RT Structure Sets, RT Ion
+    /// Plans and Spatial Registrations.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Print JSON (keys: series[], structures[], plans[]) instead of a summary.
+    /// Print JSON (keys: series[], structures[], plans[], registrations[]) instead of a summary.
     #[arg(long)]
     json: bool,
 }
@@ -27,7 +30,24 @@ struct Report {
     series: Vec<SeriesReport>,
     structures: Vec<StructureReport>,
     plans: Vec<PlanReport>,
+    registrations: Vec<RegistrationReport>,
     skipped: Vec<SkippedReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct RegistrationReport {
+    file: PathBuf,
+    /// Index into `series` of the CT taken as the planning CT; `None` when the object maps
+    /// no other Frame of Reference onto any series given (then `error` says why).
+    series_index: Option<usize>,
+    planning_frame_of_reference_uid: Option<String>,
+    room_frame_of_reference_uid: Option<String>,
+    /// Planning → room: translation, mm, and rotation as x-y-z angles (R = Rz·Ry·Rx), degrees.
+    translation_mm: Option<[f64; 3]>,
+    rotation_xyz_deg: Option<[f64; 3]>,
+    /// Planning → room as a row-major 4×4 matrix.
+    matrix: Option<[f64; 16]>,
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,16 +249,64 @@ fn build_report(paths: &[PathBuf]) -> anyhow::Result<Report> {
                 .collect(),
         });
     }
+    let registrations = found
+        .spatial_registrations
+        .iter()
+        .map(|file| registration_report(file, &volumes))
+        .collect();
     Ok(Report {
         series: series_reports,
         structures,
         plans,
+        registrations,
         skipped: found
             .skipped
             .into_iter()
             .map(|(file, reason)| SkippedReport { file, reason })
             .collect(),
     })
+}
+
+/// A registration read against each series' Frame of Reference in turn.
+fn registration_report(file: &std::path::Path, volumes: &[(String, CtVolume)]) -> RegistrationReport {
+    let mut error = None;
+    for (i, (for_uid, _)) in volumes.iter().enumerate() {
+        match spatial_registration::read_room_setup(file, for_uid) {
+            Ok(setup) => {
+                let m = setup.planning_to_room.matrix();
+                let t = setup.planning_to_room.translation_mm;
+                return RegistrationReport {
+                    file: file.to_owned(),
+                    series_index: Some(i),
+                    planning_frame_of_reference_uid: Some(setup.planning_frame_of_reference_uid),
+                    room_frame_of_reference_uid: Some(setup.room_frame_of_reference_uid),
+                    translation_mm: Some([t.x, t.y, t.z]),
+                    rotation_xyz_deg: Some(setup.planning_to_room.rotation_xyz_deg()),
+                    matrix: Some(std::array::from_fn(|k| m[(k / 4, k % 4)])),
+                    error: None,
+                };
+            }
+            // a registration that does not name this series says so; any other fault is
+            // the file's own and is the same for every series
+            Err(e @ spatial_registration::RegistrationError::PlanningNotRegistered { .. }) => {
+                error.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    RegistrationReport {
+        file: file.to_owned(),
+        series_index: None,
+        planning_frame_of_reference_uid: None,
+        room_frame_of_reference_uid: None,
+        translation_mm: None,
+        rotation_xyz_deg: None,
+        matrix: None,
+        error: Some(error.unwrap_or_else(|| "no CT series given to read it against".into())),
+    }
 }
 
 /// Runs `inspect`.
@@ -248,8 +316,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    if report.series.is_empty() && report.structures.is_empty() && report.plans.is_empty() {
-        anyhow::bail!("no CT series, RT Structure Set or RT Ion Plan found in the given paths");
+    if report.series.is_empty()
+        && report.structures.is_empty()
+        && report.plans.is_empty()
+        && report.registrations.is_empty()
+    {
+        anyhow::bail!(
+            "no CT series, RT Structure Set, RT Ion Plan or Spatial Registration found in the given paths"
+        );
     }
     for (i, s) in report.series.iter().enumerate() {
         println!(
@@ -323,6 +397,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         for w in &p.warnings {
             println!("  warning: {w}");
+        }
+    }
+    for r in &report.registrations {
+        match (r.series_index, r.translation_mm, r.rotation_xyz_deg, &r.room_frame_of_reference_uid) {
+            (Some(i), Some(t), Some(a), Some(room)) => println!(
+                "Registration {}: CT series {i} → room Frame of Reference {room}: translation ({:.2}, {:.2}, {:.2}) mm, rotation x {:.3}°, y {:.3}°, z {:.3}°",
+                r.file.display(),
+                t[0],
+                t[1],
+                t[2],
+                a[0],
+                a[1],
+                a[2]
+            ),
+            _ => println!(
+                "Registration {}: not usable as a setup registration: {}",
+                r.file.display(),
+                r.error.as_deref().unwrap_or("unknown")
+            ),
         }
     }
     for s in &report.skipped {

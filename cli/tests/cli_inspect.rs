@@ -146,3 +146,65 @@ fn inspect_names_the_bad_file_and_fails() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("truncated.dcm"), "error names the file: {stderr}");
 }
+
+#[test]
+fn inspect_shows_the_room_setup_a_spatial_registration_gives_for_the_ct() {
+    use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
+    use ionguide::geometry::{RigidTransform, RoomSetup};
+    use ionguide::units::VectorMm;
+
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("reference.json")).unwrap()).unwrap();
+    let planning_for = reference["STS_001"]["frame_of_reference_uid"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = RegistrationIds {
+        patient_id: "STS_001".into(),
+        patient_name: "STS_001".into(),
+        study_instance_uid: "1.2.826.0.1.3680043.9.7777.31".into(),
+        series_instance_uid: "1.2.826.0.1.3680043.9.7777.32".into(),
+        sop_instance_uid: "1.2.826.0.1.3680043.9.7777.33".into(),
+        content_date: "20261129".into(),
+        content_time: "100000".into(),
+    };
+    let write = |name: &str, planning: &str| {
+        let setup = RoomSetup {
+            planning_to_room: RigidTransform::from_xyz_deg(
+                [0.5, -1.0, 2.0],
+                VectorMm::new(10.0, -250.0, 900.0),
+            ),
+            planning_frame_of_reference_uid: planning.into(),
+            room_frame_of_reference_uid: "1.2.826.0.1.3680043.9.7777.30".into(),
+        };
+        let path = dir.path().join(name);
+        std::fs::write(&path, write_room_setup_bytes(&setup, &ids).unwrap()).unwrap();
+        path
+    };
+    let good = write("REG.dcm", planning_for);
+    let other = write("REG_other.dcm", "1.2.826.0.1.3680043.9.7777.39");
+    let (ok, json, stderr) = inspect(&[data("STS_001/image"), good.clone(), other.clone()]);
+    assert!(ok, "{stderr}");
+    let regs = json["registrations"].as_array().unwrap();
+    assert_eq!(regs.len(), 2);
+    let r = regs.iter().find(|r| r["file"] == good.to_str().unwrap()).unwrap();
+    assert_eq!(r["series_index"], 0);
+    assert_eq!(r["room_frame_of_reference_uid"], "1.2.826.0.1.3680043.9.7777.30");
+    for (a, v) in [10.0, -250.0, 900.0].iter().enumerate() {
+        assert!((r["translation_mm"][a].as_f64().unwrap() - v).abs() < 1e-6, "{r}");
+    }
+    for (a, v) in [0.5, -1.0, 2.0].iter().enumerate() {
+        assert!(
+            (r["rotation_xyz_deg"][a].as_f64().unwrap() - v).abs() < 1e-6,
+            "{r}"
+        );
+    }
+    let r = regs
+        .iter()
+        .find(|r| r["file"] == other.to_str().unwrap())
+        .unwrap();
+    assert!(r["series_index"].is_null());
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains(planning_for) && error.contains("not in this registration"),
+        "{error}"
+    );
+}

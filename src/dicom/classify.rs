@@ -1,4 +1,5 @@
-//! Sorting a pile of DICOM files into what they are: CT series, structure sets, ion plans.
+//! Sorting a pile of DICOM files into what they are: CT series, structure sets, ion plans,
+//! spatial registrations.
 //!
 //! A physicist points `ionguide inspect` at an export folder from a planning system; it holds
 //! CT slices (possibly of several series), an RT Structure Set and an RT Ion Plan side by
@@ -15,6 +16,9 @@ pub const RT_STRUCTURE_SET_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.3";
 /// SOP Class UID of RT Ion Plan Storage.
 pub const RT_ION_PLAN_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.8";
 
+/// SOP Class UID of Spatial Registration Storage.
+pub const SPATIAL_REGISTRATION_SOP_CLASS: &str = dicom_dictionary_std::uids::SPATIAL_REGISTRATION_STORAGE;
+
 /// What a set of paths holds.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Classified {
@@ -25,6 +29,8 @@ pub struct Classified {
     pub structure_sets: Vec<PathBuf>,
     /// RT Ion Plan files.
     pub ion_plans: Vec<PathBuf>,
+    /// Spatial Registration files.
+    pub spatial_registrations: Vec<PathBuf>,
     /// Files that are not DICOM or of another kind, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -88,6 +94,7 @@ pub fn classify_paths(paths: &[PathBuf]) -> Result<Classified, ClassifyError> {
             }
             RT_STRUCTURE_SET_SOP_CLASS => out.structure_sets.push(file),
             RT_ION_PLAN_SOP_CLASS => out.ion_plans.push(file),
+            SPATIAL_REGISTRATION_SOP_CLASS => out.spatial_registrations.push(file),
             other => out.skipped.push((
                 file,
                 format!("SOP class {other} (modality {modality:?}) is not used here"),
