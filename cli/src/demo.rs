@@ -172,13 +172,29 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         PhantomSpec::default()
     };
     eprintln!("building the thorax phantom and a 2-beam carbon plan …");
-    let s = scenario::write_phantom_session(&session_dir, &spec, &PlannerOptions::default(), args.budget_ms)?;
+    // frames come from an in-room scanner with its own coordinates, as in a treatment room
+    let s = scenario::write_phantom_session(
+        &session_dir,
+        &spec,
+        &PlannerOptions::default(),
+        args.budget_ms,
+        Some(scenario::in_room_scanner()),
+    )?;
     eprintln!(
         "session: {} ({} spots); trace: {}",
         session_dir.display(),
         s.spots,
         scenario::bundled_trace().display()
     );
+    if let Some(room) = &s.room {
+        let t = room.planning_to_room.translation_mm;
+        let [ax, ay, az] = room.planning_to_room.rotation_xyz_deg();
+        eprintln!(
+            "in-room scanner: its own Frame of Reference, mapped by the setup registration REG.dcm \
+             (planning → room: translation ({:.1}, {:.1}, {:.1}) mm, rotation x {ax:.2}°, y {ay:.2}°, z {az:.2}°)",
+            t.x, t.y, t.z
+        );
+    }
     let (times, disp) = scenario::displacements(
         &scenario::bundled_trace(),
         10.0,

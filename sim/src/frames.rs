@@ -10,6 +10,7 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use ionguide::dicom::rtplan::format_ds;
+use ionguide::geometry::{Grid, RoomSetup};
 use ionguide::structure::StructureSet;
 use ionguide::units::Hu;
 use ionguide::volume::CtVolume;
@@ -265,8 +266,20 @@ fn patient_study(o: &mut InMemDicomObject, ids: &SeriesIds) {
 /// slope 1), so every HU from −33 792 to 31 743 round-trips exactly (values outside are
 /// clamped).
 pub fn write_ct_series(ct: &CtVolume, ids: &SeriesIds) -> Result<Vec<Vec<u8>>, FrameError> {
+    write_ct_series_placed(ct, ct.grid(), ids)
+}
+
+/// [`write_ct_series`] with the voxels placed on `grid` (same dimensions as the volume's):
+/// how another scanner, with its own coordinates, would describe the same images.
+pub fn write_ct_series_placed(ct: &CtVolume, grid: &Grid, ids: &SeriesIds) -> Result<Vec<Vec<u8>>, FrameError> {
     ids.validate()?;
-    let g = ct.grid();
+    if grid.dims() != ct.grid().dims() {
+        return Err(FrameError::BadParameter {
+            name: "placement grid",
+            reason: format!("dimensions {:?} are not the volume's {:?}", grid.dims(), ct.grid().dims()),
+        });
+    }
+    let g = grid;
     let [nx, ny, nz] = g.dims();
     let (rows, cols) = match (u16::try_from(ny), u16::try_from(nx)) {
         (Ok(r), Ok(c)) => (r, c),
@@ -511,6 +524,9 @@ pub struct FrameOptions {
     pub patient_id_override: Option<String>,
     /// Overrides the Frame of Reference UID (fault tests: an unregistered frame).
     pub frame_of_reference_override: Option<String>,
+    /// Frames from an in-room scanner with its own coordinates: its Frame of Reference and the
+    /// map from planning points to its points. Overrides `frame_of_reference_override`.
+    pub room: Option<RoomSetup>,
 }
 
 impl Default for FrameOptions {
@@ -521,6 +537,7 @@ impl Default for FrameOptions {
             seed: 1,
             patient_id_override: None,
             frame_of_reference_override: None,
+            room: None,
         }
     }
 }
@@ -576,6 +593,9 @@ impl FrameSynth {
         if let Some(f) = &options.frame_of_reference_override {
             ids.frame_of_reference_uid = f.clone();
         }
+        if let Some(room) = &options.room {
+            ids.frame_of_reference_uid = room.room_frame_of_reference_uid.clone();
+        }
         ids.series_instance_uid = uid_from_seed(options.seed, "in-room-series", 0);
         ids.series_number = 2;
         ids.validate()?;
@@ -600,7 +620,13 @@ impl FrameSynth {
         ids.acquisition_number = n;
         ids.temporal_position = Some(n);
         ids.sop_instance_uid_root = uid_from_seed(self.options.seed, "in-room-sop", index as u64);
-        let slices = write_ct_series(&self.volume, &ids)?;
+        let slices = match &self.options.room {
+            Some(room) => {
+                let placed = self.volume.grid().mapped(&room.planning_to_room);
+                write_ct_series_placed(&self.volume, &placed, &ids)?
+            }
+            None => write_ct_series(&self.volume, &ids)?,
+        };
         let c = self.phantom.tumor_center_mm;
         Ok(Frame {
             index,

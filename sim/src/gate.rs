@@ -19,7 +19,7 @@ use crate::motion::TumorMotionModel;
 use crate::phantom::PhantomSpec;
 use crate::planner::PlannerOptions;
 use crate::replay::{load_session, ReplayError};
-use crate::scenario::{bundled_trace, displacements, write_phantom_session, PhantomFrames};
+use crate::scenario::{bundled_trace, displacements, in_room_scanner, write_phantom_session, PhantomFrames};
 
 /// Which workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,8 +162,14 @@ pub struct Chain {
 impl Chain {
     /// Builds the workload's session in `dir` and starts everything.
     pub fn start(workload: Workload, dir: &Path, budget_ms: f64) -> Result<Chain, ReplayError> {
-        let scenario =
-            write_phantom_session(dir, &workload.phantom(), &PlannerOptions::default(), budget_ms)?;
+        // frames in the in-room scanner's own coordinates, as the demo and a clinic have them
+        let scenario = write_phantom_session(
+            dir,
+            &workload.phantom(),
+            &PlannerOptions::default(),
+            budget_ms,
+            Some(in_room_scanner()),
+        )?;
         let distinct = 50usize;
         let (_, disp) = displacements(
             &bundled_trace(),

@@ -10,7 +10,10 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use ionguide::volume::CtVolume;
 
-use crate::frames::{write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds};
+use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
+use ionguide::geometry::{RigidTransform, RoomSetup};
+
+use crate::frames::{uid_from_seed, write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds};
 use crate::motion::{read_csv_trace, read_extmarker, Trace, TumorMotionModel};
 use crate::phantom::{Phantom, PhantomSpec};
 use crate::planner::{plan, plan_bytes, PlannerOptions};
@@ -65,7 +68,15 @@ pub fn displacements(
 
 /// The session TOML of a replay (the source section is required by the schema; replays feed
 /// frames through the in-process source instead).
-fn session_toml(ct: &Path, rs: &Path, roi: &str, plan: &Path, margin_mm: f64, budget_ms: f64) -> String {
+fn session_toml(
+    ct: &Path,
+    rs: &Path,
+    roi: &str,
+    plan: &Path,
+    margin_mm: f64,
+    budget_ms: f64,
+    setup_registration: Option<&Path>,
+) -> String {
     format!(
         r#"# written by ionguide-sim for a replay
 [planning]
@@ -73,6 +84,7 @@ ct = "{}"
 structures = "{}"
 roi = "{roi}"
 plan = "{}"
+{}
 
 [source]
 kind = "scp"
@@ -100,6 +112,9 @@ max_range_mm = 30.0
         ct.display(),
         rs.display(),
         plan.display(),
+        setup_registration
+            .map(|p| format!("setup_registration = \"{}\"", p.display()))
+            .unwrap_or_default(),
         (budget_ms * 2.0).max(250.0)
     )
 }
@@ -119,6 +134,14 @@ fn write_key(dir: &Path) -> Result<(), ReplayError> {
     Ok(())
 }
 
+/// Where the demo's in-room scanner puts a planning point: its own origin 1.25 m along the
+/// table and off to the side, the patient set up turned 1.5° about the table's axis of yaw and
+/// 0.4° of pitch — the kind of map a setup registration between a CT-on-rails and the
+/// planning CT holds.
+pub fn in_room_scanner() -> RigidTransform {
+    RigidTransform::from_xyz_deg([0.4, 0.0, 1.5], ionguide::units::VectorMm::new(35.0, -180.0, 1250.0))
+}
+
 /// The demo's phantom session, written under `dir`.
 pub struct PhantomScenario {
     /// The phantom.
@@ -129,6 +152,9 @@ pub struct PhantomScenario {
     pub config: PathBuf,
     /// Spots in the plan.
     pub spots: usize,
+    /// The in-room scanner's coordinates, when frames come in their own Frame of Reference
+    /// (the session then holds its setup registration, `REG.dcm`).
+    pub room: Option<RoomSetup>,
 }
 
 /// Removes the `CT{n:04}.dcm` files this module wrote in `ct_dir`, from number `first` on.
@@ -150,12 +176,15 @@ fn remove_slices_from(ct_dir: &Path, first: usize) -> Result<(), ReplayError> {
 }
 
 /// Builds the phantom, plans it, and writes planning CT, RT Structure Set, RT Ion Plan,
-/// configuration and key into `dir`.
+/// configuration and key into `dir`. With `planning_to_room`, frames come from an in-room
+/// scanner with its own Frame of Reference, placed by that map, and the session gets a
+/// setup registration (`REG.dcm`, a DICOM Spatial Registration) saying so.
 pub fn write_phantom_session(
     dir: &Path,
     spec: &PhantomSpec,
     planner: &PlannerOptions,
     budget_ms: f64,
+    planning_to_room: Option<RigidTransform>,
 ) -> Result<PhantomScenario, ReplayError> {
     let err = |e: &dyn std::fmt::Display| ReplayError::Session(e.to_string());
     let phantom = Phantom::thorax(spec).map_err(|e| err(&e))?;
@@ -184,6 +213,32 @@ pub fn write_phantom_session(
         .map(|l| l.spots.len())
         .sum();
     write(&dir.join("RP.dcm"), &plan_bytes(&plan).map_err(|e| err(&e))?)?;
+    let registration = dir.join("REG.dcm");
+    let room = planning_to_room.map(|t| RoomSetup {
+        planning_to_room: t,
+        planning_frame_of_reference_uid: ids.frame_of_reference_uid.clone(),
+        room_frame_of_reference_uid: uid_from_seed(spec.seed, "in-room-frame-of-reference", 0),
+    });
+    match &room {
+        Some(room) => {
+            let reg_ids = RegistrationIds {
+                patient_id: ids.patient_id.clone(),
+                patient_name: ids.patient_name.clone(),
+                study_instance_uid: ids.study_instance_uid.clone(),
+                series_instance_uid: uid_from_seed(spec.seed, "setup-registration-series", 0),
+                sop_instance_uid: uid_from_seed(spec.seed, "setup-registration-sop", 0),
+                content_date: "20260101".into(),
+                content_time: "080000".into(),
+            };
+            write(
+                &registration,
+                &write_room_setup_bytes(room, &reg_ids).map_err(|e| err(&e))?,
+            )?;
+        }
+        // a registration an earlier session left here must not be mistaken for this one's
+        None if registration.exists() => std::fs::remove_file(&registration).map_err(io_err(&registration))?,
+        None => {}
+    }
     write_key(dir)?;
     let config = dir.join("session.toml");
     write(
@@ -195,6 +250,7 @@ pub fn write_phantom_session(
             Path::new("RP.dcm"),
             20.0,
             budget_ms,
+            room.is_some().then_some(Path::new("REG.dcm")),
         )
         .as_bytes(),
     )?;
@@ -203,6 +259,7 @@ pub fn write_phantom_session(
         ids,
         config,
         spots,
+        room,
     })
 }
 
@@ -222,10 +279,12 @@ impl PhantomFrames {
             FrameOptions {
                 noise_sigma_hu,
                 seed,
+                room: s.room.clone(),
                 ..FrameOptions::default()
             },
         )
         .map_err(err)?;
+        // the truth stays in planning coordinates: what the pipeline's answers are in
         let truth = FrameSynth::new(
             &s.phantom,
             &s.ids,
@@ -371,7 +430,7 @@ pub fn write_user_session(
     let config = dir.join("session.toml");
     write(
         &config,
-        session_toml(&abs(ct)?, &abs(structures)?, roi, &abs(plan)?, 10.0, budget_ms).as_bytes(),
+        session_toml(&abs(ct)?, &abs(structures)?, roi, &abs(plan)?, 10.0, budget_ms, None).as_bytes(),
     )?;
     Ok(config)
 }

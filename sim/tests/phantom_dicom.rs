@@ -198,7 +198,8 @@ fn same_seed_same_phantom_other_seed_other_texture() {
 }
 
 /// A session folder reused for a smaller phantom (e.g. `ionguide gate --workload reference`
-/// then `--workload small` in the same `--out`) must not keep the longer series' extra slices.
+/// then `--workload small` in the same `--out`) must not keep the longer series' extra slices,
+/// nor a setup registration the new session does not have.
 #[test]
 fn a_session_rewritten_with_fewer_slices_loads_only_the_new_series() {
     use ionguide_sim::planner::PlannerOptions;
@@ -209,7 +210,16 @@ fn a_session_rewritten_with_fewer_slices_loads_only_the_new_series() {
         dims: [128, 128, 30],
         ..PhantomSpec::small()
     };
-    write_phantom_session(dir.path(), &longer, &PlannerOptions::default(), 50.0).unwrap();
+    // the longer session's frames came from an in-room scanner with its own coordinates
+    let first = write_phantom_session(
+        dir.path(),
+        &longer,
+        &PlannerOptions::default(),
+        50.0,
+        Some(ionguide_sim::scenario::in_room_scanner()),
+    )
+    .unwrap();
+    assert!(first.room.is_some() && dir.path().join("REG.dcm").exists());
     // a file of the user's own in the folder stays
     std::fs::write(dir.path().join("ct/notes.txt"), b"mine").unwrap();
     let s = write_phantom_session(
@@ -217,9 +227,12 @@ fn a_session_rewritten_with_fewer_slices_loads_only_the_new_series() {
         &PhantomSpec::small(),
         &PlannerOptions::default(),
         50.0,
+        None,
     )
     .unwrap();
     let (_, session) = load_session(&s.config).unwrap();
     assert_eq!(session.planning_ct.grid().dims(), [128, 128, 24]);
+    assert!(session.options.room_setup.is_none());
+    assert!(!dir.path().join("REG.dcm").exists(), "the earlier session's registration is gone");
     assert!(dir.path().join("ct/notes.txt").exists());
 }

@@ -48,6 +48,7 @@ fn the_phantom_demo_tracks_within_the_bars_and_replays_byte_for_byte() {
         &PhantomSpec::small(),
         &PlannerOptions::default(),
         BUDGET_MS,
+        Some(scenario::in_room_scanner()),
     )
     .unwrap();
     let (t, d) = scenario::displacements(

@@ -21,6 +21,7 @@ fn warm_tracking_of_non_rigid_breathing_converges_in_few_steps_on_the_truth() {
         &Workload::Small.phantom(),
         &PlannerOptions::default(),
         50.0,
+        None,
     )
     .unwrap();
     let (_, truth) = displacements(&bundled_trace(), 10.0, &TumorMotionModel::default(), Some(40)).unwrap();
