@@ -53,6 +53,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "session loaded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    match &session.options.room_setup {
+        Some(room) => {
+            let t = room.planning_to_room.translation_mm;
+            let [ax, ay, az] = room.planning_to_room.rotation_xyz_deg();
+            tracing::info!(
+                room_frame_of_reference = %room.room_frame_of_reference_uid,
+                "setup registration: frames are mapped from the room's coordinates \
+                 (planning → room: translation ({:.2}, {:.2}, {:.2}) mm, rotation x {ax:.3}°, y {ay:.3}°, z {az:.3}°)",
+                t.x, t.y, t.z
+            );
+        }
+        None => tracing::info!(
+            "no setup registration: the first frame's Frame of Reference is kept for the session and \
+             frames are registered in their own coordinates"
+        ),
+    }
     let key = LinkKey::from_file(&config.link.key_file)?;
     let link = LinkSender::new(
         config.link.local,

@@ -271,12 +271,20 @@ pub fn write_ct_series(ct: &CtVolume, ids: &SeriesIds) -> Result<Vec<Vec<u8>>, F
 
 /// [`write_ct_series`] with the voxels placed on `grid` (same dimensions as the volume's):
 /// how another scanner, with its own coordinates, would describe the same images.
-pub fn write_ct_series_placed(ct: &CtVolume, grid: &Grid, ids: &SeriesIds) -> Result<Vec<Vec<u8>>, FrameError> {
+pub fn write_ct_series_placed(
+    ct: &CtVolume,
+    grid: &Grid,
+    ids: &SeriesIds,
+) -> Result<Vec<Vec<u8>>, FrameError> {
     ids.validate()?;
     if grid.dims() != ct.grid().dims() {
         return Err(FrameError::BadParameter {
             name: "placement grid",
-            reason: format!("dimensions {:?} are not the volume's {:?}", grid.dims(), ct.grid().dims()),
+            reason: format!(
+                "dimensions {:?} are not the volume's {:?}",
+                grid.dims(),
+                ct.grid().dims()
+            ),
         });
     }
     let g = grid;

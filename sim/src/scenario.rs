@@ -13,7 +13,9 @@ use ionguide::volume::CtVolume;
 use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
 use ionguide::geometry::{RigidTransform, RoomSetup};
 
-use crate::frames::{uid_from_seed, write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds};
+use crate::frames::{
+    uid_from_seed, write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds,
+};
 use crate::motion::{read_csv_trace, read_extmarker, Trace, TumorMotionModel};
 use crate::phantom::{Phantom, PhantomSpec};
 use crate::planner::{plan, plan_bytes, PlannerOptions};
@@ -139,7 +141,10 @@ fn write_key(dir: &Path) -> Result<(), ReplayError> {
 /// 0.4° of pitch — the kind of map a setup registration between a CT-on-rails and the
 /// planning CT holds.
 pub fn in_room_scanner() -> RigidTransform {
-    RigidTransform::from_xyz_deg([0.4, 0.0, 1.5], ionguide::units::VectorMm::new(35.0, -180.0, 1250.0))
+    RigidTransform::from_xyz_deg(
+        [0.4, 0.0, 1.5],
+        ionguide::units::VectorMm::new(35.0, -180.0, 1250.0),
+    )
 }
 
 /// The demo's phantom session, written under `dir`.
@@ -236,7 +241,9 @@ pub fn write_phantom_session(
             )?;
         }
         // a registration an earlier session left here must not be mistaken for this one's
-        None if registration.exists() => std::fs::remove_file(&registration).map_err(io_err(&registration))?,
+        None if registration.exists() => {
+            std::fs::remove_file(&registration).map_err(io_err(&registration))?
+        }
         None => {}
     }
     write_key(dir)?;
@@ -430,7 +437,16 @@ pub fn write_user_session(
     let config = dir.join("session.toml");
     write(
         &config,
-        session_toml(&abs(ct)?, &abs(structures)?, roi, &abs(plan)?, 10.0, budget_ms, None).as_bytes(),
+        session_toml(
+            &abs(ct)?,
+            &abs(structures)?,
+            roi,
+            &abs(plan)?,
+            10.0,
+            budget_ms,
+            None,
+        )
+        .as_bytes(),
     )?;
     Ok(config)
 }

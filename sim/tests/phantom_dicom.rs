@@ -233,6 +233,9 @@ fn a_session_rewritten_with_fewer_slices_loads_only_the_new_series() {
     let (_, session) = load_session(&s.config).unwrap();
     assert_eq!(session.planning_ct.grid().dims(), [128, 128, 24]);
     assert!(session.options.room_setup.is_none());
-    assert!(!dir.path().join("REG.dcm").exists(), "the earlier session's registration is gone");
+    assert!(
+        !dir.path().join("REG.dcm").exists(),
+        "the earlier session's registration is gone"
+    );
     assert!(dir.path().join("ct/notes.txt").exists());
 }
