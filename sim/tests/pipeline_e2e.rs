@@ -110,11 +110,7 @@ fn storescu_frames_with_known_shifts_reach_the_controller_corrected_to_the_truth
         );
         assert_eq!(ev.spots_sent as usize, rig.session.spot_count());
         let id = ev.ticket.frame_id;
-        let applied = rig.controller().wait_until(Duration::from_secs(30), |c| {
-            c.applied().is_some_and(|s| s.frame_id == id)
-        });
-        assert!(applied, "the controller applied frame {frame}'s corrections");
-        let set = rig.controller().with(|c| c.applied().cloned()).unwrap();
+        let set = rig.applied_set(id);
         check_against_truth(&rig, &set, *shift_mm, k + 1);
         frame_ids.push(id);
         applied_sets.push(set);
@@ -178,11 +174,7 @@ fn storescu_slices_are_decoded_early_and_the_frame_still_matches_the_truth() {
         assert!(storescu(&scp, &files).status.success());
         let ev = rig.next_event();
         assert_eq!(ev.ticket.outcome, Outcome::Corrected, "frame {frame}");
-        let id = ev.ticket.frame_id;
-        assert!(rig.controller().wait_until(Duration::from_secs(30), |c| {
-            c.applied().is_some_and(|s| s.frame_id == id)
-        }));
-        let set = rig.controller().with(|c| c.applied().cloned()).unwrap();
+        let set = rig.applied_set(ev.ticket.frame_id);
         check_against_truth(&rig, &set, [0.0; 3], frame as usize);
         // the first frame has no layout to predict from; the second reuses the slices ingest
         // got to before the frame completed (all but the last when it keeps up with storescu;

@@ -8,7 +8,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use ionguide::audit::AuditRecord;
 use ionguide::correction::HoldReason;
@@ -87,11 +86,7 @@ fn frames_of_another_scanner_are_tracked_through_the_setup_registration() {
         rig.push(frame_bytes(&objects, frame, &room_edit(*shift_mm)));
         let ev = rig.next_event();
         assert_eq!(ev.ticket.outcome, Outcome::Corrected, "frame {frame}");
-        let id = ev.ticket.frame_id;
-        assert!(rig.controller().wait_until(Duration::from_secs(30), |c| {
-            c.applied().is_some_and(|s| s.frame_id == id)
-        }));
-        let set = rig.controller().with(|c| c.applied().cloned()).unwrap();
+        let set = rig.applied_set(ev.ticket.frame_id);
         check_against_truth(&rig, &set, *shift_mm, frame as usize);
     }
     // a frame in the planning CT's own coordinates is not this session's scanner

@@ -305,6 +305,19 @@ pub enum OpenError {
     Parse(#[source] Box<dicom_object::ReadError>),
 }
 
+/// SOP Class UID from the data set, else from the file meta group (anonymizers blank the
+/// former).
+pub fn sop_class_uid(obj: &DefaultDicomObject) -> Result<String, AttrError> {
+    Ok(
+        opt_str(obj, attr!(SOP_CLASS_UID, "SOPClassUID"))?.unwrap_or_else(|| {
+            obj.meta()
+                .media_storage_sop_class_uid()
+                .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .to_string()
+        }),
+    )
+}
+
 /// How much of the data set to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Read {

@@ -286,7 +286,6 @@ fn attr_err(path: &Path, e: AttrError) -> CtError {
 }
 
 const MODALITY: Attr = attr!(MODALITY, "Modality");
-const SOP_CLASS_UID: Attr = attr!(SOP_CLASS_UID, "SOPClassUID");
 const SERIES_UID: Attr = attr!(SERIES_INSTANCE_UID, "SeriesInstanceUID");
 const STUDY_UID: Attr = attr!(STUDY_INSTANCE_UID, "StudyInstanceUID");
 const FOR_UID: Attr = attr!(FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID");
@@ -1364,9 +1363,7 @@ fn read_header(obj: &DefaultDicomObject, path: &Path, opt: &IngestOptions) -> Re
 
 /// SOP Class UID from the data set, else from the file meta group (anonymizers blank the former).
 fn sop_class(obj: &DefaultDicomObject, path: &Path) -> Result<String, CtError> {
-    Ok(attrs::opt_str(obj, SOP_CLASS_UID)
-        .map_err(|e| attr_err(path, e))?
-        .unwrap_or_else(|| trim_uid(obj.meta().media_storage_sop_class_uid())))
+    attrs::sop_class_uid(obj).map_err(|e| attr_err(path, e))
 }
 
 fn rescale(ds: &InMemDicomObject, path: &Path) -> Result<(f64, f64), CtError> {

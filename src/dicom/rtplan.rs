@@ -392,14 +392,7 @@ fn parse_plan(
         }
     };
     let mut warnings = Vec::new();
-    let sop = attrs::opt_str(obj, attr!(SOP_CLASS_UID, "SOPClassUID"))
-        .map_err(at("dataset".into()))?
-        .unwrap_or_else(|| {
-            obj.meta()
-                .media_storage_sop_class_uid()
-                .trim_end_matches('\0')
-                .to_string()
-        });
+    let sop = attrs::sop_class_uid(obj).map_err(at("dataset".into()))?;
     if sop != RT_ION_PLAN_SOP_CLASS {
         return Err(PlanError::WrongSopClass {
             path: path.to_path_buf(),

@@ -188,14 +188,7 @@ fn parse_structure_set(
             source,
         }
     };
-    let sop = attrs::opt_str(obj, attr!(SOP_CLASS_UID, "SOPClassUID"))
-        .map_err(at("dataset"))?
-        .unwrap_or_else(|| {
-            obj.meta()
-                .media_storage_sop_class_uid()
-                .trim_end_matches('\0')
-                .to_string()
-        });
+    let sop = attrs::sop_class_uid(obj).map_err(at("dataset"))?;
     if sop != RT_STRUCTURE_SET_SOP_CLASS {
         return Err(RtStructError::WrongSopClass {
             path: path.to_path_buf(),

@@ -179,6 +179,15 @@ impl Rig {
             .expect("a frame finished within 60 s")
     }
 
+    /// The corrections the controller applied for frame `id` (waits up to 30 s for them).
+    pub fn applied_set(&self, id: u64) -> ionguide::correction::CorrectionSet {
+        let applied = self.controller().wait_until(Duration::from_secs(30), |c| {
+            c.applied().is_some_and(|s| s.frame_id == id)
+        });
+        assert!(applied, "the controller applied frame {id}'s corrections");
+        self.controller().with(|c| c.applied().cloned()).unwrap()
+    }
+
     /// The controller.
     pub fn controller(&self) -> &ControllerHandle {
         self.controller.as_ref().unwrap()
