@@ -7,6 +7,7 @@ use ionguide::dicom::attrs::OpenError;
 use ionguide::dicom::ct::{self, CtError};
 use ionguide::dicom::rtplan::{self, PlanError};
 use ionguide::dicom::rtstruct::{self, RtStructError};
+use ionguide::dicom::spatial_registration::{self, RegistrationError};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fuzz");
 
@@ -162,6 +163,34 @@ fn a_ct_slice_claiming_1_2_gb_is_refused_before_allocation() {
             assert_eq!(length, 1_213_399_298);
             assert!(remaining < bytes.len());
         }
+        other => panic!("{other:?}"),
+    }
+}
+
+// spatial_registration, 7 min in: a Transfer Syntax UID ending in a form feed. dicom-rs trims
+// trailing whitespace and decodes implicit VR; the guard trimmed only NUL and space, took the
+// syntax for an unknown one and walked the data set as explicit VR, so it never saw the
+// (0000,0000) element claiming 4 278 190 080 bytes. The plan reader shares the guard.
+#[test]
+fn a_transfer_syntax_with_trailing_whitespace_is_read_as_dicom_rs_reads_it() {
+    let bytes = read("sro-transfer-syntax-form-feed.dcm");
+    match spatial_registration::read_room_setup_bytes(&bytes, "fuzz.dcm", "1.2.826.0.1.3680043.9.7777.1") {
+        Err(RegistrationError::Open {
+            source: OpenError::LengthBeyondEnd {
+                length, remaining, ..
+            },
+            ..
+        }) => {
+            assert_eq!(length, 4_278_190_080);
+            assert!(remaining < bytes.len());
+        }
+        other => panic!("{other:?}"),
+    }
+    match rtplan::read_plan_bytes(&bytes, "fuzz.dcm") {
+        Err(PlanError::Corrupt {
+            source: OpenError::LengthBeyondEnd { length, .. },
+            ..
+        }) => assert_eq!(length, 4_278_190_080),
         other => panic!("{other:?}"),
     }
 }

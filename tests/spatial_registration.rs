@@ -265,3 +265,69 @@ fn what_cannot_give_a_rigid_room_setup_is_refused_naming_why() {
     assert!(matches!(e, RegistrationError::Open { .. }), "{e}");
     assert!(e.to_string().contains("cut.dcm"), "{e}");
 }
+
+#[test]
+fn maps_that_only_together_stop_being_a_setup_are_refused() {
+    // (found by hand while fuzzing) each matrix passes on its own; their product does not
+    const SRO: &str = "1.2.840.10008.5.1.4.1.1.66.1";
+    let room_item = |matrices| Item { uid: ROOM, matrices };
+
+    // 1000 scalings by 1.00004, each within the rigidity tolerance, compound to 4 %
+    let mut creep = IDENTITY;
+    creep[0] = 1.00004;
+    let e = read_err(
+        SRO,
+        PLANNING,
+        &[room_item(vec![("RIGID", creep); 1000])],
+        PLANNING,
+    );
+    assert!(
+        matches!(
+            e,
+            RegistrationError::CombinedNotRigid {
+                item: 1,
+                matrices: 1000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // two shifts of 1e308 mm overflow to infinity
+    let mut huge = IDENTITY;
+    huge[3] = 1e308;
+    let e = read_err(
+        SRO,
+        PLANNING,
+        &[room_item(vec![("RIGID", huge), ("RIGID", huge)])],
+        PLANNING,
+    );
+    assert!(
+        matches!(e, RegistrationError::ImplausibleTranslation { .. }),
+        "{e}"
+    );
+
+    // a finite but impossible 1 235 km between two scanners' coordinates
+    let mut far = IDENTITY;
+    far[3] = 1.2345678901e9;
+    let e = read_err(SRO, PLANNING, &[room_item(vec![("RIGID", far)])], PLANNING);
+    assert!(
+        matches!(e, RegistrationError::ImplausibleTranslation { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("10000"), "{e}");
+
+    // 9.9 m is still a setup
+    let mut near = IDENTITY;
+    near[3] = 9_900.0;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dump2dcm(
+        dir.path(),
+        "reg",
+        SRO,
+        PLANNING,
+        &[room_item(vec![("RIGID", near)])],
+    );
+    let setup = read_room_setup(&path, PLANNING).unwrap();
+    assert_maps(&setup, &[([0.0, 0.0, 0.0], [-9_900.0, 0.0, 0.0])]);
+}

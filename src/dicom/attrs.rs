@@ -711,8 +711,10 @@ fn walk_meta(body: &[u8]) -> Result<Option<MetaEnd>, (ElementHeader, usize)> {
         };
         if e.tag == tags::TRANSFER_SYNTAX_UID {
             ts = Some(
+                // trimmed exactly as dicom-rs trims it (`FileMetaTable::transfer_syntax`): a
+                // syntax the guard reads differently from the decoder frames every length wrong
                 String::from_utf8_lossy(value)
-                    .trim_end_matches(['\0', ' '])
+                    .trim_end_matches(|c: char| c.is_whitespace() || c == '\0')
                     .to_string(),
             );
         }

@@ -37,6 +37,12 @@ use crate::geometry::{RigidTransform, RoomSetup};
 /// its determinant from 1.
 pub const RIGID_TOLERANCE: f64 = 1e-4;
 
+/// Largest translation of a Frame of Reference's map into the registered one, and of the
+/// planning → room map, mm. Patient coordinates of a scanner lie within a few metres of its
+/// origin; a map moving points farther says the object is not a setup registration (and
+/// values near `f64::MAX` would overflow when composed).
+pub const MAX_TRANSLATION_MM: f64 = 10_000.0;
+
 /// Why a Spatial Registration object cannot give the room setup.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -127,6 +133,31 @@ pub enum RegistrationError {
         matrix: usize,
         /// What is wrong.
         reason: String,
+    },
+    /// The product of an item's matrices is not rigid, though each one is within tolerance
+    /// (small scalings compound).
+    #[error("{path}: registration item {item}: its {matrices} matrices together are not rigid: {reason}")]
+    CombinedNotRigid {
+        /// File.
+        path: PathBuf,
+        /// Registration item (1-based).
+        item: usize,
+        /// Matrices in the item.
+        matrices: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A translation no setup registration can hold.
+    #[error("{path}: {what} moves points by {translation_mm:?} mm, more than {limit_mm} mm")]
+    ImplausibleTranslation {
+        /// File.
+        path: PathBuf,
+        /// Which map.
+        what: String,
+        /// Its translation, mm.
+        translation_mm: [f64; 3],
+        /// The limit, mm.
+        limit_mm: f64,
     },
     /// The object could not be written.
     #[error("writing a Spatial Registration object: {0}")]
@@ -251,6 +282,15 @@ fn parse_room_setup(
             })?;
             combined = m4 * combined;
         }
+        if matrices.len() > 1 {
+            check_rigid(&combined).map_err(|reason| RegistrationError::CombinedNotRigid {
+                path: path.to_path_buf(),
+                item: item_no,
+                matrices: matrices.len(),
+                reason,
+            })?;
+        }
+        check_translation(path, &format!("registration item {item_no}"), &combined)?;
         maps.push((uid, combined, item_no));
     }
     if !maps.iter().any(|(u, _, _)| *u == registered) {
@@ -287,11 +327,28 @@ fn parse_room_setup(
     let planning_to_room = to_rigid(to_reg_from_room)
         .inverse()
         .compose(&to_rigid(&to_reg_from_planning));
+    check_translation(path, "the planning → room map", &planning_to_room.matrix())?;
     Ok(RoomSetup {
         planning_to_room,
         planning_frame_of_reference_uid: planning_for_uid.to_string(),
         room_frame_of_reference_uid: room_uid.clone(),
     })
+}
+
+/// `Ok` when `m`'s translation is finite and within [`MAX_TRANSLATION_MM`].
+fn check_translation(path: &Path, what: &str, m: &Matrix4<f64>) -> Result<(), RegistrationError> {
+    let t = [m[(0, 3)], m[(1, 3)], m[(2, 3)]];
+    // written so that NaN fails
+    if t.iter().all(|v| v.abs() <= MAX_TRANSLATION_MM) {
+        Ok(())
+    } else {
+        Err(RegistrationError::ImplausibleTranslation {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            translation_mm: t,
+            limit_mm: MAX_TRANSLATION_MM,
+        })
+    }
 }
 
 /// `Ok` when `m` is a rigid transform within [`RIGID_TOLERANCE`]; else why not.
@@ -302,14 +359,14 @@ fn check_rigid(m: &Matrix4<f64>) -> Result<(), String> {
     }
     let r = Matrix3::from(m.fixed_view::<3, 3>(0, 0));
     let gram_error = (r.transpose() * r - Matrix3::identity()).abs().max();
-    if gram_error > RIGID_TOLERANCE {
+    if gram_error > RIGID_TOLERANCE || gram_error.is_nan() {
         let scales = [0, 1, 2].map(|c| r.column(c).norm());
         return Err(format!(
             "its 3×3 part is not a rotation (column lengths {scales:?}, |MᵀM − I| up to {gram_error:.2e})"
         ));
     }
     let det = r.determinant();
-    if (det - 1.0).abs() > RIGID_TOLERANCE {
+    if (det - 1.0).abs() > RIGID_TOLERANCE || det.is_nan() {
         return Err(format!(
             "its 3×3 part has determinant {det:.6}: a reflection, not a rotation"
         ));
