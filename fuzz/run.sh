@@ -13,6 +13,7 @@ case "$target" in
 ct_slice | ct_frame | rtstruct) max_len=1048576 ;;
 rtplan) max_len=262144 ;;
 config) max_len=16384 ;;
+spatial_registration) max_len=65536 ;;
 link_decode) max_len=2048 ;;
 *) echo "unknown target $target" >&2; exit 2 ;;
 esac
