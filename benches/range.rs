@@ -7,11 +7,11 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ionguide::geometry::Grid;
+use ionguide::geometry::{Grid, RigidTransform};
 use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::spots::{SpotTracer, SpotTracerOptions};
 use ionguide::range::{Hlut, RangeEnergyTable};
-use ionguide::units::{Ion, PointMm};
+use ionguide::units::{Ion, PointMm, VectorMm};
 use ionguide::volume::{CtVolume, Volume};
 
 const N: usize = 256;
@@ -118,6 +118,23 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("spot_wepl_frame_2beam_10k_spots_from_ct", |b| {
         b.iter(|| tracer.trace_frame_ct(&ct, &hlut))
+    });
+    // A frame from an in-room scanner turned 1.5° about z and 0.4° about x (placed in
+    // planning coordinates by its setup registration): every ray now crosses planes of all
+    // three axes.
+    let mut oblique = ct.clone();
+    oblique.map_patient_space(&RigidTransform::from_xyz_deg([0.4, 0.0, 1.5], VectorMm::zeros()));
+    tracer.trace_frame_ct(&oblique, &hlut);
+    let oblique_samples: usize = (0..tracer.rays().len())
+        .filter_map(|r| tracer.profile(r))
+        .map(|p| p.t_mm().len())
+        .sum();
+    eprintln!(
+        "oblique frame: mean {:.0} voxel crossings per ray",
+        oblique_samples as f64 / tracer.rays().len() as f64
+    );
+    c.bench_function("spot_wepl_frame_2beam_10k_spots_from_ct_oblique", |b| {
+        b.iter(|| tracer.trace_frame_ct(&oblique, &hlut))
     });
     let mut tracer2 = SpotTracer::new(&plan, &SpotTracerOptions::new([f64::INFINITY; 2]).with_threads(2))
         .unwrap_or_else(|e| panic!("{e}"));
