@@ -192,3 +192,21 @@ fn storescu_slices_are_decoded_early_and_the_frame_still_matches_the_truth() {
     scp.shutdown();
     rig.stop();
 }
+
+/// `Pipeline::start` returns only when every stage thread has finished its set-up (the range
+/// stage's tracer clone alone takes 10–20 ms), so a scanner's first frame does not spend its
+/// latency budget waiting for threads still starting.
+#[test]
+fn the_pipeline_starts_with_every_stage_set_up() {
+    let mut rig = Rig::start(RigOptions::default());
+    let ready = rig
+        .pipeline
+        .as_ref()
+        .unwrap()
+        .shared()
+        .counters
+        .stages_ready
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(ready, 5, "ingest, register, range, adapt and link");
+    rig.stop();
+}

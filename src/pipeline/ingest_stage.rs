@@ -70,6 +70,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
         next_id += 1;
         t
     };
+    io.set_up();
     loop {
         if io.shared.stop.load(Ordering::Acquire) {
             // nothing lost: frames the sources delivered but we never started are audited

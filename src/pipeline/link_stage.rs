@@ -49,6 +49,8 @@ pub struct LinkStage {
     pub timing: LinkTiming,
     /// Set when every other stage has ended: drain and stop.
     pub drain: Arc<std::sync::atomic::AtomicBool>,
+    /// Told once the stage is set up.
+    pub ready: Option<Sender<()>>,
 }
 
 /// The beam as we last told the controller.
@@ -94,6 +96,10 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
     };
     // Start held: nothing may be delivered before the first corrected frame.
     send_hold(&mut s, &mut st, HoldReason::NotReady, 0);
+    if let Some(ready) = s.ready.take() {
+        Counters::bump(&s.shared.counters.stages_ready);
+        let _ = ready.send(());
+    }
     loop {
         let mut did = false;
         while let Ok(r) = s.retired.try_recv() {

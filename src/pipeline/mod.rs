@@ -30,7 +30,7 @@ pub mod work;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -84,6 +84,16 @@ pub enum PipelineError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A stage thread did not finish its set-up in time (or died in it).
+    #[error("only {ready} of {stages} stage threads were ready after {waited:?}")]
+    NotReady {
+        /// Stages that were.
+        ready: usize,
+        /// Stages started.
+        stages: usize,
+        /// How long start waited.
+        waited: Duration,
+    },
     /// A stage thread panicked (a bug; the beam was held by the controller's watchdog).
     #[error("the {stage} stage panicked")]
     Panicked {
@@ -120,8 +130,14 @@ pub struct Pipeline {
 /// drops the frame, counted and audited).
 const HOP_CAPACITY: usize = 4;
 
+/// Stage threads `Pipeline::start` waits for: ingest, register, range, adapt, link.
+const STAGES: usize = 5;
+
+/// How long `Pipeline::start` waits for the stages' set-up (a tracer clone is ~20 ms).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Pipeline {
-    /// Starts the five stage threads.
+    /// Starts the five stage threads and returns once each has finished its set-up.
     pub fn start(session: Arc<Session>, io: PipelineIo) -> Result<Pipeline, PipelineError> {
         let shared = Arc::new(Shared::default());
         let drain = Arc::new(AtomicBool::new(false));
@@ -138,6 +154,9 @@ impl Pipeline {
         let (to_adapt, adapt_in) = hop::hop(HOP_CAPACITY);
         let (to_link, link_in) = hop::hop(HOP_CAPACITY);
         let retire = RetireTx::new(retire_tx, link_in.waker());
+        // Each stage says when its own set-up is done, so a frame sent right after `start`
+        // returns does not wait behind a thread still cloning its tracer.
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(STAGES);
         let io_for = |stage: Stage, input, output| StageIo {
             input,
             output,
@@ -145,6 +164,7 @@ impl Pipeline {
             shared: shared.clone(),
             stage,
             registered: false,
+            ready: Some(ready_tx.clone()),
         };
         // Ingest has no hop in: its input is the source channel; a dummy hop keeps StageIo uniform.
         let (_unused_tx, ingest_in) = hop::hop(1);
@@ -162,7 +182,9 @@ impl Pipeline {
             shared: shared.clone(),
             timing: io.timing,
             drain: drain.clone(),
+            ready: Some(ready_tx.clone()),
         };
+        drop(ready_tx);
         let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(format!("ionguide-{name}"))
@@ -198,13 +220,26 @@ impl Pipeline {
             "adapt",
             spawn("adapt", Box::new(move || adapt_stage::run(adapt_io, s4)))?,
         ));
-        Ok(Pipeline {
+        let pipeline = Pipeline {
             shared,
             drain,
             stages,
             link: Some(link),
             telemetry: telemetry_rx,
-        })
+        };
+        let waiting_since = Instant::now();
+        for ready in 0..STAGES {
+            let left = READY_TIMEOUT.saturating_sub(waiting_since.elapsed());
+            if ready_rx.recv_timeout(left).is_err() {
+                // dropping the pipeline stops the threads that did start
+                return Err(PipelineError::NotReady {
+                    ready,
+                    stages: STAGES,
+                    waited: waiting_since.elapsed(),
+                });
+            }
+        }
+        Ok(pipeline)
     }
 
     /// Finished-frame events (one per frame, in the order the link finished them).

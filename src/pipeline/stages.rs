@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::hop::{HopRx, HopTx, Waker};
+use super::telemetry::Counters;
 use super::work::{Outcome, Stage, Work};
 use super::Shared;
 use crate::correction::HoldReason;
@@ -66,15 +67,28 @@ pub struct StageIo {
     pub stage: Stage,
     /// Whether the calling thread has registered to be woken by pushes.
     pub registered: bool,
+    /// Told once, when the stage has finished its set-up and waits for its first frame.
+    pub ready: Option<Sender<()>>,
 }
 
 /// How long an idle stage sleeps between checks of the stop flag (a push wakes it sooner).
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 
 impl StageIo {
+    /// Says (once) that the stage has finished its set-up; `Pipeline::start` waits for every
+    /// stage's. [`next_frame`](Self::next_frame) says it on its first call.
+    pub fn set_up(&mut self) {
+        if let Some(ready) = self.ready.take() {
+            Counters::bump(&self.shared.counters.stages_ready);
+            let _ = ready.send(());
+        }
+    }
+
     /// Waits for the newest frame; older waiting ones are retired as dropped. `None` when the
     /// pipeline stops.
     pub fn next_frame(&mut self) -> Option<Box<Work>> {
+        // the first call comes after the stage's own set-up (tracer clone, buffers)
+        self.set_up();
         if !self.registered {
             // the producer's push unparks this thread from now on (else it would only notice
             // new frames when its idle wait times out)
@@ -92,7 +106,7 @@ impl StageIo {
                             self.stage.name()
                         ),
                     );
-                    super::telemetry::Counters::bump(&self.shared.counters.dropped);
+                    Counters::bump(&self.shared.counters.dropped);
                     self.retire.send(Retired::Work(w));
                     w = newer;
                 }
@@ -151,7 +165,7 @@ impl StageIo {
                 Outcome::Dropped,
                 format_args!("next stage after {} full", self.stage.name()),
             );
-            super::telemetry::Counters::bump(&self.shared.counters.dropped);
+            Counters::bump(&self.shared.counters.dropped);
             self.retire.send(Retired::Work(w));
         }
     }

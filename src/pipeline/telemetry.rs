@@ -38,6 +38,8 @@ pub struct Counters {
     pub acks_received: AtomicU64,
     /// Slices whose pixels were decoded early (before their frame was complete) and kept.
     pub slices_decoded_early: AtomicU64,
+    /// Stage threads done with their set-up (all five before `Pipeline::start` returns).
+    pub stages_ready: AtomicU64,
 }
 
 impl Counters {
