@@ -84,3 +84,132 @@ fn a_malformed_box_is_an_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("6 numbers"));
 }
+
+/// STS_002 re-placed as another scanner would describe it: every slice's position and
+/// orientation mapped by `planning_to_room`, a new Frame of Reference.
+fn write_room_copy(
+    dir: &std::path::Path,
+    planning_to_room: &ionguide::geometry::RigidTransform,
+    room_for: &str,
+) {
+    use dicom_core::value::PrimitiveValue;
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::tags;
+    use ionguide::units::{PointMm, VectorMm};
+    let src = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/STS_002/image"
+    ));
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let mut obj = dicom_object::open_file(&path).unwrap();
+        let f = |tag| obj.element(tag).unwrap().to_multi_float64().unwrap();
+        let (ipp, iop) = (
+            f(tags::IMAGE_POSITION_PATIENT),
+            f(tags::IMAGE_ORIENTATION_PATIENT),
+        );
+        let p = planning_to_room.apply(&PointMm::new(ipp[0], ipp[1], ipp[2]));
+        let row = planning_to_room.apply_vector(&VectorMm::new(iop[0], iop[1], iop[2]));
+        let col = planning_to_room.apply_vector(&VectorMm::new(iop[3], iop[4], iop[5]));
+        let ds = |v: Vec<f64>| PrimitiveValue::Strs(v.iter().map(|x| format!("{x:.10}")).collect());
+        obj.put(DataElement::new(
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            ds(vec![p.x, p.y, p.z]),
+        ));
+        obj.put(DataElement::new(
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            ds(row.iter().chain(col.iter()).copied().collect()),
+        ));
+        obj.put(DataElement::new(
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            PrimitiveValue::from(room_for),
+        ));
+        obj.write_to_file(dir.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn a_registration_of_another_scanners_ct_is_written_as_the_setup_registration() {
+    use ionguide::dicom::spatial_registration::read_room_setup;
+    use ionguide::geometry::RigidTransform;
+    use ionguide::units::{PointMm, VectorMm};
+
+    // far beyond the cold search: the scanner's origin 0.95 m away, the patient turned 1°
+    let truth = RigidTransform::from_xyz_deg([0.0, 0.0, 1.0], VectorMm::new(250.0, -120.0, 900.0));
+    const ROOM_FOR: &str = "1.2.826.0.1.3680043.9.7777.40";
+    let dir = tempfile::tempdir().unwrap();
+    let room = dir.path().join("room");
+    std::fs::create_dir_all(&room).unwrap();
+    write_room_copy(&room, &truth, ROOM_FOR);
+    let reg = dir.path().join("REG.dcm");
+    let out = ionguide(&[
+        "register",
+        "--fixed",
+        "tests/data/STS_002/image",
+        "--moving",
+        room.to_str().unwrap(),
+        "--structures",
+        "tests/data/STS_002/mask/RS.dcm",
+        "--roi",
+        "GTV_Mass_CT",
+        // a rough start, as a setup's couch positions would give it
+        "--initial-translation-mm",
+        "246,-117,904",
+        "--write-setup-registration",
+        reg.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "accept", "{v}");
+    let planning_for = dicom_object::open_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/STS_002/image/000010.dcm"
+    ))
+    .unwrap()
+    .element(dicom_dictionary_std::tags::FRAME_OF_REFERENCE_UID)
+    .unwrap()
+    .to_str()
+    .unwrap()
+    .trim_end_matches('\0')
+    .to_string();
+    let setup = read_room_setup(&reg, &planning_for).unwrap();
+    assert_eq!(setup.room_frame_of_reference_uid, ROOM_FOR);
+    let target: Vec<f64> = v["target_planned_mm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let t = PointMm::new(target[0], target[1], target[2]);
+    let err = (setup.planning_to_room.apply(&t) - truth.apply(&t)).norm();
+    assert!(
+        err < 0.5,
+        "the target maps {err:.3} mm from where the scanner put it"
+    );
+
+    // a frame in the planning CT's own coordinates needs no setup registration
+    let out = ionguide(&[
+        "register",
+        "--fixed",
+        "tests/data/STS_002/image",
+        "--moving",
+        "tests/data/STS_002/image",
+        "--structures",
+        "tests/data/STS_002/mask/RS.dcm",
+        "--roi",
+        "GTV_Mass_CT",
+        "--write-setup-registration",
+        dir.path().join("same.dcm").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no setup registration is needed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("same.dcm").exists());
+}
