@@ -10,20 +10,26 @@ fn ionguide(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn a_series_against_itself_is_the_identity_in_json() {
-    let out = ionguide(&[
+/// `ionguide register` of `moving` onto STS_002 around its GTV, with `extra` arguments.
+fn register_on_sts002(moving: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
         "register",
         "--fixed",
         "tests/data/STS_002/image",
         "--moving",
-        "tests/data/STS_002/image",
+        moving,
         "--structures",
         "tests/data/STS_002/mask/RS.dcm",
         "--roi",
         "GTV_Mass_CT",
-        "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    ionguide(&args)
+}
+
+#[test]
+fn a_series_against_itself_is_the_identity_in_json() {
+    let out = register_on_sts002("tests/data/STS_002/image", &["--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in ["translation_mm", "rotation_deg", "tumor_shift_mm"] {
@@ -145,23 +151,17 @@ fn a_registration_of_another_scanners_ct_is_written_as_the_setup_registration() 
     std::fs::create_dir_all(&room).unwrap();
     write_room_copy(&room, &truth, ROOM_FOR);
     let reg = dir.path().join("REG.dcm");
-    let out = ionguide(&[
-        "register",
-        "--fixed",
-        "tests/data/STS_002/image",
-        "--moving",
+    let out = register_on_sts002(
         room.to_str().unwrap(),
-        "--structures",
-        "tests/data/STS_002/mask/RS.dcm",
-        "--roi",
-        "GTV_Mass_CT",
-        // a rough start, as a setup's couch positions would give it
-        "--initial-translation-mm",
-        "246,-117,904",
-        "--write-setup-registration",
-        reg.to_str().unwrap(),
-        "--json",
-    ]);
+        &[
+            // a rough start, as a setup's couch positions would give it
+            "--initial-translation-mm",
+            "246,-117,904",
+            "--write-setup-registration",
+            reg.to_str().unwrap(),
+            "--json",
+        ],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "accept", "{v}");
@@ -192,24 +192,16 @@ fn a_registration_of_another_scanners_ct_is_written_as_the_setup_registration() 
     );
 
     // a frame in the planning CT's own coordinates needs no setup registration
-    let out = ionguide(&[
-        "register",
-        "--fixed",
+    let same = dir.path().join("same.dcm");
+    let out = register_on_sts002(
         "tests/data/STS_002/image",
-        "--moving",
-        "tests/data/STS_002/image",
-        "--structures",
-        "tests/data/STS_002/mask/RS.dcm",
-        "--roi",
-        "GTV_Mass_CT",
-        "--write-setup-registration",
-        dir.path().join("same.dcm").to_str().unwrap(),
-    ]);
+        &["--write-setup-registration", same.to_str().unwrap()],
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no setup registration is needed"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!dir.path().join("same.dcm").exists());
+    assert!(!same.exists());
 }
