@@ -369,6 +369,19 @@ pub struct RoomSetup {
     pub room_frame_of_reference_uid: String,
 }
 
+impl std::fmt::Display for RoomSetup {
+    /// `planning → room: translation (x, y, z) mm, rotation x α°, y β°, z γ°`, for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.planning_to_room.translation_mm;
+        let [ax, ay, az] = self.planning_to_room.rotation_xyz_deg();
+        write!(
+            f,
+            "planning → room: translation ({:.2}, {:.2}, {:.2}) mm, rotation x {ax:.3}°, y {ay:.3}°, z {az:.3}°",
+            t.x, t.y, t.z
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,12 +187,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         scenario::bundled_trace().display()
     );
     if let Some(room) = &s.room {
-        let t = room.planning_to_room.translation_mm;
-        let [ax, ay, az] = room.planning_to_room.rotation_xyz_deg();
         eprintln!(
-            "in-room scanner: its own Frame of Reference, mapped by the setup registration REG.dcm \
-             (planning → room: translation ({:.1}, {:.1}, {:.1}) mm, rotation x {ax:.2}°, y {ay:.2}°, z {az:.2}°)",
-            t.x, t.y, t.z
+            "in-room scanner: its own Frame of Reference, mapped by the setup registration REG.dcm ({room})"
         );
     }
     let (times, disp) = scenario::displacements(

@@ -54,16 +54,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     match &session.options.room_setup {
-        Some(room) => {
-            let t = room.planning_to_room.translation_mm;
-            let [ax, ay, az] = room.planning_to_room.rotation_xyz_deg();
-            tracing::info!(
-                room_frame_of_reference = %room.room_frame_of_reference_uid,
-                "setup registration: frames are mapped from the room's coordinates \
-                 (planning → room: translation ({:.2}, {:.2}, {:.2}) mm, rotation x {ax:.3}°, y {ay:.3}°, z {az:.3}°)",
-                t.x, t.y, t.z
-            );
-        }
+        Some(room) => tracing::info!(
+            room_frame_of_reference = %room.room_frame_of_reference_uid,
+            "setup registration: frames are mapped from the room's coordinates ({room})"
+        ),
         None => tracing::info!(
             "no setup registration: the first frame's Frame of Reference is kept for the session and \
              frames are registered in their own coordinates"

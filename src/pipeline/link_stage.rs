@@ -96,10 +96,7 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
     };
     // Start held: nothing may be delivered before the first corrected frame.
     send_hold(&mut s, &mut st, HoldReason::NotReady, 0);
-    if let Some(ready) = s.ready.take() {
-        Counters::bump(&s.shared.counters.stages_ready);
-        let _ = ready.send(());
-    }
+    super::stages::say_ready(&mut s.ready, &s.shared);
     loop {
         let mut did = false;
         while let Ok(r) = s.retired.try_recv() {

@@ -71,6 +71,14 @@ pub struct StageIo {
     pub ready: Option<Sender<()>>,
 }
 
+/// Tells `Pipeline::start` (once) that a stage thread has finished its set-up.
+pub(super) fn say_ready(ready: &mut Option<Sender<()>>, shared: &Shared) {
+    if let Some(ready) = ready.take() {
+        Counters::bump(&shared.counters.stages_ready);
+        let _ = ready.send(());
+    }
+}
+
 /// How long an idle stage sleeps between checks of the stop flag (a push wakes it sooner).
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 
@@ -78,10 +86,7 @@ impl StageIo {
     /// Says (once) that the stage has finished its set-up; `Pipeline::start` waits for every
     /// stage's. [`next_frame`](Self::next_frame) says it on its first call.
     pub fn set_up(&mut self) {
-        if let Some(ready) = self.ready.take() {
-            Counters::bump(&self.shared.counters.stages_ready);
-            let _ = ready.send(());
-        }
+        say_ready(&mut self.ready, &self.shared);
     }
 
     /// Waits for the newest frame; older waiting ones are retired as dropped. `None` when the
