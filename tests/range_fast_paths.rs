@@ -144,3 +144,33 @@ fn ingest_on_one_or_two_threads_gives_the_same_series() {
     assert_eq!(two.volume.as_slice(), one.volume.as_slice());
     assert_eq!(two.meta, one.meta);
 }
+
+/// The tracer packs every ray's samples into one store; each ray's profile must still be
+/// exactly what tracing that ray alone gives, after the store grew for a larger grid and in
+/// a clone (the range stage works on a clone of the session's tracer).
+#[test]
+fn packed_profiles_equal_single_ray_traces_after_growth_and_clone() {
+    use ionguide::range::raytrace::{trace_into, RayProfile};
+    use ionguide::volume::Volume;
+    let rsp = Hlut::default().convert(&random_ct());
+    let plan = plan();
+    let opts = SpotTracerOptions::new([f64::INFINITY; 2]).with_wepl_margin_mm(f64::INFINITY);
+    let mut tracer = SpotTracer::new(&plan, &opts).unwrap();
+    // First a coarser grid over the same box (a smaller sample bound), then the real one.
+    let coarse =
+        Grid::axis_aligned([20, 14, 12], PointMm::new(-76.0, -64.0, -70.0), [8.0, 10.0, 12.5]).unwrap();
+    tracer.trace_frame(&Volume::filled(coarse, 1.0f32));
+    tracer.trace_frame(&rsp);
+    let copy = tracer.clone();
+    let mut alone = RayProfile::default();
+    let mut samples = 0;
+    for (r, ray) in tracer.rays().iter().enumerate() {
+        trace_into(&rsp, ray, f64::INFINITY, &mut alone);
+        for packed in [tracer.profile(r).unwrap(), copy.profile(r).unwrap()] {
+            assert_eq!(packed, alone.view(), "ray {r}");
+        }
+        samples += alone.view().t_mm().len();
+    }
+    assert!(samples > 10 * tracer.rays().len(), "{samples} samples");
+    assert_eq!(copy.target_t_mm(), tracer.target_t_mm());
+}

@@ -56,8 +56,8 @@ fn a_warm_spot_tracer_frame_allocates_nothing() {
         label: "t".into(),
         beams: vec![beam(1, 0.0), beam(2, 90.0)],
     };
-    // A small initial buffer, so the warm-up frame must grow it.
-    let opts = SpotTracerOptions::new([f64::INFINITY; 2]).with_profile_capacity(4);
+    // The profile store is empty until the warm-up frame sizes it.
+    let opts = SpotTracerOptions::new([f64::INFINITY; 2]);
     let mut tracer = SpotTracer::new(&plan, &opts).unwrap();
     tracer.trace_frame(&rsp);
     tracer.trace_frame_ct(&ct, &hlut);

@@ -213,6 +213,7 @@ fn profile_depth_queries_invert_each_other() {
     let ray = Ray::new(PointMm::new(-10.5, 1.0, 1.0), VectorMm::x());
     let mut p = RayProfile::default();
     trace_into(&vol, &ray, f64::INFINITY, &mut p);
+    let p = p.view();
     assert_eq!(p.entry_t_mm(), Some(10.0));
     assert_eq!(p.exit_t_mm(), Some(20.0));
     // Through slabs 0 and 1 and half of 2: 0.5 + 0.6 + 0.35.
@@ -282,7 +283,7 @@ proptest! {
             let mut p = RayProfile::default();
             let vol = Volume::filled(grid.clone(), 1.0f32);
             trace_into(&vol, &ray, len, &mut p);
-            p.entry_t_mm().unwrap_or(0.0)
+            p.view().entry_t_mm().unwrap_or(0.0)
         });
         if let Some(e) = entry { t = e; }
         for (ijk, l) in &segs {

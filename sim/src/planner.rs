@@ -176,10 +176,11 @@ pub fn plan(
                 }
                 let (t1, t2) = (-b - disc.sqrt(), -b + disc.sqrt());
                 trace_into(&rsp, &ray, t2 + 1.0, &mut profile);
-                if profile.is_empty() {
+                if profile.view().is_empty() {
                     continue;
                 }
-                rays.push((x, y, profile.wepl_at_depth(t1), profile.wepl_at_depth(t2)));
+                let p = profile.view();
+                rays.push((x, y, p.wepl_at_depth(t1), p.wepl_at_depth(t2)));
             }
         }
         let Some(d_min) = rays.iter().map(|r| r.2).reduce(f64::min) else {

@@ -32,7 +32,7 @@ pub use beam::{BeamGeometry, PatientPosition};
 pub use facility::FacilityTable;
 pub use hlut::Hlut;
 pub use range_energy::RangeEnergyTable;
-pub use raytrace::{Ray, RayProfile};
+pub use raytrace::{ProfileView, Ray, RayProfile};
 pub use spots::{SpotTracer, SpotTracerOptions};
 
 use std::path::PathBuf;

@@ -57,7 +57,7 @@ impl Ray {
 
 /// Cumulative WEPL along a ray: `(t_mm, wepl_mm)` at volume entry (WEPL 0) and at every voxel
 /// exit. Empty when the ray misses. Reused across frames: [`trace_into`] clears it and keeps
-/// its capacity.
+/// its capacity. Read it through [`RayProfile::view`].
 ///
 /// The samples live in the first `len` entries of buffers that only ever grow, so tracing
 /// writes them by index without a capacity check per sample.
@@ -72,7 +72,7 @@ pub struct RayProfile {
 
 impl PartialEq for RayProfile {
     fn eq(&self, other: &Self) -> bool {
-        self.t_mm() == other.t_mm() && self.wepl_mm() == other.wepl_mm() && self.truncated == other.truncated
+        self.view() == other.view()
     }
 }
 
@@ -91,6 +91,40 @@ impl RayProfile {
         self.len = 0;
         self.truncated = false;
     }
+    /// The samples of the last trace.
+    pub fn view(&self) -> ProfileView<'_> {
+        ProfileView {
+            t: &self.t_buf[..self.len],
+            w: &self.w_buf[..self.len],
+            truncated: self.truncated,
+        }
+    }
+    fn record(&mut self, traced: Traced) {
+        self.len = traced.len;
+        self.truncated = traced.truncated;
+    }
+}
+
+impl SampleSink for RayProfile {
+    fn buffers(&mut self, bound: usize) -> (&mut [f64], &mut [f64]) {
+        if self.t_buf.len() < bound {
+            self.t_buf.resize(bound, 0.0);
+            self.w_buf.resize(bound, 0.0);
+        }
+        (&mut self.t_buf[..bound], &mut self.w_buf[..bound])
+    }
+}
+
+/// One ray's samples, wherever they are stored (a [`RayProfile`], or the packed store of a
+/// [`SpotTracer`](super::SpotTracer)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfileView<'a> {
+    pub(crate) t: &'a [f64],
+    pub(crate) w: &'a [f64],
+    pub(crate) truncated: bool,
+}
+
+impl<'a> ProfileView<'a> {
     /// Whether the trace stopped at its WEPL limit ([`trace_until`]) before leaving the
     /// volume: samples end at the first voxel exit whose cumulative WEPL reached the limit,
     /// and nothing is known beyond [`Self::exit_t_mm`].
@@ -99,31 +133,31 @@ impl RayProfile {
     }
     /// Whether the ray missed the volume (or the segment has no length inside it).
     pub fn is_empty(&self) -> bool {
-        self.len < 2
+        self.t.len() < 2
     }
     /// Sample parameters, mm (entry, then voxel exits).
-    pub fn t_mm(&self) -> &[f64] {
-        &self.t_buf[..self.len]
+    pub fn t_mm(&self) -> &'a [f64] {
+        self.t
     }
     /// Cumulative WEPL at each sample, mm.
-    pub fn wepl_mm(&self) -> &[f64] {
-        &self.w_buf[..self.len]
+    pub fn wepl_mm(&self) -> &'a [f64] {
+        self.w
     }
     /// Parameter where the ray enters the volume.
     pub fn entry_t_mm(&self) -> Option<f64> {
-        self.t_mm().first().copied()
+        self.t.first().copied()
     }
     /// Parameter where the ray leaves the volume (or the segment ends, or the trace stopped).
     pub fn exit_t_mm(&self) -> Option<f64> {
-        self.t_mm().last().copied()
+        self.t.last().copied()
     }
     /// Total WEPL, mm (0 for a miss).
     pub fn total_wepl_mm(&self) -> f64 {
-        self.wepl_mm().last().copied().unwrap_or(0.0)
+        self.w.last().copied().unwrap_or(0.0)
     }
     /// Geometric length inside the volume, mm.
     pub fn geometric_mm(&self) -> f64 {
-        match (self.t_mm().first(), self.t_mm().last()) {
+        match (self.t.first(), self.t.last()) {
             (Some(a), Some(b)) => b - a,
             _ => 0.0,
         }
@@ -133,7 +167,7 @@ impl RayProfile {
     /// exit, linear inside a voxel). For a truncated profile "total" is the WEPL where the
     /// trace stopped; callers check [`Self::is_truncated`] before reading past the end.
     pub fn wepl_at_depth(&self, t_mm: f64) -> f64 {
-        let t = self.t_mm();
+        let t = self.t;
         if t.len() < 2 || t_mm.is_nan() || t_mm <= t[0] {
             return 0.0;
         }
@@ -142,7 +176,7 @@ impl RayProfile {
             return self.total_wepl_mm();
         }
         let (t0, t1) = (t[k - 1], t[k]);
-        let (w0, w1) = (self.wepl_mm()[k - 1], self.wepl_mm()[k]);
+        let (w0, w1) = (self.w[k - 1], self.w[k]);
         if t1 <= t0 {
             return w1;
         }
@@ -152,21 +186,41 @@ impl RayProfile {
     /// First parameter where cumulative WEPL reaches `wepl_mm`; `None` if the ray leaves the
     /// volume first (or misses it, or `wepl_mm` is not finite). `wepl_mm ≤ 0` gives the entry.
     pub fn depth_at_wepl(&self, wepl_mm: f64) -> Option<f64> {
-        let w = self.wepl_mm();
+        let w = self.w;
         if w.len() < 2 || !wepl_mm.is_finite() || wepl_mm > self.total_wepl_mm() {
             return None;
         }
         if wepl_mm <= 0.0 {
-            return Some(self.t_mm()[0]);
+            return Some(self.t[0]);
         }
         let k = w.partition_point(|&x| x < wepl_mm).max(1);
         let (w0, w1) = (w[k - 1], w[k]);
-        let (t0, t1) = (self.t_mm()[k - 1], self.t_mm()[k]);
+        let (t0, t1) = (self.t[k - 1], self.t[k]);
         if w1 <= w0 {
             return Some(t1);
         }
         Some(t0 + (t1 - t0) * (wepl_mm - w0) / (w1 - w0))
     }
+}
+
+/// What one trace wrote: its sample count (0 for a miss) and whether it stopped at its WEPL
+/// limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Traced {
+    pub len: usize,
+    pub truncated: bool,
+}
+
+/// Where a trace writes its samples: `buffers(bound)` lends `t` and `wepl` slices of exactly
+/// `bound` entries (see [`sample_bound`]), of which the trace fills a prefix.
+pub(crate) trait SampleSink {
+    fn buffers(&mut self, bound: usize) -> (&mut [f64], &mut [f64]);
+}
+
+/// Most samples a trace through `grid` can write: the entry, then one per plane crossing,
+/// and a ray crosses each plane at most once.
+pub(crate) fn sample_bound(grid: &crate::geometry::Grid) -> usize {
+    grid.dims().iter().sum::<usize>() + 2
 }
 
 /// WEPL and geometric length of a straight segment.
@@ -183,6 +237,7 @@ pub fn wepl_between(rsp: &Volume<f32>, a: &PointMm, b: &PointMm) -> SegmentWepl 
     let (ray, len) = Ray::through(a, b);
     let mut p = RayProfile::default();
     trace_into(rsp, &ray, len, &mut p);
+    let p = p.view();
     SegmentWepl {
         wepl_mm: p.total_wepl_mm(),
         geometric_mm: p.geometric_mm(),
@@ -348,14 +403,26 @@ pub fn trace_into(rsp: &Volume<f32>, ray: &Ray, t_max_mm: f64, profile: &mut Ray
 /// `stop_wepl_mm` (the profile is then [truncated](RayProfile::is_truncated)). Every sample
 /// it keeps is bit-identical to the full trace's: the stop only drops the tail.
 pub fn trace_until(rsp: &Volume<f32>, ray: &Ray, t_max_mm: f64, stop_wepl_mm: f64, profile: &mut RayProfile) {
+    let traced = trace_rsp_samples(rsp, ray, t_max_mm, stop_wepl_mm, profile);
+    profile.record(traced);
+}
+
+/// [`trace_until`] into any sample store.
+pub(crate) fn trace_rsp_samples(
+    rsp: &Volume<f32>,
+    ray: &Ray,
+    t_max_mm: f64,
+    stop_wepl_mm: f64,
+    sink: &mut impl SampleSink,
+) -> Traced {
     trace_generic(
         rsp.grid(),
         F32Voxels(rsp.as_slice()),
         ray,
         t_max_mm,
         stop_wepl_mm,
-        profile,
-    );
+        sink,
+    )
 }
 
 /// [`trace_until`] straight on a CT frame, converting each visited voxel through `hlut`'s
@@ -369,11 +436,24 @@ pub fn trace_ct_until(
     stop_wepl_mm: f64,
     profile: &mut RayProfile,
 ) {
+    let traced = trace_ct_samples(ct, hlut, ray, t_max_mm, stop_wepl_mm, profile);
+    profile.record(traced);
+}
+
+/// [`trace_ct_until`] into any sample store.
+pub(crate) fn trace_ct_samples(
+    ct: &CtVolume,
+    hlut: &Hlut,
+    ray: &Ray,
+    t_max_mm: f64,
+    stop_wepl_mm: f64,
+    sink: &mut impl SampleSink,
+) -> Traced {
     let voxels = CtVoxels {
         hu: ct.as_slice(),
         lut: hlut.dense_lut(),
     };
-    trace_generic(ct.grid(), voxels, ray, t_max_mm, stop_wepl_mm, profile);
+    trace_generic(ct.grid(), voxels, ray, t_max_mm, stop_wepl_mm, sink)
 }
 
 /// Where the walk reads RSP from: a converted RSP volume, or CT + lookup.
@@ -414,21 +494,17 @@ fn trace_generic(
     ray: &Ray,
     t_max_mm: f64,
     stop_wepl_mm: f64,
-    profile: &mut RayProfile,
-) {
-    profile.clear();
-    let Some(walk) = Walk::new(grid, ray, t_max_mm) else {
-        return;
+    sink: &mut impl SampleSink,
+) -> Traced {
+    const MISS: Traced = Traced {
+        len: 0,
+        truncated: false,
     };
-    // Each sample after the entry is one plane crossing and a ray crosses each plane at most
-    // once: sizing the buffers to that bound once means a reused profile never allocates
-    // after its first frame.
-    let bound = walk.n.iter().sum::<usize>() + 2;
-    if profile.t_buf.len() < bound {
-        profile.t_buf.resize(bound, 0.0);
-        profile.w_buf.resize(bound, 0.0);
-    }
-    let (tb, wb) = (&mut profile.t_buf[..bound], &mut profile.w_buf[..bound]);
+    let Some(walk) = Walk::new(grid, ray, t_max_mm) else {
+        return MISS;
+    };
+    // Sized to the bound once, a reused store never allocates after its first frame.
+    let (tb, wb) = sink.buffers(sample_bound(grid));
     tb[0] = walk.t_in;
     wb[0] = 0.0;
     let mut len = 1;
@@ -494,11 +570,10 @@ fn trace_generic(
             !truncated
         });
     }
-    profile.len = len;
     if len < 2 {
-        profile.clear();
+        MISS
     } else {
-        profile.truncated = truncated;
+        Traced { len, truncated }
     }
 }
 

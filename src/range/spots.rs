@@ -29,7 +29,9 @@ use super::beam::BeamGeometry;
 use super::facility::FacilityTable;
 use super::hlut::Hlut;
 use super::range_energy::RangeEnergyTable;
-use super::raytrace::{trace_ct_until, trace_until, Ray, RayProfile};
+use super::raytrace::{
+    sample_bound, trace_ct_samples, trace_rsp_samples, ProfileView, Ray, SampleSink, Traced,
+};
 use super::RangeError;
 use crate::plan::IonPlan;
 use crate::units::{PointMm, VectorMm};
@@ -55,8 +57,6 @@ pub struct SpotTracerOptions {
     pub upstream_mm: f64,
     /// Depth model.
     pub depth_model: DepthModel,
-    /// Initial samples per ray buffer (grows once if a ray is longer).
-    pub profile_capacity: usize,
     /// WEPL traced past each ray's deepest planned depth, mm (default 20 mm; ≥ 0, infinite:
     /// whole rays).
     pub wepl_margin_mm: f64,
@@ -73,7 +73,6 @@ impl SpotTracerOptions {
             default_sad_mm,
             upstream_mm: 1000.0,
             depth_model: DepthModel::Csda,
-            profile_capacity: 1024,
             wepl_margin_mm: 20.0,
             threads: 1,
         }
@@ -96,11 +95,6 @@ impl SpotTracerOptions {
     /// Sets the depth model.
     pub fn with_depth_model(mut self, model: DepthModel) -> Self {
         self.depth_model = model;
-        self
-    }
-    /// Sets the initial per-ray buffer size.
-    pub fn with_profile_capacity(mut self, samples: usize) -> Self {
-        self.profile_capacity = samples;
         self
     }
 }
@@ -126,7 +120,7 @@ pub struct SpotRef {
 #[derive(Debug, Clone)]
 pub struct SpotTracer {
     rays: Vec<Ray>,
-    profiles: Vec<RayProfile>,
+    profiles: ProfileStore,
     spots: Vec<SpotRef>,
     /// Per ray `r`, its spots are `ray_spots[ray_spot_start[r]..ray_spot_start[r + 1]]`, so
     /// targets are located right after the ray is traced, while its profile is in cache.
@@ -209,9 +203,7 @@ impl SpotTracer {
                 }
             }
         }
-        let profiles = (0..rays.len())
-            .map(|_| RayProfile::with_capacity(options.profile_capacity))
-            .collect();
+        let profiles = ProfileStore::new(rays.len());
         let target_t_mm = vec![None; spots.len()];
         // Rays in tracing order: per beam, rows of equal BEV y with x varying fastest, so
         // neighbouring rays reuse the cache lines the previous one loaded. Ray indices are
@@ -264,14 +256,16 @@ impl SpotTracer {
 
     /// Traces every ray through `rsp` and locates every spot's target point.
     pub fn trace_frame(&mut self, rsp: &Volume<f32>) {
-        self.trace_with(&[], |ray, stop, p| trace_until(rsp, ray, f64::INFINITY, stop, p));
+        self.trace_with(rsp.grid(), &[], |ray, stop, p| {
+            trace_rsp_samples(rsp, ray, f64::INFINITY, stop, p)
+        });
     }
 
     /// [`Self::trace_frame`] on the RSP volume `hlut.convert(ct)`, without building it: each
     /// visited voxel is converted through the same lookup, so the results are identical.
     pub fn trace_frame_ct(&mut self, ct: &CtVolume, hlut: &Hlut) {
-        self.trace_with(&[], |ray, stop, p| {
-            trace_ct_until(ct, hlut, ray, f64::INFINITY, stop, p)
+        self.trace_with(ct.grid(), &[], |ray, stop, p| {
+            trace_ct_samples(ct, hlut, ray, f64::INFINITY, stop, p)
         });
     }
 
@@ -286,8 +280,8 @@ impl SpotTracer {
         beam_offsets_mm: &[VectorMm],
     ) -> Result<(), RangeError> {
         self.check_offsets(beam_offsets_mm)?;
-        self.trace_with(beam_offsets_mm, |ray, stop, p| {
-            trace_until(rsp, ray, f64::INFINITY, stop, p)
+        self.trace_with(rsp.grid(), beam_offsets_mm, |ray, stop, p| {
+            trace_rsp_samples(rsp, ray, f64::INFINITY, stop, p)
         });
         Ok(())
     }
@@ -300,8 +294,8 @@ impl SpotTracer {
         beam_offsets_mm: &[VectorMm],
     ) -> Result<(), RangeError> {
         self.check_offsets(beam_offsets_mm)?;
-        self.trace_with(beam_offsets_mm, |ray, stop, p| {
-            trace_ct_until(ct, hlut, ray, f64::INFINITY, stop, p)
+        self.trace_with(ct.grid(), beam_offsets_mm, |ray, stop, p| {
+            trace_ct_samples(ct, hlut, ray, f64::INFINITY, stop, p)
         });
         Ok(())
     }
@@ -338,13 +332,18 @@ impl SpotTracer {
     }
 
     /// `offsets` empty: rays as built; else one offset per beam (checked by the caller).
-    fn trace_with(&mut self, offsets: &[VectorMm], trace: impl Fn(&Ray, f64, &mut RayProfile) + Sync) {
+    fn trace_with(
+        &mut self,
+        grid: &crate::geometry::Grid,
+        offsets: &[VectorMm],
+        trace: impl Fn(&Ray, f64, &mut Slot<'_>) -> Traced + Sync,
+    ) {
         let chunk = Chunk {
             offsets,
             ray_beam: &self.ray_beam,
             rays: &self.rays,
             stop_wepl_mm: &self.stop_wepl_mm,
-            profiles: &mut self.profiles,
+            profiles: self.profiles.chunk(sample_bound(grid)),
             spot_start: &self.ray_spot_start,
             ray_spots: &self.ray_spots,
             spots: &self.spots,
@@ -374,7 +373,7 @@ impl SpotTracer {
         &self.rays
     }
     /// A ray's cumulative WEPL profile from the last frame.
-    pub fn profile(&self, ray: usize) -> Option<&RayProfile> {
+    pub fn profile(&self, ray: usize) -> Option<ProfileView<'_>> {
         self.profiles.get(ray)
     }
     /// Target parameters (mm along each spot's ray) from the last frame; `None` where the ray
@@ -393,7 +392,7 @@ impl SpotTracer {
     /// trace stopped (more than the WEPL margin beyond the ray's deepest planned depth).
     pub fn wepl_at_t_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
         let s = self.spots.get(spot)?;
-        let p = &self.profiles[s.ray];
+        let p = self.profiles.get(s.ray)?;
         if p.is_truncated() && p.exit_t_mm().is_some_and(|end| t_mm.is_nan() || t_mm > end) {
             return None;
         }
@@ -406,7 +405,7 @@ impl SpotTracer {
     /// and the adapt stage must hold rather than read the total as if it were the answer.
     pub fn wepl_at_t_within_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
         let s = self.spots.get(spot)?;
-        let p = &self.profiles[s.ray];
+        let p = self.profiles.get(s.ray)?;
         let (entry, exit) = (p.entry_t_mm()?, p.exit_t_mm()?);
         if p.is_empty() || !(t_mm >= entry && t_mm <= exit) {
             return None;
@@ -423,7 +422,7 @@ struct Chunk<'a> {
     ray_beam: &'a [usize],
     rays: &'a [Ray],
     stop_wepl_mm: &'a [f64],
-    profiles: &'a mut [RayProfile],
+    profiles: StoreChunk<'a>,
     /// `ray_spot_start` entries of these rays plus the one after (absolute slot numbers).
     spot_start: &'a [usize],
     ray_spots: &'a [usize],
@@ -438,7 +437,7 @@ impl<'a> Chunk<'a> {
         let (rays0, rays1) = self.rays.split_at(r);
         let (beam0, beam1) = self.ray_beam.split_at(r);
         let (stop0, stop1) = self.stop_wepl_mm.split_at(r);
-        let (prof0, prof1) = self.profiles.split_at_mut(r);
+        let (prof0, prof1) = self.profiles.split(r);
         let cut = self.spot_start[r] - self.spot_start[0];
         let (t0, t1) = self.targets.split_at_mut(cut);
         (
@@ -467,19 +466,23 @@ impl<'a> Chunk<'a> {
         )
     }
 
-    fn run(self, trace: &impl Fn(&Ray, f64, &mut RayProfile)) {
+    fn run(mut self, trace: &impl Fn(&Ray, f64, &mut Slot<'_>) -> Traced) {
         let base = self.spot_start[0];
-        for (r, (ray, p)) in self.rays.iter().zip(self.profiles.iter_mut()).enumerate() {
-            match self.offsets.get(self.ray_beam[r]) {
-                Some(off) => {
-                    let moved = Ray {
-                        origin: ray.origin + off,
-                        direction: ray.direction,
-                    };
-                    trace(&moved, self.stop_wepl_mm[r], p);
+        for (r, ray) in self.rays.iter().enumerate() {
+            let traced = {
+                let mut slot = self.profiles.next_slot();
+                match self.offsets.get(self.ray_beam[r]) {
+                    Some(off) => {
+                        let moved = Ray {
+                            origin: ray.origin + off,
+                            direction: ray.direction,
+                        };
+                        trace(&moved, self.stop_wepl_mm[r], &mut slot)
+                    }
+                    None => trace(ray, self.stop_wepl_mm[r], &mut slot),
                 }
-                None => trace(ray, self.stop_wepl_mm[r], p),
-            }
+            };
+            let p = self.profiles.record(r, traced);
             let (a, b) = (self.spot_start[r], self.spot_start[r + 1]);
             for (slot, &n) in self.targets[a - base..b - base]
                 .iter_mut()
@@ -488,5 +491,194 @@ impl<'a> Chunk<'a> {
                 *slot = p.depth_at_wepl(self.spots[n].planned_depth_mm);
             }
         }
+    }
+}
+
+/// Every ray's profile from the last frame, packed back to back.
+///
+/// One buffer per ray, sized for the longest possible trace, would spread a frame's few
+/// megabytes of samples over thousands of mostly empty pages. On a virtual machine whose host
+/// reclaims idle guest pages, each page costs microseconds on its first touch after ~100 ms,
+/// and the range stage then paid ~12 ms per frame at 10 Hz for the page faults alone (see
+/// ARCHITECTURE.md, "Memory touched per frame"). Packed, a frame touches only the pages its
+/// samples fill.
+///
+/// Room is reserved for the worst case (every ray crossing every plane) but never written
+/// beyond what traces fill, so untouched pages cost no memory.
+struct ProfileStore {
+    t_mm: Vec<f64>,
+    wepl_mm: Vec<f64>,
+    /// Samples per ray the buffers have room for ([`sample_bound`] of the largest grid yet).
+    bound: usize,
+    /// Per ray: where its samples start, how many, whether truncated.
+    start: Vec<usize>,
+    len: Vec<usize>,
+    truncated: Vec<bool>,
+}
+
+impl ProfileStore {
+    fn new(rays: usize) -> Self {
+        ProfileStore {
+            t_mm: Vec::new(),
+            wepl_mm: Vec::new(),
+            bound: 0,
+            start: vec![0; rays],
+            len: vec![0; rays],
+            truncated: vec![false; rays],
+        }
+    }
+
+    fn get(&self, ray: usize) -> Option<ProfileView<'_>> {
+        let (start, len) = (*self.start.get(ray)?, self.len[ray]);
+        Some(ProfileView {
+            t: &self.t_mm[start..start + len],
+            w: &self.wepl_mm[start..start + len],
+            truncated: self.truncated[ray],
+        })
+    }
+
+    /// The whole store for one frame on a grid with this [`sample_bound`]; allocates only when
+    /// the bound grows (the first frame, or a larger grid).
+    fn chunk(&mut self, bound: usize) -> StoreChunk<'_> {
+        if bound > self.bound {
+            let n = bound * self.start.len();
+            // Zeroed allocations come as untouched pages from the OS, unlike `resize`.
+            self.t_mm = vec![0.0; n];
+            self.wepl_mm = vec![0.0; n];
+            self.len.fill(0);
+            self.bound = bound;
+        }
+        StoreChunk {
+            t_mm: &mut self.t_mm,
+            wepl_mm: &mut self.wepl_mm,
+            bound: self.bound,
+            first_sample: 0,
+            used: 0,
+            start: &mut self.start,
+            len: &mut self.len,
+            truncated: &mut self.truncated,
+        }
+    }
+}
+
+impl Clone for ProfileStore {
+    /// Copies the stored samples only, so a clone touches no more memory than the original.
+    fn clone(&self) -> Self {
+        let mut copy = ProfileStore::new(self.start.len());
+        let mut chunk = copy.chunk(self.bound);
+        for r in 0..self.start.len() {
+            let p = self.get(r).unwrap_or(ProfileView {
+                t: &[],
+                w: &[],
+                truncated: false,
+            });
+            let mut slot = chunk.next_slot();
+            let (t, w) = slot.buffers(p.t.len());
+            t.copy_from_slice(p.t);
+            w.copy_from_slice(p.w);
+            chunk.record(
+                r,
+                Traced {
+                    len: p.t.len(),
+                    truncated: p.truncated,
+                },
+            );
+        }
+        copy
+    }
+}
+
+impl std::fmt::Debug for ProfileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileStore")
+            .field("rays", &self.start.len())
+            .field("samples", &self.len.iter().sum::<usize>())
+            .field("bound", &self.bound)
+            .finish()
+    }
+}
+
+/// The part of a [`ProfileStore`] that a run of rays writes: `bound` samples of room per ray,
+/// filled from the front.
+struct StoreChunk<'a> {
+    t_mm: &'a mut [f64],
+    wepl_mm: &'a mut [f64],
+    bound: usize,
+    /// Index in the whole store of `t_mm[0]`.
+    first_sample: usize,
+    /// Samples written so far.
+    used: usize,
+    /// Per ray of this chunk.
+    start: &'a mut [usize],
+    len: &'a mut [usize],
+    truncated: &'a mut [bool],
+}
+
+impl<'a> StoreChunk<'a> {
+    /// Rays `..r` and `r..`, each with room for its rays.
+    fn split(self, r: usize) -> (StoreChunk<'a>, StoreChunk<'a>) {
+        let cut = r * self.bound;
+        let (t0, t1) = self.t_mm.split_at_mut(cut);
+        let (w0, w1) = self.wepl_mm.split_at_mut(cut);
+        let (s0, s1) = self.start.split_at_mut(r);
+        let (l0, l1) = self.len.split_at_mut(r);
+        let (u0, u1) = self.truncated.split_at_mut(r);
+        (
+            StoreChunk {
+                t_mm: t0,
+                wepl_mm: w0,
+                bound: self.bound,
+                first_sample: self.first_sample,
+                used: 0,
+                start: s0,
+                len: l0,
+                truncated: u0,
+            },
+            StoreChunk {
+                t_mm: t1,
+                wepl_mm: w1,
+                bound: self.bound,
+                first_sample: self.first_sample + cut,
+                used: 0,
+                start: s1,
+                len: l1,
+                truncated: u1,
+            },
+        )
+    }
+
+    /// Room for the next ray's samples: at least `bound`, since each earlier ray of the chunk
+    /// used at most its own `bound`.
+    fn next_slot(&mut self) -> Slot<'_> {
+        Slot {
+            t_mm: &mut self.t_mm[self.used..],
+            wepl_mm: &mut self.wepl_mm[self.used..],
+        }
+    }
+
+    /// Files what the trace into [`Self::next_slot`] wrote as ray `r`'s profile.
+    fn record(&mut self, r: usize, traced: Traced) -> ProfileView<'_> {
+        let at = self.used;
+        self.start[r] = self.first_sample + at;
+        self.len[r] = traced.len;
+        self.truncated[r] = traced.truncated;
+        self.used += traced.len;
+        ProfileView {
+            t: &self.t_mm[at..at + traced.len],
+            w: &self.wepl_mm[at..at + traced.len],
+            truncated: traced.truncated,
+        }
+    }
+}
+
+/// Where one ray's trace writes in a [`StoreChunk`].
+struct Slot<'a> {
+    t_mm: &'a mut [f64],
+    wepl_mm: &'a mut [f64],
+}
+
+impl SampleSink for Slot<'_> {
+    fn buffers(&mut self, bound: usize) -> (&mut [f64], &mut [f64]) {
+        (&mut self.t_mm[..bound], &mut self.wepl_mm[..bound])
     }
 }
