@@ -157,6 +157,27 @@ fn bench(c: &mut Criterion) {
             busy
         })
     });
+    // The range stage's way: no profiles kept, each spot measured as its ray is traced.
+    let mut lean = tracer.without_profiles();
+    let zero_offsets = [VectorMm::zeros(); 2];
+    let query_t_mm: Vec<f64> = lean.target_t_mm().iter().map(|t| t.unwrap_or(f64::NAN)).collect();
+    let mut wepl_mm = Vec::with_capacity(query_t_mm.len());
+    idle.bench_function(
+        "spot_wepl_frame_2beam_10k_spots_from_ct_without_profiles_after_100ms_idle",
+        |b| {
+            b.iter_custom(|iters| {
+                let mut busy = Duration::ZERO;
+                for _ in 0..iters {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let start = Instant::now();
+                    lean.trace_frame_ct_moved_at(&ct, &hlut, &zero_offsets, &query_t_mm, &mut wepl_mm)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    busy += start.elapsed();
+                }
+                busy
+            })
+        },
+    );
     idle.finish();
     let mut tracer2 = SpotTracer::new(&plan, &SpotTracerOptions::new([f64::INFINITY; 2]).with_threads(2))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -243,8 +243,11 @@ fn lateral_shift_moves_the_traced_rays_into_a_half_slab() {
     }
 }
 
+/// The range stage's tracer keeps no profiles (each ray's spots are measured as it is
+/// traced); on one or two threads it must measure exactly what the profile-keeping tracer
+/// does, which the analytic slab tests above check against the truth.
 #[test]
-fn moved_trace_is_identical_on_two_threads() {
+fn moved_trace_is_identical_on_two_threads_and_without_profiles() {
     let mut s = setup();
     let mut ct = water_ct(0);
     slab(&mut ct, -80.0, -70.0, 700);
@@ -259,6 +262,21 @@ fn moved_trace_is_identical_on_two_threads() {
     plan.measure_ct(&mut two_threads, &ct, &s.hlut, &shift, &mut two)
         .unwrap();
     assert_eq!(one, two);
+    for mut lean in [s.frame.without_profiles(), two_threads.without_profiles()] {
+        let mut got = FrameWepl::for_plan(&plan);
+        // Twice: the scratch buffer is reused.
+        for _ in 0..2 {
+            plan.measure_ct(&mut lean, &ct, &s.hlut, &shift, &mut got)
+                .unwrap();
+        }
+        assert!(lean.profile(0).is_none());
+        assert_eq!(lean.target_t_mm(), s.frame.target_t_mm());
+        assert_eq!(
+            got.wepl_mm.iter().map(|w| w.to_bits()).collect::<Vec<_>>(),
+            one.wepl_mm.iter().map(|w| w.to_bits()).collect::<Vec<_>>()
+        );
+    }
+    assert!(one.wepl_mm.iter().filter(|w| w.is_finite()).count() > one.wepl_mm.len() / 2);
     // A wrong offset count is an error, not a silent unmoved trace.
     assert!(s.frame.trace_frame_ct_moved(&ct, &s.hlut, &[]).is_err());
 }

@@ -435,8 +435,9 @@ impl AdaptPlan {
         out: &mut FrameWepl,
     ) -> Result<(), AdaptError> {
         self.prepare(frame, shift_mm, out)?;
-        let traced = frame.trace_frame_ct_moved(ct, hlut, &out.offsets);
-        self.collect(frame, shift_mm, traced, out)
+        frame.trace_frame_ct_moved_at(ct, hlut, &out.offsets, &out.query_t_mm, &mut out.wepl_mm)?;
+        out.shift_mm = *shift_mm;
+        Ok(())
     }
 
     /// Range half on an RSP frame, as [`Self::measure_ct`].
@@ -448,10 +449,13 @@ impl AdaptPlan {
         out: &mut FrameWepl,
     ) -> Result<(), AdaptError> {
         self.prepare(frame, shift_mm, out)?;
-        let traced = frame.trace_frame_moved(rsp, &out.offsets);
-        self.collect(frame, shift_mm, traced, out)
+        frame.trace_frame_moved_at(rsp, &out.offsets, &out.query_t_mm, &mut out.wepl_mm)?;
+        out.shift_mm = *shift_mm;
+        Ok(())
     }
 
+    /// Checks the tracer, moves the rays by the lateral part of the shift and asks each spot's
+    /// WEPL at its target moved along the ray by the rest.
     fn prepare(
         &self,
         frame: &SpotTracer,
@@ -471,24 +475,11 @@ impl AdaptPlan {
         }
         out.offsets.resize(self.beams.len(), VectorMm::zeros());
         self.beam_offsets_into(shift_mm, &mut out.offsets);
-        Ok(())
-    }
-
-    fn collect(
-        &self,
-        frame: &SpotTracer,
-        shift_mm: &VectorMm,
-        traced: Result<(), RangeError>,
-        out: &mut FrameWepl,
-    ) -> Result<(), AdaptError> {
-        traced?;
-        for (n, g) in self.spots.iter().enumerate() {
+        out.query_t_mm.clear();
+        for g in &self.spots {
             let along = shift_mm - out.offsets[g.beam];
-            let t = g.t_target_mm + along.dot(&g.dir);
-            let w = frame.wepl_at_t_within_mm(n, t).map_or(f32::NAN, |w| w as f32);
-            out.wepl_mm.push(w);
+            out.query_t_mm.push(g.t_target_mm + along.dot(&g.dir));
         }
-        out.shift_mm = *shift_mm;
         Ok(())
     }
 }
@@ -503,6 +494,8 @@ pub struct FrameWepl {
     /// target lies outside the traced frame).
     pub wepl_mm: Vec<f32>,
     offsets: Vec<VectorMm>,
+    /// Per spot: where on its moved ray the WEPL is measured, mm.
+    query_t_mm: Vec<f64>,
 }
 
 impl FrameWepl {
@@ -512,6 +505,7 @@ impl FrameWepl {
             shift_mm: VectorMm::repeat(f64::NAN),
             wepl_mm: Vec::with_capacity(plan.spot_count()),
             offsets: Vec::with_capacity(plan.beam_count()),
+            query_t_mm: Vec::with_capacity(plan.spot_count()),
         }
     }
 }

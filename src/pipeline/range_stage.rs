@@ -10,8 +10,10 @@ use crate::correction::HoldReason;
 
 /// Runs until the pipeline stops.
 pub fn run(mut io: StageIo, session: Arc<Session>) {
-    // A clone of the planned tracer: same rays and buffers, so a warm trace does not allocate.
-    let mut tracer = session.planned.clone();
+    // The planned tracer's rays and spots without its profiles: each ray is traced into one
+    // scratch buffer and its spots measured at once, so a frame writes a few pages, not
+    // megabytes (ARCHITECTURE.md, "Memory touched per frame"). A warm trace does not allocate.
+    let mut tracer = session.planned.without_profiles();
     while let Some(w) = io.next_frame() {
         io.process(w, |w| {
             let Some(reg) = w.registration else {

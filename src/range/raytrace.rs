@@ -183,6 +183,16 @@ impl<'a> ProfileView<'a> {
         w0 + (w1 - w0) * (t_mm - t0) / (t1 - t0)
     }
 
+    /// [`Self::wepl_at_depth`] only where the trace covers `t_mm` (entry ≤ `t_mm` ≤ exit, or
+    /// where a stopped trace stopped); `None` for a miss or outside.
+    pub fn wepl_within_mm(&self, t_mm: f64) -> Option<f64> {
+        let (entry, exit) = (self.entry_t_mm()?, self.exit_t_mm()?);
+        if self.is_empty() || !(t_mm >= entry && t_mm <= exit) {
+            return None;
+        }
+        Some(self.wepl_at_depth(t_mm))
+    }
+
     /// First parameter where cumulative WEPL reaches `wepl_mm`; `None` if the ray leaves the
     /// volume first (or misses it, or `wepl_mm` is not finite). `wepl_mm ≤ 0` gives the entry.
     pub fn depth_at_wepl(&self, wepl_mm: f64) -> Option<f64> {

@@ -128,6 +128,10 @@ pub struct SpotTracer {
     ray_spots: Vec<usize>,
     /// Target parameters in `ray_spots` order (scattered into `target_t_mm` after tracing).
     slot_target_t_mm: Vec<Option<f64>>,
+    /// Per slot (`ray_spots` order): the parameter to measure WEPL at during the trace (NaN:
+    /// none), and what was measured there (NaN: not covered by the trace).
+    slot_query_t_mm: Vec<f64>,
+    slot_wepl_mm: Vec<f64>,
     /// Threads per frame.
     threads: usize,
     /// Per ray: cumulative WEPL where its trace may stop, mm.
@@ -231,6 +235,8 @@ impl SpotTracer {
             ray_spot_start[r + 1] += ray_spot_start[r];
         }
         let slot_target_t_mm = vec![None; spots.len()];
+        let slot_query_t_mm = vec![f64::NAN; spots.len()];
+        let slot_wepl_mm = vec![f64::NAN; spots.len()];
         let mut stop_wepl_mm = vec![f64::NEG_INFINITY; rays.len()];
         for s in &spots {
             stop_wepl_mm[s.ray] = stop_wepl_mm[s.ray].max(s.planned_depth_mm + options.wepl_margin_mm);
@@ -246,6 +252,8 @@ impl SpotTracer {
             ray_spot_start,
             ray_spots,
             slot_target_t_mm,
+            slot_query_t_mm,
+            slot_wepl_mm,
             rays,
             profiles,
             spots,
@@ -348,6 +356,8 @@ impl SpotTracer {
             ray_spots: &self.ray_spots,
             spots: &self.spots,
             targets: &mut self.slot_target_t_mm,
+            queries: &self.slot_query_t_mm,
+            answers: &mut self.slot_wepl_mm,
         };
         if self.threads >= 2 && self.rays.len() >= 2 {
             let (a, b) = chunk.split(self.rays.len() / 2);
@@ -405,12 +415,96 @@ impl SpotTracer {
     /// and the adapt stage must hold rather than read the total as if it were the answer.
     pub fn wepl_at_t_within_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
         let s = self.spots.get(spot)?;
-        let p = self.profiles.get(s.ray)?;
-        let (entry, exit) = (p.entry_t_mm()?, p.exit_t_mm()?);
-        if p.is_empty() || !(t_mm >= entry && t_mm <= exit) {
-            return None;
+        self.profiles.get(s.ray)?.wepl_within_mm(t_mm)
+    }
+
+    /// A copy that keeps no profiles: its traces write each ray's samples into one scratch
+    /// buffer, so a frame touches a few pages instead of megabytes, and `profile`,
+    /// `wepl_at_t_mm` and `wepl_at_t_within_mm` answer `None`. Targets and
+    /// [`Self::trace_frame_ct_moved_at`] work as before. The pipeline's range stage uses it.
+    pub fn without_profiles(&self) -> SpotTracer {
+        SpotTracer {
+            rays: self.rays.clone(),
+            profiles: ProfileStore::scratch(self.rays.len()),
+            spots: self.spots.clone(),
+            ray_spot_start: self.ray_spot_start.clone(),
+            ray_spots: self.ray_spots.clone(),
+            slot_target_t_mm: self.slot_target_t_mm.clone(),
+            slot_query_t_mm: self.slot_query_t_mm.clone(),
+            slot_wepl_mm: self.slot_wepl_mm.clone(),
+            threads: self.threads,
+            stop_wepl_mm: self.stop_wepl_mm.clone(),
+            ray_beam: self.ray_beam.clone(),
+            beams: self.beams,
+            target_t_mm: self.target_t_mm.clone(),
         }
-        Some(p.wepl_at_depth(t_mm))
+    }
+
+    /// [`Self::trace_frame_ct_moved`] that also measures, for every spot `n` (plan order),
+    /// the WEPL to parameter `query_t_mm[n]` on its moved ray, as
+    /// [`Self::wepl_at_t_within_mm`] would after the trace (NaN where that is `None`), into
+    /// `wepl_mm` (cleared first). Each ray's spots are measured right after the ray is
+    /// traced, from samples still in cache, so it needs no kept profiles.
+    pub fn trace_frame_ct_moved_at(
+        &mut self,
+        ct: &CtVolume,
+        hlut: &Hlut,
+        beam_offsets_mm: &[VectorMm],
+        query_t_mm: &[f64],
+        wepl_mm: &mut Vec<f32>,
+    ) -> Result<(), RangeError> {
+        self.check_offsets(beam_offsets_mm)?;
+        self.set_queries(query_t_mm)?;
+        self.trace_with(ct.grid(), beam_offsets_mm, |ray, stop, p| {
+            trace_ct_samples(ct, hlut, ray, f64::INFINITY, stop, p)
+        });
+        self.answers_into(wepl_mm);
+        Ok(())
+    }
+
+    /// [`Self::trace_frame_ct_moved_at`] on an RSP frame.
+    pub fn trace_frame_moved_at(
+        &mut self,
+        rsp: &Volume<f32>,
+        beam_offsets_mm: &[VectorMm],
+        query_t_mm: &[f64],
+        wepl_mm: &mut Vec<f32>,
+    ) -> Result<(), RangeError> {
+        self.check_offsets(beam_offsets_mm)?;
+        self.set_queries(query_t_mm)?;
+        self.trace_with(rsp.grid(), beam_offsets_mm, |ray, stop, p| {
+            trace_rsp_samples(rsp, ray, f64::INFINITY, stop, p)
+        });
+        self.answers_into(wepl_mm);
+        Ok(())
+    }
+
+    fn set_queries(&mut self, query_t_mm: &[f64]) -> Result<(), RangeError> {
+        if query_t_mm.len() != self.spots.len() {
+            return Err(RangeError::BadBeamGeometry {
+                beam: -1,
+                reason: format!(
+                    "{} query depths given for a plan of {} spots",
+                    query_t_mm.len(),
+                    self.spots.len()
+                ),
+            });
+        }
+        for (slot, &n) in self.slot_query_t_mm.iter_mut().zip(&self.ray_spots) {
+            *slot = query_t_mm[n];
+        }
+        Ok(())
+    }
+
+    /// Moves the slots' answers to plan order and forgets the queries, so a later trace
+    /// without queries measures nothing.
+    fn answers_into(&mut self, wepl_mm: &mut Vec<f32>) {
+        wepl_mm.clear();
+        wepl_mm.resize(self.spots.len(), f32::NAN);
+        for (&n, &w) in self.ray_spots.iter().zip(&self.slot_wepl_mm) {
+            wepl_mm[n] = w as f32;
+        }
+        self.slot_query_t_mm.fill(f64::NAN);
     }
 }
 
@@ -429,6 +523,9 @@ struct Chunk<'a> {
     spots: &'a [SpotRef],
     /// Target slots from `spot_start[0]` on.
     targets: &'a mut [Option<f64>],
+    /// Query parameters and answers, slots from `spot_start[0]` on.
+    queries: &'a [f64],
+    answers: &'a mut [f64],
 }
 
 impl<'a> Chunk<'a> {
@@ -440,6 +537,8 @@ impl<'a> Chunk<'a> {
         let (prof0, prof1) = self.profiles.split(r);
         let cut = self.spot_start[r] - self.spot_start[0];
         let (t0, t1) = self.targets.split_at_mut(cut);
+        let (q0, q1) = self.queries.split_at(cut);
+        let (a0, a1) = self.answers.split_at_mut(cut);
         (
             Chunk {
                 offsets: self.offsets,
@@ -451,6 +550,8 @@ impl<'a> Chunk<'a> {
                 ray_spots: self.ray_spots,
                 spots: self.spots,
                 targets: t0,
+                queries: q0,
+                answers: a0,
             },
             Chunk {
                 offsets: self.offsets,
@@ -462,6 +563,8 @@ impl<'a> Chunk<'a> {
                 ray_spots: self.ray_spots,
                 spots: self.spots,
                 targets: t1,
+                queries: q1,
+                answers: a1,
             },
         )
     }
@@ -484,11 +587,14 @@ impl<'a> Chunk<'a> {
             };
             let p = self.profiles.record(r, traced);
             let (a, b) = (self.spot_start[r], self.spot_start[r + 1]);
-            for (slot, &n) in self.targets[a - base..b - base]
-                .iter_mut()
-                .zip(&self.ray_spots[a..b])
-            {
-                *slot = p.depth_at_wepl(self.spots[n].planned_depth_mm);
+            for (slot, &n) in (a - base..b - base).zip(&self.ray_spots[a..b]) {
+                self.targets[slot] = p.depth_at_wepl(self.spots[n].planned_depth_mm);
+                let q = self.queries[slot];
+                self.answers[slot] = if q.is_nan() {
+                    f64::NAN
+                } else {
+                    p.wepl_within_mm(q).unwrap_or(f64::NAN)
+                };
             }
         }
     }
@@ -506,6 +612,8 @@ impl<'a> Chunk<'a> {
 /// Room is reserved for the worst case (every ray crossing every plane) but never written
 /// beyond what traces fill, so untouched pages cost no memory.
 struct ProfileStore {
+    /// Whether profiles are kept; if not, every ray is traced into the same scratch room.
+    keep: bool,
     t_mm: Vec<f64>,
     wepl_mm: Vec<f64>,
     /// Samples per ray the buffers have room for ([`sample_bound`] of the largest grid yet).
@@ -519,6 +627,7 @@ struct ProfileStore {
 impl ProfileStore {
     fn new(rays: usize) -> Self {
         ProfileStore {
+            keep: true,
             t_mm: Vec::new(),
             wepl_mm: Vec::new(),
             bound: 0,
@@ -528,7 +637,18 @@ impl ProfileStore {
         }
     }
 
+    /// A store that keeps nothing: room for one ray per tracing thread.
+    fn scratch(rays: usize) -> Self {
+        ProfileStore {
+            keep: false,
+            ..ProfileStore::new(rays)
+        }
+    }
+
     fn get(&self, ray: usize) -> Option<ProfileView<'_>> {
+        if !self.keep {
+            return None;
+        }
         let (start, len) = (*self.start.get(ray)?, self.len[ray]);
         Some(ProfileView {
             t: &self.t_mm[start..start + len],
@@ -541,7 +661,8 @@ impl ProfileStore {
     /// the bound grows (the first frame, or a larger grid).
     fn chunk(&mut self, bound: usize) -> StoreChunk<'_> {
         if bound > self.bound {
-            let n = bound * self.start.len();
+            // Kept: room for every ray. Scratch: one ray's room per half (two threads at most).
+            let n = bound * if self.keep { self.start.len() } else { 2 };
             // Zeroed allocations come as untouched pages from the OS, unlike `resize`.
             self.t_mm = vec![0.0; n];
             self.wepl_mm = vec![0.0; n];
@@ -549,6 +670,7 @@ impl ProfileStore {
             self.bound = bound;
         }
         StoreChunk {
+            keep: self.keep,
             t_mm: &mut self.t_mm,
             wepl_mm: &mut self.wepl_mm,
             bound: self.bound,
@@ -564,6 +686,9 @@ impl ProfileStore {
 impl Clone for ProfileStore {
     /// Copies the stored samples only, so a clone touches no more memory than the original.
     fn clone(&self) -> Self {
+        if !self.keep {
+            return ProfileStore::scratch(self.start.len());
+        }
         let mut copy = ProfileStore::new(self.start.len());
         let mut chunk = copy.chunk(self.bound);
         for r in 0..self.start.len() {
@@ -591,6 +716,7 @@ impl Clone for ProfileStore {
 impl std::fmt::Debug for ProfileStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProfileStore")
+            .field("keep", &self.keep)
             .field("rays", &self.start.len())
             .field("samples", &self.len.iter().sum::<usize>())
             .field("bound", &self.bound)
@@ -601,6 +727,7 @@ impl std::fmt::Debug for ProfileStore {
 /// The part of a [`ProfileStore`] that a run of rays writes: `bound` samples of room per ray,
 /// filled from the front.
 struct StoreChunk<'a> {
+    keep: bool,
     t_mm: &'a mut [f64],
     wepl_mm: &'a mut [f64],
     bound: usize,
@@ -617,7 +744,7 @@ struct StoreChunk<'a> {
 impl<'a> StoreChunk<'a> {
     /// Rays `..r` and `r..`, each with room for its rays.
     fn split(self, r: usize) -> (StoreChunk<'a>, StoreChunk<'a>) {
-        let cut = r * self.bound;
+        let cut = if self.keep { r * self.bound } else { self.bound };
         let (t0, t1) = self.t_mm.split_at_mut(cut);
         let (w0, w1) = self.wepl_mm.split_at_mut(cut);
         let (s0, s1) = self.start.split_at_mut(r);
@@ -625,6 +752,7 @@ impl<'a> StoreChunk<'a> {
         let (u0, u1) = self.truncated.split_at_mut(r);
         (
             StoreChunk {
+                keep: self.keep,
                 t_mm: t0,
                 wepl_mm: w0,
                 bound: self.bound,
@@ -635,6 +763,7 @@ impl<'a> StoreChunk<'a> {
                 truncated: u0,
             },
             StoreChunk {
+                keep: self.keep,
                 t_mm: t1,
                 wepl_mm: w1,
                 bound: self.bound,
@@ -662,7 +791,9 @@ impl<'a> StoreChunk<'a> {
         self.start[r] = self.first_sample + at;
         self.len[r] = traced.len;
         self.truncated[r] = traced.truncated;
-        self.used += traced.len;
+        if self.keep {
+            self.used += traced.len;
+        }
         ProfileView {
             t: &self.t_mm[at..at + traced.len],
             w: &self.wepl_mm[at..at + traced.len],
