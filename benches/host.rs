@@ -1,8 +1,9 @@
 //! What this machine charges for memory left idle between frames: reading one byte of each
 //! of 2 048 pages (8 MiB) back to back, and after the buffer sat idle for 10 or 100 ms (the
-//! pipeline's frame period). On a host that reclaims idle guest pages the idle cases cost
-//! microseconds per page; on a dedicated machine the three are alike. Read the release
-//! gate's stage times with this in mind (ARCHITECTURE.md, "Memory touched per frame").
+//! pipeline's frame period). On a host that makes idle guest pages slow to touch again, the
+//! idle cases cost microseconds per page; on a dedicated machine the three are alike. Read
+//! the release gate's stage times with this in mind (ARCHITECTURE.md, "Memory touched per
+//! frame").
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 

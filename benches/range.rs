@@ -139,7 +139,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| tracer.trace_frame_ct(&oblique, &hlut))
     });
     // The pipeline traces one frame per 100 ms, not back to back: on a virtual machine whose
-    // host reclaims idle guest pages, what a frame costs then depends on how many pages it
+    // host makes idle guest pages slow to touch again, what a frame costs then depends on how many pages it
     // touches (ARCHITECTURE.md, "Memory touched per frame").
     let mut idle = c.benchmark_group("after_idle");
     idle.sampling_mode(SamplingMode::Flat)

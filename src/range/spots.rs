@@ -604,10 +604,10 @@ impl<'a> Chunk<'a> {
 ///
 /// One buffer per ray, sized for the longest possible trace, would spread a frame's few
 /// megabytes of samples over thousands of mostly empty pages. On a virtual machine whose host
-/// reclaims idle guest pages, each page costs microseconds on its first touch after ~100 ms,
-/// and the range stage then paid ~12 ms per frame at 10 Hz for the page faults alone (see
-/// ARCHITECTURE.md, "Memory touched per frame"). Packed, a frame touches only the pages its
-/// samples fill.
+/// makes idle guest pages slow to touch again, each costs microseconds on its first touch
+/// after ~100 ms, and the range stage then paid ~12 ms per frame at 10 Hz for those touches
+/// alone (ARCHITECTURE.md, "Memory touched per frame"). Packed, a frame touches only the
+/// pages its samples fill; a scratch store ([`SpotTracer::without_profiles`]) keeps none.
 ///
 /// Room is reserved for the worst case (every ray crossing every plane) but never written
 /// beyond what traces fill, so untouched pages cost no memory.
