@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ionguide::audit::{
     corrections_digest, summary, AuditError, AuditOptions, AuditReader, AuditRecord, AuditWriter,
-    Corrections, FrameRecord, Fsync, Outcome, TailStatus,
+    Corrections, FrameRecord, Fsync, Outcome, SetupRecord, TailStatus, VERSION,
 };
 use ionguide::correction::{HoldReason, RangeMode, SpotCorrection};
 
@@ -73,6 +73,24 @@ fn write_log(path: &Path, options: AuditOptions) -> (Vec<AuditRecord>, Vec<u64>)
                 code: 3,
                 detail: "controller ack late: 41 ms".into(),
             });
+        }
+        if id == 8 {
+            // A setup from a registration file, and one without (the identity).
+            records.push(AuditRecord::Setup(SetupRecord {
+                unix_ns: 1_700_000_000_900_000_000,
+                planning_frame_of_reference_uid: "1.2.826.0.1.3680043.8.274.1.1.7".into(),
+                room_frame_of_reference_uid: "1.2.826.0.1.3680043.8.274.1.1.8".into(),
+                planning_to_room: [
+                    0.9996, -0.0262, 0.0, 0.0262, 0.9996, 0.0, 0.0, 0.0, 1.0, 35.0, -180.0, 1250.0,
+                ],
+                registration_sha256: Some([0xA5; 32]),
+            }));
+            records.push(AuditRecord::Setup(SetupRecord::new(
+                1_700_000_000_900_000_001,
+                "1.2.3",
+                None,
+                None,
+            )));
         }
     }
     records.push(AuditRecord::Shutdown {
@@ -303,11 +321,64 @@ fn summary_counts_outcomes_and_reasons() {
     let path = dir.path().join("s.igaudit");
     write_log(&path, AuditOptions::default().with_fsync(Fsync::Never));
     let s = summary(&path).unwrap();
-    assert_eq!((s.frames, s.sessions, s.link_events, s.shutdowns), (12, 1, 1, 1));
+    assert_eq!(
+        (s.frames, s.sessions, s.link_events, s.shutdowns, s.setups),
+        (12, 1, 1, 1, 2)
+    );
     for o in Outcome::ALL {
         assert_eq!(s.outcomes.get(o.name()), Some(&3), "{o:?}");
     }
     assert_eq!(s.reasons.get("lateral_over_limit"), Some(&9));
     assert_eq!(s.max_latency_ns, Some(21_000_008));
     assert_eq!(s.status, Some(TailStatus::Clean));
+}
+
+/// Rewrites a log's header version (and its checksum).
+fn set_version(path: &Path, version: u16) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[8..10].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[0..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Version 2 added setup records: a version 1 log (the same records otherwise) still reads,
+/// but is not appended to (its readers would not know the new kind); unknown versions are
+/// refused by name.
+#[test]
+fn version_1_logs_read_but_are_not_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.igaudit");
+    let mut w = AuditWriter::create(&path, 5, AuditOptions::default()).unwrap();
+    let frames: Vec<FrameRecord> = (0..3).map(|id| frame(id, Outcome::Corrected)).collect();
+    for f in &frames {
+        w.write_frame(f).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    assert_eq!(VERSION, 2);
+    set_version(&path, 1);
+    let mut r = AuditReader::open(&path).unwrap();
+    assert_eq!(r.header().version, 1);
+    let read: Vec<AuditRecord> = r.by_ref().collect();
+    assert_eq!(
+        read,
+        frames.into_iter().map(AuditRecord::Frame).collect::<Vec<_>>()
+    );
+    assert_eq!(r.status(), Some(&TailStatus::Clean));
+    match AuditWriter::open_append(&path, AuditOptions::default()) {
+        Err(e @ AuditError::AppendOldVersion { version: 1, .. }) => {
+            assert!(e.to_string().contains("start a new file"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("appended to a version 1 log"),
+    }
+    set_version(&path, 3);
+    match AuditReader::open(&path) {
+        Err(e @ AuditError::UnsupportedVersion { version: 3, .. }) => {
+            assert!(e.to_string().contains("reads 1 to 2"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("read a version 3 log"),
+    }
 }

@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod demo;
 mod gate;
 mod inspect;
@@ -46,6 +47,8 @@ enum Command {
     Gate(gate::GateArgs),
     /// Soak: a long flat-out run; memory, latency stability, every frame in the audit log.
     Soak(gate::SoakArgs),
+    /// Read an audit log: session, room setup, outcomes by reason, latency, how it ends.
+    Audit(audit::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => demo::replay(args),
         Command::Gate(args) => gate::gate(args),
         Command::Soak(args) => gate::soak(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ionguide::audit::{AuditError, AuditOptions, AuditRecord, AuditWriter, Fsync, TailStatus};
+use ionguide::audit::{AuditError, AuditOptions, AuditRecord, AuditWriter, Fsync, SetupRecord, TailStatus};
 use ionguide::config::{Config, SourceConfig};
 use ionguide::link::{LinkKey, LinkOptions, LinkSender};
 use ionguide::pipeline::{LinkTiming, Pipeline, PipelineIo, Session, Stats};
@@ -93,6 +93,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config_sha256: sha256(&config_text),
         plan_sop_uid: plan_uid,
     })?;
+    audit.write(&AuditRecord::Setup(SetupRecord::new(
+        now_ns,
+        &session.plan.frame_of_reference_uid,
+        session.options.room_setup.as_ref(),
+        session.options.room_setup_sha256,
+    )))?;
     audit.flush()?;
 
     let (events_tx, events_rx) = crossbeam_channel::bounded(64);

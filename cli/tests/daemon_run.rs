@@ -68,6 +68,19 @@ fn two_frames_are_corrected_and_sigterm_closes_the_log_and_holds_the_beam() {
         Some(AuditRecord::SessionStart { config_sha256, .. }) => assert_eq!(*config_sha256, want_sha),
         other => panic!("first record {other:?}"),
     }
+    // No setup registration in this session: the setup record says so, with the identity map.
+    match records.get(1) {
+        Some(AuditRecord::Setup(setup)) => {
+            assert!(!setup.planning_frame_of_reference_uid.is_empty());
+            assert_eq!(setup.room_frame_of_reference_uid, "");
+            assert_eq!(setup.registration_sha256, None);
+            assert_eq!(
+                setup.planning_to_room,
+                [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+            );
+        }
+        other => panic!("second record {other:?}"),
+    }
     let frames: Vec<_> = records
         .iter()
         .filter_map(|r| match r {

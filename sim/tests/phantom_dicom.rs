@@ -220,6 +220,21 @@ fn a_session_rewritten_with_fewer_slices_loads_only_the_new_series() {
     )
     .unwrap();
     assert!(first.room.is_some() && dir.path().join("REG.dcm").exists());
+    // the session keeps the hash of exactly the registration bytes it parsed (for the audit log)
+    let (_, with_room) = load_session(&first.config).unwrap();
+    use sha2::Digest;
+    let want: [u8; 32] = sha2::Sha256::digest(std::fs::read(dir.path().join("REG.dcm")).unwrap()).into();
+    assert_eq!(with_room.options.room_setup_sha256, Some(want));
+    let (read, written) = (with_room.options.room_setup.unwrap(), first.room.unwrap());
+    assert_eq!(
+        read.room_frame_of_reference_uid,
+        written.room_frame_of_reference_uid
+    );
+    // through the file's decimal strings: equal to well below a micrometre
+    let gap = (read.planning_to_room.matrix() - written.planning_to_room.matrix())
+        .abs()
+        .max();
+    assert!(gap < 1e-9, "{gap}");
     // a file of the user's own in the folder stays
     std::fs::write(dir.path().join("ct/notes.txt"), b"mine").unwrap();
     let s = write_phantom_session(
@@ -233,6 +248,7 @@ fn a_session_rewritten_with_fewer_slices_loads_only_the_new_series() {
     let (_, session) = load_session(&s.config).unwrap();
     assert_eq!(session.planning_ct.grid().dims(), [128, 128, 24]);
     assert!(session.options.room_setup.is_none());
+    assert!(session.options.room_setup_sha256.is_none());
     assert!(
         !dir.path().join("REG.dcm").exists(),
         "the earlier session's registration is gone"

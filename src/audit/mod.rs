@@ -2,12 +2,12 @@
 //! dropped — with why, its latency and the corrections sent; plus session, link and shutdown
 //! events. Append-only, every record checksummed, readable after a crash.
 //!
-//! # File format (version 1, all integers little-endian)
+//! # File format (version 2, all integers little-endian; version 1 logs are read too)
 //!
 //! ```text
 //! header (32 bytes)
 //!   0  magic        8  b"IGAUDIT\n"
-//!   8  version      u16  1
+//!   8  version      u16  2 (1: the same without setup records)
 //!  10  flags        u16  0 (reserved)
 //!  12  header_len   u32  32
 //!  16  session_start_unix_ns u64
@@ -20,8 +20,9 @@
 //! ```
 //!
 //! Strings are `u16` length + UTF-8. Optional integers use `u64::MAX` for "none"; optional
-//! floats a flag bit. Payload kinds: 1 session start, 2 frame, 3 link event, 4 shutdown (see
-//! `docs/audit-log.md` for the field tables). A frame's corrections are kept in full (20
+//! floats a flag bit. Payload kinds: 1 session start, 2 frame, 3 link event, 4 shutdown, 5
+//! setup (how in-room coordinates map to the plan's; see `docs/audit-log.md` for the field
+//! tables). A frame's corrections are kept in full (20
 //! bytes per spot: index u32, x f32, y f32, energy f32, range shifter f32) or, when
 //! configured, only as the SHA-256 of exactly those bytes ([`corrections_digest`]), so a
 //! replay can still be checked against the log.
@@ -54,11 +55,14 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::correction::{HoldReason, RangeMode, SpotCorrection};
+use crate::geometry::{RigidTransform, RoomSetup};
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"IGAUDIT\n";
-/// Format version this code writes and reads.
-pub const VERSION: u16 = 1;
+/// Format version this code writes (and the newest it reads).
+pub const VERSION: u16 = 2;
+/// Oldest format version this code reads (version 1 has no setup records).
+pub const OLDEST_READ_VERSION: u16 = 1;
 /// Header length, bytes.
 pub const HEADER_LEN: usize = 32;
 /// Largest payload accepted, bytes (a 100 000-spot frame is 2 MB).
@@ -70,6 +74,7 @@ const KIND_SESSION: u8 = 1;
 const KIND_FRAME: u8 = 2;
 const KIND_LINK: u8 = 3;
 const KIND_SHUTDOWN: u8 = 4;
+const KIND_SETUP: u8 = 5;
 const NONE_U64: u64 = u64::MAX;
 
 /// Why the audit log could not be written or opened.
@@ -100,8 +105,18 @@ pub enum AuditError {
         why: &'static str,
     },
     /// A version this code does not read.
-    #[error("audit log {path}: format version {version}, this build reads {VERSION}")]
+    #[error(
+        "audit log {path}: format version {version}, this build reads {OLDEST_READ_VERSION} to {VERSION}"
+    )]
     UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The file's version.
+        version: u16,
+    },
+    /// Appending to a log of an older version (its readers would not know the new records).
+    #[error("audit log {path} is format version {version}; this build appends to version {VERSION} only: keep it and start a new file")]
+    AppendOldVersion {
         /// The file.
         path: PathBuf,
         /// The file's version.
@@ -234,6 +249,58 @@ pub struct FrameRecord {
     pub corrections: Corrections,
 }
 
+/// The room setup a session used, enough to recompute every frame's placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetupRecord {
+    /// When, ns since the UNIX epoch.
+    pub unix_ns: u64,
+    /// The planning CT's Frame of Reference UID.
+    pub planning_frame_of_reference_uid: String,
+    /// The in-room scanner's Frame of Reference UID (empty: none, frames are used in their
+    /// own coordinates).
+    pub room_frame_of_reference_uid: String,
+    /// Planning → room map: rotation matrix row-major, then translation in mm (the identity
+    /// when there is no setup registration).
+    pub planning_to_room: [f64; 12],
+    /// SHA-256 of the Spatial Registration file the map was read from (`None`: no file).
+    pub registration_sha256: Option<[u8; 32]>,
+}
+
+impl SetupRecord {
+    /// The record of a session's room setup (`None`: no setup registration, frames used in
+    /// their own coordinates, the map recorded as the identity).
+    pub fn new(
+        unix_ns: u64,
+        planning_frame_of_reference_uid: &str,
+        setup: Option<&RoomSetup>,
+        registration_sha256: Option<[u8; 32]>,
+    ) -> Self {
+        let (room_uid, map) = match setup {
+            Some(s) => (s.room_frame_of_reference_uid.clone(), s.planning_to_room),
+            None => (String::new(), RigidTransform::identity()),
+        };
+        let m = map.matrix();
+        let mut planning_to_room = [0.0; 12];
+        for r in 0..3 {
+            for c in 0..3 {
+                planning_to_room[3 * r + c] = m[(r, c)];
+            }
+            planning_to_room[9 + r] = m[(r, 3)];
+        }
+        SetupRecord {
+            unix_ns,
+            planning_frame_of_reference_uid: setup
+                .map_or(planning_frame_of_reference_uid, |s| {
+                    &s.planning_frame_of_reference_uid
+                })
+                .to_string(),
+            room_frame_of_reference_uid: room_uid,
+            planning_to_room,
+            registration_sha256,
+        }
+    }
+}
+
 /// A record of the log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuditRecord {
@@ -257,6 +324,9 @@ pub enum AuditRecord {
         /// Detail text.
         detail: String,
     },
+    /// How the in-room scanner's coordinates map to the planning CT's for the frames that
+    /// follow (written after the session start).
+    Setup(SetupRecord),
     /// The session ended.
     Shutdown {
         /// When, ns since the UNIX epoch.
@@ -404,6 +474,12 @@ impl AuditWriter {
     /// Opens an existing log for append, only if it reads [`TailStatus::Clean`].
     pub fn open_append(path: &Path, options: AuditOptions) -> Result<Self, AuditError> {
         let mut reader = AuditReader::open(path)?;
+        if reader.header().version != VERSION {
+            return Err(AuditError::AppendOldVersion {
+                path: path.to_path_buf(),
+                version: reader.header().version,
+            });
+        }
         for _ in reader.by_ref() {}
         let status = reader.status().cloned().unwrap_or(TailStatus::Clean);
         if status != TailStatus::Clean {
@@ -466,6 +542,21 @@ impl AuditWriter {
                 b.extend_from_slice(&unix_ns.to_le_bytes());
                 b.extend_from_slice(&code.to_le_bytes());
                 put_str(b, "detail", detail)?;
+            }
+            AuditRecord::Setup(r) => {
+                b.push(KIND_SETUP);
+                b.extend_from_slice(&r.unix_ns.to_le_bytes());
+                put_str(
+                    b,
+                    "planning_frame_of_reference_uid",
+                    &r.planning_frame_of_reference_uid,
+                )?;
+                put_str(b, "room_frame_of_reference_uid", &r.room_frame_of_reference_uid)?;
+                for v in r.planning_to_room {
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+                b.push(u8::from(r.registration_sha256.is_some()));
+                b.extend_from_slice(&r.registration_sha256.unwrap_or([0; 32]));
             }
             AuditRecord::Shutdown { unix_ns, reason } => {
                 b.push(KIND_SHUTDOWN);
@@ -672,6 +763,28 @@ fn decode(payload: &[u8]) -> Option<AuditRecord> {
             unix_ns: d.u64()?,
             reason: d.string()?,
         },
+        KIND_SETUP => {
+            let unix_ns = d.u64()?;
+            let planning_frame_of_reference_uid = d.string()?;
+            let room_frame_of_reference_uid = d.string()?;
+            let mut planning_to_room = [0.0; 12];
+            for v in &mut planning_to_room {
+                *v = d.f64()?;
+            }
+            let has_sha = match d.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            let sha: [u8; 32] = d.arr()?;
+            AuditRecord::Setup(SetupRecord {
+                unix_ns,
+                planning_frame_of_reference_uid,
+                room_frame_of_reference_uid,
+                planning_to_room,
+                registration_sha256: has_sha.then_some(sha),
+            })
+        }
         KIND_FRAME => {
             let frame_id = d.u64()?;
             let origin = d.string()?;
@@ -790,7 +903,7 @@ impl AuditReader {
             return Err(bad("header checksum mismatch"));
         }
         let version = u16::from_le_bytes([data[8], data[9]]);
-        if version != VERSION {
+        if !(OLDEST_READ_VERSION..=VERSION).contains(&version) {
             return Err(AuditError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 version,
@@ -944,6 +1057,8 @@ pub struct AuditSummary {
     pub link_events: u64,
     /// Shutdown records.
     pub shutdowns: u64,
+    /// Setup records.
+    pub setups: u64,
     /// Frames with a latency, and the largest, ns.
     pub max_latency_ns: Option<u64>,
     /// How the log ends.
@@ -959,6 +1074,7 @@ pub fn summary(path: &Path) -> Result<AuditSummary, AuditError> {
             AuditRecord::SessionStart { .. } => s.sessions += 1,
             AuditRecord::Link { .. } => s.link_events += 1,
             AuditRecord::Shutdown { .. } => s.shutdowns += 1,
+            AuditRecord::Setup(_) => s.setups += 1,
             AuditRecord::Frame(f) => {
                 s.frames += 1;
                 *s.outcomes

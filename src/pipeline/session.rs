@@ -10,15 +10,17 @@ use std::time::Duration;
 use crate::adapt::{AdaptError, AdaptOptions, AdaptPlan, EnergyModel, SafetyLimits};
 use crate::config::Config;
 use crate::correction::RangeMode;
+use crate::dicom::attrs::OpenError;
 use crate::dicom::ct::{read_series_dir, CtError};
 use crate::dicom::rtplan::{read_plan, PlanError};
 use crate::dicom::rtstruct::{read_roi, RtStructError};
-use crate::dicom::spatial_registration::{read_room_setup, RegistrationError};
+use crate::dicom::spatial_registration::{read_room_setup_bytes, RegistrationError};
 use crate::geometry::RoomSetup;
 use crate::plan::IonPlan;
 use crate::range::{FacilityTable, Hlut, RangeError, SpotTracer, SpotTracerOptions};
 use crate::register::{FixedContext, RegisterError, RegisterOptions, Roi};
 use crate::volume::CtVolume;
+use sha2::{Digest, Sha256};
 
 /// Why a session could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,9 @@ pub struct SessionOptions {
     /// registration gives them: frames must carry its in-room Frame of Reference and are
     /// placed in planning coordinates on ingest. `None`: frames are taken as they come.
     pub room_setup: Option<RoomSetup>,
+    /// SHA-256 of the Spatial Registration file `room_setup` was parsed from (the very bytes
+    /// parsed), for the audit log.
+    pub room_setup_sha256: Option<[u8; 32]>,
 }
 
 /// Everything loaded before the first frame.
@@ -151,9 +156,17 @@ impl Session {
             path: p.ct.clone(),
             source,
         })?;
-        let room_setup = match &p.setup_registration {
-            Some(path) => Some(read_room_setup(path, &series.meta.frame_of_reference_uid)?),
-            None => None,
+        let (room_setup, room_setup_sha256) = match &p.setup_registration {
+            Some(path) => {
+                // Read once: the audit log's hash is of exactly the bytes parsed.
+                let bytes = std::fs::read(path).map_err(|e| RegistrationError::Open {
+                    path: path.clone(),
+                    source: OpenError::Io(e),
+                })?;
+                let setup = read_room_setup_bytes(&bytes, path, &series.meta.frame_of_reference_uid)?;
+                (Some(setup), Some(Sha256::digest(&bytes).into()))
+            }
+            None => (None, None),
         };
         let ct = series.volume;
         let (_, roi) = read_roi(&p.structures, &p.roi).map_err(|source| SessionError::Structures {
@@ -208,6 +221,7 @@ impl Session {
             pool_size: 6,
             max_frame_voxels: config.resources.max_frame_voxels,
             room_setup,
+            room_setup_sha256,
         };
         let spots: usize = plan
             .beams

@@ -1,0 +1,357 @@
+//! `ionguide audit LOG`: what a session's audit log says — the session and its room setup,
+//! every frame's outcome counted by reason, latencies, link events, how the session ended,
+//! and whether the file ends cleanly, was cut by a crash (torn last record) or is damaged.
+//! `--frames` lists every frame; `--json` prints the same as one JSON object.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ionguide::audit::{AuditReader, AuditRecord, Corrections, FrameRecord, SetupRecord, TailStatus};
+use ionguide::geometry::RigidTransform;
+use nalgebra::{Matrix3, Rotation3, Vector3};
+use serde_json::{json, Value};
+
+/// Arguments of `ionguide audit`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The audit log (`audit.path` of the session's configuration).
+    #[arg(value_name = "LOG")]
+    path: PathBuf,
+    /// Also list every frame: id, outcome, reason, latency, tumor shift, NCC, spots sent.
+    #[arg(long)]
+    frames: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Reads the log; fails (after printing what is intact) when the log is damaged, so a script
+/// notices. A torn last record — a crash mid-write — is reported but is not a failure.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (records, tail) =
+        AuditReader::read_all(&args.path).with_context(|| format!("reading {}", args.path.display()))?;
+    let version = AuditReader::open(&args.path)?.header().version;
+    let report = Report::new(&records);
+    if args.json {
+        let mut v = report.json(&tail, version);
+        if args.frames {
+            v["frames"] = Value::Array(report.frames.iter().map(|f| frame_json(f)).collect());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", report.text(&args.path, &tail, version));
+        if args.frames {
+            println!(
+                "\n{:>10}  {:<9}  {:<28}  {:>9}  {:>26}  {:>6}  {:>6}",
+                "frame", "outcome", "reason", "latency", "tumor shift (mm)", "NCC", "spots"
+            );
+            for f in &report.frames {
+                println!("{}", frame_line(f));
+            }
+        }
+    }
+    match tail {
+        TailStatus::Corrupt { offset, why } => {
+            anyhow::bail!(
+                "{}: damaged at byte {offset}: {why}; the records before it are listed above",
+                args.path.display()
+            )
+        }
+        TailStatus::Clean | TailStatus::TornTail { .. } => Ok(()),
+    }
+}
+
+struct Report<'a> {
+    session: Option<&'a AuditRecord>,
+    setups: Vec<&'a SetupRecord>,
+    frames: Vec<&'a FrameRecord>,
+    links: Vec<&'a AuditRecord>,
+    shutdown: Option<&'a AuditRecord>,
+}
+
+impl<'a> Report<'a> {
+    fn new(records: &'a [AuditRecord]) -> Self {
+        let mut r = Report {
+            session: None,
+            setups: Vec::new(),
+            frames: Vec::new(),
+            links: Vec::new(),
+            shutdown: None,
+        };
+        for rec in records {
+            match rec {
+                AuditRecord::SessionStart { .. } => r.session = r.session.or(Some(rec)),
+                AuditRecord::Setup(s) => r.setups.push(s),
+                AuditRecord::Frame(f) => r.frames.push(f),
+                AuditRecord::Link { .. } => r.links.push(rec),
+                AuditRecord::Shutdown { .. } => r.shutdown = Some(rec),
+            }
+        }
+        r
+    }
+
+    /// Frames per outcome name, and held/rejected frames per reason name.
+    fn counts(&self) -> (BTreeMap<&'static str, u64>, BTreeMap<&'static str, u64>) {
+        let mut outcomes = BTreeMap::new();
+        let mut reasons = BTreeMap::new();
+        for f in &self.frames {
+            *outcomes
+                .entry(f.outcome.map_or("unknown", |o| o.name()))
+                .or_insert(0) += 1;
+            if let Some(h) = f.hold_reason {
+                *reasons.entry(h.name()).or_insert(0) += 1;
+            }
+        }
+        (outcomes, reasons)
+    }
+
+    /// p50, p99, max of frame complete → on the wire, ms, over frames that sent something.
+    fn latency_ms(&self) -> Option<[f64; 3]> {
+        let mut ms: Vec<f64> = self
+            .frames
+            .iter()
+            .filter_map(|f| f.latency_ns)
+            .map(|n| n as f64 / 1e6)
+            .collect();
+        if ms.is_empty() {
+            return None;
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        Some([at(0.50), at(0.99), ms[ms.len() - 1]])
+    }
+
+    fn text(&self, path: &std::path::Path, tail: &TailStatus, version: u16) -> String {
+        let mut out = format!("audit log {} (format version {version})\n", path.display());
+        match self.session {
+            Some(AuditRecord::SessionStart {
+                unix_ns,
+                config_sha256,
+                plan_sop_uid,
+            }) => {
+                out += &format!(
+                    "session   started {}, plan {plan_sop_uid}, configuration SHA-256 {}\n",
+                    utc(*unix_ns),
+                    hex(config_sha256)
+                )
+            }
+            _ => out += "session   no session start record\n",
+        }
+        if self.setups.is_empty() {
+            out += "setup     not recorded (a version 1 log, or written before the session's setup)\n";
+        }
+        for s in &self.setups {
+            out += &format!("setup     {}\n", setup_text(s));
+        }
+        let (outcomes, reasons) = self.counts();
+        let list = |m: &BTreeMap<&str, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out += &format!(
+            "frames    {}: {}\n",
+            self.frames.len(),
+            if outcomes.is_empty() {
+                "none".into()
+            } else {
+                list(&outcomes)
+            }
+        );
+        if !reasons.is_empty() {
+            out += &format!("held/rejected because {}\n", list(&reasons));
+        }
+        if let Some([p50, p99, max]) = self.latency_ms() {
+            out += &format!(
+                "latency   frame complete → on the wire: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms\n"
+            );
+        }
+        out += &format!("link      {} event(s)\n", self.links.len());
+        for l in &self.links {
+            if let AuditRecord::Link {
+                unix_ns,
+                code,
+                detail,
+            } = l
+            {
+                out += &format!("          {} code {code}: {detail}\n", utc(*unix_ns));
+            }
+        }
+        match self.shutdown {
+            Some(AuditRecord::Shutdown { unix_ns, reason }) => {
+                out += &format!("ended     {} ({reason})\n", utc(*unix_ns))
+            }
+            _ => {
+                out +=
+                    "ended     no shutdown record: the session is running, or ended without one (a crash)\n"
+            }
+        }
+        out += &format!("file      {}\n", tail_text(tail));
+        out
+    }
+
+    fn json(&self, tail: &TailStatus, version: u16) -> Value {
+        let (outcomes, reasons) = self.counts();
+        let session = match self.session {
+            Some(AuditRecord::SessionStart {
+                unix_ns,
+                config_sha256,
+                plan_sop_uid,
+            }) => {
+                json!({"unix_ns": unix_ns, "utc": utc(*unix_ns), "plan_sop_instance_uid": plan_sop_uid, "config_sha256": hex(config_sha256)})
+            }
+            _ => Value::Null,
+        };
+        let setups: Vec<Value> = self
+            .setups
+            .iter()
+            .map(|s| {
+                json!({
+                    "unix_ns": s.unix_ns,
+                    "planning_frame_of_reference_uid": s.planning_frame_of_reference_uid,
+                    "room_frame_of_reference_uid": s.room_frame_of_reference_uid,
+                    "planning_to_room_rotation_row_major": &s.planning_to_room[..9],
+                    "planning_to_room_translation_mm": &s.planning_to_room[9..],
+                    "registration_sha256": s.registration_sha256.as_ref().map(|h| hex(h)),
+                })
+            })
+            .collect();
+        let links: Vec<Value> = self
+            .links
+            .iter()
+            .filter_map(|l| match l {
+                AuditRecord::Link {
+                    unix_ns,
+                    code,
+                    detail,
+                } => Some(json!({"unix_ns": unix_ns, "code": code, "detail": detail})),
+                _ => None,
+            })
+            .collect();
+        let shutdown = match self.shutdown {
+            Some(AuditRecord::Shutdown { unix_ns, reason }) => json!({"unix_ns": unix_ns, "reason": reason}),
+            _ => Value::Null,
+        };
+        let latency = self
+            .latency_ms()
+            .map(|[p50, p99, max]| json!({"p50_ms": p50, "p99_ms": p99, "max_ms": max}));
+        let tail = match tail {
+            TailStatus::Clean => json!({"status": "clean"}),
+            TailStatus::TornTail { offset, bytes } => {
+                json!({"status": "torn_tail", "offset": offset, "bytes": bytes})
+            }
+            TailStatus::Corrupt { offset, why } => json!({"status": "corrupt", "offset": offset, "why": why}),
+        };
+        json!({
+            "format_version": version,
+            "session": session,
+            "setups": setups,
+            "frame_count": self.frames.len(),
+            "outcomes": outcomes,
+            "hold_reasons": reasons,
+            "latency": latency,
+            "link_events": links,
+            "shutdown": shutdown,
+            "tail": tail,
+        })
+    }
+}
+
+fn setup_text(s: &SetupRecord) -> String {
+    let identity = s.planning_to_room == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+    if s.room_frame_of_reference_uid.is_empty() && identity && s.registration_sha256.is_none() {
+        return format!(
+            "no setup registration: frames used in their own coordinates (planning Frame of Reference {})",
+            s.planning_frame_of_reference_uid
+        );
+    }
+    let m = &s.planning_to_room;
+    let rotation = Matrix3::new(m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]);
+    let map = RigidTransform {
+        rotation: Rotation3::from_matrix_unchecked(rotation),
+        translation_mm: Vector3::new(m[9], m[10], m[11]),
+    };
+    let [ax, ay, az] = map.rotation_xyz_deg();
+    format!(
+        "planning Frame of Reference {} → room {}: translation ({:.2}, {:.2}, {:.2}) mm, rotation x {ax:.3}°, y {ay:.3}°, z {az:.3}°; registration file SHA-256 {}",
+        s.planning_frame_of_reference_uid,
+        s.room_frame_of_reference_uid,
+        m[9],
+        m[10],
+        m[11],
+        s.registration_sha256.as_ref().map_or("(none)".into(), |h| hex(h))
+    )
+}
+
+fn tail_text(tail: &TailStatus) -> String {
+    match tail {
+        TailStatus::Clean => "ends cleanly: every byte belongs to a valid record".into(),
+        TailStatus::TornTail { offset, bytes } => format!(
+            "the last record, at byte {offset}, is incomplete ({bytes} bytes): a crash mid-write; everything before it is intact"
+        ),
+        TailStatus::Corrupt { offset, why } => {
+            format!("DAMAGED at byte {offset}: {why}; records before it are intact, nothing after it is trusted")
+        }
+    }
+}
+
+fn frame_line(f: &FrameRecord) -> String {
+    let latency = f
+        .latency_ns
+        .map_or("–".into(), |n| format!("{:.2} ms", n as f64 / 1e6));
+    let shift = f
+        .tumor_shift_mm
+        .map_or("–".into(), |[x, y, z]| format!("({x:.2}, {y:.2}, {z:.2})"));
+    let ncc = f.ncc.map_or("–".into(), |v| format!("{v:.3}"));
+    format!(
+        "{:>10}  {:<9}  {:<28}  {:>9}  {:>26}  {:>6}  {:>6}",
+        f.frame_id,
+        f.outcome.map_or("unknown", |o| o.name()),
+        f.hold_reason.map_or("", |h| h.name()),
+        latency,
+        shift,
+        ncc,
+        spots_sent(f).map_or("–".into(), |n| n.to_string())
+    )
+}
+
+fn spots_sent(f: &FrameRecord) -> Option<usize> {
+    match &f.corrections {
+        Corrections::None => None,
+        Corrections::Full { spots, .. } => Some(spots.len()),
+        Corrections::Digest { count, .. } => Some(*count as usize),
+    }
+}
+
+fn frame_json(f: &FrameRecord) -> Value {
+    json!({
+        "frame_id": f.frame_id,
+        "origin": f.origin,
+        "outcome": f.outcome.map(|o| o.name()),
+        "hold_reason": f.hold_reason.map(|h| h.name()),
+        "detail": f.detail,
+        "arrival_unix_ns": f.arrival_unix_ns,
+        "complete_unix_ns": f.complete_unix_ns,
+        "latency_ns": f.latency_ns,
+        "stage_ns": f.stage_ns,
+        "tumor_shift_mm": f.tumor_shift_mm,
+        "ncc": f.ncc,
+        "spots_sent": spots_sent(f),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `2026-11-29 12:00:00.123 UTC` from ns since the UNIX epoch.
+fn utc(unix_ns: u64) -> String {
+    let secs = (unix_ns / 1_000_000_000) as i64;
+    let nanos = (unix_ns % 1_000_000_000) as u32;
+    chrono::DateTime::from_timestamp(secs, nanos).map_or_else(
+        || format!("{unix_ns} ns since the UNIX epoch"),
+        |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
+    )
+}

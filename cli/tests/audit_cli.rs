@@ -1,0 +1,187 @@
+//! `ionguide audit` on a log written by the library's writer: what it reports for a whole
+//! session, a log cut by a crash (reported, exit 0) and a damaged one (exit 1, records before
+//! the damage still listed).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ionguide::audit::{
+    AuditOptions, AuditRecord, AuditWriter, Corrections, FrameRecord, Outcome, SetupRecord,
+};
+use ionguide::correction::{HoldReason, RangeMode, SpotCorrection};
+use ionguide::geometry::{RigidTransform, RoomSetup};
+use ionguide::units::VectorMm;
+
+const T0: u64 = 1_796_000_000_000_000_000; // 2026-11-30 00:53:20 UTC
+
+fn frame(id: u64, latency_ms: Option<u64>, hold: Option<HoldReason>) -> FrameRecord {
+    FrameRecord {
+        frame_id: id,
+        origin: format!("scp:1.2.3/{id}"),
+        outcome: Some(if hold.is_some() {
+            Outcome::Held
+        } else {
+            Outcome::Corrected
+        }),
+        hold_reason: hold,
+        detail: String::new(),
+        arrival_unix_ns: T0 + id * 100_000_000,
+        complete_unix_ns: T0 + id * 100_000_000 + 1_000_000,
+        latency_ns: latency_ms.map(|ms| ms * 1_000_000),
+        stage_ns: [None; 5],
+        tumor_shift_mm: Some([0.5, -1.25, 2.0]),
+        ncc: Some(0.987),
+        corrections: match hold {
+            Some(_) => Corrections::None,
+            None => Corrections::Full {
+                mode: Some(RangeMode::Energy),
+                valid_until_unix_ns: T0 + id * 100_000_000 + 60_000_000,
+                spots: (0..7)
+                    .map(|i| SpotCorrection {
+                        spot_index: i,
+                        x_mm: 1.0,
+                        y_mm: -1.0,
+                        energy_mev_u: 250.0,
+                        range_shifter_mm_we: 0.0,
+                    })
+                    .collect(),
+            },
+        },
+    }
+}
+
+/// A session of 100 frames: latencies 1..=98 ms for 98 corrected ones, two held.
+fn write_session(path: &Path) {
+    let mut w = AuditWriter::create(path, T0, AuditOptions::default()).unwrap();
+    w.write(&AuditRecord::SessionStart {
+        unix_ns: T0,
+        config_sha256: [0xAB; 32],
+        plan_sop_uid: "1.2.826.0.1.3680043.8.274.1.1.99".into(),
+    })
+    .unwrap();
+    let setup = RoomSetup {
+        planning_to_room: RigidTransform::from_xyz_deg([0.4, 0.0, 1.5], VectorMm::new(35.0, -180.0, 1250.0)),
+        planning_frame_of_reference_uid: "1.2.3.100".into(),
+        room_frame_of_reference_uid: "1.2.3.200".into(),
+    };
+    w.write(&AuditRecord::Setup(SetupRecord::new(
+        T0,
+        "ignored",
+        Some(&setup),
+        Some([0x5C; 32]),
+    )))
+    .unwrap();
+    for id in 1..=100u64 {
+        let f = match id {
+            40 => frame(id, None, Some(HoldReason::DeadlineMissed)),
+            70 => frame(id, None, Some(HoldReason::LateralOverLimit)),
+            _ => frame(id, Some(id - u64::from(id > 40) - u64::from(id > 70)), None),
+        };
+        w.write_frame(&f).unwrap();
+    }
+    w.write(&AuditRecord::Link {
+        unix_ns: T0 + 5_000_000_000,
+        code: 3,
+        detail: "controller ack late: 41 ms".into(),
+    })
+    .unwrap();
+    w.write(&AuditRecord::Shutdown {
+        unix_ns: T0 + 11_000_000_000,
+        reason: "signal".into(),
+    })
+    .unwrap();
+    w.flush().unwrap();
+}
+
+fn audit(path: &Path, extra: &[&str]) -> (Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .arg("audit")
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out, text)
+}
+
+#[test]
+fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("session.igaudit");
+    write_session(&path);
+    let (out, text) = audit(&path, &[]);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "format version 2",
+        "started 2026-11-30 00:53:20.000 UTC",
+        "plan 1.2.826.0.1.3680043.8.274.1.1.99",
+        &"ab".repeat(32),
+        "planning Frame of Reference 1.2.3.100 → room 1.2.3.200: translation (35.00, -180.00, 1250.00) mm",
+        "x 0.400°, y 0.000°, z 1.500°",
+        &"5c".repeat(32),
+        "frames    100: corrected 98, held 2",
+        "deadline_missed 1",
+        "lateral_over_limit 1",
+        // 98 latencies 1..=98 ms: nearest-rank p50 is the 49th, p99 the 98th
+        "p50 49.00 ms, p99 98.00 ms, max 98.00 ms",
+        "controller ack late: 41 ms",
+        "(signal)",
+        "ends cleanly",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+
+    let (out, json) = audit(&path, &["--json", "--frames"]);
+    assert!(out.status.success(), "{json}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["outcomes"]["corrected"], 98);
+    assert_eq!(v["hold_reasons"]["deadline_missed"], 1);
+    assert_eq!(v["latency"]["p99_ms"], 98.0);
+    assert_eq!(v["setups"][0]["room_frame_of_reference_uid"], "1.2.3.200");
+    assert_eq!(v["setups"][0]["planning_to_room_translation_mm"][2], 1250.0);
+    assert_eq!(v["frames"].as_array().unwrap().len(), 100);
+    assert_eq!(v["frames"][39]["hold_reason"], "deadline_missed");
+    assert_eq!(v["frames"][0]["spots_sent"], 7);
+    assert_eq!(v["tail"]["status"], "clean");
+}
+
+#[test]
+fn a_crash_cut_log_is_reported_and_a_damaged_one_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.igaudit");
+    write_session(&path);
+    let whole = std::fs::read(&path).unwrap();
+
+    // Cut in the middle of the last record (the shutdown): a crash mid-write.
+    std::fs::write(&path, &whole[..whole.len() - 5]).unwrap();
+    let (out, text) = audit(&path, &[]);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("is incomplete") && text.contains("a crash mid-write"),
+        "{text}"
+    );
+    assert!(text.contains("no shutdown record"), "{text}");
+    assert!(text.contains("frames    100:"), "{text}");
+
+    // A flipped byte in a record in the middle: damage, not a crash.
+    let mut damaged = whole.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&path, &damaged).unwrap();
+    let (out, text) = audit(&path, &[]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("DAMAGED at byte"), "{text}");
+    assert!(
+        text.contains("error:") && text.contains("damaged at byte"),
+        "{text}"
+    );
+    // the frames before the damage are still counted
+    let counted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("frames    "))
+        .and_then(|l| l.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(counted > 10 && counted < 100, "{text}");
+}
