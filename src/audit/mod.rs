@@ -888,6 +888,11 @@ impl AuditReader {
     /// Reads the file and checks its header (the records are checked as they are read).
     pub fn open(path: &Path) -> Result<Self, AuditError> {
         let data = std::fs::read(path).map_err(|e| io_err(path, e))?;
+        Self::from_bytes(data, path)
+    }
+
+    /// A log's bytes already in memory; `path` only names it in errors.
+    pub fn from_bytes(data: Vec<u8>, path: &Path) -> Result<Self, AuditError> {
         let bad = |why| AuditError::BadHeader {
             path: path.to_path_buf(),
             why,
