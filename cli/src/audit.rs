@@ -1,7 +1,8 @@
 //! `ionguide audit LOG`: what a session's audit log says — the session and its room setup,
 //! every frame's outcome counted by reason, latencies, link events, how the session ended,
 //! and whether the file ends cleanly, was cut by a crash (torn last record) or is damaged.
-//! `--frames` lists every frame; `--json` prints the same as one JSON object.
+//! `--frames` lists every frame; `--json` prints the same as one JSON object; `--plot FILE.svg`
+//! draws every frame's latency over the session.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,10 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also draw every frame's latency over the session (SVG): corrected frames as dots,
+    /// held, rejected and dropped ones marked along the bottom in red.
+    #[arg(long, value_name = "SVG")]
+    plot: Option<PathBuf>,
 }
 
 /// Reads the log; fails (after printing what is intact) when the log is damaged, so a script
@@ -49,6 +54,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             for f in &report.frames {
                 println!("{}", frame_line(f));
             }
+        }
+    }
+    if let Some(svg) = &args.plot {
+        plot_latency(svg, &report.frames).map_err(|e| anyhow::anyhow!("drawing {}: {e}", svg.display()))?;
+        if !args.json {
+            println!("plot      {}", svg.display());
         }
     }
     match tail {
@@ -354,4 +365,61 @@ fn utc(unix_ns: u64) -> String {
         || format!("{unix_ns} ns since the UNIX epoch"),
         |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
     )
+}
+
+/// Latency of every frame against the time its last slice arrived (s since the first frame).
+fn plot_latency(path: &std::path::Path, frames: &[&FrameRecord]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let t0 = frames.iter().map(|f| f.complete_unix_ns).min().unwrap_or(0);
+    let t_s = |f: &FrameRecord| f.complete_unix_ns.saturating_sub(t0) as f64 / 1e9;
+    let sent: Vec<(f64, f64)> = frames
+        .iter()
+        .filter_map(|f| f.latency_ns.map(|n| (t_s(f), n as f64 / 1e6)))
+        .collect();
+    let not_corrected: Vec<f64> = frames
+        .iter()
+        .filter(|f| f.outcome != Some(ionguide::audit::Outcome::Corrected))
+        .map(|f| t_s(f))
+        .collect();
+    let t_end = frames.iter().map(|f| t_s(f)).fold(1.0, f64::max);
+    let top = sent.iter().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "{} frames: latency, frame complete → corrections on the wire ({} not corrected)",
+                frames.len(),
+                not_corrected.len()
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..t_end * 1.02, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the first frame (s)")
+        .y_desc("ms")
+        .draw()?;
+    chart
+        .draw_series(sent.iter().map(|&p| Circle::new(p, 2, BLUE.mix(0.6).filled())))?
+        .label("corrected: latency")
+        .legend(|(x, y)| Circle::new((x + 8, y), 3, BLUE.filled()));
+    chart
+        .draw_series(
+            not_corrected
+                .iter()
+                .map(|&t| Cross::new((t, top * 0.02), 4, RED.stroke_width(2))),
+        )?
+        .label("held, rejected or dropped")
+        .legend(|(x, y)| Cross::new((x + 8, y), 4, RED.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }

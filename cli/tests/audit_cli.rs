@@ -144,6 +144,14 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     assert_eq!(v["frames"][39]["hold_reason"], "deadline_missed");
     assert_eq!(v["frames"][0]["spots_sent"], 7);
     assert_eq!(v["tail"]["status"], "clean");
+
+    let svg = dir.path().join("latency.svg");
+    let (out, text) = audit(&path, &["--plot", svg.to_str().unwrap()]);
+    assert!(out.status.success(), "{text}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    // one dot per corrected frame, plus the legend's
+    assert_eq!(drawn.matches("<circle").count(), 98 + 1, "{text}");
+    assert!(drawn.contains("100 frames") && drawn.contains("2 not corrected"));
 }
 
 #[test]
