@@ -278,5 +278,16 @@ fn moved_trace_is_identical_on_two_threads_and_without_profiles() {
     }
     assert!(one.wepl_mm.iter().filter(|w| w.is_finite()).count() > one.wepl_mm.len() / 2);
     // A wrong offset count is an error, not a silent unmoved trace.
-    assert!(s.frame.trace_frame_ct_moved(&ct, &s.hlut, &[]).is_err());
+    let queries = vec![0.0; s.frame.spots().len()];
+    let mut out = Vec::new();
+    assert!(s
+        .frame
+        .trace_frame_ct_moved_at(&ct, &s.hlut, &[], &queries, &mut out)
+        .is_err());
+    // and so is a wrong query count
+    let offsets = vec![VectorMm::zeros(); s.frame.beam_count()];
+    assert!(s
+        .frame
+        .trace_frame_ct_moved_at(&ct, &s.hlut, &offsets, &queries[1..], &mut out)
+        .is_err());
 }

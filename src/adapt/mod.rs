@@ -45,7 +45,7 @@
 //! # Range
 //!
 //! The frame is traced with each beam's rays moved by `o_b = s − (s·to_source)·to_source`,
-//! the lateral part of `s` for beam `b` ([`crate::range::SpotTracer::trace_frame_ct_moved`]):
+//! the lateral part of `s` for beam `b` ([`crate::range::SpotTracer::trace_frame_ct_moved_at`]):
 //! one trace per ray shared by all layers, instead of one per spot. The shifted target
 //! `p + s` is then nearest the moved ray at `t* = t_p + (s − o_b)·dir`, with `t_p` the planned
 //! target's parameter and `dir` the ray's unit direction (for a divergent ray `p + s` lies
@@ -423,7 +423,8 @@ impl AdaptPlan {
         }
     }
 
-    /// Range half on a CT frame: traces `frame` (a clone of the planned tracer) through `ct`
+    /// Range half on a CT frame: traces `frame` (a copy of the planned tracer, with or
+    /// without profiles: [`SpotTracer::without_profiles`]) through `ct`
     /// with rays moved by the lateral part of `shift_mm`, then fills `out` with every spot's
     /// new water depth (NaN where its shifted target lies outside the traced frame).
     pub fn measure_ct(

@@ -92,7 +92,7 @@ impl StageIo {
     /// Waits for the newest frame; older waiting ones are retired as dropped. `None` when the
     /// pipeline stops.
     pub fn next_frame(&mut self) -> Option<Box<Work>> {
-        // the first call comes after the stage's own set-up (tracer clone, buffers)
+        // the first call comes after the stage's own set-up (tracer copy, buffers)
         self.set_up();
         if !self.registered {
             // the producer's push unparks this thread from now on (else it would only notice

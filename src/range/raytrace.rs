@@ -410,7 +410,7 @@ pub fn trace_into(rsp: &Volume<f32>, ray: &Ray, t_max_mm: f64, profile: &mut Ray
 }
 
 /// [`trace_into`] that stops at the first voxel exit where the cumulative WEPL reaches
-/// `stop_wepl_mm` (the profile is then [truncated](RayProfile::is_truncated)). Every sample
+/// `stop_wepl_mm` (the profile is then [truncated](ProfileView::is_truncated)). Every sample
 /// it keeps is bit-identical to the full trace's: the stop only drops the tail.
 pub fn trace_until(rsp: &Volume<f32>, ray: &Ray, t_max_mm: f64, stop_wepl_mm: f64, profile: &mut RayProfile) {
     let traced = trace_rsp_samples(rsp, ray, t_max_mm, stop_wepl_mm, profile);

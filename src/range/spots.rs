@@ -19,9 +19,10 @@
 //! the voxels the rays visit instead of the whole frame.
 //!
 //! For the adapt stage a frame can also be traced with every ray of a beam moved by a
-//! per-beam offset ([`SpotTracer::trace_frame_ct_moved`], [`SpotTracer::trace_frame_moved`]):
-//! the lateral part of the tumor shift, so the rays pass through the moved target. Same
-//! buffers, same stop rule, no allocation.
+//! per-beam offset ([`SpotTracer::trace_frame_ct_moved_at`], [`SpotTracer::trace_frame_moved_at`]):
+//! the lateral part of the tumor shift, so the rays pass through the moved target, and each
+//! spot's WEPL is measured at a given depth as its ray is traced. Same buffers, same stop
+//! rule, no allocation.
 
 use std::collections::HashMap;
 
@@ -277,37 +278,6 @@ impl SpotTracer {
         });
     }
 
-    /// [`Self::trace_frame`] with every ray of beam `b` moved by `beam_offsets_mm[b]`
-    /// (patient mm; the direction is kept). Ray parameters keep their meaning: `t` on a moved
-    /// ray is measured from its moved start. Profiles, targets and [`Self::wepl_at_t_mm`]
-    /// then describe the moved rays. Errors (nothing traced) unless there is exactly one
-    /// finite offset per beam.
-    pub fn trace_frame_moved(
-        &mut self,
-        rsp: &Volume<f32>,
-        beam_offsets_mm: &[VectorMm],
-    ) -> Result<(), RangeError> {
-        self.check_offsets(beam_offsets_mm)?;
-        self.trace_with(rsp.grid(), beam_offsets_mm, |ray, stop, p| {
-            trace_rsp_samples(rsp, ray, f64::INFINITY, stop, p)
-        });
-        Ok(())
-    }
-
-    /// [`Self::trace_frame_ct`] with rays moved per beam, as [`Self::trace_frame_moved`].
-    pub fn trace_frame_ct_moved(
-        &mut self,
-        ct: &CtVolume,
-        hlut: &Hlut,
-        beam_offsets_mm: &[VectorMm],
-    ) -> Result<(), RangeError> {
-        self.check_offsets(beam_offsets_mm)?;
-        self.trace_with(ct.grid(), beam_offsets_mm, |ray, stop, p| {
-            trace_ct_samples(ct, hlut, ray, f64::INFINITY, stop, p)
-        });
-        Ok(())
-    }
-
     fn check_offsets(&self, beam_offsets_mm: &[VectorMm]) -> Result<(), RangeError> {
         if beam_offsets_mm.len() != self.beams {
             return Err(RangeError::BadBeamGeometry {
@@ -440,11 +410,15 @@ impl SpotTracer {
         }
     }
 
-    /// [`Self::trace_frame_ct_moved`] that also measures, for every spot `n` (plan order),
-    /// the WEPL to parameter `query_t_mm[n]` on its moved ray, as
-    /// [`Self::wepl_at_t_within_mm`] would after the trace (NaN where that is `None`), into
-    /// `wepl_mm` (cleared first). Each ray's spots are measured right after the ray is
-    /// traced, from samples still in cache, so it needs no kept profiles.
+    /// Traces `ct` (through `hlut`) with every ray of beam `b` moved by `beam_offsets_mm[b]`
+    /// (patient mm; the direction is kept) and measures, for every spot `n` (plan order), the
+    /// WEPL to parameter `query_t_mm[n]` on its moved ray, as [`Self::wepl_at_t_within_mm`]
+    /// would after the trace (NaN where that is `None`), into `wepl_mm` (cleared first). Ray
+    /// parameters keep their meaning: `t` on a moved ray is measured from its moved start;
+    /// profiles (if kept) and targets then describe the moved rays. Each ray's spots are
+    /// measured right after the ray is traced, from samples still in cache, so it needs no
+    /// kept profiles. Errors (nothing traced) unless there is exactly one finite offset per
+    /// beam and one query per spot.
     pub fn trace_frame_ct_moved_at(
         &mut self,
         ct: &CtVolume,
@@ -453,13 +427,9 @@ impl SpotTracer {
         query_t_mm: &[f64],
         wepl_mm: &mut Vec<f32>,
     ) -> Result<(), RangeError> {
-        self.check_offsets(beam_offsets_mm)?;
-        self.set_queries(query_t_mm)?;
-        self.trace_with(ct.grid(), beam_offsets_mm, |ray, stop, p| {
+        self.trace_moved_at(ct.grid(), beam_offsets_mm, query_t_mm, wepl_mm, |ray, stop, p| {
             trace_ct_samples(ct, hlut, ray, f64::INFINITY, stop, p)
-        });
-        self.answers_into(wepl_mm);
-        Ok(())
+        })
     }
 
     /// [`Self::trace_frame_ct_moved_at`] on an RSP frame.
@@ -470,11 +440,26 @@ impl SpotTracer {
         query_t_mm: &[f64],
         wepl_mm: &mut Vec<f32>,
     ) -> Result<(), RangeError> {
+        self.trace_moved_at(
+            rsp.grid(),
+            beam_offsets_mm,
+            query_t_mm,
+            wepl_mm,
+            |ray, stop, p| trace_rsp_samples(rsp, ray, f64::INFINITY, stop, p),
+        )
+    }
+
+    fn trace_moved_at(
+        &mut self,
+        grid: &crate::geometry::Grid,
+        beam_offsets_mm: &[VectorMm],
+        query_t_mm: &[f64],
+        wepl_mm: &mut Vec<f32>,
+        trace: impl Fn(&Ray, f64, &mut Slot<'_>) -> Traced + Sync,
+    ) -> Result<(), RangeError> {
         self.check_offsets(beam_offsets_mm)?;
         self.set_queries(query_t_mm)?;
-        self.trace_with(rsp.grid(), beam_offsets_mm, |ray, stop, p| {
-            trace_rsp_samples(rsp, ray, f64::INFINITY, stop, p)
-        });
+        self.trace_with(grid, beam_offsets_mm, trace);
         self.answers_into(wepl_mm);
         Ok(())
     }
@@ -788,10 +773,10 @@ impl<'a> StoreChunk<'a> {
     /// Files what the trace into [`Self::next_slot`] wrote as ray `r`'s profile.
     fn record(&mut self, r: usize, traced: Traced) -> ProfileView<'_> {
         let at = self.used;
-        self.start[r] = self.first_sample + at;
-        self.len[r] = traced.len;
-        self.truncated[r] = traced.truncated;
         if self.keep {
+            self.start[r] = self.first_sample + at;
+            self.len[r] = traced.len;
+            self.truncated[r] = traced.truncated;
             self.used += traced.len;
         }
         ProfileView {
