@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ionguide::audit::{AuditReader, AuditRecord, Corrections, FrameRecord, SetupRecord, TailStatus};
+use ionguide::audit::{
+    AuditReader, AuditRecord, AuditSummary, Corrections, FrameRecord, SetupRecord, TailStatus,
+};
 use ionguide::geometry::RigidTransform;
 use nalgebra::{Matrix3, Rotation3, Vector3};
 use serde_json::{json, Value};
@@ -34,9 +36,11 @@ pub struct Args {
 /// Reads the log; fails (after printing what is intact) when the log is damaged, so a script
 /// notices. A torn last record — a crash mid-write — is reported but is not a failure.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (records, tail) =
-        AuditReader::read_all(&args.path).with_context(|| format!("reading {}", args.path.display()))?;
-    let version = AuditReader::open(&args.path)?.header().version;
+    let mut reader =
+        AuditReader::open(&args.path).with_context(|| format!("reading {}", args.path.display()))?;
+    let version = reader.header().version;
+    let records: Vec<AuditRecord> = reader.by_ref().collect();
+    let tail = reader.status().cloned().unwrap_or(TailStatus::Clean);
     let report = Report::new(&records);
     if args.json {
         let mut v = report.json(&tail, version);
@@ -74,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 struct Report<'a> {
+    counts: AuditSummary,
     session: Option<&'a AuditRecord>,
     setups: Vec<&'a SetupRecord>,
     frames: Vec<&'a FrameRecord>,
@@ -84,6 +89,7 @@ struct Report<'a> {
 impl<'a> Report<'a> {
     fn new(records: &'a [AuditRecord]) -> Self {
         let mut r = Report {
+            counts: AuditSummary::default(),
             session: None,
             setups: Vec::new(),
             frames: Vec::new(),
@@ -91,6 +97,7 @@ impl<'a> Report<'a> {
             shutdown: None,
         };
         for rec in records {
+            r.counts.count(rec);
             match rec {
                 AuditRecord::SessionStart { .. } => r.session = r.session.or(Some(rec)),
                 AuditRecord::Setup(s) => r.setups.push(s),
@@ -100,21 +107,6 @@ impl<'a> Report<'a> {
             }
         }
         r
-    }
-
-    /// Frames per outcome name, and held/rejected frames per reason name.
-    fn counts(&self) -> (BTreeMap<&'static str, u64>, BTreeMap<&'static str, u64>) {
-        let mut outcomes = BTreeMap::new();
-        let mut reasons = BTreeMap::new();
-        for f in &self.frames {
-            *outcomes
-                .entry(f.outcome.map_or("unknown", |o| o.name()))
-                .or_insert(0) += 1;
-            if let Some(h) = f.hold_reason {
-                *reasons.entry(h.name()).or_insert(0) += 1;
-            }
-        }
-        (outcomes, reasons)
     }
 
     /// p50, p99, max of frame complete → on the wire, ms, over frames that sent something.
@@ -155,7 +147,7 @@ impl<'a> Report<'a> {
         for s in &self.setups {
             out += &format!("setup     {}\n", setup_text(s));
         }
-        let (outcomes, reasons) = self.counts();
+        let (outcomes, reasons) = (&self.counts.outcomes, &self.counts.reasons);
         let list = |m: &BTreeMap<&str, u64>| {
             m.iter()
                 .map(|(k, v)| format!("{k} {v}"))
@@ -168,11 +160,11 @@ impl<'a> Report<'a> {
             if outcomes.is_empty() {
                 "none".into()
             } else {
-                list(&outcomes)
+                list(outcomes)
             }
         );
         if !reasons.is_empty() {
-            out += &format!("held/rejected because {}\n", list(&reasons));
+            out += &format!("held/rejected because {}\n", list(reasons));
         }
         if let Some([p50, p99, max]) = self.latency_ms() {
             out += &format!(
@@ -204,7 +196,7 @@ impl<'a> Report<'a> {
     }
 
     fn json(&self, tail: &TailStatus, version: u16) -> Value {
-        let (outcomes, reasons) = self.counts();
+        let (outcomes, reasons) = (&self.counts.outcomes, &self.counts.reasons);
         let session = match self.session {
             Some(AuditRecord::SessionStart {
                 unix_ns,

@@ -1075,25 +1075,33 @@ pub fn summary(path: &Path) -> Result<AuditSummary, AuditError> {
     let mut r = AuditReader::open(path)?;
     let mut s = AuditSummary::default();
     for rec in r.by_ref() {
+        s.count(&rec);
+    }
+    s.status = r.status().cloned();
+    Ok(s)
+}
+
+impl AuditSummary {
+    /// Counts one record (`status` is left to the caller).
+    pub fn count(&mut self, rec: &AuditRecord) {
         match rec {
-            AuditRecord::SessionStart { .. } => s.sessions += 1,
-            AuditRecord::Link { .. } => s.link_events += 1,
-            AuditRecord::Shutdown { .. } => s.shutdowns += 1,
-            AuditRecord::Setup(_) => s.setups += 1,
+            AuditRecord::SessionStart { .. } => self.sessions += 1,
+            AuditRecord::Link { .. } => self.link_events += 1,
+            AuditRecord::Shutdown { .. } => self.shutdowns += 1,
+            AuditRecord::Setup(_) => self.setups += 1,
             AuditRecord::Frame(f) => {
-                s.frames += 1;
-                *s.outcomes
+                self.frames += 1;
+                *self
+                    .outcomes
                     .entry(f.outcome.map_or("unknown", Outcome::name))
                     .or_default() += 1;
                 if let Some(h) = f.hold_reason {
-                    *s.reasons.entry(h.name()).or_default() += 1;
+                    *self.reasons.entry(h.name()).or_default() += 1;
                 }
                 if let Some(l) = f.latency_ns {
-                    s.max_latency_ns = Some(s.max_latency_ns.map_or(l, |m| m.max(l)));
+                    self.max_latency_ns = Some(self.max_latency_ns.map_or(l, |m| m.max(l)));
                 }
             }
         }
     }
-    s.status = r.status().cloned();
-    Ok(s)
 }
