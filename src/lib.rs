@@ -4,7 +4,9 @@
 //! every pencil-beam spot is re-estimated, and corrected spots go to the gantry controller
 //! within a fixed latency budget — or the beam is held.
 //!
-//! Modules follow the data flow; dependencies run one way:
+//! This crate is the facade over the layers, each its own crate so that the compiler holds the
+//! boundaries (`ARCHITECTURE.md`, "Crates"). Modules follow the data flow; dependencies run one
+//! way:
 //!
 //! - [`units`], [`geometry`], [`volume`], [`plan`], [`structure`]: the shared leaf types
 //!   (quantities, patient grids, voxel volumes, the plan and contour models).
@@ -22,18 +24,7 @@
 //! println!("{:?} voxels", series.volume.grid().dims());
 //! ```
 
-pub mod adapt;
-pub mod audit;
-pub mod config;
-pub mod correction;
-pub mod dicom;
-pub mod geometry;
-pub mod link;
-pub mod pipeline;
-pub mod plan;
-pub mod range;
-pub mod register;
-pub mod source;
-pub mod structure;
-pub mod units;
-pub mod volume;
+pub use ionguide_core::{correction, geometry, plan, structure, units, volume};
+pub use ionguide_dicom as dicom;
+pub use ionguide_kernels::{range, register};
+pub use ionguide_pipeline::{adapt, audit, config, link, pipeline, source};

@@ -7,7 +7,7 @@
 //! file and, where it applies, the ROI and contour index.
 //!
 //! ```no_run
-//! let ss = ionguide::dicom::rtstruct::read_structure_set("tests/data/STS_001/mask/RS.dcm").unwrap();
+//! let ss = ionguide_dicom::rtstruct::read_structure_set("tests/data/STS_001/mask/RS.dcm").unwrap();
 //! let gtv = ss.roi("GTV_Mass_CT").unwrap();
 //! println!("{} contours", gtv.contours.len());
 //! ```

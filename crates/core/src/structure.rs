@@ -9,9 +9,9 @@
 //! voxel row it spans, crossings are sorted per row, and runs between pairs are set.
 //!
 //! ```
-//! use ionguide::geometry::Grid;
-//! use ionguide::structure::{Contour, Roi};
-//! use ionguide::units::PointMm;
+//! use ionguide_core::geometry::Grid;
+//! use ionguide_core::structure::{Contour, Roi};
+//! use ionguide_core::units::PointMm;
 //! let grid = Grid::axis_aligned([10, 10, 1], PointMm::origin(), [1.0; 3]).unwrap();
 //! let square = Contour::new(vec![
 //!     PointMm::new(1.5, 1.5, 0.0),

@@ -19,7 +19,7 @@
 //! when they are float32 values — which every value read from a DICOM file is.
 //!
 //! ```no_run
-//! use ionguide::dicom::rtplan;
+//! use ionguide_dicom::rtplan;
 //! let (plan, warnings) = rtplan::read_plan("tests/data/plans/STS_001/RPSTS001G0G90.dcm").unwrap();
 //! println!("{} spots, {} warnings", plan.spot_count(), warnings.len());
 //! let bytes = rtplan::write_plan_bytes(&plan).unwrap();

@@ -10,7 +10,7 @@
 //! `docs/protocol.md` is the byte-by-byte specification.
 //!
 //! ```no_run
-//! use ionguide::link::{LinkKey, LinkOptions, LinkSender};
+//! use ionguide_pipeline::link::{LinkKey, LinkOptions, LinkSender};
 //! let key = LinkKey::from_file("/etc/ionguide/link.key")?;
 //! let mut tx = LinkSender::new("0.0.0.0:0".parse()?, "10.0.0.2:7400".parse()?, &key, &LinkOptions::default())?;
 //! tx.send_heartbeat()?;

@@ -16,17 +16,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dicom::attrs::{self, attr, Attr, AttrError, OpenError, Read};
 use crate::dicom::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
+use crate::dicom::object_header::{read_object_header, ObjectHeaderError};
 
 use super::{FrameKey, ObjectBytes, RawFrame, SourceEvent};
-
-const SOP_CLASS_UID: Attr = attr!(SOP_CLASS_UID, "SOPClassUID");
-const SOP_INSTANCE_UID: Attr = attr!(SOP_INSTANCE_UID, "SOPInstanceUID");
-const SERIES_INSTANCE_UID: Attr = attr!(SERIES_INSTANCE_UID, "SeriesInstanceUID");
-const ACQUISITION_NUMBER: Attr = attr!(ACQUISITION_NUMBER, "AcquisitionNumber");
-const TEMPORAL_POSITION_IDENTIFIER: Attr = attr!(TEMPORAL_POSITION_IDENTIFIER, "TemporalPositionIdentifier");
-const IMAGES_IN_ACQUISITION: Attr = attr!(IMAGES_IN_ACQUISITION, "ImagesInAcquisition");
 
 /// Frames remembered after completion, so a re-sent object of a just-completed frame is
 /// counted as a duplicate instead of opening a group that can only time out.
@@ -73,12 +66,9 @@ pub enum AssembleError {
         /// The limit.
         max: usize,
     },
-    /// Not parseable as DICOM Part 10.
-    #[error("object is not readable DICOM")]
-    Unreadable(#[source] OpenError),
-    /// A header attribute needed for grouping is unusable.
+    /// Not parseable as DICOM Part 10, or a header attribute needed for grouping is unusable.
     #[error("object header unusable")]
-    Attribute(#[source] AttrError),
+    Header(#[source] ObjectHeaderError),
     /// Neither CT Image Storage nor Enhanced CT Image Storage.
     #[error("SOP class {sop_class_uid} is not CT Image Storage nor Enhanced CT Image Storage")]
     NotCt {
@@ -166,43 +156,33 @@ pub(crate) fn read_header(bytes: &[u8], max_object_bytes: usize) -> Result<Heade
             max: max_object_bytes,
         });
     }
-    let obj = attrs::parse(bytes, Read::Header).map_err(AssembleError::Unreadable)?;
-    let sop_class = match attrs::opt_str(&obj, SOP_CLASS_UID).map_err(AssembleError::Attribute)? {
-        Some(uid) => uid,
-        None => obj
-            .meta()
-            .media_storage_sop_class_uid()
-            .trim_end_matches(['\0', ' '])
-            .to_owned(),
-    };
-    let enhanced = match sop_class.as_str() {
+    let object = read_object_header(bytes).map_err(AssembleError::Header)?;
+    let enhanced = match object.sop_class_uid.as_str() {
         CT_SOP_CLASS => false,
         ENHANCED_CT_SOP_CLASS => true,
         _ => {
             return Err(AssembleError::NotCt {
-                sop_class_uid: sop_class,
+                sop_class_uid: object.sop_class_uid,
             })
         }
     };
-    let sop_instance_uid = attrs::opt_str(&obj, SOP_INSTANCE_UID).map_err(AssembleError::Attribute)?;
+    // An Enhanced CT object is a whole frame: its own instance UID tells frames apart.
+    // (the header reader requires it of an Enhanced CT object)
     let enhanced_sop_instance_uid = if enhanced {
-        Some(attrs::req_str(&obj, SOP_INSTANCE_UID).map_err(AssembleError::Attribute)?)
+        object.sop_instance_uid.clone()
     } else {
         None
     };
     let key = FrameKey {
-        series_instance_uid: attrs::req_str(&obj, SERIES_INSTANCE_UID).map_err(AssembleError::Attribute)?,
-        acquisition_number: attrs::opt_int::<i64>(&obj, ACQUISITION_NUMBER)
-            .map_err(AssembleError::Attribute)?,
-        temporal_position_identifier: attrs::opt_int::<i64>(&obj, TEMPORAL_POSITION_IDENTIFIER)
-            .map_err(AssembleError::Attribute)?,
+        series_instance_uid: object.series_instance_uid,
+        acquisition_number: object.acquisition_number,
+        temporal_position_identifier: object.temporal_position_identifier,
         enhanced_sop_instance_uid,
     };
     Ok(Header {
         key,
-        sop_instance_uid,
-        images_in_acquisition: attrs::opt_int::<usize>(&obj, IMAGES_IN_ACQUISITION)
-            .map_err(AssembleError::Attribute)?,
+        sop_instance_uid: object.sop_instance_uid,
+        images_in_acquisition: object.images_in_acquisition,
     })
 }
 
@@ -387,6 +367,7 @@ impl FrameAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dicom::attrs::OpenError;
     use std::path::Path;
 
     fn data(rel: &str) -> std::path::PathBuf {
@@ -536,7 +517,9 @@ mod tests {
         }
         assert!(matches!(
             asm.offer(b"not dicom at all".to_vec(), "s", t0),
-            Err(AssembleError::Unreadable(OpenError::NotDicom))
+            Err(AssembleError::Header(ObjectHeaderError::Unreadable(
+                OpenError::NotDicom
+            )))
         ));
         let mut small = FrameAssembler::new(AssemblerConfig {
             max_object_bytes: objects[0].len() - 1,

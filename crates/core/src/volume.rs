@@ -5,9 +5,9 @@
 //! `(i, j, k)` to avoid mixing the two conventions.
 //!
 //! ```
-//! use ionguide::geometry::Grid;
-//! use ionguide::units::PointMm;
-//! use ionguide::volume::Volume;
+//! use ionguide_core::geometry::Grid;
+//! use ionguide_core::units::PointMm;
+//! use ionguide_core::volume::Volume;
 //! let grid = Grid::axis_aligned([2, 2, 2], PointMm::origin(), [1.0; 3]).unwrap();
 //! let mut v = Volume::<f32>::filled(grid, 0.0);
 //! *v.get_mut(1, 0, 0).unwrap() = 10.0;

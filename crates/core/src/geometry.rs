@@ -12,8 +12,8 @@
 //! direction slices were sorted). Nothing here assumes `D` is the identity.
 //!
 //! ```
-//! use ionguide::geometry::Grid;
-//! use ionguide::units::PointMm;
+//! use ionguide_core::geometry::Grid;
+//! use ionguide_core::units::PointMm;
 //! use nalgebra::Matrix3;
 //! let grid = Grid::new([4, 3, 2], PointMm::new(-10.0, 5.0, 0.0), [1.0, 2.0, 3.0], Matrix3::identity()).unwrap();
 //! let p = grid.index_to_patient([1.0, 1.0, 1.0]);

@@ -37,10 +37,10 @@
 //! scoped threads.
 //!
 //! ```
-//! use ionguide::geometry::{Grid, RigidTransform};
-//! use ionguide::register::{resample, BoxMm, FixedContext, Registrar, RegisterOptions, Roi};
-//! use ionguide::units::{PointMm, VectorMm};
-//! use ionguide::volume::CtVolume;
+//! use ionguide_core::geometry::{Grid, RigidTransform};
+//! use ionguide_kernels::register::{resample, BoxMm, FixedContext, Registrar, RegisterOptions, Roi};
+//! use ionguide_core::units::{PointMm, VectorMm};
+//! use ionguide_core::volume::CtVolume;
 //! // a blob phantom, and a frame showing it moved by 1.5 mm along x
 //! let grid = Grid::axis_aligned([48, 48, 16], PointMm::new(-24.0, -24.0, -24.0), [1.0, 1.0, 3.0]).unwrap();
 //! let mut planning = CtVolume::filled(grid.clone(), -1000);

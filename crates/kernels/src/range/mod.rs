@@ -10,15 +10,15 @@
 //! - [`spots`]: per-frame spot WEPL with reusable buffers ([`SpotTracer`]).
 //!
 //! ```
-//! use ionguide::geometry::Grid;
-//! use ionguide::units::PointMm;
-//! use ionguide::volume::Volume;
-//! use ionguide::range::raytrace::{Ray, wepl_between};
+//! use ionguide_core::geometry::Grid;
+//! use ionguide_core::units::PointMm;
+//! use ionguide_core::volume::Volume;
+//! use ionguide_kernels::range::raytrace::{Ray, wepl_between};
 //! let grid = Grid::axis_aligned([10, 10, 10], PointMm::origin(), [1.0; 3]).unwrap();
 //! let water = Volume::<f32>::filled(grid, 1.0);
 //! let w = wepl_between(&water, &PointMm::new(-100.0, 4.0, 4.0), &PointMm::new(100.0, 4.0, 4.0));
 //! assert!((w.wepl_mm - 10.0).abs() < 1e-9);
-//! # let _ = Ray::new(PointMm::origin(), ionguide::units::VectorMm::x());
+//! # let _ = Ray::new(PointMm::origin(), ionguide_core::units::VectorMm::x());
 //! ```
 
 pub mod beam;

@@ -1,0 +1,22 @@
+//! DICOM in and out: the only crate that knows DICOM (dicom-rs types stay inside it).
+//!
+//! - [`ct`]: a CT series (one file per slice, or one Enhanced CT object) → HU [`Volume`](ionguide_core::volume::Volume).
+//! - [`rtstruct`]: RT Structure Set → [`StructureSet`](ionguide_core::structure::StructureSet).
+//! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](ionguide_core::plan::IonPlan).
+//! - [`spatial_registration`]: Spatial Registration ↔ [`RoomSetup`](ionguide_core::geometry::RoomSetup), the in-room → planning Frame of Reference map.
+//! - [`object_header`]: the header facts frame assembly groups received objects by.
+//! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
+//! - [`attrs`]: opening Part 10 data (with a corrupt-length guard) and typed attribute reads, shared by the readers above.
+
+pub mod attrs;
+pub mod classify;
+pub mod ct;
+pub mod object_header;
+pub mod rtplan;
+pub mod rtstruct;
+pub mod spatial_registration;
+
+// The readers build the shared types; they are named through `crate::` paths as in one crate.
+pub(crate) use ionguide_core::{geometry, plan, structure, units, volume};
+// Transitional: the readers still say `crate::dicom::…` from when this was a module of one crate.
+pub(crate) use crate as dicom;
