@@ -122,10 +122,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } => {
             let h = scp::start(
                 scp::ScpConfig {
-                    bind_addr: *bind,
-                    ae_title: ae_title.clone(),
+                    network: scp::ScpOptions {
+                        bind_addr: *bind,
+                        ae_title: ae_title.clone(),
+                        ..scp::ScpOptions::default()
+                    },
                     assembler: assembler(*expected_slices, *assembly_timeout_ms),
-                    ..scp::ScpConfig::default()
                 },
                 events_tx,
             )?;

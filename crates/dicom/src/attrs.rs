@@ -788,7 +788,10 @@ mod tests {
 
     #[test]
     fn data_with_or_without_preamble_parses_and_lengths_past_the_end_are_refused() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/STS_002/image/000010.dcm");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/data/STS_002/image/000010.dcm"
+        );
         let bytes = std::fs::read(path).unwrap();
         let whole = parse(&bytes, Read::Whole).unwrap();
         assert!(whole.get(tags::PIXEL_DATA).is_some());

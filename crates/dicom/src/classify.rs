@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn sorts_a_planning_export_into_series_structures_and_plans() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
         let c = classify_paths(&[root.join("STS_001"), root.join("plans/STS_001")]).unwrap();
         assert_eq!(c.ct_series.len(), 1);
         assert_eq!(c.ct_series[0].len(), 59);

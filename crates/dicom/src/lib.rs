@@ -5,6 +5,7 @@
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](ionguide_core::plan::IonPlan).
 //! - [`spatial_registration`]: Spatial Registration ↔ [`RoomSetup`](ionguide_core::geometry::RoomSetup), the in-room → planning Frame of Reference map.
 //! - [`object_header`]: the header facts frame assembly groups received objects by.
+//! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
 //! - [`attrs`]: opening Part 10 data (with a corrupt-length guard) and typed attribute reads, shared by the readers above.
 
@@ -14,6 +15,7 @@ pub mod ct;
 pub mod object_header;
 pub mod rtplan;
 pub mod rtstruct;
+pub mod scp;
 pub mod spatial_registration;
 
 // The readers build the shared types; they are named through `crate::` paths as in one crate.

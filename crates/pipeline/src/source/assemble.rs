@@ -371,7 +371,9 @@ mod tests {
     use std::path::Path;
 
     fn data(rel: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data")
+            .join(rel)
     }
 
     fn slices(rel: &str) -> Vec<Vec<u8>> {
