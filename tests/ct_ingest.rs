@@ -7,10 +7,10 @@ use std::sync::OnceLock;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{open_file, DefaultDicomObject};
-use ionguide::dicom::attrs::OpenError;
 use ionguide::dicom::ct::{
     read_series_bytes, read_series_dir, read_series_files, CtError, CtSeries, IngestOptions, SeriesDecoder,
 };
+use ionguide::dicom::OpenError;
 use ionguide::volume::CtVolume;
 use proptest::prelude::*;
 use serde_json::Value;

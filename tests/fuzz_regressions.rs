@@ -3,11 +3,11 @@
 //! framed differently from the decoder; each must now be refused as a corrupt length before
 //! the decoder runs.
 
-use ionguide::dicom::attrs::OpenError;
 use ionguide::dicom::ct::{self, CtError};
 use ionguide::dicom::rtplan::{self, PlanError};
 use ionguide::dicom::rtstruct::{self, RtStructError};
 use ionguide::dicom::spatial_registration::{self, RegistrationError};
+use ionguide::dicom::OpenError;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fuzz");
 

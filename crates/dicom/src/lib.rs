@@ -7,9 +7,10 @@
 //! - [`object_header`]: the header facts frame assembly groups received objects by.
 //! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
-//! - [`attrs`]: opening Part 10 data (with a corrupt-length guard) and typed attribute reads, shared by the readers above.
+//! - `attrs` (private): opening Part 10 data (with a corrupt-length guard) and typed attribute
+//!   reads, shared by the readers above; its errors are [`OpenError`] and [`AttrError`].
 
-pub mod attrs;
+mod attrs;
 pub mod classify;
 pub mod ct;
 pub mod object_header;
@@ -17,6 +18,8 @@ pub mod rtplan;
 pub mod rtstruct;
 pub mod scp;
 pub mod spatial_registration;
+
+pub use attrs::{AttrError, OpenError};
 
 // The readers build the shared types; they are named through `crate::` paths as in one crate.
 pub(crate) use ionguide_core::{geometry, plan, structure, units, volume};

@@ -367,7 +367,7 @@ impl FrameAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dicom::attrs::OpenError;
+    use crate::dicom::OpenError;
     use std::path::Path;
 
     fn data(rel: &str) -> std::path::PathBuf {
