@@ -5,6 +5,7 @@
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](crate::plan::IonPlan).
 //! - [`spatial_registration`]: Spatial Registration ↔ [`RoomSetup`](crate::geometry::RoomSetup), the in-room → planning Frame of Reference map.
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
+//! - [`uids`]: the transfer-syntax and SOP class UIDs the project names, one constant each.
 //! - [`attrs`]: opening Part 10 data (with a corrupt-length guard) and typed attribute reads, shared by the readers above.
 
 pub mod attrs;
@@ -13,3 +14,4 @@ pub mod ct;
 pub mod rtplan;
 pub mod rtstruct;
 pub mod spatial_registration;
+pub mod uids;
