@@ -101,7 +101,10 @@ fn motions_applied_by_simpleitk_are_recovered() {
         let applied = motion(frame);
         let moved = point(&frame["moved_tumour_centroid_mm"]);
         // the JSON's matrix/offset and its moved centroid agree (both SimpleITK's)
-        assert!((applied.apply(&centre) - moved).norm() < 1e-6, "{name}: fixture inconsistent");
+        assert!(
+            (applied.apply(&centre) - moved).norm() < 1e-6,
+            "{name}: fixture inconsistent"
+        );
         let r = Registrar::new(RegisterOptions::default())
             .register(&fixed, &load_frame(frame), &RigidTransform::identity())
             .unwrap();
