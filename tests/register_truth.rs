@@ -8,11 +8,14 @@
 //! registration results (ITK's); SimpleITK's `Resample` was given its inverse, since
 //! Resample maps output points to input points. So the registration of a frame against the
 //! planning CT must return that `motion` itself.
+//!
+//! A second test checks the crate's own `resample` (with which the other registration
+//! tests make their frames) against SimpleITK's voxel by voxel, on the same motions.
 
 use flate2::read::GzDecoder;
 use ionguide::dicom::{ct::read_series_dir, rtstruct::read_roi};
 use ionguide::geometry::{Grid, RigidTransform};
-use ionguide::register::{FixedContext, RegisterOptions, Registrar, Roi, DEFAULT_MARGIN_MM};
+use ionguide::register::{resample, FixedContext, RegisterOptions, Registrar, Roi, DEFAULT_MARGIN_MM};
 use ionguide::units::{PointMm, VectorMm};
 use ionguide::volume::CtVolume;
 use nalgebra::{Matrix3, Rotation3};
@@ -80,10 +83,46 @@ fn load_frame(frame: &Value) -> CtVolume {
     volume
 }
 
+fn truth() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/truth.json")).unwrap()).unwrap()
+}
+
+/// Largest difference allowed between ionguide's `resample` and SimpleITK's on any voxel,
+/// HU: both interpolate trilinearly in f64 and round to whole HU, so only a sum landing on
+/// either side of a half may differ.
+const RESAMPLE_LIMIT_HU: i32 = 1;
+
+#[test]
+fn our_resample_agrees_with_simpleitk() {
+    // The crate's `resample` is what the other registration tests make frames with; here
+    // it is checked voxel by voxel against SimpleITK's on the same motion and grid.
+    let truth = truth();
+    let ct = read_series_dir(truth["planning_ct"].as_str().unwrap())
+        .unwrap()
+        .volume;
+    for frame in truth["frames"].as_array().unwrap() {
+        let name = frame["file"].as_str().unwrap();
+        let theirs = load_frame(frame);
+        let ours = resample(&ct, &motion(frame).inverse(), theirs.grid(), -1000);
+        let diffs: Vec<i32> = ours
+            .as_slice()
+            .iter()
+            .zip(theirs.as_slice())
+            .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+            .collect();
+        let max = diffs.iter().copied().max().unwrap();
+        let off = diffs.iter().filter(|d| **d > 0).count();
+        eprintln!(
+            "{name}: max |ours − SimpleITK| {max} HU, {off} of {} voxels differ",
+            diffs.len()
+        );
+        assert!(max <= RESAMPLE_LIMIT_HU, "{name}: max difference {max} HU");
+    }
+}
+
 #[test]
 fn motions_applied_by_simpleitk_are_recovered() {
-    let truth: Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/truth.json")).unwrap()).unwrap();
+    let truth = truth();
     let ct = read_series_dir(truth["planning_ct"].as_str().unwrap())
         .unwrap()
         .volume;
