@@ -87,6 +87,13 @@ fn truth() -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/truth.json")).unwrap()).unwrap()
 }
 
+/// The planning CT the fixtures were made from, read by ionguide.
+fn planning_ct(truth: &Value) -> CtVolume {
+    read_series_dir(truth["planning_ct"].as_str().unwrap())
+        .unwrap()
+        .volume
+}
+
 /// Largest difference allowed between ionguide's `resample` and SimpleITK's on any voxel,
 /// HU: both interpolate trilinearly in f64 and round to whole HU, so only a sum landing on
 /// either side of a half may differ.
@@ -97,9 +104,7 @@ fn our_resample_agrees_with_simpleitk() {
     // The crate's `resample` is what the other registration tests make frames with; here
     // it is checked voxel by voxel against SimpleITK's on the same motion and grid.
     let truth = truth();
-    let ct = read_series_dir(truth["planning_ct"].as_str().unwrap())
-        .unwrap()
-        .volume;
+    let ct = planning_ct(&truth);
     for frame in truth["frames"].as_array().unwrap() {
         let name = frame["file"].as_str().unwrap();
         let theirs = load_frame(frame);
@@ -123,9 +128,7 @@ fn our_resample_agrees_with_simpleitk() {
 #[test]
 fn motions_applied_by_simpleitk_are_recovered() {
     let truth = truth();
-    let ct = read_series_dir(truth["planning_ct"].as_str().unwrap())
-        .unwrap()
-        .volume;
+    let ct = planning_ct(&truth);
     let (_, roi) = read_roi("tests/data/STS_001/mask/RS.dcm", "GTV_Mass_CT").unwrap();
     let raster = roi.rasterize(ct.grid());
     let region = Roi::from_mask(&raster.mask, DEFAULT_MARGIN_MM).unwrap();
