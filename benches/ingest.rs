@@ -16,6 +16,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{open_file, FileMetaTableBuilder};
 use dicom_pixeldata::PixelDecoder;
 use ionguide::dicom::ct::{read_series_bytes, IngestOptions, SeriesDecoder};
+use ionguide::dicom::uids;
 
 fn j2k_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/totalseg_j2k");
@@ -61,8 +62,8 @@ fn native_series(n: usize) -> Vec<Vec<u8>> {
             let file = obj
                 .with_meta(
                     FileMetaTableBuilder::new()
-                        .transfer_syntax("1.2.840.10008.1.2.1")
-                        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+                        .transfer_syntax(uids::EXPLICIT_VR_LE)
+                        .media_storage_sop_class_uid(uids::CT_SOP_CLASS)
                         .media_storage_sop_instance_uid(format!("2.25.{}", 1000 + k)),
                 )
                 .unwrap();

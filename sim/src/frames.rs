@@ -1,6 +1,6 @@
 //! DICOM writing of CT series and structure sets, and the in-room frame synthesizer.
 //!
-//! Everything is deterministic: UIDs come from a seed and a label ([`uid_from_seed`]), noise
+//! Everything is deterministic: UIDs come from a seed and a label ([`uid_from_seed`](crate::uid::uid_from_seed)), noise
 //! from a seed per frame, dates are fixed. The same inputs give byte-identical output.
 
 use std::f64::consts::PI;
@@ -10,18 +10,16 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use ionguide::dicom::rtplan::format_ds;
+use ionguide::dicom::uids::{CT_SOP_CLASS, EXPLICIT_VR_LE, RT_STRUCTURE_SET_SOP_CLASS};
 use ionguide::geometry::{Grid, RoomSetup};
 use ionguide::structure::StructureSet;
 use ionguide::units::Hu;
 use ionguide::volume::CtVolume;
 
 use crate::phantom::{Phantom, PhantomError};
+use crate::rng::{derive_seed, SplitMix64};
+use crate::uid::uid_from_seed;
 
-/// CT Image Storage.
-pub const CT_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.2";
-/// RT Structure Set Storage.
-pub const RT_STRUCT_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.3";
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// Stored value = HU − this; −1024 keeps air at 0 as most scanners do.
 const RESCALE_INTERCEPT: f64 = -1024.0;
 /// Fixed dates keep output byte-identical between runs.
@@ -61,53 +59,6 @@ pub enum FrameError {
     /// The phantom cannot render the frame.
     #[error(transparent)]
     Phantom(#[from] PhantomError),
-}
-
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, and fully determined by its seed.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-    /// Next 64 random bits.
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    #[inline]
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
-
-/// A seed mixed from a base seed, a label and an index (FNV-1a over the label).
-pub fn derive_seed(seed: u64, label: &str, index: u64) -> u64 {
-    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    for b in label.bytes().chain(index.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    let mut r = SplitMix64::new(seed ^ h);
-    r.next_u64()
-}
-
-/// A deterministic UID under the `2.25` root (ITU-T X.667 UUID-derived UIDs: a 128-bit
-/// decimal number, at most 44 characters, leaving room for `.N` suffixes).
-pub fn uid_from_seed(seed: u64, label: &str, index: u64) -> String {
-    let mut r = SplitMix64::new(derive_seed(seed, label, index));
-    let v = (u128::from(r.next_u64()) << 64) | u128::from(r.next_u64());
-    // A zero first component would be an invalid leading zero only for the value 0 itself.
-    format!("2.25.{}", v.max(1))
 }
 
 /// Box–Muller samples from a fixed seed, shifted and scaled to mean 0 and σ 1 exactly.
@@ -400,7 +351,7 @@ pub fn write_structure_set(
     }
     let mut o = InMemDicomObject::new_empty();
     patient_study(&mut o, ct_ids);
-    o.put(text(tags::SOP_CLASS_UID, VR::UI, RT_STRUCT_SOP_CLASS));
+    o.put(text(tags::SOP_CLASS_UID, VR::UI, RT_STRUCTURE_SET_SOP_CLASS));
     o.put(text(tags::SOP_INSTANCE_UID, VR::UI, sop_instance_uid));
     o.put(text(tags::MODALITY, VR::CS, "RTSTRUCT"));
     o.put(text(tags::MANUFACTURER, VR::LO, "ionguide-sim"));
@@ -515,7 +466,12 @@ pub fn write_structure_set(
     o.put(sq(tags::STRUCTURE_SET_ROI_SEQUENCE, roi_items));
     o.put(sq(tags::ROI_CONTOUR_SEQUENCE, contour_items));
     o.put(sq(tags::RTROI_OBSERVATIONS_SEQUENCE, obs_items));
-    to_part10(o, RT_STRUCT_SOP_CLASS, sop_instance_uid, "RT Structure Set")
+    to_part10(
+        o,
+        RT_STRUCTURE_SET_SOP_CLASS,
+        sop_instance_uid,
+        "RT Structure Set",
+    )
 }
 
 /// How in-room frames are made.

@@ -8,6 +8,7 @@
 //! - [`replay`]: frames through the real pipeline and link, scored against the truth;
 //!   [`scenario`] sets up the built-in demo and replays of a user's data; [`report`] writes
 //!   `report.json`, plots and an HTML summary.
+//! - [`rng`] and [`uid`]: the seeded generator and deterministic UIDs every part above draws from.
 
 pub mod controller;
 pub mod frames;
@@ -17,4 +18,6 @@ pub mod phantom;
 pub mod planner;
 pub mod replay;
 pub mod report;
+pub mod rng;
 pub mod scenario;
+pub mod uid;

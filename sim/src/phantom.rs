@@ -21,7 +21,8 @@ use ionguide::structure::{Contour, Roi, StructureSet};
 use ionguide::units::{Hu, PointMm};
 use ionguide::volume::CtVolume;
 
-use crate::frames::{uid_from_seed, SplitMix64};
+use crate::rng::SplitMix64;
+use crate::uid::uid_from_seed;
 
 /// Why a phantom cannot be built or rendered.
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,9 @@ use ionguide::range::raytrace::{trace_into, RayProfile};
 use ionguide::range::{BeamGeometry, Hlut, PatientPosition, RangeEnergyTable, RangeError};
 use ionguide::units::{Ion, PointMm};
 
-use crate::frames::{uid_from_seed, SeriesIds};
+use crate::frames::SeriesIds;
 use crate::phantom::Phantom;
+use crate::uid::uid_from_seed;
 
 /// Why a plan cannot be made.
 #[derive(Debug, thiserror::Error)]

@@ -13,13 +13,12 @@ use ionguide::volume::CtVolume;
 use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
 use ionguide::geometry::{RigidTransform, RoomSetup};
 
-use crate::frames::{
-    uid_from_seed, write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds,
-};
+use crate::frames::{write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds};
 use crate::motion::{read_csv_trace, read_extmarker, Trace, TumorMotionModel};
 use crate::phantom::{Phantom, PhantomSpec};
 use crate::planner::{plan, plan_bytes, PlannerOptions};
 use crate::replay::{FrameSource, ReplayError};
+use crate::uid::uid_from_seed;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
     move |source| ReplayError::Io {

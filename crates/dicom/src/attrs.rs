@@ -20,6 +20,8 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 
+use crate::dicom::uids;
+
 /// A tag paired with its keyword, so errors can name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
@@ -405,9 +407,9 @@ fn check_lengths(body: &[u8], base: usize, read: Read) -> Result<(), OpenError> 
     };
     let mut pos = meta.dataset_at;
     let (explicit, big_endian) = match meta.transfer_syntax.as_deref() {
-        Some("1.2.840.10008.1.2") => (false, false),
-        Some("1.2.840.10008.1.2.2") => (true, true),
-        Some("1.2.840.10008.1.2.1.99") | None => return Ok(()),
+        Some(uids::IMPLICIT_VR_LE) => (false, false),
+        Some(uids::EXPLICIT_VR_BE) => (true, true),
+        Some(uids::DEFLATED_EXPLICIT_VR_LE) | None => return Ok(()),
         _ => (true, false),
     };
     let h = Headers { body, big_endian };

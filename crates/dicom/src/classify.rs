@@ -11,13 +11,9 @@ use std::path::{Path, PathBuf};
 use crate::dicom::attrs::{self, attr, Attr, Read};
 use crate::dicom::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 
-/// SOP Class UID of RT Structure Set Storage.
-pub const RT_STRUCTURE_SET_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.3";
-/// SOP Class UID of RT Ion Plan Storage.
-pub const RT_ION_PLAN_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.8";
-
-/// SOP Class UID of Spatial Registration Storage.
-pub const SPATIAL_REGISTRATION_SOP_CLASS: &str = dicom_dictionary_std::uids::SPATIAL_REGISTRATION_STORAGE;
+pub use crate::dicom::uids::{
+    RT_ION_PLAN_SOP_CLASS, RT_STRUCTURE_SET_SOP_CLASS, SPATIAL_REGISTRATION_SOP_CLASS,
+};
 
 /// What a set of paths holds.
 #[derive(Debug, Default, Clone, PartialEq)]

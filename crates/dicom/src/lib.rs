@@ -6,6 +6,7 @@
 //! - [`spatial_registration`]: Spatial Registration ↔ [`RoomSetup`](ionguide_core::geometry::RoomSetup), the in-room → planning Frame of Reference map.
 //! - [`object_header`]: the header facts frame assembly groups received objects by.
 //! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
+//! - [`uids`]: the transfer-syntax and SOP class UIDs the project names, one constant each.
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
 //! - `attrs` (private): opening Part 10 data (with a corrupt-length guard) and typed attribute
 //!   reads, shared by the readers above; its errors are [`OpenError`] and [`AttrError`].
@@ -18,6 +19,7 @@ pub mod rtplan;
 pub mod rtstruct;
 pub mod scp;
 pub mod spatial_registration;
+pub mod uids;
 
 pub use attrs::{AttrError, OpenError};
 

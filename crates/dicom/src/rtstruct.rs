@@ -20,8 +20,7 @@ use super::attrs::{self, attr, AttrError, OpenError, Read};
 use crate::structure::{Contour, Roi, StructureSet};
 use crate::units::PointMm;
 
-/// SOP Class UID of RT Structure Set Storage.
-pub const RT_STRUCTURE_SET_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.3";
+pub use crate::dicom::uids::RT_STRUCTURE_SET_SOP_CLASS;
 
 /// Why an RT Structure Set cannot be read.
 #[derive(Debug, thiserror::Error)]

@@ -42,16 +42,13 @@ use parking_lot::Mutex;
 
 use crate::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 
-/// SOP Class UID of the Verification service (C-ECHO).
-pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
-
-const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub use crate::dicom::uids::VERIFICATION_SOP_CLASS;
+use crate::dicom::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE, RLE_LOSSLESS};
 
 /// Compressed syntaxes a CT scanner may send, in order of preference when a peer offers
 /// several; only those the linked decoders decode are accepted.
 const COMPRESSED_CANDIDATES: [&str; 7] = [
-    "1.2.840.10008.1.2.5",    // RLE Lossless
+    RLE_LOSSLESS,
     "1.2.840.10008.1.2.4.70", // JPEG Lossless SV1
     "1.2.840.10008.1.2.4.57", // JPEG Lossless
     "1.2.840.10008.1.2.4.80", // JPEG-LS Lossless

@@ -30,7 +30,8 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use nalgebra::{Matrix3, Matrix4, Rotation3};
 
 use super::attrs::{self, attr, AttrError, OpenError, Read};
-use super::rtplan::{format_ds, EXPLICIT_VR_LE};
+use super::rtplan::format_ds;
+use super::uids::EXPLICIT_VR_LE;
 use crate::geometry::{RigidTransform, RoomSetup};
 
 /// Largest deviation of a matrix's 3×3 part from a rotation (`|MᵀM − I|`, any entry) and of
