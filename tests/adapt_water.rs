@@ -202,7 +202,7 @@ fn facility_snapping_delivers_a_table_energy_within_half_a_step() {
         );
         worst = worst.max(residual.abs());
     }
-    assert!((summary.max_abs_snap_residual_mm - worst).abs() < 1e-3);
+    assert!((summary.max_abs_snap_residual.get() - worst).abs() < 1e-3);
 }
 
 #[test]

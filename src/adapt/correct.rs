@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::correction::{CorrectionSet, HoldReason, SpotCorrection};
 use crate::register::Registration;
-use crate::units::VectorMm;
+use crate::units::{Mm, MmWe, VectorMm};
 
 use super::energy::deliver;
 use super::lateral::lateral_mm;
@@ -27,12 +27,12 @@ pub struct AdaptSummary {
     pub spots: u32,
     /// The tumor shift used, patient mm.
     pub tumor_shift_mm: VectorMm,
-    /// Largest lateral correction `|(Δx, Δy)|`, mm.
-    pub max_lateral_mm: f64,
-    /// Largest `|ΔWEPL|`, mm water.
-    pub max_abs_delta_wepl_mm: f64,
-    /// Largest `|snapped − requested depth|`, mm (0 without snapping).
-    pub max_abs_snap_residual_mm: f64,
+    /// Largest lateral correction `|(Δx, Δy)|` at the isocenter plane.
+    pub max_lateral: Mm,
+    /// Largest `|ΔWEPL|`.
+    pub max_abs_delta_wepl: MmWe,
+    /// Largest `|snapped − requested depth|` (0 without snapping).
+    pub max_abs_snap_residual: MmWe,
 }
 
 /// The adapt half: stateful only in the jump reference.
@@ -127,13 +127,9 @@ impl Adapter {
             ));
         }
         out.spots.reserve(plan.spots.len());
-        let mut summary = AdaptSummary {
-            spots: 0,
-            tumor_shift_mm: s,
-            max_lateral_mm: 0.0,
-            max_abs_delta_wepl_mm: 0.0,
-            max_abs_snap_residual_mm: 0.0,
-        };
+        // Bare f64 in the per-spot loop; typed once, in the summary.
+        let (mut max_lateral_mm, mut max_abs_delta_wepl_mm, mut max_abs_snap_residual_mm) =
+            (0.0f64, 0.0f64, 0.0f64);
         for (n, (g, &w)) in plan.spots.iter().zip(&wepl.wepl_mm).enumerate() {
             let at = Some(n);
             if !w.is_finite() {
@@ -150,31 +146,29 @@ impl Adapter {
             let dx = lateral_mm(s.dot(&b.bev_x), s_z, g.x_mm, g.d_mm, b.sad_mm[0]);
             let dy = lateral_mm(s.dot(&b.bev_y), s_z, g.y_mm, g.d_mm, b.sad_mm[1]);
             let lateral = dx.hypot(dy);
-            if !within(lateral, lim.max_lateral_mm) {
+            if !within(lateral, lim.max_lateral.get()) {
                 return Err(HoldDetail::new(
                     R::LateralOverLimit,
                     C::Lateral,
                     at,
                     lateral,
-                    lim.max_lateral_mm,
+                    lim.max_lateral.get(),
                 ));
             }
             let delta = f64::from(w) - g.planned_depth_mm;
-            if !within(delta.abs(), lim.max_range_mm) {
+            if !within(delta.abs(), lim.max_range.get()) {
                 return Err(HoldDetail::new(
                     R::RangeOverLimit,
                     C::Range,
                     at,
                     delta,
-                    lim.max_range_mm,
+                    lim.max_range.get(),
                 ));
             }
             let delivery = deliver(plan, g, delta, at)?;
-            summary.max_abs_snap_residual_mm = summary
-                .max_abs_snap_residual_mm
-                .max(delivery.snap_residual_mm.abs());
-            summary.max_lateral_mm = summary.max_lateral_mm.max(lateral);
-            summary.max_abs_delta_wepl_mm = summary.max_abs_delta_wepl_mm.max(delta.abs());
+            max_abs_snap_residual_mm = max_abs_snap_residual_mm.max(delivery.snap_residual_mm.abs());
+            max_lateral_mm = max_lateral_mm.max(lateral);
+            max_abs_delta_wepl_mm = max_abs_delta_wepl_mm.max(delta.abs());
             out.spots.push(SpotCorrection {
                 spot_index: n as u32,
                 x_mm: (g.x_mm + dx) as f32,
@@ -183,7 +177,13 @@ impl Adapter {
                 range_shifter_mm_we: delivery.range_shifter_mm_we as f32,
             });
         }
-        summary.spots = out.spots.len() as u32;
+        let summary = AdaptSummary {
+            spots: out.spots.len() as u32,
+            tumor_shift_mm: s,
+            max_lateral: Mm(max_lateral_mm),
+            max_abs_delta_wepl: MmWe(max_abs_delta_wepl_mm),
+            max_abs_snap_residual: MmWe(max_abs_snap_residual_mm),
+        };
         out.frame_id = stamp.frame_id;
         out.valid_until_unix_ns = stamp.valid_until_unix_ns;
         out.mode = Some(o.mode);

@@ -77,7 +77,7 @@ pub(super) fn deliver(
                         }
                     };
                     let delivered = snapped.depth_mm - g.model_range_mm;
-                    let max_range_mm = o.limits.max_range_mm;
+                    let max_range_mm = o.limits.max_range.get();
                     if !within(delivered.abs(), max_range_mm) {
                         return Err(HoldDetail::new(
                             R::RangeOverLimit,

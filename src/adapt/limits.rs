@@ -3,40 +3,35 @@
 
 use crate::correction::HoldReason;
 use crate::register::Registration;
-use crate::units::VectorMm;
+use crate::units::{Mm, MmWe, VectorMm};
 
 use super::AdaptError;
 
-/// The safety limits (from the session configuration).
+/// The safety limits (from the session configuration), checked by
+/// [`AdaptPlan::new`](super::AdaptPlan::new).
+///
+/// Built by name, as a struct literal, and deliberately not `#[non_exhaustive]` and without
+/// `Default`: four numbers in a row are easy to swap, and a limit added later must be set
+/// wherever limits are made rather than defaulted silently. The lengths carry their kind in
+/// the type, so a water-equivalent range limit cannot be given where a lateral one is meant.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
 pub struct SafetyLimits {
-    /// Largest lateral correction `|(Δx, Δy)|` at the isocenter plane, mm.
-    pub max_lateral_mm: f64,
-    /// Largest `|ΔWEPL|` (and delivered range change), mm water.
-    pub max_range_mm: f64,
-    /// Largest change of the tumor shift between consecutive corrected frames, mm.
-    pub max_jump_mm: f64,
+    /// Largest lateral correction `|(Δx, Δy)|` at the isocenter plane.
+    pub max_lateral: Mm,
+    /// Largest `|ΔWEPL|` (and delivered range change).
+    pub max_range: MmWe,
+    /// Largest change of the tumor shift between consecutive corrected frames.
+    pub max_jump: Mm,
     /// Smallest registration NCC that may drive the beam.
     pub min_ncc: f64,
 }
 
 impl SafetyLimits {
-    /// Limits from their values (checked by [`AdaptPlan::new`]).
-    pub fn new(max_lateral_mm: f64, max_range_mm: f64, max_jump_mm: f64, min_ncc: f64) -> Self {
-        SafetyLimits {
-            max_lateral_mm,
-            max_range_mm,
-            max_jump_mm,
-            min_ncc,
-        }
-    }
-
     pub(super) fn validate(&self) -> Result<(), AdaptError> {
         for (name, v) in [
-            ("max_lateral_mm", self.max_lateral_mm),
-            ("max_range_mm", self.max_range_mm),
-            ("max_jump_mm", self.max_jump_mm),
+            ("max_lateral", self.max_lateral.get()),
+            ("max_range", self.max_range.get()),
+            ("max_jump", self.max_jump.get()),
         ] {
             if v.is_nan() || v < 0.0 {
                 return Err(AdaptError::BadOption {
@@ -58,7 +53,7 @@ impl SafetyLimits {
 
     /// The frame-level checks, in hold order: the registration is usable, its NCC at least
     /// `min_ncc`, its shift finite, and (once a frame was corrected) the shift moved at most
-    /// `max_jump_mm` since `last_shift_mm`.
+    /// `max_jump` since `last_shift_mm`.
     pub(super) fn check_registration(
         &self,
         reg: &Registration,
@@ -97,13 +92,13 @@ impl SafetyLimits {
         }
         if let Some(prev) = last_shift_mm {
             let jump = (s - prev).norm();
-            if !within(jump, self.max_jump_mm) {
+            if !within(jump, self.max_jump.get()) {
                 return Err(HoldDetail::new(
                     R::JumpOverLimit,
                     C::Jump,
                     None,
                     jump,
-                    self.max_jump_mm,
+                    self.max_jump.get(),
                 ));
             }
         }

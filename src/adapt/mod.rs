@@ -69,12 +69,12 @@
 //! The frame is held (the whole `CorrectionSet` is emptied, nothing partial can be sent) on
 //! the first failed check, in this order: registration not usable or its NCC below
 //! `min_ncc` or a non-finite shift ([`HoldReason::RegistrationFailed`]); the shift moved more
-//! than `max_jump_mm` since the last corrected frame ([`HoldReason::JumpOverLimit`]); the
+//! than `max_jump` since the last corrected frame ([`HoldReason::JumpOverLimit`]); the
 //! WEPL was measured for another shift or plan ([`HoldReason::InternalFault`]); then per
 //! spot in plan order: WEPL unavailable — the target lies outside the traced part of the
 //! frame ([`HoldReason::RangeUnavailable`]); lateral correction `|(Δx, Δy)|` over
-//! `max_lateral_mm` ([`HoldReason::LateralOverLimit`]); `|ΔWEPL|` (and, when snapping, the
-//! delivered range change) over `max_range_mm` ([`HoldReason::RangeOverLimit`]); a new
+//! `max_lateral` ([`HoldReason::LateralOverLimit`]); `|ΔWEPL|` (and, when snapping, the
+//! delivered range change) over `max_range` ([`HoldReason::RangeOverLimit`]); a new
 //! energy or range-shifter setting outside what can be delivered
 //! ([`HoldReason::RangeUnavailable`]).
 //!
