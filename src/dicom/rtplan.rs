@@ -216,20 +216,7 @@ pub enum PlanError {
     },
 }
 
-/// What is wrong with one spot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
-#[non_exhaustive]
-pub enum SpotFault {
-    /// Position or weight is NaN or infinite.
-    #[error("non-finite position or weight")]
-    NonFinite,
-    /// |x| or |y| beyond the allowed field half-size.
-    #[error("outside the maximum field")]
-    OutsideField,
-    /// Negative weight.
-    #[error("negative weight")]
-    NegativeWeight,
-}
+pub use crate::plan::SpotFault;
 
 /// A quirk accepted while reading, with the beam it concerns where it applies.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -717,24 +704,8 @@ fn parse_beam(
         }
         let layer = layers.len();
         for (s, sp) in spots.iter().enumerate() {
-            let fault = if !(sp.x_mm.is_finite() && sp.y_mm.is_finite() && sp.weight.is_finite()) {
-                Some(SpotFault::NonFinite)
-            } else if sp.weight < 0.0 {
-                Some(SpotFault::NegativeWeight)
-            } else {
-                None
-            };
-            if let Some(fault) = fault {
-                return Err(PlanError::BadSpot {
-                    beam: name.clone(),
-                    layer,
-                    spot: s,
-                    x_mm: sp.x_mm,
-                    y_mm: sp.y_mm,
-                    weight: sp.weight,
-                    fault,
-                });
-            }
+            // The field size is checked later, against the configured limit (check_spot_maps).
+            check_spot(&name, layer, s, sp, f64::INFINITY)?;
         }
         layers.push(EnergyLayer {
             energy_mev_u: e,
@@ -837,30 +808,33 @@ pub fn check_spot_maps(plan: &IonPlan, max_half_field_mm: f64) -> Result<(), Pla
     for b in &plan.beams {
         for (li, l) in b.layers.iter().enumerate() {
             for (si, s) in l.spots.iter().enumerate() {
-                let fault = if !(s.x_mm.is_finite() && s.y_mm.is_finite() && s.weight.is_finite()) {
-                    Some(SpotFault::NonFinite)
-                } else if s.x_mm.abs() > max_half_field_mm || s.y_mm.abs() > max_half_field_mm {
-                    Some(SpotFault::OutsideField)
-                } else if s.weight < 0.0 {
-                    Some(SpotFault::NegativeWeight)
-                } else {
-                    None
-                };
-                if let Some(fault) = fault {
-                    return Err(PlanError::BadSpot {
-                        beam: b.name.clone(),
-                        layer: li,
-                        spot: si,
-                        x_mm: s.x_mm,
-                        y_mm: s.y_mm,
-                        weight: s.weight,
-                        fault,
-                    });
-                }
+                check_spot(&b.name, li, si, s, max_half_field_mm)?;
             }
         }
     }
     Ok(())
+}
+
+/// One spot through [`Spot::fault`], as the plan error naming beam, layer and spot.
+fn check_spot(
+    beam: &str,
+    layer: usize,
+    spot: usize,
+    s: &Spot,
+    max_half_field_mm: f64,
+) -> Result<(), PlanError> {
+    match s.fault(max_half_field_mm) {
+        None => Ok(()),
+        Some(fault) => Err(PlanError::BadSpot {
+            beam: beam.to_owned(),
+            layer,
+            spot,
+            x_mm: s.x_mm,
+            y_mm: s.y_mm,
+            weight: s.weight,
+            fault,
+        }),
+    }
 }
 
 /// Formats a value as a DICOM decimal string of at most 16 characters: the shortest
