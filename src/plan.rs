@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::units::{Ion, PointMm};
+use crate::units::{Ion, MmWe, PointMm};
 
 /// A whole ion plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,8 +60,8 @@ pub struct RangeShifter {
     pub number: i32,
     /// Range Shifter ID (300A,0318).
     pub id: String,
-    /// Water-equivalent thickness in mm when the plan states it (from the layer settings).
-    pub water_equivalent_thickness_mm: Option<f64>,
+    /// Water-equivalent thickness when the plan states it (from the layer settings).
+    pub water_equivalent_thickness_mm: Option<MmWe>,
 }
 
 /// One energy layer: the spots delivered at one nominal energy.

@@ -311,7 +311,7 @@ fn energy_or_shifter_outside_the_deliverable_span_holds() {
     // A facility that cannot pull the shifter back: a deeper target needs a negative setting.
     let opts = AdaptOptions::new(wide_limits(), SAD_MM)
         .with_mode(RangeMode::RangeShifter)
-        .with_range_shifter_span_mm_we([0.0, 30.0]);
+        .with_range_shifter_span([MmWe(0.0), MmWe(30.0)]);
     let mut a = Adapter::new(adapt_plan(&s, opts));
     let h = held(once(
         &mut s,
@@ -416,7 +416,7 @@ proptest! {
                     // (f32 rounding of positions and energies allowed for).
                     let lateral = (c.x_mm as f64 - p.x_mm).hypot(c.y_mm as f64 - p.y_mm);
                     prop_assert!(lateral <= max_lateral + 1e-4, "spot {}: {} > {}", n, lateral, max_lateral);
-                    let dr = csda.range_mm(c.energy_mev_u as f64).unwrap() - r.planned_depth_mm;
+                    let dr = csda.range_mm(c.energy_mev_u as f64).unwrap().get() - r.planned_depth.get();
                     prop_assert!(dr.abs() <= max_range + 0.01, "spot {}: {} > {}", n, dr, max_range);
                 }
             }

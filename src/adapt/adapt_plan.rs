@@ -4,7 +4,7 @@ use crate::plan::IonPlan;
 use crate::range::beam::BeamGeometry;
 use crate::range::range_energy::RangeEnergyTable;
 use crate::range::SpotTracer;
-use crate::units::VectorMm;
+use crate::units::{MmWe, VectorMm};
 
 use super::limits::within;
 use super::{AdaptError, AdaptOptions, EnergyModel};
@@ -22,9 +22,11 @@ pub(super) struct SpotGeom {
     /// The ray's unit direction.
     pub(super) dir: VectorMm,
     pub(super) energy_mev_u: f64,
-    pub(super) planned_depth_mm: f64,
-    /// The planned energy's range in the energy model (CSDA range or facility depth), mm.
-    pub(super) model_range_mm: f64,
+    /// Planned Bragg depth, mm water (bare: read in the per-spot loop).
+    pub(super) planned_depth_mm_we: f64,
+    /// The planned energy's range in the energy model (CSDA range or facility depth), mm
+    /// water.
+    pub(super) model_range_mm_we: f64,
     /// Index into `AdaptPlan::tables` (CSDA).
     pub(super) table: usize,
 }
@@ -52,10 +54,10 @@ impl AdaptPlan {
                 why: "must be an ordered [min, max]",
             });
         }
-        let [r_lo, r_hi] = options.range_shifter_span_mm_we;
+        let [MmWe(r_lo), MmWe(r_hi)] = options.range_shifter_span;
         if r_lo.is_nan() || r_hi.is_nan() || r_lo > r_hi {
             return Err(AdaptError::BadOption {
-                name: "range_shifter_span_mm_we",
+                name: "range_shifter_span",
                 value: r_lo,
                 why: "must be an ordered [min, max]",
             });
@@ -121,7 +123,7 @@ impl AdaptPlan {
             if !within(off_mm, 1e-6 * (1.0 + v.norm())) {
                 return Err(AdaptError::GeometryMismatch { index, off_mm });
             }
-            let model_range_mm = match &options.energy_model {
+            let model_range = match &options.energy_model {
                 EnergyModel::Csda => tables[beam_table[s.beam]].range_mm(s.energy_mev_u)?,
                 EnergyModel::FacilitySnap(f) => f.depth_mm(s.energy_mev_u)?,
             };
@@ -133,8 +135,8 @@ impl AdaptPlan {
                 t_target_mm,
                 dir: ray.direction,
                 energy_mev_u: s.energy_mev_u,
-                planned_depth_mm: s.planned_depth_mm,
-                model_range_mm,
+                planned_depth_mm_we: s.planned_depth.get(),
+                model_range_mm_we: model_range.get(),
                 table: beam_table[s.beam],
             });
         }

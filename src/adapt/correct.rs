@@ -155,7 +155,7 @@ impl Adapter {
                     lim.max_lateral.get(),
                 ));
             }
-            let delta = f64::from(w) - g.planned_depth_mm;
+            let delta = f64::from(w) - g.planned_depth_mm_we;
             if !within(delta.abs(), lim.max_range.get()) {
                 return Err(HoldDetail::new(
                     R::RangeOverLimit,

@@ -2,6 +2,7 @@
 //! table) or a range-shifter setting, and the checks that it can be.
 
 use crate::correction::{HoldReason, RangeMode};
+use crate::units::MmWe;
 
 use super::adapt_plan::SpotGeom;
 use super::limits::{in_span, within};
@@ -32,7 +33,7 @@ pub(super) fn deliver(
     match o.mode {
         RangeMode::RangeShifter => {
             let rs = -delta_mm;
-            let [lo, hi] = o.range_shifter_span_mm_we;
+            let [MmWe(lo), MmWe(hi)] = o.range_shifter_span;
             in_span(rs, lo, hi, C::ShifterOutsideSpan, at)?;
             Ok(Delivery {
                 energy_mev_u: g.energy_mev_u,
@@ -41,13 +42,14 @@ pub(super) fn deliver(
             })
         }
         RangeMode::Energy => {
-            let want = g.model_range_mm + delta_mm;
+            let want = g.model_range_mm_we + delta_mm;
             let (e, snap_residual_mm) = match &o.energy_model {
                 EnergyModel::Csda => {
                     let table = &plan.tables[g.table];
                     let (lo, hi) = table.range_span_mm();
+                    let (lo, hi) = (lo.get(), hi.get());
                     in_span(want, lo, hi, C::RangeOutsideTable, at)?;
-                    match table.energy_mev_u(want) {
+                    match table.energy_mev_u(MmWe(want)) {
                         Ok(e) => (e, 0.0),
                         Err(_) => {
                             return Err(HoldDetail::new(
@@ -64,7 +66,7 @@ pub(super) fn deliver(
                     let d = f.depths_mm();
                     let (lo, hi) = (d[0], d[d.len() - 1]);
                     in_span(want, lo, hi, C::RangeOutsideTable, at)?;
-                    let snapped = match f.snap_depth(want) {
+                    let snapped = match f.snap_depth(MmWe(want)) {
                         Ok(sn) => sn,
                         Err(_) => {
                             return Err(HoldDetail::new(
@@ -76,7 +78,7 @@ pub(super) fn deliver(
                             ))
                         }
                     };
-                    let delivered = snapped.depth_mm - g.model_range_mm;
+                    let delivered = snapped.depth.get() - g.model_range_mm_we;
                     let max_range_mm = o.limits.max_range.get();
                     if !within(delivered.abs(), max_range_mm) {
                         return Err(HoldDetail::new(
@@ -87,7 +89,7 @@ pub(super) fn deliver(
                             max_range_mm,
                         ));
                     }
-                    (snapped.energy_mev_u, snapped.residual_mm)
+                    (snapped.energy_mev_u, snapped.residual.get())
                 }
             };
             let [lo, hi] = o.energy_span_mev_u;

@@ -2,6 +2,7 @@
 
 use crate::correction::RangeMode;
 use crate::range::facility::FacilityTable;
+use crate::units::MmWe;
 
 use super::SafetyLimits;
 
@@ -33,7 +34,7 @@ pub struct AdaptOptions {
     pub energy_span_mev_u: [f64; 2],
     /// Deliverable range-shifter settings `[min, max]`, mm water ([`RangeMode::RangeShifter`];
     /// default `[-∞, ∞]`; a facility that cannot pull back sets `min = 0`).
-    pub range_shifter_span_mm_we: [f64; 2],
+    pub range_shifter_span: [MmWe; 2],
 }
 
 impl AdaptOptions {
@@ -45,7 +46,7 @@ impl AdaptOptions {
             limits,
             default_sad_mm,
             energy_span_mev_u: [0.0, f64::INFINITY],
-            range_shifter_span_mm_we: [f64::NEG_INFINITY, f64::INFINITY],
+            range_shifter_span: [MmWe(f64::NEG_INFINITY), MmWe(f64::INFINITY)],
         }
     }
     /// Sets the range mode.
@@ -63,9 +64,9 @@ impl AdaptOptions {
         self.energy_span_mev_u = span;
         self
     }
-    /// Sets the deliverable range-shifter span, mm water.
-    pub fn with_range_shifter_span_mm_we(mut self, span: [f64; 2]) -> Self {
-        self.range_shifter_span_mm_we = span;
+    /// Sets the deliverable range-shifter span.
+    pub fn with_range_shifter_span(mut self, span: [MmWe; 2]) -> Self {
+        self.range_shifter_span = span;
         self
     }
 }

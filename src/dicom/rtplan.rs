@@ -36,7 +36,7 @@ use serde::Serialize;
 use super::attrs::{self, attr, AttrError, OpenError, Read};
 use crate::geometry::Grid;
 use crate::plan::{EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
-use crate::units::{Ion, PointMm};
+use crate::units::{Ion, MmWe, PointMm};
 
 /// SOP Class UID of RT Ion Plan Storage.
 pub const RT_ION_PLAN_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.8";
@@ -633,7 +633,7 @@ fn parse_beam(
                 match range_shifters.iter_mut().find(|s| Some(s.number) == r) {
                     Some(s) => {
                         if s.water_equivalent_thickness_mm.is_none() {
-                            s.water_equivalent_thickness_mm = wet;
+                            s.water_equivalent_thickness_mm = wet.map(MmWe);
                         }
                     }
                     None => orphan_rs = true,
@@ -1043,7 +1043,7 @@ fn beam_object(b: &IonBeam, setup_number: i64, total: f64) -> Result<InMemDicomO
                         s.put(int_s(tags::REFERENCED_RANGE_SHIFTER_NUMBER, r.number.into()));
                         s.put(text(tags::RANGE_SHIFTER_SETTING, VR::LO, "IN"));
                         if let Some(w) = r.water_equivalent_thickness_mm {
-                            s.put(fl(tags::RANGE_SHIFTER_WATER_EQUIVALENT_THICKNESS, &[w]));
+                            s.put(fl(tags::RANGE_SHIFTER_WATER_EQUIVALENT_THICKNESS, &[w.get()]));
                         }
                         s
                     })

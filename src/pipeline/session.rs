@@ -19,6 +19,7 @@ use crate::geometry::RoomSetup;
 use crate::plan::IonPlan;
 use crate::range::{FacilityTable, Hlut, RangeError, SpotTracer, SpotTracerOptions};
 use crate::register::{FixedContext, RegisterError, RegisterOptions, Roi};
+use crate::units::MmWe;
 use crate::volume::CtVolume;
 use sha2::{Digest, Sha256};
 
@@ -251,7 +252,7 @@ impl Session {
         // The frame trace must reach past the deepest target by more than the range limit, so
         // a target that moved deeper holds as "over limit", not "unavailable".
         let tracer_options = SpotTracerOptions::new(options.default_sad_mm)
-            .with_wepl_margin_mm((options.limits.max_range.get() + 10.0).clamp(20.0, 200.0));
+            .with_wepl_margin(MmWe((options.limits.max_range.get() + 10.0).clamp(20.0, 200.0)));
         let mut planned = SpotTracer::new(&plan, &tracer_options).map_err(|source| SessionError::Range {
             what: format!("beam geometry of {}", plan_path.display()),
             source,

@@ -79,7 +79,7 @@ pub fn plan() -> IonPlan {
 
 pub fn tracer_options() -> SpotTracerOptions {
     // A margin wider than any range limit used, so a deeper target is still traced.
-    SpotTracerOptions::new(SAD_MM).with_wepl_margin_mm(40.0)
+    SpotTracerOptions::new(SAD_MM).with_wepl_margin(MmWe(40.0))
 }
 
 /// The plan, its planned tracer (traced through the water phantom), and a frame tracer.
