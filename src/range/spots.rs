@@ -372,22 +372,23 @@ impl SpotTracer {
     /// WEPL in the last frame from the ray start to parameter `t_mm` on a spot's ray (e.g. a
     /// planning-CT target point, to see how the range moved). `None` past the point where the
     /// trace stopped (more than the WEPL margin beyond the ray's deepest planned depth).
-    pub fn wepl_at_t_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
+    /// Geometric in, water-equivalent out: the types keep the two apart.
+    pub fn wepl_at_t_mm(&self, spot: usize, t_mm: f64) -> Option<MmWe> {
         let s = self.spots.get(spot)?;
         let p = self.profiles.get(s.ray)?;
         if p.is_truncated() && p.exit_t_mm().is_some_and(|end| t_mm.is_nan() || t_mm > end) {
             return None;
         }
-        Some(p.wepl_at_depth(t_mm))
+        Some(MmWe(p.wepl_at_depth(t_mm)))
     }
 
     /// [`Self::wepl_at_t_mm`] only where the last frame's trace actually covers `t_mm`:
     /// `None` before the ray enters the volume, after it leaves it (or after the trace
     /// stopped), or when it misses. A target outside the traced span has no measured WEPL,
     /// and the adapt stage must hold rather than read the total as if it were the answer.
-    pub fn wepl_at_t_within_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
+    pub fn wepl_at_t_within_mm(&self, spot: usize, t_mm: f64) -> Option<MmWe> {
         let s = self.spots.get(spot)?;
-        self.profiles.get(s.ray)?.wepl_within_mm(t_mm)
+        self.profiles.get(s.ray)?.wepl_within_mm(t_mm).map(MmWe)
     }
 
     /// A copy that keeps no profiles: its traces write each ray's samples into one scratch
