@@ -43,41 +43,25 @@ pub(super) fn deliver(
         }
         RangeMode::Energy => {
             let want = g.model_range_mm_we + delta_mm;
+            // A table that refuses a range inside its own span (it should not) still holds.
+            let outside_table =
+                |want: f64, hi: f64| HoldDetail::new(R::RangeUnavailable, C::RangeOutsideTable, at, want, hi);
             let (e, snap_residual_mm) = match &o.energy_model {
                 EnergyModel::Csda => {
                     let table = &plan.tables[g.table];
                     let (lo, hi) = table.range_span_mm();
                     let (lo, hi) = (lo.get(), hi.get());
                     in_span(want, lo, hi, C::RangeOutsideTable, at)?;
-                    match table.energy_mev_u(MmWe(want)) {
-                        Ok(e) => (e, 0.0),
-                        Err(_) => {
-                            return Err(HoldDetail::new(
-                                R::RangeUnavailable,
-                                C::RangeOutsideTable,
-                                at,
-                                want,
-                                hi,
-                            ))
-                        }
-                    }
+                    let e = table
+                        .energy_mev_u(MmWe(want))
+                        .map_err(|_| outside_table(want, hi))?;
+                    (e, 0.0)
                 }
                 EnergyModel::FacilitySnap(f) => {
                     let d = f.depths_mm();
                     let (lo, hi) = (d[0], d[d.len() - 1]);
                     in_span(want, lo, hi, C::RangeOutsideTable, at)?;
-                    let snapped = match f.snap_depth(MmWe(want)) {
-                        Ok(sn) => sn,
-                        Err(_) => {
-                            return Err(HoldDetail::new(
-                                R::RangeUnavailable,
-                                C::RangeOutsideTable,
-                                at,
-                                want,
-                                hi,
-                            ))
-                        }
-                    };
+                    let snapped = f.snap_depth(MmWe(want)).map_err(|_| outside_table(want, hi))?;
                     let delivered = snapped.depth.get() - g.model_range_mm_we;
                     let max_range_mm = o.limits.max_range.get();
                     if !within(delivered.abs(), max_range_mm) {
