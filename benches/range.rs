@@ -13,7 +13,7 @@ use ionguide::geometry::{Grid, RigidTransform};
 use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::spots::{SpotTracer, SpotTracerOptions};
 use ionguide::range::{Hlut, RangeEnergyTable};
-use ionguide::units::{Ion, PointMm, VectorMm};
+use ionguide::units::{Ion, MmWe, PointMm, VectorMm};
 use ionguide::volume::{CtVolume, Volume};
 
 const N: usize = 256;
@@ -73,7 +73,9 @@ fn carbon_beam(number: i32, gantry_deg: f64) -> IonBeam {
         layers: [120.0, 140.0, 160.0, 180.0, 200.0]
             .iter()
             .map(|&depth_mm| EnergyLayer {
-                energy_mev_u: carbon.energy_mev_u(depth_mm).unwrap_or_else(|e| panic!("{e}")),
+                energy_mev_u: carbon
+                    .energy_mev_u(MmWe(depth_mm))
+                    .unwrap_or_else(|e| panic!("{e}")),
                 spots: spots.clone(),
             })
             .collect(),

@@ -10,7 +10,7 @@ use ionguide::adapt::{
 use ionguide::correction::{CorrectionSet, HoldReason, RangeMode};
 use ionguide::range::range_energy::RangeEnergyTable;
 use ionguide::register::{QualityFailure, Registration, Verdict};
-use ionguide::units::{Ion, VectorMm};
+use ionguide::units::{Ion, Mm, MmWe, VectorMm};
 use ionguide::volume::CtVolume;
 use proptest::prelude::*;
 
@@ -48,7 +48,15 @@ fn held(r: Result<ionguide::adapt::AdaptSummary, HoldDetail>) -> HoldDetail {
 #[test]
 fn lateral_over_limit_holds_and_names_the_spot() {
     let mut s = setup();
-    let mut a = adapter(&s, SafetyLimits::new(2.0, 50.0, 100.0, 0.5));
+    let mut a = adapter(
+        &s,
+        SafetyLimits {
+            max_lateral: Mm(2.0),
+            max_range: MmWe(50.0),
+            max_jump: Mm(100.0),
+            min_ncc: 0.5,
+        },
+    );
     let mut out = CorrectionSet::default();
     // 2.5 mm is over 2 mm for every spot, whatever its magnification (≈ 1 ± 0.02).
     let h = held(once(
@@ -80,7 +88,15 @@ fn lateral_over_limit_holds_and_names_the_spot() {
 #[test]
 fn range_over_limit_holds() {
     let mut s = setup();
-    let mut a = adapter(&s, SafetyLimits::new(50.0, 3.0, 100.0, 0.5));
+    let mut a = adapter(
+        &s,
+        SafetyLimits {
+            max_lateral: Mm(50.0),
+            max_range: MmWe(3.0),
+            max_jump: Mm(100.0),
+            min_ncc: 0.5,
+        },
+    );
     let mut out = CorrectionSet::default();
     let h = held(once(
         &mut s,
@@ -113,7 +129,15 @@ fn range_over_limit_holds() {
 #[test]
 fn jump_between_corrected_frames_holds_until_reset() {
     let mut s = setup();
-    let mut a = adapter(&s, SafetyLimits::new(50.0, 50.0, 4.0, 0.5));
+    let mut a = adapter(
+        &s,
+        SafetyLimits {
+            max_lateral: Mm(50.0),
+            max_range: MmWe(50.0),
+            max_jump: Mm(4.0),
+            min_ncc: 0.5,
+        },
+    );
     let mut out = CorrectionSet::default();
     let ct = water_ct(0);
     once(
@@ -165,7 +189,15 @@ fn jump_between_corrected_frames_holds_until_reset() {
 #[test]
 fn unusable_or_dissimilar_registration_holds() {
     let mut s = setup();
-    let mut a = adapter(&s, SafetyLimits::new(50.0, 50.0, 100.0, 0.9));
+    let mut a = adapter(
+        &s,
+        SafetyLimits {
+            max_lateral: Mm(50.0),
+            max_range: MmWe(50.0),
+            max_jump: Mm(100.0),
+            min_ncc: 0.9,
+        },
+    );
     let mut out = CorrectionSet::default();
     let ct = water_ct(0);
     let mut reg = registration(VectorMm::new(1.0, 0.0, 0.0));
@@ -279,7 +311,7 @@ fn energy_or_shifter_outside_the_deliverable_span_holds() {
     // A facility that cannot pull the shifter back: a deeper target needs a negative setting.
     let opts = AdaptOptions::new(wide_limits(), SAD_MM)
         .with_mode(RangeMode::RangeShifter)
-        .with_range_shifter_span_mm_we([0.0, 30.0]);
+        .with_range_shifter_span([MmWe(0.0), MmWe(30.0)]);
     let mut a = Adapter::new(adapt_plan(&s, opts));
     let h = held(once(
         &mut s,
@@ -307,9 +339,24 @@ fn energy_or_shifter_outside_the_deliverable_span_holds() {
 fn bad_limits_and_untraced_planning_ct_are_typed_errors() {
     let s = setup();
     for limits in [
-        SafetyLimits::new(-1.0, 1.0, 1.0, 0.5),
-        SafetyLimits::new(1.0, f64::NAN, 1.0, 0.5),
-        SafetyLimits::new(1.0, 1.0, 1.0, 1.5),
+        SafetyLimits {
+            max_lateral: Mm(-1.0),
+            max_range: MmWe(1.0),
+            max_jump: Mm(1.0),
+            min_ncc: 0.5,
+        },
+        SafetyLimits {
+            max_lateral: Mm(1.0),
+            max_range: MmWe(f64::NAN),
+            max_jump: Mm(1.0),
+            min_ncc: 0.5,
+        },
+        SafetyLimits {
+            max_lateral: Mm(1.0),
+            max_range: MmWe(1.0),
+            max_jump: Mm(1.0),
+            min_ncc: 1.5,
+        },
     ] {
         assert!(AdaptPlan::new(&s.plan, &s.planned, AdaptOptions::new(limits, SAD_MM)).is_err());
     }
@@ -349,14 +396,19 @@ proptest! {
         max_lateral in 0.5f64..12.0, max_range in 0.5f64..12.0,
     ) {
         let mut s = setup();
-        let mut a = adapter(&s, SafetyLimits::new(max_lateral, max_range, 1000.0, 0.5));
+        let mut a = adapter(&s, SafetyLimits {
+ max_lateral: Mm(max_lateral),
+ max_range: MmWe(max_range),
+ max_jump: Mm(1000.0),
+ min_ncc: 0.5,
+ });
         let csda = RangeEnergyTable::new(Ion::CARBON12).unwrap();
         let mut out = CorrectionSet::default();
         let shift = VectorMm::new(sx, sy, sz);
         match once(&mut s, &mut a, &water_ct(0), &registration(shift), &mut out) {
             Ok(summary) => {
                 prop_assert_eq!(out.spots.len(), 8);
-                prop_assert!(summary.max_lateral_mm <= max_lateral);
+                prop_assert!(summary.max_lateral.get() <= max_lateral);
                 for (n, c) in out.spots.iter().enumerate() {
                     let r = s.planned.spots()[n];
                     let p = s.plan.beams[0].layers[r.layer].spots[r.spot];
@@ -364,7 +416,7 @@ proptest! {
                     // (f32 rounding of positions and energies allowed for).
                     let lateral = (c.x_mm as f64 - p.x_mm).hypot(c.y_mm as f64 - p.y_mm);
                     prop_assert!(lateral <= max_lateral + 1e-4, "spot {}: {} > {}", n, lateral, max_lateral);
-                    let dr = csda.range_mm(c.energy_mev_u as f64).unwrap() - r.planned_depth_mm;
+                    let dr = csda.range_mm(c.energy_mev_u as f64).unwrap().get() - r.planned_depth.get();
                     prop_assert!(dr.abs() <= max_range + 0.01, "spot {}: {} > {}", n, dr, max_range);
                 }
             }

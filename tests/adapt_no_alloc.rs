@@ -8,7 +8,7 @@ mod alloc_support;
 use adapt_support::*;
 use ionguide::adapt::{AdaptOptions, Adapter, FrameStamp, FrameWepl, SafetyLimits};
 use ionguide::correction::CorrectionSet;
-use ionguide::units::VectorMm;
+use ionguide::units::{Mm, MmWe, VectorMm};
 
 #[global_allocator]
 static GLOBAL: alloc_support::Counting = alloc_support::Counting;
@@ -21,7 +21,15 @@ fn warm_adapt_frames_allocate_nothing() {
     let rsp = s.hlut.convert(&ct);
     let plan = adapt_plan(
         &s,
-        AdaptOptions::new(SafetyLimits::new(5.0, 5.0, 3.0, 0.5), SAD_MM),
+        AdaptOptions::new(
+            SafetyLimits {
+                max_lateral: Mm(5.0),
+                max_range: MmWe(5.0),
+                max_jump: Mm(3.0),
+                min_ncc: 0.5,
+            },
+            SAD_MM,
+        ),
     );
     let mut wepl = FrameWepl::for_plan(&plan);
     let mut adapter = Adapter::new(plan.clone());

@@ -79,10 +79,10 @@ fn lateral_shift_moves_spots_by_the_magnified_shift_and_keeps_the_range() {
             "spot {n}: corrected ray misses the moved target by {miss} mm"
         );
         // Water everywhere: no range change, the planned energy.
-        let dw = wepl.wepl_mm[n] as f64 - r.planned_depth_mm;
+        let dw = wepl.wepl_mm[n] as f64 - r.planned_depth.get();
         assert!(dw.abs() < 1e-3, "spot {n}: ΔWEPL {dw}");
         assert!((c.energy_mev_u as f64 / r.energy_mev_u - 1.0).abs() < 1e-5);
-        assert!((csda.range_mm(c.energy_mev_u as f64).unwrap() - r.planned_depth_mm).abs() < 0.01);
+        assert!((csda.range_mm(c.energy_mev_u as f64).unwrap().get() - r.planned_depth.get()).abs() < 0.01);
         assert_eq!(c.range_shifter_mm_we, 0.0);
     }
     // Both signs of d occur, so magnification above and below 1 is exercised.
@@ -109,13 +109,13 @@ fn shift_along_the_beam_in_water_changes_the_range_by_the_shift() {
         );
         for (n, c) in out.spots.iter().enumerate() {
             let r = s.planned.spots()[n];
-            let dw = wepl.wepl_mm[n] as f64 - r.planned_depth_mm;
+            let dw = wepl.wepl_mm[n] as f64 - r.planned_depth.get();
             assert!(
                 (dw - delta * rsp_water).abs() < 0.1,
                 "δ {delta} spot {n}: ΔWEPL {dw}"
             );
             // Energy round trip: the new energy's range is the planned range + ΔWEPL.
-            let got = csda.range_mm(c.energy_mev_u as f64).unwrap() - r.planned_depth_mm;
+            let got = csda.range_mm(c.energy_mev_u as f64).unwrap().get() - r.planned_depth.get();
             assert!(
                 (got - dw).abs() < 0.01,
                 "δ {delta} spot {n}: range change {got} vs {dw}"
@@ -142,7 +142,7 @@ fn upstream_bone_slab_adds_its_excess_stopping_power() {
         let r = s.planned.spots()[n];
         // A divergent ray crosses the 10 mm slab over 10 / cos α.
         let cos_a = s.planned.rays()[r.ray].direction.y;
-        let dw = wepl.wepl_mm[n] as f64 - r.planned_depth_mm;
+        let dw = wepl.wepl_mm[n] as f64 - r.planned_depth.get();
         assert!(
             (dw - excess / cos_a).abs() < 0.01,
             "spot {n}: ΔWEPL {dw}, want {}",
@@ -160,7 +160,7 @@ fn range_shifter_mode_keeps_the_energy_and_pulls_back_by_the_range_change() {
     assert_eq!(out.mode, Some(RangeMode::RangeShifter));
     for (n, c) in out.spots.iter().enumerate() {
         let r = s.planned.spots()[n];
-        let dw = wepl.wepl_mm[n] as f64 - r.planned_depth_mm;
+        let dw = wepl.wepl_mm[n] as f64 - r.planned_depth.get();
         assert!(dw > 5.0);
         assert_eq!(c.energy_mev_u, r.energy_mev_u as f32);
         assert!((c.range_shifter_mm_we as f64 + dw).abs() < 1e-4, "spot {n}");
@@ -193,7 +193,7 @@ fn facility_snapping_delivers_a_table_energy_within_half_a_step() {
             .iter()
             .position(|&e| e as f32 == c.energy_mev_u);
         let k = k.unwrap_or_else(|| panic!("spot {n}: {} MeV/u is not a table energy", c.energy_mev_u));
-        let want = f.depth_mm(r.energy_mev_u).unwrap() + wepl.wepl_mm[n] as f64 - r.planned_depth_mm;
+        let want = f.depth_mm(r.energy_mev_u).unwrap().get() + wepl.wepl_mm[n] as f64 - r.planned_depth.get();
         let residual = f.depths_mm()[k] - want;
         let step = f.depths_mm()[k.max(1)] - f.depths_mm()[k.max(1) - 1];
         assert!(
@@ -202,7 +202,7 @@ fn facility_snapping_delivers_a_table_energy_within_half_a_step() {
         );
         worst = worst.max(residual.abs());
     }
-    assert!((summary.max_abs_snap_residual_mm - worst).abs() < 1e-3);
+    assert!((summary.max_abs_snap_residual.get() - worst).abs() < 1e-3);
 }
 
 #[test]
@@ -234,7 +234,7 @@ fn lateral_shift_moves_the_traced_rays_into_a_half_slab() {
             } else {
                 0.0
             };
-            let dw = wepl.wepl_mm[n] as f64 - r.planned_depth_mm;
+            let dw = wepl.wepl_mm[n] as f64 - r.planned_depth.get();
             assert!(
                 (dw - want).abs() < 0.01,
                 "dx {dx} spot {n} (x at slab {x_at_slab}): ΔWEPL {dw}, want {want}"

@@ -10,7 +10,7 @@ use ionguide::geometry::Grid;
 use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::spots::{SpotTracer, SpotTracerOptions};
 use ionguide::range::{Hlut, RangeEnergyTable};
-use ionguide::units::{Ion, PointMm};
+use ionguide::units::{Ion, MmWe, PointMm};
 use ionguide::volume::CtVolume;
 
 /// 80 × 70 × 60 voxels of 2 × 2 × 2.5 mm with pseudo-random HU in −1000…1999 (every voxel
@@ -44,7 +44,7 @@ fn plan() -> IonPlan {
         layers: depths
             .iter()
             .map(|&d| EnergyLayer {
-                energy_mev_u: c.energy_mev_u(d).unwrap(),
+                energy_mev_u: c.energy_mev_u(MmWe(d)).unwrap(),
                 spots: (0..9)
                     .flat_map(|a| (0..7).map(move |b| (a, b)))
                     .map(|(a, b)| Spot {
@@ -76,16 +76,16 @@ fn stopped_ct_and_threaded_traces_match_whole_ray_traces_bit_for_bit() {
     let rsp = hlut.convert(&ct);
     let plan = plan();
     let opts = SpotTracerOptions::new([f64::INFINITY; 2]);
-    let mut whole = SpotTracer::new(&plan, &opts.clone().with_wepl_margin_mm(f64::INFINITY)).unwrap();
+    let mut whole = SpotTracer::new(&plan, &opts.clone().with_wepl_margin(MmWe(f64::INFINITY))).unwrap();
     whole.trace_frame(&rsp);
     let reached = whole.target_t_mm().iter().filter(|t| t.is_some()).count();
     assert!(reached > 100 && reached < whole.spots().len(), "{reached}");
 
     let variants = [
         opts.clone(),
-        opts.clone().with_wepl_margin_mm(0.0),
+        opts.clone().with_wepl_margin(MmWe(0.0)),
         opts.clone().with_threads(2),
-        opts.clone().with_wepl_margin_mm(5.0).with_threads(2),
+        opts.clone().with_wepl_margin(MmWe(5.0)).with_threads(2),
     ];
     let mut truncated_seen = 0;
     for o in &variants {
@@ -125,7 +125,7 @@ fn stopped_ct_and_threaded_traces_match_whole_ray_traces_bit_for_bit() {
         }
     }
     assert!(truncated_seen > 100, "{truncated_seen}");
-    assert!(SpotTracer::new(&plan, &opts.with_wepl_margin_mm(f64::NAN)).is_err());
+    assert!(SpotTracer::new(&plan, &opts.with_wepl_margin(MmWe(f64::NAN))).is_err());
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn packed_profiles_equal_single_ray_traces_after_growth_and_clone() {
     use ionguide::volume::Volume;
     let rsp = Hlut::default().convert(&random_ct());
     let plan = plan();
-    let opts = SpotTracerOptions::new([f64::INFINITY; 2]).with_wepl_margin_mm(f64::INFINITY);
+    let opts = SpotTracerOptions::new([f64::INFINITY; 2]).with_wepl_margin(MmWe(f64::INFINITY));
     let mut tracer = SpotTracer::new(&plan, &opts).unwrap();
     // First a coarser grid over the same box (a smaller sample bound), then the real one.
     let coarse =

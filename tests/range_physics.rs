@@ -10,7 +10,7 @@ use ionguide::range::facility::FacilityTable;
 use ionguide::range::range_energy::RangeEnergyTable;
 use ionguide::range::spots::{SpotTracer, SpotTracerOptions};
 use ionguide::range::{Hlut, RangeError};
-use ionguide::units::{Ion, PointMm, VectorMm};
+use ionguide::units::{Ion, MmWe, PointMm, VectorMm};
 use ionguide::volume::{CtVolume, Volume};
 use proptest::prelude::*;
 
@@ -56,7 +56,7 @@ fn csda_range_within_one_percent_of_libamtrack_over_clinical_energies() {
             .iter()
             .filter(|r| r.0 == ion && r.1 >= lo && r.1 <= hi)
         {
-            let got = table.range_mm(e).unwrap();
+            let got = table.range_mm(e).unwrap().get();
             assert!(
                 (got / want - 1.0).abs() < 0.01,
                 "{ion} {e} MeV/u: {got} vs {want} mm"
@@ -88,22 +88,22 @@ fn facility_table_round_trips_and_snaps() {
     let (e, d) = (f.energies_mev_u().to_vec(), f.depths_mm().to_vec());
     assert_eq!((e[0], d[0]), (115.23, 29.802));
     for (ei, di) in e.iter().zip(&d) {
-        assert!((f.depth_mm(*ei).unwrap() - di).abs() < 1e-9);
-        assert!((f.energy_mev_u(*di).unwrap() - ei).abs() < 1e-9);
+        assert!((f.depth_mm(*ei).unwrap().get() - di).abs() < 1e-9);
+        assert!((f.energy_mev_u(MmWe(*di)).unwrap() - ei).abs() < 1e-9);
     }
     let mid_e = 0.5 * (e[3] + e[4]);
     let back = f.energy_mev_u(f.depth_mm(mid_e).unwrap()).unwrap();
     assert!((back - mid_e).abs() < 1e-9);
     // A depth 30 % of the way from row 3 to row 4 snaps to row 3, residual −30 % of the gap.
     let want = d[3] + 0.3 * (d[4] - d[3]);
-    let s = f.snap_depth(want).unwrap();
+    let s = f.snap_depth(MmWe(want)).unwrap();
     assert_eq!(s.index, 3);
-    assert!((s.residual_mm + 0.3 * (d[4] - d[3])).abs() < 1e-9);
-    let s = f.snap_depth(d[3] + 0.7 * (d[4] - d[3])).unwrap();
+    assert!((s.residual.get() + 0.3 * (d[4] - d[3])).abs() < 1e-9);
+    let s = f.snap_depth(MmWe(d[3] + 0.7 * (d[4] - d[3]))).unwrap();
     assert_eq!(s.index, 4);
     assert_eq!(f.snap_energy(e[7]).unwrap().index, 7);
     assert!(matches!(
-        f.snap_depth(1.0),
+        f.snap_depth(MmWe(1.0)),
         Err(RangeError::DepthOutOfTable { .. })
     ));
     assert!(matches!(
@@ -265,7 +265,9 @@ fn spot_tracer_finds_target_points_in_a_water_box() {
     let c = RangeEnergyTable::new(Ion::CARBON12).unwrap();
     for (n, s) in tracer.spots().iter().enumerate() {
         let want_depth = c.range_mm(s.energy_mev_u).unwrap();
-        assert!((s.planned_depth_mm - want_depth).abs() < 1e-12);
+        assert!((s.planned_depth - want_depth).abs().get() < 1e-12);
+        // In water (RSP 1) a water-equivalent depth is a geometric one.
+        let want_depth = want_depth.get();
         match tracer.target_point_mm(n) {
             Some(p) if s.beam == 0 => {
                 // Beam from anterior (y = −100 face): target at y = −100 + depth.

@@ -7,7 +7,7 @@ use dicom_dictionary_std::tags;
 use ionguide::dicom::rtplan::{self, PlanError, PlanWarning, SpotFault};
 use ionguide::geometry::Grid;
 use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
-use ionguide::units::{Ion, PointMm};
+use ionguide::units::{Ion, MmWe, PointMm};
 use proptest::prelude::*;
 
 const STS_RAW: &str = "tests/data/plans/STS_001/RPSTS001G0G90.dcm";
@@ -397,7 +397,7 @@ fn arb_beam() -> impl Strategy<Value = IonBeam> {
                     .map(|(i, (wet, id))| RangeShifter {
                         number: i as i32 + 1,
                         id,
-                        water_equivalent_thickness_mm: wet,
+                        water_equivalent_thickness_mm: wet.map(MmWe),
                     })
                     .collect(),
                 layers,

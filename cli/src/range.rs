@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
 use ionguide::range::RangeEnergyTable;
-use ionguide::units::Ion;
+use ionguide::units::{Ion, MmWe};
 use serde::Serialize;
 
 /// Convert energy per nucleon to CSDA range in water, or back.
@@ -37,11 +37,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(e), None) => Out {
             ion: args.ion.to_string(),
             energy_mev_u: e,
-            range_mm: table.range_mm(e)?,
+            range_mm: table.range_mm(e)?.get(),
         },
         (None, Some(r)) => Out {
             ion: args.ion.to_string(),
-            energy_mev_u: table.energy_mev_u(r)?,
+            energy_mev_u: table.energy_mev_u(MmWe(r))?,
             range_mm: r,
         },
         _ => bail!("give exactly one of --energy-mev-u or --range-mm"),

@@ -109,9 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     layer: s.layer,
                     spot: s.spot,
                     energy_mev_u: s.energy_mev_u,
-                    planned_depth_mm: s.planned_depth_mm,
+                    planned_depth_mm: s.planned_depth.get(),
                     wepl_mm: if target.is_some() {
-                        s.planned_depth_mm
+                        s.planned_depth.get()
                     } else {
                         total
                     },

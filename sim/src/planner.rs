@@ -19,7 +19,7 @@ use ionguide::dicom::rtplan::write_plan_bytes;
 use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::raytrace::{trace_into, RayProfile};
 use ionguide::range::{BeamGeometry, Hlut, PatientPosition, RangeEnergyTable, RangeError};
-use ionguide::units::{Ion, PointMm};
+use ionguide::units::{Ion, MmWe, PointMm};
 
 use crate::frames::SeriesIds;
 use crate::phantom::Phantom;
@@ -209,7 +209,7 @@ pub fn plan(
                 continue;
             }
             let energy = table
-                .energy_mev_u(depth)
+                .energy_mev_u(MmWe(depth))
                 .map_err(|source| PlannerError::Range { beam: bi, source })?;
             layers.push(EnergyLayer {
                 energy_mev_u: energy,

@@ -18,7 +18,7 @@ use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
 use ionguide::pipeline::{LinkTiming, Outcome, Pipeline, PipelineIo, Session, Stats};
 use ionguide::range::{BeamGeometry, RangeEnergyTable};
 use ionguide::source::InProcessSource;
-use ionguide::units::{PointMm, VectorMm};
+use ionguide::units::{MmWe, PointMm, VectorMm};
 use ionguide::volume::CtVolume;
 
 use crate::controller::{spawn, BeamState, ControllerConfig};
@@ -170,7 +170,7 @@ pub fn run(
                 x_plan_mm: spot.x_mm,
                 y_plan_mm: spot.y_mm,
                 energy_mev_u: s.energy_mev_u,
-                planned_depth_mm: s.planned_depth_mm,
+                planned_depth_mm: s.planned_depth.get(),
             }
         })
         .collect();
@@ -363,8 +363,8 @@ pub fn run(
                         let shift = match set.mode {
                             Some(RangeMode::RangeShifter) => -(c.range_shifter_mm_we as f64),
                             _ => {
-                                table.range_mm(c.energy_mev_u as f64).unwrap_or(f64::NAN)
-                                    - table.range_mm(s.energy_mev_u).unwrap_or(f64::NAN)
+                                let range = |e: f64| table.range_mm(e).map_or(f64::NAN, MmWe::get);
+                                range(c.energy_mev_u as f64) - range(s.energy_mev_u)
                             }
                         };
                         (c.x_mm as f64, c.y_mm as f64, shift)

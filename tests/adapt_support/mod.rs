@@ -12,7 +12,7 @@ use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::spots::{SpotTracer, SpotTracerOptions};
 use ionguide::range::Hlut;
 use ionguide::register::{Registration, Verdict};
-use ionguide::units::{Ion, PointMm, VectorMm};
+use ionguide::units::{Ion, Mm, MmWe, PointMm, VectorMm};
 use ionguide::volume::CtVolume;
 
 /// Virtual SADs `[x, y]`, mm: unequal, so a mix-up of the axes shows.
@@ -79,7 +79,7 @@ pub fn plan() -> IonPlan {
 
 pub fn tracer_options() -> SpotTracerOptions {
     // A margin wider than any range limit used, so a deeper target is still traced.
-    SpotTracerOptions::new(SAD_MM).with_wepl_margin_mm(40.0)
+    SpotTracerOptions::new(SAD_MM).with_wepl_margin(MmWe(40.0))
 }
 
 /// The plan, its planned tracer (traced through the water phantom), and a frame tracer.
@@ -109,7 +109,12 @@ pub fn adapt_plan(s: &Setup, options: AdaptOptions) -> Arc<AdaptPlan> {
 }
 
 pub fn wide_limits() -> SafetyLimits {
-    SafetyLimits::new(50.0, 50.0, 100.0, 0.5)
+    SafetyLimits {
+        max_lateral: Mm(50.0),
+        max_range: MmWe(50.0),
+        max_jump: Mm(100.0),
+        min_ncc: 0.5,
+    }
 }
 
 /// A usable registration whose tumor (planned at the isocenter) moved by `shift`.

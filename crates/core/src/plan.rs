@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::units::{Ion, PointMm};
+use crate::units::{Ion, MmWe, PointMm};
 
 /// A whole ion plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,8 +60,8 @@ pub struct RangeShifter {
     pub number: i32,
     /// Range Shifter ID (300A,0318).
     pub id: String,
-    /// Water-equivalent thickness in mm when the plan states it (from the layer settings).
-    pub water_equivalent_thickness_mm: Option<f64>,
+    /// Water-equivalent thickness when the plan states it (from the layer settings).
+    pub water_equivalent_thickness_mm: Option<MmWe>,
 }
 
 /// One energy layer: the spots delivered at one nominal energy.
@@ -82,6 +82,38 @@ pub struct Spot {
     pub y_mm: f64,
     /// Scan Spot Meterset Weight.
     pub weight: f64,
+}
+
+/// What is wrong with one spot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpotFault {
+    /// Position or weight is NaN or infinite.
+    #[error("non-finite position or weight")]
+    NonFinite,
+    /// |x| or |y| beyond the allowed field half-size.
+    #[error("outside the maximum field")]
+    OutsideField,
+    /// Negative weight.
+    #[error("negative weight")]
+    NegativeWeight,
+}
+
+impl Spot {
+    /// The first thing wrong with this spot, in the order non-finite, outside
+    /// `±max_half_field_mm` (infinite: no field check), negative weight; `None` if it is sane.
+    /// The one spot check: the plan reader and `dicom::rtplan::check_spot_maps` both use it.
+    pub fn fault(&self, max_half_field_mm: f64) -> Option<SpotFault> {
+        if !(self.x_mm.is_finite() && self.y_mm.is_finite() && self.weight.is_finite()) {
+            Some(SpotFault::NonFinite)
+        } else if self.x_mm.abs() > max_half_field_mm || self.y_mm.abs() > max_half_field_mm {
+            Some(SpotFault::OutsideField)
+        } else if self.weight < 0.0 {
+            Some(SpotFault::NegativeWeight)
+        } else {
+            None
+        }
+    }
 }
 
 impl IonBeam {
@@ -110,5 +142,31 @@ impl IonPlan {
     /// Number of spots over all beams.
     pub fn spot_count(&self) -> usize {
         self.beams.iter().map(IonBeam::spot_count).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spot_fault_names_the_first_thing_wrong() {
+        let spot = |x_mm, y_mm, weight| Spot { x_mm, y_mm, weight };
+        assert_eq!(spot(10.0, -10.0, 0.0).fault(200.0), None);
+        assert_eq!(spot(f64::NAN, 0.0, 1.0).fault(200.0), Some(SpotFault::NonFinite));
+        assert_eq!(
+            spot(0.0, 0.0, f64::INFINITY).fault(f64::INFINITY),
+            Some(SpotFault::NonFinite)
+        );
+        // Outside the field comes before a negative weight; an infinite field never trips.
+        assert_eq!(
+            spot(0.0, -200.5, -1.0).fault(200.0),
+            Some(SpotFault::OutsideField)
+        );
+        assert_eq!(
+            spot(0.0, -200.5, -1.0).fault(f64::INFINITY),
+            Some(SpotFault::NegativeWeight)
+        );
+        assert_eq!(spot(200.0, 0.0, 1.0).fault(200.0), None);
     }
 }

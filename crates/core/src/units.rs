@@ -17,8 +17,11 @@ pub type VectorMm = nalgebra::Vector3<f64>;
 macro_rules! quantity {
     ($(#[$doc:meta])* $name:ident, $unit:literal) => {
         $(#[$doc])*
+        // `repr(transparent)`: the same layout and ABI as the bare `f64`, so converting at a
+        // boundary costs nothing and a hot loop can keep working on `f64`.
         #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
         #[serde(transparent)]
+        #[repr(transparent)]
         pub struct $name(pub f64);
 
         impl $name {
@@ -26,6 +29,37 @@ macro_rules! quantity {
             #[inline]
             pub const fn get(self) -> f64 {
                 self.0
+            }
+            /// The magnitude, in this type's unit.
+            #[inline]
+            pub fn abs(self) -> Self {
+                $name(self.0.abs())
+            }
+        }
+
+        // Only same-unit sums and differences: adding a geometric length to a water-equivalent
+        // one does not compile.
+        impl std::ops::Add for $name {
+            type Output = $name;
+            #[inline]
+            fn add(self, rhs: $name) -> $name {
+                $name(self.0 + rhs.0)
+            }
+        }
+
+        impl std::ops::Sub for $name {
+            type Output = $name;
+            #[inline]
+            fn sub(self, rhs: $name) -> $name {
+                $name(self.0 - rhs.0)
+            }
+        }
+
+        impl std::ops::Neg for $name {
+            type Output = $name;
+            #[inline]
+            fn neg(self) -> $name {
+                $name(-self.0)
             }
         }
 
@@ -172,5 +206,13 @@ mod tests {
     fn quantity_display_carries_unit() {
         assert_eq!(format!("{:.1}", Mm(2.25)), "2.2 mm");
         assert_eq!(MevPerU(200.0).to_string(), "200 MeV/u");
+    }
+
+    #[test]
+    fn quantities_are_layout_identical_to_f64() {
+        assert_eq!(std::mem::size_of::<MmWe>(), std::mem::size_of::<f64>());
+        assert_eq!(std::mem::align_of::<MmWe>(), std::mem::align_of::<f64>());
+        assert_eq!(MmWe(3.0) - MmWe(5.0), MmWe(-2.0));
+        assert_eq!((-MmWe(2.5)).abs(), MmWe(2.5));
     }
 }

@@ -218,20 +218,7 @@ pub enum PlanError {
     },
 }
 
-/// What is wrong with one spot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
-#[non_exhaustive]
-pub enum SpotFault {
-    /// Position or weight is NaN or infinite.
-    #[error("non-finite position or weight")]
-    NonFinite,
-    /// |x| or |y| beyond the allowed field half-size.
-    #[error("outside the maximum field")]
-    OutsideField,
-    /// Negative weight.
-    #[error("negative weight")]
-    NegativeWeight,
-}
+pub use crate::plan::SpotFault;
 
 /// A quirk accepted while reading, with the beam it concerns where it applies.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -421,16 +408,7 @@ fn check_layer_spots(
     max_half_field_mm: f64,
 ) -> Result<(), PlanError> {
     for (si, s) in spots.iter().enumerate() {
-        let fault = if !(s.x_mm.is_finite() && s.y_mm.is_finite() && s.weight.is_finite()) {
-            Some(SpotFault::NonFinite)
-        } else if s.x_mm.abs() > max_half_field_mm || s.y_mm.abs() > max_half_field_mm {
-            Some(SpotFault::OutsideField)
-        } else if s.weight < 0.0 {
-            Some(SpotFault::NegativeWeight)
-        } else {
-            None
-        };
-        if let Some(fault) = fault {
+        if let Some(fault) = s.fault(max_half_field_mm) {
             return Err(PlanError::BadSpot {
                 beam: beam.to_string(),
                 layer,

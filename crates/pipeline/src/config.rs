@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::correction::RangeMode;
+use crate::units::{Mm, MmWe};
+
 /// Everything a session needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,9 +58,10 @@ pub struct PlanningConfig {
     /// Facility energy table (CSV) to snap energies to deliverable ones.
     #[serde(default)]
     pub facility_table: Option<PathBuf>,
-    /// `energy` (new energy per spot) or `range_shifter` (offset in mm water).
-    #[serde(default = "default_range_mode")]
-    pub range_mode: String,
+    /// `energy` (new energy per spot) or `range_shifter` (offset in mm water); any other
+    /// value is refused on load, naming the key and the two allowed values.
+    #[serde(default = "default_range_mode", deserialize_with = "range_mode")]
+    pub range_mode: RangeMode,
     /// Virtual source distances (x, y magnet), mm, for beams whose plan gives none.
     #[serde(default = "default_sad")]
     pub default_sad_mm: [f64; 2],
@@ -169,15 +173,16 @@ impl Default for TimingConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Largest lateral correction of any spot at the isocenter plane, mm.
+    /// Largest lateral correction of any spot at the isocenter plane (geometric mm).
     #[serde(default = "default_max_lateral")]
-    pub max_lateral_mm: f64,
-    /// Largest range correction of any spot, mm water.
+    pub max_lateral_mm: Mm,
+    /// Largest range correction of any spot (mm water: the key keeps its `_mm` name, the type
+    /// says water-equivalent).
     #[serde(default = "default_max_range")]
-    pub max_range_mm: f64,
-    /// Largest tumor move between consecutive frames, mm.
+    pub max_range_mm: MmWe,
+    /// Largest tumor move between consecutive frames (geometric mm).
     #[serde(default = "default_max_jump")]
-    pub max_jump_mm: f64,
+    pub max_jump_mm: Mm,
     /// Poorest acceptable registration similarity (NCC).
     #[serde(default = "default_min_ncc")]
     pub min_ncc: f64,
@@ -244,8 +249,30 @@ impl Default for ResourceConfig {
     }
 }
 
-fn default_range_mode() -> String {
-    "energy".into()
+fn default_range_mode() -> RangeMode {
+    RangeMode::Energy
+}
+
+/// `planning.range_mode`. Serde's derived message for a wrong value names neither the key
+/// nor, for a wrong type, the allowed spellings; this one names both, whatever was written.
+fn range_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RangeMode, D::Error> {
+    struct Mode;
+    impl serde::de::Visitor<'_> for Mode {
+        type Value = RangeMode;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("\"energy\" or \"range_shifter\" for planning.range_mode")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RangeMode, E> {
+            match s {
+                "energy" => Ok(RangeMode::Energy),
+                "range_shifter" => Ok(RangeMode::RangeShifter),
+                _ => Err(E::custom(format!(
+                    "planning.range_mode must be \"energy\" or \"range_shifter\", got {s:?}"
+                ))),
+            }
+        }
+    }
+    d.deserialize_str(Mode)
 }
 fn default_sad() -> [f64; 2] {
     [6_500.0, 6_000.0]
@@ -286,14 +313,14 @@ fn default_budget_ms() -> f64 {
 fn default_validity_ms() -> f64 {
     100.0
 }
-fn default_max_lateral() -> f64 {
-    10.0
+fn default_max_lateral() -> Mm {
+    Mm(10.0)
 }
-fn default_max_range() -> f64 {
-    10.0
+fn default_max_range() -> MmWe {
+    MmWe(10.0)
 }
-fn default_max_jump() -> f64 {
-    5.0
+fn default_max_jump() -> Mm {
+    Mm(5.0)
 }
 fn default_min_ncc() -> f64 {
     0.85
@@ -440,15 +467,6 @@ impl Config {
         if self.planning.roi.trim().is_empty() {
             return Err(bad("planning.roi", "must name a structure".into()));
         }
-        if !matches!(self.planning.range_mode.as_str(), "energy" | "range_shifter") {
-            return Err(bad(
-                "planning.range_mode",
-                format!(
-                    "must be \"energy\" or \"range_shifter\", got {:?}",
-                    self.planning.range_mode
-                ),
-            ));
-        }
         for v in self.planning.default_sad_mm {
             positive("planning.default_sad_mm", v)?;
         }
@@ -529,9 +547,9 @@ impl Config {
                 ),
             ));
         }
-        positive("limits.max_lateral_mm", self.limits.max_lateral_mm)?;
-        positive("limits.max_range_mm", self.limits.max_range_mm)?;
-        positive("limits.max_jump_mm", self.limits.max_jump_mm)?;
+        positive("limits.max_lateral_mm", self.limits.max_lateral_mm.get())?;
+        positive("limits.max_range_mm", self.limits.max_range_mm.get())?;
+        positive("limits.max_jump_mm", self.limits.max_jump_mm.get())?;
         if !(self.limits.min_ncc > 0.0 && self.limits.min_ncc <= 1.0) {
             return Err(bad(
                 "limits.min_ncc",
@@ -632,6 +650,32 @@ path = "audit/session.audit"
         assert_eq!(c.timing.budget_ms, 50.0);
         assert_eq!(c.link.destination, "127.0.0.1:47800".parse().unwrap());
         assert_eq!(c.audit.path, d.0.join("audit/session.audit"));
+        assert_eq!(c.planning.range_mode, RangeMode::Energy);
+        assert_eq!(c.limits.max_range_mm, MmWe(10.0));
+    }
+
+    #[test]
+    fn range_mode_is_an_enum_and_a_wrong_one_names_the_key_and_the_allowed_values() {
+        let d = session_dir();
+        let with = |mode: &str| {
+            Config::from_toml_str(
+                &GOOD.replace("[planning]\n", &format!("[planning]\nrange_mode = {mode}\n")),
+                Path::new("s.toml"),
+                &d.0,
+            )
+        };
+        assert_eq!(
+            with("\"range_shifter\"").unwrap().planning.range_mode,
+            RangeMode::RangeShifter
+        );
+        assert_eq!(with("\"energy\"").unwrap().planning.range_mode, RangeMode::Energy);
+        for wrong in ["\"shifter\"", "\"Energy\"", "1"] {
+            let e = with(wrong).unwrap_err().to_string();
+            assert!(
+                e.contains("range_mode") && e.contains("\"energy\"") && e.contains("\"range_shifter\""),
+                "{wrong}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn check_against_truth(rig: &Rig, set: &CorrectionSet, shift_mm: [f64; 3], f
         let table = RangeEnergyTable::new(beam.ion).unwrap();
         let r_plan = table.range_mm(layer.energy_mev_u).unwrap();
         let r_got = table.range_mm(f64::from(got.energy_mev_u)).unwrap();
-        let err = (r_got - r_plan).abs();
+        let err = (r_got - r_plan).abs().get();
         worst_range = worst_range.max(err);
         assert!(
             err <= RANGE_TOL_MM,

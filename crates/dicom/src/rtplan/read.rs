@@ -10,7 +10,7 @@ use dicom_object::InMemDicomObject;
 use super::{check_layer_spots, PlanError, PlanWarning, RT_ION_PLAN_SOP_CLASS};
 use crate::dicom::attrs::{self, attr, AttrError};
 use crate::plan::{EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
-use crate::units::{Ion, PointMm};
+use crate::units::{Ion, MmWe, PointMm};
 
 /// Patient Setup Number and Patient Position of a Patient Setup Sequence item.
 type Setup = (Option<i32>, Option<String>);
@@ -443,7 +443,7 @@ impl ControlPoints {
             match range_shifters.iter_mut().find(|s| Some(s.number) == r) {
                 Some(s) => {
                     if s.water_equivalent_thickness_mm.is_none() {
-                        s.water_equivalent_thickness_mm = wet;
+                        s.water_equivalent_thickness_mm = wet.map(MmWe);
                     }
                 }
                 None => self.orphan_range_shifter = true,

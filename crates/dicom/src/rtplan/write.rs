@@ -225,7 +225,7 @@ fn control_point(b: &IonBeam, li: usize, l: &EnergyLayer, end: bool, cumulative:
                 s.put(int_s(tags::REFERENCED_RANGE_SHIFTER_NUMBER, r.number.into()));
                 s.put(text(tags::RANGE_SHIFTER_SETTING, VR::LO, "IN"));
                 if let Some(w) = r.water_equivalent_thickness_mm {
-                    s.put(fl(tags::RANGE_SHIFTER_WATER_EQUIVALENT_THICKNESS, &[w]));
+                    s.put(fl(tags::RANGE_SHIFTER_WATER_EQUIVALENT_THICKNESS, &[w.get()]));
                 }
                 s
             })

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::range_energy::interp;
 use super::RangeError;
+use crate::units::MmWe;
 
 /// Deliverable energies and their Bragg-peak depths in water.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,10 +28,10 @@ pub struct Snapped {
     pub index: usize,
     /// The deliverable energy, MeV/u.
     pub energy_mev_u: f64,
-    /// Its Bragg-peak depth, mm.
-    pub depth_mm: f64,
-    /// Snapped depth minus requested depth, mm (the range error snapping introduces).
-    pub residual_mm: f64,
+    /// Its Bragg-peak depth in water.
+    pub depth: MmWe,
+    /// Snapped depth minus requested depth (the range error snapping introduces).
+    pub residual: MmWe,
 }
 
 impl FacilityTable {
@@ -116,7 +117,7 @@ impl FacilityTable {
     }
 
     /// Bragg-peak depth at any energy inside the table (linear interpolation).
-    pub fn depth_mm(&self, energy_mev_u: f64) -> Result<f64, RangeError> {
+    pub fn depth_mm(&self, energy_mev_u: f64) -> Result<MmWe, RangeError> {
         let (lo, hi) = (
             self.energy_mev_u[0],
             self.energy_mev_u[self.energy_mev_u.len() - 1],
@@ -129,11 +130,12 @@ impl FacilityTable {
                 max_mev_u: hi,
             });
         }
-        Ok(interp(&self.energy_mev_u, &self.depth_mm, energy_mev_u))
+        Ok(MmWe(interp(&self.energy_mev_u, &self.depth_mm, energy_mev_u)))
     }
 
     /// Energy for a Bragg-peak depth inside the table (linear interpolation).
-    pub fn energy_mev_u(&self, depth_mm: f64) -> Result<f64, RangeError> {
+    pub fn energy_mev_u(&self, depth: MmWe) -> Result<f64, RangeError> {
+        let depth_mm = depth.get();
         self.check_depth(depth_mm)?;
         Ok(interp(&self.depth_mm, &self.energy_mev_u, depth_mm))
     }
@@ -151,9 +153,10 @@ impl FacilityTable {
         Ok(())
     }
 
-    /// The deliverable energy whose depth is nearest `depth_mm` (ties go to the lower
+    /// The deliverable energy whose depth is nearest `depth` (ties go to the lower
     /// energy). Depths beyond the table by more than half an energy step are an error.
-    pub fn snap_depth(&self, depth_mm: f64) -> Result<Snapped, RangeError> {
+    pub fn snap_depth(&self, depth: MmWe) -> Result<Snapped, RangeError> {
+        let depth_mm = depth.get();
         let d = &self.depth_mm;
         let n = d.len();
         let lo = d[0] - 0.5 * (d[1] - d[0]);
@@ -179,8 +182,8 @@ impl FacilityTable {
         Ok(Snapped {
             index,
             energy_mev_u: self.energy_mev_u[index],
-            depth_mm: d[index],
-            residual_mm: d[index] - depth_mm,
+            depth: MmWe(d[index]),
+            residual: MmWe(d[index] - depth_mm),
         })
     }
 

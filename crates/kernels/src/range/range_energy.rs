@@ -18,7 +18,7 @@
 //! every ion at 50–500 MeV/u.
 
 use super::RangeError;
-use crate::units::Ion;
+use crate::units::{Ion, MmWe};
 
 /// Electron rest energy, MeV.
 const ME_MEV: f64 = 0.510_998_95;
@@ -100,12 +100,15 @@ impl RangeEnergyTable {
         (E_LOW_MEV_U, E_HIGH_MEV_U)
     }
     /// Tabulated range span, mm water.
-    pub fn range_span_mm(&self) -> (f64, f64) {
-        (self.ln_r[0].exp(), self.ln_r[self.ln_r.len() - 1].exp())
+    pub fn range_span_mm(&self) -> (MmWe, MmWe) {
+        (
+            MmWe(self.ln_r[0].exp()),
+            MmWe(self.ln_r[self.ln_r.len() - 1].exp()),
+        )
     }
 
-    /// CSDA range in water, mm, at `energy_mev_u`.
-    pub fn range_mm(&self, energy_mev_u: f64) -> Result<f64, RangeError> {
+    /// CSDA range in water at `energy_mev_u`.
+    pub fn range_mm(&self, energy_mev_u: f64) -> Result<MmWe, RangeError> {
         let (lo, hi) = self.energy_span_mev_u();
         if !(energy_mev_u >= lo && energy_mev_u <= hi) {
             return Err(RangeError::EnergyOutOfTable {
@@ -115,12 +118,13 @@ impl RangeEnergyTable {
                 max_mev_u: hi,
             });
         }
-        Ok(interp(&self.ln_e, &self.ln_r, energy_mev_u.ln()).exp())
+        Ok(MmWe(interp(&self.ln_e, &self.ln_r, energy_mev_u.ln()).exp()))
     }
 
-    /// Energy per nucleon, MeV/u, whose CSDA range in water is `range_mm`.
-    pub fn energy_mev_u(&self, range_mm: f64) -> Result<f64, RangeError> {
-        let (lo, hi) = self.range_span_mm();
+    /// Energy per nucleon, MeV/u, whose CSDA range in water is `range`.
+    pub fn energy_mev_u(&self, range: MmWe) -> Result<f64, RangeError> {
+        let (MmWe(lo), MmWe(hi)) = self.range_span_mm();
+        let range_mm = range.get();
         if !(range_mm >= lo && range_mm <= hi) {
             return Err(RangeError::DepthOutOfTable {
                 what: format!("{} CSDA range", self.ion),
@@ -149,11 +153,11 @@ mod tests {
         // NIST PSTAR CSDA ranges in liquid water, g/cm²: 100 MeV 7.718, 200 MeV 25.96.
         let t = RangeEnergyTable::new(Ion::PROTON).unwrap();
         for (e, r_g_cm2) in [(100.0, 7.718), (200.0, 25.96)] {
-            let r = t.range_mm(e).unwrap();
+            let r = t.range_mm(e).unwrap().get();
             assert!((r / (r_g_cm2 * 10.0) - 1.0).abs() < 0.01, "{e} MeV: {r} mm");
         }
         assert!(t.range_mm(0.5).is_err());
-        assert!(t.energy_mev_u(1e6).is_err());
+        assert!(t.energy_mev_u(MmWe(1e6)).is_err());
         assert!(RangeEnergyTable::new(Ion { z: 3, a: 7 }).is_err());
     }
 }

@@ -9,7 +9,7 @@
 //! once the profile buffers have grown to the longest ray.
 //!
 //! A ray is traced only until its cumulative WEPL passes the deepest planned depth of its
-//! spots plus [`SpotTracerOptions::wepl_margin_mm`]: no target lies beyond, so the stop drops
+//! spots plus [`SpotTracerOptions::wepl_margin`]: no target lies beyond, so the stop drops
 //! only samples nobody reads and every target is bit-identical to a full trace. The margin
 //! bounds how far past the deepest target [`SpotTracer::wepl_at_t_mm`] can still answer
 //! (beyond it gives `None`); `f64::INFINITY` traces whole rays.
@@ -35,7 +35,7 @@ use super::raytrace::{
 };
 use super::RangeError;
 use crate::plan::IonPlan;
-use crate::units::{PointMm, VectorMm};
+use crate::units::{MmWe, PointMm, VectorMm};
 use crate::volume::{CtVolume, Volume};
 
 /// How a spot's energy becomes its planned Bragg-peak depth in water.
@@ -58,9 +58,9 @@ pub struct SpotTracerOptions {
     pub upstream_mm: f64,
     /// Depth model.
     pub depth_model: DepthModel,
-    /// WEPL traced past each ray's deepest planned depth, mm (default 20 mm; ≥ 0, infinite:
+    /// WEPL traced past each ray's deepest planned depth (default 20 mm w.e.; ≥ 0, infinite:
     /// whole rays).
-    pub wepl_margin_mm: f64,
+    pub wepl_margin: MmWe,
     /// Threads rays are traced on, the calling one included (default 1: a frame then never
     /// allocates; 2 splits the rays in two halves, at the cost of one scoped thread spawn
     /// per frame). Results are identical for any count.
@@ -74,7 +74,7 @@ impl SpotTracerOptions {
             default_sad_mm,
             upstream_mm: 1000.0,
             depth_model: DepthModel::Csda,
-            wepl_margin_mm: 20.0,
+            wepl_margin: MmWe(20.0),
             threads: 1,
         }
     }
@@ -84,8 +84,8 @@ impl SpotTracerOptions {
         self
     }
     /// Sets how far past each ray's deepest planned depth it is traced.
-    pub fn with_wepl_margin_mm(mut self, margin_mm: f64) -> Self {
-        self.wepl_margin_mm = margin_mm;
+    pub fn with_wepl_margin(mut self, margin: MmWe) -> Self {
+        self.wepl_margin = margin;
         self
     }
     /// Sets where rays start.
@@ -113,8 +113,9 @@ pub struct SpotRef {
     pub ray: usize,
     /// Layer energy, MeV/u.
     pub energy_mev_u: f64,
-    /// Planned Bragg-peak depth in water, mm.
-    pub planned_depth_mm: f64,
+    /// Planned Bragg-peak depth in water: water-equivalent, unlike the geometric ray
+    /// parameters ([`SpotTracer::target_t_mm`]) it is read beside.
+    pub planned_depth: MmWe,
 }
 
 /// Traces a plan's spot rays through RSP frames, reusing its buffers.
@@ -157,10 +158,11 @@ impl SpotTracer {
                 ),
             });
         }
-        if options.wepl_margin_mm.is_nan() || options.wepl_margin_mm < 0.0 {
+        let wepl_margin_mm = options.wepl_margin.get();
+        if wepl_margin_mm.is_nan() || wepl_margin_mm < 0.0 {
             return Err(RangeError::BadBeamGeometry {
                 beam: -1,
-                reason: format!("WEPL margin must be ≥ 0 mm, got {}", options.wepl_margin_mm),
+                reason: format!("WEPL margin must be ≥ 0 mm, got {wepl_margin_mm}"),
             });
         }
         let mut rays = Vec::new();
@@ -203,7 +205,7 @@ impl SpotTracer {
                         spot: s,
                         ray,
                         energy_mev_u: layer.energy_mev_u,
-                        planned_depth_mm: depth,
+                        planned_depth: depth,
                     });
                 }
             }
@@ -240,7 +242,7 @@ impl SpotTracer {
         let slot_wepl_mm = vec![f64::NAN; spots.len()];
         let mut stop_wepl_mm = vec![f64::NEG_INFINITY; rays.len()];
         for s in &spots {
-            stop_wepl_mm[s.ray] = stop_wepl_mm[s.ray].max(s.planned_depth_mm + options.wepl_margin_mm);
+            stop_wepl_mm[s.ray] = stop_wepl_mm[s.ray].max((s.planned_depth + options.wepl_margin).get());
         }
         let mut ray_beam = vec![0; rays.len()];
         for s in &spots {
@@ -370,22 +372,23 @@ impl SpotTracer {
     /// WEPL in the last frame from the ray start to parameter `t_mm` on a spot's ray (e.g. a
     /// planning-CT target point, to see how the range moved). `None` past the point where the
     /// trace stopped (more than the WEPL margin beyond the ray's deepest planned depth).
-    pub fn wepl_at_t_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
+    /// Geometric in, water-equivalent out: the types keep the two apart.
+    pub fn wepl_at_t_mm(&self, spot: usize, t_mm: f64) -> Option<MmWe> {
         let s = self.spots.get(spot)?;
         let p = self.profiles.get(s.ray)?;
         if p.is_truncated() && p.exit_t_mm().is_some_and(|end| t_mm.is_nan() || t_mm > end) {
             return None;
         }
-        Some(p.wepl_at_depth(t_mm))
+        Some(MmWe(p.wepl_at_depth(t_mm)))
     }
 
     /// [`Self::wepl_at_t_mm`] only where the last frame's trace actually covers `t_mm`:
     /// `None` before the ray enters the volume, after it leaves it (or after the trace
     /// stopped), or when it misses. A target outside the traced span has no measured WEPL,
     /// and the adapt stage must hold rather than read the total as if it were the answer.
-    pub fn wepl_at_t_within_mm(&self, spot: usize, t_mm: f64) -> Option<f64> {
+    pub fn wepl_at_t_within_mm(&self, spot: usize, t_mm: f64) -> Option<MmWe> {
         let s = self.spots.get(spot)?;
-        self.profiles.get(s.ray)?.wepl_within_mm(t_mm)
+        self.profiles.get(s.ray)?.wepl_within_mm(t_mm).map(MmWe)
     }
 
     /// A copy that keeps no profiles: its traces write each ray's samples into one scratch
@@ -573,7 +576,7 @@ impl<'a> Chunk<'a> {
             let p = self.profiles.record(r, traced);
             let (a, b) = (self.spot_start[r], self.spot_start[r + 1]);
             for (slot, &n) in (a - base..b - base).zip(&self.ray_spots[a..b]) {
-                self.targets[slot] = p.depth_at_wepl(self.spots[n].planned_depth_mm);
+                self.targets[slot] = p.depth_at_wepl(self.spots[n].planned_depth.get());
                 let q = self.queries[slot];
                 self.answers[slot] = if q.is_nan() {
                     f64::NAN

@@ -19,6 +19,7 @@ use crate::geometry::RoomSetup;
 use crate::plan::IonPlan;
 use crate::range::{FacilityTable, Hlut, RangeError, SpotTracer, SpotTracerOptions};
 use crate::register::{FixedContext, RegisterError, RegisterOptions, Roi};
+use crate::units::MmWe;
 use crate::volume::CtVolume;
 use sha2::{Digest, Sha256};
 
@@ -203,17 +204,13 @@ impl Session {
             budget: Duration::from_secs_f64(config.timing.budget_ms / 1e3),
             validity: Duration::from_secs_f64(config.timing.validity_ms / 1e3),
             patient_id: p.patient_id.clone().unwrap_or_else(|| plan.patient_id.clone()),
-            range_mode: if p.range_mode == "range_shifter" {
-                RangeMode::RangeShifter
-            } else {
-                RangeMode::Energy
+            range_mode: p.range_mode,
+            limits: SafetyLimits {
+                max_lateral: config.limits.max_lateral_mm,
+                max_range: config.limits.max_range_mm,
+                max_jump: config.limits.max_jump_mm,
+                min_ncc: config.limits.min_ncc,
             },
-            limits: SafetyLimits::new(
-                config.limits.max_lateral_mm,
-                config.limits.max_range_mm,
-                config.limits.max_jump_mm,
-                config.limits.min_ncc,
-            ),
             default_sad_mm: p.default_sad_mm,
             register: RegisterOptions::default()
                 .with_threads(config.registration.threads)
@@ -255,7 +252,7 @@ impl Session {
         // The frame trace must reach past the deepest target by more than the range limit, so
         // a target that moved deeper holds as "over limit", not "unavailable".
         let tracer_options = SpotTracerOptions::new(options.default_sad_mm)
-            .with_wepl_margin_mm((options.limits.max_range_mm + 10.0).clamp(20.0, 200.0));
+            .with_wepl_margin(MmWe((options.limits.max_range.get() + 10.0).clamp(20.0, 200.0)));
         let mut planned = SpotTracer::new(&plan, &tracer_options).map_err(|source| SessionError::Range {
             what: format!("beam geometry of {}", plan_path.display()),
             source,

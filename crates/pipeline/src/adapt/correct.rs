@@ -1,0 +1,193 @@
+//! The adapt half: registration and measured WEPL → one correction per spot, or a hold.
+
+use std::sync::Arc;
+
+use crate::correction::{CorrectionSet, HoldReason, SpotCorrection};
+use crate::register::Registration;
+use crate::units::{Mm, MmWe, VectorMm};
+
+use super::energy::deliver;
+use super::lateral::lateral_mm;
+use super::limits::within;
+use super::{AdaptPlan, FrameWepl, HoldCheck, HoldDetail};
+
+/// The frame a correction set belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameStamp {
+    /// Frame id.
+    pub frame_id: u64,
+    /// Wall-clock time (ns since the UNIX epoch) after which the corrections are void.
+    pub valid_until_unix_ns: u64,
+}
+
+/// What a corrected frame looked like.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptSummary {
+    /// Spots corrected.
+    pub spots: u32,
+    /// The tumor shift used, patient mm.
+    pub tumor_shift_mm: VectorMm,
+    /// Largest lateral correction `|(Δx, Δy)|` at the isocenter plane.
+    pub max_lateral: Mm,
+    /// Largest `|ΔWEPL|`.
+    pub max_abs_delta_wepl: MmWe,
+    /// Largest `|snapped − requested depth|` (0 without snapping).
+    pub max_abs_snap_residual: MmWe,
+}
+
+/// The adapt half: stateful only in the jump reference.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    plan: Arc<AdaptPlan>,
+    last_shift_mm: Option<VectorMm>,
+}
+
+impl Adapter {
+    /// An adapter for a plan; no frame corrected yet (so no jump reference).
+    pub fn new(plan: Arc<AdaptPlan>) -> Self {
+        Adapter {
+            plan,
+            last_shift_mm: None,
+        }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &AdaptPlan {
+        &self.plan
+    }
+
+    /// Forgets the last corrected shift, so the next frame is not checked for a jump (at
+    /// session start, or by an operator after a hold on a real jump).
+    pub fn reset_jump_reference(&mut self) {
+        self.last_shift_mm = None;
+    }
+
+    /// The shift of the last corrected frame.
+    pub fn jump_reference_mm(&self) -> Option<VectorMm> {
+        self.last_shift_mm
+    }
+
+    /// Turns a frame's registration and measured WEPL into corrections in `out` (its buffers
+    /// reused), or a hold. On a hold `out` is emptied (frame id kept, no spots, no mode) so
+    /// nothing partial can be sent.
+    pub fn adapt(
+        &mut self,
+        stamp: FrameStamp,
+        reg: &Registration,
+        wepl: &FrameWepl,
+        out: &mut CorrectionSet,
+    ) -> Result<AdaptSummary, HoldDetail> {
+        out.clear();
+        out.frame_id = stamp.frame_id;
+        match self.fill(stamp, reg, wepl, out) {
+            Ok(summary) => {
+                self.last_shift_mm = Some(reg.tumor_shift_mm);
+                Ok(summary)
+            }
+            Err(hold) => {
+                out.clear();
+                out.frame_id = stamp.frame_id;
+                Err(hold)
+            }
+        }
+    }
+
+    fn fill(
+        &self,
+        stamp: FrameStamp,
+        reg: &Registration,
+        wepl: &FrameWepl,
+        out: &mut CorrectionSet,
+    ) -> Result<AdaptSummary, HoldDetail> {
+        use HoldCheck as C;
+        use HoldReason as R;
+        let plan = &*self.plan;
+        let o = &plan.options;
+        let lim = &o.limits;
+        lim.check_registration(reg, self.last_shift_mm)?;
+        let s = reg.tumor_shift_mm;
+        // Bit equality: the range half copies the very shift it was given.
+        let off = (wepl.shift_mm - s).norm();
+        if off != 0.0 {
+            return Err(HoldDetail::new(
+                R::InternalFault,
+                C::WeplShiftMismatch,
+                None,
+                off,
+                0.0,
+            ));
+        }
+        if wepl.wepl_mm.len() != plan.spots.len() {
+            return Err(HoldDetail::new(
+                R::InternalFault,
+                C::WeplCountMismatch,
+                None,
+                wepl.wepl_mm.len() as f64,
+                plan.spots.len() as f64,
+            ));
+        }
+        out.spots.reserve(plan.spots.len());
+        // Bare f64 in the per-spot loop; typed once, in the summary.
+        let (mut max_lateral_mm, mut max_abs_delta_wepl_mm, mut max_abs_snap_residual_mm) =
+            (0.0f64, 0.0f64, 0.0f64);
+        for (n, (g, &w)) in plan.spots.iter().zip(&wepl.wepl_mm).enumerate() {
+            let at = Some(n);
+            if !w.is_finite() {
+                return Err(HoldDetail::new(
+                    R::RangeUnavailable,
+                    C::WeplUnavailable,
+                    at,
+                    f64::NAN,
+                    f64::NAN,
+                ));
+            }
+            let b = &plan.beams[g.beam];
+            let s_z = s.dot(&b.to_source);
+            let dx = lateral_mm(s.dot(&b.bev_x), s_z, g.x_mm, g.d_mm, b.sad_mm[0]);
+            let dy = lateral_mm(s.dot(&b.bev_y), s_z, g.y_mm, g.d_mm, b.sad_mm[1]);
+            let lateral = dx.hypot(dy);
+            if !within(lateral, lim.max_lateral.get()) {
+                return Err(HoldDetail::new(
+                    R::LateralOverLimit,
+                    C::Lateral,
+                    at,
+                    lateral,
+                    lim.max_lateral.get(),
+                ));
+            }
+            let delta = f64::from(w) - g.planned_depth_mm_we;
+            if !within(delta.abs(), lim.max_range.get()) {
+                return Err(HoldDetail::new(
+                    R::RangeOverLimit,
+                    C::Range,
+                    at,
+                    delta,
+                    lim.max_range.get(),
+                ));
+            }
+            let delivery = deliver(plan, g, delta, at)?;
+            max_abs_snap_residual_mm = max_abs_snap_residual_mm.max(delivery.snap_residual_mm.abs());
+            max_lateral_mm = max_lateral_mm.max(lateral);
+            max_abs_delta_wepl_mm = max_abs_delta_wepl_mm.max(delta.abs());
+            out.spots.push(SpotCorrection {
+                spot_index: n as u32,
+                x_mm: (g.x_mm + dx) as f32,
+                y_mm: (g.y_mm + dy) as f32,
+                energy_mev_u: delivery.energy_mev_u as f32,
+                range_shifter_mm_we: delivery.range_shifter_mm_we as f32,
+            });
+        }
+        let summary = AdaptSummary {
+            spots: out.spots.len() as u32,
+            tumor_shift_mm: s,
+            max_lateral: Mm(max_lateral_mm),
+            max_abs_delta_wepl: MmWe(max_abs_delta_wepl_mm),
+            max_abs_snap_residual: MmWe(max_abs_snap_residual_mm),
+        };
+        out.frame_id = stamp.frame_id;
+        out.valid_until_unix_ns = stamp.valid_until_unix_ns;
+        out.mode = Some(o.mode);
+        out.tumor_shift_mm = [s.x as f32, s.y as f32, s.z as f32];
+        Ok(summary)
+    }
+}
