@@ -64,6 +64,10 @@ fn write_log(path: &Path, options: AuditOptions) -> (Vec<AuditRecord>, Vec<u64>)
         unix_ns: 1_700_000_000_000_000_001,
         config_sha256: [7; 32],
         plan_sop_uid: "1.2.826.0.1.3680043.8.274.1.1.42".into(),
+        plan_warnings: vec![
+            "Modality is \"RT Ion Plan IOD\", not RTPLAN".into(),
+            "beam \"G90\": no Patient Position, HFS assumed".into(),
+        ],
     }];
     for id in 0..12 {
         records.push(AuditRecord::Frame(frame(id, Outcome::ALL[id as usize % 4])));
@@ -344,7 +348,7 @@ fn set_version(path: &Path, version: u16) {
 
 /// Version 2 added setup records: a version 1 log (the same records otherwise) still reads,
 /// but is not appended to (its readers would not know the new kind); unknown versions are
-/// refused by name.
+/// refused by name. (Version 3 added plan warnings to the session start; see below.)
 #[test]
 fn version_1_logs_read_but_are_not_appended_to() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,7 +360,7 @@ fn version_1_logs_read_but_are_not_appended_to() {
     }
     w.flush().unwrap();
     drop(w);
-    assert_eq!(VERSION, 2);
+    assert_eq!(VERSION, 3);
     set_version(&path, 1);
     let mut r = AuditReader::open(&path).unwrap();
     assert_eq!(r.header().version, 1);
@@ -373,12 +377,84 @@ fn version_1_logs_read_but_are_not_appended_to() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("appended to a version 1 log"),
     }
-    set_version(&path, 3);
+    set_version(&path, 4);
     match AuditReader::open(&path) {
-        Err(e @ AuditError::UnsupportedVersion { version: 3, .. }) => {
-            assert!(e.to_string().contains("reads 1 to 2"), "{e}")
+        Err(e @ AuditError::UnsupportedVersion { version: 4, .. }) => {
+            assert!(e.to_string().contains("reads 1 to 3"), "{e}")
         }
         Err(e) => panic!("{e}"),
-        Ok(_) => panic!("read a version 3 log"),
+        Ok(_) => panic!("read a version 4 log"),
     }
+}
+
+/// A log of one session-start record, laid out by hand from `docs/audit-log.md`: header
+/// (magic, version, flags, header length, start, reserved, CRC) and one record (length, CRC
+/// of length and payload, payload).
+fn hand_written_log(version: u16, payload: &[u8]) -> Vec<u8> {
+    let mut b = b"IGAUDIT\n".to_vec();
+    b.extend_from_slice(&version.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&32u32.to_le_bytes());
+    b.extend_from_slice(&9u64.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(payload);
+    b.extend_from_slice(&len);
+    b.extend_from_slice(&h.finalize().to_le_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+/// Version 3's session start ends in the plan's warnings (count u16, then strings); a
+/// version 2 session start ends at the plan UID and still reads, with no warnings.
+#[test]
+fn session_start_plan_warnings_read_from_hand_written_bytes_and_older_logs_read_without() {
+    let mut v2 = vec![1u8];
+    v2.extend_from_slice(&7u64.to_le_bytes());
+    v2.extend_from_slice(&[0xCD; 32]);
+    v2.extend_from_slice(&3u16.to_le_bytes());
+    v2.extend_from_slice(b"1.2");
+    let mut v3 = v2.clone();
+    v3.extend_from_slice(&2u16.to_le_bytes());
+    v3.extend_from_slice(&2u16.to_le_bytes());
+    v3.extend_from_slice(b"w1");
+    v3.extend_from_slice(&5u16.to_le_bytes());
+    v3.extend_from_slice("wé 2".as_bytes());
+    let read = |version, payload: &[u8]| {
+        let r = AuditReader::from_bytes(hand_written_log(version, payload), Path::new("hand")).unwrap();
+        let mut r = r;
+        let records: Vec<AuditRecord> = r.by_ref().collect();
+        (records, r.status().cloned())
+    };
+    let session = |plan_warnings: Vec<String>| AuditRecord::SessionStart {
+        unix_ns: 7,
+        config_sha256: [0xCD; 32],
+        plan_sop_uid: "1.2".into(),
+        plan_warnings,
+    };
+    assert_eq!(
+        read(3, &v3),
+        (
+            vec![session(vec!["w1".into(), "wé 2".into()])],
+            Some(TailStatus::Clean)
+        )
+    );
+    assert_eq!(read(2, &v2), (vec![session(vec![])], Some(TailStatus::Clean)));
+    assert_eq!(read(1, &v2), (vec![session(vec![])], Some(TailStatus::Clean)));
+    // the same bytes the other way round do not decode: a version 3 session start without
+    // its count, and a version 2 one with bytes left over
+    assert!(matches!(read(3, &v2).1, Some(TailStatus::Corrupt { .. })));
+    assert!(matches!(read(2, &v3).1, Some(TailStatus::Corrupt { .. })));
+    // and what the writer writes is exactly those bytes
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.igaudit");
+    let mut w = AuditWriter::create(&path, 9, AuditOptions::default()).unwrap();
+    w.write(&session(vec!["w1".into(), "wé 2".into()])).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    assert_eq!(std::fs::read(&path).unwrap(), hand_written_log(3, &v3));
 }

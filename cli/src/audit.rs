@@ -132,12 +132,16 @@ impl<'a> Report<'a> {
                 unix_ns,
                 config_sha256,
                 plan_sop_uid,
+                plan_warnings,
             }) => {
                 out += &format!(
                     "session   started {}, plan {plan_sop_uid}, configuration SHA-256 {}\n",
                     utc(*unix_ns),
                     hex(config_sha256)
-                )
+                );
+                for w in plan_warnings {
+                    out += &format!("          plan read with a warning: {w}\n");
+                }
             }
             _ => out += "session   no session start record\n",
         }
@@ -202,8 +206,9 @@ impl<'a> Report<'a> {
                 unix_ns,
                 config_sha256,
                 plan_sop_uid,
+                plan_warnings,
             }) => {
-                json!({"unix_ns": unix_ns, "utc": utc(*unix_ns), "plan_sop_instance_uid": plan_sop_uid, "config_sha256": hex(config_sha256)})
+                json!({"unix_ns": unix_ns, "utc": utc(*unix_ns), "plan_sop_instance_uid": plan_sop_uid, "config_sha256": hex(config_sha256), "plan_warnings": plan_warnings})
             }
             _ => Value::Null,
         };

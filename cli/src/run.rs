@@ -1,6 +1,7 @@
-//! `ionguide run --config FILE`: the daemon. Loads and checks the session, starts the frame
-//! source, the pipeline and the link, prints a live status line, and on SIGINT/SIGTERM
-//! stops cleanly: every frame in flight is audited, a final HOLD is sent, and the audit log
+//! `ionguide run --config FILE`: the daemon. Loads and checks the session (refusing inputs
+//! that do not belong together before anything listens or sends), opens the link and the
+//! audit log, starts the frame source and the pipeline (one chain, `pipeline::chain`),
+//! prints a live status line, and on SIGINT/SIGTERM stops cleanly: every frame in flight is audited, a final HOLD is sent, and the audit log
 //! is flushed and closed with a shutdown record.
 
 use std::io::{IsTerminal, Write};
@@ -10,10 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ionguide::audit::{AuditError, AuditOptions, AuditRecord, AuditWriter, Fsync, SetupRecord, TailStatus};
+use ionguide::audit::{AuditError, AuditRecord, TailStatus};
 use ionguide::config::{Config, SourceConfig};
-use ionguide::link::{LinkKey, LinkOptions, LinkSender};
-use ionguide::pipeline::{LinkTiming, Pipeline, PipelineIo, Session, Stats};
+use ionguide::pipeline::{ChainBuilder, ChainError, Stats};
 use ionguide::source::{scp, spool, AssemblerConfig};
 
 /// Run the real-time pipeline as configured.
@@ -45,11 +45,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config_text =
         std::fs::read(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
     let started = Instant::now();
-    let session = Session::load(&config).context("loading the session")?;
-    let plan_uid = session.plan.sop_instance_uid.clone();
+    // Every load check (Frame of Reference, structure set, patient, isocenters, spot maps)
+    // runs here, before the link, the audit log or the source is opened.
+    let chain = ChainBuilder::new(config.clone())
+        .context("loading the session")?
+        .session_records(sha256(&config_text));
+    let session = chain.session().clone();
     tracing::info!(
         spots = session.spot_count(),
         beams = session.plan.beams.len(),
+        plan_warnings = session.plan_warnings.len(),
         "session loaded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
@@ -63,45 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
              frames are registered in their own coordinates"
         ),
     }
-    let key = LinkKey::from_file(&config.link.key_file)?;
-    let link = LinkSender::new(
-        config.link.local,
-        config.link.destination,
-        &key,
-        &LinkOptions::default().with_max_datagram(config.link.max_datagram_bytes),
-    )
-    .with_context(|| format!("opening the link to {}", config.link.destination))?;
-    let audit_options = AuditOptions::default()
-        .with_fsync(if config.audit.fsync == "every_record" {
-            Fsync::EveryRecord
-        } else {
-            Fsync::Never
-        })
-        .with_full_corrections(config.audit.corrections == "full");
-    if let Some(dir) = config.audit.path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let now_ns = ionguide::link::protocol::unix_now_ns();
-    let mut audit = if config.audit.path.exists() {
-        AuditWriter::open_append(&config.audit.path, audit_options).map_err(not_clean_advice)
-    } else {
-        AuditWriter::create(&config.audit.path, now_ns, audit_options)
-            .with_context(|| format!("audit log {}", config.audit.path.display()))
-    }?;
-    audit.write(&AuditRecord::SessionStart {
-        unix_ns: now_ns,
-        config_sha256: sha256(&config_text),
-        plan_sop_uid: plan_uid,
+    let chain = chain.open().map_err(|e| match e {
+        ChainError::Audit { source, .. } => not_clean_advice(source),
+        e => anyhow::Error::new(e),
     })?;
-    audit.write(&AuditRecord::Setup(SetupRecord::new(
-        now_ns,
-        &session.plan.frame_of_reference_uid,
-        session.options.room_setup.as_ref(),
-        session.options.room_setup_sha256,
-    )))?;
-    audit.flush()?;
+    let events_tx = chain.events();
 
-    let (events_tx, events_rx) = crossbeam_channel::bounded(64);
     let assembler = |expected: Option<usize>, timeout_ms: u64| AssemblerConfig {
         expected_slices: expected,
         assembly_timeout: Duration::from_millis(timeout_ms),
@@ -152,18 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Source::Spool(h)
         }
     };
-    let pipeline = Pipeline::start(
-        Arc::new(session),
-        PipelineIo {
-            events: events_rx,
-            link,
-            audit,
-            timing: LinkTiming {
-                heartbeat: Duration::from_millis(config.link.heartbeat_ms),
-                ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
-            },
-        },
-    )?;
+    drop(session);
+    let pipeline = chain.start()?.pipeline;
     eprintln!(
         "sending corrections to {}; audit log {}",
         config.link.destination,

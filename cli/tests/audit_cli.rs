@@ -57,6 +57,7 @@ fn write_session(path: &Path) {
         unix_ns: T0,
         config_sha256: [0xAB; 32],
         plan_sop_uid: "1.2.826.0.1.3680043.8.274.1.1.99".into(),
+        plan_warnings: vec![],
     })
     .unwrap();
     let setup = RoomSetup {
@@ -112,7 +113,7 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, text) = audit(&path, &[]);
     assert!(out.status.success(), "{text}");
     for want in [
-        "format version 2",
+        "format version 3",
         "started 2026-11-30 00:53:20.000 UTC",
         "plan 1.2.826.0.1.3680043.8.274.1.1.99",
         &"ab".repeat(32),
@@ -134,7 +135,7 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, json) = audit(&path, &["--json", "--frames"]);
     assert!(out.status.success(), "{json}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["format_version"], 3);
     assert_eq!(v["outcomes"]["corrected"], 98);
     assert_eq!(v["hold_reasons"]["deadline_missed"], 1);
     assert_eq!(v["latency"]["p99_ms"], 98.0);

@@ -4,13 +4,16 @@
 //! the repository (`benches/budgets.toml`); [`check`] compares and lists every breach.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
-use ionguide::pipeline::{LinkTiming, Outcome, Pipeline, PipelineIo, Stage};
+use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
+use ionguide::pipeline::{
+    AuditStart, Chain as PipelineChain, ChainBuilder, ChainError, Outcome, Pipeline, Stage,
+};
 use ionguide::source::InProcessSource;
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +21,7 @@ use crate::controller::{spawn, ControllerConfig};
 use crate::motion::TumorMotionModel;
 use crate::phantom::PhantomSpec;
 use crate::planner::PlannerOptions;
-use crate::replay::{load_session, ReplayError};
+use crate::replay::ReplayError;
 use crate::scenario::{bundled_trace, displacements, in_room_scanner, write_phantom_session, PhantomFrames};
 
 /// Which workload.
@@ -186,9 +189,10 @@ impl Chain {
             let [a, b, c] = scenario.phantom.grid().dims();
             a * b * c
         };
-        let (config, session) = load_session(&scenario.config)?;
+        let builder =
+            ChainBuilder::load(&scenario.config).map_err(|e| ReplayError::Session(e.to_string()))?;
         let link_err = |e: &dyn std::fmt::Display| ReplayError::Link(e.to_string());
-        let key = LinkKey::from_file(&config.link.key_file).map_err(|e| link_err(&e))?;
+        let key = LinkKey::from_file(&builder.config().link.key_file).map_err(|e| link_err(&e))?;
         let receiver = LinkReceiver::bind(
             "127.0.0.1:0".parse().expect("literal"),
             &key,
@@ -196,49 +200,15 @@ impl Chain {
         )
         .map_err(|e| link_err(&e))?;
         let controller = spawn(receiver, ControllerConfig::default(), |_| {}).map_err(|e| link_err(&e))?;
-        let link = LinkSender::new(
-            "127.0.0.1:0".parse().expect("literal"),
-            controller.local_addr(),
-            &key,
-            &LinkOptions::default(),
-        )
-        .map_err(|e| link_err(&e))?;
-        if let Some(d) = config.audit.path.parent() {
-            std::fs::create_dir_all(d).map_err(|source| ReplayError::Io {
-                path: d.to_owned(),
-                source,
-            })?;
-        }
-        let _ = std::fs::remove_file(&config.audit.path);
-        // the digest keeps a 100,000-frame soak's log small; the corrections' SHA-256 is still on record
-        let audit = ionguide::audit::AuditWriter::create(
-            &config.audit.path,
-            ionguide::link::protocol::unix_now_ns(),
-            ionguide::audit::AuditOptions::default().with_full_corrections(false),
-        )
-        .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
-        let spots = session.spot_count();
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        let pipeline = Pipeline::start(
-            Arc::new(session),
-            PipelineIo {
-                events: rx,
-                link,
-                audit,
-                timing: LinkTiming {
-                    heartbeat: Duration::from_millis(config.link.heartbeat_ms),
-                    ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
-                },
-            },
-        )
-        .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+        let spots = builder.session().spot_count();
+        let chain = gate_chain(builder, controller.local_addr())?;
         Ok(Chain {
-            pipeline,
-            source: InProcessSource::new(tx, "gate"),
+            pipeline: chain.pipeline,
+            source: InProcessSource::new(chain.events, "gate"),
             encoded,
             spots,
             frame_voxels,
-            audit_path: config.audit.path.clone(),
+            audit_path: chain.audit_path,
             controller,
         })
     }
@@ -296,6 +266,27 @@ impl Chain {
             ionguide::audit::summary(&self.audit_path).map_err(|e| ReplayError::Pipeline(e.to_string()))?;
         Ok(summary.outcomes)
     }
+}
+
+/// The pipeline's chain as the gate and the soak run it: the session a configuration names
+/// (every load check), a link to `controller` from an ephemeral port, a fresh audit log that
+/// keeps only the corrections' digest (a 100,000-frame soak's log stays small; the SHA-256 is
+/// still on record), no session-start records.
+pub fn gate_chain(builder: ChainBuilder, controller: SocketAddr) -> Result<PipelineChain, ReplayError> {
+    builder
+        .destination(controller)
+        .local("127.0.0.1:0".parse().expect("literal"))
+        .link_options(LinkOptions::default())
+        .audit_start(AuditStart::Replace)
+        .audit_options(ionguide::audit::AuditOptions::default().with_full_corrections(false))
+        .event_capacity(16)
+        .start()
+        .map_err(|e| match e {
+            ChainError::Session(_) | ChainError::Config(_) => ReplayError::Session(e.to_string()),
+            ChainError::Key(_) | ChainError::Link { .. } => ReplayError::Link(e.to_string()),
+            ChainError::AuditDir { path, source } => ReplayError::Io { path, source },
+            e => ReplayError::Pipeline(e.to_string()),
+        })
 }
 
 fn sleep_until(at: Instant) {

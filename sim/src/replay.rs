@@ -8,14 +8,13 @@
 //! motion does to an untracked delivery.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ionguide::adapt::FrameWepl;
 use ionguide::config::Config;
 use ionguide::correction::{CorrectionSet, RangeMode};
-use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
-use ionguide::pipeline::{LinkTiming, Outcome, Pipeline, PipelineIo, Session, Stats};
+use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
+use ionguide::pipeline::{chain, AuditStart, ChainBuilder, ChainError, Outcome, Session, Stats};
 use ionguide::range::{BeamGeometry, RangeEnergyTable};
 use ionguide::source::InProcessSource;
 use ionguide::units::{MmWe, PointMm, VectorMm};
@@ -122,11 +121,9 @@ fn iso_plane_xy(g: &BeamGeometry, q: &PointMm) -> (f64, f64) {
     (a * mag(g.sad_mm[0]), b * mag(g.sad_mm[1]))
 }
 
-/// Loads the session a configuration names.
+/// Loads the session a configuration names, with every load check (the chain's own loader).
 pub fn load_session(config_path: &Path) -> Result<(Config, Session), ReplayError> {
-    let config = Config::load(config_path).map_err(|e| ReplayError::Session(e.to_string()))?;
-    let session = Session::load(&config).map_err(|e| ReplayError::Session(e.to_string()))?;
-    Ok((config, session))
+    chain::load_session(config_path).map_err(|e| ReplayError::Session(e.to_string()))
 }
 
 /// Replays `displacements_mm` (one per frame at `times_s`) through the chain of the
@@ -140,8 +137,9 @@ pub fn run(
     options: &ReplayOptions,
 ) -> Result<ReplayResult, ReplayError> {
     let wall = Instant::now();
-    let (config, session) = load_session(config_path)?;
-    let session = Arc::new(session);
+    let builder = ChainBuilder::load(config_path).map_err(|e| ReplayError::Session(e.to_string()))?;
+    let config = builder.config().clone();
+    let session = builder.session().clone();
     let default_sad = config.planning.default_sad_mm;
     let geoms: Vec<BeamGeometry> = session
         .plan
@@ -190,45 +188,23 @@ pub fn run(
         |_| {},
     )
     .map_err(|e| ReplayError::Link(e.to_string()))?;
-    let (events_tx, events_rx) = crossbeam_channel::bounded(16);
-    let pipeline = if options.correction {
-        let link = LinkSender::new(
-            "127.0.0.1:0".parse().expect("literal address"),
-            controller.local_addr(),
-            &key,
-            &LinkOptions::default().with_max_datagram(config.link.max_datagram_bytes),
-        )
-        .map_err(|e| ReplayError::Link(e.to_string()))?;
-        if let Some(dir) = config.audit.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ReplayError::Io {
-                path: dir.to_owned(),
-                source,
+    let (pipeline, events_tx) = if options.correction {
+        let chain = builder
+            .destination(controller.local_addr())
+            .local("127.0.0.1:0".parse().expect("literal address"))
+            .audit_start(AuditStart::Replace)
+            .audit_options(ionguide::audit::AuditOptions::default())
+            .event_capacity(16)
+            .start()
+            .map_err(|e| match e {
+                ChainError::Key(_) | ChainError::Link { .. } => ReplayError::Link(e.to_string()),
+                ChainError::AuditDir { path, source } => ReplayError::Io { path, source },
+                e => ReplayError::Pipeline(e.to_string()),
             })?;
-        }
-        let _ = std::fs::remove_file(&config.audit.path);
-        let audit = ionguide::audit::AuditWriter::create(
-            &config.audit.path,
-            ionguide::link::protocol::unix_now_ns(),
-            ionguide::audit::AuditOptions::default(),
-        )
-        .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
-        Some(
-            Pipeline::start(
-                session.clone(),
-                PipelineIo {
-                    events: events_rx,
-                    link,
-                    audit,
-                    timing: LinkTiming {
-                        heartbeat: Duration::from_millis(config.link.heartbeat_ms),
-                        ack_timeout: Duration::from_millis(config.link.ack_timeout_ms),
-                    },
-                },
-            )
-            .map_err(|e| ReplayError::Pipeline(e.to_string()))?,
-        )
+        (Some(chain.pipeline), chain.events)
     } else {
-        None
+        // no pipeline: frames are never pushed, the sender only keeps the source's type
+        (None, crossbeam_channel::bounded(1).0)
     };
     let inproc = InProcessSource::new(events_tx, "sim");
 

@@ -29,6 +29,28 @@ pub const RELAXED_TIMING: &str = "[timing]\nbudget_ms = 3000\nvalidity_ms = 2000
 /// The SCP source on a port the OS picks, 59 slices per frame (the STS_001 series).
 pub const SCP_59: &str = "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\nexpected_slices = 59\n";
 
+/// The planning files a session names.
+#[derive(Debug, Clone)]
+pub struct Planning {
+    /// CT folder.
+    pub ct: PathBuf,
+    /// RT Structure Set.
+    pub structures: PathBuf,
+    /// RT Ion Plan.
+    pub plan: PathBuf,
+}
+
+impl Default for Planning {
+    /// The real STS_001 CT, its structure set and the OpenTPS proton plan made on them.
+    fn default() -> Self {
+        Planning {
+            ct: data("STS_001/image"),
+            structures: data("STS_001/mask/RS.dcm"),
+            plan: data("plans/STS_001/RPSTS001G0G90.dcm"),
+        }
+    }
+}
+
 /// A session folder: the key (mode 0600) and the configuration. The key file is written
 /// first so a controller can be bound with it before the configuration names its address.
 pub struct SessionDir {
@@ -67,6 +89,17 @@ impl SessionDir {
 
     /// Writes `session.toml` sending to `controller` and returns its path.
     pub fn write_config(&self, controller: SocketAddr, source_toml: &str, extra_toml: &str) -> PathBuf {
+        self.write_config_with(controller, source_toml, extra_toml, &Planning::default())
+    }
+
+    /// [`SessionDir::write_config`] with other planning files.
+    pub fn write_config_with(
+        &self,
+        controller: SocketAddr,
+        source_toml: &str,
+        extra_toml: &str,
+        planning: &Planning,
+    ) -> PathBuf {
         let toml = format!(
             r#"
 [planning]
@@ -89,9 +122,9 @@ path = "audit/session.audit"
 
 {extra_toml}
 "#,
-            ct = data("STS_001/image").display(),
-            rs = data("STS_001/mask/RS.dcm").display(),
-            plan = data("plans/STS_001/RPSTS001G0G90.dcm").display(),
+            ct = planning.ct.display(),
+            rs = planning.structures.display(),
+            plan = planning.plan.display(),
         );
         let path = self.path().join("session.toml");
         std::fs::write(&path, toml).unwrap();

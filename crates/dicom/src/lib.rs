@@ -7,6 +7,7 @@
 //! - [`object_header`]: the header facts frame assembly groups received objects by.
 //! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
 //! - [`uids`]: the transfer-syntax and SOP class UIDs the project names, one constant each.
+//! - [`identity`]: SOP Instance UID, Patient ID and a plan's referenced structure set, for the session's load checks.
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
 //! - `attrs` (private): opening Part 10 data (with a corrupt-length guard) and typed attribute
 //!   reads, shared by the readers above; its errors are [`OpenError`] and [`AttrError`].
@@ -14,6 +15,7 @@
 mod attrs;
 pub mod classify;
 pub mod ct;
+pub mod identity;
 pub mod object_header;
 pub mod rtplan;
 pub mod rtstruct;

@@ -124,3 +124,155 @@ pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> V
         })
         .collect()
 }
+
+/// Sets `tag` to `value` wherever it already holds a value in `obj`, at the top level and in
+/// every item of every sequence, however deep; returns how many elements it replaced.
+pub fn replace_everywhere(
+    obj: &mut dicom_object::InMemDicomObject,
+    tag: dicom_core::Tag,
+    vr: VR,
+    value: &PrimitiveValue,
+) -> usize {
+    let mut n = 0;
+    if obj.element(tag).is_ok() {
+        obj.put(DataElement::new(tag, vr, value.clone()));
+        n += 1;
+    }
+    let sequences: Vec<dicom_core::Tag> = obj
+        .iter()
+        .filter(|e| e.vr() == VR::SQ)
+        .map(|e| e.header().tag)
+        .collect();
+    for t in sequences {
+        let Some(items) = obj.element(t).ok().and_then(|e| e.items()) else {
+            continue;
+        };
+        let mut items = items.to_vec();
+        let inner: usize = items
+            .iter_mut()
+            .map(|item| replace_everywhere(item, tag, vr, value))
+            .sum();
+        if inner > 0 {
+            obj.put(DataElement::new(
+                t,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::from(items),
+            ));
+            n += inner;
+        }
+    }
+    n
+}
+
+/// Copies the DICOM file `src` to `dst` with each `(tag, VR, value)` replaced wherever it
+/// occurs (see [`replace_everywhere`]); panics when an edit finds nothing to replace, so a
+/// test cannot pass on an edit that did not happen.
+pub fn edited_copy(src: &Path, dst: &Path, edits: &[(dicom_core::Tag, VR, PrimitiveValue)]) {
+    let mut obj = open_file(src).unwrap();
+    for (tag, vr, value) in edits {
+        let n = replace_everywhere(&mut obj, *tag, *vr, value);
+        assert!(n > 0, "{} holds no {tag} to replace", src.display());
+    }
+    obj.write_to_file(dst).unwrap();
+}
+
+/// A planning input that does not belong with the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The plan in another Frame of Reference than the CT.
+    PlanFrameOfReference,
+    /// The structure set in another Frame of Reference than the CT.
+    StructureSetFrameOfReference,
+    /// The plan of another patient.
+    PlanPatient,
+    /// Every beam's isocenter 5 m from the patient.
+    IsocenterOutsideCt,
+    /// The plan made on another structure set.
+    PlanStructureSet,
+}
+
+impl Mismatch {
+    /// Every case.
+    pub const ALL: [Mismatch; 5] = [
+        Mismatch::PlanFrameOfReference,
+        Mismatch::StructureSetFrameOfReference,
+        Mismatch::PlanPatient,
+        Mismatch::IsocenterOutsideCt,
+        Mismatch::PlanStructureSet,
+    ];
+}
+
+fn first_str(path: &Path, tag: dicom_core::Tag) -> String {
+    open_file(path)
+        .unwrap()
+        .element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .to_string()
+}
+
+/// Makes `case` by editing a copy of the real structure set or plan in `dir`: returns the
+/// CT folder, structure set and plan to configure, and two texts the refusal must name (the
+/// edited value and the value it contradicts, read from the untouched files with dicom-rs).
+pub fn mismatched(
+    case: Mismatch,
+    [ct, rs, plan]: [&Path; 3],
+    dir: &Path,
+) -> ([std::path::PathBuf; 3], [String; 2]) {
+    let slice = std::fs::read_dir(ct)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .unwrap();
+    let (ct_for, ct_patient) = (
+        first_str(&slice, tags::FRAME_OF_REFERENCE_UID),
+        first_str(&slice, tags::PATIENT_ID),
+    );
+    let uid = |v: &str| (VR::UI, PrimitiveValue::from(v));
+    let copy = |src: &Path, edits: Vec<(dicom_core::Tag, (VR, PrimitiveValue))>| {
+        let dst = dir.join(format!("edited-{}", src.file_name().unwrap().to_string_lossy()));
+        let edits: Vec<_> = edits.into_iter().map(|(t, (vr, v))| (t, vr, v)).collect();
+        edited_copy(src, &dst, &edits);
+        dst
+    };
+    let mut files = [ct.to_path_buf(), rs.to_path_buf(), plan.to_path_buf()];
+    let values = match case {
+        Mismatch::PlanFrameOfReference => {
+            files[2] = copy(plan, vec![(tags::FRAME_OF_REFERENCE_UID, uid("2.25.1901"))]);
+            ["2.25.1901".to_string(), ct_for]
+        }
+        Mismatch::StructureSetFrameOfReference => {
+            files[1] = copy(
+                rs,
+                vec![
+                    (tags::FRAME_OF_REFERENCE_UID, uid("2.25.1902")),
+                    (tags::REFERENCED_FRAME_OF_REFERENCE_UID, uid("2.25.1902")),
+                ],
+            );
+            ["2.25.1902".to_string(), ct_for]
+        }
+        Mismatch::PlanPatient => {
+            files[2] = copy(
+                plan,
+                vec![(tags::PATIENT_ID, (VR::LO, PrimitiveValue::from("STS_002")))],
+            );
+            ["\"STS_002\"".to_string(), format!("{ct_patient:?}")]
+        }
+        Mismatch::IsocenterOutsideCt => {
+            let iso = PrimitiveValue::Strs(
+                ["0".to_string(), "0".to_string(), "5000".to_string()]
+                    .into_iter()
+                    .collect(),
+            );
+            files[2] = copy(plan, vec![(tags::ISOCENTER_POSITION, (VR::DS, iso))]);
+            ["(0.00, 0.00, 5000.00) mm".to_string(), ct.display().to_string()]
+        }
+        Mismatch::PlanStructureSet => {
+            files[2] = copy(plan, vec![(tags::REFERENCED_SOP_INSTANCE_UID, uid("2.25.1903"))]);
+            ["2.25.1903".to_string(), first_str(rs, tags::SOP_INSTANCE_UID)]
+        }
+    };
+    (files, values)
+}

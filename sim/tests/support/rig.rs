@@ -1,16 +1,16 @@
 //! A whole chain on loopback for end-to-end and fault tests: a session from the real
 //! STS_001 CT, target and proton plan (loaded through a TOML configuration, as the daemon
 //! does), the pipeline, a real UDP link with a key file, the controller simulator on its own
-//! socket, and an audit log in a temporary folder.
+//! socket, and an audit log in a temporary folder — built by the pipeline's one chain
+//! builder, as the daemon, the replay and the gate build theirs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ionguide::audit::{AuditOptions, AuditReader, AuditRecord, AuditWriter, TailStatus};
-use ionguide::config::Config;
-use ionguide::link::{LinkKey, LinkOptions, LinkReceiver, LinkSender};
-use ionguide::pipeline::{FrameEvent, LinkTiming, Pipeline, PipelineIo, Session};
+use ionguide::audit::{AuditOptions, AuditReader, AuditRecord, TailStatus};
+use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
+use ionguide::pipeline::{AuditStart, Chain, ChainBuilder, FrameEvent, LinkTiming, Pipeline, Session};
 use ionguide::source::SourceEvent;
 use ionguide_sim::controller::{spawn, ControllerConfig, ControllerHandle};
 
@@ -24,6 +24,27 @@ pub fn data(rel: &str) -> PathBuf {
 /// Writes a session folder (config, key) and returns the config path. `planning_toml` adds
 /// keys to the `[planning]` table.
 pub fn write_session(dir: &Path, planning_toml: &str, extra_toml: &str, source_toml: &str) -> PathBuf {
+    write_session_with(
+        dir,
+        [
+            &data("STS_001/image"),
+            &data("STS_001/mask/RS.dcm"),
+            &data("plans/STS_001/RPSTS001G0G90.dcm"),
+        ],
+        planning_toml,
+        extra_toml,
+        source_toml,
+    )
+}
+
+/// [`write_session`] with other planning files: CT folder, structure set, plan.
+pub fn write_session_with(
+    dir: &Path,
+    [ct, rs, plan]: [&Path; 3],
+    planning_toml: &str,
+    extra_toml: &str,
+    source_toml: &str,
+) -> PathBuf {
     let key = dir.join("link.key");
     std::fs::write(&key, "7f".repeat(32)).unwrap();
     #[cfg(unix)]
@@ -51,9 +72,9 @@ path = "audit/session.audit"
 
 {extra_toml}
 "#,
-        ct = data("STS_001/image").display(),
-        rs = data("STS_001/mask/RS.dcm").display(),
-        plan = data("plans/STS_001/RPSTS001G0G90.dcm").display(),
+        ct = ct.display(),
+        rs = rs.display(),
+        plan = plan.display(),
     );
     let path = dir.join("session.toml");
     std::fs::write(&path, toml).unwrap();
@@ -118,9 +139,8 @@ impl Rig {
             &options.extra_toml,
             "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\nexpected_slices = 59\n",
         );
-        let config = Config::load(&config_path).unwrap();
-        let session = Arc::new(Session::load(&config).unwrap());
-        let key = LinkKey::from_file(&config.link.key_file).unwrap();
+        let builder = ChainBuilder::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+        let key = LinkKey::from_file(&builder.config().link.key_file).unwrap();
         let receiver =
             LinkReceiver::bind("127.0.0.1:0".parse().unwrap(), &key, &LinkOptions::default()).unwrap();
         let controller = spawn(
@@ -132,32 +152,27 @@ impl Rig {
         let proxy = options
             .via_proxy
             .then(|| super::proxy::Proxy::start(controller.local_addr()));
-        let link = LinkSender::new(
-            "127.0.0.1:0".parse().unwrap(),
-            proxy.as_ref().map(|p| p.addr).unwrap_or(controller.local_addr()),
-            &key,
-            &LinkOptions::default(),
-        )
-        .unwrap();
-        std::fs::create_dir_all(config.audit.path.parent().unwrap()).unwrap();
-        let audit = AuditWriter::create(&config.audit.path, 0, AuditOptions::default()).unwrap();
-        let (tx, rx) = crossbeam_channel::bounded(64);
-        let pipeline = Pipeline::start(
-            session.clone(),
-            PipelineIo {
-                events: rx,
-                link,
-                audit,
-                timing: options.timing,
-            },
-        )
-        .unwrap();
+        let chain = builder
+            .destination(proxy.as_ref().map(|p| p.addr).unwrap_or(controller.local_addr()))
+            .local("127.0.0.1:0".parse().unwrap())
+            .link_options(LinkOptions::default())
+            .timing(options.timing)
+            .audit_start(AuditStart::New)
+            .audit_options(AuditOptions::default())
+            .start()
+            .unwrap();
+        let Chain {
+            pipeline,
+            events: tx,
+            session,
+            audit_path,
+        } = chain;
         Rig {
             pipeline: Some(pipeline),
             session,
             controller: Some(controller),
             events: tx,
-            audit_path: config.audit.path.clone(),
+            audit_path,
             proxy,
             dir,
         }

@@ -2,12 +2,12 @@
 //! dropped — with why, its latency and the corrections sent; plus session, link and shutdown
 //! events. Append-only, every record checksummed, readable after a crash.
 //!
-//! # File format (version 2, all integers little-endian; version 1 logs are read too)
+//! # File format (version 3, all integers little-endian; versions 1 and 2 are read too)
 //!
 //! ```text
 //! header (32 bytes)
 //!   0  magic        8  b"IGAUDIT\n"
-//!   8  version      u16  2 (1: the same without setup records)
+//!   8  version      u16  3 (2: session start without plan warnings; 1: also without setup records)
 //!  10  flags        u16  0 (reserved)
 //!  12  header_len   u32  32
 //!  16  session_start_unix_ns u64
@@ -60,8 +60,9 @@ use crate::geometry::{RigidTransform, RoomSetup};
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"IGAUDIT\n";
 /// Format version this code writes (and the newest it reads).
-pub const VERSION: u16 = 2;
-/// Oldest format version this code reads (version 1 has no setup records).
+pub const VERSION: u16 = 3;
+/// Oldest format version this code reads (version 1 has no setup records, versions 1 and 2
+/// no plan warnings in the session start).
 pub const OLDEST_READ_VERSION: u16 = 1;
 /// Header length, bytes.
 pub const HEADER_LEN: usize = 32;
@@ -312,6 +313,9 @@ pub enum AuditRecord {
         config_sha256: [u8; 32],
         /// SOP Instance UID of the plan.
         plan_sop_uid: String,
+        /// What the plan reader accepted with a warning, as the log showed it (version 3;
+        /// empty when read from an older log).
+        plan_warnings: Vec<String>,
     },
     /// A frame.
     Frame(FrameRecord),
@@ -527,11 +531,21 @@ impl AuditWriter {
                 unix_ns,
                 config_sha256,
                 plan_sop_uid,
+                plan_warnings,
             } => {
                 b.push(KIND_SESSION);
                 b.extend_from_slice(&unix_ns.to_le_bytes());
                 b.extend_from_slice(config_sha256);
                 put_str(b, "plan_sop_uid", plan_sop_uid)?;
+                let count = u16::try_from(plan_warnings.len()).map_err(|_| AuditError::FieldTooLong {
+                    field: "plan_warnings",
+                    len: plan_warnings.len(),
+                    max: u16::MAX as usize,
+                })?;
+                b.extend_from_slice(&count.to_le_bytes());
+                for w in plan_warnings {
+                    put_str(b, "plan_warning", w)?;
+                }
             }
             AuditRecord::Link {
                 unix_ns,
@@ -746,13 +760,20 @@ impl<'a> Dec<'a> {
     }
 }
 
-fn decode(payload: &[u8]) -> Option<AuditRecord> {
+/// One record's payload as the file's format `version` lays it out.
+fn decode(payload: &[u8], version: u16) -> Option<AuditRecord> {
     let mut d = Dec(payload);
     let rec = match d.u8()? {
         KIND_SESSION => AuditRecord::SessionStart {
             unix_ns: d.u64()?,
             config_sha256: d.arr()?,
             plan_sop_uid: d.string()?,
+            plan_warnings: if version >= 3 {
+                let n = d.u16()?;
+                (0..n).map(|_| d.string()).collect::<Option<_>>()?
+            } else {
+                Vec::new()
+            },
         },
         KIND_LINK => AuditRecord::Link {
             unix_ns: d.u64()?,
@@ -1013,7 +1034,7 @@ impl AuditReader {
                 why: "checksum mismatch",
             });
         };
-        let Some(rec) = decode(&d[o + 8..end]) else {
+        let Some(rec) = decode(&d[o + 8..end], self.header.version) else {
             return Err(TailStatus::Corrupt {
                 offset,
                 why: "checksum matches but the record does not decode",

@@ -17,6 +17,7 @@
 //! - Every frame that entered ends in exactly one audit record.
 
 pub mod adapt_stage;
+pub mod chain;
 pub mod hop;
 pub mod ingest_stage;
 pub mod link_stage;
@@ -41,7 +42,8 @@ pub use link_stage::LinkTiming;
 use stages::{PoolRx, PoolTx, RetireTx, StageIo};
 use work::Work;
 
-pub use session::{Session, SessionError, SessionOptions};
+pub use chain::{AuditStart, Chain, ChainBuilder, ChainError, OpenChain};
+pub use session::{Input, InputMismatch, Session, SessionError, SessionOptions};
 pub use telemetry::{Counters, FrameEvent, Stats};
 pub use work::{Outcome, Stage, Ticket};
 

@@ -2,6 +2,14 @@
 //! and what every stage precomputes from them. Stages read it through an `Arc`; nothing in it
 //! changes while frames flow (the adjustable parts — limits — sit behind a lock in
 //! [`super::Shared`]).
+//!
+//! [`Session::load`] is the one place every entry point (the daemon, the replay, the gate,
+//! the tests) turns a configuration into a session, so its checks ([`checks`]) hold for all
+//! of them: the structure set and the plan share the CT's Frame of Reference, the plan's
+//! referenced structure set is the one given, Patient IDs agree, isocenters lie in the CT and
+//! spot maps are sane.
+
+mod checks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +19,8 @@ use crate::adapt::{AdaptError, AdaptOptions, AdaptPlan, EnergyModel, SafetyLimit
 use crate::config::Config;
 use crate::correction::RangeMode;
 use crate::dicom::ct::{read_series_dir, CtError};
-use crate::dicom::rtplan::{read_plan, PlanError};
+use crate::dicom::identity::{read_identity, IdentityError};
+use crate::dicom::rtplan::{read_plan, PlanError, PlanWarning};
 use crate::dicom::rtstruct::{read_roi, RtStructError};
 use crate::dicom::spatial_registration::{read_room_setup_bytes, RegistrationError};
 use crate::dicom::OpenError;
@@ -22,6 +31,8 @@ use crate::register::{FixedContext, RegisterError, RegisterOptions, Roi};
 use crate::units::MmWe;
 use crate::volume::CtVolume;
 use sha2::{Digest, Sha256};
+
+pub use checks::{Input, InputMismatch};
 
 /// Why a session could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +70,12 @@ pub enum SessionError {
         /// Cause.
         source: PlanError,
     },
-    /// The plan does not belong with the planning CT.
-    #[error("plan {path}: {reason}")]
-    PlanMismatch {
-        /// File.
-        path: PathBuf,
-        /// What does not match.
-        reason: String,
-    },
+    /// The planning inputs do not belong together (another scan, patient or structure set).
+    #[error(transparent)]
+    Mismatch(#[from] InputMismatch),
+    /// A file's identifying attributes (SOP Instance UID, Patient ID) are unreadable.
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
     /// HLUT, facility table or beam geometry.
     #[error("{what}: {source}")]
     Range {
@@ -145,6 +154,9 @@ pub struct Session {
     pub adapt_plan: Arc<AdaptPlan>,
     /// Knobs.
     pub options: SessionOptions,
+    /// What the plan reader accepted with a warning (already logged); the daemon puts them
+    /// in the audit log's session-start record.
+    pub plan_warnings: Vec<PlanWarning>,
 }
 
 impl Session {
@@ -169,15 +181,28 @@ impl Session {
             }
             None => (None, None),
         };
-        let ct = series.volume;
-        let (_, roi) = read_roi(&p.structures, &p.roi).map_err(|source| SessionError::Structures {
-            path: p.structures.clone(),
-            roi: p.roi.clone(),
-            source,
-        })?;
-        let (plan, _warnings) = read_plan(&p.plan).map_err(|source| SessionError::Plan {
+        let ct = &series.volume;
+        let (structures_for, roi) =
+            read_roi(&p.structures, &p.roi).map_err(|source| SessionError::Structures {
+                path: p.structures.clone(),
+                roi: p.roi.clone(),
+                source,
+            })?;
+        let (plan, plan_warnings) = read_plan(&p.plan).map_err(|source| SessionError::Plan {
             path: p.plan.clone(),
             source,
+        })?;
+        checks::check(&checks::Inputs {
+            ct_dir: &p.ct,
+            ct_frame_of_reference_uid: &series.meta.frame_of_reference_uid,
+            ct_patient_id: series.meta.patient_id.as_deref(),
+            ct_grid: ct.grid(),
+            structures: &p.structures,
+            structures_frame_of_reference_uid: &structures_for,
+            structures_identity: &read_identity(&p.structures)?,
+            plan_path: &p.plan,
+            plan: &plan,
+            plan_identity: &read_identity(&p.plan)?,
         })?;
         let hlut = match &p.hlut {
             Some(path) => Hlut::from_file(path).map_err(|source| SessionError::Range {
@@ -234,7 +259,9 @@ impl Session {
                 limit: config.resources.max_plan_spots,
             });
         }
-        Session::new(plan, &p.plan, ct, region, hlut, facility, options)
+        let mut session = Session::new(plan, &p.plan, series.volume, region, hlut, facility, options)?;
+        session.plan_warnings = plan_warnings;
+        Ok(session)
     }
 
     /// A session from inputs already in memory (the simulator, tests).
@@ -272,6 +299,7 @@ impl Session {
             planned,
             adapt_plan,
             options,
+            plan_warnings: Vec::new(),
         })
     }
 
