@@ -41,6 +41,7 @@ use dicom_ul::{Pdu, ServerAssociation, ServerAssociationOptions};
 use parking_lot::Mutex;
 
 use super::{AssembleError, AssemblerConfig, Collector, FrameAssembler, SourceEvent};
+use crate::correction::RejectReason;
 use crate::dicom::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 
 /// SOP Class UID of the Verification service (C-ECHO).
@@ -581,13 +582,14 @@ fn store(
     at: Instant,
 ) -> Result<(), Refused> {
     // Refusals found here, before the assembler sees the object, are reported here.
-    let reject = |code: u16, reason: String| {
-        collector.reject(origin, reason.clone(), at);
+    let reject = |code: u16, why: RejectReason, reason: String| {
+        collector.reject(origin, why, reason.clone(), at);
         Refused { code, reason }
     };
     if let Some(bytes) = p.overflow {
         return Err(reject(
             status::OUT_OF_RESOURCES,
+            RejectReason::OverLimit,
             format!(
                 "object {} of {bytes} bytes exceeds the limit of {} bytes",
                 p.sop_instance_uid,
@@ -598,6 +600,7 @@ fn store(
     let Some(ts) = contexts.get(&p.pc_id) else {
         return Err(reject(
             status::CANNOT_UNDERSTAND,
+            RejectReason::Unparseable,
             format!(
                 "object {} sent on unaccepted presentation context {}",
                 p.sop_instance_uid, p.pc_id
@@ -607,6 +610,7 @@ fn store(
     let bytes = part10(p, ts, calling).map_err(|e| {
         reject(
             status::CANNOT_UNDERSTAND,
+            RejectReason::Unparseable,
             format!("cannot build file meta for {}: {e}", p.sop_instance_uid),
         )
     })?;
