@@ -122,7 +122,9 @@ pub enum HoldReason {
     NotReady,
     /// A frame passed its deadline in some stage.
     DeadlineMissed,
-    /// The frame could not be decoded, or was incomplete.
+    /// The frame was refused on input for a reason other than its patient or Frame of
+    /// Reference: not decodable, incomplete, not a CT, over a limit (the audit log's
+    /// [`RejectReason`] says which).
     CorruptFrame,
     /// The frame's Patient ID differs from the plan's.
     WrongPatient,

@@ -198,7 +198,7 @@ fn a_crash_cut_log_is_reported_and_a_damaged_one_fails() {
         "{text}"
     );
     assert!(text.contains("no shutdown record"), "{text}");
-    assert!(text.contains("frames    100:"), "{text}");
+    assert!(text.contains("frames    101:"), "{text}");
 
     // A flipped byte in a record in the middle: damage, not a crash.
     let mut damaged = whole.clone();

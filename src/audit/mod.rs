@@ -203,6 +203,10 @@ impl Outcome {
 /// order (the same list the pipeline's telemetry uses).
 pub use crate::correction::Stage;
 
+// The frame record has one slot per stage: a stage added to the list changes the file
+// format, which needs a new VERSION and a reader for the old layout.
+const _: () = assert!(Stage::ALL.len() == 5, "the audit frame record has 5 stage slots");
+
 /// A frame's corrections as logged.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Corrections {
