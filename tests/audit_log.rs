@@ -330,7 +330,11 @@ fn summary_counts_outcomes_and_reasons() {
         assert_eq!(s.outcomes.get(o.name()), Some(&3), "{o:?}");
     }
     assert_eq!(s.reasons.get("lateral_over_limit"), Some(&9));
-    assert_eq!(s.rejects.get("not_ct"), Some(&3), "one in four of 12 frames rejected");
+    assert_eq!(
+        s.rejects.get("not_ct"),
+        Some(&3),
+        "one in four of 12 frames rejected"
+    );
     assert_eq!(s.rejects.len(), 1);
     assert_eq!(s.max_latency_ns, Some(21_000_008));
     assert_eq!(s.status, Some(TailStatus::Clean));

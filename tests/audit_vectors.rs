@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use ionguide::audit::{
-    corrections_digest, AuditOptions, AuditReader, AuditRecord, AuditWriter, Corrections,
-    FrameRecord, Fsync, Outcome, TailStatus,
+    corrections_digest, AuditOptions, AuditReader, AuditRecord, AuditWriter, Corrections, FrameRecord, Fsync,
+    Outcome, TailStatus,
 };
 use ionguide::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
 use sha2::{Digest, Sha256};
@@ -18,12 +18,34 @@ const START_NS: u64 = 0x1800_0000_0000_0000;
 /// The 32-byte header of docs/audit-log.md, "Header", for format `version`.
 fn header(version: u16) -> Vec<u8> {
     let mut h = vec![
-        0x49, 0x47, 0x41, 0x55, 0x44, 0x49, 0x54, 0x0a, //  0 magic "IGAUDIT\n"
-        version as u8, 0x00, //                             8 version u16
-        0x00, 0x00, //                                     10 flags u16 = 0
-        0x20, 0x00, 0x00, 0x00, //                         12 header length u32 = 32
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // 16 session start u64 = START_NS
-        0x00, 0x00, 0x00, 0x00, //                         24 reserved u32 = 0
+        0x49,
+        0x47,
+        0x41,
+        0x55,
+        0x44,
+        0x49,
+        0x54,
+        0x0a, //  0 magic "IGAUDIT\n"
+        version as u8,
+        0x00, //                             8 version u16
+        0x00,
+        0x00, //                                     10 flags u16 = 0
+        0x20,
+        0x00,
+        0x00,
+        0x00, //                         12 header length u32 = 32
+        0x00,
+        0x00,
+        0x00,
+        0x00,
+        0x00,
+        0x00,
+        0x00,
+        0x18, // 16 session start u64 = START_NS
+        0x00,
+        0x00,
+        0x00,
+        0x00, //                         24 reserved u32 = 0
     ];
     // 28: CRC-32 (IEEE) of bytes 0..28
     let crc = crc32fast::hash(&h);
@@ -227,7 +249,11 @@ fn hand_written_frames_decode_and_the_writer_produces_them() {
         records,
         want.iter().cloned().map(AuditRecord::Frame).collect::<Vec<_>>()
     );
-    assert_eq!(written(AuditOptions::default(), &want), bytes, "the writer's bytes");
+    assert_eq!(
+        written(AuditOptions::default(), &want),
+        bytes,
+        "the writer's bytes"
+    );
 }
 
 #[test]
@@ -260,7 +286,10 @@ fn older_frame_records_read_without_a_reject_reason() {
     bytes.extend(record(&rejected_payload(false)));
     let (_, records, status) = read(bytes);
     assert!(records.is_empty());
-    assert!(matches!(status, TailStatus::Corrupt { offset: 32, .. }), "{status:?}");
+    assert!(
+        matches!(status, TailStatus::Corrupt { offset: 32, .. }),
+        "{status:?}"
+    );
 }
 
 /// An unknown reject reason code is not silently dropped: the record does not decode.
@@ -275,5 +304,8 @@ fn an_unknown_reject_code_is_corrupt() {
     bytes.extend(record(&payload));
     let (_, records, status) = read(bytes);
     assert!(records.is_empty());
-    assert!(matches!(status, TailStatus::Corrupt { offset: 32, .. }), "{status:?}");
+    assert!(
+        matches!(status, TailStatus::Corrupt { offset: 32, .. }),
+        "{status:?}"
+    );
 }

@@ -156,7 +156,9 @@ fn hand_written_hold_decodes_and_is_what_the_encoder_writes() {
     );
     let mut enc = Encoder::new(&key(), SESSION, 1400).unwrap();
     let mut buf = [0u8; 1400];
-    let n = enc.encode_hold(&mut buf, SENT_NS, HoldReason::LinkSilent, 42).unwrap();
+    let n = enc
+        .encode_hold(&mut buf, SENT_NS, HoldReason::LinkSilent, 42)
+        .unwrap();
     assert_eq!(&buf[..n], &bytes[..]);
 }
 
@@ -180,7 +182,8 @@ fn hand_written_corrections_decode_and_are_what_the_encoder_writes() {
     // the sequence-2 message of a session, as in the doc: a HOLD first
     let mut enc = Encoder::new(&key(), SESSION, 1400).unwrap();
     let mut buf = [0u8; 1400];
-    enc.encode_hold(&mut buf, SENT_NS, HoldReason::LinkSilent, 42).unwrap();
+    enc.encode_hold(&mut buf, SENT_NS, HoldReason::LinkSilent, 42)
+        .unwrap();
     let n = enc.encode_corrections_part(&mut buf, SENT_NS, &set, 0).unwrap();
     assert_eq!(&buf[..n], &bytes[..]);
 }
@@ -218,7 +221,12 @@ fn the_docs_hex_dump_is_the_hand_written_bytes() {
             .lines()
             .skip(1)
             .take_while(|l| l.len() > 6 && l[..4].chars().all(|c| c.is_ascii_hexdigit()))
-            .flat_map(|l| l[6..].split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect::<Vec<_>>())
+            .flat_map(|l| {
+                l[6..]
+                    .split_whitespace()
+                    .map(|h| u8::from_str_radix(h, 16).unwrap())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(dumped, bytes, "{title}");
     }
@@ -294,31 +302,46 @@ fn fields() -> impl Strategy<Value = Fields> {
     (
         (any::<u64>(), any::<u64>(), small_or_any_u32(), small_or_any_u32()),
         (small_or_any_u16(), small_or_any_u16()),
-        (prop_oneof![4 => 0u8..2, 1 => any::<u8>()], prop_oneof![6 => Just(0u8), 1 => any::<u8>()]),
+        (
+            prop_oneof![4 => 0u8..2, 1 => any::<u8>()],
+            prop_oneof![6 => Just(0u8), 1 => any::<u8>()],
+        ),
         [f32_bits(), f32_bits(), f32_bits()],
-        prop::collection::vec((any::<u32>(), f32_bits(), f32_bits(), f32_bits(), f32_bits()), 0..70),
+        prop::collection::vec(
+            (any::<u32>(), f32_bits(), f32_bits(), f32_bits(), f32_bits()),
+            0..70,
+        ),
         any::<bool>(),
     )
-        .prop_map(|((frame_id, valid_until, total_spots, first_spot), (part_index, part_count), (mode, reserved), shift_bits, spots, whole)| {
-            let mut f = Fields {
-                frame_id,
-                valid_until,
-                total_spots,
-                first_spot,
-                part_index,
-                part_count,
-                mode,
-                reserved,
+        .prop_map(
+            |(
+                (frame_id, valid_until, total_spots, first_spot),
+                (part_index, part_count),
+                (mode, reserved),
                 shift_bits,
-                spot_words: spots.into_iter().map(|(a, b, c, d, e)| [a, b, c, d, e]).collect(),
-            };
-            if whole {
-                // a whole set in one part, the shape the encoder writes for small sets
-                (f.total_spots, f.first_spot) = (f.spot_words.len() as u32, 0);
-                (f.part_index, f.part_count) = (0, 1);
-            }
-            f
-        })
+                spots,
+                whole,
+            )| {
+                let mut f = Fields {
+                    frame_id,
+                    valid_until,
+                    total_spots,
+                    first_spot,
+                    part_index,
+                    part_count,
+                    mode,
+                    reserved,
+                    shift_bits,
+                    spot_words: spots.into_iter().map(|(a, b, c, d, e)| [a, b, c, d, e]).collect(),
+                };
+                if whole {
+                    // a whole set in one part, the shape the encoder writes for small sets
+                    (f.total_spots, f.first_spot) = (f.spot_words.len() as u32, 0);
+                    (f.part_index, f.part_count) = (0, 1);
+                }
+                f
+            },
+        )
 }
 
 /// A header (type code, reserved, session, sequence, sent) and a payload, signed.
@@ -349,7 +372,11 @@ fn re_encode(d: &[u8], header: &Header, body: &Body<'_>) -> Option<Vec<u8>> {
         Body::Ack(a) => enc.encode_ack(&mut buf, t, a),
         Body::Corrections(p) => {
             // a whole set in one part is what the encoder writes at 1400 bytes (≤ 64 spots)
-            if !(p.part_count == 1 && p.first_spot == 0 && p.spots.len() as u32 == p.total_spots && p.spots.len() <= enc.spots_per_part()) {
+            if !(p.part_count == 1
+                && p.first_spot == 0
+                && p.spots.len() as u32 == p.total_spots
+                && p.spots.len() <= enc.spots_per_part())
+            {
                 return None;
             }
             let set = CorrectionSet {

@@ -169,7 +169,10 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let drawn = std::fs::read_to_string(&svg).unwrap();
     // one dot per corrected frame, plus the legend's
     assert_eq!(drawn.matches("<circle").count(), 98 + 1, "{text}");
-    assert!(drawn.contains("101 frames") && drawn.contains("3 not corrected"), "{drawn}");
+    assert!(
+        drawn.contains("101 frames") && drawn.contains("3 not corrected"),
+        "{drawn}"
+    );
 
     // the frame list names why the frame was refused, and what was found
     let (out, text) = audit(&path, &["--frames"]);

@@ -160,7 +160,9 @@ fn a_corrupt_frame_is_rejected() {
 fn a_structure_set_sent_by_mistake_is_rejected_as_not_ct() {
     let mut rig = Rig::start(RigOptions::default());
     let rs = std::fs::read(data("STS_001/mask/RS.dcm")).unwrap();
-    let refused = rig.try_push(vec![rs]).expect_err("the source refuses a structure set");
+    let refused = rig
+        .try_push(vec![rs])
+        .expect_err("the source refuses a structure set");
     assert_eq!(refused.reject_reason(), RejectReason::NotCt);
     let ev = rig.next_event();
     assert_eq!(ev.ticket.outcome, Outcome::Rejected(RejectReason::NotCt));

@@ -5,7 +5,8 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AuditError, AuditRecord, Corrections, FrameRecord, Outcome, SetupRecord, HEADER_LEN, KIND_FRAME,
-    KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, REJECT_REASON_VERSION, SPOT_BYTES, VERSION,
+    KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, REJECT_REASON_VERSION, SPOT_BYTES,
+    VERSION,
 };
 use crate::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
 
@@ -281,48 +282,48 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<AuditRecord> {
 
 /// Appends `record`'s payload (kind byte and fields) to `b`.
 pub(super) fn encode_record(b: &mut Vec<u8>, record: &AuditRecord, full: bool) -> Result<(), AuditError> {
-        match record {
-            AuditRecord::Frame(f) => encode_frame(b, f, full)?,
-            AuditRecord::SessionStart {
-                unix_ns,
-                config_sha256,
-                plan_sop_uid,
-            } => {
-                b.push(KIND_SESSION);
-                b.extend_from_slice(&unix_ns.to_le_bytes());
-                b.extend_from_slice(config_sha256);
-                put_str(b, "plan_sop_uid", plan_sop_uid)?;
-            }
-            AuditRecord::Link {
-                unix_ns,
-                code,
-                detail,
-            } => {
-                b.push(KIND_LINK);
-                b.extend_from_slice(&unix_ns.to_le_bytes());
-                b.extend_from_slice(&code.to_le_bytes());
-                put_str(b, "detail", detail)?;
-            }
-            AuditRecord::Setup(r) => {
-                b.push(KIND_SETUP);
-                b.extend_from_slice(&r.unix_ns.to_le_bytes());
-                put_str(
-                    b,
-                    "planning_frame_of_reference_uid",
-                    &r.planning_frame_of_reference_uid,
-                )?;
-                put_str(b, "room_frame_of_reference_uid", &r.room_frame_of_reference_uid)?;
-                for v in r.planning_to_room {
-                    b.extend_from_slice(&v.to_le_bytes());
-                }
-                b.push(u8::from(r.registration_sha256.is_some()));
-                b.extend_from_slice(&r.registration_sha256.unwrap_or([0; 32]));
-            }
-            AuditRecord::Shutdown { unix_ns, reason } => {
-                b.push(KIND_SHUTDOWN);
-                b.extend_from_slice(&unix_ns.to_le_bytes());
-                put_str(b, "reason", reason)?;
-            }
+    match record {
+        AuditRecord::Frame(f) => encode_frame(b, f, full)?,
+        AuditRecord::SessionStart {
+            unix_ns,
+            config_sha256,
+            plan_sop_uid,
+        } => {
+            b.push(KIND_SESSION);
+            b.extend_from_slice(&unix_ns.to_le_bytes());
+            b.extend_from_slice(config_sha256);
+            put_str(b, "plan_sop_uid", plan_sop_uid)?;
         }
+        AuditRecord::Link {
+            unix_ns,
+            code,
+            detail,
+        } => {
+            b.push(KIND_LINK);
+            b.extend_from_slice(&unix_ns.to_le_bytes());
+            b.extend_from_slice(&code.to_le_bytes());
+            put_str(b, "detail", detail)?;
+        }
+        AuditRecord::Setup(r) => {
+            b.push(KIND_SETUP);
+            b.extend_from_slice(&r.unix_ns.to_le_bytes());
+            put_str(
+                b,
+                "planning_frame_of_reference_uid",
+                &r.planning_frame_of_reference_uid,
+            )?;
+            put_str(b, "room_frame_of_reference_uid", &r.room_frame_of_reference_uid)?;
+            for v in r.planning_to_room {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.push(u8::from(r.registration_sha256.is_some()));
+            b.extend_from_slice(&r.registration_sha256.unwrap_or([0; 32]));
+        }
+        AuditRecord::Shutdown { unix_ns, reason } => {
+            b.push(KIND_SHUTDOWN);
+            b.extend_from_slice(&unix_ns.to_le_bytes());
+            put_str(b, "reason", reason)?;
+        }
+    }
     Ok(())
 }

@@ -50,7 +50,6 @@
 //! A writer never truncates: [`AuditWriter::create`] refuses an existing file and
 //! [`AuditWriter::open_append`] appends only to a log that reads `Clean`.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
