@@ -17,35 +17,14 @@ const START_NS: u64 = 0x1800_0000_0000_0000;
 
 /// The 32-byte header of docs/audit-log.md, "Header", for format `version`.
 fn header(version: u16) -> Vec<u8> {
+    #[rustfmt::skip]
     let mut h = vec![
-        0x49,
-        0x47,
-        0x41,
-        0x55,
-        0x44,
-        0x49,
-        0x54,
-        0x0a, //  0 magic "IGAUDIT\n"
-        version as u8,
-        0x00, //                             8 version u16
-        0x00,
-        0x00, //                                     10 flags u16 = 0
-        0x20,
-        0x00,
-        0x00,
-        0x00, //                         12 header length u32 = 32
-        0x00,
-        0x00,
-        0x00,
-        0x00,
-        0x00,
-        0x00,
-        0x00,
-        0x18, // 16 session start u64 = START_NS
-        0x00,
-        0x00,
-        0x00,
-        0x00, //                         24 reserved u32 = 0
+        0x49, 0x47, 0x41, 0x55, 0x44, 0x49, 0x54, 0x0a, //  0 magic "IGAUDIT\n"
+        version as u8, 0x00, //                             8 version u16
+        0x00, 0x00, //                                     10 flags u16 = 0
+        0x20, 0x00, 0x00, 0x00, //                         12 header length u32 = 32
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // 16 session start u64 = START_NS
+        0x00, 0x00, 0x00, 0x00, //                         24 reserved u32 = 0
     ];
     // 28: CRC-32 (IEEE) of bytes 0..28
     let crc = crc32fast::hash(&h);
