@@ -3,13 +3,15 @@
 //! them. Checksums and digests are computed with crc32fast and sha2 over the hand-written
 //! bytes, never with the crate's encoder.
 
+mod doc_example;
+
 use std::path::Path;
 
 use ionguide::audit::{
     corrections_digest, AuditOptions, AuditReader, AuditRecord, AuditWriter, Corrections, FrameRecord, Fsync,
     Outcome, TailStatus,
 };
-use ionguide::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
+use ionguide::correction::{HoldReason, RangeMode, RejectReason};
 use sha2::{Digest, Sha256};
 
 /// Session start in the header: 0x1800_0000_0000_0000 ns (2024-10-20).
@@ -108,25 +110,6 @@ const SPOT_BYTES: [u8; 40] = [
     0x00, 0x00, 0x00, 0x00, //   range shifter 0.0 mm
 ];
 
-fn spots() -> Vec<SpotCorrection> {
-    vec![
-        SpotCorrection {
-            spot_index: 0,
-            x_mm: 10.0,
-            y_mm: -5.0,
-            energy_mev_u: 250.0,
-            range_shifter_mm_we: 0.0,
-        },
-        SpotCorrection {
-            spot_index: 1,
-            x_mm: 12.5,
-            y_mm: -5.0,
-            energy_mev_u: 248.5,
-            range_shifter_mm_we: 0.0,
-        },
-    ]
-}
-
 /// Frame 43, corrected, its two spots in full (`digest` false) or as their SHA-256.
 fn corrected_payload(digest: bool) -> Vec<u8> {
     let mut p = vec![
@@ -191,7 +174,7 @@ fn corrected_record(digest: bool) -> FrameRecord {
             Corrections::Full {
                 mode: Some(RangeMode::Energy),
                 valid_until_unix_ns: START_NS + 0x10000,
-                spots: spots(),
+                spots: doc_example::two_spots(),
             }
         },
     }
@@ -238,7 +221,7 @@ fn hand_written_frames_decode_and_the_writer_produces_them() {
 #[test]
 fn the_corrections_digest_is_sha256_of_the_documented_spot_bytes() {
     let sha: [u8; 32] = Sha256::digest(SPOT_BYTES).into();
-    assert_eq!(corrections_digest(&spots()), sha);
+    assert_eq!(corrections_digest(&doc_example::two_spots()), sha);
     // a digest-only writer turns the full list into tag 2 with exactly that hash
     let mut bytes = header(3);
     bytes.extend(record(&corrected_payload(true)));

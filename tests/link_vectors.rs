@@ -5,8 +5,10 @@
 //! exercised: every one is refused with a typed error or decodes to values that encode back
 //! to the same bytes.
 
+mod doc_example;
+
 use hmac::{Hmac, Mac};
-use ionguide::correction::{CorrectionSet, HoldReason, RangeMode, SpotCorrection};
+use ionguide::correction::{CorrectionSet, HoldReason, RangeMode};
 use ionguide::link::protocol::{Ack, AckStatus, Body, DecodeError, Decoder, Encoder, Header, MessageType};
 use ionguide::link::LinkKey;
 use proptest::prelude::*;
@@ -113,22 +115,7 @@ fn example_set() -> CorrectionSet {
         valid_until_unix_ns: SENT_NS + 100_000_000,
         mode: Some(RangeMode::Energy),
         tumor_shift_mm: [1.5, -2.0, 0.25],
-        spots: vec![
-            SpotCorrection {
-                spot_index: 0,
-                x_mm: 10.0,
-                y_mm: -5.0,
-                energy_mev_u: 250.0,
-                range_shifter_mm_we: 0.0,
-            },
-            SpotCorrection {
-                spot_index: 1,
-                x_mm: 12.5,
-                y_mm: -5.0,
-                energy_mev_u: 248.5,
-                range_shifter_mm_we: 0.0,
-            },
-        ],
+        spots: doc_example::two_spots(),
     }
 }
 
