@@ -7,7 +7,7 @@ use ionguide::audit::{
     corrections_digest, summary, AuditError, AuditOptions, AuditReader, AuditRecord, AuditWriter,
     Corrections, FrameRecord, Fsync, Outcome, SetupRecord, TailStatus, VERSION,
 };
-use ionguide::correction::{HoldReason, RangeMode, SpotCorrection};
+use ionguide::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
 
 fn spots(n: u32, seed: f32) -> Vec<SpotCorrection> {
     (0..n)
@@ -28,6 +28,7 @@ fn frame(id: u64, outcome: Outcome) -> FrameRecord {
         origin: format!("sim:replay/{id}"),
         outcome: Some(outcome),
         hold_reason: held.then_some(HoldReason::LateralOverLimit),
+        reject_reason: (outcome == Outcome::Rejected).then_some(RejectReason::NotCt),
         detail: if held {
             "lateral_over_limit: spot 3: lateral correction 7.25 mm over limit 5.00 mm".into()
         } else {
@@ -333,6 +334,12 @@ fn summary_counts_outcomes_and_reasons() {
         assert_eq!(s.outcomes.get(o.name()), Some(&3), "{o:?}");
     }
     assert_eq!(s.reasons.get("lateral_over_limit"), Some(&9));
+    assert_eq!(
+        s.rejects.get("not_ct"),
+        Some(&3),
+        "one in four of 12 frames rejected"
+    );
+    assert_eq!(s.rejects.len(), 1);
     assert_eq!(s.max_latency_ns, Some(21_000_008));
     assert_eq!(s.status, Some(TailStatus::Clean));
 }
@@ -346,44 +353,57 @@ fn set_version(path: &Path, version: u16) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Version 2 added setup records: a version 1 log (the same records otherwise) still reads,
-/// but is not appended to (its readers would not know the new kind); unknown versions are
-/// refused by name. (Version 3 added plan warnings to the session start; see below.)
+/// Version 2 added setup records and version 3 the frames' reject reason and the plan's
+/// warnings: a version 1 or 2
+/// log still reads (records of the kinds whose layout is unchanged are relabelled here; an
+/// old frame record's bytes are checked in `tests/audit_vectors.rs`), but is not appended to
+/// (its readers would not know the new fields); unknown versions are refused by name.
 #[test]
-fn version_1_logs_read_but_are_not_appended_to() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v1.igaudit");
-    let mut w = AuditWriter::create(&path, 5, AuditOptions::default()).unwrap();
-    let frames: Vec<FrameRecord> = (0..3).map(|id| frame(id, Outcome::Corrected)).collect();
-    for f in &frames {
-        w.write_frame(f).unwrap();
-    }
-    w.flush().unwrap();
-    drop(w);
+fn older_logs_read_but_are_not_appended_to() {
     assert_eq!(VERSION, 3);
-    set_version(&path, 1);
-    let mut r = AuditReader::open(&path).unwrap();
-    assert_eq!(r.header().version, 1);
-    let read: Vec<AuditRecord> = r.by_ref().collect();
-    assert_eq!(
-        read,
-        frames.into_iter().map(AuditRecord::Frame).collect::<Vec<_>>()
-    );
-    assert_eq!(r.status(), Some(&TailStatus::Clean));
-    match AuditWriter::open_append(&path, AuditOptions::default()) {
-        Err(e @ AuditError::AppendOldVersion { version: 1, .. }) => {
-            assert!(e.to_string().contains("start a new file"), "{e}")
+    for old in [1u16, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("v{old}.igaudit"));
+        let mut w = AuditWriter::create(&path, 5, AuditOptions::default()).unwrap();
+        // (session starts grew the plan's warnings in version 3: their old layout is checked
+        // against hand-written bytes below)
+        let records = vec![
+            AuditRecord::Link {
+                unix_ns: 7,
+                code: 11,
+                detail: "controller silent".into(),
+            },
+            AuditRecord::Shutdown {
+                unix_ns: 8,
+                reason: "operator stop".into(),
+            },
+        ];
+        for r in &records {
+            w.write(r).unwrap();
         }
-        Err(e) => panic!("{e}"),
-        Ok(_) => panic!("appended to a version 1 log"),
-    }
-    set_version(&path, 4);
-    match AuditReader::open(&path) {
-        Err(e @ AuditError::UnsupportedVersion { version: 4, .. }) => {
-            assert!(e.to_string().contains("reads 1 to 3"), "{e}")
+        w.flush().unwrap();
+        drop(w);
+        set_version(&path, old);
+        let mut r = AuditReader::open(&path).unwrap();
+        assert_eq!(r.header().version, old);
+        let read: Vec<AuditRecord> = r.by_ref().collect();
+        assert_eq!(read, records);
+        assert_eq!(r.status(), Some(&TailStatus::Clean));
+        match AuditWriter::open_append(&path, AuditOptions::default()) {
+            Err(e @ AuditError::AppendOldVersion { version, .. }) if version == old => {
+                assert!(e.to_string().contains("start a new file"), "{e}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("appended to a version {old} log"),
         }
-        Err(e) => panic!("{e}"),
-        Ok(_) => panic!("read a version 4 log"),
+        set_version(&path, 4);
+        match AuditReader::open(&path) {
+            Err(e @ AuditError::UnsupportedVersion { version: 4, .. }) => {
+                assert!(e.to_string().contains("reads 1 to 3"), "{e}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("read a version 4 log"),
+        }
     }
 }
 

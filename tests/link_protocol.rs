@@ -1,5 +1,7 @@
 //! The wire codec, keys and replay rules, without sockets.
 
+mod doc_example;
+
 use ionguide::correction::{CorrectionSet, HoldReason, RangeMode, SpotCorrection};
 use ionguide::link::protocol::{
     Ack, AckStatus, Body, DecodeError, Decoder, EncodeError, Encoder, MessageType, HEADER_LEN, MAC_LEN,
@@ -405,22 +407,7 @@ fn protocol_doc_example_is_true() {
         valid_until_unix_ns: 1_750_000_000_223_456_789,
         mode: Some(RangeMode::Energy),
         tumor_shift_mm: [1.5, -2.0, 0.25],
-        spots: vec![
-            SpotCorrection {
-                spot_index: 0,
-                x_mm: 10.0,
-                y_mm: -5.0,
-                energy_mev_u: 250.0,
-                range_shifter_mm_we: 0.0,
-            },
-            SpotCorrection {
-                spot_index: 1,
-                x_mm: 12.5,
-                y_mm: -5.0,
-                energy_mev_u: 248.5,
-                range_shifter_mm_we: 0.0,
-            },
-        ],
+        spots: doc_example::two_spots(),
     };
     let n = enc
         .encode_corrections_part(&mut buf, 1_750_000_000_123_456_789, &set, 0)

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ionguide::correction::RejectReason;
 use ionguide::dicom::ct::{read_series_bytes, read_series_dir};
 use ionguide::source::{InProcessError, InProcessSource, SourceEvent};
 
@@ -58,7 +59,7 @@ fn mixed_empty_or_non_ct_frames_are_refused_and_reported() {
     ));
     assert!(matches!(
         rx.try_recv().unwrap(),
-        SourceEvent::Rejected { reason, .. } if reason.contains("belongs to")
+        SourceEvent::Rejected { reason, why: RejectReason::InconsistentFrame, .. } if reason.contains("belongs to")
     ));
     assert!(matches!(
         source.push_frame(Vec::new()),

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use ionguide::correction::RejectReason;
 use ionguide::dicom::ct::{read_series_dir, read_series_files, IngestOptions, SeriesDecoder};
 use ionguide::geometry::Grid;
 use ionguide::source::{
@@ -239,8 +240,13 @@ fn an_incomplete_frame_is_rejected_after_its_timeout() {
     assert_success(&out);
     match next_event(&rx) {
         SourceEvent::Rejected {
-            origin, key, reason, ..
+            origin,
+            key,
+            why,
+            reason,
+            ..
         } => {
+            assert_eq!(why, RejectReason::AssemblyTimeout);
             assert!(origin.starts_with("scp:SCANNER@"), "{origin}");
             assert_eq!(key.unwrap().acquisition_number, Some(1));
             assert!(reason.contains(&format!("10 of {}", files.len())), "{reason}");
@@ -265,9 +271,13 @@ fn a_structure_set_is_refused_with_a_failure_status_and_reported() {
         "storescu did not report the refusal:\n{log}"
     );
     match next_event(&rx) {
-        SourceEvent::Rejected { key, reason, .. } => {
+        SourceEvent::Rejected { key, why, reason, .. } => {
             assert!(key.is_none());
-            assert!(reason.contains("1.2.840.10008.5.1.4.1.1.481.3"), "{reason}");
+            assert_eq!(why, RejectReason::NotCt);
+            assert!(
+                reason.contains("1.2.840.10008.5.1.4.1.1.481.3 (RT Structure Set Storage)"),
+                "{reason}"
+            );
         }
         other => panic!("expected a rejection, got {other:?}"),
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use ionguide::correction::RejectReason;
 use ionguide::dicom::ct::{read_series_bytes, read_series_dir};
 use ionguide::source::spool::{self, DONE_DIR, REJECTED_DIR};
 use ionguide::source::{AssemblerConfig, PollSummary, SourceEvent, SpoolConfig, SpoolWatcher};
@@ -124,7 +125,10 @@ fn growing_and_temporary_files_wait_and_refused_files_go_to_rejected_with_a_reas
     let summary = watcher.poll();
     assert_eq!(summary.rejected, 1, "{summary:?}");
     match rx.try_recv().unwrap() {
-        SourceEvent::Rejected { reason, origin, .. } => {
+        SourceEvent::Rejected {
+            reason, origin, why, ..
+        } => {
+            assert_eq!(why, RejectReason::NotCt);
             assert!(origin.ends_with("rs.dcm"), "{origin}");
             assert!(reason.contains("1.2.840.10008.5.1.4.1.1.481.3"), "{reason}");
         }
@@ -144,7 +148,7 @@ fn growing_and_temporary_files_wait_and_refused_files_go_to_rejected_with_a_reas
     watcher.poll();
     assert_eq!(watcher.poll().rejected, 1);
     assert!(
-        matches!(rx.try_recv().unwrap(), SourceEvent::Rejected { reason, .. } if reason.contains("DICM"))
+        matches!(rx.try_recv().unwrap(), SourceEvent::Rejected { reason, why: RejectReason::Unparseable, .. } if reason.contains("DICM"))
     );
     assert!(names_in(&rejected).contains(&"rs.dcm-1".to_owned()));
     assert_eq!(std::fs::read(rejected.join("rs.dcm")).unwrap(), rs);

@@ -170,6 +170,9 @@ impl<'a> Report<'a> {
         if !reasons.is_empty() {
             out += &format!("held/rejected because {}\n", list(reasons));
         }
+        if !self.counts.rejects.is_empty() {
+            out += &format!("rejected  on input: {}\n", list(&self.counts.rejects));
+        }
         if let Some([p50, p99, max]) = self.latency_ms() {
             out += &format!(
                 "latency   frame complete → on the wire: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms\n"
@@ -259,6 +262,7 @@ impl<'a> Report<'a> {
             "frame_count": self.frames.len(),
             "outcomes": outcomes,
             "hold_reasons": reasons,
+            "reject_reasons": self.counts.rejects,
             "latency": latency,
             "link_events": links,
             "shutdown": shutdown,
@@ -313,16 +317,27 @@ fn frame_line(f: &FrameRecord) -> String {
         .tumor_shift_mm
         .map_or("–".into(), |[x, y, z]| format!("({x:.2}, {y:.2}, {z:.2})"));
     let ncc = f.ncc.map_or("–".into(), |v| format!("{v:.3}"));
-    format!(
+    // a rejected frame shows why it was refused (not_ct, …) rather than the hold the
+    // controller was told of, and the detail naming what was found
+    let reason = match f.reject_reason {
+        Some(r) => r.name(),
+        None => f.hold_reason.map_or("", |h| h.name()),
+    };
+    let mut line = format!(
         "{:>10}  {:<9}  {:<28}  {:>9}  {:>26}  {:>6}  {:>6}",
         f.frame_id,
         f.outcome.map_or("unknown", |o| o.name()),
-        f.hold_reason.map_or("", |h| h.name()),
+        reason,
         latency,
         shift,
         ncc,
         spots_sent(f).map_or("–".into(), |n| n.to_string())
-    )
+    );
+    if f.reject_reason.is_some() && !f.detail.is_empty() {
+        line += "  ";
+        line += &f.detail;
+    }
+    line
 }
 
 fn spots_sent(f: &FrameRecord) -> Option<usize> {
@@ -339,6 +354,7 @@ fn frame_json(f: &FrameRecord) -> Value {
         "origin": f.origin,
         "outcome": f.outcome.map(|o| o.name()),
         "hold_reason": f.hold_reason.map(|h| h.name()),
+        "reject_reason": f.reject_reason.map(|r| r.name()),
         "detail": f.detail,
         "arrival_unix_ns": f.arrival_unix_ns,
         "complete_unix_ns": f.complete_unix_ns,

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use ionguide::audit::{
     AuditOptions, AuditRecord, AuditWriter, Corrections, FrameRecord, Outcome, SetupRecord,
 };
-use ionguide::correction::{HoldReason, RangeMode, SpotCorrection};
+use ionguide::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
 use ionguide::geometry::{RigidTransform, RoomSetup};
 use ionguide::units::VectorMm;
 
@@ -24,6 +24,7 @@ fn frame(id: u64, latency_ms: Option<u64>, hold: Option<HoldReason>) -> FrameRec
             Outcome::Corrected
         }),
         hold_reason: hold,
+        reject_reason: None,
         detail: String::new(),
         arrival_unix_ns: T0 + id * 100_000_000,
         complete_unix_ns: T0 + id * 100_000_000 + 1_000_000,
@@ -80,6 +81,19 @@ fn write_session(path: &Path) {
         };
         w.write_frame(&f).unwrap();
     }
+    // a structure set sent to the scanner port by mistake
+    w.write_frame(&FrameRecord {
+        frame_id: 101,
+        origin: "scp:TPS@10.0.0.7".into(),
+        outcome: Some(Outcome::Rejected),
+        hold_reason: Some(HoldReason::CorruptFrame),
+        reject_reason: Some(RejectReason::NotCt),
+        detail: "SOP class 1.2.840.10008.5.1.4.1.1.481.3 (RT Structure Set Storage) is not CT Image Storage nor Enhanced CT Image Storage".into(),
+        arrival_unix_ns: T0 + 10_200_000_000,
+        complete_unix_ns: T0 + 10_200_000_000,
+        ..FrameRecord::default()
+    })
+    .unwrap();
     w.write(&AuditRecord::Link {
         unix_ns: T0 + 5_000_000_000,
         code: 3,
@@ -120,7 +134,8 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
         "planning Frame of Reference 1.2.3.100 → room 1.2.3.200: translation (35.00, -180.00, 1250.00) mm",
         "x 0.400°, y 0.000°, z 1.500°",
         &"5c".repeat(32),
-        "frames    100: corrected 98, held 2",
+        "frames    101: corrected 98, held 2, rejected 1",
+        "rejected  on input: not_ct 1",
         "deadline_missed 1",
         "lateral_over_limit 1",
         // 98 latencies 1..=98 ms: nearest-rank p50 is the 49th, p99 the 98th
@@ -136,12 +151,15 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     assert!(out.status.success(), "{json}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["format_version"], 3);
+    assert_eq!(v["reject_reasons"]["not_ct"], 1);
+    assert_eq!(v["frames"][100]["reject_reason"], "not_ct");
+    assert_eq!(v["frames"][100]["hold_reason"], "corrupt_frame");
     assert_eq!(v["outcomes"]["corrected"], 98);
     assert_eq!(v["hold_reasons"]["deadline_missed"], 1);
     assert_eq!(v["latency"]["p99_ms"], 98.0);
     assert_eq!(v["setups"][0]["room_frame_of_reference_uid"], "1.2.3.200");
     assert_eq!(v["setups"][0]["planning_to_room_translation_mm"][2], 1250.0);
-    assert_eq!(v["frames"].as_array().unwrap().len(), 100);
+    assert_eq!(v["frames"].as_array().unwrap().len(), 101);
     assert_eq!(v["frames"][39]["hold_reason"], "deadline_missed");
     assert_eq!(v["frames"][0]["spots_sent"], 7);
     assert_eq!(v["tail"]["status"], "clean");
@@ -152,7 +170,20 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let drawn = std::fs::read_to_string(&svg).unwrap();
     // one dot per corrected frame, plus the legend's
     assert_eq!(drawn.matches("<circle").count(), 98 + 1, "{text}");
-    assert!(drawn.contains("100 frames") && drawn.contains("2 not corrected"));
+    assert!(
+        drawn.contains("101 frames") && drawn.contains("3 not corrected"),
+        "{drawn}"
+    );
+
+    // the frame list names why the frame was refused, and what was found
+    let (out, text) = audit(&path, &["--frames"]);
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("101 "))
+        .unwrap_or_else(|| panic!("no line for frame 101 in:\n{text}"));
+    assert!(line.contains("rejected") && line.contains("not_ct"), "{line}");
+    assert!(line.contains("RT Structure Set Storage"), "{line}");
 }
 
 #[test]
@@ -171,7 +202,7 @@ fn a_crash_cut_log_is_reported_and_a_damaged_one_fails() {
         "{text}"
     );
     assert!(text.contains("no shutdown record"), "{text}");
-    assert!(text.contains("frames    100:"), "{text}");
+    assert!(text.contains("frames    101:"), "{text}");
 
     // A flipped byte in a record in the middle: damage, not a crash.
     let mut damaged = whole.clone();

@@ -433,19 +433,16 @@ pub fn run(
     })
 }
 
-/// SHA-256 over every applied set's spots, in order: two replays agree byte for byte
-/// exactly when these agree.
+/// SHA-256 over every applied set's frame id and spots (in the shared per-spot encoding the
+/// wire and the audit log use), in order: two replays agree byte for byte exactly when
+/// these agree.
 fn corrections_digest(sets: &[CorrectionSet]) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     for set in sets {
         h.update(set.frame_id.to_le_bytes());
         for c in &set.spots {
-            h.update(c.spot_index.to_le_bytes());
-            h.update(c.x_mm.to_le_bytes());
-            h.update(c.y_mm.to_le_bytes());
-            h.update(c.energy_mev_u.to_le_bytes());
-            h.update(c.range_shifter_mm_we.to_le_bytes());
+            h.update(c.to_le_bytes());
         }
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()

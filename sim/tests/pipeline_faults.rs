@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use ionguide::audit::{self, AuditRecord};
-use ionguide::correction::HoldReason;
+use ionguide::correction::{HoldReason, RejectReason};
 use ionguide::pipeline::{Outcome, Stage};
 use ionguide_sim::controller::{BeamState, Cause};
 use support::dicom_edit::{frame_bytes, load_objects, Edit};
@@ -27,13 +27,14 @@ fn frame_record(records: &[AuditRecord], frame_id: u64) -> audit::FrameRecord {
         .unwrap_or_else(|| panic!("no audit record for frame {frame_id}"))
 }
 
-/// Frame 1 clean (corrected, beam on), then the faulty frame 2: it must be held or
-/// rejected for `reason`, the controller must be held, and the audit log must say so.
+/// Frame 1 clean (corrected, beam on), then the faulty frame 2: it must be held for
+/// `reason` (or rejected for `rejected`, the controller told `reason`), the controller must
+/// be held, and the audit log must say so.
 fn second_frame_holds(
     mut rig: Rig,
     faulty: Vec<Vec<u8>>,
     reason: HoldReason,
-    rejected: bool,
+    rejected: Option<RejectReason>,
 ) -> Vec<AuditRecord> {
     let objs = slices();
     rig.push(frame_bytes(&objs, 1, &Edit::default()));
@@ -50,10 +51,12 @@ fn second_frame_holds(
     );
     rig.push(faulty);
     let second = rig.next_event();
-    let expected = if rejected {
-        Outcome::Rejected(reason)
-    } else {
-        Outcome::Held(reason)
+    let expected = match rejected {
+        Some(why) => {
+            assert_eq!(why.hold_reason(), reason, "the hold a {why} rejection sends");
+            Outcome::Rejected(why)
+        }
+        None => Outcome::Held(reason),
     };
     assert_eq!(second.ticket.outcome, expected, "the faulty frame's outcome");
     assert!(
@@ -72,10 +75,11 @@ fn second_frame_holds(
     let records = rig.stop();
     let r = frame_record(&records, second.ticket.frame_id);
     assert_eq!(r.hold_reason, Some(reason));
+    assert_eq!(r.reject_reason, rejected, "the audit record's reject reason");
     assert!(!r.detail.is_empty(), "the audit record says why");
     assert_eq!(
         r.outcome,
-        Some(if rejected {
+        Some(if rejected.is_some() {
             audit::Outcome::Rejected
         } else {
             audit::Outcome::Held
@@ -146,7 +150,31 @@ fn a_corrupt_frame_is_rejected() {
         Rig::start(RigOptions::default()),
         faulty,
         HoldReason::CorruptFrame,
-        true,
+        Some(RejectReason::Unparseable),
+    );
+}
+
+/// A structure set sent to the frame source by mistake is refused as not a CT, naming its
+/// SOP class, and the controller is told `corrupt_frame` as before.
+#[test]
+fn a_structure_set_sent_by_mistake_is_rejected_as_not_ct() {
+    let mut rig = Rig::start(RigOptions::default());
+    let rs = std::fs::read(data("STS_001/mask/RS.dcm")).unwrap();
+    let refused = rig
+        .try_push(vec![rs])
+        .expect_err("the source refuses a structure set");
+    assert_eq!(refused.reject_reason(), RejectReason::NotCt);
+    let ev = rig.next_event();
+    assert_eq!(ev.ticket.outcome, Outcome::Rejected(RejectReason::NotCt));
+    let records = rig.stop();
+    let r = frame_record(&records, ev.ticket.frame_id);
+    assert_eq!(r.outcome, Some(audit::Outcome::Rejected));
+    assert_eq!(r.reject_reason, Some(RejectReason::NotCt));
+    assert_eq!(r.hold_reason, Some(HoldReason::CorruptFrame));
+    assert!(
+        r.detail.contains("1.2.840.10008.5.1.4.1.1.481.3") && r.detail.contains("RT Structure Set Storage"),
+        "the detail names the SOP class: {}",
+        r.detail
     );
 }
 
@@ -165,7 +193,7 @@ fn a_frame_of_another_patient_is_rejected() {
         Rig::start(RigOptions::default()),
         faulty,
         HoldReason::WrongPatient,
-        true,
+        Some(RejectReason::WrongPatient),
     );
 }
 
@@ -184,7 +212,7 @@ fn a_frame_of_another_imaging_session_is_rejected() {
         Rig::start(RigOptions::default()),
         faulty,
         HoldReason::FrameOfReferenceChanged,
-        true,
+        Some(RejectReason::FrameOfReferenceChanged),
     );
 }
 
@@ -203,7 +231,7 @@ fn a_registration_failure_holds() {
         Rig::start(RigOptions::default()),
         faulty,
         HoldReason::RegistrationFailed,
-        false,
+        None,
     );
 }
 
@@ -223,7 +251,7 @@ fn a_correction_over_its_limit_holds() {
             .into(),
         ..RigOptions::default()
     });
-    let records = second_frame_holds(rig, faulty, HoldReason::LateralOverLimit, false);
+    let records = second_frame_holds(rig, faulty, HoldReason::LateralOverLimit, None);
     let r = frame_record(&records, 2);
     assert!(r.detail.contains('2'), "the detail names the limit: {}", r.detail);
 }

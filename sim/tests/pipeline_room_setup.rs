@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 
 use ionguide::audit::AuditRecord;
-use ionguide::correction::HoldReason;
+use ionguide::correction::RejectReason;
 use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
 use ionguide::geometry::{RigidTransform, RoomSetup};
 use ionguide::pipeline::Outcome;
@@ -94,7 +94,7 @@ fn frames_of_another_scanner_are_tracked_through_the_setup_registration() {
     let ev = rig.next_event();
     assert_eq!(
         ev.ticket.outcome,
-        Outcome::Rejected(HoldReason::FrameOfReferenceChanged)
+        Outcome::Rejected(RejectReason::FrameOfReferenceChanged)
     );
     let detail = detail_of(&rig.stop(), ev.ticket.frame_id);
     assert!(detail.contains(ROOM_FOR), "{detail}");

@@ -2,7 +2,12 @@
 //! corrections, and the reasons a frame ends in a beam hold.
 //!
 //! These types are shared by `adapt`, `link`, the audit log and the simulator's controller,
-//! so they live here, in the leaf, and know nothing of threads, sockets or files.
+//! so they live here, in the leaf, and know nothing of threads, sockets or files. With them
+//! the vocabulary both the pipeline and the audit log speak: the [`Stage`] list, why a frame
+//! was refused on input ([`RejectReason`]), the per-spot byte encoding the wire and the audit
+//! log share ([`SpotCorrection::to_le_bytes`]) and the wall clock both stamp ([`unix_now_ns`]).
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// How a range change is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +54,38 @@ pub struct SpotCorrection {
     pub range_shifter_mm_we: f32,
 }
 
+/// Bytes of one spot in the shared little-endian encoding: spot index u32, x mm f32, y mm
+/// f32, energy MeV/u f32, range shifter mm w.e. f32. The wire (`docs/protocol.md`) and the
+/// audit log (`docs/audit-log.md`, and the digest of a frame's corrections) use exactly
+/// these bytes, so a logged digest can be checked against what was sent.
+pub const SPOT_BYTES: usize = 20;
+
+impl SpotCorrection {
+    /// The spot in the shared encoding ([`SPOT_BYTES`]).
+    pub fn to_le_bytes(&self) -> [u8; SPOT_BYTES] {
+        let mut b = [0u8; SPOT_BYTES];
+        b[0..4].copy_from_slice(&self.spot_index.to_le_bytes());
+        b[4..8].copy_from_slice(&self.x_mm.to_le_bytes());
+        b[8..12].copy_from_slice(&self.y_mm.to_le_bytes());
+        b[12..16].copy_from_slice(&self.energy_mev_u.to_le_bytes());
+        b[16..20].copy_from_slice(&self.range_shifter_mm_we.to_le_bytes());
+        b
+    }
+
+    /// A spot from the shared encoding. Any 20 bytes decode (non-finite floats included);
+    /// whether they are acceptable is the reader's rule.
+    pub fn from_le_bytes(b: &[u8; SPOT_BYTES]) -> Self {
+        let word = |at: usize| [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        SpotCorrection {
+            spot_index: u32::from_le_bytes(word(0)),
+            x_mm: f32::from_le_bytes(word(4)),
+            y_mm: f32::from_le_bytes(word(8)),
+            energy_mev_u: f32::from_le_bytes(word(12)),
+            range_shifter_mm_we: f32::from_le_bytes(word(16)),
+        }
+    }
+}
+
 /// The corrections for one frame. Buffers are reused frame to frame (`clear` keeps the
 /// capacity), so a warm pipeline does not allocate.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -85,7 +122,9 @@ pub enum HoldReason {
     NotReady,
     /// A frame passed its deadline in some stage.
     DeadlineMissed,
-    /// The frame could not be decoded, or was incomplete.
+    /// The frame was refused on input for a reason other than its patient or Frame of
+    /// Reference: not decodable, incomplete, not a CT, over a limit (the audit log's
+    /// [`RejectReason`] says which).
     CorruptFrame,
     /// The frame's Patient ID differs from the plan's.
     WrongPatient,
@@ -178,6 +217,167 @@ impl std::fmt::Display for HoldReason {
     }
 }
 
+/// The pipeline's stages, in order. A frame's timings (pipeline telemetry, the audit log's
+/// five stage slots) and a deadline miss are attributed to one; both use this list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Decode and session checks.
+    Ingest,
+    /// Rigid registration against the planning CT.
+    Register,
+    /// Spot ray tracing in the frame.
+    Range,
+    /// Per-spot corrections and safety limits.
+    Adapt,
+    /// The message to the gantry controller.
+    Link,
+}
+
+impl Stage {
+    /// Every stage, in order (the audit log's stage slots are in this order).
+    pub const ALL: [Stage; 5] = [
+        Stage::Ingest,
+        Stage::Register,
+        Stage::Range,
+        Stage::Adapt,
+        Stage::Link,
+    ];
+    /// Position in [`Stage::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Register => "register",
+            Stage::Range => "range",
+            Stage::Adapt => "adapt",
+            Stage::Link => "link",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a frame (or an object of one) was refused on input, before registration. The audit
+/// log records the code; the wire carries only the [`HoldReason`] it maps to
+/// ([`RejectReason::hold_reason`]), so the controller sees what it always saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Readable DICOM, but not a CT image (another SOP class or modality: a structure set,
+    /// a plan, an MR sent by mistake); the detail names the SOP class or modality found.
+    NotCt,
+    /// Not readable DICOM, a header without a usable attribute, pixel data that does not
+    /// decode, or a transport that could not be understood.
+    Unparseable,
+    /// Over a configured limit: object bytes, objects per frame, frames assembling at
+    /// once, voxels per frame.
+    OverLimit,
+    /// The frame's Patient ID is not the plan's.
+    WrongPatient,
+    /// The frame's Frame of Reference is not the session's.
+    FrameOfReferenceChanged,
+    /// The objects of one frame disagree among themselves (series, Frame of Reference,
+    /// orientation, geometry, object count, duplicate or missing slices, an Enhanced CT
+    /// object pushed with others, an empty frame).
+    InconsistentFrame,
+    /// The frame did not complete within the assembly timeout.
+    AssemblyTimeout,
+    /// The data could not be read at all (a spool file's I/O error).
+    Unreadable,
+}
+
+impl RejectReason {
+    /// Every reason, in code order.
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::NotCt,
+        RejectReason::Unparseable,
+        RejectReason::OverLimit,
+        RejectReason::WrongPatient,
+        RejectReason::FrameOfReferenceChanged,
+        RejectReason::InconsistentFrame,
+        RejectReason::AssemblyTimeout,
+        RejectReason::Unreadable,
+    ];
+
+    /// Audit code (stable; never renumber; 0 means none in the log).
+    pub fn code(self) -> u16 {
+        match self {
+            RejectReason::NotCt => 1,
+            RejectReason::Unparseable => 2,
+            RejectReason::OverLimit => 3,
+            RejectReason::WrongPatient => 4,
+            RejectReason::FrameOfReferenceChanged => 5,
+            RejectReason::InconsistentFrame => 6,
+            RejectReason::AssemblyTimeout => 7,
+            RejectReason::Unreadable => 8,
+        }
+    }
+
+    /// From an audit code.
+    pub fn from_code(code: u16) -> Option<Self> {
+        RejectReason::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// A short stable name (`snake_case`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::NotCt => "not_ct",
+            RejectReason::Unparseable => "unparseable",
+            RejectReason::OverLimit => "over_limit",
+            RejectReason::WrongPatient => "wrong_patient",
+            RejectReason::FrameOfReferenceChanged => "frame_of_reference_changed",
+            RejectReason::InconsistentFrame => "inconsistent_frame",
+            RejectReason::AssemblyTimeout => "assembly_timeout",
+            RejectReason::Unreadable => "unreadable",
+        }
+    }
+
+    /// The hold the controller is told of (wire codes are unchanged by the finer audit
+    /// reasons: a patient or Frame of Reference mismatch keeps its own code, everything
+    /// else is `corrupt_frame`, as before).
+    pub fn hold_reason(self) -> HoldReason {
+        match self {
+            RejectReason::WrongPatient => HoldReason::WrongPatient,
+            RejectReason::FrameOfReferenceChanged => HoldReason::FrameOfReferenceChanged,
+            _ => HoldReason::CorruptFrame,
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Wall-clock now, ns since the UNIX epoch.
+///
+/// Saturating, not a typed error: a clock before 1970 gives 0 and one past 2554 (where u64
+/// ns run out) gives `u64::MAX`. Both are absurd clocks the consumers already refuse (the
+/// link's freshness check rejects a message stamped 0 or far in the future, and a
+/// correction valid until 0 is void), while an error would make every hot-path stamp
+/// handle a case that cannot arise on a working host; and unlike a truncating cast a
+/// saturated value never jumps back towards 1970.
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The wall-clock instant (ns since the UNIX epoch) of a monotonic instant in the past,
+/// saturating like [`unix_now_ns`].
+pub fn unix_ns_of(at: Instant) -> u64 {
+    let ago_ns = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    unix_now_ns().saturating_sub(ago_ns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +395,44 @@ mod tests {
             Some(RangeMode::RangeShifter)
         );
         assert_eq!(RangeMode::from_code(7), None);
+    }
+
+    #[test]
+    fn reject_codes_round_trip_and_are_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for r in RejectReason::ALL {
+            assert!(seen.insert(r.code()), "duplicate code {}", r.code());
+            assert_ne!(r.code(), 0, "0 means none in the audit log");
+            assert_eq!(RejectReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(RejectReason::from_code(0), None);
+    }
+
+    #[test]
+    fn spot_bytes_are_the_documented_layout() {
+        // docs/protocol.md and docs/audit-log.md: u32 index, then four f32, little-endian.
+        let s = SpotCorrection {
+            spot_index: 0x0403_0201,
+            x_mm: 1.0,
+            y_mm: -2.0,
+            energy_mev_u: 0.5,
+            range_shifter_mm_we: 0.0,
+        };
+        let want: [u8; SPOT_BYTES] = [
+            0x01, 0x02, 0x03, 0x04, // spot_index
+            0x00, 0x00, 0x80, 0x3f, // 1.0
+            0x00, 0x00, 0x00, 0xc0, // -2.0
+            0x00, 0x00, 0x00, 0x3f, // 0.5
+            0x00, 0x00, 0x00, 0x00, // 0.0
+        ];
+        assert_eq!(s.to_le_bytes(), want);
+        assert_eq!(SpotCorrection::from_le_bytes(&want), s);
+    }
+
+    #[test]
+    fn stage_index_is_its_position() {
+        for (k, s) in Stage::ALL.into_iter().enumerate() {
+            assert_eq!(s.index(), k);
+        }
     }
 }

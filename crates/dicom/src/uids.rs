@@ -25,3 +25,13 @@ pub const RT_STRUCTURE_SET_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.3";
 pub const RT_ION_PLAN_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.8";
 /// Spatial Registration Storage.
 pub const SPATIAL_REGISTRATION_SOP_CLASS: &str = dicom_dictionary_std::uids::SPATIAL_REGISTRATION_STORAGE;
+
+/// The standard name of a SOP class (`RT Structure Set Storage`), or `unknown SOP class`:
+/// an operator reading "rejected" should see at once that a structure set was sent by
+/// mistake, not only its UID.
+pub fn sop_class_name(uid: &str) -> &'static str {
+    use dicom_core::dictionary::UidDictionary;
+    dicom_dictionary_std::StandardSopClassDictionary
+        .by_uid(uid.trim_end_matches('\0'))
+        .map_or("unknown SOP class", |e| e.name)
+}

@@ -184,6 +184,14 @@ impl Rig {
         src.push_frame(objects).unwrap();
     }
 
+    /// Pushes objects the in-process source may refuse; a refusal still reaches the pipeline
+    /// (as a rejected frame) and is returned.
+    #[allow(dead_code)] // not every test binary that includes the rig pushes refused data
+    pub fn try_push(&self, objects: Vec<Vec<u8>>) -> Result<(), ionguide::source::InProcessError> {
+        let src = ionguide::source::InProcessSource::new(self.events.clone(), "test");
+        src.push_frame(objects).map(|_| ())
+    }
+
     /// Waits for the next finished frame.
     pub fn next_event(&self) -> FrameEvent {
         self.pipeline

@@ -19,8 +19,9 @@ pub const HEADER_LEN: usize = 36;
 pub const MAC_LEN: usize = 32;
 /// Fixed CORRECTIONS payload bytes before the spots.
 pub const CORRECTIONS_FIXED_LEN: usize = 44;
-/// Bytes per spot in a CORRECTIONS payload.
-pub const SPOT_LEN: usize = 20;
+/// Bytes per spot in a CORRECTIONS payload: the shared encoding of
+/// [`SpotCorrection::to_le_bytes`], the same bytes the audit log keeps.
+pub const SPOT_LEN: usize = crate::correction::SPOT_BYTES;
 /// HOLD payload bytes.
 pub const HOLD_LEN: usize = 10;
 /// ACK payload bytes.
@@ -336,13 +337,9 @@ fn read_f32(b: &[u8], at: usize) -> f32 {
     f32::from_bits(read_u32(b, at))
 }
 fn read_spot(b: &[u8]) -> SpotCorrection {
-    SpotCorrection {
-        spot_index: read_u32(b, 0),
-        x_mm: read_f32(b, 4),
-        y_mm: read_f32(b, 8),
-        energy_mev_u: read_f32(b, 12),
-        range_shifter_mm_we: read_f32(b, 16),
-    }
+    let mut a = [0u8; SPOT_LEN];
+    a.copy_from_slice(&b[..SPOT_LEN]);
+    SpotCorrection::from_le_bytes(&a)
 }
 fn put(b: &mut [u8], at: usize, v: &[u8]) {
     b[at..at + v.len()].copy_from_slice(v);
@@ -506,12 +503,7 @@ impl Encoder {
             put(p, 32 + 4 * k, &v.to_le_bytes());
         }
         for (k, s) in spots.iter().enumerate() {
-            let at = CORRECTIONS_FIXED_LEN + k * SPOT_LEN;
-            put(p, at, &s.spot_index.to_le_bytes());
-            put(p, at + 4, &s.x_mm.to_le_bytes());
-            put(p, at + 8, &s.y_mm.to_le_bytes());
-            put(p, at + 12, &s.energy_mev_u.to_le_bytes());
-            put(p, at + 16, &s.range_shifter_mm_we.to_le_bytes());
+            put(p, CORRECTIONS_FIXED_LEN + k * SPOT_LEN, &s.to_le_bytes());
         }
         Ok(self.seal(out, total))
     }
@@ -752,11 +744,6 @@ fn decode_corrections(p: &[u8]) -> Result<CorrectionsPart<'_>, DecodeError> {
     })
 }
 
-/// Wall-clock now, ns since the UNIX epoch (0 if the clock is before 1970, which the
-/// freshness check then rejects).
-pub fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+/// Wall-clock now, ns since the UNIX epoch: the one clock the pipeline, the link and the
+/// audit log stamp with (saturating; see [`crate::correction::unix_now_ns`]).
+pub use crate::correction::unix_now_ns;

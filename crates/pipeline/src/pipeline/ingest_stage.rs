@@ -12,7 +12,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -20,8 +20,8 @@ use super::session::Session;
 use super::stages::{PoolRx, Retired, StageIo};
 use super::telemetry::Counters;
 use super::work::{Outcome, Ticket, Work};
-use crate::correction::HoldReason;
-use crate::dicom::ct::{IngestOptions, SeriesDecoder};
+use crate::correction::{HoldReason, RejectReason};
+use crate::dicom::ct::{CtError, IngestOptions, SeriesDecoder};
 use crate::source::{FrameKey, ObjectBytes, RawFrame, SourceEvent};
 
 /// A frame being decoded early: its key and the work buffer set aside for it.
@@ -30,13 +30,25 @@ struct Early {
     work: Box<Work>,
 }
 
-/// Wall-clock ns since the UNIX epoch of a monotonic instant in the past.
-pub fn unix_ns_of(at: Instant) -> u64 {
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    now_unix.saturating_sub(at.elapsed().as_nanos() as u64)
+/// Wall-clock ns since the UNIX epoch of a monotonic instant in the past (one clock for
+/// the pipeline, the link and the audit log: see [`crate::correction::unix_ns_of`]).
+pub use crate::correction::unix_ns_of;
+
+/// How a frame that does not decode is classified: a header of another modality is not a
+/// CT; objects disagreeing with each other are an inconsistent frame; the rest is corrupt.
+fn reject_reason_of(e: &CtError) -> RejectReason {
+    match e {
+        CtError::WrongModality { .. } => RejectReason::NotCt,
+        CtError::MixedSeries { .. }
+        | CtError::MixedFrameOfReference { .. }
+        | CtError::MixedOrientation { .. }
+        | CtError::MixedGeometry { .. }
+        | CtError::DuplicateSlice { .. }
+        | CtError::MissingSlice { .. }
+        | CtError::UnevenSpacing { .. }
+        | CtError::EmptySeries { .. } => RejectReason::InconsistentFrame,
+        _ => RejectReason::Unparseable,
+    }
 }
 
 /// Runs until the sources close or the pipeline stops.
@@ -139,10 +151,14 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                 }
                 SourceEvent::Object { .. } => unreachable!("handled above"),
                 SourceEvent::Rejected {
-                    origin, reason, at, ..
+                    origin,
+                    why,
+                    reason,
+                    at,
+                    ..
                 } => {
                     let mut t = new_ticket(at);
-                    t.outcome = Outcome::Rejected(HoldReason::CorruptFrame);
+                    t.outcome = Outcome::Rejected(why);
                     io.retire.send(Retired::Bare {
                         ticket: t,
                         origin,
@@ -187,21 +203,21 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                 .fetch_add(decoder.last_early_slices() as u64, Ordering::Relaxed);
             match decoded {
                 Err(e) => w.decide(
-                    Outcome::Rejected(HoldReason::CorruptFrame),
+                    Outcome::Rejected(reject_reason_of(&e)),
                     format_args!("frame not decodable: {e}"),
                 ),
                 Ok(meta) => {
                     let voxels = w.volume.grid().len();
                     if voxels > voxels_limit {
                         w.decide(
-                            Outcome::Rejected(HoldReason::CorruptFrame),
+                            Outcome::Rejected(RejectReason::OverLimit),
                             format_args!(
                                 "frame has {voxels} voxels, over resources.max_frame_voxels ({voxels_limit})"
                             ),
                         );
                     } else if meta.patient_id.as_deref() != Some(opts.patient_id.as_str()) {
                         w.decide(
-                            Outcome::Rejected(HoldReason::WrongPatient),
+                            Outcome::Rejected(RejectReason::WrongPatient),
                             format_args!(
                                 "frame Patient ID {:?} is not the plan's {:?}",
                                 meta.patient_id.as_deref().unwrap_or(""),
@@ -211,7 +227,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                     } else {
                         match (&session_for, &room) {
                             (Some(f), _) if *f != meta.frame_of_reference_uid => w.decide(
-                                Outcome::Rejected(HoldReason::FrameOfReferenceChanged),
+                                Outcome::Rejected(RejectReason::FrameOfReferenceChanged),
                                 format_args!(
                                     "frame Frame of Reference {} is not this session's {f}{}",
                                     meta.frame_of_reference_uid,

@@ -315,6 +315,7 @@ fn audit_frame(
         Outcome::Dropped => audit::Outcome::Dropped,
     });
     r.hold_reason = t.outcome.reason();
+    r.reject_reason = t.outcome.reject_reason();
     r.detail.clear();
     r.detail.push_str(detail);
     r.arrival_unix_ns = t.complete_unix_ns;

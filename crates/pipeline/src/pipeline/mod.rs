@@ -133,7 +133,7 @@ pub struct Pipeline {
 const HOP_CAPACITY: usize = 4;
 
 /// Stage threads `Pipeline::start` waits for: ingest, register, range, adapt, link.
-const STAGES: usize = 5;
+const STAGES: usize = Stage::ALL.len();
 
 /// How long `Pipeline::start` waits for the stages' set-up (the register stage's warm-up registration, a tracer copy).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

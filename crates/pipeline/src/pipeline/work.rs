@@ -6,49 +6,12 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::adapt::{AdaptPlan, FrameWepl};
-use crate::correction::{CorrectionSet, HoldReason};
+use crate::correction::{CorrectionSet, HoldReason, RejectReason};
 use crate::register::Registration;
 use crate::volume::CtVolume;
 
-/// The stages, in order; a frame's timings and a deadline miss are attributed to one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// Decode and session checks.
-    Ingest,
-    /// Rigid registration against the planning CT.
-    Register,
-    /// Spot ray tracing in the frame.
-    Range,
-    /// Per-spot corrections and safety limits.
-    Adapt,
-    /// The message to the gantry controller.
-    Link,
-}
-
-impl Stage {
-    /// Every stage, in order.
-    pub const ALL: [Stage; 5] = [
-        Stage::Ingest,
-        Stage::Register,
-        Stage::Range,
-        Stage::Adapt,
-        Stage::Link,
-    ];
-    /// Position in [`Stage::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Ingest => "ingest",
-            Stage::Register => "register",
-            Stage::Range => "range",
-            Stage::Adapt => "adapt",
-            Stage::Link => "link",
-        }
-    }
-}
+/// The stages, in order (shared with the audit log's stage slots, hence in the leaf).
+pub use crate::correction::Stage;
 
 /// How a frame ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +22,9 @@ pub enum Outcome {
     Corrected,
     /// The frame was processed but the beam was held (limits, registration, deadline, link).
     Held(HoldReason),
-    /// The frame was refused on input (corrupt, incomplete, wrong patient or session); the
-    /// beam was held.
-    Rejected(HoldReason),
+    /// The frame was refused on input (not CT, corrupt, over a limit, incomplete, wrong
+    /// patient or session); the beam was held with [`RejectReason::hold_reason`].
+    Rejected(RejectReason),
     /// A newer frame overtook it while a stage was behind (freshest frame wins).
     Dropped,
 }
@@ -77,10 +40,19 @@ impl Outcome {
             Outcome::Dropped => "dropped",
         }
     }
-    /// The hold reason, for held and rejected frames.
+    /// The hold reason, for held and rejected frames (for a rejected frame, the one the
+    /// controller is told of).
     pub fn reason(&self) -> Option<HoldReason> {
         match self {
-            Outcome::Held(r) | Outcome::Rejected(r) => Some(*r),
+            Outcome::Held(r) => Some(*r),
+            Outcome::Rejected(r) => Some(r.hold_reason()),
+            _ => None,
+        }
+    }
+    /// Why a rejected frame was refused.
+    pub fn reject_reason(&self) -> Option<RejectReason> {
+        match self {
+            Outcome::Rejected(r) => Some(*r),
             _ => None,
         }
     }

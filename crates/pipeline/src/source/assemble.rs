@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use crate::dicom::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 use crate::dicom::object_header::{read_object_header, ObjectHeaderError};
+pub use crate::dicom::uids::sop_class_name;
 
 use super::{FrameKey, ObjectBytes, RawFrame, SourceEvent};
+use crate::correction::RejectReason;
 
 /// Frames remembered after completion, so a re-sent object of a just-completed frame is
 /// counted as a duplicate instead of opening a group that can only time out.
@@ -70,7 +72,10 @@ pub enum AssembleError {
     #[error("object header unusable")]
     Header(#[source] ObjectHeaderError),
     /// Neither CT Image Storage nor Enhanced CT Image Storage.
-    #[error("SOP class {sop_class_uid} is not CT Image Storage nor Enhanced CT Image Storage")]
+    #[error(
+        "SOP class {sop_class_uid} ({}) is not CT Image Storage nor Enhanced CT Image Storage",
+        sop_class_name(sop_class_uid)
+    )]
     NotCt {
         /// The object's SOP Class UID.
         sop_class_uid: String,
@@ -106,6 +111,18 @@ pub enum AssembleError {
 }
 
 impl AssembleError {
+    /// Why, as the pipeline and the audit log classify it.
+    pub fn reject_reason(&self) -> RejectReason {
+        match self {
+            AssembleError::NotCt { .. } => RejectReason::NotCt,
+            AssembleError::Header(_) => RejectReason::Unparseable,
+            AssembleError::ObjectTooLarge { .. }
+            | AssembleError::TooManyObjects { .. }
+            | AssembleError::TooManyOpenGroups { .. } => RejectReason::OverLimit,
+            AssembleError::CountMismatch { .. } => RejectReason::InconsistentFrame,
+        }
+    }
+
     /// The frame the refused object belonged to, when known.
     pub fn key(&self) -> Option<&FrameKey> {
         match self {
@@ -351,6 +368,7 @@ impl FrameAssembler {
                 };
                 Some(SourceEvent::Rejected {
                     origin: group.origin,
+                    why: RejectReason::AssemblyTimeout,
                     reason: format!(
                         "{key}: incomplete frame, {} of {expected} objects after {:.3} s",
                         group.objects.len(),
@@ -465,8 +483,13 @@ mod tests {
         assert_eq!(events.len(), 1);
         match &events[0] {
             SourceEvent::Rejected {
-                origin, key, reason, ..
+                origin,
+                key,
+                why,
+                reason,
+                ..
             } => {
+                assert_eq!(*why, RejectReason::AssemblyTimeout);
                 assert_eq!(origin, "scanner");
                 assert!(key.is_some());
                 assert!(reason.contains(&format!("10 of {}", objects.len())), "{reason}");
@@ -512,24 +535,30 @@ mod tests {
         let rs = std::fs::read(data("STS_001/mask/RS.dcm")).unwrap();
         let mut asm = FrameAssembler::new(config(Some(59)));
         match asm.offer(rs, "s", t0) {
-            Err(AssembleError::NotCt { sop_class_uid }) => {
-                assert_eq!(sop_class_uid, "1.2.840.10008.5.1.4.1.1.481.3")
+            Err(e @ AssembleError::NotCt { .. }) => {
+                assert_eq!(e.reject_reason(), RejectReason::NotCt);
+                // the operator reads what was sent, not only its UID
+                let text = e.to_string();
+                assert!(
+                    text.contains("1.2.840.10008.5.1.4.1.1.481.3 (RT Structure Set Storage)"),
+                    "{text}"
+                );
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            asm.offer(b"not dicom at all".to_vec(), "s", t0),
-            Err(AssembleError::Header(ObjectHeaderError::Unreadable(
-                OpenError::NotDicom
-            )))
-        ));
+        match asm.offer(b"not dicom at all".to_vec(), "s", t0) {
+            Err(e @ AssembleError::Header(ObjectHeaderError::Unreadable(OpenError::NotDicom))) => {
+                assert_eq!(e.reject_reason(), RejectReason::Unparseable)
+            }
+            other => panic!("{other:?}"),
+        }
         let mut small = FrameAssembler::new(AssemblerConfig {
             max_object_bytes: objects[0].len() - 1,
             ..config(Some(59))
         });
         assert!(matches!(
             small.offer(objects[0].clone(), "s", t0),
-            Err(AssembleError::ObjectTooLarge { .. })
+            Err(e @ AssembleError::ObjectTooLarge { .. }) if e.reject_reason() == RejectReason::OverLimit
         ));
         let mut few = FrameAssembler::new(AssemblerConfig {
             max_objects_per_frame: 10,

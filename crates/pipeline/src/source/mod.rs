@@ -26,6 +26,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
+use crate::correction::RejectReason;
+
 pub mod assemble;
 pub mod scp;
 pub mod spool;
@@ -103,7 +105,9 @@ pub enum SourceEvent {
         origin: String,
         /// The frame it belonged to, when known.
         key: Option<FrameKey>,
-        /// Why, for the operator and the audit log.
+        /// Why, typed (the audit log records it).
+        why: RejectReason,
+        /// Why, for the operator and the audit log's detail.
         reason: String,
         /// When it was refused.
         at: Instant,
@@ -145,6 +149,20 @@ pub enum InProcessError {
     /// The pipeline end of the channel is gone.
     #[error("the pipeline no longer receives source events")]
     Disconnected,
+}
+
+impl InProcessError {
+    /// Why, as the pipeline and the audit log classify it.
+    pub fn reject_reason(&self) -> RejectReason {
+        match self {
+            InProcessError::Object { source, .. } => source.reject_reason(),
+            InProcessError::Empty
+            | InProcessError::MixedFrames { .. }
+            | InProcessError::EnhancedNotAlone { .. } => RejectReason::InconsistentFrame,
+            // nothing was refused: the pipeline is gone (no event reaches it anyway)
+            InProcessError::Disconnected => RejectReason::Unreadable,
+        }
+    }
 }
 
 /// A cloneable handle that pushes whole frames into the pipeline (the simulator's source).
@@ -207,6 +225,7 @@ impl InProcessSource {
             Err(e) => SourceEvent::Rejected {
                 origin: self.origin.clone(),
                 key: None,
+                why: e.reject_reason(),
                 reason: error_chain(e),
                 at,
             },
@@ -291,6 +310,7 @@ impl Collector {
                 self.send(SourceEvent::Rejected {
                     origin: origin.to_owned(),
                     key: e.key().cloned(),
+                    why: e.reject_reason(),
                     reason: error_chain(&e),
                     at,
                 });
@@ -300,10 +320,11 @@ impl Collector {
     }
 
     /// Reports an object refused before it reached the assembler.
-    pub(crate) fn reject(&self, origin: &str, reason: String, at: Instant) {
+    pub(crate) fn reject(&self, origin: &str, why: RejectReason, reason: String, at: Instant) {
         self.send(SourceEvent::Rejected {
             origin: origin.to_owned(),
             key: None,
+            why,
             reason,
             at,
         });

@@ -16,6 +16,8 @@ pub use crate::dicom::scp::{
 };
 use crate::dicom::scp::{Refusal, StoreHandler, StoreStatus};
 
+use crate::correction::RejectReason;
+
 use super::{error_chain, AssembleError, AssemblerConfig, Collector, FrameAssembler, SourceEvent};
 
 /// Configuration of the receiver: the network service and the frame assembly behind it.
@@ -52,7 +54,12 @@ impl StoreHandler for Collector {
     }
 
     fn on_refused(&self, origin: &str, refusal: &Refusal, at: Instant) {
-        self.reject(origin, refusal.reason.clone(), at);
+        let why = match refusal.status {
+            StoreStatus::OutOfResources => RejectReason::OverLimit,
+            StoreStatus::SopClassNotSupported => RejectReason::NotCt,
+            _ => RejectReason::Unparseable,
+        };
+        self.reject(origin, why, refusal.reason.clone(), at);
     }
 
     fn on_poll(&self, now: Instant) {

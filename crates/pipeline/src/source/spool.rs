@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 
 use super::{error_chain, AssemblerConfig, Collector, FrameAssembler, SourceEvent};
+use crate::correction::RejectReason;
 
 /// Subfolder for accepted files.
 pub const DONE_DIR: &str = "done";
@@ -178,7 +179,8 @@ impl SpoolWatcher {
                 .map_err(|e| error_chain(&e)),
             Err(e) => {
                 let reason = format!("cannot read {}: {e}", path.display());
-                self.collector.reject(&origin, reason.clone(), at);
+                self.collector
+                    .reject(&origin, RejectReason::Unreadable, reason.clone(), at);
                 Err(reason)
             }
         };
