@@ -7,6 +7,9 @@
 //! - [`object_header`]: the header facts frame assembly groups received objects by.
 //! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
 //! - [`uids`]: the transfer-syntax and SOP class UIDs the project names, one constant each.
+//! - [`write`](mod@write): the element builders and Part 10 encoder every writer shares, [`Producer`](write::Producer)
+//!   and [`WriteError`](write::WriteError); the CT series writer is [`ct::write`], the structure set writer
+//!   [`rtstruct::write`].
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
 //! - `attrs` (private): opening Part 10 data (with a corrupt-length guard) and typed attribute
 //!   reads, shared by the readers above; its errors are [`OpenError`] and [`AttrError`].
@@ -20,6 +23,7 @@ pub mod rtstruct;
 pub mod scp;
 pub mod spatial_registration;
 pub mod uids;
+pub mod write;
 
 pub use attrs::{AttrError, OpenError};
 
