@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use ionguide::dicom::ct::{
-    read_series_bytes, read_series_dir, write_ct_series, write_ct_series_placed, CtSeriesIds,
+    read_series_bytes, read_series_dir, write_ct_series, write_ct_series_placed, CtSeriesIds, CtSliceTemplate,
 };
 use ionguide::dicom::rtstruct::{read_structure_set_bytes, write_structure_set, StructureSetIds};
 use ionguide::dicom::write::{Producer, WriteError};
@@ -149,6 +149,50 @@ fn bad_identity_and_mismatched_grid_are_refused() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn a_slice_template_moves_the_series_by_exactly_the_displacement() {
+    let ct = volume(axis_grid());
+    let dir = tempfile::tempdir().unwrap();
+    let mut templates = Vec::new();
+    for (k, s) in write_ct_series(&ct, &ids(), &PRODUCER)
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let p = dir.path().join(format!("CT{k}.dcm"));
+        std::fs::write(&p, s).unwrap();
+        templates.push(CtSliceTemplate::open(&p).unwrap());
+    }
+    let rs = dir.path().join("RS.dcm");
+    std::fs::write(
+        &rs,
+        write_structure_set(&structures(), &ids(), 3, &rs_ids(), &PRODUCER).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        CtSliceTemplate::open(&rs).is_none(),
+        "an RT Structure Set is no CT slice"
+    );
+    let d = [1.5, -2.25, 0.125];
+    let moved: Vec<Vec<u8>> = templates
+        .iter()
+        .enumerate()
+        .map(|(k, t)| t.moved(d, 9, &format!("2.25.300.{k}")).unwrap())
+        .collect();
+    let series = read_series_bytes(&refs(&moved)).unwrap();
+    assert_eq!(series.volume.as_slice(), expected_hu(&ct).as_slice());
+    let o = series.volume.grid().origin_mm();
+    let o0 = ct.grid().origin_mm();
+    for a in 0..3 {
+        assert!(
+            (o[a] - o0[a] - d[a]).abs() < 1e-9,
+            "axis {a}: {} → {}",
+            o0[a],
+            o[a]
+        );
+    }
 }
 
 fn structures() -> StructureSet {
