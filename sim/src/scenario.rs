@@ -5,15 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use dicom_core::value::PrimitiveValue;
-use dicom_core::{DataElement, VR};
-use dicom_dictionary_std::tags;
 use ionguide::volume::CtVolume;
 
+use ionguide::dicom::ct::CtSliceTemplate;
 use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
 use ionguide::geometry::{RigidTransform, RoomSetup};
 
-use crate::frames::{write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds};
+use crate::frames::{
+    planning_ids, write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds,
+};
 use crate::motion::{read_csv_trace, read_extmarker, Trace, TumorMotionModel};
 use crate::phantom::{Phantom, PhantomSpec};
 use crate::planner::{plan, plan_bytes, PlannerOptions};
@@ -192,7 +192,7 @@ pub fn write_phantom_session(
 ) -> Result<PhantomScenario, ReplayError> {
     let err = |e: &dyn std::fmt::Display| ReplayError::Session(e.to_string());
     let phantom = Phantom::thorax(spec).map_err(|e| err(&e))?;
-    let ids = SeriesIds::planning(&phantom);
+    let ids = planning_ids(&phantom);
     let ct_dir = dir.join("ct");
     std::fs::create_dir_all(&ct_dir).map_err(io_err(&ct_dir))?;
     let slices = write_ct_series(&phantom.ct, &ids).map_err(|e| err(&e))?;
@@ -331,7 +331,7 @@ impl FrameSource for PhantomFrames {
 /// A user's CT, moved rigidly by rewriting each slice's Image Position (Patient): the
 /// displacement is exact, so the truth is known without resampling.
 pub struct RealCtFrames {
-    slices: Vec<dicom_object::DefaultDicomObject>,
+    slices: Vec<CtSliceTemplate>,
     dir: PathBuf,
     truth: Option<CtVolume>,
 }
@@ -347,15 +347,8 @@ impl RealCtFrames {
         paths.sort();
         let mut slices = Vec::new();
         for p in &paths {
-            if let Ok(o) = dicom_object::open_file(p) {
-                let is_ct = o
-                    .element(tags::MODALITY)
-                    .ok()
-                    .and_then(|e| e.to_str().ok())
-                    .is_some_and(|m| m.trim() == "CT");
-                if is_ct {
-                    slices.push(o);
-                }
+            if let Some(slice) = CtSliceTemplate::open(p) {
+                slices.push(slice);
             }
         }
         if slices.is_empty() {
@@ -378,35 +371,11 @@ impl FrameSource for RealCtFrames {
         self.slices
             .iter()
             .enumerate()
-            .map(|(k, o)| {
-                let mut obj = o.clone();
-                let ipp = obj
-                    .element(tags::IMAGE_POSITION_PATIENT)
-                    .ok()
-                    .and_then(|e| e.to_multi_float64().ok())
-                    .filter(|v| v.len() == 3)
-                    .ok_or_else(|| fail(format!("slice {k} has no Image Position (Patient)")))?;
-                let moved: Vec<String> = (0..3).map(|a| format!("{:.4}", ipp[a] + d[a])).collect();
-                obj.put(DataElement::new(
-                    tags::IMAGE_POSITION_PATIENT,
-                    VR::DS,
-                    PrimitiveValue::Strs(moved.into_iter().collect()),
-                ));
-                obj.put(DataElement::new(
-                    tags::ACQUISITION_NUMBER,
-                    VR::IS,
-                    PrimitiveValue::from((index + 1).to_string()),
-                ));
+            .map(|(k, slice)| {
                 let uid = format!("2.25.{}{:05}{:05}", 7_000_000 + index, k, index % 100_000);
-                obj.put(DataElement::new(
-                    tags::SOP_INSTANCE_UID,
-                    VR::UI,
-                    PrimitiveValue::from(uid.as_str()),
-                ));
-                obj.update_meta(|m| m.media_storage_sop_instance_uid = uid.clone());
-                let mut out = Vec::new();
-                obj.write_all(&mut out).map_err(|e| fail(e.to_string()))?;
-                Ok(out)
+                slice
+                    .moved(d, index as u64 + 1, &uid)
+                    .map_err(|e| fail(format!("slice {k}: {e}")))
             })
             .collect()
     }

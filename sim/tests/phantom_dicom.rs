@@ -7,7 +7,7 @@ use ionguide::dicom::ct::read_series_bytes;
 use ionguide::dicom::rtstruct::read_structure_set_bytes;
 use ionguide::units::PointMm;
 use ionguide::volume::CtVolume;
-use ionguide_sim::frames::{write_ct_series, write_structure_set, SeriesIds};
+use ionguide_sim::frames::{planning_ids, write_ct_series, write_structure_set};
 use ionguide_sim::phantom::{Phantom, PhantomError, PhantomSpec};
 
 fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
@@ -17,7 +17,7 @@ fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
 #[test]
 fn ct_series_reads_back_voxel_for_voxel() {
     let ph = Phantom::thorax(&PhantomSpec::small()).unwrap();
-    let ids = SeriesIds::planning(&ph);
+    let ids = planning_ids(&ph);
     let slices = write_ct_series(&ph.ct, &ids).unwrap();
     assert_eq!(slices.len(), 24);
     let series = read_series_bytes(&refs(&slices)).unwrap();
@@ -43,7 +43,7 @@ fn ct_series_reads_back_voxel_for_voxel() {
 #[test]
 fn structure_set_reads_back_and_gtv_matches_the_sphere() {
     let ph = Phantom::thorax(&PhantomSpec::default()).unwrap();
-    let ids = SeriesIds::planning(&ph);
+    let ids = planning_ids(&ph);
     let bytes = write_structure_set(&ph.structures, &ids, ph.grid().dims()[2], "2.25.99").unwrap();
     let ss = read_structure_set_bytes(&bytes, "<memory>/RS").unwrap();
     assert_eq!(ss.frame_of_reference_uid, ph.spec.frame_of_reference_uid);

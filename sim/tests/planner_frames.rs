@@ -4,14 +4,14 @@
 use ionguide::dicom::ct::read_series_bytes;
 use ionguide::dicom::rtplan::read_plan_bytes;
 use ionguide::range::{SpotTracer, SpotTracerOptions};
-use ionguide_sim::frames::{FrameOptions, FrameSynth, SeriesIds};
+use ionguide_sim::frames::{planning_ids, FrameOptions, FrameSynth};
 use ionguide_sim::phantom::{Phantom, PhantomSpec};
 use ionguide_sim::planner::{plan, plan_bytes, PlannerOptions};
 
 #[test]
 fn default_plan_spot_count_and_every_bragg_peak_inside_the_target() {
     let ph = Phantom::thorax(&PhantomSpec::default()).unwrap();
-    let ids = SeriesIds::planning(&ph);
+    let ids = planning_ids(&ph);
     let opts = PlannerOptions::default();
     let p = plan(&ph, &ids, &opts).unwrap();
     assert_eq!(p.beams.len(), 2);
@@ -59,7 +59,7 @@ fn default_plan_spot_count_and_every_bragg_peak_inside_the_target() {
 #[test]
 fn frames_read_back_with_their_numbers_truth_and_noise() {
     let ph = Phantom::thorax(&PhantomSpec::small()).unwrap();
-    let ids = SeriesIds::planning(&ph);
+    let ids = planning_ids(&ph);
     let mut synth = FrameSynth::new(
         &ph,
         &ids,

@@ -20,7 +20,7 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 
-use crate::dicom::uids;
+use crate::uids;
 
 /// A tag paired with its keyword, so errors can name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct Attr {
 /// `attr!(ROWS, "Rows")`: the [`Attr`] of a standard dictionary tag constant.
 macro_rules! attr {
     ($tag:ident, $name:literal) => {
-        $crate::dicom::attrs::Attr {
+        $crate::attrs::Attr {
             tag: dicom_dictionary_std::tags::$tag,
             name: $name,
         }

@@ -8,12 +8,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::dicom::attrs::{self, attr, Attr, Read};
-use crate::dicom::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
+use crate::attrs::{self, attr, Attr, Read};
+use crate::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 
-pub use crate::dicom::uids::{
-    RT_ION_PLAN_SOP_CLASS, RT_STRUCTURE_SET_SOP_CLASS, SPATIAL_REGISTRATION_SOP_CLASS,
-};
+pub use crate::uids::{RT_ION_PLAN_SOP_CLASS, RT_STRUCTURE_SET_SOP_CLASS, SPATIAL_REGISTRATION_SOP_CLASS};
 
 /// What a set of paths holds.
 #[derive(Debug, Default, Clone, PartialEq)]

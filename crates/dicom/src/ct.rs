@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dicom::attrs::{self, AttrError, OpenError};
+use crate::attrs::{self, AttrError, OpenError};
 use crate::geometry::Grid;
 use crate::units::PointMm;
 use crate::volume::CtVolume;
@@ -27,9 +27,11 @@ mod decoder;
 mod early;
 mod header;
 mod pixels;
+pub mod write;
 
-pub use crate::dicom::uids::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
+pub use crate::uids::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 pub use decoder::SeriesDecoder;
+pub use write::{write_ct_series, write_ct_series_placed, CtSeriesIds, CtSliceTemplate};
 
 /// Why a CT series cannot be ingested. Every variant names the file (or in-memory slice,
 /// shown as `<memory>/slice-N`) where the fault was found.

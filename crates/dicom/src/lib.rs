@@ -8,6 +8,9 @@
 //! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
 //! - [`uids`]: the transfer-syntax and SOP class UIDs the project names, one constant each.
 //! - [`identity`]: SOP Instance UID, Patient ID and a plan's referenced structure set, for the session's load checks.
+//! - [`write`](mod@write): the element builders and Part 10 encoder every writer shares, [`Producer`](write::Producer)
+//!   and [`WriteError`](write::WriteError); the CT series writer is [`ct::write`], the structure set writer
+//!   [`rtstruct::write`].
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
 //! - `attrs` (private): opening Part 10 data (with a corrupt-length guard) and typed attribute
 //!   reads, shared by the readers above; its errors are [`OpenError`] and [`AttrError`].
@@ -22,10 +25,9 @@ pub mod rtstruct;
 pub mod scp;
 pub mod spatial_registration;
 pub mod uids;
+pub mod write;
 
 pub use attrs::{AttrError, OpenError};
 
 // The readers build the shared types; they are named through `crate::` paths as in one crate.
 pub(crate) use ionguide_core::{geometry, plan, structure, units, volume};
-// Transitional: the readers still say `crate::dicom::…` from when this was a module of one crate.
-pub(crate) use crate as dicom;

@@ -43,7 +43,7 @@ use read::parse_plan;
 pub use write::{format_ds, write_plan, write_plan_bytes};
 
 /// Explicit VR Little Endian is the transfer syntax plans are written in.
-pub use crate::dicom::uids::{EXPLICIT_VR_LE, RT_ION_PLAN_SOP_CLASS};
+pub use crate::uids::{EXPLICIT_VR_LE, RT_ION_PLAN_SOP_CLASS};
 /// Default largest |x| or |y| of a spot in the isocenter plane, mm.
 pub const DEFAULT_MAX_FIELD_HALF_SIZE_MM: f64 = 200.0;
 

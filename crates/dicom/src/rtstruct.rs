@@ -1,4 +1,4 @@
-//! RT Structure Set (SOP class 1.2.840.10008.5.1.4.1.1.481.3) → [`StructureSet`].
+//! RT Structure Set (SOP class 1.2.840.10008.5.1.4.1.1.481.3) ↔ [`StructureSet`]; the writer is [`write`](mod@write).
 //!
 //! Reads the Structure Set ROI Sequence (number, name, referenced Frame of Reference) and
 //! the ROI Contour Sequence (contours of each referenced ROI). Only CLOSED_PLANAR contours
@@ -20,7 +20,10 @@ use super::attrs::{self, attr, AttrError, OpenError, Read};
 use crate::structure::{Contour, Roi, StructureSet};
 use crate::units::PointMm;
 
-pub use crate::dicom::uids::RT_STRUCTURE_SET_SOP_CLASS;
+pub use crate::uids::RT_STRUCTURE_SET_SOP_CLASS;
+pub use write::{write_structure_set, StructureSetIds};
+
+pub mod write;
 
 /// Why an RT Structure Set cannot be read.
 #[derive(Debug, thiserror::Error)]

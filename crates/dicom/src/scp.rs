@@ -42,8 +42,8 @@ use parking_lot::Mutex;
 
 use crate::ct::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 
-pub use crate::dicom::uids::VERIFICATION_SOP_CLASS;
-use crate::dicom::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE, RLE_LOSSLESS};
+pub use crate::uids::VERIFICATION_SOP_CLASS;
+use crate::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE, RLE_LOSSLESS};
 
 /// Compressed syntaxes a CT scanner may send, in order of preference when a peer offers
 /// several; only those the linked decoders decode are accepted.

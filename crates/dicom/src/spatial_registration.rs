@@ -23,16 +23,15 @@
 
 use std::path::{Path, PathBuf};
 
-use dicom_core::value::{DataSetSequence, PrimitiveValue};
-use dicom_core::{DataElement, Tag, VR};
+use dicom_core::VR;
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 use nalgebra::{Matrix3, Matrix4, Rotation3};
 
 use super::attrs::{self, attr, AttrError, OpenError, Read};
-use super::rtplan::format_ds;
-use super::uids::EXPLICIT_VR_LE;
 use crate::geometry::{RigidTransform, RoomSetup};
+use crate::write::elements::{ds, meta, part10, sq, text};
+use crate::write::WriteError;
 
 /// Largest deviation of a matrix's 3×3 part from a rotation (`|MᵀM − I|`, any entry) and of
 /// its determinant from 1.
@@ -394,27 +393,12 @@ pub struct RegistrationIds {
     pub content_time: String,
 }
 
-fn text(tag: Tag, vr: VR, s: &str) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, PrimitiveValue::from(s.to_string()))
-}
-
-fn sq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
-}
-
 /// One Registration Sequence item: `uid`'s points into the registered Frame of Reference.
 fn registration_item(uid: &str, to_registered: &RigidTransform) -> InMemDicomObject {
     let m = to_registered.matrix();
-    let values: Vec<String> = (0..4)
-        .flat_map(|r| (0..4).map(move |c| (r, c)))
-        .map(|(r, c)| format_ds(m[(r, c)]))
-        .collect();
+    let values: Vec<f64> = (0..4).flat_map(|r| (0..4).map(move |c| m[(r, c)])).collect();
     let mut matrix = InMemDicomObject::new_empty();
-    matrix.put(DataElement::new(
-        tags::FRAME_OF_REFERENCE_TRANSFORMATION_MATRIX,
-        VR::DS,
-        PrimitiveValue::Strs(values.into()),
-    ));
+    matrix.put(ds(tags::FRAME_OF_REFERENCE_TRANSFORMATION_MATRIX, &values));
     matrix.put(text(
         tags::FRAME_OF_REFERENCE_TRANSFORMATION_MATRIX_TYPE,
         VR::CS,
@@ -467,17 +451,12 @@ pub fn write_room_setup_bytes(
             ),
         ],
     ));
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class)
-        .media_storage_sop_instance_uid(ids.sop_instance_uid.as_str())
-        .transfer_syntax(EXPLICIT_VR_LE)
-        .build()
-        .map_err(|e| RegistrationError::Write(e.to_string()))?;
-    let mut out = Vec::new();
-    o.with_exact_meta(meta)
-        .write_all(&mut out)
-        .map_err(|e| RegistrationError::Write(e.to_string()))?;
-    Ok(out)
+    let meta = meta(sop_class, ids.sop_instance_uid.as_str());
+    part10(o, meta, "Spatial Registration").map_err(|e| match e {
+        WriteError::Meta { source, .. } => RegistrationError::Write(source.to_string()),
+        WriteError::Write { source, .. } => RegistrationError::Write(source.to_string()),
+        other => RegistrationError::Write(other.to_string()),
+    })
 }
 
 #[cfg(test)]

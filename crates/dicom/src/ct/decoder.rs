@@ -13,8 +13,8 @@ use super::header::{
 };
 use super::pixels::{input_pixels, native_pixel_bytes, store_frame};
 use super::{CtError, IngestOptions, SeriesMeta};
-use crate::dicom::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::geometry::Grid;
+use crate::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::units::{PointMm, VectorMm};
 use crate::volume::CtVolume;
 

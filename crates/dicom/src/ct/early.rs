@@ -9,8 +9,8 @@ use std::sync::Arc;
 use super::decoder::{prepare_volume, InputHeader, SeriesDecoder};
 use super::header::{parse, read_header, trim_uid, Header};
 use super::pixels::{native_pixel_bytes, store_frame};
-use crate::dicom::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::geometry::Grid;
+use crate::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::volume::CtVolume;
 
 /// An object decoded ahead of its frame by [`SeriesDecoder::decode_early`]. Holding the

@@ -8,7 +8,7 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use nalgebra::Vector3;
 
 use super::{attr_err, CtError, IngestOptions, SeriesMeta, ENHANCED_CT_SOP_CLASS};
-use crate::dicom::attrs::{self, attr, Attr, AttrError, OpenError, Read};
+use crate::attrs::{self, attr, Attr, AttrError, OpenError, Read};
 
 const MODALITY: Attr = attr!(MODALITY, "Modality");
 const SERIES_UID: Attr = attr!(SERIES_INSTANCE_UID, "SeriesInstanceUID");

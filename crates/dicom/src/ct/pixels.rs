@@ -11,7 +11,7 @@ use dicom_pixeldata::PixelDecoder;
 use super::decoder::InputHeader;
 use super::header::parse;
 use super::{CtError, IngestOptions};
-use crate::dicom::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE, RLE_LOSSLESS};
+use crate::uids::{EXPLICIT_VR_LE, IMPLICIT_VR_LE, RLE_LOSSLESS};
 
 /// The raw pixel bytes of one input (all `frames` of it): straight out of the buffer for a
 /// native syntax when [`native_pixel_bytes`] finds them there, else parsed (and decoded, for
@@ -363,7 +363,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::dicom::uids::IMPLICIT_VR_LE;
+    use crate::uids::IMPLICIT_VR_LE;
 
     fn ih(bits_stored: u16, signed: bool) -> InputHeader {
         InputHeader {

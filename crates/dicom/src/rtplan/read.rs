@@ -8,7 +8,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::{check_layer_spots, PlanError, PlanWarning, RT_ION_PLAN_SOP_CLASS};
-use crate::dicom::attrs::{self, attr, AttrError};
+use crate::attrs::{self, attr, AttrError};
 use crate::plan::{EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
 use crate::units::{Ion, MmWe, PointMm};
 

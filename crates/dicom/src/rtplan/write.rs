@@ -3,64 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use dicom_core::value::{DataSetSequence, PrimitiveValue};
-use dicom_core::{DataElement, Tag, VR};
+use dicom_core::VR;
 use dicom_dictionary_std::tags;
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 
-use super::{PlanError, EXPLICIT_VR_LE, RT_ION_PLAN_SOP_CLASS};
+use super::{PlanError, RT_ION_PLAN_SOP_CLASS};
 use crate::plan::{EnergyLayer, IonBeam, IonPlan};
 use crate::units::Ion;
+use crate::write::elements::{ds, fl, int_s, meta, part10, sq, ss, text};
+use crate::write::WriteError;
 
-/// Formats a value as a DICOM decimal string of at most 16 characters: the shortest
-/// decimal that parses back to the same `f64` when one fits, else the closest that fits.
-pub fn format_ds(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into(); // also folds -0.0, which no DS reader distinguishes
-    }
-    let plain = format!("{v}");
-    if plain.len() <= 16 {
-        return plain;
-    }
-    let exp = format!("{v:E}");
-    if exp.len() <= 16 {
-        return exp;
-    }
-    // Needs rounding: most significant digits that fit, in either form.
-    for digits in (1..=16usize).rev() {
-        let e = format!("{:.*E}", digits - 1, v);
-        let p = format!("{}", e.parse::<f64>().unwrap_or(v));
-        if p.len() <= 16 {
-            return p;
-        }
-        if e.len() <= 16 {
-            return e;
-        }
-    }
-    format!("{v:.0}")
-}
-
-fn ds(tag: Tag, values: &[f64]) -> DataElement<InMemDicomObject> {
-    let strs: Vec<String> = values.iter().map(|v| format_ds(*v)).collect();
-    DataElement::new(tag, VR::DS, PrimitiveValue::Strs(strs.into()))
-}
-
-fn fl(tag: Tag, values: &[f64]) -> DataElement<InMemDicomObject> {
-    let v: Vec<f32> = values.iter().map(|v| *v as f32).collect();
-    DataElement::new(tag, VR::FL, PrimitiveValue::F32(v.into()))
-}
-
-fn text(tag: Tag, vr: VR, s: &str) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, PrimitiveValue::from(s.to_string()))
-}
-
-fn int_s(tag: Tag, v: i64) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, VR::IS, PrimitiveValue::from(v.to_string()))
-}
-
-fn sq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
-}
+pub use crate::write::format_ds;
 
 /// The plan's data set: identity, a setup and a referenced beam per beam, the beams.
 fn plan_object(plan: &IonPlan) -> Result<InMemDicomObject, PlanError> {
@@ -152,11 +105,7 @@ fn put_beam_attributes(o: &mut InMemDicomObject, b: &IonBeam, setup_number: i64,
         o.put(text(tags::RADIATION_TYPE, VR::CS, "ION"));
         o.put(int_s(tags::RADIATION_MASS_NUMBER, b.ion.a.into()));
         o.put(int_s(tags::RADIATION_ATOMIC_NUMBER, b.ion.z.into()));
-        o.put(DataElement::new(
-            tags::RADIATION_CHARGE_STATE,
-            VR::SS,
-            PrimitiveValue::from(i16::from(b.ion.z)),
-        ));
+        o.put(ss(tags::RADIATION_CHARGE_STATE, b.ion.z.into()));
     }
     o.put(text(tags::TREATMENT_DELIVERY_TYPE, VR::CS, "TREATMENT"));
     o.put(text(tags::PRIMARY_DOSIMETER_UNIT, VR::CS, "MU"));
@@ -241,11 +190,7 @@ fn control_point(b: &IonBeam, li: usize, l: &EnergyLayer, end: bool, cumulative:
     } else {
         cp.put(fl(tags::SCAN_SPOT_METERSET_WEIGHTS, &weights));
     }
-    cp.put(DataElement::new(
-        tags::SCANNING_SPOT_SIZE,
-        VR::FL,
-        PrimitiveValue::F32(vec![5.0f32, 5.0].into()),
-    ));
+    cp.put(fl(tags::SCANNING_SPOT_SIZE, &[5.0, 5.0]));
     cp.put(int_s(tags::NUMBER_OF_PAINTINGS, 1));
     cp
 }
@@ -271,19 +216,15 @@ fn put_beam_geometry(cp: &mut InMemDicomObject, b: &IonBeam) {
 /// Writes a plan as a DICOM Part 10 byte stream (explicit VR little endian).
 pub fn write_plan_bytes(plan: &IonPlan) -> Result<Vec<u8>, PlanError> {
     let obj = plan_object(plan)?;
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(RT_ION_PLAN_SOP_CLASS)
-        .media_storage_sop_instance_uid(plan.sop_instance_uid.as_str())
-        .transfer_syntax(EXPLICIT_VR_LE)
-        .build()
-        .map_err(|e| PlanError::WriteMeta(Box::new(e)))?;
-    let file = obj.with_exact_meta(meta);
-    let mut out = Vec::new();
-    file.write_all(&mut out).map_err(|source| PlanError::Write {
-        path: PathBuf::from("<memory>"),
-        source: Box::new(source),
-    })?;
-    Ok(out)
+    let meta = meta(RT_ION_PLAN_SOP_CLASS, plan.sop_instance_uid.as_str());
+    part10(obj, meta, "RT Ion Plan").map_err(|e| match e {
+        WriteError::Meta { source, .. } => PlanError::WriteMeta(source),
+        WriteError::Write { source, .. } => PlanError::Write {
+            path: PathBuf::from("<memory>"),
+            source,
+        },
+        other => PlanError::Unwritable(other.to_string()),
+    })
 }
 
 /// Writes a plan to a file.
