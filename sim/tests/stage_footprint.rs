@@ -63,13 +63,25 @@ fn a_small_workload_frame_touches_few_megabytes_in_register_and_range() {
         volumes.push(volume);
     }
 
-    // The counter works: touching 1 MiB of fresh memory shows.
+    // The counter works: touching 1 MiB of fresh memory shows. Under memory pressure the
+    // kernel's own page aging clears referenced bits too (seen once, 456 KiB, with the page
+    // cache full and five builds running): three tries, and the guard at the end (kept
+    // profiles must show) still fails a counter that sees nothing.
     let probe = vec![1u8; 1 << 20];
-    clear_referenced();
-    let sum: u64 = probe.iter().step_by(4096).map(|&b| u64::from(b)).sum();
-    let touched = referenced_kib();
-    assert_eq!(sum, 256);
-    assert!(touched >= 1024, "{touched} KiB referenced after touching 1 MiB");
+    let mut seen_kib = Vec::new();
+    for _ in 0..3 {
+        clear_referenced();
+        let sum: u64 = probe.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+        assert_eq!(sum, 256);
+        seen_kib.push(referenced_kib());
+        if seen_kib.last().is_some_and(|&kib| kib >= 1024) {
+            break;
+        }
+    }
+    assert!(
+        seen_kib.iter().any(|&kib| kib >= 1024),
+        "{seen_kib:?} KiB referenced after touching 1 MiB"
+    );
 
     // Register, warm (as every frame after the first): the stage's own buffers plus the ROI.
     let mut registrar = Registrar::new(session.options.register.clone());
