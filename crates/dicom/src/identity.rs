@@ -105,7 +105,9 @@ mod tests {
     use super::*;
 
     fn data(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data")
+            .join(rel)
     }
 
     // Values read off the files with an independent byte scan of their tags.
