@@ -1,0 +1,144 @@
+//! One energy's pencil beam, prepared for evaluation at (water-equivalent depth, radial
+//! distance²): matRad's HongPB formula with its lateral cut-off.
+
+use super::machine::{EnergyKernel, LateralModel};
+
+/// matRad's conversion from MeV·cm²/g per primary to Gy·mm² per 10⁶ primaries.
+pub const GY_MM2_PER_MEGA_ION: f64 = 1.602_176_620_8e-2;
+
+/// Most Gaussian components any lateral model has.
+const MAX_COMPONENTS: usize = 3;
+
+/// A kernel ready to evaluate. Tabulated columns are interpolated linearly in depth, within
+/// this energy only.
+#[derive(Debug, Clone)]
+pub struct PencilKernel {
+    /// Tabulated depths plus the machine's offset, mm w.e.
+    depths_mm: Vec<f64>,
+    /// IDD as Gy·mm² per ion, times the cut-off compensation.
+    idd_gy_mm2: Vec<f64>,
+    /// Sigma in water per component and depth, mm.
+    sigma_water_mm: Vec<Vec<f64>>,
+    /// Weights of components 1.. per depth (component 0 takes the rest).
+    weights: Vec<Vec<f64>>,
+    sigma_initial_sq_mm2: f64,
+    /// Lateral cut-off radius² per depth, mm² (infinite without a cut-off).
+    cutoff_sq_mm2: Vec<f64>,
+    max_cutoff_mm: f64,
+}
+
+/// Fraction of a normalized sum of 2D Gaussians (weights `w`, variances `v`) outside radius²
+/// `x`.
+fn outside(w: &[f64], v: &[f64], x: f64) -> f64 {
+    w.iter().zip(v).map(|(w, v)| w * (-x / (2.0 * v)).exp()).sum()
+}
+
+impl PencilKernel {
+    /// Prepares `k` for `model`, cutting each depth's lateral profile at the radius that
+    /// encloses `cutoff_fraction` of its integral and scaling the dose inside by
+    /// `1 / cutoff_fraction` (matRad's "integral" cut-off with its compensation). A fraction
+    /// of 1 keeps the whole profile.
+    pub fn new(k: &EnergyKernel, model: LateralModel, cutoff_fraction: f64) -> Self {
+        let n = k.depths_mm.len();
+        let comp = model.components();
+        let sigma_initial_sq_mm2 = k.sigma_initial_mm * k.sigma_initial_mm;
+        let compensation = if cutoff_fraction < 1.0 {
+            1.0 / cutoff_fraction
+        } else {
+            1.0
+        };
+        let mut cutoff_sq_mm2 = vec![f64::INFINITY; n];
+        if cutoff_fraction < 1.0 {
+            let tail = 1.0 - cutoff_fraction;
+            for (d, cut) in cutoff_sq_mm2.iter_mut().enumerate() {
+                let mut w = [0.0; MAX_COMPONENTS];
+                let mut v = [0.0; MAX_COMPONENTS];
+                for c in 0..comp {
+                    let s = k.sigma_water_mm[c][d];
+                    v[c] = s * s + sigma_initial_sq_mm2;
+                    w[c] = if c == 0 {
+                        1.0 - k.weights.iter().map(|w| w[d]).sum::<f64>()
+                    } else {
+                        k.weights[c - 1][d]
+                    };
+                }
+                let vmax = v[..comp].iter().copied().fold(0.0, f64::max);
+                // The enclosed fraction only grows with radius; bisect radius² between 0 and
+                // the radius where even the widest component alone leaves `tail` outside.
+                let (mut lo, mut hi) = (0.0, -2.0 * vmax * tail.ln());
+                for _ in 0..80 {
+                    let mid = 0.5 * (lo + hi);
+                    if outside(&w[..comp], &v[..comp], mid) > tail {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                *cut = hi;
+            }
+        }
+        let max_cutoff_mm = cutoff_sq_mm2.iter().copied().fold(0.0, f64::max).sqrt();
+        PencilKernel {
+            depths_mm: k.depths_mm.iter().map(|d| d + k.offset_mm).collect(),
+            idd_gy_mm2: k
+                .idd_mev_cm2_per_g
+                .iter()
+                .map(|v| v * GY_MM2_PER_MEGA_ION * 1e-6 * compensation)
+                .collect(),
+            sigma_water_mm: k.sigma_water_mm.clone(),
+            weights: k.weights.clone(),
+            sigma_initial_sq_mm2,
+            cutoff_sq_mm2,
+            max_cutoff_mm,
+        }
+    }
+
+    /// The widest lateral cut-off at any depth, mm (infinite without a cut-off).
+    pub fn max_cutoff_mm(&self) -> f64 {
+        self.max_cutoff_mm
+    }
+
+    /// The deepest tabulated depth, mm w.e.: beyond it the kernel gives no dose.
+    pub fn max_depth_mm(&self) -> f64 {
+        self.depths_mm[self.depths_mm.len() - 1]
+    }
+
+    /// Dose per primary ion, Gy, at water-equivalent depth `depth_mm` and squared distance
+    /// `r_sq_mm2` from the pencil beam's axis. Depths before the first tabulated one take its
+    /// values (matRad clamps there too); beyond the last, and beyond the cut-off, zero.
+    #[inline]
+    pub fn dose_gy_per_ion(&self, depth_mm: f64, r_sq_mm2: f64) -> f64 {
+        let d = &self.depths_mm;
+        let last = d.len() - 1;
+        if depth_mm.is_nan() || depth_mm > d[last] {
+            return 0.0;
+        }
+        let k = d.partition_point(|&x| x < depth_mm);
+        let (i0, i1, f) = if k == 0 {
+            (0, 0, 0.0)
+        } else {
+            (k - 1, k, (depth_mm - d[k - 1]) / (d[k] - d[k - 1]))
+        };
+        let lerp = |v: &[f64]| v[i0] + (v[i1] - v[i0]) * f;
+        // Without a cut-off the radii are infinite and their interpolation NaN: the
+        // comparison is then false and nothing is cut.
+        if r_sq_mm2 > lerp(&self.cutoff_sq_mm2) {
+            return 0.0;
+        }
+        let mut rest = 1.0;
+        let mut lateral = 0.0;
+        for c in (0..self.sigma_water_mm.len()).rev() {
+            let w = if c == 0 {
+                rest
+            } else {
+                let w = lerp(&self.weights[c - 1]);
+                rest -= w;
+                w
+            };
+            let s = lerp(&self.sigma_water_mm[c]);
+            let var = s * s + self.sigma_initial_sq_mm2;
+            lateral += w * (-r_sq_mm2 / (2.0 * var)).exp() / (2.0 * std::f64::consts::PI * var);
+        }
+        lerp(&self.idd_gy_mm2) * lateral
+    }
+}
