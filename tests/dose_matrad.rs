@@ -382,6 +382,52 @@ fn dose_grids_are_identical_run_to_run_and_weights_scale() {
         .iter()
         .zip(b.as_slice())
         .all(|(x, y)| x.to_bits() == y.to_bits()));
+    // Two threads: identical run to run, and the same dose as one thread up to summation
+    // order. A 3 × 3 spot pattern of two energies, so both threads have rays.
+    let mut grid_plan = plan(Ion::CARBON12, 245.79, PARTICLES);
+    let layer = grid_plan.beams[0].layers[0].clone();
+    let spots: Vec<Spot> = (-1..=1)
+        .flat_map(|a| (-1..=1).map(move |b| (a, b)))
+        .map(|(a, b)| Spot {
+            x_mm: a as f64 * 5.0,
+            y_mm: b as f64 * 5.0,
+            weight: PARTICLES,
+        })
+        .collect();
+    grid_plan.beams[0].layers = vec![
+        EnergyLayer {
+            spots: spots.clone(),
+            ..layer
+        },
+        EnergyLayer {
+            energy_mev_u: 133.78,
+            spots,
+        },
+    ];
+    let run = |threads: usize| {
+        compute_dose(
+            &grid_plan,
+            &ct,
+            &hlut(),
+            std::slice::from_ref(&m),
+            ct.grid(),
+            &DoseOptions::new([f64::INFINITY; 2]).with_threads(threads),
+        )
+        .unwrap()
+    };
+    let (one, two, again) = (run(1), run(2), run(2));
+    assert!(two
+        .as_slice()
+        .iter()
+        .zip(again.as_slice())
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+    let top = one.as_slice().iter().copied().fold(0.0f32, f32::max);
+    assert!(top > 0.0);
+    assert!(one
+        .as_slice()
+        .iter()
+        .zip(two.as_slice())
+        .all(|(x, y)| (x - y).abs() <= 1e-6 * top));
     // 1e7 particles as 1000 MU at 1e4 particles per MU.
     let mu = compute_dose(
         &plan(Ion::CARBON12, 245.79, 1000.0),

@@ -4,7 +4,7 @@
 //! list.
 
 use super::machine::IonMachine;
-use super::pencil::PencilKernel;
+use super::pencil::{Near, PencilKernel};
 use super::DoseError;
 use crate::geometry::Grid;
 use crate::plan::IonPlan;
@@ -41,6 +41,10 @@ pub struct DoseOptions {
     pub energy_tolerance_mev_u: f64,
     /// Where rays start, mm above the isocenter plane (must clear the patient).
     pub upstream_mm: f64,
+    /// Threads the rays are split over, the calling one included (default 1). Each count
+    /// gives bit-identical grids run to run; different counts differ only in the order
+    /// doses are summed (last bits of f64).
+    pub threads: usize,
 }
 
 impl DoseOptions {
@@ -52,6 +56,7 @@ impl DoseOptions {
             lateral_cutoff: 0.995,
             energy_tolerance_mev_u: 0.01,
             upstream_mm: 1000.0,
+            threads: 1,
         }
     }
     /// Sets what the spot weights count.
@@ -62,6 +67,11 @@ impl DoseOptions {
     /// Sets the lateral cut-off fraction.
     pub fn with_lateral_cutoff(mut self, fraction: f64) -> Self {
         self.lateral_cutoff = fraction;
+        self
+    }
+    /// Sets how many threads share the rays.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
         self
     }
     /// Sets the energy-matching tolerance.
@@ -94,15 +104,6 @@ pub fn dose_grid_like(ct: &Grid, spacing_mm: [f64; 3]) -> Result<Grid, DoseError
         spacing_mm,
         *ct.direction(),
     )?)
-}
-
-/// One voxel near a ray: its offset in the dose grid, water-equivalent depth and squared
-/// distance from the ray.
-#[derive(Debug, Clone, Copy)]
-struct Near {
-    offset: usize,
-    depth_mm: f64,
-    r_sq_mm2: f64,
 }
 
 /// The dose of `plan` on `dose_grid`, Gy, from the CT `ct` through `hlut`, with one machine
@@ -217,50 +218,61 @@ pub fn compute_dose(
         fill[s.ray] += 1;
     }
 
-    let mut dose = vec![0.0f64; dose_grid.len()];
-    let mut near: Vec<Near> = Vec::new();
-    for (r, ray) in rays.iter().enumerate() {
-        let spots = &ray_spots[ray_start[r]..ray_start[r + 1]];
-        let spots: Vec<_> = spots.iter().filter(|(_, n)| *n > 0.0).collect();
-        if spots.is_empty() {
-            continue;
-        }
-        let Some(profile) = tracer.profile(r) else {
-            continue;
-        };
-        if profile.is_empty() {
-            continue;
-        }
-        let radius_mm = spots
-            .iter()
-            .map(|(k, _)| kernels[*k].max_cutoff_mm())
-            .fold(0.0, f64::max);
-        let max_depth_mm = spots
-            .iter()
-            .map(|(k, _)| kernels[*k].max_depth_mm())
-            .fold(0.0, f64::max);
-        let (Some(t_entry), Some(t_exit)) = (profile.entry_t_mm(), profile.exit_t_mm()) else {
-            continue;
-        };
-        let t_end = profile.depth_at_wepl(max_depth_mm).unwrap_or(t_exit);
-        near.clear();
-        gather_near(
-            dose_grid,
-            ray.origin,
-            ray.direction,
-            t_entry,
-            t_end,
-            radius_mm,
-            &mut near,
-            |t| profile.wepl_at_depth(t),
+    // Rays split into contiguous runs of about equal spot counts, one per thread, each
+    // adding into its own grid; the grids are summed in run order, so a thread count always
+    // gives the same bits.
+    let threads = options.threads.clamp(1, rays.len().max(1));
+    let total = ray_spots.len().max(1);
+    let mut cuts = vec![0usize];
+    for t in 1..threads {
+        let want = total * t / threads;
+        cuts.push(
+            ray_start
+                .partition_point(|&s| s < want)
+                .min(rays.len())
+                .max(cuts[t - 1]),
         );
-        for &&(k, particles) in &spots {
-            let kernel = &kernels[k];
-            for v in &near {
-                let d = kernel.dose_gy_per_ion(v.depth_mm, v.r_sq_mm2);
-                if d > 0.0 {
-                    dose[v.offset] += particles * d;
+    }
+    cuts.push(rays.len());
+    let work = |from: usize, to: usize, dose: &mut [f64]| {
+        let mut near = Gathered::default();
+        for r in from..to {
+            add_ray(
+                &tracer,
+                r,
+                &ray_spots[ray_start[r]..ray_start[r + 1]],
+                &kernels,
+                dose_grid,
+                &mut near,
+                dose,
+            );
+        }
+    };
+    let mut dose = vec![0.0f64; dose_grid.len()];
+    if threads == 1 {
+        work(0, rays.len(), &mut dose);
+    } else {
+        let mut parts: Vec<Vec<f64>> = (1..threads).map(|_| vec![0.0f64; dose_grid.len()]).collect();
+        std::thread::scope(|scope| {
+            let work = &work;
+            let handles: Vec<_> = parts
+                .iter_mut()
+                .enumerate()
+                .map(|(n, part)| {
+                    let (from, to) = (cuts[n + 1], cuts[n + 2]);
+                    scope.spawn(move || work(from, to, part))
+                })
+                .collect();
+            work(cuts[0], cuts[1], &mut dose);
+            for h in handles {
+                if let Err(p) = h.join() {
+                    std::panic::resume_unwind(p);
                 }
+            }
+        });
+        for part in &parts {
+            for (d, p) in dose.iter_mut().zip(part) {
+                *d += p;
             }
         }
     }
@@ -275,21 +287,101 @@ pub fn compute_dose(
     })
 }
 
+/// Per ray, reused: the voxels near it, grouped by grid plane in order of increasing depth
+/// along the ray, and each plane's `(first voxel, shallowest depth)`.
+#[derive(Default)]
+struct Gathered {
+    near: Vec<Near>,
+    planes: Vec<(usize, f64)>,
+}
+
+/// Adds the dose of ray `r`'s spots (`(kernel, particles)`) into `dose`.
+fn add_ray(
+    tracer: &SpotTracer,
+    r: usize,
+    spots: &[(usize, f64)],
+    kernels: &[PencilKernel],
+    dose_grid: &Grid,
+    gathered: &mut Gathered,
+    dose: &mut [f64],
+) {
+    if spots.iter().all(|(_, n)| *n <= 0.0) {
+        return;
+    }
+    let Some(profile) = tracer.profile(r) else {
+        return;
+    };
+    let (Some(t_entry), Some(t_exit)) = (profile.entry_t_mm(), profile.exit_t_mm()) else {
+        return;
+    };
+    if profile.is_empty() {
+        return;
+    }
+    let radius_mm = spots
+        .iter()
+        .map(|(k, _)| kernels[*k].max_cutoff_mm())
+        .fold(0.0, f64::max);
+    let max_depth_mm = spots
+        .iter()
+        .map(|(k, _)| kernels[*k].max_depth_mm())
+        .fold(0.0, f64::max);
+    let t_end = profile.depth_at_wepl(max_depth_mm).unwrap_or(t_exit);
+    let ray = tracer.rays()[r];
+    // `ProfileView::wepl_at_depth` with a cursor instead of a binary search: voxels come in
+    // order of increasing t but for the spread within one plane, so the cursor moves little.
+    let (ts, ws) = (profile.t_mm(), profile.wepl_mm());
+    let total = profile.total_wepl_mm();
+    let mut k = 1;
+    let wepl = move |t: f64| -> f64 {
+        if t.is_nan() || t <= ts[0] {
+            return 0.0;
+        }
+        while k < ts.len() && ts[k] < t {
+            k += 1;
+        }
+        while k > 1 && ts[k - 1] >= t {
+            k -= 1;
+        }
+        if k >= ts.len() {
+            return total;
+        }
+        let (t0, t1, w0, w1) = (ts[k - 1], ts[k], ws[k - 1], ws[k]);
+        if t1 <= t0 {
+            return w1;
+        }
+        w0 + (w1 - w0) * (t - t0) / (t1 - t0)
+    };
+    gathered.near.clear();
+    gathered.planes.clear();
+    gather_near(
+        dose_grid,
+        ray.origin,
+        ray.direction,
+        (t_entry, t_end),
+        radius_mm,
+        gathered,
+        wepl,
+    );
+    for &(k, particles) in spots {
+        if particles > 0.0 {
+            kernels[k].add_planes(&gathered.near, &gathered.planes, particles, dose);
+        }
+    }
+}
+
 /// Collects the voxels of `grid` whose centres project onto the ray within `[t0, t1]` and lie
 /// within `radius_mm` of it (infinite radius: the whole cross-section), with their depth
-/// `wepl(t)`. Walks the grid's planes across the axis most aligned with the ray; in each, the
-/// cylinder's section is an ellipse whose extent along either in-plane axis is at most
-/// `radius / cos θ`.
-#[allow(clippy::too_many_arguments)]
+/// `wepl(t)`. Walks the grid's planes across the axis most aligned with the ray, in the
+/// ray's direction; in each, the cylinder's section is an ellipse whose extent along either
+/// in-plane axis is at most `radius / cos θ`.
 fn gather_near(
     grid: &Grid,
     origin: PointMm,
     dir: crate::units::VectorMm,
-    t0: f64,
-    t1: f64,
+    (t0, t1): (f64, f64),
     radius_mm: f64,
-    out: &mut Vec<Near>,
-    wepl: impl Fn(f64) -> f64,
+    out: &mut Gathered,
+    mut wepl: impl FnMut(f64) -> f64,
 ) {
     let dims = grid.dims();
     let sp = grid.spacing_mm();
@@ -320,7 +412,10 @@ fn gather_near(
     if lo.is_nan() || hi.is_nan() || lo > hi {
         return;
     }
-    for n in lo as usize..=hi as usize {
+    let (lo, hi) = (lo as usize, hi as usize);
+    let col = |axis: usize| -> crate::units::VectorMm { grid.index_to_patient_matrix().column(axis).into() };
+    let step_b = col(b);
+    let mut plane = |n: usize, out: &mut Gathered| {
         let t_n = (n as f64 - u0[a]) / ud[a];
         let cb = u0[b] + ud[b] * t_n;
         let cc = u0[c] + ud[c] * t_n;
@@ -335,15 +430,21 @@ fn gather_near(
             (cc + hc).ceil().min(dims[c] as f64 - 1.0),
         );
         if !(b_lo <= b_hi && c_lo <= c_hi) {
-            continue;
+            return;
         }
+        let start = out.near.len();
+        let mut shallowest = f64::INFINITY;
         for ic in c_lo as usize..=c_hi as usize {
+            let mut ijk = [0usize; 3];
+            ijk[a] = n;
+            ijk[b] = b_lo as usize;
+            ijk[c] = ic;
+            // Along the row only the b index moves: step the patient point by its column.
+            let mut p = grid.index_to_patient([ijk[0] as f64, ijk[1] as f64, ijk[2] as f64]);
             for ib in b_lo as usize..=b_hi as usize {
-                let mut ijk = [0usize; 3];
-                ijk[a] = n;
-                ijk[b] = ib;
-                ijk[c] = ic;
-                let p = grid.index_to_patient([ijk[0] as f64, ijk[1] as f64, ijk[2] as f64]);
+                if ib > b_lo as usize {
+                    p += step_b;
+                }
                 let v = p - origin;
                 let t = v.dot(&dir);
                 if t < t0 || t > t1 {
@@ -353,12 +454,27 @@ fn gather_near(
                 if r2 > r_sq {
                     continue;
                 }
-                out.push(Near {
+                ijk[b] = ib;
+                let depth_mm = wepl(t);
+                shallowest = shallowest.min(depth_mm);
+                out.near.push(Near {
                     offset: grid.offset(ijk[0], ijk[1], ijk[2]),
-                    depth_mm: wepl(t),
+                    depth_mm,
                     r_sq_mm2: r2,
                 });
             }
+        }
+        if out.near.len() > start {
+            out.planes.push((start, shallowest));
+        }
+    };
+    if ud[a] > 0.0 {
+        for n in lo..=hi {
+            plane(n, out);
+        }
+    } else {
+        for n in (lo..=hi).rev() {
+            plane(n, out);
         }
     }
 }

@@ -109,11 +109,55 @@ impl PencilKernel {
     #[inline]
     pub fn dose_gy_per_ion(&self, depth_mm: f64, r_sq_mm2: f64) -> f64 {
         let d = &self.depths_mm;
-        let last = d.len() - 1;
-        if depth_mm.is_nan() || depth_mm > d[last] {
+        if depth_mm.is_nan() || depth_mm > d[d.len() - 1] {
             return 0.0;
         }
-        let k = d.partition_point(|&x| x < depth_mm);
+        self.at(d.partition_point(|&x| x < depth_mm), depth_mm, r_sq_mm2)
+    }
+
+    /// Adds `particles` ions' dose to `dose` at every voxel of `near`, grouped in `planes`
+    /// (`(first voxel, shallowest depth)`, shallowest first): planes that start deeper than
+    /// the table end the walk, and the table index follows the depths from voxel to voxel
+    /// instead of searching. Each voxel gets exactly [`Self::dose_gy_per_ion`] × `particles`.
+    pub(crate) fn add_planes(
+        &self,
+        near: &[Near],
+        planes: &[(usize, f64)],
+        particles: f64,
+        dose: &mut [f64],
+    ) {
+        let d = &self.depths_mm;
+        let max = d[d.len() - 1];
+        let max_r_sq = self.max_cutoff_mm * self.max_cutoff_mm;
+        let mut k = 0;
+        for (p, &(start, shallowest)) in planes.iter().enumerate() {
+            if shallowest > max {
+                break;
+            }
+            let end = planes.get(p + 1).map_or(near.len(), |q| q.0);
+            for v in &near[start..end] {
+                if v.r_sq_mm2 > max_r_sq || v.depth_mm.is_nan() || v.depth_mm > max {
+                    continue;
+                }
+                // k: the first tabulated depth ≥ this one, as `partition_point` gives it.
+                while d[k] < v.depth_mm {
+                    k += 1;
+                }
+                while k > 0 && d[k - 1] >= v.depth_mm {
+                    k -= 1;
+                }
+                let g = self.at(k, v.depth_mm, v.r_sq_mm2);
+                if g > 0.0 {
+                    dose[v.offset] += particles * g;
+                }
+            }
+        }
+    }
+
+    /// The formula at `depth_mm` ≤ the last depth, `k` the first tabulated depth ≥ it.
+    #[inline]
+    fn at(&self, k: usize, depth_mm: f64, r_sq_mm2: f64) -> f64 {
+        let d = &self.depths_mm;
         let (i0, i1, f) = if k == 0 {
             (0, 0, 0.0)
         } else {
@@ -136,9 +180,18 @@ impl PencilKernel {
                 w
             };
             let s = lerp(&self.sigma_water_mm[c]);
-            let var = s * s + self.sigma_initial_sq_mm2;
-            lateral += w * (-r_sq_mm2 / (2.0 * var)).exp() / (2.0 * std::f64::consts::PI * var);
+            let inv_var = 1.0 / (s * s + self.sigma_initial_sq_mm2);
+            lateral += w * inv_var * (-0.5 * r_sq_mm2 * inv_var).exp();
         }
-        lerp(&self.idd_gy_mm2) * lateral
+        lerp(&self.idd_gy_mm2) * lateral * (0.5 * std::f64::consts::FRAC_1_PI)
     }
+}
+
+/// One dose-grid voxel near a ray: its offset in the grid, water-equivalent depth and squared
+/// distance from the ray.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Near {
+    pub(crate) offset: usize,
+    pub(crate) depth_mm: f64,
+    pub(crate) r_sq_mm2: f64,
 }
