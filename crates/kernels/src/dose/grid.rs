@@ -353,11 +353,14 @@ fn add_ray(
     };
     gathered.near.clear();
     gathered.planes.clear();
+    // A voxel beside the entry point can project onto the ray a little before it (an
+    // oblique or curved surface): it is at the surface, depth 0, where the tables start.
+    let t_start = t_entry - if radius_mm.is_finite() { radius_mm } else { 0.0 };
     gather_near(
         dose_grid,
         ray.origin,
         ray.direction,
-        (t_entry, t_end),
+        (t_start, t_end),
         radius_mm,
         gathered,
         wepl,
