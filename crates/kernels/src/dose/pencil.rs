@@ -118,7 +118,9 @@ impl PencilKernel {
     /// Adds `particles` ions' dose to `dose` at every voxel of `near`, grouped in `planes`
     /// (`(first voxel, shallowest depth)`, shallowest first): planes that start deeper than
     /// the table end the walk, and the table index follows the depths from voxel to voxel
-    /// instead of searching. Each voxel gets exactly [`Self::dose_gy_per_ion`] × `particles`.
+    /// instead of searching. The formula is [`Self::dose_gy_per_ion`]'s, with the
+    /// exponentials taken eight voxels at a time in single precision (`wide::f32x8::exp`;
+    /// relative differences from `f64::exp` ~1e-6).
     pub(crate) fn add_planes(
         &self,
         near: &[Near],
@@ -129,6 +131,8 @@ impl PencilKernel {
         let d = &self.depths_mm;
         let max = d[d.len() - 1];
         let max_r_sq = self.max_cutoff_mm * self.max_cutoff_mm;
+        let comps = self.sigma_water_mm.len();
+        let mut batch = Batch::default();
         let mut k = 0;
         for (p, &(start, shallowest)) in planes.iter().enumerate() {
             if shallowest > max {
@@ -146,12 +150,40 @@ impl PencilKernel {
                 while k > 0 && d[k - 1] >= v.depth_mm {
                     k -= 1;
                 }
-                let g = self.at(k, v.depth_mm, v.r_sq_mm2);
-                if g > 0.0 {
-                    dose[v.offset] += particles * g;
+                let (i0, i1, f) = if k == 0 {
+                    (0, 0, 0.0)
+                } else {
+                    (k - 1, k, (v.depth_mm - d[k - 1]) / (d[k] - d[k - 1]))
+                };
+                let lerp = |t: &[f64]| t[i0] + (t[i1] - t[i0]) * f;
+                // NaN without a cut-off: then nothing is cut (see `at`).
+                if v.r_sq_mm2 > lerp(&self.cutoff_sq_mm2) {
+                    continue;
+                }
+                let n = batch.len;
+                let idd = lerp(&self.idd_gy_mm2) * (0.5 * std::f64::consts::FRAC_1_PI) * particles;
+                let mut rest = 1.0;
+                for c in (0..comps).rev() {
+                    let w = if c == 0 {
+                        rest
+                    } else {
+                        let w = lerp(&self.weights[c - 1]);
+                        rest -= w;
+                        w
+                    };
+                    let s = lerp(&self.sigma_water_mm[c]);
+                    let inv_var = 1.0 / (s * s + self.sigma_initial_sq_mm2);
+                    batch.amp[c][n] = idd * w * inv_var;
+                    batch.arg[c][n] = -0.5 * v.r_sq_mm2 * inv_var;
+                }
+                batch.offset[n] = v.offset;
+                batch.len += 1;
+                if batch.len == LANES {
+                    batch.flush(comps, dose);
                 }
             }
         }
+        batch.flush(comps, dose);
     }
 
     /// The formula at `depth_mm` ≤ the last depth, `k` the first tabulated depth ≥ it.
@@ -184,6 +216,46 @@ impl PencilKernel {
             lateral += w * inv_var * (-0.5 * r_sq_mm2 * inv_var).exp();
         }
         lerp(&self.idd_gy_mm2) * lateral * (0.5 * std::f64::consts::FRAC_1_PI)
+    }
+}
+
+const LANES: usize = 8;
+
+/// Up to four voxels' Gaussian amplitudes and exponents, per component.
+#[derive(Default)]
+struct Batch {
+    offset: [usize; LANES],
+    amp: [[f64; LANES]; MAX_COMPONENTS],
+    arg: [[f64; LANES]; MAX_COMPONENTS],
+    len: usize,
+}
+
+impl Batch {
+    /// Adds the batch's doses and empties it.
+    #[inline]
+    fn flush(&mut self, comps: usize, dose: &mut [f64]) {
+        if self.len == 0 {
+            return;
+        }
+        let mut sum = [0.0f64; LANES];
+        for c in 0..comps {
+            // Unused lanes: amplitude 0.
+            for n in self.len..LANES {
+                self.amp[c][n] = 0.0;
+                self.arg[c][n] = 0.0;
+            }
+            // Single precision for the exponential only: its relative error (~1e-7 plus the
+            // argument's rounding, ~1e-6 at the cut-off) is far below the model's and the
+            // f32 grid's; amplitudes and sums stay in f64.
+            let arg = wide::f32x8::from(self.arg[c].map(|a| a as f32)).exp().to_array();
+            for n in 0..LANES {
+                sum[n] += self.amp[c][n] * f64::from(arg[n]);
+            }
+        }
+        for n in 0..self.len {
+            dose[self.offset[n]] += sum[n];
+        }
+        self.len = 0;
     }
 }
 
