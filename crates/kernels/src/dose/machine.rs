@@ -461,3 +461,95 @@ impl IonMachine {
             .map(|(i, _)| i)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MACHINE: &str = "radiationMode: protons\ndataType: doubleGauss\nSAD: 10000\n";
+    const ENERGIES: &str = "energy_mev_u,peak_pos_mm,offset_mm,init_focus_sigma_mm_at_iso\n70.0,40.0,0.0,5.0\n100.0,77.0,0.0,4.0\n";
+    const DEPTHS: &str =
+        "energy_mev_u,depth_mm,idd_mev_cm2_per_g_per_ion,sigma1_mm,sigma2_mm,weight2,let_kev_um\n\
+        70.0,0.0,10,0,5,0.1,1\n70.0,1.0,11,0.1,5,0.1,1\n100.0,0.0,9,0,6,0.1,1\n100.0,2.0,9.5,0.1,6,0.1,1\n";
+
+    fn load(machine: &str, energies: &str, depths: &str) -> Result<IonMachine, MachineError> {
+        IonMachine::from_texts(
+            Path::new("machine.txt"),
+            machine,
+            Path::new("energies.csv"),
+            energies,
+            Path::new("depth_dose.csv"),
+            depths,
+        )
+    }
+
+    #[test]
+    fn loads_by_header_and_matches_energies_within_tolerance_only() {
+        let m = load(MACHINE, ENERGIES, DEPTHS).unwrap();
+        assert_eq!(
+            (m.ion, m.lateral, m.sad_mm),
+            (Ion::PROTON, LateralModel::Double, 10000.0)
+        );
+        assert_eq!(m.energies[1].depths_mm, vec![0.0, 2.0]);
+        assert_eq!(m.energies[0].weights, vec![vec![0.1, 0.1]]);
+        assert_eq!(m.energy_index(70.004, 0.01), Some(0));
+        assert_eq!(m.energy_index(99.995, 0.01), Some(1));
+        assert_eq!(m.energy_index(85.0, 0.01), None);
+    }
+
+    #[test]
+    fn faults_name_file_line_and_column() {
+        let e = load(
+            MACHINE,
+            ENERGIES,
+            &DEPTHS.replace("100.0,2.0,9.5", "100.0,2.0,-1"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, MachineError::BadCell { line: 5, column, .. } if column == "idd_mev_cm2_per_g_per_ion"),
+            "{e}"
+        );
+        let e = load(MACHINE, ENERGIES, &DEPTHS.replace("sigma2_mm", "sigma_b")).unwrap_err();
+        assert!(
+            matches!(&e, MachineError::MissingColumn { column, .. } if column == "sigma2_mm"),
+            "{e}"
+        );
+        let e = load(MACHINE, ENERGIES, &DEPTHS.replace("100.0,2.0", "100.0,0.0")).unwrap_err();
+        assert!(
+            matches!(&e, MachineError::BadCell { line: 5, column, .. } if column == "depth_mm"),
+            "{e}"
+        );
+        let e = load(
+            MACHINE,
+            ENERGIES,
+            &DEPTHS.replace("100.0,0.0,9,0,6,0.1", "100.0,0.0,9,0,6,1.5"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, MachineError::BadCell { line: 4, column, .. } if column == "weight2"),
+            "{e}"
+        );
+        let e = load(&MACHINE.replace("protons", "pions"), ENERGIES, DEPTHS).unwrap_err();
+        assert!(e.to_string().contains("machine.txt"), "{e}");
+        let e = load(MACHINE, ENERGIES, &DEPTHS.replace("100.0,2.0", "120.0,2.0")).unwrap_err();
+        assert!(matches!(&e, MachineError::BadCell { line: 5, .. }), "{e}");
+    }
+
+    #[test]
+    fn neon_scales_oxygen_depths_idd_and_sigmas() {
+        let o = load(
+            "radiationMode: oxygen\ndataType: singleGauss\nSAD: 10000\n",
+            "energy_mev_u,peak_pos_mm,offset_mm,init_focus_sigma_mm_at_iso\n200.0,60.0,0.0,3.0\n",
+            "energy_mev_u,depth_mm,idd_mev_cm2_per_g_per_ion,sigma_mm\n200.0,0.0,100,0\n200.0,10.0,200,1.0\n",
+        )
+        .unwrap();
+        let ne = IonMachine::neon_from_oxygen(&o).unwrap();
+        let k = &ne.energies[0];
+        assert_eq!(ne.ion, Ion::NEON20);
+        assert!((k.depths_mm[1] - 8.0).abs() < 1e-12 && (k.peak_pos_mm - 48.0).abs() < 1e-12);
+        assert!((k.idd_mev_cm2_per_g[1] - 312.5).abs() < 1e-9);
+        assert!((k.sigma_water_mm[0][1] - 0.8f64.powf(1.5)).abs() < 1e-12);
+        assert_eq!(k.sigma_initial_mm, 3.0);
+        assert!(IonMachine::neon_from_oxygen(&ne).is_err());
+    }
+}

@@ -267,3 +267,75 @@ pub(crate) struct Near {
     pub(crate) depth_mm: f64,
     pub(crate) r_sq_mm2: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(model: LateralModel) -> EnergyKernel {
+        let (sigma_water_mm, weights) = match model {
+            LateralModel::Single => (vec![vec![1.0, 2.0]], vec![]),
+            LateralModel::Double => (vec![vec![1.0, 2.0], vec![6.0, 8.0]], vec![vec![0.2, 0.3]]),
+            LateralModel::Multi => (
+                vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![9.0, 12.0]],
+                vec![vec![0.05, 0.05], vec![0.01, 0.02]],
+            ),
+        };
+        EnergyKernel {
+            energy_mev_u: 100.0,
+            peak_pos_mm: 10.0,
+            offset_mm: 0.0,
+            sigma_initial_mm: 3.0,
+            depths_mm: vec![0.0, 20.0],
+            idd_mev_cm2_per_g: vec![100.0, 300.0],
+            sigma_water_mm,
+            weights,
+        }
+    }
+
+    /// The cut-off radius encloses exactly the asked fraction: integrate the kernel's own
+    /// lateral profile numerically (midpoint rule in r, 2πr dr) out to it.
+    #[test]
+    fn cutoff_radius_encloses_the_asked_fraction_of_the_lateral_integral() {
+        for model in [LateralModel::Single, LateralModel::Double, LateralModel::Multi] {
+            let k = kernel(model);
+            let whole = PencilKernel::new(&k, model, 1.0);
+            let cut = PencilKernel::new(&k, model, 0.995);
+            for (depth, d) in [(0.0, 0usize), (20.0, 1)] {
+                let r_cut = cut.cutoff_sq_mm2[d].sqrt();
+                let n = 200_000;
+                let dr = r_cut / n as f64;
+                let inside: f64 = (0..n)
+                    .map(|i| {
+                        let r = (i as f64 + 0.5) * dr;
+                        whole.dose_gy_per_ion(depth, r * r) * 2.0 * std::f64::consts::PI * r * dr
+                    })
+                    .sum();
+                let idd = whole.idd_gy_mm2[d];
+                assert!(
+                    (inside / idd - 0.995).abs() < 1e-6,
+                    "{model:?} depth {depth}: {}",
+                    inside / idd
+                );
+                // Inside, the compensated dose is the whole one / 0.995; beyond, nothing.
+                let r2 = 0.25 * r_cut * r_cut;
+                let ratio = cut.dose_gy_per_ion(depth, r2) / whole.dose_gy_per_ion(depth, r2);
+                assert!((ratio - 1.0 / 0.995).abs() < 1e-12);
+                assert_eq!(cut.dose_gy_per_ion(depth, 1.0001 * r_cut * r_cut), 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn depth_is_interpolated_within_the_table_and_nothing_lies_beyond() {
+        let k = kernel(LateralModel::Single);
+        let p = PencilKernel::new(&k, LateralModel::Single, 1.0);
+        // Axis, depth 5: IDD 150, sigma_water 1.25, total variance 1.5625 + 9.
+        let want = 150.0 * GY_MM2_PER_MEGA_ION * 1e-6 / (2.0 * std::f64::consts::PI * (1.5625 + 9.0));
+        assert!((p.dose_gy_per_ion(5.0, 0.0) / want - 1.0).abs() < 1e-14);
+        assert_eq!(p.dose_gy_per_ion(20.0001, 0.0), 0.0);
+        assert_eq!(p.dose_gy_per_ion(f64::NAN, 0.0), 0.0);
+        // Before the first depth: the first row.
+        assert_eq!(p.dose_gy_per_ion(-1.0, 4.0), p.dose_gy_per_ion(0.0, 4.0));
+    }
+}
