@@ -13,6 +13,7 @@
 //! - [`dicom`]: the only module that knows DICOM — CT series ingest, RT Structure Set and
 //!   RT Ion Plan reading and writing.
 //! - [`range`]: HU → stopping power, exact ray tracing, WEPL, range ↔ energy.
+//! - [`dose`]: analytical ion pencil-beam dose on a grid (matRad's HongPB).
 //! - [`register`]: rigid intensity registration of a frame against the planning CT.
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
 //! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
@@ -26,5 +27,5 @@
 
 pub use ionguide_core::{correction, geometry, plan, structure, units, volume};
 pub use ionguide_dicom as dicom;
-pub use ionguide_kernels::{range, register};
+pub use ionguide_kernels::{dose, range, register};
 pub use ionguide_pipeline::{adapt, audit, config, link, pipeline, source};
