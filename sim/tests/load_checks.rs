@@ -145,3 +145,40 @@ fn the_untouched_inputs_pass_the_checks() {
     let builder = ChainBuilder::load(&config).unwrap_or_else(|e| panic!("{e}"));
     assert!(!builder.session().plan_warnings.is_empty());
 }
+
+/// A configuration whose `planning.patient_id` (the patient every frame must name) is not the
+/// planning data's patient is refused on load, naming both IDs.
+#[test]
+fn a_configured_patient_other_than_the_datas_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::rig::write_session(
+        dir.path(),
+        "",
+        "",
+        "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\n",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("patient_id = \"STS_001\""), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("patient_id = \"STS_001\"", "patient_id = \"STS_999\""),
+    )
+    .unwrap();
+    let refused = match ChainBuilder::load(&config) {
+        Err(e) => e,
+        Ok(_) => panic!("a session for STS_999 loaded STS_001's data"),
+    };
+    let message = refused.to_string();
+    assert!(
+        matches!(
+            refused,
+            ChainError::Session(SessionError::Mismatch(InputMismatch::ConfiguredPatientId { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        message.contains("STS_999") && message.contains("STS_001"),
+        "{message}"
+    );
+    assert!(!audit_log(dir.path()).exists());
+}

@@ -203,6 +203,7 @@ impl Session {
             plan_path: &p.plan,
             plan: &plan,
             plan_identity: &read_identity(&p.plan)?,
+            configured_patient_id: p.patient_id.as_deref(),
         })?;
         let hlut = match &p.hlut {
             Some(path) => Hlut::from_file(path).map_err(|source| SessionError::Range {

@@ -97,6 +97,23 @@ pub enum InputMismatch {
         /// Its Patient ID.
         expected: String,
     },
+    /// The configuration names a patient (`planning.patient_id`, the one every frame must
+    /// carry) and the planning data are another's: frames of the configured patient would be
+    /// steered by another patient's plan.
+    #[error(
+        "planning.patient_id {configured:?} is not the {input}'s Patient ID ({}: {found:?})",
+        path.display()
+    )]
+    ConfiguredPatientId {
+        /// The configured Patient ID.
+        configured: String,
+        /// The input compared with (the CT, or the plan when the CT names no patient).
+        input: Input,
+        /// Its file or folder.
+        path: PathBuf,
+        /// Its Patient ID.
+        found: String,
+    },
     /// A beam's isocenter lies outside the planning CT.
     #[error(
         "plan {} beam {beam:?} Isocenter Position ({:.2}, {:.2}, {:.2}) mm lies outside the \
@@ -135,6 +152,8 @@ pub(super) struct Inputs<'a> {
     pub plan_path: &'a Path,
     pub plan: &'a IonPlan,
     pub plan_identity: &'a ObjectIdentity,
+    /// `planning.patient_id`, when configured.
+    pub configured_patient_id: Option<&'a str>,
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -199,6 +218,21 @@ pub(super) fn check(i: &Inputs<'_>) -> Result<(), SessionError> {
                 }
                 .into());
             }
+        }
+    }
+
+    // The configured patient (whom every frame must name) against the data that agree so far.
+    if let (Some(configured), Some((input, path, found))) =
+        (given(i.configured_patient_id), ct.or(rs).or(plan))
+    {
+        if configured != found {
+            return Err(InputMismatch::ConfiguredPatientId {
+                configured: configured.to_string(),
+                input,
+                path: path.to_path_buf(),
+                found: found.to_string(),
+            }
+            .into());
         }
     }
 
