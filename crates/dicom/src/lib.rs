@@ -3,6 +3,7 @@
 //! - [`ct`]: a CT series (one file per slice, or one Enhanced CT object) → HU [`Volume`](ionguide_core::volume::Volume).
 //! - [`rtstruct`]: RT Structure Set → [`StructureSet`](ionguide_core::structure::StructureSet).
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](ionguide_core::plan::IonPlan).
+//! - [`rtdose`]: a dose grid (Gy) → RT Dose, 32-bit unsigned with Dose Grid Scaling.
 //! - [`spatial_registration`]: Spatial Registration ↔ [`RoomSetup`](ionguide_core::geometry::RoomSetup), the in-room → planning Frame of Reference map.
 //! - [`object_header`]: the header facts frame assembly groups received objects by.
 //! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
@@ -20,6 +21,7 @@ pub mod classify;
 pub mod ct;
 pub mod identity;
 pub mod object_header;
+pub mod rtdose;
 pub mod rtplan;
 pub mod rtstruct;
 pub mod scp;
