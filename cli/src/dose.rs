@@ -66,6 +66,10 @@ pub struct Args {
     /// CTV*, else GTV*.
     #[arg(long)]
     target: Option<String>,
+    /// How far a layer energy may be from the machine's nearest tabulated one, MeV/u (that
+    /// one is then used: energies are never interpolated, so a wide tolerance shifts ranges).
+    #[arg(long, default_value_t = 0.01)]
+    energy_tolerance_mev_u: f64,
     /// HU → RSP table (CSV `hu,rsp` or TOML `[[point]]`); default matRad's generic table.
     #[arg(long)]
     hlut: Option<PathBuf>,
@@ -179,7 +183,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut ions: Vec<Ion> = plan.beams.iter().map(|b| b.ion).collect();
     ions.dedup();
     let machines = load_machines(&args.machine_dirs, &ions)?;
-    let mut options = DoseOptions::new([f64::INFINITY; 2]).with_threads(args.threads.max(1));
+    let mut options = DoseOptions::new([f64::INFINITY; 2])
+        .with_threads(args.threads.max(1))
+        .with_energy_tolerance_mev_u(args.energy_tolerance_mev_u);
     if let Some(p) = args.particles_per_mu {
         options = options.with_weight_unit(SpotWeightUnit::MonitorUnits { particles_per_mu: p });
     }

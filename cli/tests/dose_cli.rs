@@ -133,6 +133,10 @@ fn write_case(dir: &Path) {
 }
 
 fn ionguide_dose(dir: &Path, out: &str) -> serde_json::Value {
+    serde_json::from_slice(&run_dose(dir, out, true).stdout).unwrap()
+}
+
+fn run_dose(dir: &Path, out: &str, json: bool) -> std::process::Output {
     let machine = Path::new(ROOT).join("tests/data/matrad/carbon_Generic");
     let o = Command::new(env!("CARGO_BIN_EXE_ionguide"))
         .arg("dose")
@@ -146,11 +150,11 @@ fn ionguide_dose(dir: &Path, out: &str) -> serde_json::Value {
         .arg(dir.join(out))
         .arg("--machine-dir")
         .arg(machine)
-        .arg("--json")
+        .args(if json { &["--json"][..] } else { &[][..] })
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    o
 }
 
 #[test]
@@ -216,8 +220,12 @@ fn dose_of_a_carbon_beam_in_water() {
         "D50 {d50} Gy vs kernel {centre} Gy at the centre"
     );
 
-    // Run to run: the same RT Dose bytes.
-    ionguide_dose(dir.path(), "RD2.dcm");
+    // Run to run: the same RT Dose bytes; the table names the reference and the ROI.
+    let table = String::from_utf8(run_dose(dir.path(), "RD2.dcm", false).stdout).unwrap();
+    assert!(
+        table.contains("(D50 of PTV)") && table.contains("D50 Gy") && table.contains("\nPTV "),
+        "{table}"
+    );
     assert_eq!(
         std::fs::read(dir.path().join("RD.dcm")).unwrap(),
         std::fs::read(dir.path().join("RD2.dcm")).unwrap()
