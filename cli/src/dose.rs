@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
 use ionguide::dicom::ct::read_series_dir;
+use ionguide::dicom::identity::read_identity;
 use ionguide::dicom::rtdose::{write_rt_dose, RtDoseIds};
 use ionguide::dicom::rtplan::read_plan;
 use ionguide::dicom::rtstruct::read_structure_set;
@@ -202,7 +203,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let key = format!("{:?}|{}", grid.dims(), args.grid_mm);
     let ids = RtDoseIds {
         patient_id: meta.patient_id.clone().unwrap_or_default(),
-        patient_name: String::new(),
+        // The series reader keeps no name; the first slice has it (empty if unreadable).
+        patient_name: meta
+            .files
+            .first()
+            .and_then(|f| read_identity(f).ok())
+            .and_then(|i| i.patient_name)
+            .unwrap_or_default(),
         study_instance_uid: study,
         frame_of_reference_uid: meta.frame_of_reference_uid.clone(),
         series_instance_uid: derived_uid(&["rtdose-series", &plan.sop_instance_uid, &key]),

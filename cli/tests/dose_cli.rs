@@ -220,6 +220,14 @@ fn dose_of_a_carbon_beam_in_water() {
         "D50 {d50} Gy vs kernel {centre} Gy at the centre"
     );
 
+    // The CT's patient, study and Frame of Reference; the plan referenced.
+    let rd = std::fs::read(dir.path().join("RD.dcm")).unwrap();
+    let text = String::from_utf8_lossy(&rd);
+    for s in ["Water^Phantom", "WATER", "2.25.500", "2.25.502", "2.25.600"] {
+        assert!(text.contains(s), "{s} missing from the RT Dose");
+    }
+    eprintln!("ionguide dose took {} s", v["seconds"]);
+
     // Run to run: the same RT Dose bytes; the table names the reference and the ROI.
     let table = String::from_utf8(run_dose(dir.path(), "RD2.dcm", false).stdout).unwrap();
     assert!(
