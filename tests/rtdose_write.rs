@@ -215,3 +215,14 @@ print(' '.join(repr(float(x)) for x in a.ravel()))\n";
         );
     }
 }
+
+/// An all-zero grid (a plan that misses the grid) still writes: scaling 1, stored zeros.
+#[test]
+fn a_zero_dose_writes_zeros() {
+    let d = Volume::filled(rotated_grid(), 0.0f32);
+    let bytes = write_rt_dose(&d, &ids(), &PRODUCER).unwrap();
+    let obj = dicom_object::from_reader(&bytes[128..]).unwrap();
+    assert_eq!(floats(&obj, tags::DOSE_GRID_SCALING), vec![1.0]);
+    let px = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    assert!(px.len() == 4 * 120 && px.iter().all(|b| *b == 0));
+}

@@ -8,9 +8,10 @@
 //! - [`object_header`]: the header facts frame assembly groups received objects by.
 //! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
 //! - [`uids`]: the transfer-syntax and SOP class UIDs the project names, one constant each.
-//! - [`identity`]: SOP Instance UID, Patient ID and a plan's referenced structure set, for the session's load checks.
+//! - [`identity`]: SOP Instance UID, Patient ID and Name and a plan's referenced structure set, for the session's load checks.
 //! - [`write`](mod@write): the element builders and Part 10 encoder every writer shares, [`Producer`](write::Producer)
-//!   and [`WriteError`](write::WriteError); the CT series writer is [`ct::write`], the structure set writer
+//!   and [`WriteError`](write::WriteError); the CT series writer is [`ct::write`], the RT Dose writer
+//!   [`rtdose::write_rt_dose`], the structure set writer
 //!   [`rtstruct::write`].
 //! - [`classify`]: sorts a folder of files into CT series, structure sets and plans.
 //! - `attrs` (private): opening Part 10 data (with a corrupt-length guard) and typed attribute
