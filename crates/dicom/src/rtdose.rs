@@ -1,4 +1,4 @@
-//! Writing a dose grid (Gy, on a possibly rotated [`Grid`]) as a multi-frame RT Dose object:
+//! Writing a dose grid (Gy, on a possibly rotated [`Grid`](crate::geometry::Grid)) as a multi-frame RT Dose object:
 //! physical dose of one plan, 32-bit unsigned stored values times Dose Grid Scaling.
 //!
 //! The scaling is `max dose / (2³² − 1)`, so the maximum uses the whole stored range and any
