@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod demo;
+mod dose;
 mod gate;
 mod inspect;
 mod range;
@@ -35,6 +36,8 @@ enum Command {
     Range(range::Args),
     /// Water-equivalent path length through a CT series.
     Wepl(wepl::Args),
+    /// A plan's dose on a CT (pencil-beam kernel) written as RT Dose, with D98/D95/D50/D2/mean/V95 per ROI.
+    Dose(dose::Args),
     /// Rigid registration of a frame against the planning CT over a target region.
     Register(register::Args),
     /// Run the real-time pipeline (the daemon): frames in, corrections out, audit log.
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Range(args) => range::run(args),
         Command::Wepl(args) => wepl::run(args),
+        Command::Dose(args) => dose::run(args),
         Command::Register(args) => register::run(args),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::demo(args),

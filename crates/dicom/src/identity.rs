@@ -16,6 +16,9 @@ pub struct ObjectIdentity {
     pub sop_instance_uid: Option<String>,
     /// Patient ID (0010,0020), when present and not empty.
     pub patient_id: Option<String>,
+    /// Patient's Name (0010,0010), when present and not empty (what an RT Dose written on
+    /// this CT repeats).
+    pub patient_name: Option<String>,
     /// Referenced SOP Instance UIDs (0008,1155) of the Referenced Structure Set Sequence
     /// (300C,0060): the structure set(s) a plan was made on. Empty when it names none.
     pub referenced_structure_set_uids: Vec<String>,
@@ -72,6 +75,7 @@ pub fn read_identity(path: impl AsRef<Path>) -> Result<ObjectIdentity, IdentityE
             (!m.is_empty()).then_some(m)
         });
     let patient_id = attrs::opt_str(&obj, attr!(PATIENT_ID, "PatientID")).map_err(at("dataset"))?;
+    let patient_name = attrs::opt_str(&obj, attr!(PATIENT_NAME, "PatientName")).map_err(at("dataset"))?;
     let mut referenced_structure_set_uids = Vec::new();
     if let Some(items) = attrs::opt_items(
         &obj,
@@ -96,6 +100,7 @@ pub fn read_identity(path: impl AsRef<Path>) -> Result<ObjectIdentity, IdentityE
     Ok(ObjectIdentity {
         sop_instance_uid,
         patient_id,
+        patient_name,
         referenced_structure_set_uids,
     })
 }

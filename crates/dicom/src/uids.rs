@@ -21,6 +21,8 @@ pub const CT_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.2";
 pub const ENHANCED_CT_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.2.1";
 /// RT Structure Set Storage.
 pub const RT_STRUCTURE_SET_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.3";
+/// RT Dose Storage.
+pub const RT_DOSE_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.2";
 /// RT Ion Plan Storage.
 pub const RT_ION_PLAN_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.8";
 /// Spatial Registration Storage.
