@@ -4,8 +4,10 @@
 //! grid and the frame offsets; pydicom, when installed, agrees; the bytes are the same run to
 //! run.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod dcmtk_support;
+use dcmtk_support::dcmdump_clean;
 
 use dicom_dictionary_std::tags;
 use ionguide::dicom::rtdose::{dose_grid_scaling, write_rt_dose, RtDoseError, RtDoseIds};
@@ -55,16 +57,6 @@ fn dose(grid: Grid) -> Volume<f32> {
     v
 }
 
-fn dcmtk(tool: &str, args: &[&Path]) -> Output {
-    match Command::new(tool).args(args).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("`{tool}` is not on PATH: install dcmtk (e.g. `apt-get install dcmtk`; CI installs it).")
-        }
-        Err(e) => panic!("cannot run {tool}: {e}"),
-    }
-}
-
 fn floats(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Vec<f64> {
     obj.element(tag).unwrap().to_multi_float64().unwrap()
 }
@@ -78,10 +70,7 @@ fn dcmdump_reads_an_rt_dose() {
         write_rt_dose(&dose(rotated_grid()), &ids(), &PRODUCER).unwrap(),
     )
     .unwrap();
-    let out = dcmtk("dcmdump", &[Path::new("-E"), &path]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && err.trim().is_empty(), "dcmdump: {err}");
+    let text = dcmdump_clean(&path);
     for expected in [
         "(0002,0002) UI =RTDoseStorage",
         "(0008,0060) CS [RTDOSE]",

@@ -3,8 +3,11 @@
 //! sent from, read by the file ingest path.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
+
+mod dcmtk_support;
+use dcmtk_support::dcmtk;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use ionguide::correction::RejectReason;
@@ -34,17 +37,6 @@ fn dcm_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Runs a dcmtk tool; a missing tool fails the test with what to install.
-fn dcmtk(tool: &str, args: &[String]) -> Output {
-    match Command::new(tool).args(args).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`{tool}` is not on PATH: install dcmtk (e.g. `apt-get install dcmtk`; CI installs it). \
-             These tests need a third-party DICOM sender and must not be skipped."
-        ),
-        Err(e) => panic!("cannot run {tool}: {e}"),
-    }
-}
-
 fn storescu(handle: &ScpHandle, extra: &[&str], files: &[PathBuf]) -> Output {
     let addr = handle.local_addr();
     let mut args: Vec<String> = ["-aet", "SCANNER", "-aec", "IONGUIDE"]
