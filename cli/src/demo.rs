@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ionguide_sim::motion::TumorMotionModel;
-use ionguide_sim::phantom::PhantomSpec;
-use ionguide_sim::planner::PlannerOptions;
+use ionguide_sim::anatomy::phantom::PhantomSpec;
+use ionguide_sim::motion::trace::TumorMotionModel;
+use ionguide_sim::planning::PlannerOptions;
 use ionguide_sim::replay::{self, FrameSource, ReplayOptions, ReplayResult};
 use ionguide_sim::report::{write_report, Quantiles};
 use ionguide_sim::scenario;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ionguide::audit::{AuditReader, AuditRecord, Outcome, TailStatus};
-use ionguide_sim::controller::{BeamState, Cause};
+use ionguide_sim::delivery::controller::{BeamState, Cause};
 
 use support::daemon::{controller_events, Daemon, FrameSender, SessionDir, RELAXED_TIMING, SCP_59};
 use support::dicom_edit::Edit;

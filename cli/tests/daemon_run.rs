@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ionguide::audit::{AuditReader, AuditRecord, Outcome, TailStatus};
 use ionguide::correction::HoldReason;
-use ionguide_sim::controller::{BeamState, Cause};
+use ionguide_sim::delivery::controller::{BeamState, Cause};
 use sha2::Digest;
 
 use support::daemon::{run_to_exit, Daemon, FrameSender, SessionDir, RELAXED_TIMING, SCP_59};

@@ -17,10 +17,10 @@ use ionguide::pipeline::{
 use ionguide::source::InProcessSource;
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{spawn, ControllerConfig};
-use crate::motion::TumorMotionModel;
-use crate::phantom::PhantomSpec;
-use crate::planner::PlannerOptions;
+use crate::anatomy::phantom::PhantomSpec;
+use crate::delivery::controller::{spawn, ControllerConfig};
+use crate::motion::trace::TumorMotionModel;
+use crate::planning::PlannerOptions;
 use crate::replay::ReplayError;
 use crate::scenario::{bundled_trace, displacements, in_room_scanner, write_phantom_session, PhantomFrames};
 
@@ -159,7 +159,7 @@ pub struct Chain {
     /// Voxels per frame.
     pub frame_voxels: usize,
     audit_path: std::path::PathBuf,
-    controller: crate::controller::ControllerHandle,
+    controller: crate::delivery::controller::ControllerHandle,
 }
 
 impl Chain {

@@ -20,7 +20,7 @@ use ionguide::source::InProcessSource;
 use ionguide::units::{MmWe, PointMm, VectorMm};
 use ionguide::volume::CtVolume;
 
-use crate::controller::{spawn, BeamState, ControllerConfig};
+use crate::delivery::controller::{spawn, BeamState, ControllerConfig};
 use crate::report::{ErrorHistogram, FrameScore, Report};
 
 /// Why a replay could not run.

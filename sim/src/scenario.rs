@@ -11,12 +11,12 @@ use ionguide::dicom::ct::CtSliceTemplate;
 use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
 use ionguide::geometry::{RigidTransform, RoomSetup};
 
-use crate::frames::{
+use crate::anatomy::phantom::{Phantom, PhantomSpec};
+use crate::imaging::frames::{
     planning_ids, write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds,
 };
-use crate::motion::{read_csv_trace, read_extmarker, Trace, TumorMotionModel};
-use crate::phantom::{Phantom, PhantomSpec};
-use crate::planner::{plan, plan_bytes, PlannerOptions};
+use crate::motion::trace::{read_csv_trace, read_extmarker, Trace, TumorMotionModel};
+use crate::planning::{plan, plan_bytes, PlannerOptions};
 use crate::replay::{FrameSource, ReplayError};
 use crate::uid::uid_from_seed;
 
@@ -46,7 +46,8 @@ pub fn displacements(
     frames: Option<usize>,
 ) -> Result<(Vec<f64>, Vec<[f64; 3]>), ReplayError> {
     let head = std::fs::read_to_string(path).map_err(io_err(path))?;
-    let bad = |e: crate::motion::MotionError| ReplayError::Session(format!("trace {}: {e}", path.display()));
+    let bad =
+        |e: crate::motion::trace::MotionError| ReplayError::Session(format!("trace {}: {e}", path.display()));
     let extmarker = head.lines().next().is_some_and(|l| l.contains(';'));
     let trace: Trace = if extmarker {
         read_extmarker(path).map_err(bad)?
@@ -278,7 +279,7 @@ pub struct PhantomFrames {
 impl PhantomFrames {
     /// Frame makers for a phantom scenario.
     pub fn new(s: &PhantomScenario, noise_sigma_hu: f64, seed: u64) -> Result<Self, ReplayError> {
-        let err = |e: crate::frames::FrameError| ReplayError::Session(e.to_string());
+        let err = |e: crate::imaging::frames::FrameError| ReplayError::Session(e.to_string());
         let synth = FrameSynth::new(
             &s.phantom,
             &s.ids,

@@ -6,7 +6,9 @@ use std::time::Duration;
 use ionguide::correction::{CorrectionSet, HoldReason, RangeMode, SpotCorrection};
 use ionguide::link::protocol::unix_now_ns;
 use ionguide::link::{AckStatus, DecodeError, LinkKey, LinkOptions, LinkReceiver, LinkSender, Rejection};
-use ionguide_sim::controller::{spawn, BeamState, Cause, Controller, ControllerConfig, ControllerHandle};
+use ionguide_sim::delivery::controller::{
+    spawn, BeamState, Cause, Controller, ControllerConfig, ControllerHandle,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ionguide_sim::motion::{
+use ionguide_sim::motion::trace::{
     parse_csv_trace, parse_extmarker, read_extmarker, MotionError, MotionReference, Trace, TumorMotionModel,
 };
 

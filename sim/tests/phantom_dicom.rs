@@ -7,8 +7,8 @@ use ionguide::dicom::ct::read_series_bytes;
 use ionguide::dicom::rtstruct::read_structure_set_bytes;
 use ionguide::units::PointMm;
 use ionguide::volume::CtVolume;
-use ionguide_sim::frames::{planning_ids, write_ct_series, write_structure_set};
-use ionguide_sim::phantom::{Phantom, PhantomError, PhantomSpec};
+use ionguide_sim::anatomy::phantom::{Phantom, PhantomError, PhantomSpec};
+use ionguide_sim::imaging::frames::{planning_ids, write_ct_series, write_structure_set};
 
 fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
     v.iter().map(Vec::as_slice).collect()
@@ -202,7 +202,7 @@ fn same_seed_same_phantom_other_seed_other_texture() {
 /// nor a setup registration the new session does not have.
 #[test]
 fn a_session_rewritten_with_fewer_slices_loads_only_the_new_series() {
-    use ionguide_sim::planner::PlannerOptions;
+    use ionguide_sim::planning::PlannerOptions;
     use ionguide_sim::replay::load_session;
     use ionguide_sim::scenario::write_phantom_session;
     let dir = tempfile::tempdir().unwrap();

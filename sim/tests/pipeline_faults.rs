@@ -9,7 +9,7 @@ use std::time::Duration;
 use ionguide::audit::{self, AuditRecord};
 use ionguide::correction::{HoldReason, RejectReason};
 use ionguide::pipeline::{Outcome, Stage};
-use ionguide_sim::controller::{BeamState, Cause};
+use ionguide_sim::delivery::controller::{BeamState, Cause};
 use support::dicom_edit::{frame_bytes, load_objects, Edit};
 use support::rig::{data, Rig, RigOptions};
 

@@ -4,9 +4,9 @@
 use ionguide::dicom::ct::read_series_bytes;
 use ionguide::dicom::rtplan::read_plan_bytes;
 use ionguide::range::{SpotTracer, SpotTracerOptions};
-use ionguide_sim::frames::{planning_ids, FrameOptions, FrameSynth};
-use ionguide_sim::phantom::{Phantom, PhantomSpec};
-use ionguide_sim::planner::{plan, plan_bytes, PlannerOptions};
+use ionguide_sim::anatomy::phantom::{Phantom, PhantomSpec};
+use ionguide_sim::imaging::frames::{planning_ids, FrameOptions, FrameSynth};
+use ionguide_sim::planning::{plan, plan_bytes, PlannerOptions};
 
 #[test]
 fn default_plan_spot_count_and_every_bragg_peak_inside_the_target() {

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use ionguide_sim::motion::TumorMotionModel;
-use ionguide_sim::phantom::PhantomSpec;
-use ionguide_sim::planner::PlannerOptions;
+use ionguide_sim::anatomy::phantom::PhantomSpec;
+use ionguide_sim::motion::trace::TumorMotionModel;
+use ionguide_sim::planning::PlannerOptions;
 use ionguide_sim::replay::{run, ReplayOptions, ReplayResult};
 use ionguide_sim::scenario;
 

@@ -15,7 +15,7 @@ use ionguide::register::Registrar;
 use ionguide::units::{PointMm, VectorMm};
 use ionguide::volume::CtVolume;
 use ionguide_sim::gate::Workload;
-use ionguide_sim::planner::PlannerOptions;
+use ionguide_sim::planning::PlannerOptions;
 use ionguide_sim::replay::{load_session, FrameSource};
 use ionguide_sim::scenario::{in_room_scanner, write_phantom_session, PhantomFrames};
 

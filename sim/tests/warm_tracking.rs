@@ -8,8 +8,8 @@ use ionguide::geometry::RigidTransform;
 use ionguide::register::Registrar;
 use ionguide::units::VectorMm;
 use ionguide_sim::gate::Workload;
-use ionguide_sim::motion::TumorMotionModel;
-use ionguide_sim::planner::PlannerOptions;
+use ionguide_sim::motion::trace::TumorMotionModel;
+use ionguide_sim::planning::PlannerOptions;
 use ionguide_sim::replay::{load_session, FrameSource};
 use ionguide_sim::scenario::{bundled_trace, displacements, write_phantom_session, PhantomFrames};
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dicom_object::DefaultDicomObject;
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
-use ionguide_sim::controller::{spawn, ControllerConfig, ControllerEvent, ControllerHandle};
+use ionguide_sim::delivery::controller::{spawn, ControllerConfig, ControllerEvent, ControllerHandle};
 
 use super::dicom_edit::{frame_bytes, load_objects, Edit};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
-use ionguide_sim::controller::{spawn, BeamState, ControllerConfig};
+use ionguide_sim::delivery::controller::{spawn, BeamState, ControllerConfig};
 
 /// A simulated gantry controller: verifies link messages, holds the beam on silence, HOLD,
 /// expiry or any rejected datagram, and ACKs the sender.

@@ -12,7 +12,7 @@ use ionguide::audit::{AuditOptions, AuditReader, AuditRecord, TailStatus};
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
 use ionguide::pipeline::{AuditStart, Chain, ChainBuilder, FrameEvent, LinkTiming, Pipeline, Session};
 use ionguide::source::SourceEvent;
-use ionguide_sim::controller::{spawn, ControllerConfig, ControllerHandle};
+use ionguide_sim::delivery::controller::{spawn, ControllerConfig, ControllerHandle};
 
 /// The repository's test data.
 pub fn data(rel: &str) -> PathBuf {

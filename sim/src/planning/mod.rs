@@ -21,8 +21,8 @@ use ionguide::range::raytrace::{trace_into, RayProfile};
 use ionguide::range::{BeamGeometry, Hlut, PatientPosition, RangeEnergyTable, RangeError};
 use ionguide::units::{Ion, MmWe, PointMm};
 
-use crate::frames::SeriesIds;
-use crate::phantom::Phantom;
+use crate::anatomy::phantom::Phantom;
+use crate::imaging::frames::SeriesIds;
 use crate::uid::uid_from_seed;
 
 /// Why a plan cannot be made.

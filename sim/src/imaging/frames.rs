@@ -13,7 +13,7 @@ use ionguide::structure::StructureSet;
 use ionguide::units::Hu;
 use ionguide::volume::CtVolume;
 
-use crate::phantom::{Phantom, PhantomError};
+use crate::anatomy::phantom::{Phantom, PhantomError};
 use crate::rng::{derive_seed, SplitMix64};
 use crate::uid::uid_from_seed;
 

@@ -1,0 +1,5 @@
+//! Motion: recorded breathing traces read and resampled, and the model that turns a surface
+//! marker's trace into the tumor's displacement per frame. Depends on no other part of the
+//! simulator.
+
+pub mod trace;
