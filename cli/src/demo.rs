@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ionguide_sim::anatomy::phantom::PhantomSpec;
-use ionguide_sim::motion::trace::TumorMotionModel;
+use ionguide_sim::imaging::sources::{FrameSource, RealCtFrames};
+use ionguide_sim::motion::tumor::{displacements, TumorMotionModel};
 use ionguide_sim::planning::PlannerOptions;
-use ionguide_sim::replay::{self, FrameSource, ReplayOptions, ReplayResult};
-use ionguide_sim::report::{write_report, Quantiles};
+use ionguide_sim::replay::{self, ReplayOptions, ReplayResult};
+use ionguide_sim::report::write_report;
 use ionguide_sim::scenario;
+use ionguide_sim::scoring::histogram::Quantiles;
 
 /// The built-in demo: a thorax phantom planned with carbon, driven by a real breathing trace.
 #[derive(Debug, clap::Args)]
@@ -191,13 +193,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "in-room scanner: its own Frame of Reference, mapped by the setup registration REG.dcm ({room})"
         );
     }
-    let (times, disp) = scenario::displacements(
+    let (times, disp) = displacements(
         &scenario::bundled_trace(),
         10.0,
         &TumorMotionModel::default(),
         Some(args.frames),
     )?;
-    let mut frames = scenario::PhantomFrames::new(&s, 10.0, 1)?;
+    let mut frames = s.frames(10.0, 1)?;
     let (t, b) = tracking_and_baseline(
         "built-in demo: thorax phantom, real ExtMarker breathing trace",
         &s.config,
@@ -226,13 +228,13 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         plan,
         args.budget_ms,
     )?;
-    let (times, disp) = scenario::displacements(
+    let (times, disp) = displacements(
         &args.trace,
         args.rate_hz,
         &TumorMotionModel::default(),
         args.frames,
     )?;
-    let mut frames = scenario::RealCtFrames::load(&args.ct)?;
+    let mut frames = RealCtFrames::load(&args.ct)?;
     let (t, b) = tracking_and_baseline(
         &format!("replay of {} with {}", args.ct.display(), args.trace.display()),
         &config,

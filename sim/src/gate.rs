@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::anatomy::phantom::PhantomSpec;
 use crate::delivery::controller::{spawn, ControllerConfig};
-use crate::motion::trace::TumorMotionModel;
+use crate::motion::tumor::{displacements, TumorMotionModel};
 use crate::planning::PlannerOptions;
 use crate::replay::ReplayError;
-use crate::scenario::{bundled_trace, displacements, in_room_scanner, write_phantom_session, PhantomFrames};
+use crate::scenario::{bundled_trace, in_room_scanner, write_phantom_session};
 
 /// Which workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,10 +180,10 @@ impl Chain {
             &TumorMotionModel::default(),
             Some(distinct),
         )?;
-        let mut synth = PhantomFrames::new(&scenario, 10.0, 3)?;
+        let mut synth = scenario.frames(10.0, 3)?;
         let mut encoded = Vec::with_capacity(disp.len());
         for (i, d) in disp.iter().enumerate() {
-            encoded.push(crate::replay::FrameSource::frame(&mut synth, i, *d)?);
+            encoded.push(crate::imaging::sources::FrameSource::frame(&mut synth, i, *d)?);
         }
         let frame_voxels = {
             let [a, b, c] = scenario.phantom.grid().dims();

@@ -12,16 +12,18 @@ use std::time::{Duration, Instant};
 
 use ionguide::adapt::FrameWepl;
 use ionguide::config::Config;
-use ionguide::correction::{CorrectionSet, RangeMode};
+use ionguide::correction::CorrectionSet;
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
 use ionguide::pipeline::{chain, AuditStart, ChainBuilder, ChainError, Outcome, Session, Stats};
-use ionguide::range::{BeamGeometry, RangeEnergyTable};
 use ionguide::source::InProcessSource;
-use ionguide::units::{MmWe, PointMm, VectorMm};
-use ionguide::volume::CtVolume;
+use ionguide::units::VectorMm;
 
 use crate::delivery::controller::{spawn, BeamState, ControllerConfig};
-use crate::report::{ErrorHistogram, FrameScore, Report};
+use crate::imaging::sources::{FrameSource, SourceError};
+use crate::report::Report;
+use crate::scoring::histogram::ErrorHistogram;
+use crate::scoring::spots::{tumor_error_mm, SpotScorer};
+use crate::scoring::FrameScore;
 
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ pub enum ReplayError {
     /// The pipeline.
     #[error("pipeline: {0}")]
     Pipeline(String),
+    /// Reading the motion trace.
+    #[error("trace: {0}")]
+    Motion(#[from] crate::motion::trace::MotionError),
     /// Writing files.
     #[error("{path}: {source}")]
     Io {
@@ -54,14 +59,14 @@ pub enum ReplayError {
     },
 }
 
-/// Makes frames and tells the truth about them.
-pub trait FrameSource {
-    /// A short description for the report.
-    fn describe(&self) -> String;
-    /// The DICOM objects of frame `index` with the anatomy displaced by `displacement_mm`.
-    fn frame(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError>;
-    /// The noise-free truth of the same frame, for range scoring.
-    fn truth(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<&CtVolume, ReplayError>;
+impl From<SourceError> for ReplayError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Setup(reason) => ReplayError::Session(reason),
+            SourceError::Frame { index, reason } => ReplayError::Frame { index, reason },
+            SourceError::Io { path, source } => ReplayError::Io { path, source },
+        }
+    }
 }
 
 /// Replay knobs.
@@ -101,26 +106,6 @@ pub struct ReplayResult {
     pub applied: Vec<CorrectionSet>,
 }
 
-/// Per-spot geometry the scorer needs (independent of the adapt stage's own arithmetic).
-struct SpotTruth {
-    beam: usize,
-    target_mm: Option<PointMm>,
-    x_plan_mm: f64,
-    y_plan_mm: f64,
-    energy_mev_u: f64,
-    planned_depth_mm: f64,
-}
-
-/// Where the ray from each scanning magnet's virtual source through `q` crosses the
-/// isocenter plane (beam's-eye view x, y), mm.
-fn iso_plane_xy(g: &BeamGeometry, q: &PointMm) -> (f64, f64) {
-    let r = q - g.isocenter_mm;
-    let d = r.dot(&g.to_source);
-    let (a, b) = (r.dot(&g.bev_x), r.dot(&g.bev_y));
-    let mag = |sad: f64| if sad.is_finite() { sad / (sad - d) } else { 1.0 };
-    (a * mag(g.sad_mm[0]), b * mag(g.sad_mm[1]))
-}
-
 /// Loads the session a configuration names, with every load check (the chain's own loader).
 pub fn load_session(config_path: &Path) -> Result<(Config, Session), ReplayError> {
     chain::load_session(config_path).map_err(|e| ReplayError::Session(e.to_string()))
@@ -141,37 +126,7 @@ pub fn run(
     let config = builder.config().clone();
     let session = builder.session().clone();
     let default_sad = config.planning.default_sad_mm;
-    let geoms: Vec<BeamGeometry> = session
-        .plan
-        .beams
-        .iter()
-        .map(|b| BeamGeometry::from_beam(b, default_sad))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ReplayError::Session(e.to_string()))?;
-    let tables: Vec<RangeEnergyTable> = session
-        .plan
-        .beams
-        .iter()
-        .map(|b| RangeEnergyTable::new(b.ion))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ReplayError::Session(e.to_string()))?;
-    let spots: Vec<SpotTruth> = session
-        .planned
-        .spots()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let spot = &session.plan.beams[s.beam].layers[s.layer].spots[s.spot];
-            SpotTruth {
-                beam: s.beam,
-                target_mm: session.planned.target_point_mm(i),
-                x_plan_mm: spot.x_mm,
-                y_plan_mm: spot.y_mm,
-                energy_mev_u: s.energy_mev_u,
-                planned_depth_mm: s.planned_depth.get(),
-            }
-        })
-        .collect();
+    let scorer = SpotScorer::new(&session, default_sad).map_err(|e| ReplayError::Session(e.to_string()))?;
     let budget_ms = config.timing.budget_ms;
 
     // the chain: controller, link, pipeline
@@ -305,10 +260,7 @@ pub fn run(
             score.beam_on = delivered.is_some();
         }
         if let Some(est) = score.est_shift_mm {
-            let e = ((est[0] - delivery_shift[0]).powi(2)
-                + (est[1] - delivery_shift[1]).powi(2)
-                + (est[2] - delivery_shift[2]).powi(2))
-            .sqrt();
+            let e = tumor_error_mm(est, delivery_shift);
             score.tumor_error_mm = Some(e);
             tumor_h.record_mm(e);
         }
@@ -325,40 +277,15 @@ pub fn run(
                     index,
                     reason: format!("truth WEPL: {e}"),
                 })?;
-            let (mut spot_max, mut range_max) = (0.0f64, 0.0f64);
-            for (i, s) in spots.iter().enumerate() {
-                let Some(p) = s.target_mm else { continue };
-                let g = &geoms[s.beam];
-                let (xp, yp) = iso_plane_xy(g, &p);
-                let (xq, yq) = iso_plane_xy(g, &(p + dv));
-                let (x_need, y_need) = (s.x_plan_mm + xq - xp, s.y_plan_mm + yq - yp);
-                let table = &tables[s.beam];
-                let (x_got, y_got, range_shift_got) = match &delivered {
-                    Some(set) => {
-                        let c = set.spots.get(i).copied().unwrap_or_default();
-                        let shift = match set.mode {
-                            Some(RangeMode::RangeShifter) => -(c.range_shifter_mm_we as f64),
-                            _ => {
-                                let range = |e: f64| table.range_mm(e).map_or(f64::NAN, MmWe::get);
-                                range(c.energy_mev_u as f64) - range(s.energy_mev_u)
-                            }
-                        };
-                        (c.x_mm as f64, c.y_mm as f64, shift)
-                    }
-                    None => (s.x_plan_mm, s.y_plan_mm, 0.0),
-                };
-                let spot_err = ((x_got - x_need).powi(2) + (y_got - y_need).powi(2)).sqrt();
-                spot_h.record_mm(spot_err);
-                spot_max = spot_max.max(spot_err);
-                let need = truth_wepl.wepl_mm.get(i).copied().unwrap_or(f32::NAN) as f64 - s.planned_depth_mm;
-                let range_err = range_shift_got - need;
-                if range_err.is_finite() {
-                    range_h.record_mm(range_err);
-                    range_max = range_max.max(range_err.abs());
-                }
-            }
-            score.spot_error_max_mm = Some(spot_max);
-            score.range_error_max_mm = Some(range_max);
+            let worst = scorer.score_frame(
+                delivered.as_ref(),
+                &dv,
+                &truth_wepl.wepl_mm,
+                &mut spot_h,
+                &mut range_h,
+            );
+            score.spot_error_max_mm = Some(worst.spot_max_mm);
+            score.range_error_max_mm = Some(worst.range_max_mm);
         }
         if let Some(set) = delivered {
             applied_sets.push(set);

@@ -5,19 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use ionguide::volume::CtVolume;
-
-use ionguide::dicom::ct::CtSliceTemplate;
 use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
 use ionguide::geometry::{RigidTransform, RoomSetup};
 
 use crate::anatomy::phantom::{Phantom, PhantomSpec};
-use crate::imaging::frames::{
-    planning_ids, write_ct_series, write_structure_set, FrameOptions, FrameSynth, SeriesIds,
-};
-use crate::motion::trace::{read_csv_trace, read_extmarker, Trace, TumorMotionModel};
+use crate::imaging::frames::{planning_ids, write_ct_series, write_structure_set, SeriesIds};
+use crate::imaging::sources::PhantomFrames;
 use crate::planning::{plan, plan_bytes, PlannerOptions};
-use crate::replay::{FrameSource, ReplayError};
+use crate::replay::ReplayError;
 use crate::uid::uid_from_seed;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
@@ -34,38 +29,6 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), ReplayError> {
 /// The bundled demo trace (real ExtMarker recording; attribution in `sim/data/traces/README.md`).
 pub fn bundled_trace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/traces/201205101522-UCC-1-N-138-6.csv")
-}
-
-/// Tumor displacements at `rate_hz` from a trace file: the ExtMarker format (`;`-separated)
-/// goes through the breathing model (surface marker → tumor); a plain `t_s,x_mm,y_mm,z_mm`
-/// CSV is taken as the tumor's own displacement.
-pub fn displacements(
-    path: &Path,
-    rate_hz: f64,
-    model: &TumorMotionModel,
-    frames: Option<usize>,
-) -> Result<(Vec<f64>, Vec<[f64; 3]>), ReplayError> {
-    let head = std::fs::read_to_string(path).map_err(io_err(path))?;
-    let bad =
-        |e: crate::motion::trace::MotionError| ReplayError::Session(format!("trace {}: {e}", path.display()));
-    let extmarker = head.lines().next().is_some_and(|l| l.contains(';'));
-    let trace: Trace = if extmarker {
-        read_extmarker(path).map_err(bad)?
-    } else {
-        read_csv_trace(path).map_err(bad)?
-    };
-    let trace = trace.resample(rate_hz).map_err(bad)?;
-    let mut d = if extmarker {
-        model.displacements_mm(&trace).map_err(bad)?
-    } else {
-        trace.pos_mm.clone()
-    };
-    let mut t = trace.t_s.clone();
-    if let Some(n) = frames {
-        d.truncate(n);
-        t.truncate(n);
-    }
-    Ok((t, d))
 }
 
 /// The session TOML of a replay (the source section is required by the schema; replays feed
@@ -160,6 +123,20 @@ pub struct PhantomScenario {
     /// The in-room scanner's coordinates, when frames come in their own Frame of Reference
     /// (the session then holds its setup registration, `REG.dcm`).
     pub room: Option<RoomSetup>,
+}
+
+impl PhantomScenario {
+    /// The frame source of this session: noisy frames with `noise_sigma_hu` (in the in-room
+    /// scanner's coordinates when the session has one) and their noise-free truth.
+    pub fn frames(&self, noise_sigma_hu: f64, seed: u64) -> Result<PhantomFrames, ReplayError> {
+        Ok(PhantomFrames::new(
+            &self.phantom,
+            &self.ids,
+            self.room.clone(),
+            noise_sigma_hu,
+            seed,
+        )?)
+    }
 }
 
 /// Removes the `CT{n:04}.dcm` files this module wrote in `ct_dir`, from number `first` on.
@@ -268,127 +245,6 @@ pub fn write_phantom_session(
         spots,
         room,
     })
-}
-
-/// Frames of the moving phantom: noisy frames for the pipeline, noise-free ones as truth.
-pub struct PhantomFrames {
-    synth: FrameSynth,
-    truth: FrameSynth,
-}
-
-impl PhantomFrames {
-    /// Frame makers for a phantom scenario.
-    pub fn new(s: &PhantomScenario, noise_sigma_hu: f64, seed: u64) -> Result<Self, ReplayError> {
-        let err = |e: crate::imaging::frames::FrameError| ReplayError::Session(e.to_string());
-        let synth = FrameSynth::new(
-            &s.phantom,
-            &s.ids,
-            FrameOptions {
-                noise_sigma_hu,
-                seed,
-                room: s.room.clone(),
-                ..FrameOptions::default()
-            },
-        )
-        .map_err(err)?;
-        // the truth stays in planning coordinates: what the pipeline's answers are in
-        let truth = FrameSynth::new(
-            &s.phantom,
-            &s.ids,
-            FrameOptions {
-                noise_sigma_hu: 0.0,
-                seed,
-                ..FrameOptions::default()
-            },
-        )
-        .map_err(err)?;
-        Ok(PhantomFrames { synth, truth })
-    }
-}
-
-impl FrameSource for PhantomFrames {
-    fn describe(&self) -> String {
-        let g = self.synth.volume().grid();
-        let [nx, ny, nz] = g.dims();
-        format!("thorax phantom {nx}×{ny}×{nz}")
-    }
-    fn frame(&mut self, index: usize, d: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError> {
-        self.synth
-            .frame(index, d)
-            .map(|f| f.slices)
-            .map_err(|e| ReplayError::Frame {
-                index,
-                reason: e.to_string(),
-            })
-    }
-    fn truth(&mut self, index: usize, d: [f64; 3]) -> Result<&CtVolume, ReplayError> {
-        self.truth.render(index, d).map_err(|e| ReplayError::Frame {
-            index,
-            reason: e.to_string(),
-        })
-    }
-}
-
-/// A user's CT, moved rigidly by rewriting each slice's Image Position (Patient): the
-/// displacement is exact, so the truth is known without resampling.
-pub struct RealCtFrames {
-    slices: Vec<CtSliceTemplate>,
-    dir: PathBuf,
-    truth: Option<CtVolume>,
-}
-
-impl RealCtFrames {
-    /// Loads every DICOM file of `dir` (the CT series).
-    pub fn load(dir: &Path) -> Result<Self, ReplayError> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io_err(dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        paths.sort();
-        let mut slices = Vec::new();
-        for p in &paths {
-            if let Some(slice) = CtSliceTemplate::open(p) {
-                slices.push(slice);
-            }
-        }
-        if slices.is_empty() {
-            return Err(ReplayError::Session(format!("no CT slices in {}", dir.display())));
-        }
-        Ok(RealCtFrames {
-            slices,
-            dir: dir.to_owned(),
-            truth: None,
-        })
-    }
-}
-
-impl FrameSource for RealCtFrames {
-    fn describe(&self) -> String {
-        format!("{} slices of {}", self.slices.len(), self.dir.display())
-    }
-    fn frame(&mut self, index: usize, d: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError> {
-        let fail = |reason: String| ReplayError::Frame { index, reason };
-        self.slices
-            .iter()
-            .enumerate()
-            .map(|(k, slice)| {
-                let uid = format!("2.25.{}{:05}{:05}", 7_000_000 + index, k, index % 100_000);
-                slice
-                    .moved(d, index as u64 + 1, &uid)
-                    .map_err(|e| fail(format!("slice {k}: {e}")))
-            })
-            .collect()
-    }
-    fn truth(&mut self, index: usize, d: [f64; 3]) -> Result<&CtVolume, ReplayError> {
-        let bytes = self.frame(index, d)?;
-        let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
-        let series = ionguide::dicom::ct::read_series_bytes(&refs).map_err(|e| ReplayError::Frame {
-            index,
-            reason: e.to_string(),
-        })?;
-        Ok(self.truth.insert(series.volume))
-    }
 }
 
 /// Writes the session folder for a user's CT, structure set, ROI and plan.

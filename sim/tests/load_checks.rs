@@ -13,7 +13,8 @@ use std::time::Duration;
 use ionguide::pipeline::{ChainBuilder, ChainError, InputMismatch, SessionError};
 use ionguide::volume::CtVolume;
 use ionguide_sim::gate::gate_chain;
-use ionguide_sim::replay::{self, FrameSource, ReplayError, ReplayOptions};
+use ionguide_sim::imaging::sources::{FrameSource, SourceError};
+use ionguide_sim::replay::{self, ReplayError, ReplayOptions};
 use support::dicom_edit::{mismatched, Mismatch};
 use support::rig::{data, write_session_with};
 
@@ -58,10 +59,10 @@ impl FrameSource for Never {
     fn describe(&self) -> String {
         "never".into()
     }
-    fn frame(&mut self, index: usize, _: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError> {
+    fn frame(&mut self, index: usize, _: [f64; 3]) -> Result<Vec<Vec<u8>>, SourceError> {
         panic!("frame {index} asked of a refused session")
     }
-    fn truth(&mut self, index: usize, _: [f64; 3]) -> Result<&CtVolume, ReplayError> {
+    fn truth(&mut self, index: usize, _: [f64; 3]) -> Result<&CtVolume, SourceError> {
         panic!("truth {index} asked of a refused session")
     }
 }

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ionguide_sim::motion::trace::{
-    parse_csv_trace, parse_extmarker, read_extmarker, MotionError, MotionReference, Trace, TumorMotionModel,
-};
+use ionguide_sim::motion::trace::{parse_csv_trace, parse_extmarker, read_extmarker, MotionError, Trace};
+use ionguide_sim::motion::tumor::{MotionReference, TumorMotionModel};
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use ionguide_sim::anatomy::phantom::PhantomSpec;
-use ionguide_sim::motion::trace::TumorMotionModel;
+use ionguide_sim::imaging::sources::RealCtFrames;
+use ionguide_sim::motion::tumor::{displacements, TumorMotionModel};
 use ionguide_sim::planning::PlannerOptions;
 use ionguide_sim::replay::{run, ReplayOptions, ReplayResult};
 use ionguide_sim::scenario;
@@ -51,7 +52,7 @@ fn the_phantom_demo_tracks_within_the_bars_and_replays_byte_for_byte() {
         Some(scenario::in_room_scanner()),
     )
     .unwrap();
-    let (t, d) = scenario::displacements(
+    let (t, d) = displacements(
         &scenario::bundled_trace(),
         10.0,
         &TumorMotionModel::default(),
@@ -59,7 +60,7 @@ fn the_phantom_demo_tracks_within_the_bars_and_replays_byte_for_byte() {
     )
     .unwrap();
     let replay = |correction: bool| {
-        let mut frames = scenario::PhantomFrames::new(&s, 10.0, 7).unwrap();
+        let mut frames = s.frames(10.0, 7).unwrap();
         run(
             "test",
             &s.config,
@@ -127,14 +128,14 @@ fn a_real_ct_replay_tracks_within_the_bars() {
         BUDGET_MS,
     )
     .unwrap();
-    let (t, d) = scenario::displacements(
+    let (t, d) = displacements(
         &scenario::bundled_trace(),
         10.0,
         &TumorMotionModel::default(),
         Some(20),
     )
     .unwrap();
-    let mut frames = scenario::RealCtFrames::load(&data.join("STS_001/image")).unwrap();
+    let mut frames = RealCtFrames::load(&data.join("STS_001/image")).unwrap();
     let r = run("real CT", &config, &mut frames, &t, &d, &ReplayOptions::default()).unwrap();
     bars(&r);
 }

@@ -15,9 +15,10 @@ use ionguide::register::Registrar;
 use ionguide::units::{PointMm, VectorMm};
 use ionguide::volume::CtVolume;
 use ionguide_sim::gate::Workload;
+use ionguide_sim::imaging::sources::FrameSource;
 use ionguide_sim::planning::PlannerOptions;
-use ionguide_sim::replay::{load_session, FrameSource};
-use ionguide_sim::scenario::{in_room_scanner, write_phantom_session, PhantomFrames};
+use ionguide_sim::replay::load_session;
+use ionguide_sim::scenario::{in_room_scanner, write_phantom_session};
 
 /// KiB of this process's memory referenced since the last [`clear_referenced`].
 fn referenced_kib() -> u64 {
@@ -47,7 +48,7 @@ fn a_small_workload_frame_touches_few_megabytes_in_register_and_range() {
     )
     .unwrap();
     let (_, session) = load_session(&s.config).unwrap();
-    let mut frames = PhantomFrames::new(&s, 10.0, 3).unwrap();
+    let mut frames = s.frames(10.0, 3).unwrap();
     let mut volumes = Vec::new();
     for k in 0..3 {
         let objects = frames.frame(k, [0.5 * k as f64, -0.3, 0.8]).unwrap();

@@ -8,10 +8,11 @@ use ionguide::geometry::RigidTransform;
 use ionguide::register::Registrar;
 use ionguide::units::VectorMm;
 use ionguide_sim::gate::Workload;
-use ionguide_sim::motion::trace::TumorMotionModel;
+use ionguide_sim::imaging::sources::FrameSource;
+use ionguide_sim::motion::tumor::{displacements, TumorMotionModel};
 use ionguide_sim::planning::PlannerOptions;
-use ionguide_sim::replay::{load_session, FrameSource};
-use ionguide_sim::scenario::{bundled_trace, displacements, write_phantom_session, PhantomFrames};
+use ionguide_sim::replay::load_session;
+use ionguide_sim::scenario::{bundled_trace, write_phantom_session};
 
 #[test]
 fn warm_tracking_of_non_rigid_breathing_converges_in_few_steps_on_the_truth() {
@@ -25,7 +26,7 @@ fn warm_tracking_of_non_rigid_breathing_converges_in_few_steps_on_the_truth() {
     )
     .unwrap();
     let (_, truth) = displacements(&bundled_trace(), 10.0, &TumorMotionModel::default(), Some(40)).unwrap();
-    let mut frames = PhantomFrames::new(&scenario, 10.0, 3).unwrap();
+    let mut frames = scenario.frames(10.0, 3).unwrap();
     let (_, session) = load_session(&scenario.config).unwrap();
     let mut registrar = Registrar::new(session.options.register.clone());
     let mut previous = RigidTransform::identity();

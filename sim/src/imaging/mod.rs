@@ -3,3 +3,4 @@
 //! frames. Depends on [`crate::anatomy`] (what is imaged) and the leaves.
 
 pub mod frames;
+pub mod sources;

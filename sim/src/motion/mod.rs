@@ -3,3 +3,4 @@
 //! simulator.
 
 pub mod trace;
+pub mod tumor;

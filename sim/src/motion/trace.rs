@@ -6,7 +6,7 @@
 //! `t_s,x_mm,y_mm,z_mm` with a header. A surface marker moves mostly along one direction
 //! that is not the tumor's, so the tumor model keeps only the breathing signal — the
 //! projection on the principal axis of the marker positions — and scales it per patient
-//! axis ([`TumorMotionModel`]).
+//! axis ([`super::tumor::TumorMotionModel`]).
 
 use std::path::{Path, PathBuf};
 
@@ -396,103 +396,6 @@ pub fn parse_csv_trace(text: &str, source: &Path) -> Result<Trace, MotionError> 
         });
     }
     Ok(trace)
-}
-
-/// Which tumor position the displacements are measured from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MotionReference {
-    /// The time-weighted mean position (mid-position planning): displacements average 0
-    /// before drift.
-    MidPosition,
-    /// End-exhale: the low end of the breathing signal is displacement 0.
-    EndExhale,
-}
-
-/// Maps a breathing signal to tumor displacement in patient LPS.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TumorMotionModel {
-    /// End-inhale minus end-exhale tumor position, mm, LPS `[x (L), y (P), z (S)]`: its
-    /// absolute components are the peak-to-peak amplitudes per axis. Default
-    /// `[1, −3, −10]`: typical lung tumor motion (about 10 mm superior–inferior, 3 mm
-    /// anterior–posterior, 1 mm left–right; on inhale the tumor moves inferior and
-    /// anterior).
-    pub inhale_shift_mm: [f64; 3],
-    /// Baseline drift, mm per minute, LPS, added linearly from the first sample.
-    pub drift_mm_per_min: [f64; 3],
-    /// Zero of the displacements.
-    pub reference: MotionReference,
-}
-
-impl Default for TumorMotionModel {
-    fn default() -> Self {
-        TumorMotionModel {
-            inhale_shift_mm: [1.0, -3.0, -10.0],
-            drift_mm_per_min: [0.0; 3],
-            reference: MotionReference::MidPosition,
-        }
-    }
-}
-
-impl TumorMotionModel {
-    /// Tumor displacement per sample of `trace`, mm LPS. The breathing signal is scaled so
-    /// its full peak-to-peak span gives exactly [`Self::inhale_shift_mm`].
-    pub fn displacements_mm(&self, trace: &Trace) -> Result<Vec<[f64; 3]>, MotionError> {
-        for (name, v) in [
-            ("inhale_shift_mm", self.inhale_shift_mm),
-            ("drift_mm_per_min", self.drift_mm_per_min),
-        ] {
-            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
-                return Err(MotionError::BadParameter {
-                    name,
-                    value: *bad,
-                    reason: "must be finite",
-                });
-            }
-        }
-        let s = self.breathing_signal(trace)?;
-        let t0 = trace.t_s[0];
-        Ok(s.iter()
-            .zip(&trace.t_s)
-            .map(|(f, t)| {
-                let minutes = (t - t0) / 60.0;
-                std::array::from_fn(|a| f * self.inhale_shift_mm[a] + self.drift_mm_per_min[a] * minutes)
-            })
-            .collect())
-    }
-
-    /// The normalized breathing phase per sample: 0 at the end-exhale extreme, 1 at the
-    /// end-inhale extreme, minus the mean for [`MotionReference::MidPosition`].
-    pub fn breathing_signal(&self, trace: &Trace) -> Result<Vec<f64>, MotionError> {
-        let s = trace.breathing_signal_mm()?;
-        let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let span = hi - lo;
-        if span.is_nan() || span <= 1e-9 {
-            return Err(MotionError::BadParameter {
-                name: "trace peak-to-peak",
-                value: span,
-                reason: "the trace does not move",
-            });
-        }
-        let mut f: Vec<f64> = s.iter().map(|v| (v - lo) / span).collect();
-        if self.reference == MotionReference::MidPosition {
-            let mean = time_weighted_mean(&trace.t_s, &f);
-            f.iter_mut().for_each(|v| *v -= mean);
-        }
-        Ok(f)
-    }
-}
-
-/// Trapezoidal time average, so irregular sampling does not bias the mid-position.
-fn time_weighted_mean(t: &[f64], v: &[f64]) -> f64 {
-    let span = t[t.len() - 1] - t[0];
-    let area: f64 = t
-        .windows(2)
-        .zip(v.windows(2))
-        .map(|(tw, vw)| (tw[1] - tw[0]) * 0.5 * (vw[0] + vw[1]))
-        .sum();
-    area / span
 }
 
 #[cfg(test)]

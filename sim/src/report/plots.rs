@@ -1,0 +1,191 @@
+//! The report's SVG plots (plotters): tumor trajectory, residual error, latency histogram
+//! and beam timeline.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::scoring::FrameScore;
+
+pub(super) type PlotResult = Result<(), Box<dyn std::error::Error>>;
+
+fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(0.5);
+    (lo - pad, hi + pad)
+}
+
+fn time_span(frames: &[FrameScore]) -> (f64, f64) {
+    let end = frames.last().map(|f| f.t_s).unwrap_or(1.0);
+    (frames.first().map(|f| f.t_s).unwrap_or(0.0), end.max(1e-3))
+}
+
+pub(super) fn trajectory(path: &Path, frames: &[FrameScore]) -> PlotResult {
+    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((3, 1));
+    let (t0, t1) = time_span(frames);
+    for (axis, area) in panels.iter().enumerate() {
+        let name = [
+            "x (patient left-right)",
+            "y (anterior-posterior)",
+            "z (superior-inferior)",
+        ][axis];
+        let (lo, hi) = span(
+            frames
+                .iter()
+                .flat_map(|f| std::iter::once(f.true_shift_mm[axis]).chain(f.est_shift_mm.map(|e| e[axis]))),
+        );
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("tumor shift {name}, mm"), ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d(t0..t1, lo..hi)?;
+        chart.configure_mesh().x_desc("time (s)").y_desc("mm").draw()?;
+        chart
+            .draw_series(LineSeries::new(
+                frames.iter().map(|f| (f.t_s, f.true_shift_mm[axis])),
+                &BLACK,
+            ))?
+            .label("truth")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+        chart
+            .draw_series(frames.iter().filter_map(|f| {
+                f.est_shift_mm
+                    .map(|e| Circle::new((f.t_s, e[axis]), 2, RED.filled()))
+            }))?
+            .label("estimated (registration)")
+            .legend(|(x, y)| Circle::new((x + 8, y), 3, RED.filled()));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+pub(super) fn residual(path: &Path, frames: &[FrameScore], baseline: Option<&[FrameScore]>) -> PlotResult {
+    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (t0, t1) = time_span(frames);
+    let all = frames
+        .iter()
+        .chain(baseline.unwrap_or(&[]))
+        .flat_map(|f| [f.tumor_error_mm, f.spot_error_max_mm])
+        .flatten();
+    let (_, hi) = span(all);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("residual error at delivery time, mm", ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(t0..t1, 0.0..hi.max(1.0))?;
+    chart.configure_mesh().x_desc("time (s)").y_desc("mm").draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            frames.iter().filter_map(|f| f.tumor_error_mm.map(|e| (f.t_s, e))),
+            &BLUE,
+        ))?
+        .label("tumor position error (tracking)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(
+            frames
+                .iter()
+                .filter_map(|f| f.spot_error_max_mm.map(|e| (f.t_s, e))),
+            &RED,
+        ))?
+        .label("largest spot position error (tracking)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+    if let Some(b) = baseline {
+        let grey = RGBColor(140, 140, 140);
+        chart
+            .draw_series(LineSeries::new(
+                b.iter().filter_map(|f| f.spot_error_max_mm.map(|e| (f.t_s, e))),
+                &grey,
+            ))?
+            .label("largest spot position error (no correction)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+pub(super) fn latency(path: &Path, latency_ms: &[f64], budget_ms: f64) -> PlotResult {
+    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let top = latency_ms.iter().copied().fold(budget_ms, f64::max) * 1.1;
+    let bins = 60usize;
+    let width = top / bins as f64;
+    let mut counts = vec![0u32; bins];
+    for &l in latency_ms {
+        counts[((l / width) as usize).min(bins - 1)] += 1;
+    }
+    let most = counts.iter().copied().max().unwrap_or(1).max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "latency: frame complete → corrections on the wire",
+            ("sans-serif", 16),
+        )
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..top, 0u32..most + most / 10 + 1)?;
+    chart.configure_mesh().x_desc("ms").y_desc("frames").draw()?;
+    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
+        let x0 = i as f64 * width;
+        Rectangle::new([(x0, 0), (x0 + width * 0.9, c)], BLUE.mix(0.6).filled())
+    }))?;
+    chart
+        .draw_series(LineSeries::new([(budget_ms, 0), (budget_ms, most)], &RED))?
+        .label(format!("budget {budget_ms} ms"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+pub(super) fn beam(path: &Path, frames: &[FrameScore]) -> PlotResult {
+    let root = SVGBackend::new(path, (960, 220)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (t0, t1) = time_span(frames);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("beam on / hold", ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(t0..t1, 0.0..1.2)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_labels(2)
+        .y_label_formatter(&|v| if *v > 0.5 { "on".into() } else { "hold".into() })
+        .draw()?;
+    let mut pts = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let level = if f.beam_on { 1.0 } else { 0.0 };
+        let end = frames.get(i + 1).map(|n| n.t_s).unwrap_or(f.t_s);
+        pts.push((f.t_s, level));
+        pts.push((end, level));
+    }
+    chart.draw_series(LineSeries::new(pts, GREEN.stroke_width(2)))?;
+    root.present()?;
+    Ok(())
+}
