@@ -17,11 +17,9 @@ pub(super) fn page(r: &Report, baseline: Option<&Report>) -> String {
         )
     };
     let mut rows = String::new();
-    rows += &row(
-        "tumor position error (mm)",
-        &r.tumor_error_mm,
-        baseline.map(|b| &b.tumor_error_mm),
-    );
+    // without correction nothing is registered, so there is no tumor estimate to be wrong:
+    // its column says so instead of showing the empty histogram's zeros
+    rows += &row("tumor position error (mm)", &r.tumor_error_mm, None);
     rows += &row(
         "delivered-spot position error (mm)",
         &r.spot_error_mm,

@@ -25,10 +25,52 @@ fn time_span(frames: &[FrameScore]) -> (f64, f64) {
     (frames.first().map(|f| f.t_s).unwrap_or(0.0), end.max(1e-3))
 }
 
+/// How a legend entry shows its series.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Line(RGBColor),
+    Dot(RGBColor),
+}
+
+/// Height of the legend strip above a plot, px.
+const LEGEND_PX: u32 = 26;
+
+/// Draws a legend in its own strip above the plot, entries left to right, so it never
+/// covers a curve (plotters' built-in legend sits inside the plotting area).
+fn legend(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    entries: &[(&str, Swatch)],
+) -> PlotResult {
+    let style = TextStyle::from(("sans-serif", 14)).pos(plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Left,
+        plotters::style::text_anchor::VPos::Center,
+    ));
+    let y = (LEGEND_PX / 2) as i32;
+    let mut x = 56i32;
+    for &(label, swatch) in entries {
+        match swatch {
+            Swatch::Line(c) => area.draw(&PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)))?,
+            Swatch::Dot(c) => area.draw(&Circle::new((x + 10, y), 3, c.filled()))?,
+        }
+        area.draw(&Text::new(label.to_string(), (x + 26, y), style.clone()))?;
+        let (w, _) = area.estimate_text_size(label, &style)?;
+        x += 26 + w as i32 + 28;
+    }
+    Ok(())
+}
+
 pub(super) fn trajectory(path: &Path, frames: &[FrameScore]) -> PlotResult {
-    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 720 + LEGEND_PX)).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((3, 1));
+    let (key, plots) = root.split_vertically(LEGEND_PX);
+    legend(
+        &key,
+        &[
+            ("truth", Swatch::Line(BLACK)),
+            ("estimated (registration)", Swatch::Dot(RED)),
+        ],
+    )?;
+    let panels = plots.split_evenly((3, 1));
     let (t0, t1) = time_span(frames);
     for (axis, area) in panels.iter().enumerate() {
         let name = [
@@ -48,33 +90,32 @@ pub(super) fn trajectory(path: &Path, frames: &[FrameScore]) -> PlotResult {
             .y_label_area_size(48)
             .build_cartesian_2d(t0..t1, lo..hi)?;
         chart.configure_mesh().x_desc("time (s)").y_desc("mm").draw()?;
-        chart
-            .draw_series(LineSeries::new(
-                frames.iter().map(|f| (f.t_s, f.true_shift_mm[axis])),
-                &BLACK,
-            ))?
-            .label("truth")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
-        chart
-            .draw_series(frames.iter().filter_map(|f| {
-                f.est_shift_mm
-                    .map(|e| Circle::new((f.t_s, e[axis]), 2, RED.filled()))
-            }))?
-            .label("estimated (registration)")
-            .legend(|(x, y)| Circle::new((x + 8, y), 3, RED.filled()));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        chart.draw_series(LineSeries::new(
+            frames.iter().map(|f| (f.t_s, f.true_shift_mm[axis])),
+            &BLACK,
+        ))?;
+        chart.draw_series(frames.iter().filter_map(|f| {
+            f.est_shift_mm
+                .map(|e| Circle::new((f.t_s, e[axis]), 2, RED.filled()))
+        }))?;
     }
     root.present()?;
     Ok(())
 }
 
 pub(super) fn residual(path: &Path, frames: &[FrameScore], baseline: Option<&[FrameScore]>) -> PlotResult {
-    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 400 + LEGEND_PX)).into_drawing_area();
     root.fill(&WHITE)?;
+    let grey = RGBColor(140, 140, 140);
+    let (key, plot) = root.split_vertically(LEGEND_PX);
+    let mut entries = vec![
+        ("tumor position error (tracking)", Swatch::Line(BLUE)),
+        ("largest spot position error (tracking)", Swatch::Line(RED)),
+    ];
+    if baseline.is_some() {
+        entries.push(("largest spot position error (no correction)", Swatch::Line(grey)));
+    }
+    legend(&key, &entries)?;
     let (t0, t1) = time_span(frames);
     let all = frames
         .iter()
@@ -82,44 +123,29 @@ pub(super) fn residual(path: &Path, frames: &[FrameScore], baseline: Option<&[Fr
         .flat_map(|f| [f.tumor_error_mm, f.spot_error_max_mm])
         .flatten();
     let (_, hi) = span(all);
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(&plot)
         .caption("residual error at delivery time, mm", ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(48)
         .build_cartesian_2d(t0..t1, 0.0..hi.max(1.0))?;
     chart.configure_mesh().x_desc("time (s)").y_desc("mm").draw()?;
-    chart
-        .draw_series(LineSeries::new(
-            frames.iter().filter_map(|f| f.tumor_error_mm.map(|e| (f.t_s, e))),
-            &BLUE,
-        ))?
-        .label("tumor position error (tracking)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
-    chart
-        .draw_series(LineSeries::new(
-            frames
-                .iter()
-                .filter_map(|f| f.spot_error_max_mm.map(|e| (f.t_s, e))),
-            &RED,
-        ))?
-        .label("largest spot position error (tracking)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+    chart.draw_series(LineSeries::new(
+        frames.iter().filter_map(|f| f.tumor_error_mm.map(|e| (f.t_s, e))),
+        &BLUE,
+    ))?;
+    chart.draw_series(LineSeries::new(
+        frames
+            .iter()
+            .filter_map(|f| f.spot_error_max_mm.map(|e| (f.t_s, e))),
+        &RED,
+    ))?;
     if let Some(b) = baseline {
-        let grey = RGBColor(140, 140, 140);
-        chart
-            .draw_series(LineSeries::new(
-                b.iter().filter_map(|f| f.spot_error_max_mm.map(|e| (f.t_s, e))),
-                &grey,
-            ))?
-            .label("largest spot position error (no correction)")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+        chart.draw_series(LineSeries::new(
+            b.iter().filter_map(|f| f.spot_error_max_mm.map(|e| (f.t_s, e))),
+            &grey,
+        ))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
     root.present()?;
     Ok(())
 }

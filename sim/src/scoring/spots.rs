@@ -138,3 +138,41 @@ impl SpotScorer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A beam with its sources on the +z axis and the beam's-eye view along x and y, so the
+    /// divergent projection is plain similar triangles.
+    fn beam(sad_mm: [f64; 2]) -> BeamGeometry {
+        BeamGeometry {
+            isocenter_mm: PointMm::new(10.0, 20.0, 30.0),
+            to_source: VectorMm::new(0.0, 0.0, 1.0),
+            bev_x: VectorMm::new(1.0, 0.0, 0.0),
+            bev_y: VectorMm::new(0.0, 1.0, 0.0),
+            sad_mm,
+        }
+    }
+
+    #[test]
+    fn iso_plane_projection_follows_the_rays_from_each_virtual_source() {
+        // on the isocenter plane a point is its own projection
+        let g = beam([2000.0, 1000.0]);
+        let (x, y) = iso_plane_xy(&g, &PointMm::new(14.0, 17.0, 30.0));
+        assert!((x - 4.0).abs() < 1e-12 && (y + 3.0).abs() < 1e-12);
+        // 500 mm toward the sources: x is magnified by 2000/1500, y by 1000/500
+        let (x, y) = iso_plane_xy(&g, &PointMm::new(13.0, 23.0, 530.0));
+        assert!((x - 3.0 * 2000.0 / 1500.0).abs() < 1e-9, "{x}");
+        assert!((y - 3.0 * 2.0).abs() < 1e-9, "{y}");
+        // parallel beams do not magnify
+        let (x, y) = iso_plane_xy(&beam([f64::INFINITY; 2]), &PointMm::new(13.0, 23.0, 530.0));
+        assert_eq!((x, y), (3.0, 3.0));
+    }
+
+    #[test]
+    fn tumor_error_is_the_euclidean_distance() {
+        assert_eq!(tumor_error_mm([3.0, 0.0, 4.0], [0.0; 3]), 5.0);
+        assert_eq!(tumor_error_mm([1.0, 2.0, 2.0], [1.0, 0.0, 0.0]), 8f64.sqrt());
+    }
+}
