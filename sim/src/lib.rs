@@ -8,9 +8,11 @@
 //! - [`replay`]: frames through the real pipeline and link, scored against the truth;
 //!   [`scenario`] sets up the built-in demo and replays of a user's data; [`report`] writes
 //!   `report.json`, plots and an HTML summary.
+//! - [`delivery`]: a synchrotron's spot-by-spot delivery timeline, with respiratory gating.
 //! - [`rng`] and [`uid`]: the seeded generator and deterministic UIDs every part above draws from.
 
 pub mod controller;
+pub mod delivery;
 pub mod frames;
 pub mod gate;
 pub mod motion;
