@@ -181,19 +181,51 @@ fn demo_plan_under_both_presets() {
     let always = BeamPermit::always();
     let slow = schedule(&p, per_weight, &SynchrotronModel::matrad(), &always).unwrap();
     let fast = schedule(&p, per_weight, &SynchrotronModel::fast_multi_energy(), &always).unwrap();
-    for (name, tl) in [("matrad", &slow), ("fast_multi_energy", &fast)] {
+    // gated: a 4 s sinusoidal breathing, beam on in the lowest 30% of its range
+    let times: Vec<f64> = (0..=100_000).map(|k| k as f64 * 0.04).collect();
+    let amps: Vec<f64> = times
+        .iter()
+        .map(|t| 5.0 * (2.0 * std::f64::consts::PI * t / 4.0).cos())
+        .collect();
+    let g = gate(
+        &MotionSignal::new(times, amps).unwrap(),
+        GatingWindow::lowest_fraction(0.3),
+    )
+    .unwrap();
+    let slow_gated = schedule(&p, per_weight, &SynchrotronModel::matrad(), &g.permit).unwrap();
+    let fast_gated = schedule(&p, per_weight, &SynchrotronModel::fast_multi_energy(), &g.permit).unwrap();
+    eprintln!("gate: duty cycle {:.4}", g.duty_cycle);
+    for (name, m, tl) in [
+        ("matrad", SynchrotronModel::matrad(), &slow),
+        ("fast_multi_energy", SynchrotronModel::fast_multi_energy(), &fast),
+        ("matrad gated", SynchrotronModel::matrad(), &slow_gated),
+        (
+            "fast_multi_energy gated",
+            SynchrotronModel::fast_multi_energy(),
+            &fast_gated,
+        ),
+    ] {
         eprintln!(
-            "demo plan ({n} spots, {} beams, {layers} layers) under {name}: treatment {:.2} s, beam-on {:.2} s, \
-             spill wait {:.2} s, spills {}, energy switches {}, beam switches {}",
+            "demo plan ({n} spots, {} beams, {layers} layers) under {name}: treatment {:.2} s \
+             ({:.2} s without beam switches), beam-on {:.2} s, spill wait {:.2} s, permit wait {:.2} s, \
+             spills {}, energy switches {}, beam switches {}",
             p.beams.len(),
             tl.totals.treatment_s,
+            tl.totals.treatment_s - tl.totals.beam_switches as f64 * m.beam_switch_s,
             tl.totals.beam_on_s,
             tl.totals.spill_wait_s,
+            tl.totals.permit_wait_s,
             tl.totals.spills_used,
             tl.totals.energy_switches,
             tl.totals.beam_switches
         );
     }
+    for tl in [&slow_gated, &fast_gated] {
+        assert!(tl.spots.iter().all(|s| g.permit.contains(s.start_s, s.end_s)));
+        assert!((tl.totals.beam_on_s - slow.totals.beam_on_s).abs() < 1e-6);
+    }
+    assert!(slow_gated.totals.treatment_s > slow.totals.treatment_s);
+    assert!(fast_gated.totals.treatment_s > fast.totals.treatment_s);
     // the planner gives every spot weight 1: beam-on is n · 10^6 / (4·10^8 /s) under both
     assert!((slow.totals.beam_on_s - n as f64 * 1e6 / 4e8).abs() < 1e-6);
     assert_eq!(slow.totals.energy_switches, layers - p.beams.len());
