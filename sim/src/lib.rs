@@ -8,7 +8,9 @@
 //!   frame sources the replay draws from ([`imaging::sources`]).
 //! - [`planning`]: a geometric ion-beam planner on the phantom.
 //! - [`delivery`]: the gantry-controller simulator, the receiving end of the link
-//!   (state machine + thread runner; binary `ionguide-controller`).
+//!   (state machine + thread runner; binary `ionguide-controller`), a synchrotron's
+//!   spot-by-spot delivery timeline ([`delivery::timeline`]) and respiratory gating
+//!   ([`delivery::gating`]).
 //! - [`scoring`]: each frame against the truth at delivery time (tumor, spot position,
 //!   range) and the error histograms and quantiles.
 //! - [`report`]: `report.json`, the per-frame CSV, SVG plots and an HTML summary.
