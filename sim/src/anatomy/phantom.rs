@@ -606,6 +606,43 @@ impl Phantom {
         ]
     }
 
+    /// Where the planning point `q` is when the tumor is displaced by `displacement_mm`:
+    /// the inverse of [`Phantom::render_moved`]'s pull-back `p ↦ p − w(p)·d` (lung only;
+    /// everything else stays put). Solved by fixed-point iteration `p ← q + w(p)·d`, a
+    /// contraction because `render_moved` refuses displacements with `|∇w|·|d| ≥ 0.9`.
+    /// The 4D dose maps each instant's dose back to the planning CT through it.
+    pub fn moved_point(&self, q: [f64; 3], displacement_mm: [f64; 3]) -> [f64; 3] {
+        let d = displacement_mm;
+        let in_lung = RIGHT_LUNG.contains(q[0], q[1]) || LEFT_LUNG.contains(q[0], q[1]);
+        if !(in_lung && BODY.rho(q[0], q[1]) < 1.0) {
+            return q;
+        }
+        let c = self.tumor_center_mm;
+        let r_in = self.rigid_radius_mm();
+        let fall = self.spec.lung_falloff_mm;
+        let weight = |p: [f64; 3]| -> f64 {
+            let r = dist(p, [c[0] + d[0], c[1] + d[1], c[2] + d[2]]);
+            if r <= r_in {
+                1.0
+            } else if fall <= 0.0 || r >= r_in + fall {
+                0.0
+            } else {
+                (0.5 * PI * (r - r_in) / fall).cos().powi(2)
+            }
+        };
+        let mut p = q;
+        for _ in 0..60 {
+            let w = weight(p);
+            let next = [q[0] + w * d[0], q[1] + w * d[1], q[2] + w * d[2]];
+            let step = dist(next, p);
+            p = next;
+            if step < 1e-6 {
+                break;
+            }
+        }
+        p
+    }
+
     /// Whether a point lies inside the PTV grown by `margin_mm` (truth from the geometry).
     pub fn in_ptv(&self, p: &PointMm, margin_mm: f64) -> bool {
         let c = PointMm::from(self.tumor_center_mm);

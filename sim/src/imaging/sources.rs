@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ionguide::dicom::ct::CtSliceTemplate;
 use ionguide::geometry::RoomSetup;
+use ionguide::units::PointMm;
 use ionguide::volume::CtVolume;
 
 use crate::anatomy::phantom::Phantom;
@@ -36,6 +37,9 @@ pub enum SourceError {
     },
 }
 
+/// Planning point, displacement → where that tissue is (mm, patient LPS).
+pub type MotionMap = std::sync::Arc<dyn Fn(PointMm, [f64; 3]) -> PointMm + Send + Sync>;
+
 /// Makes frames and tells the truth about them.
 pub trait FrameSource {
     /// A short description for the report.
@@ -44,6 +48,13 @@ pub trait FrameSource {
     fn frame(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<Vec<Vec<u8>>, SourceError>;
     /// The noise-free truth of the same frame, for range scoring.
     fn truth(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<&CtVolume, SourceError>;
+    /// Where the tissue at a planning point is when the anatomy is displaced by a
+    /// displacement (`map(q_mm, displacement_mm)`) — the exact map the 4D dose carries each
+    /// instant's dose back with.
+    fn motion_map(&self) -> MotionMap;
+    /// Whether the motion map is a plain translation (then a displacement of zero maps
+    /// every voxel onto itself exactly).
+    fn moves_rigidly(&self) -> bool;
 }
 
 /// Frames of the moving phantom: noisy frames for the pipeline, noise-free ones as truth.
@@ -111,6 +122,13 @@ impl FrameSource for PhantomFrames {
             reason: e.to_string(),
         })
     }
+    fn motion_map(&self) -> MotionMap {
+        let phantom = std::sync::Arc::new(self.truth.phantom().clone());
+        std::sync::Arc::new(move |q: PointMm, d: [f64; 3]| PointMm::from(phantom.moved_point([q.x, q.y, q.z], d)))
+    }
+    fn moves_rigidly(&self) -> bool {
+        false
+    }
 }
 
 /// A user's CT, moved rigidly by rewriting each slice's Image Position (Patient): the
@@ -175,5 +193,11 @@ impl FrameSource for RealCtFrames {
             reason: e.to_string(),
         })?;
         Ok(self.truth.insert(series.volume))
+    }
+    fn motion_map(&self) -> MotionMap {
+        std::sync::Arc::new(|q: PointMm, d: [f64; 3]| q + ionguide::units::VectorMm::from(d))
+    }
+    fn moves_rigidly(&self) -> bool {
+        true
     }
 }

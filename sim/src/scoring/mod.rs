@@ -9,6 +9,8 @@
 
 use serde::Serialize;
 
+pub mod accumulate;
+pub mod deliveries;
 pub mod histogram;
 pub mod spots;
 

@@ -88,6 +88,47 @@ impl SpotScorer {
         Ok(SpotScorer { spots, geoms, tables })
     }
 
+    /// Scores spot `i` (plan order) delivered with `delivered` (`None`: as planned) on the
+    /// anatomy moved by `moved_mm`, `true_wepl_mm` its true water depth to its moved target:
+    /// (lateral error in the isocenter plane, mm; range error, mm w.e. — NaN when the spot
+    /// has no target point or no depth).
+    pub fn score_spot(
+        &self,
+        i: usize,
+        delivered: Option<&CorrectionSet>,
+        moved_mm: &VectorMm,
+        true_wepl_mm: f32,
+    ) -> (f64, f64) {
+        let Some(s) = self.spots.get(i) else {
+            return (f64::NAN, f64::NAN);
+        };
+        let Some(p) = s.target_mm else {
+            return (f64::NAN, f64::NAN);
+        };
+        let g = &self.geoms[s.beam];
+        let (xp, yp) = iso_plane_xy(g, &p);
+        let (xq, yq) = iso_plane_xy(g, &(p + moved_mm));
+        let (x_need, y_need) = (s.x_plan_mm + xq - xp, s.y_plan_mm + yq - yp);
+        let table = &self.tables[s.beam];
+        let (x_got, y_got, range_shift_got) = match delivered {
+            Some(set) => {
+                let c = set.spots.get(i).copied().unwrap_or_default();
+                let shift = match set.mode {
+                    Some(RangeMode::RangeShifter) => -(c.range_shifter_mm_we as f64),
+                    _ => {
+                        let range = |e: f64| table.range_mm(e).map_or(f64::NAN, MmWe::get);
+                        range(c.energy_mev_u as f64) - range(s.energy_mev_u)
+                    }
+                };
+                (c.x_mm as f64, c.y_mm as f64, shift)
+            }
+            None => (s.x_plan_mm, s.y_plan_mm, 0.0),
+        };
+        let spot_err = ((x_got - x_need).powi(2) + (y_got - y_need).powi(2)).sqrt();
+        let need = true_wepl_mm as f64 - s.planned_depth_mm;
+        (spot_err, range_shift_got - need)
+    }
+
     /// Scores one frame delivered with the anatomy moved by `moved_mm`: `delivered` is the
     /// applied correction set (`None`: the planned spots unchanged), `true_wepl_mm` every
     /// spot's true water depth to its moved target in the noise-free frame. Each spot's
@@ -101,32 +142,14 @@ impl SpotScorer {
         range_h: &mut ErrorHistogram,
     ) -> FrameSpotErrors {
         let (mut spot_max, mut range_max) = (0.0f64, 0.0f64);
-        for (i, s) in self.spots.iter().enumerate() {
-            let Some(p) = s.target_mm else { continue };
-            let g = &self.geoms[s.beam];
-            let (xp, yp) = iso_plane_xy(g, &p);
-            let (xq, yq) = iso_plane_xy(g, &(p + moved_mm));
-            let (x_need, y_need) = (s.x_plan_mm + xq - xp, s.y_plan_mm + yq - yp);
-            let table = &self.tables[s.beam];
-            let (x_got, y_got, range_shift_got) = match delivered {
-                Some(set) => {
-                    let c = set.spots.get(i).copied().unwrap_or_default();
-                    let shift = match set.mode {
-                        Some(RangeMode::RangeShifter) => -(c.range_shifter_mm_we as f64),
-                        _ => {
-                            let range = |e: f64| table.range_mm(e).map_or(f64::NAN, MmWe::get);
-                            range(c.energy_mev_u as f64) - range(s.energy_mev_u)
-                        }
-                    };
-                    (c.x_mm as f64, c.y_mm as f64, shift)
-                }
-                None => (s.x_plan_mm, s.y_plan_mm, 0.0),
-            };
-            let spot_err = ((x_got - x_need).powi(2) + (y_got - y_need).powi(2)).sqrt();
+        for i in 0..self.spots.len() {
+            if self.spots[i].target_mm.is_none() {
+                continue;
+            }
+            let wepl = true_wepl_mm.get(i).copied().unwrap_or(f32::NAN);
+            let (spot_err, range_err) = self.score_spot(i, delivered, moved_mm, wepl);
             spot_h.record_mm(spot_err);
             spot_max = spot_max.max(spot_err);
-            let need = true_wepl_mm.get(i).copied().unwrap_or(f32::NAN) as f64 - s.planned_depth_mm;
-            let range_err = range_shift_got - need;
             if range_err.is_finite() {
                 range_h.record_mm(range_err);
                 range_max = range_max.max(range_err.abs());
