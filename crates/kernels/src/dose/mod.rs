@@ -64,11 +64,13 @@
 //! fragment tail and the halo weights are oxygen's. Use it for a dose estimate, not for
 //! commissioning.
 
+mod delivered;
 mod grid;
 pub mod machine;
 pub mod pencil;
 
-pub use grid::{compute_dose, dose_grid_like, DoseOptions, SpotWeightUnit};
+pub use delivered::{delivered_spots, DeliveredSpot, DoseEngine, EnergyMatch};
+pub use grid::{compute_dose, dose_grid_like, dose_volume, DoseOptions, SpotWeightUnit};
 pub use machine::{EnergyKernel, IonMachine, LateralModel, MachineError};
 pub use pencil::{PencilKernel, GY_MM2_PER_MEGA_ION};
 
@@ -120,6 +122,50 @@ pub enum DoseError {
         spot: usize,
         /// What is wrong.
         fault: SpotFault,
+    },
+    /// A delivered spot's index is beyond the plan's spots.
+    #[error("spot index {index}: the plan has {spots} spots")]
+    SpotOutOfPlan {
+        /// The index (plan order: beams, layers, spots).
+        index: usize,
+        /// How many spots the plan has.
+        spots: usize,
+    },
+    /// A correction set has no entry for a spot.
+    #[error("spot index {index}: no correction in the set of frame {frame_id}")]
+    NoCorrection {
+        /// The spot's index in plan order.
+        index: usize,
+        /// The set's frame.
+        frame_id: u64,
+    },
+    /// A delivered energy lies outside the machine's energies (with
+    /// [`EnergyMatch::Interpolate`]).
+    #[error(
+        "beam {beam}, spot index {spot}: {energy_mev_u} MeV/u is outside {machine}'s {lowest_mev_u}–{highest_mev_u} MeV/u"
+    )]
+    EnergyOutsideMachine {
+        /// Beam number.
+        beam: i32,
+        /// The spot's index in plan order.
+        spot: usize,
+        /// The energy asked for.
+        energy_mev_u: f64,
+        /// The machine's lowest energy.
+        lowest_mev_u: f64,
+        /// The machine's highest energy.
+        highest_mev_u: f64,
+        /// The machine's data source.
+        machine: String,
+    },
+    /// A beam's range shifter states no water-equivalent thickness, so its dose would put
+    /// every Bragg peak too deep.
+    #[error("beam {beam}: range shifter {range_shifter} has no water-equivalent thickness")]
+    RangeShifterThicknessUnknown {
+        /// Beam number.
+        beam: i32,
+        /// Range Shifter Number.
+        range_shifter: i32,
     },
     /// An option is out of range.
     #[error("dose options: {reason}")]
