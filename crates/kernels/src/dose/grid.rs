@@ -26,7 +26,7 @@ pub enum SpotWeightUnit {
     },
 }
 
-/// Options for [`compute_dose`].
+/// Options for [`compute_dose`] and [`DoseEngine`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct DoseOptions {

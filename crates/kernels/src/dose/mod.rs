@@ -12,8 +12,8 @@
 //! ```
 //!
 //! with `IDD` in MeV·cm²/g per primary ion, each column interpolated linearly in depth
-//! within that energy's table (never between energies: a layer energy must match a
-//! tabulated one within [`DoseOptions::energy_tolerance_mev_u`]). Depths before the first
+//! within that energy's table (never between energies: by default a layer energy must match
+//! a tabulated one, [`EnergyMatch::Exact`]; see "Delivered spots" for other energies). Depths before the first
 //! tabulated one take its values; beyond the last the beam gives nothing. The lateral models
 //! ([`LateralModel`]): carbon one Gaussian; protons and helium two (`1 − w`, `w`); oxygen
 //! matRad's `multipleGauss`, three sigmas with weights `1 − w₁ − w₂`, `w₁`, `w₂`, as
@@ -39,6 +39,31 @@
 //! profile's integral, found exactly from the Gaussians' closed-form enclosed fraction; the
 //! radius² is interpolated in depth like the other columns, nothing is added beyond it, and
 //! the dose inside is scaled by `1 / cutoff` so the integral is kept, as matRad does.
+//!
+//! # Delivered spots
+//!
+//! [`DoseEngine::add_dose`] adds the dose of any subset of a plan's spots
+//! ([`DeliveredSpot`]: plan index, position in the isocenter plane, energy, particles,
+//! range-shifter thickness), each where it was delivered, into a caller's accumulator:
+//! per motion sample of a 4D dose, the spots of that sample on that moment's CT. Each call
+//! traces only the rays its spots need; the engine keeps the machines and every kernel it
+//! has prepared. [`delivered_spots`] and [`DeliveredSpot::from_correction`] give a plan's
+//! spots as planned or as a [`CorrectionSet`](crate::correction::CorrectionSet) corrects
+//! them. [`compute_dose`] is this path with the plan's own spots.
+//!
+//! - **Range shifters**: a spot's depths are taken deeper by its beam's range shifters
+//!   (the water-equivalent thicknesses the plan states; the plan reader keeps one per
+//!   shifter, the first stated, not per layer; a shifter with none is an error, since
+//!   ignoring it would put every peak too deep) plus its own `range_shifter_mm_we`: the
+//!   Bragg peak moves upstream by the sum. The shifter's extra lateral scattering (the
+//!   spot's growth over the air gap to the patient) is not modelled.
+//! - **Energies between the machine's** ([`EnergyMatch::Interpolate`]): the next higher
+//!   tabulated energy's kernel, its depths taken deeper by the difference between its
+//!   Bragg-peak position and the one interpolated (as a power law) between the two
+//!   neighbours: a higher-energy beam after that much water. Tested against matRad's own
+//!   kernels of energies dropped from the machine: within 2 % of the peak dose or 0.3 mm,
+//!   R80 within 0.2 mm (`tests/dose_delivered.rs`). Outside the machine's span:
+//!   [`DoseError::EnergyOutsideMachine`].
 //!
 //! # 20Ne
 //!
