@@ -13,4 +13,4 @@ pub mod range;
 pub mod register;
 
 // The shared types, named through `crate::` paths as in one crate.
-pub(crate) use ionguide_core::{geometry, plan, units, volume};
+pub(crate) use ionguide_core::{correction, geometry, plan, units, volume};

@@ -3,13 +3,14 @@
 //! water-equivalent depth and radial distance, then every spot of that ray added from that
 //! list.
 
+use super::delivered::{DoseEngine, EnergyMatch};
 use super::machine::IonMachine;
 use super::pencil::{Near, PencilKernel};
 use super::DoseError;
 use crate::geometry::Grid;
 use crate::plan::IonPlan;
-use crate::range::{Hlut, SpotTracer, SpotTracerOptions};
-use crate::units::{MmWe, PointMm};
+use crate::range::{Hlut, SpotTracer};
+use crate::units::PointMm;
 use crate::volume::{CtVolume, Volume};
 
 /// What a plan's Scan Spot Meterset Weights count.
@@ -25,7 +26,7 @@ pub enum SpotWeightUnit {
     },
 }
 
-/// Options for [`compute_dose`].
+/// Options for [`compute_dose`] and [`DoseEngine`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct DoseOptions {
@@ -36,9 +37,9 @@ pub struct DoseOptions {
     /// Fraction of each pencil beam's lateral integral kept (matRad's dosimetric lateral
     /// cut-off, default 0.995); the dose inside is scaled by its inverse. 1: no cut-off.
     pub lateral_cutoff: f64,
-    /// How far a layer energy may be from the machine's nearest one, MeV/u (default 0.01:
-    /// the CSV's four decimals). Energies are never interpolated.
-    pub energy_tolerance_mev_u: f64,
+    /// How an energy finds its kernel (default [`EnergyMatch::Exact`] within 0.01 MeV/u:
+    /// the CSV's four decimals, nothing interpolated).
+    pub energy_match: EnergyMatch,
     /// Where rays start, mm above the isocenter plane (must clear the patient).
     pub upstream_mm: f64,
     /// Threads the rays are split over, the calling one included (default 1). Each count
@@ -54,7 +55,9 @@ impl DoseOptions {
             default_sad_mm,
             weight_unit: SpotWeightUnit::Particles,
             lateral_cutoff: 0.995,
-            energy_tolerance_mev_u: 0.01,
+            energy_match: EnergyMatch::Exact {
+                tolerance_mev_u: 0.01,
+            },
             upstream_mm: 1000.0,
             threads: 1,
         }
@@ -74,9 +77,16 @@ impl DoseOptions {
         self.threads = threads;
         self
     }
-    /// Sets the energy-matching tolerance.
+    /// Matches energies exactly, within `tolerance` MeV/u.
     pub fn with_energy_tolerance_mev_u(mut self, tolerance: f64) -> Self {
-        self.energy_tolerance_mev_u = tolerance;
+        self.energy_match = EnergyMatch::Exact {
+            tolerance_mev_u: tolerance,
+        };
+        self
+    }
+    /// Sets how energies find their kernels.
+    pub fn with_energy_match(mut self, energy_match: EnergyMatch) -> Self {
+        self.energy_match = energy_match;
         self
     }
 }
@@ -107,7 +117,9 @@ pub fn dose_grid_like(ct: &Grid, spacing_mm: [f64; 3]) -> Result<Grid, DoseError
 }
 
 /// The dose of `plan` on `dose_grid`, Gy, from the CT `ct` through `hlut`, with one machine
-/// per ion in `machines`. Deterministic: the same inputs give bit-identical grids.
+/// per ion in `machines`. Deterministic: the same inputs give bit-identical grids. The
+/// plan's spots as [`delivered_spots`](super::delivered_spots) gives them, through a
+/// [`DoseEngine`]: one dose path for plans and delivered spots.
 pub fn compute_dose(
     plan: &IonPlan,
     ct: &CtVolume,
@@ -116,112 +128,60 @@ pub fn compute_dose(
     dose_grid: &Grid,
     options: &DoseOptions,
 ) -> Result<Volume<f32>, DoseError> {
-    if !(options.lateral_cutoff > 0.0 && options.lateral_cutoff <= 1.0) {
+    let mut engine = DoseEngine::new(machines, options.clone())?;
+    let spots = engine.delivered_spots(plan, None)?;
+    let mut dose = vec![0.0f64; dose_grid.len()];
+    engine.add_dose(ct, hlut, plan, &spots, dose_grid, &mut dose)?;
+    dose_volume(dose_grid, &dose)
+}
+
+/// `dose` (Gy, f64, in `dose_grid`'s voxel order) as an f32 volume.
+pub fn dose_volume(dose_grid: &Grid, dose: &[f64]) -> Result<Volume<f32>, DoseError> {
+    if dose.len() != dose_grid.len() {
         return Err(DoseError::BadOption {
             reason: format!(
-                "lateral cut-off must be in (0, 1], got {}",
-                options.lateral_cutoff
+                "{} dose values for a grid of {} voxels",
+                dose.len(),
+                dose_grid.len()
             ),
         });
     }
-    if options.energy_tolerance_mev_u.is_nan() || options.energy_tolerance_mev_u < 0.0 {
-        return Err(DoseError::BadOption {
-            reason: format!(
-                "energy tolerance must be ≥ 0 MeV/u, got {}",
-                options.energy_tolerance_mev_u
-            ),
-        });
-    }
-    let per_weight = match options.weight_unit {
-        SpotWeightUnit::Particles => 1.0,
-        SpotWeightUnit::MonitorUnits { particles_per_mu } => {
-            if !(particles_per_mu.is_finite() && particles_per_mu > 0.0) {
-                return Err(DoseError::BadOption {
-                    reason: format!("particles per MU must be finite and > 0, got {particles_per_mu}"),
-                });
-            }
-            particles_per_mu
-        }
-    };
+    let [ni, nj, nk] = dose_grid.dims();
+    let data = ndarray::Array3::from_shape_vec((nk, nj, ni), dose.iter().map(|&d| d as f32).collect())
+        .map_err(|e| DoseError::BadOption {
+            reason: format!("dose grid shape: {e}"),
+        })?;
+    Volume::from_array(dose_grid.clone(), data).map_err(|e| DoseError::BadOption {
+        reason: e.to_string(),
+    })
+}
 
-    // Every layer's kernel, prepared once per distinct (machine, energy).
-    let mut kernels: Vec<PencilKernel> = Vec::new();
-    let mut kernel_of: Vec<((usize, usize), usize)> = Vec::new();
-    let mut layer_kernel: Vec<Vec<usize>> = Vec::with_capacity(plan.beams.len());
-    for beam in &plan.beams {
-        let m = machines
-            .iter()
-            .position(|m| m.ion == beam.ion)
-            .ok_or(DoseError::NoMachine {
-                beam: beam.number,
-                ion: beam.ion,
-            })?;
-        let machine = &machines[m];
-        let mut per_layer = Vec::with_capacity(beam.layers.len());
-        for (l, layer) in beam.layers.iter().enumerate() {
-            let e = machine
-                .energy_index(layer.energy_mev_u, options.energy_tolerance_mev_u)
-                .ok_or_else(|| DoseError::EnergyNotInMachine {
-                    beam: beam.number,
-                    layer: l,
-                    energy_mev_u: layer.energy_mev_u,
-                    machine: machine.source.clone(),
-                })?;
-            for (s, spot) in layer.spots.iter().enumerate() {
-                if let Some(fault) = spot.fault(f64::INFINITY) {
-                    return Err(DoseError::BadSpot {
-                        beam: beam.number,
-                        layer: l,
-                        spot: s,
-                        fault,
-                    });
-                }
-            }
-            let idx = match kernel_of.iter().find(|(key, _)| *key == (m, e)) {
-                Some(&(_, idx)) => idx,
-                None => {
-                    kernels.push(PencilKernel::new(
-                        &machine.energies[e],
-                        machine.lateral,
-                        options.lateral_cutoff,
-                    ));
-                    kernel_of.push(((m, e), kernels.len() - 1));
-                    kernels.len() - 1
-                }
-            };
-            per_layer.push(idx);
-        }
-        layer_kernel.push(per_layer);
-    }
+/// One spot on a ray: its kernel, its particles and the water-equivalent depth added to
+/// every voxel's for it (range shifter, or the shift that stands in for an off-grid energy;
+/// > 0 moves the Bragg peak upstream).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RaySpot {
+    pub(crate) kernel: usize,
+    pub(crate) particles: f64,
+    pub(crate) depth_offset_mm: f64,
+}
 
-    // Whole rays: the dose reaches past the Bragg peak (fragment tails).
-    let tracer_options = SpotTracerOptions::new(options.default_sad_mm)
-        .with_upstream_mm(options.upstream_mm)
-        .with_wepl_margin(MmWe(f64::INFINITY));
-    let mut tracer = SpotTracer::new(plan, &tracer_options)?;
-    tracer.trace_frame_ct(ct, hlut);
-
-    // Spots grouped by ray, in plan order within a ray.
+/// Adds the dose of every ray of `tracer` (its last frame's profiles) into `dose`: ray `r`'s
+/// spots are `ray_spots[ray_start[r]..ray_start[r + 1]]`.
+pub(crate) fn add_rays(
+    tracer: &SpotTracer,
+    ray_start: &[usize],
+    ray_spots: &[RaySpot],
+    kernels: &[PencilKernel],
+    dose_grid: &Grid,
+    threads: usize,
+    dose: &mut [f64],
+) {
     let rays = tracer.rays();
-    let mut ray_start = vec![0usize; rays.len() + 1];
-    for s in tracer.spots() {
-        ray_start[s.ray + 1] += 1;
-    }
-    for r in 0..rays.len() {
-        ray_start[r + 1] += ray_start[r];
-    }
-    let mut fill = ray_start.clone();
-    let mut ray_spots = vec![(0usize, 0.0f64); tracer.spots().len()];
-    for s in tracer.spots() {
-        let spot = plan.beams[s.beam].layers[s.layer].spots[s.spot];
-        ray_spots[fill[s.ray]] = (layer_kernel[s.beam][s.layer], spot.weight * per_weight);
-        fill[s.ray] += 1;
-    }
-
     // Rays split into contiguous runs of about equal spot counts, one per thread, each
     // adding into its own grid; the grids are summed in run order, so a thread count always
     // gives the same bits.
-    let threads = options.threads.clamp(1, rays.len().max(1));
+    let threads = threads.clamp(1, rays.len().max(1));
     let total = ray_spots.len().max(1);
     let mut cuts = vec![0usize];
     for t in 1..threads {
@@ -238,19 +198,18 @@ pub fn compute_dose(
         let mut near = Gathered::default();
         for r in from..to {
             add_ray(
-                &tracer,
+                tracer,
                 r,
                 &ray_spots[ray_start[r]..ray_start[r + 1]],
-                &kernels,
+                kernels,
                 dose_grid,
                 &mut near,
                 dose,
             );
         }
     };
-    let mut dose = vec![0.0f64; dose_grid.len()];
     if threads == 1 {
-        work(0, rays.len(), &mut dose);
+        work(0, rays.len(), dose);
     } else {
         let mut parts: Vec<Vec<f64>> = (1..threads).map(|_| vec![0.0f64; dose_grid.len()]).collect();
         std::thread::scope(|scope| {
@@ -263,7 +222,7 @@ pub fn compute_dose(
                     scope.spawn(move || work(from, to, part))
                 })
                 .collect();
-            work(cuts[0], cuts[1], &mut dose);
+            work(cuts[0], cuts[1], dose);
             for h in handles {
                 if let Err(p) = h.join() {
                     std::panic::resume_unwind(p);
@@ -276,15 +235,6 @@ pub fn compute_dose(
             }
         }
     }
-
-    let [ni, nj, nk] = dose_grid.dims();
-    let data = ndarray::Array3::from_shape_vec((nk, nj, ni), dose.iter().map(|&d| d as f32).collect())
-        .map_err(|e| DoseError::BadOption {
-            reason: format!("dose grid shape: {e}"),
-        })?;
-    Volume::from_array(dose_grid.clone(), data).map_err(|e| DoseError::BadOption {
-        reason: e.to_string(),
-    })
 }
 
 /// Per ray, reused: the voxels near it, grouped by grid plane in order of increasing depth
@@ -295,17 +245,17 @@ struct Gathered {
     planes: Vec<(usize, f64)>,
 }
 
-/// Adds the dose of ray `r`'s spots (`(kernel, particles)`) into `dose`.
+/// Adds the dose of ray `r`'s spots into `dose`.
 fn add_ray(
     tracer: &SpotTracer,
     r: usize,
-    spots: &[(usize, f64)],
+    spots: &[RaySpot],
     kernels: &[PencilKernel],
     dose_grid: &Grid,
     gathered: &mut Gathered,
     dose: &mut [f64],
 ) {
-    if spots.iter().all(|(_, n)| *n <= 0.0) {
+    if spots.iter().all(|s| s.particles <= 0.0) {
         return;
     }
     let Some(profile) = tracer.profile(r) else {
@@ -319,11 +269,11 @@ fn add_ray(
     }
     let radius_mm = spots
         .iter()
-        .map(|(k, _)| kernels[*k].max_cutoff_mm())
+        .map(|s| kernels[s.kernel].max_cutoff_mm())
         .fold(0.0, f64::max);
     let max_depth_mm = spots
         .iter()
-        .map(|(k, _)| kernels[*k].max_depth_mm())
+        .map(|s| kernels[s.kernel].max_depth_mm() - s.depth_offset_mm)
         .fold(0.0, f64::max);
     let t_end = profile.depth_at_wepl(max_depth_mm).unwrap_or(t_exit);
     let ray = tracer.rays()[r];
@@ -365,9 +315,15 @@ fn add_ray(
         gathered,
         wepl,
     );
-    for &(k, particles) in spots {
-        if particles > 0.0 {
-            kernels[k].add_planes(&gathered.near, &gathered.planes, particles, dose);
+    for s in spots {
+        if s.particles > 0.0 {
+            kernels[s.kernel].add_planes(
+                &gathered.near,
+                &gathered.planes,
+                s.particles,
+                s.depth_offset_mm,
+                dose,
+            );
         }
     }
 }

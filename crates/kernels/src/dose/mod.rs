@@ -12,8 +12,8 @@
 //! ```
 //!
 //! with `IDD` in MeV·cm²/g per primary ion, each column interpolated linearly in depth
-//! within that energy's table (never between energies: a layer energy must match a
-//! tabulated one within [`DoseOptions::energy_tolerance_mev_u`]). Depths before the first
+//! within that energy's table (never between energies: by default a layer energy must match
+//! a tabulated one, [`EnergyMatch::Exact`]; see "Delivered spots" for other energies). Depths before the first
 //! tabulated one take its values; beyond the last the beam gives nothing. The lateral models
 //! ([`LateralModel`]): carbon one Gaussian; protons and helium two (`1 − w`, `w`); oxygen
 //! matRad's `multipleGauss`, three sigmas with weights `1 − w₁ − w₂`, `w₁`, `w₂`, as
@@ -40,6 +40,31 @@
 //! radius² is interpolated in depth like the other columns, nothing is added beyond it, and
 //! the dose inside is scaled by `1 / cutoff` so the integral is kept, as matRad does.
 //!
+//! # Delivered spots
+//!
+//! [`DoseEngine::add_dose`] adds the dose of any subset of a plan's spots
+//! ([`DeliveredSpot`]: plan index, position in the isocenter plane, energy, particles,
+//! range-shifter thickness), each where it was delivered, into a caller's accumulator:
+//! per motion sample of a 4D dose, the spots of that sample on that moment's CT. Each call
+//! traces only the rays its spots need; the engine keeps the machines and every kernel it
+//! has prepared. [`delivered_spots`] and [`DeliveredSpot::from_correction`] give a plan's
+//! spots as planned or as a [`CorrectionSet`](crate::correction::CorrectionSet) corrects
+//! them. [`compute_dose`] is this path with the plan's own spots.
+//!
+//! - **Range shifters**: a spot's depths are taken deeper by its beam's range shifters
+//!   (the water-equivalent thicknesses the plan states; the plan reader keeps one per
+//!   shifter, the first stated, not per layer; a shifter with none is an error, since
+//!   ignoring it would put every peak too deep) plus its own `range_shifter_mm_we`: the
+//!   Bragg peak moves upstream by the sum. The shifter's extra lateral scattering (the
+//!   spot's growth over the air gap to the patient) is not modelled.
+//! - **Energies between the machine's** ([`EnergyMatch::Interpolate`]): the next higher
+//!   tabulated energy's kernel, its depths taken deeper by the difference between its
+//!   Bragg-peak position and the one interpolated (as a power law) between the two
+//!   neighbours: a higher-energy beam after that much water. Tested against matRad's own
+//!   kernels of energies dropped from the machine: within 2 % of the peak dose or 0.3 mm,
+//!   R80 within 0.2 mm (`tests/dose_delivered.rs`). Outside the machine's span:
+//!   [`DoseError::EnergyOutsideMachine`].
+//!
 //! # 20Ne
 //!
 //! No generic neon data is published with matRad or pyRadPlan. [`IonMachine::neon_from_oxygen`]
@@ -64,11 +89,13 @@
 //! fragment tail and the halo weights are oxygen's. Use it for a dose estimate, not for
 //! commissioning.
 
+mod delivered;
 mod grid;
 pub mod machine;
 pub mod pencil;
 
-pub use grid::{compute_dose, dose_grid_like, DoseOptions, SpotWeightUnit};
+pub use delivered::{delivered_spots, DeliveredSpot, DoseEngine, EnergyMatch};
+pub use grid::{compute_dose, dose_grid_like, dose_volume, DoseOptions, SpotWeightUnit};
 pub use machine::{EnergyKernel, IonMachine, LateralModel, MachineError};
 pub use pencil::{PencilKernel, GY_MM2_PER_MEGA_ION};
 
@@ -120,6 +147,50 @@ pub enum DoseError {
         spot: usize,
         /// What is wrong.
         fault: SpotFault,
+    },
+    /// A delivered spot's index is beyond the plan's spots.
+    #[error("spot index {index}: the plan has {spots} spots")]
+    SpotOutOfPlan {
+        /// The index (plan order: beams, layers, spots).
+        index: usize,
+        /// How many spots the plan has.
+        spots: usize,
+    },
+    /// A correction set has no entry for a spot.
+    #[error("spot index {index}: no correction in the set of frame {frame_id}")]
+    NoCorrection {
+        /// The spot's index in plan order.
+        index: usize,
+        /// The set's frame.
+        frame_id: u64,
+    },
+    /// A delivered energy lies outside the machine's energies (with
+    /// [`EnergyMatch::Interpolate`]).
+    #[error(
+        "beam {beam}, spot index {spot}: {energy_mev_u} MeV/u is outside {machine}'s {lowest_mev_u}–{highest_mev_u} MeV/u"
+    )]
+    EnergyOutsideMachine {
+        /// Beam number.
+        beam: i32,
+        /// The spot's index in plan order.
+        spot: usize,
+        /// The energy asked for.
+        energy_mev_u: f64,
+        /// The machine's lowest energy.
+        lowest_mev_u: f64,
+        /// The machine's highest energy.
+        highest_mev_u: f64,
+        /// The machine's data source.
+        machine: String,
+    },
+    /// A beam's range shifter states no water-equivalent thickness, so its dose would put
+    /// every Bragg peak too deep.
+    #[error("beam {beam}: range shifter {range_shifter} has no water-equivalent thickness")]
+    RangeShifterThicknessUnknown {
+        /// Beam number.
+        beam: i32,
+        /// Range Shifter Number.
+        range_shifter: i32,
     },
     /// An option is out of range.
     #[error("dose options: {reason}")]

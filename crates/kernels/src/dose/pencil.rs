@@ -116,7 +116,8 @@ impl PencilKernel {
     }
 
     /// Adds `particles` ions' dose to `dose` at every voxel of `near`, grouped in `planes`
-    /// (`(first voxel, shallowest depth)`, shallowest first): planes that start deeper than
+    /// (`(first voxel, shallowest depth)`, shallowest first), each voxel's depth taken
+    /// `depth_offset_mm` deeper (a range shifter upstream): planes that start deeper than
     /// the table end the walk, and the table index follows the depths from voxel to voxel
     /// instead of searching. The formula is [`Self::dose_gy_per_ion`]'s, with the
     /// exponentials taken eight voxels at a time in single precision (`wide::f32x8::exp`;
@@ -126,6 +127,7 @@ impl PencilKernel {
         near: &[Near],
         planes: &[(usize, f64)],
         particles: f64,
+        depth_offset_mm: f64,
         dose: &mut [f64],
     ) {
         let d = &self.depths_mm;
@@ -135,25 +137,26 @@ impl PencilKernel {
         let mut batch = Batch::default();
         let mut k = 0;
         for (p, &(start, shallowest)) in planes.iter().enumerate() {
-            if shallowest > max {
+            if shallowest + depth_offset_mm > max {
                 break;
             }
             let end = planes.get(p + 1).map_or(near.len(), |q| q.0);
             for v in &near[start..end] {
-                if v.r_sq_mm2 > max_r_sq || v.depth_mm.is_nan() || v.depth_mm > max {
+                let depth_mm = v.depth_mm + depth_offset_mm;
+                if v.r_sq_mm2 > max_r_sq || depth_mm.is_nan() || depth_mm > max {
                     continue;
                 }
                 // k: the first tabulated depth ≥ this one, as `partition_point` gives it.
-                while d[k] < v.depth_mm {
+                while d[k] < depth_mm {
                     k += 1;
                 }
-                while k > 0 && d[k - 1] >= v.depth_mm {
+                while k > 0 && d[k - 1] >= depth_mm {
                     k -= 1;
                 }
                 let (i0, i1, f) = if k == 0 {
                     (0, 0, 0.0)
                 } else {
-                    (k - 1, k, (v.depth_mm - d[k - 1]) / (d[k] - d[k - 1]))
+                    (k - 1, k, (depth_mm - d[k - 1]) / (d[k] - d[k - 1]))
                 };
                 let lerp = |t: &[f64]| t[i0] + (t[i1] - t[i0]) * f;
                 // NaN without a cut-off: then nothing is cut (see `at`).
