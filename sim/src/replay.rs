@@ -19,8 +19,11 @@ use ionguide::source::InProcessSource;
 use ionguide::units::VectorMm;
 
 use crate::delivery::controller::{spawn, BeamState, ControllerConfig};
+use crate::imaging::model::ImagingModel;
 use crate::imaging::sources::{FrameSource, SourceError};
+use crate::motion::track::MotionTrack;
 use crate::report::Report;
+use crate::scoring::deliveries::{deliver, Delivered, DeliverySetup, DoseSetup, FrameRecord};
 use crate::scoring::histogram::ErrorHistogram;
 use crate::scoring::spots::{tumor_error_mm, SpotScorer};
 use crate::scoring::FrameScore;
@@ -80,6 +83,16 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Controller watchdog.
     pub watchdog: Duration,
+    /// How the in-room CT images (default: the idealised 10 Hz, instantaneous frames).
+    pub imaging: ImagingModel,
+    /// Motion samples per second the truth is taken at (default: the given samples' own rate).
+    pub motion_rate_hz: Option<f64>,
+    /// At most this many frames.
+    pub max_frames: Option<usize>,
+    /// Deliver the plan spot by spot on a synchrotron's timeline and score each spot at its
+    /// own delivery time (tracked, untracked and gated). Without it each frame is scored at
+    /// one instant (frame time + latency), as the release gate's workloads are.
+    pub delivery: Option<DeliverySetup>,
 }
 
 impl Default for ReplayOptions {
@@ -89,6 +102,10 @@ impl Default for ReplayOptions {
             correction: true,
             progress: false,
             watchdog: Duration::from_millis(100),
+            imaging: ImagingModel::ideal_10hz(),
+            motion_rate_hz: None,
+            max_frames: None,
+            delivery: None,
         }
     }
 }
@@ -104,6 +121,8 @@ pub struct ReplayResult {
     pub latency_ms: Vec<f64>,
     /// Every correction set the controller applied, in order.
     pub applied: Vec<CorrectionSet>,
+    /// The static dose (no motion) and each delivery, when delivered spot by spot.
+    pub deliveries: Option<(Option<Vec<f64>>, Vec<Delivered>)>,
 }
 
 /// Loads the session a configuration names, with every load check (the chain's own loader).
@@ -111,8 +130,9 @@ pub fn load_session(config_path: &Path) -> Result<(Config, Session), ReplayError
     chain::load_session(config_path).map_err(|e| ReplayError::Session(e.to_string()))
 }
 
-/// Replays `displacements_mm` (one per frame at `times_s`) through the chain of the
-/// session `config_path` names, scoring against the truth.
+/// Replays the motion `displacements_mm` (samples at `times_s`) through the chain of the
+/// session `config_path` names, imaging it as `options.imaging` says, scoring against the
+/// truth.
 pub fn run(
     scenario: &str,
     config_path: &Path,
@@ -121,13 +141,74 @@ pub fn run(
     displacements_mm: &[[f64; 3]],
     options: &ReplayOptions,
 ) -> Result<ReplayResult, ReplayError> {
+    run_with_dose(
+        scenario,
+        config_path,
+        source,
+        times_s,
+        displacements_mm,
+        options,
+        None,
+    )
+}
+
+/// [`run`], with the 4D dose of every delivery when `dose` is given (needs
+/// `options.delivery`).
+pub fn run_with_dose(
+    scenario: &str,
+    config_path: &Path,
+    source: &mut dyn FrameSource,
+    times_s: &[f64],
+    displacements_mm: &[[f64; 3]],
+    options: &ReplayOptions,
+    dose: Option<&mut DoseSetup>,
+) -> Result<ReplayResult, ReplayError> {
     let wall = Instant::now();
+    options
+        .imaging
+        .validate()
+        .map_err(|e| ReplayError::Session(e.to_string()))?;
+    let native_rate_hz = if times_s.len() >= 2 {
+        (times_s.len() - 1) as f64 / (times_s[times_s.len() - 1] - times_s[0])
+    } else {
+        options.imaging.rate_hz
+    };
+    let track = MotionTrack::new(
+        times_s,
+        displacements_mm,
+        options.motion_rate_hz.unwrap_or(native_rate_hz),
+    )
+    .map_err(|e| ReplayError::Session(e.to_string()))?;
+    let t0_s = track.start_s();
     let builder = ChainBuilder::load(config_path).map_err(|e| ReplayError::Session(e.to_string()))?;
     let config = builder.config().clone();
     let session = builder.session().clone();
     let default_sad = config.planning.default_sad_mm;
     let scorer = SpotScorer::new(&session, default_sad).map_err(|e| ReplayError::Session(e.to_string()))?;
     let budget_ms = config.timing.budget_ms;
+    let validity_s = config.timing.validity_ms / 1e3;
+    // How long frames must come: the recording, or as long as the deliveries take.
+    let end_s = match &options.delivery {
+        None => t0_s + track.recording_s() + 0.5 / options.imaging.rate_hz,
+        Some(setup) => {
+            let requests =
+                crate::delivery::timeline::spot_requests(&session.plan, setup.particles_per_weight)
+                    .map_err(|e| ReplayError::Session(e.to_string()))?;
+            let untracked = crate::delivery::timeline::schedule_spots(
+                &requests,
+                &setup.synchrotron,
+                &crate::delivery::timeline::BeamPermit::always(),
+            )
+            .map_err(|e| ReplayError::Session(e.to_string()))?;
+            // Holds stretch a tracked delivery; a fifth more and 10 s cover the usual few.
+            t0_s + 1.2 * untracked.totals.treatment_s + 10.0 + options.imaging.age_on_arrival_s()
+        }
+    };
+    let mut frame_times = options.imaging.frames(t0_s, end_s);
+    if let Some(n) = options.max_frames {
+        frame_times.truncate(n);
+    }
+    let mut records: Vec<FrameRecord> = Vec::with_capacity(frame_times.len());
 
     // the chain: controller, link, pipeline
     let key = LinkKey::from_file(&config.link.key_file).map_err(|e| ReplayError::Link(e.to_string()))?;
@@ -164,7 +245,7 @@ pub fn run(
     let inproc = InProcessSource::new(events_tx, "sim");
 
     let bar = options.progress.then(|| {
-        let b = indicatif::ProgressBar::new(displacements_mm.len() as u64);
+        let b = indicatif::ProgressBar::new(frame_times.len() as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} frames {msg}")
                 .expect("constant template")
@@ -179,7 +260,7 @@ pub fn run(
     });
 
     let mut stats = Stats::new();
-    let mut frames = Vec::with_capacity(displacements_mm.len());
+    let mut frames = Vec::with_capacity(frame_times.len());
     let mut latency_ms = Vec::new();
     let mut applied_sets = Vec::new();
     let (mut tumor_h, mut spot_h, mut range_h) = (
@@ -191,10 +272,11 @@ pub fn run(
     let mut truth_wepl = FrameWepl::for_plan(&session.adapt_plan);
     let mut beam_on_frames = 0u64;
     let t0 = Instant::now();
-    let trace_t0 = times_s.first().copied().unwrap_or(0.0);
-    for (index, (&t_s, &d)) in times_s.iter().zip(displacements_mm).enumerate() {
+    for (index, timing) in frame_times.iter().enumerate() {
+        let t_s = timing.depicts_s;
+        let d = track.at(t_s);
         if options.realtime {
-            let due = Duration::from_secs_f64((t_s - trace_t0).max(0.0));
+            let due = Duration::from_secs_f64((timing.available_s - t0_s).max(0.0));
             if let Some(wait) = due.checked_sub(t0.elapsed()) {
                 std::thread::sleep(wait);
             }
@@ -241,8 +323,8 @@ pub fn run(
                 let l = ev.ticket.latency_ns() as f64 / 1e6;
                 score.latency_ms = Some(l);
                 latency_ms.push(l);
-                // the truth at delivery time: the trace interpolated at frame time + latency
-                delivery_shift = interpolate(times_s, displacements_mm, t_s + l / 1e3);
+                // the truth at delivery time: the motion when the corrections arrive
+                delivery_shift = track.at(timing.available_s + l / 1e3);
             }
             if ev.ncc.is_finite() {
                 let s = ev.tumor_shift_mm;
@@ -259,13 +341,28 @@ pub fn run(
             }
             score.beam_on = delivered.is_some();
         }
+        records.push(FrameRecord {
+            depicts_s: t_s,
+            arrival_s: score.latency_ms.map(|l| timing.available_s + l / 1e3),
+            est_shift_mm: score.est_shift_mm,
+            set: delivered.clone(),
+        });
         if let Some(est) = score.est_shift_mm {
-            let e = tumor_error_mm(est, delivery_shift);
+            // scored per spot at delivery time below when delivering spot by spot; here,
+            // against the instant the frame shows (the registration's own error)
+            let at = if options.delivery.is_some() {
+                d
+            } else {
+                delivery_shift
+            };
+            let e = tumor_error_mm(est, at);
             score.tumor_error_mm = Some(e);
-            tumor_h.record_mm(e);
+            if options.delivery.is_none() {
+                tumor_h.record_mm(e);
+            }
         }
         let passthrough = pipeline.is_none();
-        if passthrough || delivered.is_some() {
+        if options.delivery.is_none() && (passthrough || delivered.is_some()) {
             beam_on_frames += 1;
             // true water depth of every spot's moved target in the noise-free frame
             let truth_ct = source.truth(index, delivery_shift)?;
@@ -303,6 +400,62 @@ pub fn run(
         p.shutdown().map_err(|e| ReplayError::Pipeline(e.to_string()))?;
     }
     let _ = controller.stop();
+    let deliveries = match &options.delivery {
+        None => None,
+        Some(setup) => {
+            let bar = options.progress.then(|| {
+                let b = indicatif::ProgressBar::new(1);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} spots {msg}")
+                        .expect("constant template")
+                        .progress_chars("=> "),
+                );
+                b.set_prefix(if dose.is_some() {
+                    "delivering + 4D dose"
+                } else {
+                    "delivering"
+                });
+                b
+            });
+            let result = deliver(
+                &session,
+                &scorer,
+                &track,
+                options.correction.then_some(records.as_slice()),
+                &DeliverySetup {
+                    validity_s,
+                    ..setup.clone()
+                },
+                source,
+                dose,
+                |done, total| {
+                    if let Some(b) = &bar {
+                        b.set_length(total);
+                        b.set_position(done);
+                    }
+                },
+            )
+            .map_err(|e| ReplayError::Pipeline(format!("delivery: {e}")))?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            Some(result)
+        }
+    };
+    if let Some((_, list)) = &deliveries {
+        // the headline errors: the tracked delivery's (untracked without correction), per
+        // spot at its delivery time
+        let name = if options.correction {
+            "tracked"
+        } else {
+            "untracked"
+        };
+        if let Some(main) = list.iter().find(|d| d.name == name) {
+            tumor_h = main.tumor_error.clone();
+            spot_h = main.spot_error.clone();
+            range_h = main.range_error.clone();
+        }
+    }
     let n = frames.len() as u64;
     let mut lat_h = ErrorHistogram::default();
     for f in frames.iter().filter(|f| f.outcome == "corrected") {
@@ -344,10 +497,10 @@ pub fn run(
         tumor_error_mm: tumor_h.errors(),
         spot_error_mm: spot_h.errors(),
         range_error_mm: range_h.errors(),
-        duty_cycle: if n == 0 {
-            0.0
-        } else {
-            beam_on_frames as f64 / n as f64
+        duty_cycle: match &deliveries {
+            Some((_, list)) => list.first().map_or(0.0, |d| d.summary().duty_cycle),
+            None if n == 0 => 0.0,
+            None => beam_on_frames as f64 / n as f64,
         },
         corrections_sha256: corrections_digest(&applied_sets),
         wall_s: wall.elapsed().as_secs_f64(),
@@ -357,6 +510,7 @@ pub fn run(
         frames,
         latency_ms,
         applied: applied_sets,
+        deliveries,
     })
 }
 
@@ -373,37 +527,4 @@ fn corrections_digest(sets: &[CorrectionSet]) -> String {
         }
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Linear interpolation of the displacement at time `t` (clamped to the trace).
-fn interpolate(times: &[f64], d: &[[f64; 3]], t: f64) -> [f64; 3] {
-    let i = times.partition_point(|&x| x <= t);
-    if i == 0 {
-        return d[0];
-    }
-    if i >= times.len() {
-        return d[times.len() - 1];
-    }
-    let (t0, t1) = (times[i - 1], times[i]);
-    let f = if t1 > t0 { (t - t0) / (t1 - t0) } else { 0.0 };
-    let mut out = [0.0; 3];
-    for a in 0..3 {
-        out[a] = d[i - 1][a] + f * (d[i][a] - d[i - 1][a]);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interpolation_is_linear_and_clamped() {
-        let t = [0.0, 1.0, 2.0];
-        let d = [[0.0; 3], [2.0, 0.0, -2.0], [2.0, 4.0, -2.0]];
-        assert_eq!(interpolate(&t, &d, 0.5), [1.0, 0.0, -1.0]);
-        assert_eq!(interpolate(&t, &d, 1.5), [2.0, 2.0, -2.0]);
-        assert_eq!(interpolate(&t, &d, -1.0), d[0]);
-        assert_eq!(interpolate(&t, &d, 9.0), d[2]);
-    }
 }

@@ -169,8 +169,8 @@ fn a_spot_that_fits_no_window_is_an_error_not_a_hang() {
 /// `--nocapture` to read them.
 #[test]
 fn demo_plan_under_both_presets() {
-    use ionguide_sim::imaging::frames::planning_ids;
     use ionguide_sim::anatomy::phantom::{Phantom, PhantomSpec};
+    use ionguide_sim::imaging::frames::planning_ids;
     use ionguide_sim::planning::{plan, PlannerOptions};
 
     let phantom = Phantom::thorax(&PhantomSpec::small()).unwrap();

@@ -187,11 +187,6 @@ pub struct FrameSynth {
 }
 
 impl FrameSynth {
-    /// The phantom the frames are made of.
-    pub fn phantom(&self) -> &Phantom {
-        &self.phantom
-    }
-
     /// A synthesizer for `phantom`; frames share `planning_ids`' patient and Frame of
     /// Reference (unless overridden) and get their own series.
     pub fn new(

@@ -3,4 +3,5 @@
 //! frames. Depends on [`crate::anatomy`] (what is imaged) and the leaves.
 
 pub mod frames;
+pub mod model;
 pub mod sources;

@@ -124,7 +124,9 @@ impl FrameSource for PhantomFrames {
     }
     fn motion_map(&self) -> MotionMap {
         let phantom = std::sync::Arc::new(self.truth.phantom().clone());
-        std::sync::Arc::new(move |q: PointMm, d: [f64; 3]| PointMm::from(phantom.moved_point([q.x, q.y, q.z], d)))
+        std::sync::Arc::new(move |q: PointMm, d: [f64; 3]| {
+            PointMm::from(phantom.moved_point([q.x, q.y, q.z], d))
+        })
     }
     fn moves_rigidly(&self) -> bool {
         false

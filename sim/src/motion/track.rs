@@ -54,7 +54,9 @@ impl MotionTrack {
             )));
         }
         if !(rate_hz.is_finite() && rate_hz > 0.0) {
-            return Err(TrackError::Bad(format!("rate must be finite and > 0 Hz, got {rate_hz}")));
+            return Err(TrackError::Bad(format!(
+                "rate must be finite and > 0 Hz, got {rate_hz}"
+            )));
         }
         if let Some(i) = times_s.windows(2).position(|w| !(w[1] > w[0])) {
             return Err(TrackError::Bad(format!(
@@ -129,7 +131,8 @@ impl MotionTrack {
     /// direction of its displacements (largest-variance eigenvector).
     pub fn principal_axis(&self) -> [f64; 3] {
         let n = self.displacement_mm.len() as f64;
-        let mean: [f64; 3] = std::array::from_fn(|a| self.displacement_mm.iter().map(|d| d[a]).sum::<f64>() / n);
+        let mean: [f64; 3] =
+            std::array::from_fn(|a| self.displacement_mm.iter().map(|d| d[a]).sum::<f64>() / n);
         let mut c = nalgebra::Matrix3::<f64>::zeros();
         for d in &self.displacement_mm {
             let v = nalgebra::Vector3::new(d[0] - mean[0], d[1] - mean[1], d[2] - mean[2]);
@@ -139,7 +142,11 @@ impl MotionTrack {
         let i = e.eigenvalues.imax();
         let v = e.eigenvectors.column(i);
         // Sign: the axis points the way the largest component of the motion goes.
-        let s = if v.iter().fold(0.0f64, |m, x| if x.abs() > m.abs() { *x } else { m }) < 0.0 {
+        let s = if v
+            .iter()
+            .fold(0.0f64, |m, x| if x.abs() > m.abs() { *x } else { m })
+            < 0.0
+        {
             -1.0
         } else {
             1.0
@@ -153,7 +160,10 @@ impl MotionTrack {
         (0..=last)
             .map(|k| {
                 let d = self.sample_mm(k);
-                (self.sample_time_s(k), d[0] * axis[0] + d[1] * axis[1] + d[2] * axis[2])
+                (
+                    self.sample_time_s(k),
+                    d[0] * axis[0] + d[1] * axis[1] + d[2] * axis[2],
+                )
             })
             .unzip()
     }

@@ -26,7 +26,9 @@ use ionguide::units::VectorMm;
 use serde::Serialize;
 
 use crate::delivery::gating::{gate, GatingWindow, MotionSignal};
-use crate::delivery::timeline::{schedule_spots, spot_requests, BeamPermit, SynchrotronModel, Timeline, TimelineError};
+use crate::delivery::timeline::{
+    schedule_spots, spot_requests, BeamPermit, SynchrotronModel, Timeline, TimelineError,
+};
 use crate::imaging::sources::{FrameSource, SourceError};
 use crate::motion::track::MotionTrack;
 use crate::scoring::accumulate::Accumulator;
@@ -53,7 +55,8 @@ pub struct DeliverySetup {
     pub synchrotron: SynchrotronModel,
     /// Particles per unit of spot weight.
     pub particles_per_weight: f64,
-    /// How long a correction set stays valid after the acquisition it came from, s.
+    /// How long a correction set stays valid after the acquisition it came from, s (the
+    /// replay takes it from the session's `timing.validity_ms`).
     pub validity_s: f64,
     /// The gated delivery's window.
     pub gating: GatingWindow,
@@ -174,9 +177,16 @@ fn schedule_prefix(
 ) -> Result<Timeline, DeliveryError> {
     match schedule_spots(requests, model, permit) {
         Ok(t) => Ok(t),
-        Err(TimelineError::NoPermittedWindow { plan_index, .. }) => schedule_spots(&requests[..plan_index], model, permit)
-            .map_err(|source| DeliveryError::Timeline { delivery: name, source }),
-        Err(source) => Err(DeliveryError::Timeline { delivery: name, source }),
+        Err(TimelineError::NoPermittedWindow { plan_index, .. }) => {
+            schedule_spots(&requests[..plan_index], model, permit).map_err(|source| DeliveryError::Timeline {
+                delivery: name,
+                source,
+            })
+        }
+        Err(source) => Err(DeliveryError::Timeline {
+            delivery: name,
+            source,
+        }),
     }
 }
 
@@ -218,10 +228,11 @@ pub fn deliver(
 ) -> Result<(Option<Vec<f64>>, Vec<Delivered>), DeliveryError> {
     let t0 = track.start_s();
     let plan = &session.plan;
-    let requests = spot_requests(plan, setup.particles_per_weight).map_err(|source| DeliveryError::Timeline {
-        delivery: "plan",
-        source,
-    })?;
+    let requests =
+        spot_requests(plan, setup.particles_per_weight).map_err(|source| DeliveryError::Timeline {
+            delivery: "plan",
+            source,
+        })?;
     let model = &setup.synchrotron;
 
     // Untracked first: its length bounds how much motion the gate needs.
@@ -234,16 +245,20 @@ pub fn deliver(
         let permit = if intervals.is_empty() {
             None
         } else {
-            Some(BeamPermit::intervals(intervals).map_err(|source| DeliveryError::Timeline {
-                delivery: "tracked",
-                source,
-            })?)
+            Some(
+                BeamPermit::intervals(intervals).map_err(|source| DeliveryError::Timeline {
+                    delivery: "tracked",
+                    source,
+                })?,
+            )
         };
         let timeline = match permit {
             Some(p) => schedule_prefix("tracked", &requests, model, &p)?,
-            None => schedule_spots(&[], model, &BeamPermit::always()).map_err(|source| DeliveryError::Timeline {
-                delivery: "tracked",
-                source,
+            None => schedule_spots(&[], model, &BeamPermit::always()).map_err(|source| {
+                DeliveryError::Timeline {
+                    delivery: "tracked",
+                    source,
+                }
             })?,
         };
         deliveries.push((
@@ -446,17 +461,25 @@ mod tests {
     /// until that one lapses, then a gap until the next arrival.
     #[test]
     fn the_tracking_permit_runs_from_arrival_to_the_next_arrival_or_the_lapse() {
-        let r: Vec<FrameRecord> = (0..4).map(|k| record(k as f64 * 0.5, Some(k as f64 * 0.5 + 0.6), true)).collect();
+        let r: Vec<FrameRecord> = (0..4)
+            .map(|k| record(k as f64 * 0.5, Some(k as f64 * 0.5 + 0.6), true))
+            .collect();
         let p = tracking_permit(&r, 1.2, 0.0);
         assert_eq!(p.len(), 1);
-        assert!((p[0][0] - 0.6).abs() < 1e-12 && (p[0][1] - (1.5 + 1.2)).abs() < 1e-12, "{p:?}");
+        assert!(
+            (p[0][0] - 0.6).abs() < 1e-12 && (p[0][1] - (1.5 + 1.2)).abs() < 1e-12,
+            "{p:?}"
+        );
         // frames 1 and 2 held: frame 0's set lapses at 1.2 s, frame 3's arrives at 2.1 s
         let mut r = r;
         r[1] = record(0.5, None, false);
         r[2] = record(1.0, None, false);
         let p = tracking_permit(&r, 1.2, 0.0);
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!((p[0][1] - 1.2).abs() < 1e-12 && (p[1][0] - 2.1).abs() < 1e-12, "{p:?}");
+        assert!(
+            (p[0][1] - 1.2).abs() < 1e-12 && (p[1][0] - 2.1).abs() < 1e-12,
+            "{p:?}"
+        );
     }
 
     #[test]
