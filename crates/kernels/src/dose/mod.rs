@@ -64,6 +64,7 @@
 //! fragment tail and the halo weights are oxygen's. Use it for a dose estimate, not for
 //! commissioning.
 
+pub mod evaluate;
 mod grid;
 pub mod machine;
 pub mod pencil;
