@@ -12,7 +12,7 @@ use std::path::Path;
 
 use ionguide::dose::{compute_dose, dose_grid_like, DoseError, DoseOptions, IonMachine, SpotWeightUnit};
 use ionguide::geometry::Grid;
-use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
+use ionguide::plan::{DosimeterUnit, EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::range_energy::RangeEnergyTable;
 use ionguide::range::Hlut;
 use ionguide::units::{Ion, PointMm};
@@ -171,6 +171,7 @@ fn plan(ion: Ion, energy: f64, weight: f64) -> IonPlan {
             patient_position: Some("HFS".into()),
             virtual_sad_mm: None,
             range_shifters: vec![],
+            primary_dosimeter_unit: Some(DosimeterUnit::Particles),
             layers: vec![EnergyLayer {
                 energy_mev_u: energy,
                 spots: vec![Spot {
