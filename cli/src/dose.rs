@@ -195,11 +195,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => Hlut::default(),
     };
     let series = read_series_dir(&args.ct).with_context(|| format!("reading CT {}", args.ct.display()))?;
-    let (plan, warnings) =
+    // The reader logs its warnings (an unknown Primary Dosimeter Unit among them).
+    let (plan, _warnings) =
         read_plan(&args.plan).with_context(|| format!("reading plan {}", args.plan.display()))?;
-    for w in &warnings {
-        eprintln!("warning: {}: {w}", args.plan.display());
-    }
     let plan = weights_as_particles(&plan, args.particles_per_mu)?;
     let mut ions: Vec<Ion> = plan.beams.iter().map(|b| b.ion).collect();
     ions.dedup();
@@ -451,9 +449,9 @@ fn plot_dvh(
         .iter()
         .flat_map(|r| r.dvh.points().filter(|p| p.1 > 0.0).map(|p| p.0 + r.dvh.bin_gy))
         .chain(prescription_gy)
-        .fold(0.0f64, f64::max)
-        .max(1e-3)
-        * 1.08;
+        .fold(0.0f64, f64::max);
+    // An all-zero dose still gets an axis.
+    let x_max = if x_max > 0.0 { 1.08 * x_max } else { 1.0 };
     let longest = rois.iter().map(|r| r.name.chars().count()).max().unwrap_or(4);
     let legend_w = (longest as u32 * 8 + 60).clamp(140, 320);
     let root = SVGBackend::new(path, (760 + legend_w, 480)).into_drawing_area();
@@ -482,10 +480,17 @@ fn plot_dvh(
             4,
             BLACK.stroke_width(1),
         ))?;
+        // Left of the line, so it stays inside the plot whatever the dose axis.
+        let style = ("sans-serif", 13).into_font().into_text_style(&plot_area).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Right,
+                plotters::style::text_anchor::VPos::Top,
+            ),
+        );
         chart.draw_series(std::iter::once(Text::new(
-            format!(" prescription {p} Gy"),
-            (p, 103.0),
-            ("sans-serif", 13).into_font(),
+            format!("prescription {p} Gy "),
+            (p, 104.0),
+            style,
         )))?;
     }
     legend_area.draw(&Text::new("ROI", (10, 40), ("sans-serif", 15).into_font()))?;
