@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use ionguide::dose::{compute_dose, DoseOptions, IonMachine};
 use ionguide::geometry::Grid;
-use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
+use ionguide::plan::{DosimeterUnit, EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::Hlut;
 use ionguide::units::PointMm;
 use ionguide::volume::CtVolume;
@@ -99,6 +99,7 @@ fn beam(number: i32, gantry_deg: f64, machine: &IonMachine) -> IonBeam {
         patient_position: Some("HFS".into()),
         virtual_sad_mm: None,
         range_shifters: vec![],
+        primary_dosimeter_unit: Some(DosimeterUnit::Particles),
         layers,
     }
 }

@@ -70,6 +70,7 @@ fn carbon_beam(number: i32, gantry_deg: f64) -> IonBeam {
         patient_position: Some("HFS".into()),
         virtual_sad_mm: Some([6500.0, 7200.0]),
         range_shifters: vec![],
+        primary_dosimeter_unit: None,
         layers: [120.0, 140.0, 160.0, 180.0, 200.0]
             .iter()
             .map(|&depth_mm| EnergyLayer {

@@ -41,6 +41,7 @@ fn plan() -> IonPlan {
         patient_position: Some("HFS".into()),
         virtual_sad_mm: Some([6500.0, 7200.0]),
         range_shifters: vec![],
+        primary_dosimeter_unit: None,
         layers: depths
             .iter()
             .map(|&d| EnergyLayer {

@@ -41,6 +41,7 @@ fn a_warm_spot_tracer_frame_allocates_nothing() {
         patient_position: Some("HFS".into()),
         virtual_sad_mm: None,
         range_shifters: vec![],
+        primary_dosimeter_unit: None,
         layers: [150.0, 250.0]
             .iter()
             .map(|&e| EnergyLayer {

@@ -227,6 +227,7 @@ fn beam(number: i32, gantry: f64, position: Option<&str>, energies: &[f64], spot
         patient_position: position.map(str::to_string),
         virtual_sad_mm: None,
         range_shifters: vec![],
+        primary_dosimeter_unit: None,
         layers: energies
             .iter()
             .map(|&e| EnergyLayer {

@@ -6,7 +6,7 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use ionguide::dicom::rtplan::{self, PlanError, PlanWarning, SpotFault};
 use ionguide::geometry::Grid;
-use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
+use ionguide::plan::{DosimeterUnit, EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
 use ionguide::units::{Ion, MmWe, PointMm};
 use proptest::prelude::*;
 
@@ -294,6 +294,87 @@ fn missing_ion_beam_sequence_is_refused() {
 }
 
 #[test]
+fn primary_dosimeter_unit_is_read_and_written() {
+    // OpenTPS writes its spot weights as MU (300A,00B3 = "MU" in both files).
+    for path in [STS_RAW, LUNG_RAW] {
+        let (p, _) = rtplan::read_plan(path).unwrap();
+        assert!(
+            p.beams
+                .iter()
+                .all(|b| b.primary_dosimeter_unit == Some(DosimeterUnit::MonitorUnits)),
+            "{path}"
+        );
+    }
+    // NP and MU survive; a beam with no unit is written as NP; absent reads as None, an
+    // unknown code as None with a warning naming the beam.
+    let (mut p, _) = rtplan::read_plan(LUNG_NORM).unwrap();
+    let unit_of = |bytes: &[u8]| {
+        rtplan::read_plan_bytes(bytes, "u.dcm")
+            .unwrap()
+            .0
+            .beams
+            .iter()
+            .map(|b| b.primary_dosimeter_unit)
+            .collect::<Vec<_>>()
+    };
+    for (set, want) in [
+        (Some(DosimeterUnit::Particles), Some(DosimeterUnit::Particles)),
+        (
+            Some(DosimeterUnit::MonitorUnits),
+            Some(DosimeterUnit::MonitorUnits),
+        ),
+        (None, Some(DosimeterUnit::Particles)),
+    ] {
+        p.beams.iter_mut().for_each(|b| b.primary_dosimeter_unit = set);
+        let bytes = rtplan::write_plan_bytes(&p).unwrap();
+        assert_eq!(unit_of(&bytes), vec![want; p.beams.len()]);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains(want.unwrap().code()));
+    }
+    let edit = |value: Option<&str>| {
+        edited(LUNG_NORM, |obj| {
+            let beams = obj
+                .element(tags::ION_BEAM_SEQUENCE)
+                .unwrap()
+                .items()
+                .unwrap()
+                .to_vec();
+            let beams = beams
+                .into_iter()
+                .map(|mut b| {
+                    match value {
+                        Some(v) => b.put(DataElement::new(
+                            tags::PRIMARY_DOSIMETER_UNIT,
+                            VR::CS,
+                            PrimitiveValue::from(v),
+                        )),
+                        None => {
+                            b.remove_element(tags::PRIMARY_DOSIMETER_UNIT);
+                            None
+                        }
+                    };
+                    b
+                })
+                .collect::<Vec<_>>();
+            obj.put(DataElement::new(
+                tags::ION_BEAM_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(beams),
+            ));
+        })
+    };
+    let absent = edit(None);
+    assert!(unit_of(&absent).iter().all(Option::is_none));
+    let minute = edit(Some("MINUTE"));
+    let (p, w) = rtplan::read_plan_bytes(&minute, "minute.dcm").unwrap();
+    assert!(p.beams.iter().all(|b| b.primary_dosimeter_unit.is_none()));
+    assert!(has(&w, |w| matches!(
+        w,
+        PlanWarning::UnknownDosimeterUnit { found, .. } if found == "MINUTE"
+    )));
+}
+
+#[test]
 fn real_plans_survive_write_then_read() {
     for path in [STS_NORM, LUNG_NORM] {
         let (p, _) = rtplan::read_plan(path).unwrap();
@@ -375,9 +456,10 @@ fn arb_beam() -> impl Strategy<Value = IonBeam> {
         ),
         prop::collection::vec(shifter, 0..3),
         prop::collection::vec(layer, 1..5),
+        prop::sample::select(vec![DosimeterUnit::Particles, DosimeterUnit::MonitorUnits]),
     )
         .prop_map(
-            |((number, name, ion), (g, c, (x, y, z)), (pos, sad), shifters, layers)| IonBeam {
+            |((number, name, ion), (g, c, (x, y, z)), (pos, sad), shifters, layers, unit)| IonBeam {
                 number,
                 name,
                 radiation_type: if ion == Ion::PROTON {
@@ -400,6 +482,7 @@ fn arb_beam() -> impl Strategy<Value = IonBeam> {
                         water_equivalent_thickness_mm: wet.map(MmWe),
                     })
                     .collect(),
+                primary_dosimeter_unit: Some(unit),
                 layers,
             },
         )

@@ -12,7 +12,7 @@ use ionguide::dicom::rtstruct::{write_structure_set, StructureSetIds};
 use ionguide::dicom::write::Producer;
 use ionguide::dose::{compute_dose, dose_grid_like, DoseOptions, IonMachine};
 use ionguide::geometry::Grid;
-use ionguide::plan::{EnergyLayer, IonBeam, IonPlan, Spot};
+use ionguide::plan::{DosimeterUnit, EnergyLayer, IonBeam, IonPlan, Spot};
 use ionguide::range::Hlut;
 use ionguide::structure::{Contour, Roi, StructureSet};
 use ionguide::units::{Ion, PointMm};
@@ -72,6 +72,7 @@ fn plan() -> IonPlan {
             patient_position: Some("HFS".into()),
             virtual_sad_mm: None,
             range_shifters: vec![],
+            primary_dosimeter_unit: Some(DosimeterUnit::Particles),
             layers: vec![EnergyLayer {
                 energy_mev_u: 115.23,
                 spots,
@@ -81,30 +82,43 @@ fn plan() -> IonPlan {
 }
 
 /// A box x, z ∈ [−4, 4] mm, y ∈ [−34, −28] mm (6–12 mm deep: the entrance plateau), one
-/// contour per CT slice plane.
+/// contour per CT slice plane; and BODY, x, z ∈ [−20, 20] mm, y ∈ [−40, 30] mm.
 fn structures() -> StructureSet {
-    let contours = [-3.0, -1.0, 1.0, 3.0]
-        .iter()
-        .map(|&z| {
-            Contour::new(vec![
-                PointMm::new(-4.0, -34.0, z),
-                PointMm::new(4.0, -34.0, z),
-                PointMm::new(4.0, -28.0, z),
-                PointMm::new(-4.0, -28.0, z),
-            ])
-        })
-        .collect();
+    let boxes = |x: f64, y: [f64; 2], zs: &[f64]| -> Vec<Contour> {
+        zs.iter()
+            .map(|&z| {
+                Contour::new(vec![
+                    PointMm::new(-x, y[0], z),
+                    PointMm::new(x, y[0], z),
+                    PointMm::new(x, y[1], z),
+                    PointMm::new(-x, y[1], z),
+                ])
+            })
+            .collect()
+    };
+    let body_zs: Vec<f64> = (-10..10).map(|k| 2.0 * f64::from(k) + 1.0).collect();
     StructureSet {
         frame_of_reference_uid: "2.25.502".into(),
-        rois: vec![Roi {
-            number: 1,
-            name: "PTV".into(),
-            contours,
-        }],
+        rois: vec![
+            Roi {
+                number: 1,
+                name: "PTV".into(),
+                contours: boxes(4.0, [-34.0, -28.0], &[-3.0, -1.0, 1.0, 3.0]),
+            },
+            Roi {
+                number: 2,
+                name: "BODY".into(),
+                contours: boxes(20.0, [-40.0, 30.0], &body_zs),
+            },
+        ],
     }
 }
 
 fn write_case(dir: &Path) {
+    write_case_with(dir, &plan());
+}
+
+fn write_case_with(dir: &Path, plan: &IonPlan) {
     let ct_dir = dir.join("ct");
     std::fs::create_dir(&ct_dir).unwrap();
     let ct = phantom();
@@ -129,7 +143,7 @@ fn write_case(dir: &Path) {
     )
     .unwrap();
     std::fs::write(dir.join("RS.dcm"), rs).unwrap();
-    write_plan(&plan(), dir.join("RP.dcm")).unwrap();
+    write_plan(plan, dir.join("RP.dcm")).unwrap();
 }
 
 fn ionguide_dose(dir: &Path, out: &str) -> serde_json::Value {
@@ -137,8 +151,14 @@ fn ionguide_dose(dir: &Path, out: &str) -> serde_json::Value {
 }
 
 fn run_dose(dir: &Path, out: &str, json: bool) -> std::process::Output {
+    let o = dose_command(dir, out, json, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn dose_command(dir: &Path, out: &str, json: bool, extra: &[&str]) -> std::process::Output {
     let machine = Path::new(ROOT).join("tests/data/matrad/carbon_Generic");
-    let o = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+    Command::new(env!("CARGO_BIN_EXE_ionguide"))
         .arg("dose")
         .arg("--ct")
         .arg(dir.join("ct"))
@@ -151,10 +171,9 @@ fn run_dose(dir: &Path, out: &str, json: bool) -> std::process::Output {
         .arg("--machine-dir")
         .arg(machine)
         .args(if json { &["--json"][..] } else { &[][..] })
+        .args(extra)
         .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
+        .unwrap()
 }
 
 #[test]
@@ -170,6 +189,8 @@ fn dose_of_a_carbon_beam_in_water() {
         "seconds",
         "v95_reference_gy",
         "v95_reference",
+        "v50_outside_cc",
+        "v50_outside",
         "rois",
     ] {
         assert!(v.get(key).is_some(), "{key} missing from {v}");
@@ -187,9 +208,11 @@ fn dose_of_a_carbon_beam_in_water() {
         "d2_gy",
         "mean_gy",
         "v95_percent",
+        "homogeneity_index",
     ] {
         assert!(roi[key].is_number(), "{key}: {roi}");
     }
+    assert_eq!(v["rois"][1]["name"], "BODY");
     let f = |k: &str| roi[k].as_f64().unwrap();
     assert!(
         f("d98_gy") <= f("d95_gy") && f("d95_gy") <= f("d50_gy") && f("d50_gy") <= f("d2_gy"),
@@ -197,6 +220,40 @@ fn dose_of_a_carbon_beam_in_water() {
     );
     assert!(f("d2_gy") <= v["max_gy"].as_f64().unwrap());
     assert_eq!(f("d50_gy"), v["v95_reference_gy"].as_f64().unwrap());
+    assert!((f("homogeneity_index") - (f("d2_gy") - f("d98_gy")) / f("d50_gy")).abs() < 1e-12);
+
+    // The DVH: 100 % at 0 Gy, never rising, 0 % past the maximum, and ≥ 50 % of the ROI at
+    // the bins up to D50 (the definition of D50), < 50 % past it.
+    let bin = roi["dvh"]["bin_gy"].as_f64().unwrap();
+    let vol: Vec<f64> = roi["dvh"]["volume_percent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(vol[0], 100.0);
+    assert!(vol.windows(2).all(|w| w[1] <= w[0]));
+    assert_eq!(*vol.last().unwrap(), 0.0);
+    for (i, p) in vol.iter().enumerate() {
+        let d = i as f64 * bin;
+        if d <= f("d50_gy") {
+            assert!(*p >= 50.0, "{d} Gy: {p} %");
+        } else {
+            assert!(*p < 50.0, "{d} Gy: {p} %");
+        }
+    }
+
+    // Outside the PTV, inside BODY, at ≥ 50 % of the reference: the plateau around the box
+    // and the Bragg peak behind it (both above half the plateau dose), no more than the
+    // body less the box.
+    let v50 = v["v50_outside_cc"].as_f64().unwrap();
+    let body_cc = v["rois"][1]["volume_cc"].as_f64().unwrap();
+    assert!(v50 > 1.0 && v50 <= body_cc - f("volume_cc"), "{v50} cc");
+    let what = v["v50_outside"].as_str().unwrap();
+    assert!(
+        what.contains("outside PTV") && what.contains("inside BODY"),
+        "{what}"
+    );
 
     // The kernel on its own grid, at the box centre (plateau, field centre).
     let series = read_series_dir(dir.path().join("ct")).unwrap();
@@ -231,11 +288,123 @@ fn dose_of_a_carbon_beam_in_water() {
     // Run to run: the same RT Dose bytes; the table names the reference and the ROI.
     let table = String::from_utf8(run_dose(dir.path(), "RD2.dcm", false).stdout).unwrap();
     assert!(
-        table.contains("(D50 of PTV)") && table.contains("D50 Gy") && table.contains("\nPTV "),
+        table.contains("(D50 of PTV)")
+            && table.contains("D50 Gy")
+            && table.contains("\nPTV ")
+            && table.contains("V50 outside the target"),
         "{table}"
     );
     assert_eq!(
         std::fs::read(dir.path().join("RD.dcm")).unwrap(),
         std::fs::read(dir.path().join("RD2.dcm")).unwrap()
+    );
+}
+
+#[test]
+fn dvh_svg_has_every_roi_axes_and_the_prescription() {
+    let dir = tempfile::tempdir().unwrap();
+    write_case(dir.path());
+    let svg = dir.path().join("dvh.svg");
+    let o = dose_command(
+        dir.path(),
+        "RD.dcm",
+        true,
+        &["--prescription-gy", "0.5", "--dvh-svg", svg.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for s in [
+        "PTV",
+        "BODY",
+        "Dose (Gy)",
+        "Volume (%)",
+        "prescription 0.5 Gy",
+        "<polyline",
+    ] {
+        assert!(text.contains(s), "{s} missing from the SVG");
+    }
+    // Two DVH curves and the dashed prescription line.
+    assert!(text.matches("<polyline").count() >= 2);
+    // Without --structures there is nothing to draw.
+    let o = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args(["dose", "--ct"])
+        .arg(dir.path().join("ct"))
+        .arg("--plan")
+        .arg(dir.path().join("RP.dcm"))
+        .arg("--out")
+        .arg(dir.path().join("RD3.dcm"))
+        .arg("--machine-dir")
+        .arg(Path::new(ROOT).join("tests/data/matrad/carbon_Generic"))
+        .arg("--dvh-svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--structures"));
+}
+
+#[test]
+fn primary_dosimeter_unit_decides_what_weights_count() {
+    let max_of = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["max_gy"]
+            .as_f64()
+            .unwrap()
+    };
+    let np = tempfile::tempdir().unwrap();
+    write_case(np.path());
+    let particles = max_of(&dose_command(np.path(), "RD.dcm", true, &[]));
+
+    // MU: refused without the calibration, naming the beam and the flag; with it, each
+    // weight is that many particles per MU: 0.5 halves the dose.
+    let mut p = plan();
+    p.beams[0].primary_dosimeter_unit = Some(DosimeterUnit::MonitorUnits);
+    let mu = tempfile::tempdir().unwrap();
+    write_case_with(mu.path(), &p);
+    let o = dose_command(mu.path(), "RD.dcm", true, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("\"AP\"") && err.contains("--particles-per-mu") && err.contains("MU"),
+        "{err}"
+    );
+    let half = max_of(&dose_command(
+        mu.path(),
+        "RD.dcm",
+        true,
+        &["--particles-per-mu", "0.5"],
+    ));
+    assert!(
+        (half - 0.5 * particles).abs() <= 1e-6 * particles,
+        "{half} vs {particles}"
+    );
+
+    // No unit in the file: particles, with a warning naming the beam.
+    let rp = mu.path().join("RP.dcm");
+    let mut obj = dicom_object::open_file(&rp).unwrap();
+    let beams: Vec<_> = obj
+        .element(dicom_dictionary_std::tags::ION_BEAM_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()
+        .iter()
+        .cloned()
+        .map(|mut b| {
+            b.remove_element(dicom_dictionary_std::tags::PRIMARY_DOSIMETER_UNIT);
+            b
+        })
+        .collect();
+    obj.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::ION_BEAM_SEQUENCE,
+        dicom_core::VR::SQ,
+        dicom_core::value::DataSetSequence::from(beams),
+    ));
+    obj.write_to_file(&rp).unwrap();
+    let o = dose_command(mu.path(), "RD.dcm", true, &[]);
+    assert_eq!(max_of(&o), particles);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("\"AP\"") && err.contains("Primary Dosimeter Unit"),
+        "{err}"
     );
 }

@@ -66,6 +66,7 @@ pub fn plan() -> IonPlan {
             patient_position: Some("HFS".into()),
             virtual_sad_mm: Some(SAD_MM),
             range_shifters: vec![],
+            primary_dosimeter_unit: None,
             layers: ENERGIES_MEV_U
                 .iter()
                 .map(|&energy_mev_u| EnergyLayer {

@@ -168,6 +168,7 @@ pub fn plan(ion: Ion, energy: f64, weight: f64) -> IonPlan {
             patient_position: Some("HFS".into()),
             virtual_sad_mm: None,
             range_shifters: vec![],
+            primary_dosimeter_unit: Some(ionguide::plan::DosimeterUnit::Particles),
             layers: vec![EnergyLayer {
                 energy_mev_u: energy,
                 spots: vec![Spot {

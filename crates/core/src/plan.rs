@@ -49,8 +49,38 @@ pub struct IonBeam {
     pub virtual_sad_mm: Option<[f64; 2]>,
     /// Range shifters in the beam line.
     pub range_shifters: Vec<RangeShifter>,
+    /// What the spot weights count: Primary Dosimeter Unit (300A,00B3) of the beam; `None`
+    /// when the plan does not say (or says something else than NP or MU).
+    pub primary_dosimeter_unit: Option<DosimeterUnit>,
     /// Energy layers in delivery order.
     pub layers: Vec<EnergyLayer>,
+}
+
+/// The unit of a beam's meterset, and so of its Scan Spot Meterset Weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DosimeterUnit {
+    /// `NP`: number of particles.
+    Particles,
+    /// `MU`: monitor units (the beam line's calibration turns them into particles).
+    MonitorUnits,
+}
+
+impl DosimeterUnit {
+    /// The DICOM code string: `NP` or `MU`.
+    pub fn code(self) -> &'static str {
+        match self {
+            DosimeterUnit::Particles => "NP",
+            DosimeterUnit::MonitorUnits => "MU",
+        }
+    }
+    /// The unit of a DICOM code string (`NP`, `MU`), `None` for any other.
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code.trim() {
+            "NP" => Some(DosimeterUnit::Particles),
+            "MU" => Some(DosimeterUnit::MonitorUnits),
+            _ => None,
+        }
+    }
 }
 
 /// A range shifter of the beam.

@@ -285,6 +285,13 @@ pub enum PlanWarning {
         /// Beam name.
         beam: String,
     },
+    /// Primary Dosimeter Unit is neither NP nor MU: what the spot weights count is unknown.
+    UnknownDosimeterUnit {
+        /// Beam name.
+        beam: String,
+        /// The value as written.
+        found: String,
+    },
 }
 
 impl std::fmt::Display for PlanWarning {
@@ -326,6 +333,10 @@ impl std::fmt::Display for PlanWarning {
             PlanWarning::MissingCouchAngle { beam } => {
                 write!(f, "beam {beam:?}: Patient Support Angle absent; 0° assumed")
             }
+            PlanWarning::UnknownDosimeterUnit { beam, found } => write!(
+                f,
+                "beam {beam:?}: Primary Dosimeter Unit {found:?} is neither NP (particles) nor MU; the unit of the spot weights is unknown"
+            ),
         }
     }
 }

@@ -50,11 +50,15 @@ pub trait FrameSource {
     fn truth(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<&CtVolume, SourceError>;
     /// Where the tissue at a planning point is when the anatomy is displaced by a
     /// displacement (`map(q_mm, displacement_mm)`) — the exact map the 4D dose carries each
-    /// instant's dose back with.
-    fn motion_map(&self) -> MotionMap;
+    /// instant's dose back with. By default the whole anatomy translates.
+    fn motion_map(&self) -> MotionMap {
+        std::sync::Arc::new(|q: PointMm, d: [f64; 3]| q + ionguide::units::VectorMm::from(d))
+    }
     /// Whether the motion map is a plain translation (then a displacement of zero maps
     /// every voxel onto itself exactly).
-    fn moves_rigidly(&self) -> bool;
+    fn moves_rigidly(&self) -> bool {
+        true
+    }
 }
 
 /// Frames of the moving phantom: noisy frames for the pipeline, noise-free ones as truth.
@@ -195,11 +199,5 @@ impl FrameSource for RealCtFrames {
             reason: e.to_string(),
         })?;
         Ok(self.truth.insert(series.volume))
-    }
-    fn motion_map(&self) -> MotionMap {
-        std::sync::Arc::new(|q: PointMm, d: [f64; 3]| q + ionguide::units::VectorMm::from(d))
-    }
-    fn moves_rigidly(&self) -> bool {
-        true
     }
 }

@@ -227,6 +227,7 @@ pub fn plan(
             patient_position: Some("HFS".into()),
             virtual_sad_mm: Some(options.virtual_sad_mm),
             range_shifters: Vec::new(),
+            primary_dosimeter_unit: None,
             layers,
         });
     }

@@ -9,7 +9,7 @@ use dicom_object::InMemDicomObject;
 
 use super::{check_layer_spots, PlanError, PlanWarning, RT_ION_PLAN_SOP_CLASS};
 use crate::attrs::{self, attr, AttrError};
-use crate::plan::{EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
+use crate::plan::{DosimeterUnit, EnergyLayer, IonBeam, IonPlan, RangeShifter, Spot};
 use crate::units::{Ion, MmWe, PointMm};
 
 /// Patient Setup Number and Patient Position of a Patient Setup Sequence item.
@@ -157,6 +157,7 @@ fn parse_beam(
     let ion = beam_ion(&beam, b, &radiation_type)?;
     let virtual_sad_mm = virtual_sad(&beam, b, warnings)?;
     let patient_position = patient_position(&beam, b, setups, warnings)?;
+    let primary_dosimeter_unit = dosimeter_unit(&beam, b, warnings)?;
     let mut range_shifters = range_shifters(&beam, b)?;
     let cps = attrs::req_items(b, attr!(ION_CONTROL_POINT_SEQUENCE, "IonControlPointSequence"))
         .map_err(beam.at(beam.ctx()))?;
@@ -178,8 +179,34 @@ fn parse_beam(
         patient_position,
         virtual_sad_mm,
         range_shifters,
+        primary_dosimeter_unit,
         layers: walk.layers,
     }))
+}
+
+/// Primary Dosimeter Unit (300A,00B3): NP or MU; absent or empty is `None`, anything else
+/// `None` with a warning.
+fn dosimeter_unit(
+    beam: &BeamAt,
+    b: &InMemDicomObject,
+    warnings: &mut Vec<PlanWarning>,
+) -> Result<Option<DosimeterUnit>, PlanError> {
+    let Some(code) = attrs::opt_str(b, attr!(PRIMARY_DOSIMETER_UNIT, "PrimaryDosimeterUnit"))
+        .map_err(beam.at(beam.ctx()))?
+    else {
+        return Ok(None);
+    };
+    if code.trim().is_empty() {
+        return Ok(None);
+    }
+    let unit = DosimeterUnit::from_code(&code);
+    if unit.is_none() {
+        warnings.push(PlanWarning::UnknownDosimeterUnit {
+            beam: beam.name.clone(),
+            found: code,
+        });
+    }
+    Ok(unit)
 }
 
 /// The beam's number and name, or `None` (with a warning) when its Treatment Delivery Type

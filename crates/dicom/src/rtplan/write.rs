@@ -8,7 +8,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::{PlanError, RT_ION_PLAN_SOP_CLASS};
-use crate::plan::{EnergyLayer, IonBeam, IonPlan};
+use crate::plan::{DosimeterUnit, EnergyLayer, IonBeam, IonPlan};
 use crate::units::Ion;
 use crate::write::elements::{ds, fl, int_s, meta, part10, sq, ss, text};
 use crate::write::WriteError;
@@ -108,7 +108,10 @@ fn put_beam_attributes(o: &mut InMemDicomObject, b: &IonBeam, setup_number: i64,
         o.put(ss(tags::RADIATION_CHARGE_STATE, b.ion.z.into()));
     }
     o.put(text(tags::TREATMENT_DELIVERY_TYPE, VR::CS, "TREATMENT"));
-    o.put(text(tags::PRIMARY_DOSIMETER_UNIT, VR::CS, "MU"));
+    // Type 1 in the Ion Beam Sequence: a beam whose unit is not known is written as NP,
+    // which is how ionguide's dose engine counts weights without one.
+    let unit = b.primary_dosimeter_unit.unwrap_or(DosimeterUnit::Particles);
+    o.put(text(tags::PRIMARY_DOSIMETER_UNIT, VR::CS, unit.code()));
     o.put(text(tags::SCAN_MODE, VR::CS, "MODULATED"));
     if let Some(sad) = b.virtual_sad_mm {
         o.put(ds(tags::VIRTUAL_SOURCE_AXIS_DISTANCES, &sad));

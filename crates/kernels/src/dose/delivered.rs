@@ -430,6 +430,7 @@ impl DoseEngine {
                     patient_position: beam.patient_position.clone(),
                     virtual_sad_mm: beam.virtual_sad_mm,
                     range_shifters: Vec::new(),
+                    primary_dosimeter_unit: beam.primary_dosimeter_unit,
                     layers: vec![EnergyLayer {
                         energy_mev_u,
                         spots: Vec::new(),

@@ -90,6 +90,7 @@
 //! commissioning.
 
 mod delivered;
+pub mod evaluate;
 mod grid;
 pub mod machine;
 pub mod pencil;
