@@ -5,12 +5,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ionguide_sim::anatomy::phantom::PhantomSpec;
+use ionguide_sim::delivery::gating::GatingWindow;
+use ionguide_sim::delivery::timeline::SynchrotronModel;
+use ionguide_sim::imaging::model::ImagingModel;
 use ionguide_sim::imaging::sources::{FrameSource, RealCtFrames};
 use ionguide_sim::motion::tumor::{displacements, TumorMotionModel};
 use ionguide_sim::planning::PlannerOptions;
 use ionguide_sim::replay::{self, ReplayOptions, ReplayResult};
 use ionguide_sim::report::write_report;
 use ionguide_sim::scenario;
+use ionguide_sim::scoring::deliveries::{DeliverySetup, DoseSetup};
 use ionguide_sim::scoring::histogram::Quantiles;
 
 /// The built-in demo: a thorax phantom planned with carbon, driven by a real breathing trace.
@@ -19,18 +23,48 @@ pub struct DemoArgs {
     /// Output folder (session files, audit log, report).
     #[arg(long, default_value = "ionguide-demo")]
     out: PathBuf,
-    /// Frames to replay (at 10 frames/s of trace time).
-    #[arg(long, default_value_t = 200)]
-    frames: usize,
+    /// At most this many frames (default: as many as the deliveries take).
+    #[arg(long)]
+    frames: Option<usize>,
     /// The small CI phantom (128×128×24) instead of the reference one (256×256×48).
     #[arg(long)]
     small: bool,
-    /// Pace frames in real time (10 frames/s) instead of as fast as the chain takes them.
+    /// Pace frames in real time instead of as fast as the chain takes them.
     #[arg(long)]
     realtime: bool,
     /// Latency budget, ms.
     #[arg(long, default_value_t = 50.0)]
     budget_ms: f64,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+}
+
+/// How the replay images, delivers and doses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveryArgs {
+    /// In-room CT: `slab-2hz` (2 frames/s, 250 ms acquisition, 300 ms reconstruction) or
+    /// `ideal-10hz` (10 instantaneous frames/s, for comparison).
+    #[arg(long, default_value = "slab-2hz")]
+    imaging: String,
+    /// Synchrotron timing: `fast` (a multi-energy carbon synchrotron of today) or `matrad`
+    /// (the constants matRad's 4D dose uses).
+    #[arg(long, default_value = "fast")]
+    synchrotron: String,
+    /// Ions per unit of spot weight.
+    #[arg(long, default_value_t = 1e6)]
+    particles_per_weight: f64,
+    /// Skip the 4D dose (errors only).
+    #[arg(long)]
+    no_dose: bool,
+    /// Dose grid spacing, mm.
+    #[arg(long, default_value_t = 3.0)]
+    dose_grid_mm: f64,
+    /// Motion samples per second for the truth (at least 20 per breathing cycle).
+    #[arg(long, default_value_t = 10.0)]
+    motion_rate_hz: f64,
+    /// matRad machine data folder per ion (default: the bundled generic machines).
+    #[arg(long)]
+    machine_dir: Vec<PathBuf>,
 }
 
 /// A replay on your own data.
@@ -51,12 +85,9 @@ pub struct ReplayArgs {
     /// Motion trace: ExtMarker (`;`-separated) or CSV `t_s,x_mm,y_mm,z_mm` (tumor displacement).
     #[arg(long)]
     trace: PathBuf,
-    /// Frames to replay.
+    /// At most this many frames (default: as many as the deliveries take).
     #[arg(long)]
     frames: Option<usize>,
-    /// Frame rate, frames/s of trace time.
-    #[arg(long, default_value_t = 10.0)]
-    rate_hz: f64,
     /// Pace frames in real time.
     #[arg(long)]
     realtime: bool,
@@ -66,54 +97,91 @@ pub struct ReplayArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
 }
 
-fn tracking_and_baseline(
+/// The imaging model, synchrotron and dose set-up the arguments name.
+fn setups(
+    args: &DeliveryArgs,
+    config: &Path,
+    budget_ms: f64,
+) -> anyhow::Result<(ImagingModel, DeliverySetup, Option<DoseSetup>)> {
+    let imaging = ImagingModel::preset(&args.imaging).with_context(|| {
+        format!(
+            "--imaging {:?}: not a preset (one of {})",
+            args.imaging,
+            ImagingModel::PRESETS.join(", ")
+        )
+    })?;
+    let (preset, synchrotron) = match args.synchrotron.as_str() {
+        "fast" => (
+            "fast multi-energy synchrotron",
+            SynchrotronModel::fast_multi_energy(),
+        ),
+        "matrad" => ("matRad 4D timing", SynchrotronModel::matrad()),
+        other => anyhow::bail!("--synchrotron {other:?}: one of fast, matrad"),
+    };
+    // the session's corrections must last from one frame to the next under this imaging
+    scenario::set_validity_ms(config, scenario::validity_ms_for(&imaging, budget_ms))?;
+    let delivery = DeliverySetup {
+        preset: preset.into(),
+        synchrotron,
+        particles_per_weight: args.particles_per_weight,
+        validity_s: 0.0,
+        gating: GatingWindow::lowest_fraction(0.3),
+    };
+    let dose = if args.no_dose {
+        None
+    } else {
+        eprintln!("preparing the dose engine (matRad machine data) …");
+        Some(scenario::dose_setup(
+            config,
+            &args.machine_dir,
+            args.particles_per_weight,
+            args.dose_grid_mm,
+        )?)
+    };
+    Ok((imaging, delivery, dose))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replay_and_report(
     name: &str,
     config: &Path,
     source: &mut dyn FrameSource,
     times: &[f64],
     disp: &[[f64; 3]],
     realtime: bool,
+    max_frames: Option<usize>,
+    args: &DeliveryArgs,
+    budget_ms: f64,
     out: &Path,
-) -> anyhow::Result<(ReplayResult, ReplayResult)> {
+) -> anyhow::Result<ReplayResult> {
+    let (imaging, delivery, mut dose) = setups(args, config, budget_ms)?;
     let opts = ReplayOptions {
         realtime,
         progress: true,
+        imaging,
+        motion_rate_hz: Some(args.motion_rate_hz),
+        max_frames,
+        delivery: Some(delivery),
         ..ReplayOptions::default()
     };
-    let tracked = replay::run(name, config, source, times, disp, &opts)?;
-    let baseline = replay::run(
-        name,
-        config,
-        source,
-        times,
-        disp,
-        &ReplayOptions {
-            correction: false,
-            ..opts
-        },
-    )?;
-    write_report(
-        &out.join("no_correction"),
-        &baseline.report,
-        &baseline.frames,
-        &baseline.latency_ms,
-        None,
-    )
-    .context("writing the no-correction report")?;
+    let tracked = replay::run_with_dose(name, config, source, times, disp, &opts, dose.as_mut())?;
     write_report(
         out,
         &tracked.report,
         &tracked.frames,
         &tracked.latency_ms,
-        Some((&baseline.report, &baseline.frames)),
+        None,
+        tracked.dose_plots.as_ref(),
     )
     .context("writing the report")?;
-    Ok((tracked, baseline))
+    Ok(tracked)
 }
 
-fn summary(out: &Path, t: &ReplayResult, b: &ReplayResult) {
+fn summary(out: &Path, t: &ReplayResult) {
     let r = &t.report;
     println!();
     println!("{}", r.scenario);
@@ -144,22 +212,85 @@ fn summary(out: &Path, t: &ReplayResult, b: &ReplayResult) {
                 .unwrap_or_else(|| "–".into())
         )
     };
+    let untracked = r.delivery.as_ref().and_then(|d| d.deliveries.get("untracked"));
     row("tumor position error (mm)", &r.tumor_error_mm, None);
     row(
         "delivered-spot error (mm)",
         &r.spot_error_mm,
-        Some(&b.report.spot_error_mm),
+        untracked.map(|u| &u.spot_error_mm),
     );
     row(
         "range error (mm)",
         &r.range_error_mm,
-        Some(&b.report.range_error_mm),
+        untracked.map(|u| &u.range_error_mm),
     );
     row(
         &format!("latency (ms, budget {})", r.budget_ms),
         &r.latency_ms,
         None,
     );
+    if let Some(d) = &r.delivery {
+        println!();
+        println!(
+            "imaging {} | synchrotron: {} | motion {:.0} Hz, {:.0} samples per {:.1} s cycle",
+            r.imaging.name, d.preset, d.motion.rate_hz, d.motion.samples_per_cycle, d.motion.period_s
+        );
+        println!(
+            "{:<10} {:>13} {:>13} {:>7} {:>22} {:>22}",
+            "delivery", "spots", "treatment s", "duty", "spot err p50/p95 mm", "range err p50/p95 mm"
+        );
+        for (name, s) in &d.deliveries {
+            println!(
+                "{:<10} {:>13} {:>13.1} {:>6.0}% {:>22} {:>22}",
+                name,
+                format!("{}/{}", s.spots_delivered, s.spots_planned),
+                s.treatment_s,
+                s.duty_cycle * 100.0,
+                format!(
+                    "{:.2} / {:.2}",
+                    s.spot_error_mm.p50,
+                    s.spot_error_mm.p95.unwrap_or(f64::NAN)
+                ),
+                format!(
+                    "{:.2} / {:.2}",
+                    s.range_error_mm.p50,
+                    s.range_error_mm.p95.unwrap_or(f64::NAN)
+                ),
+            );
+        }
+    }
+    if let Some(d) = &r.dose {
+        println!();
+        println!(
+            "dose, target {} (prescription {:.3} Gy = static median)",
+            d.target_roi, d.prescription_gy
+        );
+        println!(
+            "{:<10} {:>8} {:>8} {:>8} {:>7} {:>6} {:>12} {:>10} {:>10}",
+            "delivery", "D98 Gy", "D95 Gy", "D2 Gy", "V95 %", "HI", "V50 out cc", "γ3%/3mm", "γ2%/2mm"
+        );
+        let mut rows = vec![("static", &d.static_dose)];
+        if let Some(t) = &d.tracked {
+            rows.push(("tracked", t));
+        }
+        rows.push(("untracked", &d.untracked));
+        rows.push(("gated", &d.gated));
+        for (name, f) in rows {
+            let g = |x: Option<f64>| x.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
+            println!(
+                "{:<10} {:>8.3} {:>8.3} {:>8.3} {:>7.1} {:>6.3} {:>12.1} {:>10} {:>10}",
+                name,
+                f.d98_gy,
+                f.d95_gy,
+                f.d2_gy,
+                f.v95_pct,
+                f.homogeneity_index,
+                f.v50_outside_cc,
+                g(f.gamma_3pct_3mm_pct),
+                g(f.gamma_2pct_2mm_pct)
+            );
+        }
+    }
     println!();
     println!("report: {}", out.join("index.html").display());
 }
@@ -195,21 +326,24 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let (times, disp) = displacements(
         &scenario::bundled_trace(),
-        10.0,
+        args.delivery.motion_rate_hz,
         &TumorMotionModel::default(),
-        Some(args.frames),
+        None,
     )?;
     let mut frames = s.frames(10.0, 1)?;
-    let (t, b) = tracking_and_baseline(
+    let t = replay_and_report(
         "built-in demo: thorax phantom, real ExtMarker breathing trace",
         &s.config,
         &mut frames,
         &times,
         &disp,
         args.realtime,
+        args.frames,
+        &args.delivery,
+        args.budget_ms,
         &args.out,
     )?;
-    summary(&args.out, &t, &b);
+    summary(&args.out, &t);
     Ok(())
 }
 
@@ -230,20 +364,23 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     )?;
     let (times, disp) = displacements(
         &args.trace,
-        args.rate_hz,
+        args.delivery.motion_rate_hz,
         &TumorMotionModel::default(),
-        args.frames,
+        None,
     )?;
     let mut frames = RealCtFrames::load(&args.ct)?;
-    let (t, b) = tracking_and_baseline(
+    let t = replay_and_report(
         &format!("replay of {} with {}", args.ct.display(), args.trace.display()),
         &config,
         &mut frames,
         &times,
         &disp,
         args.realtime,
+        args.frames,
+        &args.delivery,
+        args.budget_ms,
         &args.out,
     )?;
-    summary(&args.out, &t, &b);
+    summary(&args.out, &t);
     Ok(())
 }

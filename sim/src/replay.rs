@@ -22,8 +22,9 @@ use crate::delivery::controller::{spawn, BeamState, ControllerConfig};
 use crate::imaging::model::ImagingModel;
 use crate::imaging::sources::{FrameSource, SourceError};
 use crate::motion::track::MotionTrack;
-use crate::report::Report;
+use crate::report::{DeliveryReport, DosePlots, DoseReport, Report};
 use crate::scoring::deliveries::{deliver, Delivered, DeliverySetup, DoseSetup, FrameRecord};
+use crate::scoring::dose_figures::{as_volume, DoseRegions, FiguresError};
 use crate::scoring::histogram::ErrorHistogram;
 use crate::scoring::spots::{tumor_error_mm, SpotScorer};
 use crate::scoring::FrameScore;
@@ -123,6 +124,8 @@ pub struct ReplayResult {
     pub applied: Vec<CorrectionSet>,
     /// The static dose (no motion) and each delivery, when delivered spot by spot.
     pub deliveries: Option<(Option<Vec<f64>>, Vec<Delivered>)>,
+    /// What the dose plots draw, when the 4D dose was computed.
+    pub dose_plots: Option<DosePlots>,
 }
 
 /// Loads the session a configuration names, with every load check (the chain's own loader).
@@ -400,6 +403,13 @@ pub fn run_with_dose(
         p.shutdown().map_err(|e| ReplayError::Pipeline(e.to_string()))?;
     }
     let _ = controller.stop();
+    let dose_setup_view = dose.as_deref().map(|ds| {
+        (
+            ds.grid.clone(),
+            ds.regions.clone(),
+            ds.regions.target_name().to_string(),
+        )
+    });
     let deliveries = match &options.delivery {
         None => None,
         Some(setup) => {
@@ -456,6 +466,31 @@ pub fn run_with_dose(
             range_h = main.range_error.clone();
         }
     }
+    let (delivery_report, dose_report, dose_plots) = match (&options.delivery, &deliveries) {
+        (Some(setup), Some((static_dose, list))) => {
+            let delivery_report = DeliveryReport {
+                preset: setup.preset.clone(),
+                synchrotron: setup.synchrotron.clone(),
+                motion: track.usage(
+                    t0_s + list
+                        .iter()
+                        .map(|d| d.timeline.totals.treatment_s)
+                        .fold(0.0, f64::max),
+                ),
+                deliveries: list.iter().map(|d| (d.name, d.summary())).collect(),
+            };
+            let (dose_report, plots) = match (static_dose, dose_setup_view) {
+                (Some(static_dose), Some((grid, regions, target_roi))) => {
+                    let (r, p) = dose_figures_of(&grid, &regions, &target_roi, static_dose, list)
+                        .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+                    (Some(r), Some(p))
+                }
+                _ => (None, None),
+            };
+            (Some(delivery_report), dose_report, plots)
+        }
+        _ => (None, None, None),
+    };
     let n = frames.len() as u64;
     let mut lat_h = ErrorHistogram::default();
     for f in frames.iter().filter(|f| f.outcome == "corrected") {
@@ -504,6 +539,9 @@ pub fn run_with_dose(
         },
         corrections_sha256: corrections_digest(&applied_sets),
         wall_s: wall.elapsed().as_secs_f64(),
+        imaging: options.imaging.clone(),
+        delivery: delivery_report,
+        dose: dose_report,
     };
     Ok(ReplayResult {
         report,
@@ -511,6 +549,7 @@ pub fn run_with_dose(
         latency_ms,
         applied: applied_sets,
         deliveries,
+        dose_plots,
     })
 }
 
@@ -527,4 +566,80 @@ fn corrections_digest(sets: &[CorrectionSet]) -> String {
         }
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The dose figures and plots of the static dose and every delivery: the prescription is
+/// the static dose's target median; gamma of each delivery against the static dose.
+fn dose_figures_of(
+    grid: &ionguide::geometry::Grid,
+    regions: &DoseRegions,
+    target_roi: &str,
+    static_dose: &[f64],
+    list: &[Delivered],
+) -> Result<(DoseReport, DosePlots), FiguresError> {
+    let static_volume = as_volume(grid, static_dose)?;
+    let prescription_gy = regions
+        .target_d50_gy(&static_volume)
+        .filter(|d| *d > 0.0)
+        .ok_or_else(|| FiguresError("the static dose gives the target nothing".into()))?;
+    let static_figures = regions.figures(&static_volume, None, prescription_gy)?;
+    let mut figures = std::collections::BTreeMap::new();
+    let mut dvh = vec![(
+        "static",
+        regions
+            .target_dvh(&static_volume, prescription_gy)?
+            .points()
+            .collect::<Vec<_>>(),
+    )];
+    let mut difference_slices = Vec::new();
+    // the axial slice through the target's centre
+    let [ni, nj, nk] = grid.dims();
+    let k = regions
+        .target_centroid_mm()
+        .map(|c| grid.patient_to_index(&c)[2].round().clamp(0.0, (nk - 1) as f64) as usize)
+        .unwrap_or(nk / 2);
+    for d in list {
+        let Some(dose) = &d.dose_gy else { continue };
+        let volume = as_volume(grid, dose)?;
+        let mut f = regions.figures(&volume, Some(&static_volume), prescription_gy)?;
+        if d.name == "gated" {
+            f.duty_cycle = Some(d.summary().duty_cycle);
+        }
+        figures.insert(d.name, f);
+        dvh.push((
+            d.name,
+            regions.target_dvh(&volume, prescription_gy)?.points().collect(),
+        ));
+        let slice = (0..nj)
+            .map(|j| {
+                (0..ni)
+                    .map(|i| {
+                        let n = grid.offset(i, j, k);
+                        dose[n] - static_dose[n]
+                    })
+                    .collect()
+            })
+            .collect();
+        difference_slices.push((d.name, slice));
+    }
+    let take = |name: &str| figures.get(name).cloned();
+    let missing = |name: &str| FiguresError(format!("no {name} dose"));
+    let sp = grid.spacing_mm();
+    Ok((
+        DoseReport {
+            target_roi: target_roi.to_string(),
+            prescription_gy,
+            grid_spacing_mm: sp,
+            static_dose: static_figures,
+            tracked: take("tracked"),
+            untracked: take("untracked").ok_or_else(|| missing("untracked"))?,
+            gated: take("gated").ok_or_else(|| missing("gated"))?,
+        },
+        DosePlots {
+            dvh,
+            prescription_gy,
+            difference_slices,
+            slice_spacing_mm: [sp[0], sp[1]],
+        },
+    ))
 }

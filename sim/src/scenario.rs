@@ -275,3 +275,120 @@ pub fn write_user_session(
     )?;
     Ok(config)
 }
+
+/// matRad's generic machine data for `ion`, bundled with the repository
+/// (`tests/data/matrad`, attribution there): the demo's dose engine needs no download.
+pub fn bundled_machine_dir(ion: ionguide::units::Ion) -> Option<PathBuf> {
+    use ionguide::units::Ion;
+    let name = match ion {
+        Ion::CARBON12 => "carbon_Generic",
+        Ion::PROTON => "protons_Generic",
+        Ion::HELIUM4 => "helium_Generic",
+        Ion::OXYGEN16 | Ion::NEON20 => "oxygen_Generic",
+        _ => return None,
+    };
+    Some(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/matrad")
+            .join(name),
+    )
+}
+
+/// The 4D dose set-up of a replay session: matRad machine data for each ion of the plan
+/// (`machine_dirs`, else the bundled generic machines; 20Ne scaled from 16O), off-grid
+/// energies allowed (corrected energies are continuous), `particles_per_weight` ions per
+/// unit of spot weight, a dose grid over the planning CT at `spacing_mm`, the session's
+/// target ROI and the structure set's BODY (or EXTERNAL) for the dose outside it.
+pub fn dose_setup(
+    config_path: &Path,
+    machine_dirs: &[PathBuf],
+    particles_per_weight: f64,
+    spacing_mm: f64,
+) -> Result<crate::scoring::deliveries::DoseSetup, ReplayError> {
+    use ionguide::dose::{dose_grid_like, DoseEngine, DoseOptions, EnergyMatch, IonMachine, SpotWeightUnit};
+    let err = |e: &dyn std::fmt::Display| ReplayError::Session(format!("dose set-up: {e}"));
+    let (config, session) = crate::replay::load_session(config_path)?;
+    let mut machines: Vec<IonMachine> = Vec::new();
+    for d in machine_dirs {
+        machines.push(IonMachine::from_dir(d).map_err(|e| err(&format!("{}: {e}", d.display())))?);
+    }
+    for beam in &session.plan.beams {
+        if machines.iter().any(|m| m.ion == beam.ion) {
+            continue;
+        }
+        if beam.ion == ionguide::units::Ion::NEON20 {
+            let oxygen = match machines.iter().find(|m| m.ion == ionguide::units::Ion::OXYGEN16) {
+                Some(o) => o.clone(),
+                None => {
+                    let dir = bundled_machine_dir(ionguide::units::Ion::OXYGEN16)
+                        .ok_or_else(|| err(&"no oxygen data to scale neon from"))?;
+                    IonMachine::from_dir(&dir).map_err(|e| err(&e))?
+                }
+            };
+            machines.push(IonMachine::neon_from_oxygen(&oxygen).map_err(|e| err(&e))?);
+            continue;
+        }
+        let dir =
+            bundled_machine_dir(beam.ion).ok_or_else(|| err(&format!("no machine data for {}", beam.ion)))?;
+        machines.push(IonMachine::from_dir(&dir).map_err(|e| err(&format!("{}: {e}", dir.display())))?);
+    }
+    let mut options = DoseOptions::new(config.planning.default_sad_mm)
+        .with_weight_unit(SpotWeightUnit::MonitorUnits {
+            particles_per_mu: particles_per_weight,
+        })
+        .with_threads(2);
+    options.energy_match = EnergyMatch::Interpolate;
+    let engine = DoseEngine::new(&machines, options).map_err(|e| err(&e))?;
+    let grid = dose_grid_like(session.planning_ct.grid(), [spacing_mm; 3]).map_err(|e| err(&e))?;
+    let structures =
+        ionguide::dicom::rtstruct::read_structure_set(&config.planning.structures).map_err(|e| err(&e))?;
+    let target = structures
+        .rois
+        .iter()
+        .find(|r| r.name == config.planning.roi)
+        .ok_or_else(|| err(&format!("no ROI {:?} in the structure set", config.planning.roi)))?;
+    let body = structures
+        .rois
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case("BODY") || r.name.eq_ignore_ascii_case("EXTERNAL"));
+    let regions = crate::scoring::dose_figures::DoseRegions::new(target, body, &grid).map_err(|e| err(&e))?;
+    Ok(crate::scoring::deliveries::DoseSetup {
+        engine,
+        grid,
+        regions,
+    })
+}
+
+/// How long a correction set must stay valid, ms, for `imaging` to keep the beam on between
+/// frames: the frame's age when complete, one and a half frame intervals (the next frame
+/// may be held), and the latency budget — never less than the 250 ms the idealised
+/// replay uses.
+pub fn validity_ms_for(imaging: &crate::imaging::model::ImagingModel, budget_ms: f64) -> f64 {
+    (1e3 * (imaging.age_on_arrival_s() + 1.5 / imaging.rate_hz) + budget_ms)
+        .max(2.0 * budget_ms)
+        .max(250.0)
+}
+
+/// Sets `timing.validity_ms` in a session configuration this module wrote.
+pub fn set_validity_ms(config_path: &Path, validity_ms: f64) -> Result<(), ReplayError> {
+    let text = std::fs::read_to_string(config_path).map_err(io_err(config_path))?;
+    let mut found = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("validity_ms") {
+                found = true;
+                format!("validity_ms = {validity_ms}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        return Err(ReplayError::Session(format!(
+            "{}: no timing.validity_ms line to set",
+            config_path.display()
+        )));
+    }
+    write(config_path, (out.join("\n") + "\n").as_bytes())
+}

@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::delivery::timeline::SynchrotronModel;
+use crate::imaging::model::ImagingModel;
+use crate::motion::track::TrackUse;
+use crate::scoring::deliveries::DeliverySummary;
+use crate::scoring::dose_figures::DoseFigures;
 use crate::scoring::histogram::Quantiles;
 use crate::scoring::FrameScore;
 
@@ -53,6 +58,63 @@ pub struct Report {
     pub corrections_sha256: String,
     /// Wall time of the replay, s.
     pub wall_s: f64,
+    /// How the in-room CT imaged.
+    pub imaging: ImagingModel,
+    /// The spot-by-spot deliveries, when the replay delivered on a timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryReport>,
+    /// The 4D dose of each delivery, when computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dose: Option<DoseReport>,
+}
+
+/// The deliveries of a replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryReport {
+    /// The synchrotron preset's name.
+    pub preset: String,
+    /// Its timing.
+    pub synchrotron: SynchrotronModel,
+    /// The motion the deliveries saw.
+    pub motion: TrackUse,
+    /// Each delivery (`tracked`, `untracked`, `gated`).
+    pub deliveries: std::collections::BTreeMap<&'static str, DeliverySummary>,
+}
+
+/// Dose figures of the static, tracked, untracked and gated deliveries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DoseReport {
+    /// The target ROI.
+    pub target_roi: String,
+    /// The prescription the percentages refer to: the static dose's target median, Gy.
+    pub prescription_gy: f64,
+    /// The dose grid's spacing, mm.
+    pub grid_spacing_mm: [f64; 3],
+    /// The plan on the still planning CT.
+    #[serde(rename = "static")]
+    pub static_dose: DoseFigures,
+    /// Tracked (absent without correction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracked: Option<DoseFigures>,
+    /// The plan as written on the moving anatomy.
+    pub untracked: DoseFigures,
+    /// Gated to end-exhale.
+    pub gated: DoseFigures,
+}
+
+/// What the dose plots draw: each delivery's target DVH and an axial slice through the
+/// target of each delivery's dose minus the static one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DosePlots {
+    /// (delivery, target DVH: (dose Gy, volume %) points).
+    pub dvh: Vec<(&'static str, Vec<(f64, f64)>)>,
+    /// Prescription, Gy.
+    pub prescription_gy: f64,
+    /// (delivery, slice of dose − static, Gy, row-major `[row][column]`), the slice's
+    /// columns and rows spacing in mm.
+    pub difference_slices: Vec<(&'static str, Vec<Vec<f64>>)>,
+    /// Pixel size of the slices, mm (column, row).
+    pub slice_spacing_mm: [f64; 2],
 }
 
 /// Writes `report.json`, `frames.csv`, the plots and `index.html` into `dir`; returns the
@@ -63,6 +125,7 @@ pub fn write_report(
     frames: &[FrameScore],
     latency_ms: &[f64],
     baseline: Option<(&Report, &[FrameScore])>,
+    dose_plots: Option<&DosePlots>,
 ) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
@@ -114,6 +177,14 @@ pub fn write_report(
     let p = dir.join("beam.svg");
     plots::beam(&p, frames).map_err(plot_err)?;
     written.push(p);
+    if let Some(d) = dose_plots {
+        let p = dir.join("dvh.svg");
+        plots::dvh(&p, d).map_err(plot_err)?;
+        written.push(p);
+        let p = dir.join("dose_difference.svg");
+        plots::dose_difference(&p, d).map_err(plot_err)?;
+        written.push(p);
+    }
     let p = dir.join("index.html");
     std::fs::write(&p, html::page(report, baseline.map(|b| b.0)))?;
     written.push(p);

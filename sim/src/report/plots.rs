@@ -215,3 +215,88 @@ pub(super) fn beam(path: &Path, frames: &[FrameScore]) -> PlotResult {
     root.present()?;
     Ok(())
 }
+
+/// Each delivery's target DVH, with the prescription marked.
+pub(super) fn dvh(path: &Path, plots: &super::DosePlots) -> PlotResult {
+    let root = SVGBackend::new(path, (960, 560 + LEGEND_PX)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (key, area) = root.split_vertically(LEGEND_PX);
+    let colors = [BLACK, RED, BLUE, RGBColor(0, 140, 0)];
+    let entries: Vec<(&str, Swatch)> = plots
+        .dvh
+        .iter()
+        .zip(colors.iter().cycle())
+        .map(|((name, _), c)| (*name, Swatch::Line(*c)))
+        .collect();
+    legend(&key, &entries)?;
+    let x_max = 1.3 * plots.prescription_gy;
+    let mut chart = ChartBuilder::on(&area)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max, 0.0..102.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("dose (Gy)")
+        .y_desc("target volume (%)")
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        vec![(plots.prescription_gy, 0.0), (plots.prescription_gy, 102.0)],
+        RGBColor(150, 150, 150).stroke_width(1),
+    ))?;
+    for ((_, points), c) in plots.dvh.iter().zip(colors.iter().cycle()) {
+        chart.draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Each delivery's dose minus the static one on the axial slice through the target, as a
+/// blue (cold) – white – red (hot) map, ±20 % of the prescription at full colour.
+pub(super) fn dose_difference(path: &Path, plots: &super::DosePlots) -> PlotResult {
+    let n = plots.difference_slices.len().max(1) as u32;
+    let panel = 320u32;
+    let root = SVGBackend::new(path, (panel * n, panel + 40)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let full = 0.2 * plots.prescription_gy;
+    let panels = root.split_evenly((1, n as usize));
+    for ((name, slice), area) in plots.difference_slices.iter().zip(panels.iter()) {
+        let rows = slice.len();
+        let cols = slice.first().map_or(0, |r| r.len());
+        if rows == 0 || cols == 0 {
+            continue;
+        }
+        let (w, h) = (
+            cols as f64 * plots.slice_spacing_mm[0],
+            rows as f64 * plots.slice_spacing_mm[1],
+        );
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{name} − static (±{full:.2} Gy)"), ("sans-serif", 15))
+            .margin(6)
+            .build_cartesian_2d(0.0..w, h..0.0)?;
+        chart.draw_series(slice.iter().enumerate().flat_map(|(j, row)| {
+            row.iter().enumerate().map(move |(i, v)| {
+                let f = (v / full).clamp(-1.0, 1.0);
+                let fade = (255.0 * (1.0 - f.abs())) as u8;
+                let color = if f >= 0.0 {
+                    RGBColor(255, fade, fade)
+                } else {
+                    RGBColor(fade, fade, 255)
+                };
+                let (x0, y0) = (
+                    i as f64 * plots.slice_spacing_mm[0],
+                    j as f64 * plots.slice_spacing_mm[1],
+                );
+                Rectangle::new(
+                    [
+                        (x0, y0),
+                        (x0 + plots.slice_spacing_mm[0], y0 + plots.slice_spacing_mm[1]),
+                    ],
+                    color.filled(),
+                )
+            })
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -51,6 +51,8 @@ pub struct FrameRecord {
 /// How the plan is delivered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliverySetup {
+    /// Name of the accelerator preset (for the report).
+    pub preset: String,
     /// The accelerator's timing.
     pub synchrotron: SynchrotronModel,
     /// Particles per unit of spot weight.
@@ -69,6 +71,8 @@ pub struct DoseSetup {
     pub engine: DoseEngine,
     /// The dose grid, on the planning CT.
     pub grid: Grid,
+    /// The target (and body) the figures are taken over.
+    pub regions: crate::scoring::dose_figures::DoseRegions,
 }
 
 /// One delivery's result.

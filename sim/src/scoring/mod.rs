@@ -11,6 +11,7 @@ use serde::Serialize;
 
 pub mod accumulate;
 pub mod deliveries;
+pub mod dose_figures;
 pub mod histogram;
 pub mod spots;
 
