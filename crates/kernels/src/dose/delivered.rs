@@ -562,3 +562,71 @@ impl DoseEngine {
         Ok((idx, shift_mm))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::machine::{EnergyKernel, LateralModel};
+    use super::super::pencil::Near;
+    use super::*;
+    use crate::units::Ion;
+
+    fn kernel(energy_mev_u: f64, peak_pos_mm: f64) -> EnergyKernel {
+        EnergyKernel {
+            energy_mev_u,
+            peak_pos_mm,
+            offset_mm: 0.0,
+            sigma_initial_mm: 3.0,
+            depths_mm: vec![0.0, 10.0, 20.0, 25.0],
+            idd_mev_cm2_per_g: vec![100.0, 150.0, 400.0, 10.0],
+            sigma_water_mm: vec![vec![0.0, 0.5, 1.0, 1.2]],
+            weights: vec![],
+        }
+    }
+
+    /// The Bragg–Kleeman rule `P = a E^p` is what the interpolation reproduces exactly.
+    #[test]
+    fn peak_positions_follow_a_power_law_between_neighbours() {
+        let p = |e: f64| 0.022 * e.powf(1.77);
+        let machine = IonMachine {
+            ion: Ion::CARBON12,
+            lateral: LateralModel::Single,
+            sad_mm: f64::INFINITY,
+            energies: vec![kernel(200.0, p(200.0)), kernel(240.0, p(240.0))],
+            source: "test".into(),
+        };
+        for e in [200.0, 213.0, 227.5, 240.0] {
+            assert!(
+                (peak_between_mm(&machine, 0, e) - p(e)).abs() < 1e-9 * p(e),
+                "{e}"
+            );
+        }
+    }
+
+    /// `add_planes` with a depth offset gives, at every voxel, the kernel's dose at the
+    /// voxel's depth plus the offset (the contract any faster inner loop must keep).
+    #[test]
+    fn a_depth_offset_reads_the_kernel_that_much_deeper() {
+        let k = PencilKernel::new(&kernel(200.0, 20.0), LateralModel::Single, 0.995);
+        let near: Vec<Near> = (0..60)
+            .map(|n| Near {
+                offset: n,
+                depth_mm: -2.0 + 0.5 * n as f64,
+                r_sq_mm2: (n % 7) as f64,
+            })
+            .collect();
+        let planes: Vec<(usize, f64)> = (0..60).step_by(6).map(|n| (n, near[n].depth_mm)).collect();
+        for offset_mm in [-3.0, 0.0, 2.5, 7.25] {
+            let mut dose = vec![0.0; near.len()];
+            k.add_planes(&near, &planes, 1e6, offset_mm, &mut dose);
+            for v in &near {
+                let want = 1e6 * k.dose_gy_per_ion(v.depth_mm + offset_mm, v.r_sq_mm2);
+                let got = dose[v.offset];
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs() + 1e-300,
+                    "offset {offset_mm}, depth {}: {got:e} vs {want:e}",
+                    v.depth_mm
+                );
+            }
+        }
+    }
+}
