@@ -335,8 +335,9 @@ pub fn dose_setup(
     let mut options = DoseOptions::new(config.planning.default_sad_mm)
         .with_weight_unit(SpotWeightUnit::MonitorUnits {
             particles_per_mu: particles_per_weight,
-        })
-        .with_threads(2);
+        });
+    // One thread: the 4D dose makes many small calls, and each extra thread costs a whole
+    // grid of its own per call.
     options.energy_match = EnergyMatch::Interpolate;
     let engine = DoseEngine::new(&machines, options).map_err(|e| err(&e))?;
     let grid = dose_grid_like(session.planning_ct.grid(), [spacing_mm; 3]).map_err(|e| err(&e))?;
