@@ -34,6 +34,7 @@ fn ids() -> CtSeriesIds {
         sop_instance_uid_root: "2.25.103".into(),
         date: "20260102".into(),
         time: "093000".into(),
+        acquired: ionguide::dicom::ct::Acquired::SeriesDateTime,
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ionguide::adapt::FrameWepl;
 use ionguide::config::Config;
-use ionguide::correction::{CorrectionSet, RangeMode};
+use ionguide::correction::{unix_now_ns, CorrectionSet, RangeMode};
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
 use ionguide::pipeline::{chain, AuditStart, ChainBuilder, ChainError, Outcome, Session, Stats};
 use ionguide::range::{BeamGeometry, RangeEnergyTable};
@@ -60,6 +60,18 @@ pub trait FrameSource {
     fn describe(&self) -> String;
     /// The DICOM objects of frame `index` with the anatomy displaced by `displacement_mm`.
     fn frame(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError>;
+    /// [`frame`](Self::frame), saying it was acquired at `acquired_unix_ns` (ns since the UNIX
+    /// epoch) when given: the pipeline reckons a correction's validity from that instant.
+    /// The default ignores the time (for sources whose frames carry their own, or none).
+    fn frame_acquired(
+        &mut self,
+        index: usize,
+        displacement_mm: [f64; 3],
+        acquired_unix_ns: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>, ReplayError> {
+        let _ = acquired_unix_ns;
+        self.frame(index, displacement_mm)
+    }
     /// The noise-free truth of the same frame, for range scoring.
     fn truth(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<&CtVolume, ReplayError>;
 }
@@ -261,7 +273,8 @@ pub fn run(
         let mut delivered: Option<CorrectionSet> = None;
         let mut delivery_shift = d;
         if let Some(p) = &pipeline {
-            let objects = source.frame(index, d)?;
+            // acquired now, as the frame is pushed: a replay has no scanner delay of its own
+            let objects = source.frame_acquired(index, d, Some(unix_now_ns()))?;
             inproc.push_frame(objects).map_err(|e| ReplayError::Frame {
                 index,
                 reason: e.to_string(),

@@ -312,8 +312,16 @@ impl FrameSource for PhantomFrames {
         format!("thorax phantom {nx}×{ny}×{nz}")
     }
     fn frame(&mut self, index: usize, d: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError> {
+        self.frame_acquired(index, d, None)
+    }
+    fn frame_acquired(
+        &mut self,
+        index: usize,
+        d: [f64; 3],
+        acquired_unix_ns: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>, ReplayError> {
         self.synth
-            .frame(index, d)
+            .frame_acquired(index, d, acquired_unix_ns)
             .map(|f| f.slices)
             .map_err(|e| ReplayError::Frame {
                 index,
@@ -367,14 +375,28 @@ impl FrameSource for RealCtFrames {
         format!("{} slices of {}", self.slices.len(), self.dir.display())
     }
     fn frame(&mut self, index: usize, d: [f64; 3]) -> Result<Vec<Vec<u8>>, ReplayError> {
+        self.frame_acquired(index, d, None)
+    }
+    /// Without `acquired_unix_ns` the slices keep the times they were read with (a real CT's
+    /// are its scan's, long past: a pipeline holds such frames as stale).
+    fn frame_acquired(
+        &mut self,
+        index: usize,
+        d: [f64; 3],
+        acquired_unix_ns: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>, ReplayError> {
         let fail = |reason: String| ReplayError::Frame { index, reason };
+        let acquired = acquired_unix_ns
+            .map(i64::try_from)
+            .transpose()
+            .map_err(|_| fail("acquisition time past 2262".into()))?;
         self.slices
             .iter()
             .enumerate()
             .map(|(k, slice)| {
                 let uid = format!("2.25.{}{:05}{:05}", 7_000_000 + index, k, index % 100_000);
                 slice
-                    .moved(d, index as u64 + 1, &uid)
+                    .moved_acquired(d, index as u64 + 1, &uid, acquired)
                     .map_err(|e| fail(format!("slice {k}: {e}")))
             })
             .collect()

@@ -21,7 +21,7 @@ use super::stages::{PoolRx, Retired, StageIo};
 use super::telemetry::Counters;
 use super::work::{Outcome, Ticket, Work};
 use crate::correction::{HoldReason, RejectReason};
-use crate::dicom::ct::{CtError, IngestOptions, SeriesDecoder};
+use crate::dicom::ct::{AcquisitionSpan, CtError, IngestOptions, SeriesDecoder};
 use crate::source::{FrameKey, ObjectBytes, RawFrame, SourceEvent};
 
 /// A frame being decoded early: its key and the work buffer set aside for it.
@@ -51,9 +51,72 @@ fn reject_reason_of(e: &CtError) -> RejectReason {
     }
 }
 
+/// Largest spread of a frame's slice acquisition instants: a volume is acquired over an
+/// interval (an in-room CT takes well under a second per frame), but slices seconds apart
+/// are not one moment of the anatomy.
+pub const MAX_ACQUISITION_SPREAD: Duration = Duration::from_secs(5);
+
+/// Sets the ticket's acquisition instant from its slices' (the mean of the earliest and the
+/// latest: the middle of the interval the volume was acquired over), and with it how long
+/// its corrections are valid. A frame whose slices say nothing keeps validity from
+/// completion. Refuses (with why) a frame where only some slices carry a time, or whose
+/// slices lie more than [`MAX_ACQUISITION_SPREAD`] apart.
+fn stamp_acquisition(
+    ticket: &mut Ticket,
+    span: Option<AcquisitionSpan>,
+    validity: Duration,
+) -> Result<(), AcquisitionFault> {
+    let Some(span) = span else { return Ok(()) };
+    if span.inputs_timed < span.inputs {
+        return Err(AcquisitionFault::PartlyTimed {
+            timed: span.inputs_timed,
+            inputs: span.inputs,
+        });
+    }
+    let spread_ns = span.latest_unix_ns.abs_diff(span.earliest_unix_ns);
+    if spread_ns > MAX_ACQUISITION_SPREAD.as_nanos() as u64 {
+        return Err(AcquisitionFault::Spread { spread_ns });
+    }
+    let mid = span.earliest_unix_ns.saturating_add((spread_ns / 2) as i64);
+    // an instant before 1970 is older than any validity: 0 says as much
+    ticket.set_acquired(u64::try_from(mid).unwrap_or(0), validity);
+    Ok(())
+}
+
+/// Why a frame's slices give it no one acquisition instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcquisitionFault {
+    /// Some objects carry a time, others none.
+    PartlyTimed { timed: usize, inputs: usize },
+    /// The slices lie too far apart in time.
+    Spread { spread_ns: u64 },
+}
+
+impl std::fmt::Display for AcquisitionFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcquisitionFault::PartlyTimed { timed, inputs } => write!(
+                f,
+                "{timed} of the frame's {inputs} objects carry an acquisition time: the frame's is unknown"
+            ),
+            AcquisitionFault::Spread { spread_ns } => write!(
+                f,
+                "the frame's slices were acquired {:.3} s apart, over the {} s of one moment of the anatomy",
+                *spread_ns as f64 / 1e9,
+                MAX_ACQUISITION_SPREAD.as_secs()
+            ),
+        }
+    }
+}
+
 /// Runs until the sources close or the pipeline stops.
 pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session: Arc<Session>) {
-    let mut decoder = SeriesDecoder::new(IngestOptions::default());
+    // a frame's acquisition time decides how long its corrections are valid: a malformed one
+    // refuses the frame
+    let mut decoder = SeriesDecoder::new(IngestOptions {
+        strict_acquisition_time: true,
+        ..IngestOptions::default()
+    });
     let mut early: Option<Early> = None;
     let mut deferred: Vec<(FrameKey, ObjectBytes)> = Vec::new();
     let mut batch: Vec<SourceEvent> = Vec::new();
@@ -215,6 +278,11 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                                 "frame has {voxels} voxels, over resources.max_frame_voxels ({voxels_limit})"
                             ),
                         );
+                    } else if let Err(why) = stamp_acquisition(&mut w.ticket, meta.acquisition, opts.validity) {
+                        w.decide(
+                            Outcome::Rejected(RejectReason::InconsistentFrame),
+                            format_args!("{why}"),
+                        );
                     } else if meta.patient_id.as_deref() != Some(opts.patient_id.as_str()) {
                         w.decide(
                             Outcome::Rejected(RejectReason::WrongPatient),
@@ -243,6 +311,19 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                             // the rest of the chain works in planning coordinates
                             (Some(_), Some(room_to_planning)) => w.volume.map_patient_space(room_to_planning),
                         }
+                    }
+                    // (after the identity checks: a wrong patient is the finding that matters)
+                    let now = Instant::now();
+                    if !w.ticket.outcome.is_decided() && w.ticket.is_void_at(now) {
+                        let t = w.ticket;
+                        let age_ms = t.unix_ns_at(now).saturating_sub(t.acquired_unix_ns.unwrap_or(0)) / 1_000_000;
+                        w.decide(
+                            Outcome::Held(HoldReason::DeadlineMissed),
+                            format_args!(
+                                "acquired {age_ms} ms before ingest: its corrections would already be void (timing.validity_ms {})",
+                                opts.validity.as_millis()
+                            ),
+                        );
                     }
                 }
             }
