@@ -258,7 +258,10 @@ fn older_frame_records_read_without_a_reject_reason_or_acquisition_instant() {
         let mut bytes = header(header_version);
         bytes.extend(record(&rejected_payload(layout)));
         let (_, records, status) = read(bytes);
-        assert!(records.is_empty(), "version {layout} bytes under a {header_version} header");
+        assert!(
+            records.is_empty(),
+            "version {layout} bytes under a {header_version} header"
+        );
         assert!(
             matches!(status, TailStatus::Corrupt { offset: 32, .. }),
             "{status:?}"
@@ -273,7 +276,10 @@ fn the_acquisition_instant_sits_after_completion() {
     let v4 = corrected_payload(false);
     // kind, frame_id, origin "", outcome, hold, reject, detail "", arrival, complete
     let at = 1 + 8 + 2 + 1 + 2 + 2 + 2 + 8 + 8;
-    assert_eq!(u64::from_le_bytes(v4[at..at + 8].try_into().unwrap()), START_NS + 0x280);
+    assert_eq!(
+        u64::from_le_bytes(v4[at..at + 8].try_into().unwrap()),
+        START_NS + 0x280
+    );
     let mut v3 = v4.clone();
     v3.drain(at..at + 8);
     let mut bytes = header(3);

@@ -42,9 +42,9 @@ impl UtcOffset {
 
     /// The offset of `minutes` east of UTC; `None` outside −720 to +840 (PS3.5's range).
     pub fn from_minutes(minutes: i32) -> Option<UtcOffset> {
-        (-720..=840)
-            .contains(&minutes)
-            .then_some(UtcOffset { minutes: minutes as i16 })
+        (-720..=840).contains(&minutes).then_some(UtcOffset {
+            minutes: minutes as i16,
+        })
     }
 
     /// Minutes east of UTC.
@@ -91,7 +91,9 @@ impl Reader<'_> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(self.fail(format!("{what} {s:?} is not all digits")));
         }
-        let v: u32 = s.parse().map_err(|_| self.fail(format!("{what} {s:?} is not a number")))?;
+        let v: u32 = s
+            .parse()
+            .map_err(|_| self.fail(format!("{what} {s:?} is not a number")))?;
         if !(lo..=hi).contains(&v) {
             return Err(self.fail(format!("{what} {v} is outside {lo}..={hi}")));
         }
@@ -102,7 +104,9 @@ impl Reader<'_> {
     fn days(&self, year: u32, month: u32, day: u32) -> Result<i64, DateTimeError> {
         let date = NaiveDate::from_ymd_opt(year as i32, month, day)
             .ok_or_else(|| self.fail(format!("{year:04}-{month:02}-{day:02} is not a calendar date")))?;
-        Ok(date.signed_duration_since(DateTime::UNIX_EPOCH.date_naive()).num_days())
+        Ok(date
+            .signed_duration_since(DateTime::UNIX_EPOCH.date_naive())
+            .num_days())
     }
 
     /// A DA value, `YYYYMMDD`: days since the epoch.
@@ -142,7 +146,9 @@ impl Reader<'_> {
         };
         let fraction_ns = match fraction {
             None => 0,
-            Some(_) if hms.len() != 6 => return Err(self.fail("a fraction of a second needs HHMMSS before it")),
+            Some(_) if hms.len() != 6 => {
+                return Err(self.fail("a fraction of a second needs HHMMSS before it"))
+            }
             Some(f) if f.is_empty() || f.len() > 6 => {
                 return Err(self.fail("a fraction of a second has 1 to 6 digits"))
             }
@@ -167,7 +173,8 @@ impl Reader<'_> {
         let hours = self.number(&s[1..3], "offset hours", 0, 14)?;
         let minutes = self.number(&s[3..5], "offset minutes", 0, 59)?;
         let total = sign * (hours * 60 + minutes) as i32;
-        UtcOffset::from_minutes(total).ok_or_else(|| self.fail(format!("offset {total} min is outside −12:00..=+14:00")))
+        UtcOffset::from_minutes(total)
+            .ok_or_else(|| self.fail(format!("offset {total} min is outside −12:00..=+14:00")))
     }
 
     /// Local ns since the epoch at `offset` → UTC ns, refusing what i64 cannot hold.
@@ -175,7 +182,9 @@ impl Reader<'_> {
         days.checked_mul(86_400 * NS_PER_S)
             .and_then(|d| d.checked_add(time_ns))
             .and_then(|t| t.checked_sub(offset.ns()))
-            .ok_or_else(|| self.fail("outside the instants representable in i64 ns since 1970 (1677 to 2262)"))
+            .ok_or_else(|| {
+                self.fail("outside the instants representable in i64 ns since 1970 (1677 to 2262)")
+            })
     }
 }
 
@@ -268,13 +277,23 @@ mod tests {
         // 2026-12-02T09:53:01.123456Z, from `date -u -d 2026-12-02T09:53:01Z +%s` = 1796205181
         let t = 1_796_205_181_123_456_000;
         assert_eq!(parse_datetime(A, "20261202095301.123456", UtcOffset::UTC), Ok(t));
-        assert_eq!(parse_datetime(A, "20261202105301.123456+0100", UtcOffset::UTC), Ok(t));
-        assert_eq!(parse_datetime(A, "20261202042301.123456-0530 ", UtcOffset::UTC), Ok(t));
+        assert_eq!(
+            parse_datetime(A, "20261202105301.123456+0100", UtcOffset::UTC),
+            Ok(t)
+        );
+        assert_eq!(
+            parse_datetime(A, "20261202042301.123456-0530 ", UtcOffset::UTC),
+            Ok(t)
+        );
         // no offset in the value: the one given applies
         let plus_one = UtcOffset::from_minutes(60).unwrap();
         assert_eq!(parse_datetime(A, "20261202105301.123456", plus_one), Ok(t));
         assert_eq!(
-            parse_date_and_time(("AcquisitionDate", "20261202"), ("AcquisitionTime", "095301.123456"), UtcOffset::UTC),
+            parse_date_and_time(
+                ("AcquisitionDate", "20261202"),
+                ("AcquisitionTime", "095301.123456"),
+                UtcOffset::UTC
+            ),
             Ok(t)
         );
         assert_eq!(format_datetime(t, UtcOffset::UTC), "20261202095301.123456+0000");
@@ -286,8 +305,14 @@ mod tests {
     #[test]
     fn partial_values_are_their_interval_s_first_instant() {
         let whole_minute = parse_datetime(A, "20261202095300", UtcOffset::UTC).unwrap();
-        assert_eq!(parse_datetime(A, "202612020953", UtcOffset::UTC), Ok(whole_minute));
-        assert_eq!(parse_datetime(A, "20261202095301.1", UtcOffset::UTC), Ok(whole_minute + 1_100_000_000));
+        assert_eq!(
+            parse_datetime(A, "202612020953", UtcOffset::UTC),
+            Ok(whole_minute)
+        );
+        assert_eq!(
+            parse_datetime(A, "20261202095301.1", UtcOffset::UTC),
+            Ok(whole_minute + 1_100_000_000)
+        );
         assert_eq!(
             parse_datetime(A, "202612", UtcOffset::UTC),
             parse_datetime(A, "20261201000000", UtcOffset::UTC)
@@ -321,9 +346,19 @@ mod tests {
             assert!(e.to_string().contains(fault), "{text}: {e}");
             assert!(e.to_string().contains(text), "{e}");
         }
-        let e = parse_date_and_time(("ContentDate", "20261202"), ("ContentTime", "09:53:01"), UtcOffset::UTC).unwrap_err();
+        let e = parse_date_and_time(
+            ("ContentDate", "20261202"),
+            ("ContentTime", "09:53:01"),
+            UtcOffset::UTC,
+        )
+        .unwrap_err();
         assert_eq!((e.attribute, e.text.as_str()), ("ContentTime", "09:53:01"));
-        let e = parse_date_and_time(("ContentDate", "2026.12.02"), ("ContentTime", "095301"), UtcOffset::UTC).unwrap_err();
+        let e = parse_date_and_time(
+            ("ContentDate", "2026.12.02"),
+            ("ContentTime", "095301"),
+            UtcOffset::UTC,
+        )
+        .unwrap_err();
         assert_eq!(e.attribute, "ContentDate");
         assert!(parse_utc_offset("TimezoneOffsetFromUTC", "0100").is_err());
         assert!(parse_datetime(A, "99991231235959", UtcOffset::UTC)

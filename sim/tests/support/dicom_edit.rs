@@ -41,10 +41,22 @@ pub struct Edit {
     /// Place the (shifted) slices in another scanner's coordinates: this maps a planning
     /// point to the room's, and turns Image Position and Orientation (Patient) with it.
     pub planning_to_room: Option<RigidTransform>,
-    /// When the slices say they were acquired, ns since the UNIX epoch; `None`: when the
-    /// frame is encoded, as a scanner sending what it just acquired (the real series' own
-    /// times are years old, and a pipeline would hold such frames as stale).
-    pub acquired_unix_ns: Option<u64>,
+    /// When the slices say they were acquired.
+    pub acquired: Stamp,
+}
+
+/// When a frame's slices say they were acquired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stamp {
+    /// When the frame is encoded, as a scanner sending what it just acquired.
+    Now,
+    /// At this instant, ns since the UNIX epoch.
+    At(u64),
+    /// No acquisition or content date or time at all: the pipeline reckons validity from
+    /// the frame's completion. The default: tests encode frames long before they push them
+    /// (and the real series' own times are years old, which a pipeline holds as stale).
+    #[default]
+    Unstated,
 }
 
 fn put_str(obj: &mut DefaultDicomObject, tag: dicom_core::Tag, vr: VR, v: &str) {
@@ -54,8 +66,12 @@ fn put_str(obj: &mut DefaultDicomObject, tag: dicom_core::Tag, vr: VR, v: &str) 
 /// Encodes frame number `frame` (Acquisition Number, fresh SOP Instance UIDs, acquisition
 /// time) with `edit`.
 pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> Vec<Vec<u8>> {
-    let acquired = edit.acquired_unix_ns.unwrap_or_else(ionguide::correction::unix_now_ns);
-    let acquired = ionguide::dicom::datetime::format_datetime(acquired as i64, UtcOffset::UTC);
+    let acquired = match edit.acquired {
+        Stamp::Now => Some(ionguide::correction::unix_now_ns()),
+        Stamp::At(t) => Some(t),
+        Stamp::Unstated => None,
+    }
+    .map(|t| ionguide::dicom::datetime::format_datetime(t as i64, UtcOffset::UTC));
     objects
         .iter()
         .enumerate()
@@ -101,12 +117,28 @@ pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> V
             let uid = format!("2.25.{}{:04}{:04}", 9_000_000 + frame, i, frame % 10_000);
             put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &uid);
             obj.update_meta(|m| m.media_storage_sop_instance_uid = uid.clone());
-            // what a scanner writes: the instant with its offset, and the same in UTC date and time
-            put_str(&mut obj, tags::ACQUISITION_DATE_TIME, VR::DT, &acquired);
-            put_str(&mut obj, tags::ACQUISITION_DATE, VR::DA, &acquired[..8]);
-            put_str(&mut obj, tags::ACQUISITION_TIME, VR::TM, &acquired[8..21]);
-            put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &acquired[..8]);
-            put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &acquired[8..21]);
+            match &acquired {
+                // what a scanner writes: the instant with its offset, and the same in UTC
+                // date and time
+                Some(dt) => {
+                    put_str(&mut obj, tags::ACQUISITION_DATE_TIME, VR::DT, dt);
+                    put_str(&mut obj, tags::ACQUISITION_DATE, VR::DA, &dt[..8]);
+                    put_str(&mut obj, tags::ACQUISITION_TIME, VR::TM, &dt[8..21]);
+                    put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &dt[..8]);
+                    put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &dt[8..21]);
+                }
+                None => {
+                    for tag in [
+                        tags::ACQUISITION_DATE_TIME,
+                        tags::ACQUISITION_DATE,
+                        tags::ACQUISITION_TIME,
+                        tags::CONTENT_DATE,
+                        tags::CONTENT_TIME,
+                    ] {
+                        obj.remove_element(tag);
+                    }
+                }
+            }
             if let Some(p) = &edit.patient_id {
                 put_str(&mut obj, tags::PATIENT_ID, VR::LO, p);
             }

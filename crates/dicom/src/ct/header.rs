@@ -184,12 +184,18 @@ fn acquisition_instant(ds: &InMemDicomObject) -> Result<Result<Option<i64>, Date
     };
     if let Some(dt) = s(ACQUISITION_DATETIME)? {
         let has_own_offset = dt.contains(['+', '-']);
-        let offset = if has_own_offset { Ok(UtcOffset::UTC) } else { offset()? };
+        let offset = if has_own_offset {
+            Ok(UtcOffset::UTC)
+        } else {
+            offset()?
+        };
         return Ok(offset.and_then(|o| parse_datetime(ACQUISITION_DATETIME.name, &dt, o).map(Some)));
     }
     for (date, time) in [(ACQUISITION_DATE, ACQUISITION_TIME), (CONTENT_DATE, CONTENT_TIME)] {
         if let (Some(d), Some(t)) = (s(date)?, s(time)?) {
-            return Ok(offset()?.and_then(|o| parse_date_and_time((date.name, &d), (time.name, &t), o).map(Some)));
+            return Ok(
+                offset()?.and_then(|o| parse_date_and_time((date.name, &d), (time.name, &t), o).map(Some))
+            );
         }
     }
     Ok(Ok(None))

@@ -393,7 +393,10 @@ mod tests {
 
     fn span(slices: &[Vec<u8>], strict: bool) -> Result<Option<AcquisitionSpan>, CtError> {
         let refs: Vec<&[u8]> = slices.iter().map(|s| s.as_slice()).collect();
-        let mut volume = CtVolume::filled(Grid::axis_aligned([1, 1, 1], PointMm::origin(), [1.0; 3]).unwrap(), 0);
+        let mut volume = CtVolume::filled(
+            Grid::axis_aligned([1, 1, 1], PointMm::origin(), [1.0; 3]).unwrap(),
+            0,
+        );
         let options = IngestOptions {
             strict_acquisition_time: strict,
             ..IngestOptions::default()
@@ -439,12 +442,19 @@ mod tests {
         let got = span(&spread, true).unwrap().unwrap();
         assert_eq!((got.earliest_unix_ns, got.latest_unix_ns), (T, T + 2_000_000_000));
         // a DT without an offset is at Timezone Offset From UTC
-        let local = edited(&s[0], &[(dt, VR::DT, "20261202105301.123456"), (tz, VR::SH, "+0100")]);
+        let local = edited(
+            &s[0],
+            &[(dt, VR::DT, "20261202105301.123456"), (tz, VR::SH, "+0100")],
+        );
         assert_eq!(span(&[local], true).unwrap().unwrap().earliest_unix_ns, T);
         // no DT: Acquisition Date + Time, at the offset
         let pair = edited(
             &s[0],
-            &[(dt, VR::DT, ""), (tags::ACQUISITION_TIME, VR::TM, "085301.123456"), (tz, VR::SH, "-0100")],
+            &[
+                (dt, VR::DT, ""),
+                (tags::ACQUISITION_TIME, VR::TM, "085301.123456"),
+                (tz, VR::SH, "-0100"),
+            ],
         );
         assert_eq!(span(&[pair], true).unwrap().unwrap().earliest_unix_ns, T);
         // no acquisition time at all: Content Date + Time
@@ -456,7 +466,10 @@ mod tests {
                 (tags::CONTENT_TIME, VR::TM, "105301.123456"),
             ],
         );
-        assert_eq!(span(&[content], true).unwrap().unwrap().earliest_unix_ns, T + one_h);
+        assert_eq!(
+            span(&[content], true).unwrap().unwrap().earliest_unix_ns,
+            T + one_h
+        );
         // one slice without any time
         let mut partly = s.clone();
         partly[0] = edited(
@@ -481,7 +494,10 @@ mod tests {
                 let text = e.to_string();
                 let cause = std::error::Error::source(&e).unwrap().to_string();
                 assert!(text.contains("slice-2"), "{text}");
-                assert!(cause.contains("AcquisitionDateTime") && cause.contains("20261302095301"), "{cause}");
+                assert!(
+                    cause.contains("AcquisitionDateTime") && cause.contains("20261302095301"),
+                    "{cause}"
+                );
                 assert!(cause.contains("month 13"), "{cause}");
             }
             other => panic!("{other:?}"),
@@ -495,7 +511,10 @@ mod tests {
         tz[0] = edited(&tz[0], &[(tags::ACQUISITION_DATE_TIME, VR::DT, "20261202095301")]);
         let e = span(&tz, true).unwrap_err();
         assert!(
-            std::error::Error::source(&e).unwrap().to_string().contains("TimezoneOffsetFromUTC"),
+            std::error::Error::source(&e)
+                .unwrap()
+                .to_string()
+                .contains("TimezoneOffsetFromUTC"),
             "{e}"
         );
     }

@@ -4,9 +4,9 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    AuditError, AuditRecord, Corrections, FrameRecord, Outcome, SetupRecord, HEADER_LEN, KIND_FRAME,
-    KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
-    REJECT_REASON_VERSION, SPOT_BYTES, VERSION, ACQUIRED_VERSION,
+    AuditError, AuditRecord, Corrections, FrameRecord, Outcome, SetupRecord, ACQUIRED_VERSION, HEADER_LEN,
+    KIND_FRAME, KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
+    REJECT_REASON_VERSION, SPOT_BYTES, VERSION,
 };
 use crate::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
 

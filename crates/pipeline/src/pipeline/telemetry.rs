@@ -230,7 +230,13 @@ mod tests {
         let mut s = Stats::new();
         let now = Instant::now();
         let complete_unix = 5_000_000_000_000;
-        let mut t = Ticket::new(1, now, complete_unix, Duration::from_millis(100), Duration::from_millis(1000));
+        let mut t = Ticket::new(
+            1,
+            now,
+            complete_unix,
+            Duration::from_millis(100),
+            Duration::from_millis(1000),
+        );
         // acquired 300 ms before completion, sent 4 ms after
         t.set_acquired(complete_unix - 300_000_000, Duration::from_millis(1000));
         t.outcome = Outcome::Corrected;
@@ -243,9 +249,17 @@ mod tests {
         };
         s.record(&ev);
         assert!((s.latency_ms(0.5) - 4.0).abs() < 0.01);
-        assert!((s.acquisition_latency_ms(0.5) - 304.0).abs() < 0.2, "{}", s.acquisition_latency_ms(0.5));
+        assert!(
+            (s.acquisition_latency_ms(0.5) - 304.0).abs() < 0.2,
+            "{}",
+            s.acquisition_latency_ms(0.5)
+        );
         assert_eq!((s.stale_corrections, s.corrected_untimed), (0, 0));
-        assert!(s.status_line().contains("from acquisition ms p50 304"), "{}", s.status_line());
+        assert!(
+            s.status_line().contains("from acquisition ms p50 304"),
+            "{}",
+            s.status_line()
+        );
         // within its deadline but past its validity: stale
         let mut old = t;
         old.set_acquired(complete_unix - 1_000_000_000, Duration::from_millis(1000));

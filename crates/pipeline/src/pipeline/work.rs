@@ -256,7 +256,13 @@ mod tests {
     fn validity_counts_from_acquisition_and_latencies_from_both_clocks() {
         let at = Instant::now();
         let complete_unix = 1_000_000_000_000;
-        let mut t = Ticket::new(1, at, complete_unix, Duration::from_millis(100), Duration::from_millis(500));
+        let mut t = Ticket::new(
+            1,
+            at,
+            complete_unix,
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        );
         assert_eq!(t.acquisition_latency_ns(), None);
         // acquired 300 ms before the frame was complete
         t.set_acquired(complete_unix - 300_000_000, Duration::from_millis(500));
