@@ -310,8 +310,6 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                                 "frame has {voxels} voxels, over resources.max_frame_voxels ({voxels_limit})"
                             ),
                         );
-                    } else if let Err(why) = stamp_acquisition(&mut w.ticket, meta.acquisition, opts.validity) {
-                        w.decide(Outcome::Rejected(why.reject_reason()), format_args!("{why}"));
                     } else if meta.patient_id.as_deref() != Some(opts.patient_id.as_str()) {
                         w.decide(
                             Outcome::Rejected(RejectReason::WrongPatient),
@@ -342,6 +340,11 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                         }
                     }
                     // (after the identity checks: a wrong patient is the finding that matters)
+                    if !w.ticket.outcome.is_decided() {
+                        if let Err(why) = stamp_acquisition(&mut w.ticket, meta.acquisition, opts.validity) {
+                            w.decide(Outcome::Rejected(why.reject_reason()), format_args!("{why}"));
+                        }
+                    }
                     let now = Instant::now();
                     if !w.ticket.outcome.is_decided() && w.ticket.is_void_at(now) {
                         let t = w.ticket;
