@@ -36,6 +36,7 @@ fn frame(id: u64, outcome: Outcome) -> FrameRecord {
         },
         arrival_unix_ns: 1_700_000_000_000_000_000 + id * 100_000_000,
         complete_unix_ns: 1_700_000_000_000_000_000 + id * 100_000_000 + 5_000_000,
+        acquired_unix_ns: Some(1_700_000_000_000_000_000 + id * 100_000_000 - 150_000_000),
         latency_ns: (!held).then_some(21_000_000 + id),
         stage_ns: [
             Some(4_000_000),
@@ -353,15 +354,15 @@ fn set_version(path: &Path, version: u16) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Version 2 added setup records and version 3 the frames' reject reason and the plan's
-/// warnings: a version 1 or 2
+/// Version 2 added setup records, version 3 the frames' reject reason and the plan's
+/// warnings, version 4 the frames' acquisition instant: a version 1, 2 or 3
 /// log still reads (records of the kinds whose layout is unchanged are relabelled here; an
 /// old frame record's bytes are checked in `tests/audit_vectors.rs`), but is not appended to
 /// (its readers would not know the new fields); unknown versions are refused by name.
 #[test]
 fn older_logs_read_but_are_not_appended_to() {
-    assert_eq!(VERSION, 3);
-    for old in [1u16, 2] {
+    assert_eq!(VERSION, 4);
+    for old in [1u16, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("v{old}.igaudit"));
         let mut w = AuditWriter::create(&path, 5, AuditOptions::default()).unwrap();
@@ -396,13 +397,13 @@ fn older_logs_read_but_are_not_appended_to() {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("appended to a version {old} log"),
         }
-        set_version(&path, 4);
+        set_version(&path, 5);
         match AuditReader::open(&path) {
-            Err(e @ AuditError::UnsupportedVersion { version: 4, .. }) => {
-                assert!(e.to_string().contains("reads 1 to 3"), "{e}")
+            Err(e @ AuditError::UnsupportedVersion { version: 5, .. }) => {
+                assert!(e.to_string().contains("reads 1 to 4"), "{e}")
             }
             Err(e) => panic!("{e}"),
-            Ok(_) => panic!("read a version 4 log"),
+            Ok(_) => panic!("read a version 5 log"),
         }
     }
 }
@@ -476,5 +477,6 @@ fn session_start_plan_warnings_read_from_hand_written_bytes_and_older_logs_read_
     w.write(&session(vec!["w1".into(), "wé 2".into()])).unwrap();
     w.flush().unwrap();
     drop(w);
-    assert_eq!(std::fs::read(&path).unwrap(), hand_written_log(3, &v3));
+    // (version 4 left session starts as they were)
+    assert_eq!(std::fs::read(&path).unwrap(), hand_written_log(4, &v3));
 }

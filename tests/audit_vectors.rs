@@ -48,8 +48,9 @@ fn record(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Frame 42, a structure set sent by mistake: rejected, `not_ct`, the controller told
-/// `corrupt_frame`. `with_reject` false gives the version 1/2 layout (no reject reason).
-fn rejected_payload(with_reject: bool) -> Vec<u8> {
+/// `corrupt_frame`, in the layout of format `version`: versions 1 and 2 have no reject
+/// reason, versions 1 to 3 no acquisition instant.
+fn rejected_payload(version: u16) -> Vec<u8> {
     let mut p = vec![
         0x02, //                                           kind 2 frame
         0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // frame_id u64 = 42
@@ -57,13 +58,18 @@ fn rejected_payload(with_reject: bool) -> Vec<u8> {
         0x02, //                                           outcome 2 rejected
         0x03, 0x00, //                                     hold reason 3 corrupt_frame
     ];
-    if with_reject {
+    if version >= 3 {
         p.extend_from_slice(&[0x01, 0x00]); //             reject reason 1 not_ct
     }
     p.extend_from_slice(&[
         0x08, 0x00, b'R', b'T', b'S', b'T', b'R', b'U', b'C', b'T', // detail "RTSTRUCT"
         0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // arrival = START_NS + 0x100
         0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // complete = START_NS + 0x200
+    ]);
+    if version >= 4 {
+        p.extend_from_slice(&[0xff; 8]); //                 acquired: none (never decoded)
+    }
+    p.extend_from_slice(&[
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // latency: none
         0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // ingest 0x1000 ns
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // register: none
@@ -78,16 +84,17 @@ fn rejected_payload(with_reject: bool) -> Vec<u8> {
     p
 }
 
-fn rejected_record(with_reject: bool) -> FrameRecord {
+fn rejected_record(version: u16) -> FrameRecord {
     FrameRecord {
         frame_id: 42,
         origin: "scp:CT1".into(),
         outcome: Some(Outcome::Rejected),
         hold_reason: Some(HoldReason::CorruptFrame),
-        reject_reason: with_reject.then_some(RejectReason::NotCt),
+        reject_reason: (version >= 3).then_some(RejectReason::NotCt),
         detail: "RTSTRUCT".into(),
         arrival_unix_ns: START_NS + 0x100,
         complete_unix_ns: START_NS + 0x200,
+        acquired_unix_ns: None,
         latency_ns: None,
         stage_ns: [Some(0x1000), None, None, None, None],
         tumor_shift_mm: None,
@@ -122,6 +129,7 @@ fn corrected_payload(digest: bool) -> Vec<u8> {
         0x00, 0x00, //                                     detail ""
         0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // arrival = START_NS + 0x300
         0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // complete = START_NS + 0x400
+        0x80, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // acquired = START_NS + 0x280 (before arrival)
         0x40, 0x6f, 0x40, 0x01, 0x00, 0x00, 0x00, 0x00, // latency 21 000 000 ns (0x01406f40)
         0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // ingest 0x100 ns
         0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // register 0x200 ns
@@ -159,6 +167,7 @@ fn corrected_record(digest: bool) -> FrameRecord {
         detail: String::new(),
         arrival_unix_ns: START_NS + 0x300,
         complete_unix_ns: START_NS + 0x400,
+        acquired_unix_ns: Some(START_NS + 0x280),
         latency_ns: Some(21_000_000),
         stage_ns: [Some(0x100), Some(0x200), Some(0x300), Some(0x400), Some(0x500)],
         tumor_shift_mm: Some([1.5, -2.0, 0.25]),
@@ -200,12 +209,12 @@ fn written(options: AuditOptions, frames: &[FrameRecord]) -> Vec<u8> {
 
 #[test]
 fn hand_written_frames_decode_and_the_writer_produces_them() {
-    let mut bytes = header(3);
-    bytes.extend(record(&rejected_payload(true)));
+    let mut bytes = header(4);
+    bytes.extend(record(&rejected_payload(4)));
     bytes.extend(record(&corrected_payload(false)));
-    let want = [rejected_record(true), corrected_record(false)];
+    let want = [rejected_record(4), corrected_record(false)];
     let (version, records, status) = read(bytes.clone());
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert_eq!(status, TailStatus::Clean);
     assert_eq!(
         records,
@@ -223,7 +232,7 @@ fn the_corrections_digest_is_sha256_of_the_documented_spot_bytes() {
     let sha: [u8; 32] = Sha256::digest(SPOT_BYTES).into();
     assert_eq!(corrections_digest(&doc_example::two_spots()), sha);
     // a digest-only writer turns the full list into tag 2 with exactly that hash
-    let mut bytes = header(3);
+    let mut bytes = header(4);
     bytes.extend(record(&corrected_payload(true)));
     let options = AuditOptions::default().with_full_corrections(false);
     assert_eq!(written(options, &[corrected_record(false)]), bytes);
@@ -232,37 +241,67 @@ fn the_corrections_digest_is_sha256_of_the_documented_spot_bytes() {
     assert_eq!(records, vec![AuditRecord::Frame(corrected_record(true))]);
 }
 
-/// Versions 1 and 2 have no reject reason in frame records: their frames still read, with
-/// none, and the same bytes under a version 3 header do not decode (the layouts differ).
+/// Versions 1 and 2 have no reject reason in frame records, versions 1 to 3 no acquisition
+/// instant: their frames still read, with none, and each version's bytes under the next
+/// version's header do not decode (the layouts differ).
 #[test]
-fn older_frame_records_read_without_a_reject_reason() {
-    for version in [1, 2] {
+fn older_frame_records_read_without_a_reject_reason_or_acquisition_instant() {
+    for version in [1, 2, 3] {
         let mut bytes = header(version);
-        bytes.extend(record(&rejected_payload(false)));
+        bytes.extend(record(&rejected_payload(version)));
         let (v, records, status) = read(bytes);
         assert_eq!(v, version);
         assert_eq!(status, TailStatus::Clean);
-        assert_eq!(records, vec![AuditRecord::Frame(rejected_record(false))]);
+        assert_eq!(records, vec![AuditRecord::Frame(rejected_record(version))]);
     }
-    let mut bytes = header(3);
-    bytes.extend(record(&rejected_payload(false)));
-    let (_, records, status) = read(bytes);
-    assert!(records.is_empty());
-    assert!(
-        matches!(status, TailStatus::Corrupt { offset: 32, .. }),
-        "{status:?}"
+    for (layout, header_version) in [(2, 3), (3, 4)] {
+        let mut bytes = header(header_version);
+        bytes.extend(record(&rejected_payload(layout)));
+        let (_, records, status) = read(bytes);
+        assert!(
+            records.is_empty(),
+            "version {layout} bytes under a {header_version} header"
+        );
+        assert!(
+            matches!(status, TailStatus::Corrupt { offset: 32, .. }),
+            "{status:?}"
+        );
+    }
+}
+
+/// A corrected frame's acquisition instant, written between completion and latency, reads
+/// back; the version 3 layout of the same frame (no instant) reads back with none.
+#[test]
+fn the_acquisition_instant_sits_after_completion() {
+    let v4 = corrected_payload(false);
+    // kind, frame_id, origin "", outcome, hold, reject, detail "", arrival, complete
+    let at = 1 + 8 + 2 + 1 + 2 + 2 + 2 + 8 + 8;
+    assert_eq!(
+        u64::from_le_bytes(v4[at..at + 8].try_into().unwrap()),
+        START_NS + 0x280
     );
+    let mut v3 = v4.clone();
+    v3.drain(at..at + 8);
+    let mut bytes = header(3);
+    bytes.extend(record(&v3));
+    let (_, records, status) = read(bytes);
+    assert_eq!(status, TailStatus::Clean);
+    let want = FrameRecord {
+        acquired_unix_ns: None,
+        ..corrected_record(false)
+    };
+    assert_eq!(records, vec![AuditRecord::Frame(want)]);
 }
 
 /// An unknown reject reason code is not silently dropped: the record does not decode.
 #[test]
 fn an_unknown_reject_code_is_corrupt() {
-    let mut payload = rejected_payload(true);
+    let mut payload = rejected_payload(4);
     // the reject reason sits after kind, frame_id, origin, outcome and hold reason
     let at = 1 + 8 + 2 + 7 + 1 + 2;
     assert_eq!(&payload[at..at + 2], &[0x01, 0x00]);
     payload[at] = 0xee;
-    let mut bytes = header(3);
+    let mut bytes = header(4);
     bytes.extend(record(&payload));
     let (_, records, status) = read(bytes);
     assert!(records.is_empty());

@@ -34,6 +34,7 @@ fn ids() -> CtSeriesIds {
         sop_instance_uid_root: "2.25.103".into(),
         date: "20260102".into(),
         time: "093000".into(),
+        acquired: ionguide::dicom::ct::Acquired::SeriesDateTime,
     }
 }
 
@@ -294,4 +295,35 @@ fn dcmdump_reads_a_written_slice_and_structure_set() {
         assert!(text.contains(expected), "{expected} missing from\n{text}");
     }
     assert!(dcmdump_clean(&rs).contains("(3006,0026) LO [GTV]"));
+}
+
+/// A slice stamped with its acquisition instant says it as dcmtk reads it: Acquisition
+/// DateTime to the microsecond with its offset, and the same instant's UTC date and time.
+#[test]
+fn dcmdump_reads_the_acquisition_instant_a_slice_is_stamped_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let slice = dir.path().join("CT.dcm");
+    // 2026-12-02T09:53:01.123456Z: `date -u -d 2026-12-02T09:53:01Z +%s` = 1796205181
+    let ids = CtSeriesIds {
+        acquired: ionguide::dicom::ct::Acquired::At {
+            unix_ns: 1_796_205_181_123_456_789,
+        },
+        ..ids()
+    };
+    std::fs::write(
+        &slice,
+        &write_ct_series(&volume(axis_grid()), &ids, &PRODUCER).unwrap()[0],
+    )
+    .unwrap();
+    let text = dcmdump_clean(&slice);
+    for expected in [
+        "(0008,0022) DA [20261202]",
+        "(0008,0023) DA [20261202]",
+        "(0008,002a) DT [20261202095301.123456+0000]",
+        "(0008,0032) TM [095301.123456]",
+        "(0008,0033) TM [095301.123456]",
+        "(0008,0201) SH [+0000]",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
 }

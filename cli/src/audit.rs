@@ -358,6 +358,7 @@ fn frame_json(f: &FrameRecord) -> Value {
         "detail": f.detail,
         "arrival_unix_ns": f.arrival_unix_ns,
         "complete_unix_ns": f.complete_unix_ns,
+        "acquired_unix_ns": f.acquired_unix_ns,
         "latency_ns": f.latency_ns,
         "stage_ns": f.stage_ns,
         "tumor_shift_mm": f.tumor_shift_mm,

@@ -28,6 +28,7 @@ fn frame(id: u64, latency_ms: Option<u64>, hold: Option<HoldReason>) -> FrameRec
         detail: String::new(),
         arrival_unix_ns: T0 + id * 100_000_000,
         complete_unix_ns: T0 + id * 100_000_000 + 1_000_000,
+        acquired_unix_ns: None,
         latency_ns: latency_ms.map(|ms| ms * 1_000_000),
         stage_ns: [None; 5],
         tumor_shift_mm: Some([0.5, -1.25, 2.0]),
@@ -127,7 +128,7 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, text) = audit(&path, &[]);
     assert!(out.status.success(), "{text}");
     for want in [
-        "format version 3",
+        "format version 4",
         "started 2026-11-30 00:53:20.000 UTC",
         "plan 1.2.826.0.1.3680043.8.274.1.1.99",
         &"ab".repeat(32),
@@ -150,7 +151,7 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, json) = audit(&path, &["--json", "--frames"]);
     assert!(out.status.success(), "{json}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format_version"], 3);
+    assert_eq!(v["format_version"], 4);
     assert_eq!(v["reject_reasons"]["not_ct"], 1);
     assert_eq!(v["frames"][100]["reject_reason"], "not_ct");
     assert_eq!(v["frames"][100]["hold_reason"], "corrupt_frame");

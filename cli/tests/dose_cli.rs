@@ -38,6 +38,7 @@ fn ct_ids() -> CtSeriesIds {
         sop_instance_uid_root: "2.25.503".into(),
         date: "20260102".into(),
         time: "093000".into(),
+        acquired: ionguide::dicom::ct::Acquired::SeriesDateTime,
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ionguide::adapt::FrameWepl;
 use ionguide::config::Config;
-use ionguide::correction::CorrectionSet;
+use ionguide::correction::{unix_now_ns, CorrectionSet};
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
 use ionguide::pipeline::{chain, AuditStart, ChainBuilder, ChainError, Outcome, Session, Stats};
 use ionguide::source::InProcessSource;
@@ -301,7 +301,8 @@ pub fn run_with_dose(
         let mut delivered: Option<CorrectionSet> = None;
         let mut delivery_shift = d;
         if let Some(p) = &pipeline {
-            let objects = source.frame(index, d)?;
+            // acquired now, as the frame is pushed: a replay has no scanner delay of its own
+            let objects = source.frame_acquired(index, d, Some(unix_now_ns()))?;
             inproc.push_frame(objects).map_err(|e| ReplayError::Frame {
                 index,
                 reason: e.to_string(),

@@ -332,8 +332,8 @@ pub fn dose_setup(
             bundled_machine_dir(beam.ion).ok_or_else(|| err(&format!("no machine data for {}", beam.ion)))?;
         machines.push(IonMachine::from_dir(&dir).map_err(|e| err(&format!("{}: {e}", dir.display())))?);
     }
-    let mut options = DoseOptions::new(config.planning.default_sad_mm)
-        .with_weight_unit(SpotWeightUnit::MonitorUnits {
+    let mut options =
+        DoseOptions::new(config.planning.default_sad_mm).with_weight_unit(SpotWeightUnit::MonitorUnits {
             particles_per_mu: particles_per_weight,
         });
     // One thread: the 4D dose makes many small calls, and each extra thread costs a whole

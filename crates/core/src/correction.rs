@@ -120,7 +120,8 @@ impl CorrectionSet {
 pub enum HoldReason {
     /// No usable frame yet (start of session), or the operator's hold.
     NotReady,
-    /// A frame passed its deadline in some stage.
+    /// A frame passed its deadline in some stage, or its corrections would be void before
+    /// reaching the wire (it was acquired longer than the validity ago).
     DeadlineMissed,
     /// The frame was refused on input for a reason other than its patient or Frame of
     /// Reference: not decodable, incomplete, not a CT, over a limit (the audit log's

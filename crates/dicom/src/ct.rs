@@ -31,7 +31,7 @@ pub mod write;
 
 pub use crate::uids::{CT_SOP_CLASS, ENHANCED_CT_SOP_CLASS};
 pub use decoder::SeriesDecoder;
-pub use write::{write_ct_series, write_ct_series_placed, CtSeriesIds, CtSliceTemplate};
+pub use write::{write_ct_series, write_ct_series_placed, Acquired, CtSeriesIds, CtSliceTemplate};
 
 /// Why a CT series cannot be ingested. Every variant names the file (or in-memory slice,
 /// shown as `<memory>/slice-N`) where the fault was found.
@@ -250,6 +250,16 @@ pub enum CtError {
         /// What is wrong.
         reason: String,
     },
+    /// The acquisition (or content) date or time is present but not a valid instant; only
+    /// with [`IngestOptions::strict_acquisition_time`].
+    #[error("{path}: acquisition time: {source}", path = path.display())]
+    AcquisitionTime {
+        /// The file.
+        path: PathBuf,
+        /// The attribute, its text and the fault.
+        #[source]
+        source: crate::datetime::DateTimeError,
+    },
     /// No slices were given (or the directory holds no DICOM file).
     #[error("{path}: no CT slices", path = path.display())]
     EmptySeries {
@@ -304,6 +314,11 @@ pub struct IngestOptions {
     /// calling thread only). Header parsing and the HU pass of native slices split evenly;
     /// results and errors are the same for any count.
     pub threads: usize,
+    /// Refuse an input whose acquisition date or time is present but malformed
+    /// ([`CtError::AcquisitionTime`]): set by the pipeline, where a frame's time decides how
+    /// long its corrections are valid. Otherwise (archives, planning CTs) such an input's
+    /// time is left unknown with a warning, and the rest of the series is read as usual.
+    pub strict_acquisition_time: bool,
 }
 
 impl Default for IngestOptions {
@@ -315,6 +330,7 @@ impl Default for IngestOptions {
             hu_min: -4096,
             hu_max: i16::MAX,
             threads: 2,
+            strict_acquisition_time: false,
         }
     }
 }
@@ -346,6 +362,9 @@ pub struct SeriesMeta {
     pub content_time: Option<String>,
     /// Temporal Position Index or Identifier (4D CT phase), if present.
     pub temporal_position: Option<u32>,
+    /// When the slices were acquired, over the inputs that say (see [`AcquisitionSpan`]);
+    /// `None` when none does.
+    pub acquisition: Option<AcquisitionSpan>,
     /// Number of slices.
     pub slices: usize,
     /// Mean slice spacing along the normal, mm.
@@ -354,6 +373,28 @@ pub struct SeriesMeta {
     pub max_spacing_deviation_mm: f64,
     /// Sorted file paths (empty for in-memory input); for one multi-frame file, that file.
     pub files: Vec<PathBuf>,
+}
+
+/// When a series' inputs were acquired, ns since the UNIX epoch.
+///
+/// Each input's instant is its Acquisition DateTime (0008,002A); else its Acquisition Date
+/// and Time (0008,0022 / 0008,0032); else its Content Date and Time (0008,0023 / 0008,0033).
+/// A value without its own offset is at the input's Timezone Offset From UTC (0008,0201),
+/// and with neither, at UTC (a scanner that writes local time without saying so reads
+/// hours off; a configured offset would be the remedy, not built yet). An Enhanced CT object
+/// counts as one input, at its top-level Acquisition DateTime (the per-frame Frame Acquisition
+/// DateTime is not read). Parsing: [`crate::datetime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcquisitionSpan {
+    /// The earliest input's instant.
+    pub earliest_unix_ns: i64,
+    /// The latest input's instant.
+    pub latest_unix_ns: i64,
+    /// How many inputs carried an instant (the others carried none, or, when not strict,
+    /// a malformed one).
+    pub inputs_timed: usize,
+    /// How many inputs the series has.
+    pub inputs: usize,
 }
 
 /// A decoded series.

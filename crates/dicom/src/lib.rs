@@ -20,6 +20,7 @@
 mod attrs;
 pub mod classify;
 pub mod ct;
+pub mod datetime;
 pub mod identity;
 pub mod object_header;
 pub mod rtdose;

@@ -155,7 +155,13 @@ pub struct TimingConfig {
     /// Frame complete → corrections on the wire, at most, ms. Past it: hold.
     #[serde(default = "default_budget_ms")]
     pub budget_ms: f64,
-    /// Corrections are void this long after the frame was complete, ms.
+    /// Corrections are void this long after the frame was *acquired*, ms: a frame depicts the
+    /// anatomy at its acquisition time (the middle of its slices' Acquisition DateTime, else
+    /// Acquisition Date + Time, else Content Date + Time; UTC unless the object says
+    /// otherwise), not at its arrival, so the scanner's own delay counts against it. A frame
+    /// without an acquisition time counts from its completion (counted in the daemon's
+    /// status line); a frame already this old when it reaches the link is held
+    /// (`deadline_missed`), never sent.
     #[serde(default = "default_validity_ms")]
     pub validity_ms: f64,
 }

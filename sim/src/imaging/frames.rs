@@ -5,7 +5,7 @@
 
 use std::f64::consts::PI;
 
-use ionguide::dicom::ct::{self as dicom_ct, CtSeriesIds};
+use ionguide::dicom::ct::{self as dicom_ct, Acquired, CtSeriesIds};
 use ionguide::dicom::rtstruct::{self as dicom_rtstruct, StructureSetIds};
 use ionguide::dicom::write::{Producer, WriteError};
 use ionguide::geometry::{Grid, RoomSetup};
@@ -85,6 +85,7 @@ pub fn planning_ids(phantom: &Phantom) -> SeriesIds {
         sop_instance_uid_root: uid_from_seed(seed, "planning-ct-sop", 0),
         date: FIXED_DATE.into(),
         time: FIXED_TIME.into(),
+        acquired: Acquired::SeriesDateTime,
     }
 }
 
@@ -216,6 +217,8 @@ impl FrameSynth {
         }
         ids.series_instance_uid = uid_from_seed(options.seed, "in-room-series", 0);
         ids.series_number = 2;
+        // an in-room frame says when it was acquired only when told (`frame_acquired`)
+        ids.acquired = Acquired::Unstated;
         ids.validate()?;
         Ok(FrameSynth {
             phantom: phantom.clone(),
@@ -227,10 +230,29 @@ impl FrameSynth {
     }
 
     /// Renders frame `index` with the tumor displaced by `displacement_mm`, adds noise
-    /// (seeded by the options' seed and `index`) and encodes it.
+    /// (seeded by the options' seed and `index`) and encodes it, without an acquisition
+    /// time (the pipeline then reckons its corrections' validity from its completion).
     pub fn frame(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<Frame, FrameError> {
+        self.frame_acquired(index, displacement_mm, None)
+    }
+
+    /// [`frame`](Self::frame), saying it was acquired at `acquired_unix_ns` (ns since the
+    /// UNIX epoch) when given.
+    pub fn frame_acquired(
+        &mut self,
+        index: usize,
+        displacement_mm: [f64; 3],
+        acquired_unix_ns: Option<u64>,
+    ) -> Result<Frame, FrameError> {
         self.render(index, displacement_mm)?;
         let mut ids = self.ids.clone();
+        if let Some(t) = acquired_unix_ns {
+            let unix_ns = i64::try_from(t).map_err(|_| FrameError::BadParameter {
+                name: "acquired_unix_ns",
+                reason: format!("{t} is past 2262"),
+            })?;
+            ids.acquired = Acquired::At { unix_ns };
+        }
         let n = u32::try_from(index + 1).map_err(|_| FrameError::BadParameter {
             name: "frame index",
             reason: format!("{index} is too large"),

@@ -46,6 +46,18 @@ pub trait FrameSource {
     fn describe(&self) -> String;
     /// The DICOM objects of frame `index` with the anatomy displaced by `displacement_mm`.
     fn frame(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<Vec<Vec<u8>>, SourceError>;
+    /// [`frame`](Self::frame), saying it was acquired at `acquired_unix_ns` (ns since the UNIX
+    /// epoch) when given: the pipeline reckons a correction's validity from that instant.
+    /// The default ignores the time (for sources whose frames carry their own, or none).
+    fn frame_acquired(
+        &mut self,
+        index: usize,
+        displacement_mm: [f64; 3],
+        acquired_unix_ns: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>, SourceError> {
+        let _ = acquired_unix_ns;
+        self.frame(index, displacement_mm)
+    }
     /// The noise-free truth of the same frame, for range scoring.
     fn truth(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<&CtVolume, SourceError>;
     /// Where the tissue at a planning point is when the anatomy is displaced by a
@@ -112,8 +124,16 @@ impl FrameSource for PhantomFrames {
         format!("thorax phantom {nx}×{ny}×{nz}")
     }
     fn frame(&mut self, index: usize, d: [f64; 3]) -> Result<Vec<Vec<u8>>, SourceError> {
+        self.frame_acquired(index, d, None)
+    }
+    fn frame_acquired(
+        &mut self,
+        index: usize,
+        d: [f64; 3],
+        acquired_unix_ns: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>, SourceError> {
         self.synth
-            .frame(index, d)
+            .frame_acquired(index, d, acquired_unix_ns)
             .map(|f| f.slices)
             .map_err(|e| SourceError::Frame {
                 index,
@@ -179,14 +199,28 @@ impl FrameSource for RealCtFrames {
         format!("{} slices of {}", self.slices.len(), self.dir.display())
     }
     fn frame(&mut self, index: usize, d: [f64; 3]) -> Result<Vec<Vec<u8>>, SourceError> {
+        self.frame_acquired(index, d, None)
+    }
+    /// Without `acquired_unix_ns` the slices keep the times they were read with (a real CT's
+    /// are its scan's, long past: a pipeline holds such frames as stale).
+    fn frame_acquired(
+        &mut self,
+        index: usize,
+        d: [f64; 3],
+        acquired_unix_ns: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>, SourceError> {
         let fail = |reason: String| SourceError::Frame { index, reason };
+        let acquired = acquired_unix_ns
+            .map(i64::try_from)
+            .transpose()
+            .map_err(|_| fail("acquisition time past 2262".into()))?;
         self.slices
             .iter()
             .enumerate()
             .map(|(k, slice)| {
                 let uid = format!("2.25.{}{:05}{:05}", 7_000_000 + index, k, index % 100_000);
                 slice
-                    .moved(d, index as u64 + 1, &uid)
+                    .moved_acquired(d, index as u64 + 1, &uid, acquired)
                     .map_err(|e| fail(format!("slice {k}: {e}")))
             })
             .collect()

@@ -8,6 +8,7 @@ use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{open_file, DefaultDicomObject};
+use ionguide::dicom::datetime::UtcOffset;
 use ionguide::geometry::RigidTransform;
 use ionguide::units::{PointMm, VectorMm};
 
@@ -40,14 +41,37 @@ pub struct Edit {
     /// Place the (shifted) slices in another scanner's coordinates: this maps a planning
     /// point to the room's, and turns Image Position and Orientation (Patient) with it.
     pub planning_to_room: Option<RigidTransform>,
+    /// When the slices say they were acquired.
+    pub acquired: Stamp,
+}
+
+/// When a frame's slices say they were acquired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stamp {
+    /// When the frame is encoded, as a scanner sending what it just acquired.
+    Now,
+    /// At this instant, ns since the UNIX epoch.
+    At(u64),
+    /// No acquisition or content date or time at all: the pipeline reckons validity from
+    /// the frame's completion. The default: tests encode frames long before they push them
+    /// (and the real series' own times are years old, which a pipeline holds as stale).
+    #[default]
+    Unstated,
 }
 
 fn put_str(obj: &mut DefaultDicomObject, tag: dicom_core::Tag, vr: VR, v: &str) {
     obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
 }
 
-/// Encodes frame number `frame` (Acquisition Number, fresh SOP Instance UIDs) with `edit`.
+/// Encodes frame number `frame` (Acquisition Number, fresh SOP Instance UIDs, acquisition
+/// time) with `edit`.
 pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> Vec<Vec<u8>> {
+    let acquired = match edit.acquired {
+        Stamp::Now => Some(ionguide::correction::unix_now_ns()),
+        Stamp::At(t) => Some(t),
+        Stamp::Unstated => None,
+    }
+    .map(|t| ionguide::dicom::datetime::format_datetime(t as i64, UtcOffset::UTC));
     objects
         .iter()
         .enumerate()
@@ -93,6 +117,28 @@ pub fn frame_bytes(objects: &[DefaultDicomObject], frame: u32, edit: &Edit) -> V
             let uid = format!("2.25.{}{:04}{:04}", 9_000_000 + frame, i, frame % 10_000);
             put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &uid);
             obj.update_meta(|m| m.media_storage_sop_instance_uid = uid.clone());
+            match &acquired {
+                // what a scanner writes: the instant with its offset, and the same in UTC
+                // date and time
+                Some(dt) => {
+                    put_str(&mut obj, tags::ACQUISITION_DATE_TIME, VR::DT, dt);
+                    put_str(&mut obj, tags::ACQUISITION_DATE, VR::DA, &dt[..8]);
+                    put_str(&mut obj, tags::ACQUISITION_TIME, VR::TM, &dt[8..21]);
+                    put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &dt[..8]);
+                    put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &dt[8..21]);
+                }
+                None => {
+                    for tag in [
+                        tags::ACQUISITION_DATE_TIME,
+                        tags::ACQUISITION_DATE,
+                        tags::ACQUISITION_TIME,
+                        tags::CONTENT_DATE,
+                        tags::CONTENT_TIME,
+                    ] {
+                        obj.remove_element(tag);
+                    }
+                }
+            }
             if let Some(p) = &edit.patient_id {
                 put_str(&mut obj, tags::PATIENT_ID, VR::LO, p);
             }

@@ -47,6 +47,8 @@ pub(super) struct InputHeader {
     pub(super) signed: bool,
     /// The volume slot this input's pixels were already stored in by early decoding.
     pub(super) early_slot: Option<usize>,
+    /// When it was acquired, ns since the UNIX epoch.
+    pub(super) acquired_unix_ns: Option<i64>,
 }
 
 /// Reusable series decoder: keeps its scratch buffers between calls so a pipeline decoding a
@@ -86,6 +88,24 @@ impl SeriesDecoder {
         let result = self.decode_labeled(slices, None, volume);
         self.end_early();
         result
+    }
+
+    /// The span of the inputs' acquisition instants, if any input has one.
+    fn acquisition_span(&self) -> Option<super::AcquisitionSpan> {
+        let mut times = self.inputs.iter().filter_map(|i| i.acquired_unix_ns);
+        let first = times.next()?;
+        let (mut earliest, mut latest, mut timed) = (first, first, 1);
+        for t in times {
+            earliest = earliest.min(t);
+            latest = latest.max(t);
+            timed += 1;
+        }
+        Some(super::AcquisitionSpan {
+            earliest_unix_ns: earliest,
+            latest_unix_ns: latest,
+            inputs_timed: timed,
+            inputs: self.inputs.len(),
+        })
     }
 
     /// Input indices in sorted slice order (after a successful decode).
@@ -145,6 +165,7 @@ impl SeriesDecoder {
         meta.slices = n;
         meta.slice_spacing_mm = slice_spacing_mm;
         meta.max_spacing_deviation_mm = max_dev;
+        meta.acquisition = self.acquisition_span();
         Ok(meta)
     }
 
@@ -505,6 +526,7 @@ fn accept_input(
         bits_stored: h.bits_stored,
         signed: h.signed,
         early_slot,
+        acquired_unix_ns: h.acquired_unix_ns,
     });
     for (frame, fr) in h.frames.iter().enumerate() {
         headers.push(SliceHeader {

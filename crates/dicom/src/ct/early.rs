@@ -106,6 +106,7 @@ impl SeriesDecoder {
                     bits_stored: header.bits_stored,
                     signed: header.signed,
                     early_slot: None,
+                    acquired_unix_ns: None,
                 };
                 let total = frame_len * usize::from(header.bits_allocated / 8);
                 let Some(raw) = native_pixel_bytes(object, total, ts == EXPLICIT_VR_LE) else {

@@ -9,6 +9,7 @@ use nalgebra::Vector3;
 
 use super::{attr_err, CtError, IngestOptions, SeriesMeta, ENHANCED_CT_SOP_CLASS};
 use crate::attrs::{self, attr, Attr, AttrError, OpenError, Read};
+use crate::datetime::{parse_date_and_time, parse_datetime, parse_utc_offset, DateTimeError, UtcOffset};
 
 const MODALITY: Attr = attr!(MODALITY, "Modality");
 const SERIES_UID: Attr = attr!(SERIES_INSTANCE_UID, "SeriesInstanceUID");
@@ -36,6 +37,7 @@ const ACQUISITION_TIME: Attr = attr!(ACQUISITION_TIME, "AcquisitionTime");
 const ACQUISITION_DATETIME: Attr = attr!(ACQUISITION_DATE_TIME, "AcquisitionDateTime");
 const CONTENT_DATE: Attr = attr!(CONTENT_DATE, "ContentDate");
 const CONTENT_TIME: Attr = attr!(CONTENT_TIME, "ContentTime");
+const TIMEZONE_OFFSET: Attr = attr!(TIMEZONE_OFFSET_FROM_UTC, "TimezoneOffsetFromUTC");
 const TEMPORAL_POSITION_INDEX: Attr = attr!(TEMPORAL_POSITION_INDEX, "TemporalPositionIndex");
 const TEMPORAL_POSITION_ID: Attr = attr!(TEMPORAL_POSITION_IDENTIFIER, "TemporalPositionIdentifier");
 const SHARED_FG: Attr = attr!(
@@ -77,6 +79,8 @@ pub(super) struct Header {
     pub(super) spacing_between_slices: Option<f64>,
     pub(super) slice_thickness: Option<f64>,
     pub(super) frames: Vec<FrameHeader>,
+    /// When it was acquired, ns since the UNIX epoch (see [`super::AcquisitionSpan`]).
+    pub(super) acquired_unix_ns: Option<i64>,
 }
 
 /// The first input's header and path: what every later input is checked against.
@@ -136,7 +140,21 @@ pub(super) fn read_header(
             reason: format!("{pixel_spacing:?} is not positive"),
         });
     }
+    let acquired_unix_ns = match acquisition_instant(ds).map_err(ae)? {
+        Ok(t) => t,
+        Err(source) if opt.strict_acquisition_time => {
+            return Err(CtError::AcquisitionTime {
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "acquisition time unknown: {e}");
+            None
+        }
+    };
     Ok(Header {
+        acquired_unix_ns,
         series_uid,
         for_uid,
         rows,
@@ -150,6 +168,37 @@ pub(super) fn read_header(
         slice_thickness,
         frames,
     })
+}
+
+/// The input's acquisition instant, ns since the UNIX epoch: Acquisition DateTime, else
+/// Acquisition Date + Time, else Content Date + Time (the first that is present whole), at
+/// the value's own offset, else Timezone Offset From UTC, else UTC. `Ok(Err(_))` for a value
+/// that is present but not an instant; the outer error for an attribute not text at all.
+fn acquisition_instant(ds: &InMemDicomObject) -> Result<Result<Option<i64>, DateTimeError>, AttrError> {
+    let s = |a| attrs::opt_str(ds, a);
+    // (the offset is read only when a value needs it: a malformed one beside values that
+    // carry their own offset is left alone)
+    let offset = || match s(TIMEZONE_OFFSET)? {
+        Some(z) => Ok(parse_utc_offset(TIMEZONE_OFFSET.name, &z)),
+        None => Ok(Ok(UtcOffset::UTC)),
+    };
+    if let Some(dt) = s(ACQUISITION_DATETIME)? {
+        let has_own_offset = dt.contains(['+', '-']);
+        let offset = if has_own_offset {
+            Ok(UtcOffset::UTC)
+        } else {
+            offset()?
+        };
+        return Ok(offset.and_then(|o| parse_datetime(ACQUISITION_DATETIME.name, &dt, o).map(Some)));
+    }
+    for (date, time) in [(ACQUISITION_DATE, ACQUISITION_TIME), (CONTENT_DATE, CONTENT_TIME)] {
+        if let (Some(d), Some(t)) = (s(date)?, s(time)?) {
+            return Ok(
+                offset()?.and_then(|o| parse_date_and_time((date.name, &d), (time.name, &t), o).map(Some))
+            );
+        }
+    }
+    Ok(Ok(None))
 }
 
 /// Refuses anything but a CT; returns whether the object is an Enhanced (multi-frame) CT.
@@ -447,6 +496,7 @@ pub(super) fn series_meta(
         content_date: s(CONTENT_DATE)?,
         content_time: s(CONTENT_TIME)?,
         temporal_position: temporal,
+        acquisition: None,
         slices: 0,
         slice_spacing_mm: 0.0,
         max_spacing_deviation_mm: 0.0,

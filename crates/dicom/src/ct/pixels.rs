@@ -372,6 +372,7 @@ mod tests {
             bits_stored,
             signed,
             early_slot: None,
+            acquired_unix_ns: None,
         }
     }
 

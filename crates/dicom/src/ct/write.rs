@@ -7,6 +7,7 @@ use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
 
+use crate::datetime::{format_datetime, UtcOffset};
 use crate::geometry::Grid;
 use crate::uids::CT_SOP_CLASS;
 use crate::volume::CtVolume;
@@ -42,6 +43,52 @@ pub struct CtSeriesIds {
     pub date: String,
     /// Study, series, acquisition and content time (TM, `HHMMSS`).
     pub time: String,
+    /// When the slices were acquired, as written in their acquisition and content date and
+    /// time.
+    pub acquired: Acquired,
+}
+
+/// When a written series was acquired: what its Acquisition and Content Date and Time say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// The series' `date` and `time` (a planning CT: its moment matters to no reader).
+    SeriesDateTime,
+    /// At this instant, ns since the UNIX epoch: Acquisition DateTime (0008,002A) to the
+    /// microsecond with offset `+0000`, the Acquisition and Content Date and Time of the same
+    /// instant in UTC, and Timezone Offset From UTC (0008,0201) `+0000`.
+    At {
+        /// ns since the UNIX epoch.
+        unix_ns: i64,
+    },
+    /// Acquisition and Content Date and Time written empty (both are type 2 or 3 in a CT
+    /// image): a reader cannot tell when the slices were acquired.
+    Unstated,
+}
+
+impl Acquired {
+    /// Puts the acquisition and content date and time (and for an instant, Acquisition
+    /// DateTime and the offset) into `o`.
+    fn put(self, o: &mut InMemDicomObject, date: &str, time: &str) {
+        let (date, time) = match self {
+            Acquired::SeriesDateTime => (date.to_owned(), time.to_owned()),
+            Acquired::Unstated => (String::new(), String::new()),
+            Acquired::At { unix_ns } => {
+                let dt = format_datetime(unix_ns, UtcOffset::UTC);
+                o.put(text(tags::ACQUISITION_DATE_TIME, VR::DT, &dt));
+                o.put(text(
+                    tags::TIMEZONE_OFFSET_FROM_UTC,
+                    VR::SH,
+                    &UtcOffset::UTC.to_string(),
+                ));
+                // YYYYMMDD | HHMMSS.FFFFFF | +0000
+                (dt[..8].to_owned(), dt[8..21].to_owned())
+            }
+        };
+        o.put(text(tags::ACQUISITION_DATE, VR::DA, &date));
+        o.put(text(tags::CONTENT_DATE, VR::DA, &date));
+        o.put(text(tags::ACQUISITION_TIME, VR::TM, &time));
+        o.put(text(tags::CONTENT_TIME, VR::TM, &time));
+    }
 }
 
 impl CtSeriesIds {
@@ -160,11 +207,8 @@ fn put_slice_identity(
     o.put(text(tags::SOP_CLASS_UID, VR::UI, CT_SOP_CLASS));
     o.put(text(tags::SOP_INSTANCE_UID, VR::UI, sop_uid));
     o.put(text(tags::SERIES_DATE, VR::DA, &ids.date));
-    o.put(text(tags::ACQUISITION_DATE, VR::DA, &ids.date));
-    o.put(text(tags::CONTENT_DATE, VR::DA, &ids.date));
     o.put(text(tags::SERIES_TIME, VR::TM, &ids.time));
-    o.put(text(tags::ACQUISITION_TIME, VR::TM, &ids.time));
-    o.put(text(tags::CONTENT_TIME, VR::TM, &ids.time));
+    ids.acquired.put(o, &ids.date, &ids.time);
     o.put(text(tags::MODALITY, VR::CS, "CT"));
     o.put(text(tags::MANUFACTURER, VR::LO, producer.manufacturer));
     o.put(text(tags::KVP, VR::DS, "120"));
@@ -249,7 +293,22 @@ impl CtSliceTemplate {
         acquisition_number: u64,
         sop_instance_uid: &str,
     ) -> Result<Vec<u8>, WriteError> {
+        self.moved_acquired(displacement_mm, acquisition_number, sop_instance_uid, None)
+    }
+
+    /// [`moved`](Self::moved), and with `acquired_unix_ns` the slice says it was acquired
+    /// then (as [`Acquired::At`] writes it), whatever times it was read with.
+    pub fn moved_acquired(
+        &self,
+        displacement_mm: [f64; 3],
+        acquisition_number: u64,
+        sop_instance_uid: &str,
+        acquired_unix_ns: Option<i64>,
+    ) -> Result<Vec<u8>, WriteError> {
         let mut obj = self.obj.clone();
+        if let Some(unix_ns) = acquired_unix_ns {
+            Acquired::At { unix_ns }.put(&mut obj, "", "");
+        }
         let ipp = obj
             .element(tags::IMAGE_POSITION_PATIENT)
             .ok()
@@ -275,5 +334,188 @@ impl CtSliceTemplate {
             source: Box::new(e),
         })?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dicom_core::value::PrimitiveValue;
+    use dicom_core::{DataElement, Tag};
+
+    use super::*;
+    use crate::ct::{read_series_bytes, AcquisitionSpan, CtError, IngestOptions, SeriesDecoder};
+    use crate::units::PointMm;
+
+    const PRODUCER: Producer = Producer {
+        manufacturer: "ionguide-test",
+        implementation_class_uid: "2.25.1",
+        implementation_version_name: "IONGUIDE_TEST",
+    };
+    /// 2026-12-02T09:53:01.123456Z (`date -u -d 2026-12-02T09:53:01Z +%s` = 1796205181).
+    const T: i64 = 1_796_205_181_123_456_000;
+
+    fn ids(acquired: Acquired) -> CtSeriesIds {
+        CtSeriesIds {
+            patient_id: "P".into(),
+            patient_name: "P^Q".into(),
+            study_instance_uid: "2.25.11".into(),
+            series_instance_uid: "2.25.12".into(),
+            frame_of_reference_uid: "2.25.13".into(),
+            series_number: 1,
+            acquisition_number: 1,
+            temporal_position: None,
+            sop_instance_uid_root: "2.25.14".into(),
+            date: "20190820".into(),
+            time: "125257".into(),
+            acquired,
+        }
+    }
+
+    fn slices(acquired: Acquired) -> Vec<Vec<u8>> {
+        let grid = Grid::axis_aligned([4, 3, 3], PointMm::origin(), [1.0, 1.0, 2.0]).unwrap();
+        write_ct_series(&CtVolume::filled(grid, 0), &ids(acquired), &PRODUCER).unwrap()
+    }
+
+    /// Rewrites slice `bytes` with `edits` (tag, VR, text; empty text removes the element).
+    fn edited(bytes: &[u8], edits: &[(Tag, VR, &str)]) -> Vec<u8> {
+        let mut obj = dicom_object::from_reader(&bytes[128..]).unwrap();
+        for &(tag, vr, value) in edits {
+            if value.is_empty() {
+                obj.remove_element(tag);
+            } else {
+                obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+            }
+        }
+        let mut out = Vec::new();
+        obj.write_all(&mut out).unwrap();
+        out
+    }
+
+    fn span(slices: &[Vec<u8>], strict: bool) -> Result<Option<AcquisitionSpan>, CtError> {
+        let refs: Vec<&[u8]> = slices.iter().map(|s| s.as_slice()).collect();
+        let mut volume = CtVolume::filled(
+            Grid::axis_aligned([1, 1, 1], PointMm::origin(), [1.0; 3]).unwrap(),
+            0,
+        );
+        let options = IngestOptions {
+            strict_acquisition_time: strict,
+            ..IngestOptions::default()
+        };
+        SeriesDecoder::new(options)
+            .decode_into(&refs, &mut volume)
+            .map(|m| m.acquisition)
+    }
+
+    #[test]
+    fn an_instant_written_reads_back_to_the_microsecond() {
+        let s = slices(Acquired::At { unix_ns: T + 789 });
+        let meta = read_series_bytes(&s.iter().map(|v| v.as_slice()).collect::<Vec<_>>())
+            .unwrap()
+            .meta;
+        // the writer keeps microseconds: the 789 ns are dropped, never rounded up
+        let want = AcquisitionSpan {
+            earliest_unix_ns: T,
+            latest_unix_ns: T,
+            inputs_timed: 3,
+            inputs: 3,
+        };
+        assert_eq!(meta.acquisition, Some(want));
+        assert_eq!(meta.acquisition_date.as_deref(), Some("20261202"));
+        assert_eq!(meta.acquisition_time.as_deref(), Some("095301.123456"));
+        // the planning CT's series date and time are its acquisition: 2019-08-20 12:52:57 UTC
+        // (`date -u -d 2019-08-20T12:52:57Z +%s` = 1566305577)
+        let planning = span(&slices(Acquired::SeriesDateTime), true).unwrap().unwrap();
+        assert_eq!(planning.earliest_unix_ns, 1_566_305_577_000_000_000);
+        assert_eq!(span(&slices(Acquired::Unstated), true).unwrap(), None);
+    }
+
+    #[test]
+    fn the_fallbacks_and_offsets_are_read_in_order() {
+        let s = slices(Acquired::At { unix_ns: T });
+        let dt = tags::ACQUISITION_DATE_TIME;
+        let tz = tags::TIMEZONE_OFFSET_FROM_UTC;
+        let one_h = 3_600_000_000_000;
+        // slices acquired over 2 s, one with its own offset: earliest and latest
+        let mut spread = s.clone();
+        spread[1] = edited(&s[1], &[(dt, VR::DT, "20261202115302.123456+0200")]);
+        spread[2] = edited(&s[2], &[(dt, VR::DT, "20261202095303.123456")]);
+        let got = span(&spread, true).unwrap().unwrap();
+        assert_eq!((got.earliest_unix_ns, got.latest_unix_ns), (T, T + 2_000_000_000));
+        // a DT without an offset is at Timezone Offset From UTC
+        let local = edited(
+            &s[0],
+            &[(dt, VR::DT, "20261202105301.123456"), (tz, VR::SH, "+0100")],
+        );
+        assert_eq!(span(&[local], true).unwrap().unwrap().earliest_unix_ns, T);
+        // no DT: Acquisition Date + Time, at the offset
+        let pair = edited(
+            &s[0],
+            &[
+                (dt, VR::DT, ""),
+                (tags::ACQUISITION_TIME, VR::TM, "085301.123456"),
+                (tz, VR::SH, "-0100"),
+            ],
+        );
+        assert_eq!(span(&[pair], true).unwrap().unwrap().earliest_unix_ns, T);
+        // no acquisition time at all: Content Date + Time
+        let content = edited(
+            &s[0],
+            &[
+                (dt, VR::DT, ""),
+                (tags::ACQUISITION_TIME, VR::TM, ""),
+                (tags::CONTENT_TIME, VR::TM, "105301.123456"),
+            ],
+        );
+        assert_eq!(
+            span(&[content], true).unwrap().unwrap().earliest_unix_ns,
+            T + one_h
+        );
+        // one slice without any time
+        let mut partly = s.clone();
+        partly[0] = edited(
+            &s[0],
+            &[
+                (dt, VR::DT, ""),
+                (tags::ACQUISITION_TIME, VR::TM, ""),
+                (tags::CONTENT_TIME, VR::TM, ""),
+            ],
+        );
+        let got = span(&partly, true).unwrap().unwrap();
+        assert_eq!((got.inputs_timed, got.inputs), (2, 3));
+    }
+
+    #[test]
+    fn a_malformed_time_refuses_the_frame_when_strict_and_is_unknown_otherwise() {
+        let s = slices(Acquired::At { unix_ns: T });
+        let mut bad = s.clone();
+        bad[2] = edited(&s[2], &[(tags::ACQUISITION_DATE_TIME, VR::DT, "20261302095301")]);
+        match span(&bad, true) {
+            Err(e @ CtError::AcquisitionTime { .. }) => {
+                let text = e.to_string();
+                let cause = std::error::Error::source(&e).unwrap().to_string();
+                assert!(text.contains("slice-2"), "{text}");
+                assert!(
+                    cause.contains("AcquisitionDateTime") && cause.contains("20261302095301"),
+                    "{cause}"
+                );
+                assert!(cause.contains("month 13"), "{cause}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let lenient = span(&bad, false).unwrap().unwrap();
+        assert_eq!((lenient.inputs_timed, lenient.inputs), (2, 3));
+        // a malformed offset matters only where a value needs it
+        let mut tz = s.clone();
+        tz[0] = edited(&s[0], &[(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "0100")]);
+        assert!(span(&tz, true).is_ok(), "the DT carries its own offset");
+        tz[0] = edited(&tz[0], &[(tags::ACQUISITION_DATE_TIME, VR::DT, "20261202095301")]);
+        let e = span(&tz, true).unwrap_err();
+        assert!(
+            std::error::Error::source(&e)
+                .unwrap()
+                .to_string()
+                .contains("TimezoneOffsetFromUTC"),
+            "{e}"
+        );
     }
 }

@@ -4,8 +4,8 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    AuditError, AuditRecord, Corrections, FrameRecord, Outcome, SetupRecord, HEADER_LEN, KIND_FRAME,
-    KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
+    AuditError, AuditRecord, Corrections, FrameRecord, Outcome, SetupRecord, ACQUIRED_VERSION, HEADER_LEN,
+    KIND_FRAME, KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
     REJECT_REASON_VERSION, SPOT_BYTES, VERSION,
 };
 use crate::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
@@ -60,6 +60,7 @@ pub(super) fn encode_frame(b: &mut Vec<u8>, f: &FrameRecord, full: bool) -> Resu
     put_str(b, "detail", &f.detail)?;
     b.extend_from_slice(&f.arrival_unix_ns.to_le_bytes());
     b.extend_from_slice(&f.complete_unix_ns.to_le_bytes());
+    put_opt_u64(b, f.acquired_unix_ns);
     put_opt_u64(b, f.latency_ns);
     for s in f.stage_ns {
         put_opt_u64(b, s);
@@ -160,7 +161,7 @@ impl<'a> Dec<'a> {
 }
 
 /// Decodes a payload of a log of format `version` (frame and session-start records grew a
-/// field each in 3).
+/// field each in 3, frame records another in 4).
 pub(super) fn decode(payload: &[u8], version: u16) -> Option<AuditRecord> {
     let mut d = Dec(payload);
     let rec = match d.u8()? {
@@ -228,6 +229,11 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<AuditRecord> {
             let detail = d.string()?;
             let arrival_unix_ns = d.u64()?;
             let complete_unix_ns = d.u64()?;
+            let acquired_unix_ns = if version >= ACQUIRED_VERSION {
+                d.opt_u64()?
+            } else {
+                None
+            };
             let latency_ns = d.opt_u64()?;
             let mut stage_ns = [None; 5];
             for s in &mut stage_ns {
@@ -274,6 +280,7 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<AuditRecord> {
                 detail,
                 arrival_unix_ns,
                 complete_unix_ns,
+                acquired_unix_ns,
                 latency_ns,
                 stage_ns,
                 tumor_shift_mm: (flags & 1 != 0).then_some(shift),

@@ -69,7 +69,7 @@ pub use writer::{AuditOptions, AuditWriter, Fsync};
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"IGAUDIT\n";
 /// Format version this code writes (and the newest it reads).
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Oldest format version this code reads (version 1 has no setup records, versions 1 and 2
 /// no reject reason in frame records).
 pub const OLDEST_READ_VERSION: u16 = 1;
@@ -77,6 +77,8 @@ pub const OLDEST_READ_VERSION: u16 = 1;
 pub const REJECT_REASON_VERSION: u16 = 3;
 /// First format version whose session-start records carry the plan's warnings.
 pub const PLAN_WARNINGS_VERSION: u16 = 3;
+/// First format version whose frame records carry the frame's acquisition instant.
+pub const ACQUIRED_VERSION: u16 = 4;
 /// Header length, bytes.
 pub const HEADER_LEN: usize = 32;
 /// Largest payload accepted, bytes (a 100 000-spot frame is 2 MB).
@@ -259,6 +261,10 @@ pub struct FrameRecord {
     pub arrival_unix_ns: u64,
     /// Frame complete (all slices in), ns since the UNIX epoch.
     pub complete_unix_ns: u64,
+    /// When the scanner acquired it (the middle of its slices' acquisition instants), ns
+    /// since the UNIX epoch: what its corrections' validity counts from (version 4; `None`
+    /// in older logs, and for a frame without an acquisition time or not decoded).
+    pub acquired_unix_ns: Option<u64>,
     /// Frame complete → message on the wire, ns (`None` when nothing was sent).
     pub latency_ns: Option<u64>,
     /// Per-stage durations, ns, in [`Stage::ALL`] order.

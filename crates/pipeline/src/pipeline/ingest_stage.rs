@@ -21,7 +21,7 @@ use super::stages::{PoolRx, Retired, StageIo};
 use super::telemetry::Counters;
 use super::work::{Outcome, Ticket, Work};
 use crate::correction::{HoldReason, RejectReason};
-use crate::dicom::ct::{CtError, IngestOptions, SeriesDecoder};
+use crate::dicom::ct::{AcquisitionSpan, CtError, IngestOptions, SeriesDecoder};
 use crate::source::{FrameKey, ObjectBytes, RawFrame, SourceEvent};
 
 /// A frame being decoded early: its key and the work buffer set aside for it.
@@ -51,9 +51,104 @@ fn reject_reason_of(e: &CtError) -> RejectReason {
     }
 }
 
+/// Largest spread of a frame's slice acquisition instants: a volume is acquired over an
+/// interval (an in-room CT takes well under a second per frame), but slices seconds apart
+/// are not one moment of the anatomy.
+pub const MAX_ACQUISITION_SPREAD: Duration = Duration::from_secs(5);
+
+/// How far a frame's acquisition may lie after its completion on our clock (clocks of two
+/// NTP-synchronised machines differ by milliseconds). Further is a wrong clock or a local
+/// time read as UTC: such a frame would look young and its corrections outlive the anatomy.
+pub const MAX_ACQUISITION_AHEAD: Duration = Duration::from_secs(1);
+
+/// Sets the ticket's acquisition instant from its slices' (the mean of the earliest and the
+/// latest: the middle of the interval the volume was acquired over), and with it how long
+/// its corrections are valid; never later than the frame's completion (a frame cannot be
+/// acquired after it arrived, so clock skew never lengthens validity). A frame whose slices
+/// say nothing keeps validity from completion. Refuses (with why) a frame where only some
+/// slices carry a time, whose slices lie more than [`MAX_ACQUISITION_SPREAD`] apart, or
+/// that was acquired more than [`MAX_ACQUISITION_AHEAD`] after its completion.
+fn stamp_acquisition(
+    ticket: &mut Ticket,
+    span: Option<AcquisitionSpan>,
+    validity: Duration,
+) -> Result<(), AcquisitionFault> {
+    let Some(span) = span else { return Ok(()) };
+    if span.inputs_timed < span.inputs {
+        return Err(AcquisitionFault::PartlyTimed {
+            timed: span.inputs_timed,
+            inputs: span.inputs,
+        });
+    }
+    let spread_ns = span.latest_unix_ns.abs_diff(span.earliest_unix_ns);
+    if spread_ns > MAX_ACQUISITION_SPREAD.as_nanos() as u64 {
+        return Err(AcquisitionFault::Spread { spread_ns });
+    }
+    let mid = span.earliest_unix_ns.saturating_add((spread_ns / 2) as i64);
+    // an instant before 1970 is older than any validity: 0 says as much
+    let mid = u64::try_from(mid).unwrap_or(0);
+    let ahead_ns = mid.saturating_sub(ticket.complete_unix_ns);
+    if ahead_ns > MAX_ACQUISITION_AHEAD.as_nanos() as u64 {
+        return Err(AcquisitionFault::Ahead { ahead_ns });
+    }
+    ticket.set_acquired(mid.min(ticket.complete_unix_ns), validity);
+    Ok(())
+}
+
+/// Why a frame's slices give it no one acquisition instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcquisitionFault {
+    /// Some objects carry a time, others none.
+    PartlyTimed { timed: usize, inputs: usize },
+    /// The slices lie too far apart in time.
+    Spread { spread_ns: u64 },
+    /// Acquired after the frame was complete, by more than clocks differ.
+    Ahead { ahead_ns: u64 },
+}
+
+impl AcquisitionFault {
+    /// An unknown or impossible time is a frame that does not hang together; a time in the
+    /// future is an attribute whose value cannot be used.
+    fn reject_reason(self) -> RejectReason {
+        match self {
+            AcquisitionFault::PartlyTimed { .. } | AcquisitionFault::Spread { .. } => {
+                RejectReason::InconsistentFrame
+            }
+            AcquisitionFault::Ahead { .. } => RejectReason::Unparseable,
+        }
+    }
+}
+
+impl std::fmt::Display for AcquisitionFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcquisitionFault::PartlyTimed { timed, inputs } => write!(
+                f,
+                "{timed} of the frame's {inputs} objects carry an acquisition time: the frame's is unknown"
+            ),
+            AcquisitionFault::Spread { spread_ns } => write!(
+                f,
+                "the frame's slices were acquired {:.3} s apart, over the {} s of one moment of the anatomy",
+                *spread_ns as f64 / 1e9,
+                MAX_ACQUISITION_SPREAD.as_secs()
+            ),
+            AcquisitionFault::Ahead { ahead_ns } => write!(
+                f,
+                "acquired {:.3} s after the frame was complete by this clock: the scanner's clock or UTC offset is wrong",
+                *ahead_ns as f64 / 1e9
+            ),
+        }
+    }
+}
+
 /// Runs until the sources close or the pipeline stops.
 pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session: Arc<Session>) {
-    let mut decoder = SeriesDecoder::new(IngestOptions::default());
+    // a frame's acquisition time decides how long its corrections are valid: a malformed one
+    // refuses the frame
+    let mut decoder = SeriesDecoder::new(IngestOptions {
+        strict_acquisition_time: true,
+        ..IngestOptions::default()
+    });
     let mut early: Option<Early> = None;
     let mut deferred: Vec<(FrameKey, ObjectBytes)> = Vec::new();
     let mut batch: Vec<SourceEvent> = Vec::new();
@@ -244,6 +339,24 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                             (Some(_), Some(room_to_planning)) => w.volume.map_patient_space(room_to_planning),
                         }
                     }
+                    // (after the identity checks: a wrong patient is the finding that matters)
+                    if !w.ticket.outcome.is_decided() {
+                        if let Err(why) = stamp_acquisition(&mut w.ticket, meta.acquisition, opts.validity) {
+                            w.decide(Outcome::Rejected(why.reject_reason()), format_args!("{why}"));
+                        }
+                    }
+                    let now = Instant::now();
+                    if !w.ticket.outcome.is_decided() && w.ticket.is_void_at(now) {
+                        let t = w.ticket;
+                        let age_ms = t.unix_ns_at(now).saturating_sub(t.acquired_unix_ns.unwrap_or(0)) / 1_000_000;
+                        w.decide(
+                            Outcome::Held(HoldReason::DeadlineMissed),
+                            format_args!(
+                                "acquired {age_ms} ms before ingest: its corrections would already be void (timing.validity_ms {})",
+                                opts.validity.as_millis()
+                            ),
+                        );
+                    }
                 }
             }
         });
@@ -281,5 +394,84 @@ fn decode_early(
     }
     if let Some(e) = early {
         decoder.decode_early(object, &mut e.work.volume);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn span(earliest: i64, latest: i64, timed: usize, inputs: usize) -> Option<AcquisitionSpan> {
+        Some(AcquisitionSpan {
+            earliest_unix_ns: earliest,
+            latest_unix_ns: latest,
+            inputs_timed: timed,
+            inputs,
+        })
+    }
+
+    fn ticket(complete_unix_ns: u64) -> Ticket {
+        Ticket::new(
+            1,
+            Instant::now(),
+            complete_unix_ns,
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+        )
+    }
+
+    #[test]
+    fn a_frame_is_acquired_in_the_middle_of_its_slices_and_valid_from_then() {
+        let validity = Duration::from_millis(500);
+        let complete = 1_000 * S;
+        let mut t = ticket(complete);
+        // slices over 0.4 s ending 0.1 s before completion: the middle is 0.3 s before
+        let e = (complete - 500_000_000) as i64;
+        stamp_acquisition(&mut t, span(e, e + 400_000_000, 40, 40), validity).unwrap();
+        assert_eq!(t.acquired_unix_ns, Some(complete - 300_000_000));
+        assert_eq!(t.valid_until_unix_ns, complete + 200_000_000);
+        // no times at all: validity from completion, as before
+        let mut t = ticket(complete);
+        stamp_acquisition(&mut t, None, validity).unwrap();
+        assert_eq!(
+            (t.acquired_unix_ns, t.valid_until_unix_ns),
+            (None, complete + 100_000_000)
+        );
+        // before 1970: as old as can be
+        let mut t = ticket(complete);
+        stamp_acquisition(&mut t, span(-5, -5, 1, 1), validity).unwrap();
+        assert_eq!(t.acquired_unix_ns, Some(0));
+        assert!(t.is_void_at(t.complete_at));
+    }
+
+    #[test]
+    fn partly_timed_spread_out_or_future_frames_are_refused_and_skew_never_lengthens_validity() {
+        let validity = Duration::from_millis(500);
+        let complete = 1_000 * S;
+        let c = complete as i64;
+        let refuse = |s| {
+            let mut t = ticket(complete);
+            let e = stamp_acquisition(&mut t, s, validity).unwrap_err();
+            assert_eq!(t.acquired_unix_ns, None, "a refused frame keeps no time");
+            (e.reject_reason(), e.to_string())
+        };
+        let (why, text) = refuse(span(c, c, 3, 4));
+        assert_eq!(why, RejectReason::InconsistentFrame);
+        assert!(text.contains("3 of the frame's 4"), "{text}");
+        let (why, text) = refuse(span(c - 6 * S as i64, c, 4, 4));
+        assert_eq!(why, RejectReason::InconsistentFrame);
+        assert!(text.contains("6.000 s apart"), "{text}");
+        // 5 s apart is still one frame
+        stamp_acquisition(&mut ticket(complete), span(c - 5 * S as i64, c, 4, 4), validity).unwrap();
+        let (why, text) = refuse(span(c + 3600 * S as i64, c + 3600 * S as i64, 4, 4));
+        assert_eq!(why, RejectReason::Unparseable);
+        assert!(text.contains("3600.000 s after"), "{text}");
+        // within the skew allowed: taken as acquired at completion, not later
+        let mut t = ticket(complete);
+        stamp_acquisition(&mut t, span(c + 900_000_000, c + 900_000_000, 4, 4), validity).unwrap();
+        assert_eq!(t.acquired_unix_ns, Some(complete));
+        assert_eq!(t.valid_until_unix_ns, complete + 500_000_000);
     }
 }

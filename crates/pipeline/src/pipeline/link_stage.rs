@@ -250,6 +250,18 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
                 Outcome::Held(HoldReason::DeadlineMissed),
                 format_args!("deadline passed before the link could send"),
             );
+        } else if w.ticket.is_void_at(now) {
+            // the anatomy it describes is older than the validity: never sent
+            let t = w.ticket;
+            w.decide(
+                Outcome::Held(HoldReason::DeadlineMissed),
+                format_args!(
+                    "corrections void before the wire: valid until {} ns, now {} ns (acquired {:?} ns)",
+                    t.valid_until_unix_ns,
+                    t.unix_ns_at(now),
+                    t.acquired_unix_ns
+                ),
+            );
         } else {
             w.ticket.sent_at = Some(now);
             match s.link.send_corrections(&w.corrections) {
@@ -320,6 +332,7 @@ fn audit_frame(
     r.detail.push_str(detail);
     r.arrival_unix_ns = t.complete_unix_ns;
     r.complete_unix_ns = t.complete_unix_ns;
+    r.acquired_unix_ns = t.acquired_unix_ns;
     r.latency_ns = t.sent_at.map(|_| t.latency_ns());
     r.stage_ns = t.stage_ns.map(|ns| (ns > 0).then_some(ns));
     let reg = work.and_then(|w| w.registration);

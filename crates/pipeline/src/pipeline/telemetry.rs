@@ -60,10 +60,18 @@ pub struct Stats {
     pub rejected: u64,
     /// Frames overtaken.
     pub dropped: u64,
-    /// Corrections sent after their deadline — must stay 0.
+    /// Corrections sent after their deadline, or void when sent (valid until no later than
+    /// the send) — must stay 0.
     pub stale_corrections: u64,
-    /// Complete → on the wire, µs, for every frame that reached the link (sent or held).
+    /// Corrections sent for frames without an acquisition time, whose validity was therefore
+    /// reckoned from completion (the scanner's delay before completion unaccounted for).
+    pub corrected_untimed: u64,
+    /// Complete → on the wire, µs, for every frame that reached the link (sent or held):
+    /// what this software adds.
     pub latency_us: Histogram<u64>,
+    /// Acquisition → on the wire, µs, for every frame with an acquisition time that reached
+    /// the link (sent or held): the age of the anatomy the beam is steered by.
+    pub acquisition_latency_us: Histogram<u64>,
     /// Per stage processing time, µs.
     pub stage_us: [Histogram<u64>; 5],
 }
@@ -88,7 +96,9 @@ impl Stats {
             rejected: 0,
             dropped: 0,
             stale_corrections: 0,
+            corrected_untimed: 0,
             latency_us: histogram(),
+            acquisition_latency_us: histogram(),
             stage_us: [histogram(), histogram(), histogram(), histogram(), histogram()],
         }
     }
@@ -104,8 +114,11 @@ impl Stats {
         match t.outcome {
             Outcome::Corrected => {
                 self.corrected += 1;
-                if t.sent_at.is_some_and(|s| s > t.deadline) {
+                if t.sent_at.is_some_and(|s| s > t.deadline || t.is_void_at(s)) {
                     self.stale_corrections += 1;
+                }
+                if t.acquired_unix_ns.is_none() {
+                    self.corrected_untimed += 1;
                 }
             }
             Outcome::Held(_) => self.held += 1,
@@ -115,6 +128,9 @@ impl Stats {
         }
         if t.sent_at.is_some() {
             self.latency_us.saturating_record((t.latency_ns() / 1000).max(1));
+        }
+        if let Some(ns) = t.acquisition_latency_ns() {
+            self.acquisition_latency_us.saturating_record((ns / 1000).max(1));
         }
         for s in Stage::ALL {
             let ns = t.stage_ns[s.index()];
@@ -134,9 +150,16 @@ impl Stats {
         self.latency_us.max() as f64 / 1000.0
     }
 
-    /// One status line: frames, outcomes, latency p50/p99/max.
+    /// Acquisition → wire quantile, ms (0 when no frame had an acquisition time).
+    pub fn acquisition_latency_ms(&self, q: f64) -> f64 {
+        self.acquisition_latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// One status line: frames, outcomes, latency p50/p99/max (complete → wire), and when
+    /// frames carried acquisition times, acquisition → wire p50/p99/max; corrections sent
+    /// without one are counted.
     pub fn status_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "frames {} | corrected {} held {} rejected {} dropped {} | latency ms p50 {:.2} p99 {:.2} max {:.2}",
             self.frames(),
             self.corrected,
@@ -146,7 +169,22 @@ impl Stats {
             self.latency_ms(0.5),
             self.latency_ms(0.99),
             self.latency_max_ms()
-        )
+        );
+        if !self.acquisition_latency_us.is_empty() {
+            line.push_str(&format!(
+                " | from acquisition ms p50 {:.2} p99 {:.2} max {:.2}",
+                self.acquisition_latency_ms(0.5),
+                self.acquisition_latency_ms(0.99),
+                self.acquisition_latency_us.max() as f64 / 1000.0
+            ));
+        }
+        if self.corrected_untimed > 0 {
+            line.push_str(&format!(
+                " | {} corrected without acquisition time (valid from completion)",
+                self.corrected_untimed
+            ));
+        }
+        line
     }
 }
 
@@ -183,5 +221,49 @@ mod tests {
         );
         assert!((s.latency_ms(0.0) - 4.0).abs() < 0.01, "{}", s.latency_ms(0.0));
         assert!((s.latency_max_ms() - 11.0).abs() < 0.02);
+        assert_eq!(s.corrected_untimed, 2);
+        assert!(s.acquisition_latency_us.is_empty());
+    }
+
+    #[test]
+    fn acquisition_latency_is_recorded_beside_complete_to_wire_and_void_sends_are_stale() {
+        let mut s = Stats::new();
+        let now = Instant::now();
+        let complete_unix = 5_000_000_000_000;
+        let mut t = Ticket::new(
+            1,
+            now,
+            complete_unix,
+            Duration::from_millis(100),
+            Duration::from_millis(1000),
+        );
+        // acquired 300 ms before completion, sent 4 ms after
+        t.set_acquired(complete_unix - 300_000_000, Duration::from_millis(1000));
+        t.outcome = Outcome::Corrected;
+        t.sent_at = Some(now + Duration::from_millis(4));
+        let ev = FrameEvent {
+            ticket: t,
+            tumor_shift_mm: [0.0; 3],
+            ncc: 1.0,
+            spots_sent: 0,
+        };
+        s.record(&ev);
+        assert!((s.latency_ms(0.5) - 4.0).abs() < 0.01);
+        assert!(
+            (s.acquisition_latency_ms(0.5) - 304.0).abs() < 0.2,
+            "{}",
+            s.acquisition_latency_ms(0.5)
+        );
+        assert_eq!((s.stale_corrections, s.corrected_untimed), (0, 0));
+        assert!(
+            s.status_line().contains("from acquisition ms p50 304"),
+            "{}",
+            s.status_line()
+        );
+        // within its deadline but past its validity: stale
+        let mut old = t;
+        old.set_acquired(complete_unix - 1_000_000_000, Duration::from_millis(1000));
+        s.record(&FrameEvent { ticket: old, ..ev });
+        assert_eq!(s.stale_corrections, 1);
     }
 }

@@ -73,7 +73,14 @@ pub struct Ticket {
     pub complete_unix_ns: u64,
     /// `complete_at + budget`: after this, the frame may only end in a hold.
     pub deadline: Instant,
-    /// Wall-clock time after which its corrections are void, ns since the UNIX epoch.
+    /// When the scanner acquired it (the mean of its slices' earliest and latest acquisition
+    /// instants), ns since the UNIX epoch; `None` until decoded, or when its slices say
+    /// nothing.
+    pub acquired_unix_ns: Option<u64>,
+    /// Wall-clock time after which its corrections are void, ns since the UNIX epoch:
+    /// acquisition + validity, or completion + validity for a frame without an acquisition
+    /// time. A correction describes the anatomy when the frame was acquired, not when it
+    /// arrived.
     pub valid_until_unix_ns: u64,
     /// Time each stage spent on it, ns.
     pub stage_ns: [u64; 5],
@@ -97,11 +104,36 @@ impl Ticket {
             complete_at,
             complete_unix_ns,
             deadline: complete_at + budget,
+            acquired_unix_ns: None,
             valid_until_unix_ns: complete_unix_ns.saturating_add(validity.as_nanos() as u64),
             stage_ns: [0; 5],
             sent_at: None,
             outcome: Outcome::Pending,
         }
+    }
+    /// Records when the frame was acquired; its corrections are then valid for `validity`
+    /// from that instant instead of from completion.
+    pub fn set_acquired(&mut self, acquired_unix_ns: u64, validity: Duration) {
+        self.acquired_unix_ns = Some(acquired_unix_ns);
+        self.valid_until_unix_ns = acquired_unix_ns.saturating_add(validity.as_nanos() as u64);
+    }
+    /// The wall-clock instant (ns since the UNIX epoch) of the monotonic instant `at`, on
+    /// this frame's clock pair (completion on both clocks), saturating.
+    pub fn unix_ns_at(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.complete_at).as_nanos() as u64;
+        let before = self.complete_at.saturating_duration_since(at).as_nanos() as u64;
+        self.complete_unix_ns.saturating_add(since).saturating_sub(before)
+    }
+    /// Whether its corrections would be void at the monotonic instant `at`.
+    pub fn is_void_at(&self, at: Instant) -> bool {
+        self.unix_ns_at(at) >= self.valid_until_unix_ns
+    }
+    /// Acquisition → message on the wire, ns: what the beam sees of the anatomy's age
+    /// (`None` until sent, or without an acquisition time; 0 when the scanner's clock is
+    /// ahead of ours).
+    pub fn acquisition_latency_ns(&self) -> Option<u64> {
+        let sent = self.sent_at?;
+        Some(self.unix_ns_at(sent).saturating_sub(self.acquired_unix_ns?))
     }
     /// Whether the deadline has passed at `now`.
     pub fn is_late(&self, now: Instant) -> bool {
@@ -218,5 +250,30 @@ mod tests {
         assert_eq!(t.valid_until_unix_ns, 10 + 7_000_000);
         assert!(!t.is_late(t.complete_at));
         assert!(t.is_late(t.deadline + Duration::from_nanos(1)));
+    }
+
+    #[test]
+    fn validity_counts_from_acquisition_and_latencies_from_both_clocks() {
+        let at = Instant::now();
+        let complete_unix = 1_000_000_000_000;
+        let mut t = Ticket::new(
+            1,
+            at,
+            complete_unix,
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        );
+        assert_eq!(t.acquisition_latency_ns(), None);
+        // acquired 300 ms before the frame was complete
+        t.set_acquired(complete_unix - 300_000_000, Duration::from_millis(500));
+        assert_eq!(t.valid_until_unix_ns, complete_unix + 200_000_000);
+        assert!(!t.is_void_at(at + Duration::from_millis(199)));
+        assert!(t.is_void_at(at + Duration::from_millis(200)));
+        t.sent_at = Some(at + Duration::from_millis(7));
+        assert_eq!(t.latency_ns(), 7_000_000);
+        assert_eq!(t.acquisition_latency_ns(), Some(307_000_000));
+        // a scanner clock ahead of ours: never a negative age
+        t.set_acquired(complete_unix + 50_000_000, Duration::from_millis(500));
+        assert_eq!(t.acquisition_latency_ns(), Some(0));
     }
 }
