@@ -397,8 +397,9 @@ fn roi_figures(
             Some((
                 cc,
                 format!(
-                    "outside {}, {inside}, at ≥ 50 % of {r:.4} Gy ({what})",
-                    target.unwrap_or("")
+                    "outside {}, {inside}, at ≥ 50 % of {} Gy ({what})",
+                    target.unwrap_or(""),
+                    gy(*r)
                 ),
             ))
         }
@@ -510,6 +511,16 @@ fn plot_dvh(
     Ok(())
 }
 
+/// A dose for people: four decimals, or four significant digits below 0.01 Gy (a plan of
+/// unit weights gives micrograys).
+fn gy(d: f64) -> String {
+    if d == 0.0 || d.abs() >= 0.01 {
+        format!("{d:.4}")
+    } else {
+        format!("{d:.3e}")
+    }
+}
+
 fn print_table(out: &Out) {
     println!(
         "RT Dose {} ({}×{}×{} voxels of {} mm), max {:.4} Gy, {:.1} s",
@@ -519,7 +530,7 @@ fn print_table(out: &Out) {
         return;
     }
     match (&out.v95_reference_gy, &out.v95_reference) {
-        (Some(g), Some(s)) => println!("V95: ≥ 95 % of {g:.4} Gy ({s})"),
+        (Some(g), Some(s)) => println!("V95: ≥ 95 % of {} Gy ({s})", gy(*g)),
         _ => println!("V95: no prescription and no target ROI"),
     }
     println!(

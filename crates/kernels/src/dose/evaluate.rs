@@ -39,7 +39,7 @@
 //!   `γ` found (no farther point can do better). The best lattice point is then refined
 //!   twice on lattices three times finer (26 neighbours each), so the distance to the true
 //!   minimiser is at most `DTA / 54` per axis for a smooth dose: a linear dose gradient's
-//!   closed-form γ is met within 0.01 (tests).
+//!   closed-form γ is met within 0.02 (tests).
 //! - γ values above `search radius / DTA` (= 2) mean "at least that": no point beyond the
 //!   sphere was looked at. Pass/fail is exact as long as the radius is ≥ DTA.
 //! - Points of the search outside the evaluated grid's voxel-centre box are skipped; a
