@@ -53,6 +53,10 @@ pub struct DeliveryArgs {
     /// Ions per unit of spot weight.
     #[arg(long, default_value_t = 1e6)]
     particles_per_weight: f64,
+    /// Gating window: the beam is on while the tumor is within this distance of its planned
+    /// (mid-)position along its main axis of motion, mm.
+    #[arg(long, default_value_t = 2.0)]
+    gating_window_mm: f64,
     /// Skip the 4D dose (errors only).
     #[arg(long)]
     no_dose: bool,
@@ -101,6 +105,44 @@ pub struct ReplayArgs {
     delivery: DeliveryArgs,
 }
 
+/// Gives the demo plan's spots the weights of a flat 2 Gy target dose (the geometric
+/// planner weighs all spots alike) and rewrites its RT Ion Plan.
+fn flatten_demo_plan(
+    config: &Path,
+    args: &DeliveryArgs,
+    inside: impl Fn(&ionguide::units::PointMm) -> bool,
+) -> anyhow::Result<()> {
+    eprintln!("weighting the spots for a flat 2 Gy target dose (matRad pencil beams) …");
+    let mut dose = scenario::dose_setup(
+        config,
+        &args.machine_dir,
+        args.particles_per_weight,
+        args.dose_grid_mm,
+    )?;
+    let (cfg, session) = replay::load_session(config)?;
+    let mut plan = session.plan.clone();
+    let f = ionguide_sim::planning::optimize::flatten_weights(
+        &mut plan,
+        &session.planned,
+        &session.planning_ct,
+        &session.hlut,
+        &mut dose.engine,
+        &dose.grid,
+        2.0,
+        8,
+        inside,
+    )?;
+    eprintln!(
+        "  dose at the spots' Bragg peaks: (p95 − p5)/median = {:.1}% after {} iterations",
+        100.0 * f.peak_dose_spread,
+        f.iterations
+    );
+    let bytes = ionguide_sim::planning::plan_bytes(&plan)?;
+    std::fs::write(&cfg.planning.plan, bytes)
+        .with_context(|| format!("writing {}", cfg.planning.plan.display()))?;
+    Ok(())
+}
+
 /// The imaging model, synchrotron and dose set-up the arguments name.
 fn setups(
     args: &DeliveryArgs,
@@ -129,7 +171,9 @@ fn setups(
         synchrotron,
         particles_per_weight: args.particles_per_weight,
         validity_s: 0.0,
-        gating: GatingWindow::lowest_fraction(0.3),
+        // The plan is made on the planning CT, the tumor's mid-position (displacement 0): the
+        // gate opens while the tumor is within ±gating_window_mm of it along its main axis.
+        gating: GatingWindow::band(-args.gating_window_mm, args.gating_window_mm),
     };
     let dose = if args.no_dose {
         None
@@ -323,6 +367,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         eprintln!(
             "in-room scanner: its own Frame of Reference, mapped by the setup registration REG.dcm ({room})"
         );
+    }
+    if !args.delivery.no_dose {
+        let phantom = s.phantom.clone();
+        flatten_demo_plan(&s.config, &args.delivery, move |p| phantom.in_ptv(p, 0.0))?;
     }
     let (times, disp) = displacements(
         &scenario::bundled_trace(),

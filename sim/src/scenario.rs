@@ -352,7 +352,8 @@ pub fn dose_setup(
         .rois
         .iter()
         .find(|r| r.name.eq_ignore_ascii_case("BODY") || r.name.eq_ignore_ascii_case("EXTERNAL"));
-    let regions = crate::scoring::dose_figures::DoseRegions::new(target, body, &grid).map_err(|e| err(&e))?;
+    let regions = crate::scoring::dose_figures::DoseRegions::new(target, body, session.planning_ct.grid())
+        .map_err(|e| err(&e))?;
     Ok(crate::scoring::deliveries::DoseSetup {
         engine,
         grid,

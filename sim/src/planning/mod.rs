@@ -25,6 +25,8 @@ use crate::anatomy::phantom::Phantom;
 use crate::imaging::frames::SeriesIds;
 use crate::uid::uid_from_seed;
 
+pub mod optimize;
+
 /// Why a plan cannot be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

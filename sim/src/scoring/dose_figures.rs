@@ -43,6 +43,9 @@ pub struct DoseFigures {
 /// The target and body the figures are taken over, rasterized once on the dose grid.
 #[derive(Debug, Clone)]
 pub struct DoseRegions {
+    /// Where the ROIs are rasterized and the dose sampled: the planning CT's grid, whose
+    /// slices the contours lie on.
+    sample_grid: Grid,
     target: Roi,
     target_mask: RoiMask,
     body_mask: Option<RoiMask>,
@@ -54,16 +57,18 @@ pub struct DoseRegions {
 pub struct FiguresError(pub String);
 
 impl DoseRegions {
-    /// `target` (and `body`, when the structure set has one) on `grid`.
+    /// `target` (and `body`, when the structure set has one) on `grid` (the planning CT's:
+    /// contours lie on its slices; the dose is interpolated there).
     pub fn new(target: &Roi, body: Option<&Roi>, grid: &Grid) -> Result<Self, FiguresError> {
         let target_mask = target.rasterize(grid);
         if target_mask.voxels == 0 {
             return Err(FiguresError(format!(
-                "target ROI {:?} covers no voxel of the dose grid",
+                "target ROI {:?} covers no voxel of the planning CT",
                 target.name
             )));
         }
         Ok(DoseRegions {
+            sample_grid: grid.clone(),
             target: target.clone(),
             target_mask,
             body_mask: body.map(|b| b.rasterize(grid)),
@@ -82,7 +87,7 @@ impl DoseRegions {
 
     /// The target's median dose, Gy (the static dose's is the replay's prescription).
     pub fn target_d50_gy(&self, dose: &Volume<f32>) -> Option<f64> {
-        sample_roi(&self.target, dose.grid(), dose)
+        sample_roi(&self.target, &self.sample_grid, dose)
             .0
             .stats(None)
             .map(|s| s.d50_gy)
@@ -95,7 +100,7 @@ impl DoseRegions {
         reference: Option<&Volume<f32>>,
         prescription_gy: f64,
     ) -> Result<DoseFigures, FiguresError> {
-        let (doses, _) = sample_roi(&self.target, dose.grid(), dose);
+        let (doses, _) = sample_roi(&self.target, &self.sample_grid, dose);
         let s = doses
             .stats(Some(prescription_gy))
             .ok_or_else(|| FiguresError("empty target".into()))?;
@@ -134,7 +139,7 @@ impl DoseRegions {
 
     /// The target's cumulative DVH of `dose` (bins of 1 % of the prescription up to 130 %).
     pub fn target_dvh(&self, dose: &Volume<f32>, prescription_gy: f64) -> Result<Dvh, FiguresError> {
-        let (doses, _) = sample_roi(&self.target, dose.grid(), dose);
+        let (doses, _) = sample_roi(&self.target, &self.sample_grid, dose);
         cumulative_dvh(&doses.doses_desc_gy, 0.01 * prescription_gy, 131)
             .map_err(|e| FiguresError(e.to_string()))
     }

@@ -34,7 +34,8 @@ pub enum EnergyMatch {
     /// taken `P(E₁) − P(E)` deeper, `P` the Bragg-peak position (matRad's `peakPos +
     /// offset`), `P(E)` interpolated between the neighbours as a power law
     /// (`P = P₀ (P₁/P₀)^(ln(E/E₀)/ln(E₁/E₀))`, exact for the Bragg–Kleeman rule `R ∝ E^p`).
-    /// Outside the span: [`DoseError::EnergyOutsideMachine`].
+    /// Up to [`BELOW_LOWEST_MM`] of range below the lowest energy: the lowest kernel read that
+    /// much shallower. Further out: [`DoseError::EnergyOutsideMachine`].
     ///
     /// Why a shift of the higher energy's curve: a beam of `E₁` that has crossed `Δ` mm of
     /// water is a beam of about `E` whose curve continues from there, so its depth dose,
@@ -46,6 +47,11 @@ pub enum EnergyMatch {
     /// growth in water, all by a fraction of `Δ` over the whole range.
     Interpolate,
 }
+
+/// How far below a machine's lowest energy, in mm of Bragg-peak depth, an
+/// [`EnergyMatch::Interpolate`] energy is still dosed (with the lowest kernel read that much
+/// shallower).
+pub const BELOW_LOWEST_MM: f64 = 5.0;
 
 /// One delivered spot.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -525,6 +531,17 @@ impl DoseEngine {
                 };
                 // A value that crossed the wire as f32 may land just outside the span.
                 let slack = 4.0 * f64::from(f32::EPSILON) * energy.abs();
+                // Just below the lowest energy (a plan's most proximal layer made with
+                // another range table, a correction pulling it back): the lowest kernel read
+                // up to BELOW_LOWEST_MM shallower — its first tabulated depth repeats over
+                // those millimetres of entrance plateau, as behind a thin range shifter.
+                if energy < lowest - slack && es.len() >= 2 && energy > 0.0 {
+                    let p0 = es[0].peak_pos_mm + es[0].offset_mm;
+                    let below = p0 - peak_between_mm(machine, 0, energy);
+                    if below.is_finite() && below > 0.0 && below <= BELOW_LOWEST_MM {
+                        return self.cached(m, 0).map(|idx| (idx, -below));
+                    }
+                }
                 if !(energy >= lowest - slack && energy <= highest + slack) {
                     return Err(DoseError::EnergyOutsideMachine {
                         beam,
@@ -547,7 +564,13 @@ impl DoseEngine {
                 }
             }
         };
-        let idx = match self.kernel_of[m][e] {
+        Ok((self.cached(m, e)?, shift_mm))
+    }
+
+    /// The prepared kernel of machine `m`'s energy `e`, made on first use.
+    fn cached(&mut self, m: usize, e: usize) -> Result<usize, DoseError> {
+        let machine = &self.machines[m];
+        Ok(match self.kernel_of[m][e] {
             Some(idx) => idx,
             None => {
                 self.kernels.push(PencilKernel::new(
@@ -558,8 +581,7 @@ impl DoseEngine {
                 self.kernel_of[m][e] = Some(self.kernels.len() - 1);
                 self.kernels.len() - 1
             }
-        };
-        Ok((idx, shift_mm))
+        })
     }
 }
 

@@ -95,7 +95,7 @@ mod grid;
 pub mod machine;
 pub mod pencil;
 
-pub use delivered::{delivered_spots, DeliveredSpot, DoseEngine, EnergyMatch};
+pub use delivered::{delivered_spots, DeliveredSpot, DoseEngine, EnergyMatch, BELOW_LOWEST_MM};
 pub use grid::{compute_dose, dose_grid_like, dose_volume, DoseOptions, SpotWeightUnit};
 pub use machine::{EnergyKernel, IonMachine, LateralModel, MachineError};
 pub use pencil::{PencilKernel, GY_MM2_PER_MEGA_ION};
