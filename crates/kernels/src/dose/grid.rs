@@ -610,7 +610,7 @@ fn gather_near(
     pad_lanes(&mut out.near);
 }
 
-/// Appends the `LANES` zero entries that let eight voxels always be read.
+/// Appends the `LANES` zero entries that let a whole chunk of lanes always be read.
 fn pad_lanes(near: &mut Near) {
     let len = near.offset.len() + LANES;
     near.offset.resize(len, 0);

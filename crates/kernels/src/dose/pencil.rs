@@ -124,8 +124,8 @@ impl PencilKernel {
     /// (water-equivalent material upstream of the patient), to `acc` (`near`'s order).
     /// Planes that start deeper than the table end the walk; in each plane only the radial
     /// bins that can lie within the plane's cut-off are visited. The formula is
-    /// [`Self::dose_gy_per_ion`]'s, in single precision eight voxels at a time
-    /// (`wide::f32x8`), on the table's own linear pieces (no resampling): a plane whose
+    /// [`Self::dose_gy_per_ion`]'s, in single precision four voxels at a time
+    /// (`wide::f32x4`), on the table's own linear pieces (no resampling): a plane whose
     /// voxels all lie in one piece (most, when the ray crosses the planes near-normally)
     /// shares that piece's row; otherwise each voxel finds its piece from the plane's
     /// shallowest.
@@ -349,7 +349,7 @@ impl Segments {
     }
 
     /// Dose per ion × `scale` at depths `d` and radii² `r_sq` on `row`: the lateral sum of
-    /// Gaussians, zero beyond the cut-off. The exponentials are `V::exp` (relative
+    /// Gaussians, zero beyond the cut-off. The exponentials are `wide::f32x4::exp` (relative
     /// error ~1e-6, mostly from the argument near the cut-off).
     #[inline(always)]
     fn eval<const C: usize>(&self, row: &Row<C>, d: V, r_sq: V) -> V {
@@ -464,7 +464,7 @@ impl Segments {
 
 /// The dose-grid voxels near one ray, structure of arrays, grouped by grid plane in order of
 /// increasing depth along the ray and within a plane by radial bin; `LANES` zero entries
-/// follow the last voxel, so that eight voxels can always be read.
+/// follow the last voxel, so that a whole chunk of lanes can always be read.
 #[derive(Debug, Default)]
 pub(crate) struct Near {
     /// Offsets in the dose grid.
