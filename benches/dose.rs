@@ -5,15 +5,15 @@
 //! Issue 12's target: ≤ 0.5 s on the project's 2-core machine; pyRadPlan's HongPB takes
 //! 40–50 s for 31 110 pencil beams on TG119 there.
 //!
-//! Measured 2026-12-02 on that machine while other builds ran (load average 7–16, so wall
-//! times are inflated several-fold; user CPU is the steadier figure): `cargo bench --bench
-//! dose -- nomatch` (the two one-shot runs, 1 and 2 threads, plus setup) took 2.39–2.82 s
-//! user+sys, against 5.43–5.88 s for the engine before the f32 fast path (5e2f3e9),
-//! interleaved runs of both binaries. `perf record` of those runs: 60 % in the per-voxel
+//! Measured 2026-12-02 on that machine, `cargo bench --bench dose -- nomatch` (its two
+//! one-shot runs), at load average 1.2–1.9 with one other compile holding a core: 1 thread
+//! 1.06–1.14 s wall (the engine before the f32 fast path, 5e2f3e9: 2.46 s); 2 threads
+//! 0.85–1.10 s, the second core contended, so not the idle 2-core figure the target is
+//! about. The criterion run then: median 1.13 s on 2 threads, 15.3 s user over its 12
+//! computations (~1.27 s CPU each, setup included). `perf record`: 60 % in the per-voxel
 //! evaluation (276 M voxel × spot evaluations, SSE2 `f32x4`), 22 % gathering the 18.8 M
-//! voxels near the 1 754 rays. The criterion median under load 10.6 was 2.48 s wall on 2
-//! threads (14.3 s user over its 12 runs, about 1.2 s of CPU per computation). Not measured
-//! here: the wall time on an idle machine, which the target is about.
+//! voxels near the 1 754 rays. Built with `RUSTFLAGS="-C target-cpu=x86-64-v3"` (AVX2, FMA;
+//! not the project's setting) 1 thread took 0.94 s.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
