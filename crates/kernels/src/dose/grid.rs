@@ -5,7 +5,7 @@
 
 use super::delivered::{DoseEngine, EnergyMatch};
 use super::machine::IonMachine;
-use super::pencil::{Near, PencilKernel};
+use super::pencil::{Near, PencilKernel, Plane, LANES, RADIAL_BINS};
 use super::DoseError;
 use crate::geometry::Grid;
 use crate::plan::IonPlan;
@@ -237,12 +237,13 @@ pub(crate) fn add_rays(
     }
 }
 
-/// Per ray, reused: the voxels near it, grouped by grid plane in order of increasing depth
-/// along the ray, and each plane's `(first voxel, shallowest depth)`.
+/// Per ray, reused: the voxels near it, a plane's voxels before they are binned, and the
+/// ray's dose per voxel.
 #[derive(Default)]
 struct Gathered {
-    near: Vec<Near>,
-    planes: Vec<(usize, f64)>,
+    near: Near,
+    plane: Vec<(u32, f32, f32, u8)>,
+    acc: Vec<f32>,
 }
 
 /// Adds the dose of ray `r`'s spots into `dose`.
@@ -267,12 +268,12 @@ fn add_ray(
     if profile.is_empty() {
         return;
     }
-    let radius_mm = spots
-        .iter()
+    let live = || spots.iter().filter(|s| s.particles > 0.0);
+    let radius_mm = live()
         .map(|s| kernels[s.kernel].max_cutoff_mm())
         .fold(0.0, f64::max);
-    let max_depth_mm = spots
-        .iter()
+    // Material upstream takes its thickness off the depth a spot reaches in the patient.
+    let max_depth_mm = live()
         .map(|s| kernels[s.kernel].max_depth_mm() - s.depth_offset_mm)
         .fold(0.0, f64::max);
     let t_end = profile.depth_at_wepl(max_depth_mm).unwrap_or(t_exit);
@@ -282,7 +283,12 @@ fn add_ray(
     let (ts, ws) = (profile.t_mm(), profile.wepl_mm());
     let total = profile.total_wepl_mm();
     let mut k = 1;
+    // The last piece used, `(t0, t1, wepl at t0, slope)`: a plane's voxels mostly share one.
+    let mut piece = (f64::NAN, f64::NAN, 0.0, 0.0);
     let wepl = move |t: f64| -> f64 {
+        if t > piece.0 && t <= piece.1 {
+            return piece.2 + (t - piece.0) * piece.3;
+        }
         if t.is_nan() || t <= ts[0] {
             return 0.0;
         }
@@ -299,10 +305,9 @@ fn add_ray(
         if t1 <= t0 {
             return w1;
         }
-        w0 + (w1 - w0) * (t - t0) / (t1 - t0)
+        piece = (t0, t1, w0, (w1 - w0) / (t1 - t0));
+        w0 + (t - t0) * piece.3
     };
-    gathered.near.clear();
-    gathered.planes.clear();
     // A voxel beside the entry point can project onto the ray a little before it (an
     // oblique or curved surface): it is at the surface, depth 0, where the tables start.
     let t_start = t_entry - if radius_mm.is_finite() { radius_mm } else { 0.0 };
@@ -315,16 +320,17 @@ fn add_ray(
         gathered,
         wepl,
     );
-    for s in spots {
-        if s.particles > 0.0 {
-            kernels[s.kernel].add_planes(
-                &gathered.near,
-                &gathered.planes,
-                s.particles,
-                s.depth_offset_mm,
-                dose,
-            );
-        }
+    let n = gathered.near.len();
+    if n == 0 {
+        return;
+    }
+    gathered.acc.clear();
+    gathered.acc.resize(n + LANES, 0.0);
+    for s in live() {
+        kernels[s.kernel].add_spot(&gathered.near, s.particles, s.depth_offset_mm, &mut gathered.acc);
+    }
+    for (&o, &a) in gathered.near.offset[..n].iter().zip(&gathered.acc) {
+        dose[o as usize] += f64::from(a);
     }
 }
 
@@ -342,6 +348,17 @@ fn gather_near(
     out: &mut Gathered,
     mut wepl: impl FnMut(f64) -> f64,
 ) {
+    let near = &mut out.near;
+    near.offset.clear();
+    near.depth_mm.clear();
+    near.r_sq_mm2.clear();
+    near.planes.clear();
+    // Equal-area radial bins, so that a kernel narrower than the widest one skips the outer
+    // ones.
+    near.inv_radial_bin_mm2 = (RADIAL_BINS as f64 / (radius_mm * radius_mm)) as f32;
+    if !near.inv_radial_bin_mm2.is_finite() {
+        near.inv_radial_bin_mm2 = 0.0;
+    }
     let dims = grid.dims();
     let sp = grid.spacing_mm();
     // Direction cosines of the ray with the grid axes.
@@ -351,6 +368,7 @@ fn gather_near(
         .unwrap_or(2);
     let cos = cosines[a].abs();
     if cos.is_nan() || cos <= 0.0 {
+        pad_lanes(&mut out.near);
         return;
     }
     let u0 = grid.patient_to_index(&origin);
@@ -369,11 +387,14 @@ fn gather_near(
     let lo = (ua0.min(ua1) - pad).floor().max(0.0);
     let hi = (ua0.max(ua1) + pad).ceil().min(dims[a] as f64 - 1.0);
     if lo.is_nan() || hi.is_nan() || lo > hi {
+        pad_lanes(&mut out.near);
         return;
     }
     let (lo, hi) = (lo as usize, hi as usize);
     let col = |axis: usize| -> crate::units::VectorMm { grid.index_to_patient_matrix().column(axis).into() };
     let step_b = col(b);
+    let step_c = col(c);
+    let stride_c = [1, dims[0], dims[0] * dims[1]][c];
     let mut plane = |n: usize, out: &mut Gathered| {
         let t_n = (n as f64 - u0[a]) / ud[a];
         let cb = u0[b] + ud[b] * t_n;
@@ -391,41 +412,94 @@ fn gather_near(
         if !(b_lo <= b_hi && c_lo <= c_hi) {
             return;
         }
-        let start = out.near.len();
-        let mut shallowest = f64::INFINITY;
-        for ic in c_lo as usize..=c_hi as usize {
-            let mut ijk = [0usize; 3];
-            ijk[a] = n;
-            ijk[b] = b_lo as usize;
-            ijk[c] = ic;
-            // Along the row only the b index moves: step the patient point by its column.
-            let mut p = grid.index_to_patient([ijk[0] as f64, ijk[1] as f64, ijk[2] as f64]);
-            for ib in b_lo as usize..=b_hi as usize {
-                if ib > b_lo as usize {
-                    p += step_b;
-                }
-                let v = p - origin;
-                let t = v.dot(&dir);
-                if t < t0 || t > t1 {
+        out.plane.clear();
+        let near = &mut out.near;
+        let inv_bin = near.inv_radial_bin_mm2;
+        let mut bin_end = [0u32; RADIAL_BINS];
+        let stride_b = [1, dims[0], dims[0] * dims[1]][b];
+        let mut ijk = [0usize; 3];
+        ijk[a] = n;
+        ijk[b] = b_lo as usize;
+        ijk[c] = c_lo as usize;
+        let p_first = grid.index_to_patient([ijk[0] as f64, ijk[1] as f64, ijk[2] as f64]);
+        let offset_first = grid.offset(ijk[0], ijk[1], ijk[2]);
+        let (t_b, rb_b) = (step_b.dot(&dir), step_b.norm_squared());
+        // r² along a row is a quadratic in the step count m.
+        let ra = rb_b - t_b * t_b;
+        for (row, ic) in (c_lo as usize..=c_hi as usize).enumerate() {
+            // Along the row only the b index moves: `r0 + 2·rb·m + ra·m²`; only the steps
+            // where it is within the radius are visited.
+            let v0 = p_first + step_c * row as f64 - origin;
+            let t_0 = v0.dot(&dir);
+            let (r0, rb) = (v0.norm_squared() - t_0 * t_0, v0.dot(&step_b) - t_0 * t_b);
+            let (m_lo, m_hi) = if radius_mm.is_finite() && ra > 0.0 {
+                let disc = rb * rb - ra * (r0 - r_sq);
+                if disc.is_nan() || disc < 0.0 {
                     continue;
                 }
-                let r2 = (v - dir * t).norm_squared();
-                if r2 > r_sq {
-                    continue;
+                let root = disc.sqrt();
+                // One step of slack each side for rounding; each voxel is still checked.
+                (
+                    ((-rb - root) / ra).floor() - 1.0,
+                    ((-rb + root) / ra).ceil() + 1.0,
+                )
+            } else {
+                (0.0, b_hi - b_lo)
+            };
+            let m_lo = m_lo.max(0.0);
+            let m_hi = m_hi.min(b_hi - b_lo);
+            if m_lo.is_nan() || m_hi.is_nan() || m_lo > m_hi {
+                continue;
+            }
+            let (m_lo, m_hi) = (m_lo as usize, m_hi as usize);
+            let mut offset = offset_first + (ic - c_lo as usize) * stride_c + m_lo * stride_b;
+            for m in m_lo..=m_hi {
+                let mf = m as f64;
+                let t = t_0 + t_b * mf;
+                let r2 = (r0 + mf * (2.0 * rb + ra * mf)).max(0.0);
+                if t >= t0 && t <= t1 && r2 <= r_sq {
+                    let r2 = r2 as f32;
+                    // Equal-area bins: a monotone function of r², as `add_spot` reads it.
+                    let bin = ((r2 * inv_bin) as usize).min(RADIAL_BINS - 1);
+                    bin_end[bin] += 1;
+                    // Offsets fit in u32: `compute_dose` refuses larger grids.
+                    out.plane.push((offset as u32, wepl(t) as f32, r2, bin as u8));
                 }
-                ijk[b] = ib;
-                let depth_mm = wepl(t);
-                shallowest = shallowest.min(depth_mm);
-                out.near.push(Near {
-                    offset: grid.offset(ijk[0], ijk[1], ijk[2]),
-                    depth_mm,
-                    r_sq_mm2: r2,
-                });
+                offset += stride_b;
             }
         }
-        if out.near.len() > start {
-            out.planes.push((start, shallowest));
+        if out.plane.is_empty() {
+            return;
         }
+        // Counting sort into the radial bins, each bin in gathering order.
+        let start = near.offset.len() as u32;
+        let mut at = start;
+        let mut next = [0usize; RADIAL_BINS];
+        for (e, nx) in bin_end.iter_mut().zip(&mut next) {
+            *nx = at as usize;
+            at += *e;
+            *e = at;
+        }
+        let len = near.offset.len() + out.plane.len();
+        near.offset.resize(len, 0);
+        near.depth_mm.resize(len, 0.0);
+        near.r_sq_mm2.resize(len, 0.0);
+        let (mut shallowest_mm, mut deepest_mm) = (f32::INFINITY, f32::NEG_INFINITY);
+        for &(offset, depth_mm, r2, bin) in &out.plane {
+            let j = &mut next[bin as usize];
+            near.offset[*j] = offset;
+            near.depth_mm[*j] = depth_mm;
+            near.r_sq_mm2[*j] = r2;
+            *j += 1;
+            shallowest_mm = shallowest_mm.min(depth_mm);
+            deepest_mm = deepest_mm.max(depth_mm);
+        }
+        near.planes.push(Plane {
+            start,
+            bin_end,
+            shallowest_mm,
+            deepest_mm,
+        });
     };
     if ud[a] > 0.0 {
         for n in lo..=hi {
@@ -434,6 +508,132 @@ fn gather_near(
     } else {
         for n in (lo..=hi).rev() {
             plane(n, out);
+        }
+    }
+    pad_lanes(&mut out.near);
+}
+
+/// Appends the `LANES` zero entries that let a whole chunk of lanes always be read.
+fn pad_lanes(near: &mut Near) {
+    let len = near.offset.len() + LANES;
+    near.offset.resize(len, 0);
+    near.depth_mm.resize(len, 0.0);
+    near.r_sq_mm2.resize(len, 0.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{EnergyLayer, IonBeam, Spot};
+    use crate::units::Ion;
+    use std::path::Path;
+
+    /// Depth voxels along y (the beam's axis for gantry 0, HFS), 0.5 mm; 1 mm across; water.
+    const NJ: usize = 400;
+    const DY: f64 = 0.5;
+
+    fn phantom() -> CtVolume {
+        let grid = Grid::axis_aligned([21, NJ, 21], PointMm::new(-10.0, 0.0, -10.0), [1.0, DY, 1.0])
+            .unwrap_or_else(|e| panic!("{e}"));
+        Volume::filled(grid, 0i16)
+    }
+
+    fn water() -> Hlut {
+        Hlut::from_points(
+            vec![(-1024.0, 0.0), (0.0, 1.0), (3000.0, 2.8)],
+            Path::new("<test>"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn plan(energy_mev_u: f64) -> IonPlan {
+        IonPlan {
+            sop_instance_uid: "1".into(),
+            frame_of_reference_uid: "1".into(),
+            patient_id: "p".into(),
+            label: "pencil".into(),
+            beams: vec![IonBeam {
+                number: 1,
+                name: "b".into(),
+                radiation_type: "ION".into(),
+                ion: Ion::CARBON12,
+                gantry_angle_deg: 0.0,
+                couch_angle_deg: 0.0,
+                isocenter_mm: PointMm::new(0.0, 100.0, 0.0),
+                patient_position: Some("HFS".into()),
+                virtual_sad_mm: None,
+                range_shifters: vec![],
+                primary_dosimeter_unit: None,
+                layers: vec![EnergyLayer {
+                    energy_mev_u,
+                    spots: vec![Spot {
+                        x_mm: 0.0,
+                        y_mm: 0.0,
+                        weight: 1e7,
+                    }],
+                }],
+            }],
+        }
+    }
+
+    /// 10 mm of water-equivalent material upstream moves the whole depth-dose curve, and so
+    /// the Bragg peak, 10 mm (20 depth voxels) shallower.
+    #[test]
+    fn a_depth_offset_moves_the_bragg_peak_that_much_shallower() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/matrad/carbon_Generic");
+        let machine = IonMachine::from_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let ct = phantom();
+        let axis = |offset_mm: f64| -> Vec<f64> {
+            let plan = plan(245.79);
+            let mut engine = DoseEngine::new(
+                std::slice::from_ref(&machine),
+                DoseOptions::new([f64::INFINITY; 2]),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let mut spots = engine
+                .delivered_spots(&plan, None)
+                .unwrap_or_else(|e| panic!("{e}"));
+            spots[0].range_shifter_mm_we = offset_mm;
+            let mut acc = vec![0.0; ct.grid().len()];
+            engine
+                .add_dose(&ct, &water(), &plan, &spots, ct.grid(), &mut acc)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let d = dose_volume(ct.grid(), &acc).unwrap_or_else(|e| panic!("{e}"));
+            (0..NJ)
+                .map(|j| f64::from(d.get(10, j, 10).copied().unwrap_or(f32::NAN)))
+                .collect()
+        };
+        let (plain, shifted) = (axis(0.0), axis(10.0));
+        let peak = |c: &[f64]| (0..NJ).max_by(|&a, &b| c[a].total_cmp(&c[b])).unwrap_or(0);
+        let (p0, p1) = (peak(&plain), peak(&shifted));
+        assert!(p0 > 100 && p0 < NJ - 50, "peak voxel {p0}");
+        assert_eq!(
+            p0 - p1,
+            20,
+            "peak at {} mm, shifted {} mm",
+            p0 as f64 * DY,
+            p1 as f64 * DY
+        );
+        let max = plain[p0];
+        for j in 0..NJ - 20 {
+            assert!(
+                (shifted[j] - plain[j + 20]).abs() <= 1e-5 * max,
+                "depth voxel {j}: {} vs {} Gy 10 mm deeper",
+                shifted[j],
+                plain[j + 20]
+            );
+        }
+        // A negative offset (an energy just below the machine's lowest, read shallower)
+        // moves the curve deeper: 3 mm, 6 voxels; the first 3 mm repeat the entrance.
+        let pulled = axis(-3.0);
+        assert_eq!(peak(&pulled), p0 + 6);
+        for j in 8..NJ {
+            assert!(
+                (pulled[j] - plain[j - 6]).abs() <= 1e-5 * max,
+                "depth voxel {j}: {} vs {} Gy 3 mm shallower",
+                pulled[j],
+                plain[j - 6]
+            );
         }
     }
 }

@@ -30,9 +30,12 @@
 //!
 //! Every voxel of the dose grid near a ray gets dose, air included (mask with the body
 //! contour where that matters); a voxel beside an oblique entry point that projects onto
-//! the ray just before it counts as at the surface (depth 0). The exponentials are taken
-//! eight at a time in single precision (`wide::f32x8`, relative error ~1e-6); everything
-//! else, and the sums, are f64; the grid is returned as f32.
+//! the ray just before it counts as at the surface (depth 0). The per-voxel evaluation is in
+//! single precision, four voxels at a time (`wide::f32x4`), on each energy's own
+//! piecewise-linear table (no resampling): against [`PencilKernel::dose_gy_per_ion`], the
+//! f64 reference, it differs by at most 1.5e-6 of the maximum dose (`tests/dose_kernel.rs`).
+//! A ray's doses are summed per voxel in f32 (some tens of terms), then added into an f64
+//! grid; the grid is returned as f32.
 //!
 //! **Lateral cut-off** (matRad's "integral" dosimetric cut-off): at every tabulated depth,
 //! the radius that encloses [`DoseOptions::lateral_cutoff`] (default 0.995) of the lateral

@@ -25,6 +25,8 @@ pub struct PencilKernel {
     /// Lateral cut-off radius² per depth, mm² (infinite without a cut-off).
     cutoff_sq_mm2: Vec<f64>,
     max_cutoff_mm: f64,
+    /// The same table as linear pieces in single precision, for [`Self::add_spot`].
+    segments: Segments,
 }
 
 /// Fraction of a normalized sum of 2D Gaussians (weights `w`, variances `v`) outside radius²
@@ -78,7 +80,7 @@ impl PencilKernel {
             }
         }
         let max_cutoff_mm = cutoff_sq_mm2.iter().copied().fold(0.0, f64::max).sqrt();
-        PencilKernel {
+        let mut kernel = PencilKernel {
             depths_mm: k.depths_mm.iter().map(|d| d + k.offset_mm).collect(),
             idd_gy_mm2: k
                 .idd_mev_cm2_per_g
@@ -90,7 +92,10 @@ impl PencilKernel {
             sigma_initial_sq_mm2,
             cutoff_sq_mm2,
             max_cutoff_mm,
-        }
+            segments: Segments::default(),
+        };
+        kernel.segments = Segments::new(&kernel);
+        kernel
     }
 
     /// The widest lateral cut-off at any depth, mm (infinite without a cut-off).
@@ -115,78 +120,21 @@ impl PencilKernel {
         self.at(d.partition_point(|&x| x < depth_mm), depth_mm, r_sq_mm2)
     }
 
-    /// Adds `particles` ions' dose to `dose` at every voxel of `near`, grouped in `planes`
-    /// (`(first voxel, shallowest depth)`, shallowest first), each voxel's depth taken
-    /// `depth_offset_mm` deeper (a range shifter upstream): planes that start deeper than
-    /// the table end the walk, and the table index follows the depths from voxel to voxel
-    /// instead of searching. The formula is [`Self::dose_gy_per_ion`]'s, with the
-    /// exponentials taken eight voxels at a time in single precision (`wide::f32x8::exp`;
-    /// relative differences from `f64::exp` ~1e-6).
-    pub(crate) fn add_planes(
-        &self,
-        near: &[Near],
-        planes: &[(usize, f64)],
-        particles: f64,
-        depth_offset_mm: f64,
-        dose: &mut [f64],
-    ) {
-        let d = &self.depths_mm;
-        let max = d[d.len() - 1];
-        let max_r_sq = self.max_cutoff_mm * self.max_cutoff_mm;
-        let comps = self.sigma_water_mm.len();
-        let mut batch = Batch::default();
-        let mut k = 0;
-        for (p, &(start, shallowest)) in planes.iter().enumerate() {
-            if shallowest + depth_offset_mm > max {
-                break;
-            }
-            let end = planes.get(p + 1).map_or(near.len(), |q| q.0);
-            for v in &near[start..end] {
-                let depth_mm = v.depth_mm + depth_offset_mm;
-                if v.r_sq_mm2 > max_r_sq || depth_mm.is_nan() || depth_mm > max {
-                    continue;
-                }
-                // k: the first tabulated depth ≥ this one, as `partition_point` gives it.
-                while d[k] < depth_mm {
-                    k += 1;
-                }
-                while k > 0 && d[k - 1] >= depth_mm {
-                    k -= 1;
-                }
-                let (i0, i1, f) = if k == 0 {
-                    (0, 0, 0.0)
-                } else {
-                    (k - 1, k, (depth_mm - d[k - 1]) / (d[k] - d[k - 1]))
-                };
-                let lerp = |t: &[f64]| t[i0] + (t[i1] - t[i0]) * f;
-                // NaN without a cut-off: then nothing is cut (see `at`).
-                if v.r_sq_mm2 > lerp(&self.cutoff_sq_mm2) {
-                    continue;
-                }
-                let n = batch.len;
-                let idd = lerp(&self.idd_gy_mm2) * (0.5 * std::f64::consts::FRAC_1_PI) * particles;
-                let mut rest = 1.0;
-                for c in (0..comps).rev() {
-                    let w = if c == 0 {
-                        rest
-                    } else {
-                        let w = lerp(&self.weights[c - 1]);
-                        rest -= w;
-                        w
-                    };
-                    let s = lerp(&self.sigma_water_mm[c]);
-                    batch.amp[c][n] = (idd * w) as f32;
-                    batch.var[c][n] = (s * s + self.sigma_initial_sq_mm2) as f32;
-                }
-                batch.r_sq[n] = v.r_sq_mm2 as f32;
-                batch.offset[n] = v.offset;
-                batch.len += 1;
-                if batch.len == LANES {
-                    batch.flush(comps, dose);
-                }
-            }
+    /// Adds `particles` ions' dose, their depths `depth_offset_mm` deeper than `near`'s
+    /// (water-equivalent material upstream of the patient), to `acc` (`near`'s order).
+    /// Planes that start deeper than the table end the walk; in each plane only the radial
+    /// bins that can lie within the plane's cut-off are visited. The formula is
+    /// [`Self::dose_gy_per_ion`]'s, in single precision four voxels at a time
+    /// (`wide::f32x4`), on the table's own linear pieces (no resampling): a plane whose
+    /// voxels all lie in one piece (most, when the ray crosses the planes near-normally)
+    /// shares that piece's row; otherwise each voxel finds its piece from the plane's
+    /// shallowest.
+    pub(crate) fn add_spot(&self, near: &Near, particles: f64, depth_offset_mm: f64, acc: &mut [f32]) {
+        match self.segments.comps {
+            1 => self.segments.add_spot::<1>(near, particles, depth_offset_mm, acc),
+            2 => self.segments.add_spot::<2>(near, particles, depth_offset_mm, acc),
+            _ => self.segments.add_spot::<3>(near, particles, depth_offset_mm, acc),
         }
-        batch.flush(comps, dose);
     }
 
     /// The formula at `depth_mm` ≤ the last depth, `k` the first tabulated depth ≥ it.
@@ -222,58 +170,330 @@ impl PencilKernel {
     }
 }
 
-const LANES: usize = 8;
+/// Voxels evaluated together.
+pub(crate) const LANES: usize = 4;
+/// The lanes, one SSE register.
+type V = wide::f32x4;
 
-/// Up to eight voxels' Gaussian terms, per component: amplitude (IDD × weight × particles
-/// / 2π), variance, and the voxel's radius².
-#[derive(Default)]
-struct Batch {
-    offset: [usize; LANES],
-    r_sq: [f32; LANES],
-    amp: [[f32; LANES]; MAX_COMPONENTS],
-    var: [[f32; LANES]; MAX_COMPONENTS],
-    len: usize,
+/// Radial bins a plane's voxels are grouped in, by r² (equal areas).
+pub(crate) const RADIAL_BINS: usize = 16;
+
+/// A kernel's table as its linear pieces, single precision, for [`PencilKernel::add_spot`]:
+/// piece `s` covers depths `(depth[s], depth[s + 1]]` and a column's value there is
+/// `value[s] + (d − depth[s]) · slope[s]`. Piece 0 also covers every depth before the
+/// first (at the first row's values); the last piece (after the last depth) is zero with a
+/// negative cut-off, so nothing is added there.
+#[derive(Debug, Clone, Default)]
+struct Segments {
+    comps: usize,
+    depth: Vec<f32>,
+    /// IDD × cut-off compensation / 2π, Gy·mm² per ion.
+    idd: Vec<f32>,
+    idd_slope: Vec<f32>,
+    /// Cut-off radius², mm² (`f32::MAX` without a cut-off).
+    cut: Vec<f32>,
+    cut_slope: Vec<f32>,
+    /// The larger cut-off radius² of each piece's two ends.
+    cut_max: Vec<f32>,
+    sigma: [Vec<f32>; MAX_COMPONENTS],
+    sigma_slope: [Vec<f32>; MAX_COMPONENTS],
+    /// Weights of components 1.. (index 0 unused).
+    weight: [Vec<f32>; MAX_COMPONENTS],
+    weight_slope: [Vec<f32>; MAX_COMPONENTS],
+    sigma_initial_sq_mm2: f32,
 }
 
-impl Batch {
-    /// Adds the batch's doses and empties it. The Gaussians are evaluated in single
-    /// precision, eight at a time: relative error ~1e-6 (mostly the exponential's argument
-    /// near the cut-off), far below the model's and the f32 grid's; the sums are f64.
-    #[inline]
-    fn flush(&mut self, comps: usize, dose: &mut [f64]) {
-        if self.len == 0 {
-            return;
-        }
-        // Unused lanes: amplitude 0, variance 1.
-        for n in self.len..LANES {
-            self.r_sq[n] = 0.0;
-            for c in 0..comps {
-                self.amp[c][n] = 0.0;
-                self.var[c][n] = 1.0;
+/// One piece's row, each column in every lane (the same piece for all, or each lane's own).
+struct Row<const C: usize> {
+    depth: V,
+    idd: V,
+    idd_slope: V,
+    cut: V,
+    cut_slope: V,
+    sigma: [V; C],
+    sigma_slope: [V; C],
+    weight: [V; C],
+    weight_slope: [V; C],
+}
+
+impl Segments {
+    fn new(k: &PencilKernel) -> Self {
+        let n = k.depths_mm.len();
+        let comps = k.sigma_water_mm.len();
+        let d = &k.depths_mm;
+        // Value and slope of a column on each piece; the last piece is `last`, flat.
+        let pieces = |v: &[f64], last: f32| -> (Vec<f32>, Vec<f32>) {
+            let mut value = Vec::with_capacity(n);
+            let mut slope = Vec::with_capacity(n);
+            for s in 0..n - 1 {
+                let len = d[s + 1] - d[s];
+                value.push(v[s] as f32);
+                // A zero-length piece is never chosen (a depth lies strictly after its start).
+                slope.push(if len > 0.0 {
+                    ((v[s + 1] - v[s]) / len) as f32
+                } else {
+                    0.0
+                });
+            }
+            value.push(last);
+            slope.push(0.0);
+            (value, slope)
+        };
+        let idd: Vec<f64> = k
+            .idd_gy_mm2
+            .iter()
+            .map(|v| v * 0.5 * std::f64::consts::FRAC_1_PI)
+            .collect();
+        let (idd, idd_slope) = pieces(&idd, 0.0);
+        // Without a cut-off the radii are infinite: nothing is cut.
+        let cut: Vec<f64> = k
+            .cutoff_sq_mm2
+            .iter()
+            .map(|&c| if c.is_finite() { c } else { f64::from(f32::MAX) })
+            .collect();
+        let (cut, cut_slope) = pieces(&cut, -1.0);
+        let cut_max = (0..n)
+            .map(|s| {
+                if s + 1 < n {
+                    cut[s].max(cut[s] + (d[s + 1] - d[s]) as f32 * cut_slope[s])
+                } else {
+                    cut[s]
+                }
+            })
+            .collect();
+        let mut sigma: [Vec<f32>; MAX_COMPONENTS] = Default::default();
+        let mut sigma_slope: [Vec<f32>; MAX_COMPONENTS] = Default::default();
+        let mut weight: [Vec<f32>; MAX_COMPONENTS] = Default::default();
+        let mut weight_slope: [Vec<f32>; MAX_COMPONENTS] = Default::default();
+        for c in 0..comps {
+            (sigma[c], sigma_slope[c]) = pieces(&k.sigma_water_mm[c], 1.0);
+            if c > 0 {
+                (weight[c], weight_slope[c]) = pieces(&k.weights[c - 1], 0.0);
             }
         }
-        let r_sq = wide::f32x8::from(self.r_sq);
-        let mut sum = wide::f32x8::ZERO;
-        for c in 0..comps {
-            let inv = wide::f32x8::ONE / wide::f32x8::from(self.var[c]);
-            let e = (r_sq * inv * wide::f32x8::splat(-0.5)).exp();
-            sum += wide::f32x8::from(self.amp[c]) * inv * e;
+        Segments {
+            comps,
+            depth: d.iter().map(|&x| x as f32).collect(),
+            idd,
+            idd_slope,
+            cut,
+            cut_slope,
+            cut_max,
+            sigma,
+            sigma_slope,
+            weight,
+            weight_slope,
+            sigma_initial_sq_mm2: k.sigma_initial_sq_mm2 as f32,
         }
-        let sum = sum.to_array();
-        for n in 0..self.len {
-            dose[self.offset[n]] += f64::from(sum[n]);
+    }
+
+    /// The piece holding depth `d`, walking from `s`: the first tabulated depth ≥ `d` is
+    /// `s + 1`, as [`PencilKernel::dose_gy_per_ion`]'s `partition_point` finds it (piece 0
+    /// before the table, the last piece after it).
+    #[inline]
+    fn piece_from(&self, mut s: usize, d: f32) -> usize {
+        let n = self.depth.len();
+        while s + 1 < n && self.depth[s + 1] < d {
+            s += 1;
         }
-        self.len = 0;
+        while s > 0 && self.depth[s] >= d {
+            s -= 1;
+        }
+        s
+    }
+
+    /// Piece `s`'s row in every lane.
+    #[inline(always)]
+    fn row<const C: usize>(&self, s: usize) -> Row<C> {
+        let splat = V::splat;
+        Row {
+            depth: splat(self.depth[s]),
+            idd: splat(self.idd[s]),
+            idd_slope: splat(self.idd_slope[s]),
+            cut: splat(self.cut[s]),
+            cut_slope: splat(self.cut_slope[s]),
+            sigma: std::array::from_fn(|c| splat(self.sigma[c][s])),
+            sigma_slope: std::array::from_fn(|c| splat(self.sigma_slope[c][s])),
+            weight: std::array::from_fn(|c| if c > 0 { splat(self.weight[c][s]) } else { V::ZERO }),
+            weight_slope: std::array::from_fn(|c| {
+                if c > 0 {
+                    splat(self.weight_slope[c][s])
+                } else {
+                    V::ZERO
+                }
+            }),
+        }
+    }
+
+    /// Lane `l`'s row from piece `s[l]`.
+    #[inline(always)]
+    fn rows<const C: usize>(&self, s: &[usize; LANES]) -> Row<C> {
+        let lanes = |v: &[f32]| V::from(std::array::from_fn::<f32, LANES, _>(|l| v[s[l]]));
+        Row {
+            depth: lanes(&self.depth),
+            idd: lanes(&self.idd),
+            idd_slope: lanes(&self.idd_slope),
+            cut: lanes(&self.cut),
+            cut_slope: lanes(&self.cut_slope),
+            sigma: std::array::from_fn(|c| lanes(&self.sigma[c])),
+            sigma_slope: std::array::from_fn(|c| lanes(&self.sigma_slope[c])),
+            weight: std::array::from_fn(|c| if c > 0 { lanes(&self.weight[c]) } else { V::ZERO }),
+            weight_slope: std::array::from_fn(|c| {
+                if c > 0 {
+                    lanes(&self.weight_slope[c])
+                } else {
+                    V::ZERO
+                }
+            }),
+        }
+    }
+
+    /// Dose per ion × `scale` at depths `d` and radii² `r_sq` on `row`: the lateral sum of
+    /// Gaussians, zero beyond the cut-off. The exponentials are `wide::f32x4::exp` (relative
+    /// error ~1e-6, mostly from the argument near the cut-off).
+    #[inline(always)]
+    fn eval<const C: usize>(&self, row: &Row<C>, d: V, r_sq: V) -> V {
+        use wide::CmpLe;
+        // Before the table: its first row.
+        let x = (d - row.depth).fast_max(V::ZERO);
+        let cut = row.cut + x * row.cut_slope;
+        let idd = row.idd + x * row.idd_slope;
+        let var0 = V::splat(self.sigma_initial_sq_mm2);
+        let mut rest = V::ONE;
+        let mut lateral = V::ZERO;
+        for c in (0..C).rev() {
+            let w = if c == 0 {
+                rest
+            } else {
+                let w = row.weight[c] + x * row.weight_slope[c];
+                rest -= w;
+                w
+            };
+            let s = row.sigma[c] + x * row.sigma_slope[c];
+            let inv = V::ONE / (s * s + var0);
+            lateral += w * inv * (r_sq * inv * V::splat(-0.5)).exp();
+        }
+        (idd * lateral) & r_sq.cmp_le(cut)
+    }
+
+    fn add_spot<const C: usize>(&self, near: &Near, particles: f64, depth_offset_mm: f64, acc: &mut [f32]) {
+        use wide::CmpLt;
+        let n = self.depth.len();
+        let last_mm = self.depth[n - 1];
+        let offset = V::splat(depth_offset_mm as f32);
+        let scale = V::splat(particles as f32);
+        let lane = V::from(std::array::from_fn::<f32, LANES, _>(|l| l as f32));
+        let load = |v: &[f32], j: usize| {
+            let mut a = [0.0f32; LANES];
+            a.copy_from_slice(&v[j..j + LANES]);
+            V::from(a)
+        };
+        let mut hint = 0;
+        for plane in &near.planes {
+            let lo = plane.shallowest_mm + depth_offset_mm as f32;
+            if lo > last_mm {
+                break;
+            }
+            let hi = plane.deepest_mm + depth_offset_mm as f32;
+            let s_lo = self.piece_from(hint, lo);
+            let s_hi = self.piece_from(s_lo, hi);
+            hint = s_lo;
+            // The largest cut-off radius² in the plane's depths: the bins beyond it are out.
+            let cut_max = if s_lo == s_hi {
+                let at = |d: f32| self.cut[s_lo] + (d - self.depth[s_lo]).max(0.0) * self.cut_slope[s_lo];
+                at(lo).max(at(hi))
+            } else {
+                self.cut_max[s_lo..=s_hi].iter().copied().fold(f32::MIN, f32::max)
+            };
+            if cut_max < 0.0 {
+                continue;
+            }
+            let bins = ((cut_max * near.inv_radial_bin_mm2) as usize).min(RADIAL_BINS - 1);
+            let (start, end) = (plane.start as usize, plane.bin_end[bins] as usize);
+            // Whole chunks of lanes, then the rest with the lanes past `end` (other voxels)
+            // masked out.
+            let whole = start + (end - start) / LANES * LANES;
+            let tail = lane.cmp_lt(V::splat((end - whole) as f32));
+            let mut add = |j: usize, dose: V| {
+                let sum = (load(acc, j) + dose).to_array();
+                acc[j..j + LANES].copy_from_slice(&sum);
+            };
+            if s_lo == s_hi {
+                // The offset folded into the piece's start, the particles into its IDD.
+                let mut row = self.row::<C>(s_lo);
+                row.depth -= offset;
+                row.idd *= scale;
+                row.idd_slope *= scale;
+                for j in (start..whole).step_by(LANES) {
+                    add(
+                        j,
+                        self.eval(&row, load(&near.depth_mm, j), load(&near.r_sq_mm2, j)),
+                    );
+                }
+                if whole < end {
+                    let dose = self.eval(&row, load(&near.depth_mm, whole), load(&near.r_sq_mm2, whole));
+                    add(whole, dose & tail);
+                }
+            } else {
+                let each = |j: usize| {
+                    let d = load(&near.depth_mm, j);
+                    let da = (d + offset).to_array();
+                    let s = std::array::from_fn(|l| {
+                        let mut s = s_lo;
+                        while s < s_hi && self.depth[s + 1] < da[l] {
+                            s += 1;
+                        }
+                        s
+                    });
+                    let mut row = self.rows::<C>(&s);
+                    row.depth -= offset;
+                    row.idd *= scale;
+                    row.idd_slope *= scale;
+                    self.eval(&row, d, load(&near.r_sq_mm2, j))
+                };
+                for j in (start..whole).step_by(LANES) {
+                    add(j, each(j));
+                }
+                if whole < end {
+                    add(whole, each(whole) & tail);
+                }
+            }
+        }
     }
 }
 
-/// One dose-grid voxel near a ray: its offset in the grid, water-equivalent depth and squared
-/// distance from the ray.
-#[derive(Debug, Clone, Copy)]
+/// The dose-grid voxels near one ray, structure of arrays, grouped by grid plane in order of
+/// increasing depth along the ray and within a plane by radial bin; `LANES` zero entries
+/// follow the last voxel, so that a whole chunk of lanes can always be read.
+#[derive(Debug, Default)]
 pub(crate) struct Near {
-    pub(crate) offset: usize,
-    pub(crate) depth_mm: f64,
-    pub(crate) r_sq_mm2: f64,
+    /// Offsets in the dose grid.
+    pub(crate) offset: Vec<u32>,
+    /// Water-equivalent depths, mm.
+    pub(crate) depth_mm: Vec<f32>,
+    /// Squared distances from the ray, mm².
+    pub(crate) r_sq_mm2: Vec<f32>,
+    /// The planes, in order of increasing depth.
+    pub(crate) planes: Vec<Plane>,
+    /// Radial bins per mm² of r² (0: one bin, for an infinite radius).
+    pub(crate) inv_radial_bin_mm2: f32,
+}
+
+impl Near {
+    /// Voxels, padding excluded.
+    pub(crate) fn len(&self) -> usize {
+        self.offset.len().saturating_sub(LANES)
+    }
+}
+
+/// One grid plane's voxels in [`Near`]: radial bin `b` (r² in `[b, b + 1)` bin widths, the
+/// last bin open) ends at `bin_end[b]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plane {
+    pub(crate) start: u32,
+    pub(crate) bin_end: [u32; RADIAL_BINS],
+    pub(crate) shallowest_mm: f32,
+    pub(crate) deepest_mm: f32,
 }
 
 #[cfg(test)]
