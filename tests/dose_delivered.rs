@@ -485,7 +485,17 @@ fn delivered_spot_faults_are_typed() {
     let lowest = m.energies[0].energy_mev_u;
     let highest = m.energies[m.energies.len() - 1].energy_mev_u;
     let mut interp = DoseEngine::new(std::slice::from_ref(&m), interpolating()).unwrap();
-    for e in [lowest - 0.5, highest + 0.5, f64::NAN] {
+    // just below the lowest energy (within BELOW_LOWEST_MM of range) is dosed with the
+    // lowest kernel read shallower; far below is refused
+    assert!(run(
+        &mut interp,
+        DeliveredSpot {
+            energy_mev_u: lowest - 0.5,
+            ..good[5]
+        },
+    )
+    .is_ok());
+    for e in [lowest - 30.0, highest + 0.5, f64::NAN] {
         let err = run(
             &mut interp,
             DeliveredSpot {
