@@ -273,6 +273,7 @@ fn summary(out: &Path, t: &ReplayResult) {
         &r.latency_ms,
         None,
     );
+    row("from acquisition (ms)", &r.latency_from_acquisition_ms, None);
     if let Some(d) = &r.delivery {
         println!();
         println!(

@@ -25,7 +25,7 @@ use crate::motion::track::MotionTrack;
 use crate::report::{DeliveryReport, DosePlots, DoseReport, Report};
 use crate::scoring::deliveries::{deliver, Delivered, DeliverySetup, DoseSetup, FrameRecord};
 use crate::scoring::dose_figures::{as_volume, DoseRegions, FiguresError};
-use crate::scoring::histogram::ErrorHistogram;
+use crate::scoring::histogram::{ErrorHistogram, Quantiles};
 use crate::scoring::spots::{tumor_error_mm, SpotScorer};
 use crate::scoring::FrameScore;
 
@@ -347,7 +347,9 @@ pub fn run_with_dose(
         }
         records.push(FrameRecord {
             depicts_s: t_s,
-            arrival_s: score.latency_ms.map(|l| timing.available_s + l / 1e3),
+            // The controller has the set by the end of the budget: the measured latency
+            // (far below it, reported above) varies run to run, and the deliveries must not.
+            arrival_s: score.latency_ms.map(|_| timing.available_s + budget_ms / 1e3),
             est_shift_mm: score.est_shift_mm,
             set: delivered.clone(),
         });
@@ -529,6 +531,26 @@ pub fn run_with_dose(
         controller_expired_sets: controller_state.expired_sets,
         budget_ms,
         latency_ms: lat_h.latencies(),
+        latency_from_acquisition_ms: {
+            let h = &stats.acquisition_latency_us;
+            let q = |p: f64| {
+                if h.is_empty() {
+                    0.0
+                } else {
+                    h.value_at_quantile(p) as f64 / 1000.0
+                }
+            };
+            Quantiles {
+                p50: q(0.5),
+                p95: None,
+                p99: Some(q(0.99)),
+                max: if h.is_empty() {
+                    0.0
+                } else {
+                    h.max() as f64 / 1000.0
+                },
+            }
+        },
         stage_ms_p50,
         tumor_error_mm: tumor_h.errors(),
         spot_error_mm: spot_h.errors(),

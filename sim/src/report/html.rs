@@ -31,7 +31,12 @@ pub(super) fn page(r: &Report, baseline: Option<&Report>) -> String {
     rows += &row("tumor position error (mm)", &r.tumor_error_mm, None);
     rows += &row("delivered-spot position error (mm)", &r.spot_error_mm, base_spot);
     rows += &row("range error (mm)", &r.range_error_mm, base_range);
-    rows += &row("latency (ms)", &r.latency_ms, None);
+    rows += &row("latency, complete → wire (ms)", &r.latency_ms, None);
+    rows += &row(
+        "latency, acquisition → wire (ms)",
+        &r.latency_from_acquisition_ms,
+        None,
+    );
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ionguide replay — {scenario}</title>

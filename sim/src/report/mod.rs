@@ -44,6 +44,9 @@ pub struct Report {
     /// Frame complete → corrections on the wire, over corrected frames (holds are counted
     /// in `held`; every frame's latency is in `frames.csv` and the histogram).
     pub latency_ms: Quantiles,
+    /// Acquisition (the instant the frame shows) → corrections on the wire, over corrected
+    /// frames: what the beam sees; `latency_ms` is the part this software adds.
+    pub latency_from_acquisition_ms: Quantiles,
     /// Median time per stage, ms: ingest, register, range, adapt, link.
     pub stage_ms_p50: std::collections::BTreeMap<&'static str, f64>,
     /// Tumor position error at delivery time.

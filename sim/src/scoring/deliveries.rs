@@ -40,7 +40,9 @@ use crate::scoring::spots::{tumor_error_mm, SpotScorer};
 pub struct FrameRecord {
     /// The instant the frame shows (its acquisition time).
     pub depicts_s: f64,
-    /// When its corrections reached the controller (absent: held, rejected or dropped).
+    /// When its corrections are in force at the controller: the frame's completion plus the
+    /// latency budget (the deterministic bound the pipeline keeps; absent: held, rejected or
+    /// dropped).
     pub arrival_s: Option<f64>,
     /// The tumor shift the pipeline estimated, mm.
     pub est_shift_mm: Option<[f64; 3]>,
