@@ -55,8 +55,7 @@ pub fn flatten_weights(
     let peaks: Vec<Option<[f64; 3]>> = tracer
         .spots()
         .iter()
-        .enumerate()
-        .map(|(_, s)| {
+        .map(|s| {
             let ion = plan.beams[s.beam].ion;
             let machine = machines.iter().find(|m| m.ion == ion)?;
             let csda = RangeEnergyTable::new(ion)
