@@ -129,7 +129,7 @@ fn flatten_demo_plan(
         &mut dose.engine,
         &dose.grid,
         2.0,
-        8,
+        16,
         inside,
     )?;
     eprintln!(

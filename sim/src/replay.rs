@@ -301,8 +301,11 @@ pub fn run_with_dose(
         let mut delivered: Option<CorrectionSet> = None;
         let mut delivery_shift = d;
         if let Some(p) = &pipeline {
-            // acquired now, as the frame is pushed: a replay has no scanner delay of its own
-            let objects = source.frame_acquired(index, d, Some(unix_now_ns()))?;
+            // acquired as long ago as the imaging model says: mid-acquisition plus
+            // reconstruction before the frame is complete here
+            let age_ns = ((timing.available_s - timing.depicts_s) * 1e9).round() as u64;
+            let acquired = unix_now_ns().saturating_sub(age_ns);
+            let objects = source.frame_acquired(index, d, Some(acquired))?;
             inproc.push_frame(objects).map_err(|e| ReplayError::Frame {
                 index,
                 reason: e.to_string(),

@@ -58,7 +58,10 @@ impl MotionTrack {
                 "rate must be finite and > 0 Hz, got {rate_hz}"
             )));
         }
-        if let Some(i) = times_s.windows(2).position(|w| w[1].partial_cmp(&w[0]) != Some(std::cmp::Ordering::Greater)) {
+        if let Some(i) = times_s
+            .windows(2)
+            .position(|w| w[1].partial_cmp(&w[0]) != Some(std::cmp::Ordering::Greater))
+        {
             return Err(TrackError::Bad(format!(
                 "times must increase: sample {} at {} s follows {} s",
                 i + 1,

@@ -101,10 +101,10 @@ pub fn flatten_weights(
         for layer in plan.beams.iter_mut().flat_map(|b| b.layers.iter_mut()) {
             for spot in &mut layer.spots {
                 let d = at_peaks[i];
-                // Damped (square root): a spot's dose at its own peak is a fraction of what
+                // Damped (power 0.7): a spot's dose at its own peak is a fraction of what
                 // its neighbours give there, so the full ratio overshoots and oscillates.
                 let ratio = if d.is_finite() && d > 0.0 {
-                    (prescription_gy / d).sqrt()
+                    (prescription_gy / d).powf(0.7)
                 } else {
                     outside_ratio
                 };
