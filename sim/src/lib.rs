@@ -2,17 +2,20 @@
 //!
 //! Laid out by concern:
 //! - [`anatomy`]: the analytic thorax phantom whose moved anatomy is rendered exactly.
-//! - [`motion`]: real breathing traces read and resampled ([`motion::trace`]) and turned
-//!   into tumor displacement per frame ([`motion::tumor`]).
-//! - [`imaging`]: the in-room CT frames encoded as DICOM ([`imaging::frames`]) and the
+//! - [`motion`]: real breathing traces read and resampled ([`motion::trace`]), turned
+//!   into tumor displacement ([`motion::tumor`]) and sampled in time ([`motion::track`]).
+//! - [`imaging`]: the imaging model ([`imaging::model`]: rate, acquisition,
+//!   reconstruction), the in-room CT frames encoded as DICOM ([`imaging::frames`]) and the
 //!   frame sources the replay draws from ([`imaging::sources`]).
-//! - [`planning`]: a geometric ion-beam planner on the phantom.
+//! - [`planning`]: a geometric ion-beam planner on the phantom, and spot weights for a flat
+//!   target dose ([`planning::optimize`]).
 //! - [`delivery`]: the gantry-controller simulator, the receiving end of the link
 //!   (state machine + thread runner; binary `ionguide-controller`), a synchrotron's
 //!   spot-by-spot delivery timeline ([`delivery::timeline`]) and respiratory gating
 //!   ([`delivery::gating`]).
-//! - [`scoring`]: each frame against the truth at delivery time (tumor, spot position,
-//!   range) and the error histograms and quantiles.
+//! - [`scoring`]: every spot against the truth at its own delivery time (position, range),
+//!   the tracked, untracked and gated deliveries and their 4D dose
+//!   ([`scoring::deliveries`]), dose figures, error histograms and quantiles.
 //! - [`report`]: `report.json`, the per-frame CSV, SVG plots and an HTML summary.
 //!
 //! Around them: [`replay`] is the orchestration loop (frames through the real pipeline and
@@ -20,10 +23,10 @@
 //! [`gate`] runs the release gate's workloads; [`rng`] and [`uid`] are the seeded generator
 //! and deterministic UIDs every part draws from.
 //!
-//! Imports run one way, no cycles (each module uses only those before it):
-//! `rng` ← `uid` ← `anatomy` ← `imaging` ← `planning`; `motion`, `delivery` and `scoring`
-//! stand alone; `scoring` ← `report`; then `replay` (delivery, imaging, motion, scoring,
-//! report) ← `scenario` ← `gate`. `grep -rn 'crate::' sim/src/<module>` checks it.
+//! Imports run one way, no cycles: `rng` ← `uid` ← `anatomy` ← `imaging`; `motion` and
+//! `delivery` stand alone; `scoring` uses delivery, imaging and motion; `planning` uses
+//! anatomy, imaging and scoring; `report` uses scoring, delivery, imaging and motion; then
+//! `replay` ← `scenario` ← `gate`. `grep -rhoE 'crate::[a-z_]+' sim/src/<module>` checks it.
 
 pub mod anatomy;
 pub mod delivery;

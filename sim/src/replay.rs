@@ -171,6 +171,7 @@ pub fn run_with_dose(
         .imaging
         .validate()
         .map_err(|e| ReplayError::Session(e.to_string()))?;
+    let builder = ChainBuilder::load(config_path).map_err(|e| ReplayError::Session(e.to_string()))?;
     let native_rate_hz = if times_s.len() >= 2 {
         (times_s.len() - 1) as f64 / (times_s[times_s.len() - 1] - times_s[0])
     } else {
@@ -183,7 +184,6 @@ pub fn run_with_dose(
     )
     .map_err(|e| ReplayError::Session(e.to_string()))?;
     let t0_s = track.start_s();
-    let builder = ChainBuilder::load(config_path).map_err(|e| ReplayError::Session(e.to_string()))?;
     let config = builder.config().clone();
     let session = builder.session().clone();
     let default_sad = config.planning.default_sad_mm;
