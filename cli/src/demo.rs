@@ -307,8 +307,9 @@ fn summary(out: &Path, t: &ReplayResult) {
     if let Some(d) = &r.dose {
         println!();
         println!(
-            "dose, target {} (prescription {:.3} Gy = static median)",
-            d.target_roi, d.prescription_gy
+            "dose, target {} (prescription {} Gy = static median)",
+            d.target_roi,
+            sig(d.prescription_gy)
         );
         println!(
             "{:<10} {:>8} {:>8} {:>8} {:>7} {:>6} {:>12} {:>10} {:>10}",
@@ -323,11 +324,11 @@ fn summary(out: &Path, t: &ReplayResult) {
         for (name, f) in rows {
             let g = |x: Option<f64>| x.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
             println!(
-                "{:<10} {:>8.3} {:>8.3} {:>8.3} {:>7.1} {:>6.3} {:>12.1} {:>10} {:>10}",
+                "{:<10} {:>8} {:>8} {:>8} {:>7.1} {:>6.3} {:>12.1} {:>10} {:>10}",
                 name,
-                f.d98_gy,
-                f.d95_gy,
-                f.d2_gy,
+                sig(f.d98_gy),
+                sig(f.d95_gy),
+                sig(f.d2_gy),
                 f.v95_pct,
                 f.homogeneity_index,
                 f.v50_outside_cc,
@@ -338,6 +339,15 @@ fn summary(out: &Path, t: &ReplayResult) {
     }
     println!();
     println!("report: {}", out.join("index.html").display());
+}
+
+/// Four significant digits, whatever the scale (a plan weighted in small units doses in mGy).
+fn sig(v: f64) -> String {
+    if !v.is_finite() || v == 0.0 {
+        return format!("{v}");
+    }
+    let decimals = (3 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// Runs `ionguide demo`.
