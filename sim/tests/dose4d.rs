@@ -140,9 +140,16 @@ fn tracking_a_still_patient_keeps_the_static_dose() {
     assert_eq!(tracked.timeline.spots.len(), tracked.spots_planned);
     let dose = tracked.dose_gy.as_ref().unwrap();
     let max = static_dose.iter().copied().fold(0.0, f64::max);
-    let worst = dose.iter().zip(static_dose).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let worst = dose
+        .iter()
+        .zip(static_dose)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     let ratio = dose.iter().sum::<f64>() / static_dose.iter().sum::<f64>();
-    eprintln!("tracked still: max |Δ| {:.2e} of max, integral ratio {ratio:.5}", worst / max);
+    eprintln!(
+        "tracked still: max |Δ| {:.2e} of max, integral ratio {ratio:.5}",
+        worst / max
+    );
     assert!((ratio - 1.0).abs() < 5e-3, "integral ratio {ratio}");
     assert!(worst < 0.08 * max, "max |Δ| {worst} of {max}");
 }
