@@ -53,6 +53,9 @@ pub enum EnergyMatch {
 /// shallower).
 pub const BELOW_LOWEST_MM: f64 = 5.0;
 
+/// The patient position the range engine assumes for a beam that states none.
+const ASSUMED_PATIENT_POSITION: &str = "HFS";
+
 /// One delivered spot.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeliveredSpot {
@@ -231,6 +234,10 @@ pub struct DoseEngine {
     /// Per machine, per tabulated energy: its kernel in `kernels`, once built.
     kernel_of: Vec<Vec<Option<usize>>>,
     scratch: Scratch,
+    /// Whether a beam without a patient position has been traced once (and the range
+    /// engine has said it assumes HFS): later calls state HFS themselves, so a 4D dose's
+    /// hundreds of calls log the assumption once, not once each.
+    assumed_position_said: bool,
 }
 
 impl DoseEngine {
@@ -259,6 +266,7 @@ impl DoseEngine {
             options,
             kernels: Vec::new(),
             scratch: Scratch::default(),
+            assumed_position_said: false,
         })
     }
 
@@ -441,7 +449,10 @@ impl DoseEngine {
                     gantry_angle_deg: beam.gantry_angle_deg,
                     couch_angle_deg: beam.couch_angle_deg,
                     isocenter_mm: beam.isocenter_mm,
-                    patient_position: beam.patient_position.clone(),
+                    patient_position: match &beam.patient_position {
+                        None if self.assumed_position_said => Some(ASSUMED_PATIENT_POSITION.into()),
+                        p => p.clone(),
+                    },
                     virtual_sad_mm: beam.virtual_sad_mm,
                     range_shifters: Vec::new(),
                     primary_dosimeter_unit: beam.primary_dosimeter_unit,
@@ -471,6 +482,9 @@ impl DoseEngine {
             .with_upstream_mm(self.options.upstream_mm)
             .with_wepl_margin(MmWe(f64::INFINITY));
         let mut tracer = SpotTracer::new(&subset, &tracer_options)?;
+        if subset.beams.iter().any(|b| b.patient_position.is_none()) {
+            self.assumed_position_said = true;
+        }
         tracer.trace_frame_ct(ct, hlut);
 
         // Spots grouped by ray, in the given order within a ray.
