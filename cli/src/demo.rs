@@ -170,7 +170,6 @@ fn setups(
         preset: preset.into(),
         synchrotron,
         particles_per_weight: args.particles_per_weight,
-        validity_s: 0.0,
         // The plan is made on the planning CT, the tumor's mid-position (displacement 0): the
         // gate opens while the tumor is within ±gating_window_mm of it along its main axis.
         gating: GatingWindow::band(-args.gating_window_mm, args.gating_window_mm),

@@ -438,10 +438,8 @@ pub fn run_with_dose(
                 &scorer,
                 &track,
                 options.correction.then_some(records.as_slice()),
-                &DeliverySetup {
-                    validity_s,
-                    ..setup.clone()
-                },
+                validity_s,
+                setup,
                 source,
                 dose,
                 |done, total| {

@@ -35,7 +35,6 @@ fn options(correction: bool, imaging: ImagingModel) -> ReplayOptions {
                 ..SynchrotronModel::matrad()
             },
             particles_per_weight: 1e6,
-            validity_s: 0.0,
             gating: GatingWindow::band(-2.0, 2.0),
         }),
         ..ReplayOptions::default()

@@ -59,9 +59,6 @@ pub struct DeliverySetup {
     pub synchrotron: SynchrotronModel,
     /// Particles per unit of spot weight.
     pub particles_per_weight: f64,
-    /// How long a correction set stays valid after the acquisition it came from, s (the
-    /// replay takes it from the session's `timing.validity_ms`).
-    pub validity_s: f64,
     /// The gated delivery's window.
     pub gating: GatingWindow,
 }
@@ -218,8 +215,9 @@ pub fn tracking_permit(records: &[FrameRecord], validity_s: f64, t0_s: f64) -> V
     out
 }
 
-/// Delivers and scores the tracked (when `records` has corrections), untracked and gated
-/// deliveries of `session`'s plan on `track`'s motion, starting at `track.start_s()`; with
+/// Delivers and scores the tracked (when `records` has corrections; each set valid for
+/// `validity_s` from its acquisition), untracked and gated deliveries of `session`'s plan on
+/// `track`'s motion, starting at `track.start_s()`; with
 /// `dose`, also returns the static dose (first) and each delivery's 4D dose.
 #[allow(clippy::too_many_arguments)]
 pub fn deliver(
@@ -227,6 +225,7 @@ pub fn deliver(
     scorer: &SpotScorer,
     track: &MotionTrack,
     records: Option<&[FrameRecord]>,
+    validity_s: f64,
     setup: &DeliverySetup,
     source: &mut dyn FrameSource,
     mut dose: Option<&mut DoseSetup>,
@@ -245,7 +244,7 @@ pub fn deliver(
     let untracked = schedule_prefix("untracked", &requests, model, &BeamPermit::always())?;
     let mut deliveries: Vec<(&'static str, Timeline, f64, Option<usize>)> = Vec::new();
     if let Some(records) = records {
-        let intervals = tracking_permit(records, setup.validity_s, t0);
+        let intervals = tracking_permit(records, validity_s, t0);
         let span = records.last().map_or(0.0, |r| r.depicts_s - t0);
         let permitted: f64 = intervals.iter().map(|iv| iv[1] - iv[0]).sum();
         let permit = if intervals.is_empty() {
@@ -332,21 +331,6 @@ pub fn deliver(
         Some(ds) => (0..n_del).map(|_| Accumulator::new(&ds.grid)).collect(),
         None => Vec::new(),
     };
-    let static_dose = match dose.as_deref_mut() {
-        Some(ds) => {
-            let ct = source.truth(0, [0.0; 3])?;
-            let spots = ds
-                .engine
-                .delivered_spots(plan, None)
-                .map_err(|e| DeliveryError::Dose(e.to_string()))?;
-            let mut acc = vec![0.0f64; ds.grid.len()];
-            ds.engine
-                .add_dose(ct, &session.hlut, plan, &spots, &ds.grid, &mut acc)
-                .map_err(|e| DeliveryError::Dose(e.to_string()))?;
-            Some(acc)
-        }
-        None => None,
-    };
     let planned_spots: Option<Vec<DeliveredSpot>> = match &dose {
         Some(ds) => Some(
             ds.engine
@@ -354,6 +338,17 @@ pub fn deliver(
                 .map_err(|e| DeliveryError::Dose(e.to_string()))?,
         ),
         None => None,
+    };
+    let static_dose = match (dose.as_deref_mut(), planned_spots.as_ref()) {
+        (Some(ds), Some(spots)) => {
+            let ct = source.truth(0, [0.0; 3])?;
+            let mut acc = vec![0.0f64; ds.grid.len()];
+            ds.engine
+                .add_dose(ct, &session.hlut, plan, spots, &ds.grid, &mut acc)
+                .map_err(|e| DeliveryError::Dose(e.to_string()))?;
+            Some(acc)
+        }
+        _ => None,
     };
     let max_shift_mm = track
         .samples_mm()

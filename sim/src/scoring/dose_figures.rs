@@ -147,8 +147,5 @@ impl DoseRegions {
 
 /// A dose accumulated in f64 on `grid` as the f32 volume the evaluation reads.
 pub fn as_volume(grid: &Grid, dose_gy: &[f64]) -> Result<Volume<f32>, FiguresError> {
-    let [ni, nj, nk] = grid.dims();
-    let data = ndarray::Array3::from_shape_vec((nk, nj, ni), dose_gy.iter().map(|&d| d as f32).collect())
-        .map_err(|e| FiguresError(e.to_string()))?;
-    Volume::from_array(grid.clone(), data).map_err(|e| FiguresError(e.to_string()))
+    ionguide::dose::dose_volume(grid, dose_gy).map_err(|e| FiguresError(e.to_string()))
 }
