@@ -95,6 +95,38 @@ fn describe(r: &WorkloadResult) {
         "resident memory: {:.1} MiB after warm-up, {:.1} MiB at the end, peak {:.1} MiB; wall {:.1} s",
         r.rss_mib_start, r.rss_mib_end, r.rss_mib_peak, r.wall_s
     );
+    let waits: Vec<String> = r
+        .wait_ms
+        .iter()
+        .map(|(stage, l)| format!("{stage} {:.2}/{:.2}", l.p50, l.p99))
+        .collect();
+    println!(
+        "waiting for a thread before each stage, p50/p99 ms: {}",
+        waits.join(", ")
+    );
+    for (when, f) in ["before", "after"].iter().zip(&r.host_floor) {
+        println!(
+            "host floor {when} the run: frame copy {:.3} ms, compute kernel {:.3} ms, idle page touch {:.2} µs/page",
+            f.frame_copy_ms, f.compute_ms, f.idle_touch_us_per_page
+        );
+    }
+    let steal = r
+        .steal_ms
+        .map_or("not measured".to_owned(), |ms| format!("{ms:.0} ms"));
+    println!("CPU taken by the host (steal) over the run: {steal}; threads waiting for a CPU (ms waiting / ms running):");
+    for t in r
+        .threads
+        .iter()
+        .filter(|t| t.cpu_ms > 1.0 || t.runqueue_wait_ms > 1.0)
+    {
+        println!(
+            "  {:<20} {:>8.1} / {:>8.1}  ({} timeslices)",
+            t.name, t.runqueue_wait_ms, t.cpu_ms, t.timeslices
+        );
+    }
+    for t in &r.deadline_miss_timelines {
+        println!("deadline missed, {t}");
+    }
 }
 
 /// Runs `ionguide gate`.

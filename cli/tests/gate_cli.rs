@@ -40,6 +40,24 @@ fn the_gate_fails_on_budgets_set_too_tight() {
     );
     // every frame was still accounted for
     assert!(stdout.contains("frames not in the audit log"), "{stdout}");
+    // where the time went is on the report: waits per stage and the host's floor
+    assert!(
+        stdout.contains("waiting for a thread before each stage"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("host floor before the run"), "{stdout}");
+    // and the gate's audit log reads like a daemon's: session start, setup, shutdown
+    let log = dir.path().join("work/audit/replay.audit");
+    let audit = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .arg("audit")
+        .arg(&log)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{text}");
+    assert!(text.contains("session   started"), "{text}");
+    assert!(text.contains("setup     planning"), "{text}");
+    assert!(text.contains("release gate workload finished"), "{text}");
 }
 
 #[test]

@@ -126,6 +126,18 @@ fn a_stage_slowed_past_the_budget_holds() {
         "the detail names the stage: {}",
         r.detail
     );
+    // and where the time went: the range stage's 700 ms, not a wait for a thread
+    let range_ms: f64 = r
+        .detail
+        .split(" · ")
+        .find_map(|part| part.strip_prefix("range "))
+        .and_then(|v| v.trim_end_matches(" ms").parse().ok())
+        .unwrap_or_else(|| panic!("no range time in the timeline: {}", r.detail));
+    assert!(
+        (700.0..1500.0).contains(&range_ms),
+        "range took {range_ms} ms: {}",
+        r.detail
+    );
     assert!(matches!(r.corrections, audit::Corrections::None) || corrections_empty(&r.corrections));
 }
 

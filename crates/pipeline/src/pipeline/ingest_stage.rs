@@ -198,7 +198,8 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
             }
             return;
         }
-        let first = match events.recv_timeout(Duration::from_millis(5)) {
+        // a frame or slice wakes the receive at once; the timeout only bounds the stop check
+        let first = match events.recv_timeout(super::stages::IDLE_WAIT) {
             Ok(e) => e,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,

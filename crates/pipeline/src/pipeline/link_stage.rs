@@ -127,7 +127,10 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
                     heartbeat(&mut s, &mut st);
                 }
             }
-            s.input.wait(s.timing.heartbeat.min(Duration::from_millis(5)));
+            // frames and retired work wake it at once; the wait paces acknowledgement polls
+            // and heartbeats (10 ms against a 100 ms acknowledgement timeout: at 5 ms its 200
+            // idle wake-ups a second queued for the CPU with the stages on 2 cores)
+            s.input.wait(s.timing.heartbeat.min(Duration::from_millis(10)));
         }
     }
     send_hold(&mut s, &mut st, HoldReason::Shutdown, 0);
@@ -217,6 +220,7 @@ fn send_hold(s: &mut LinkStage, st: &mut State, reason: HoldReason, frame_id: u6
 /// Ends one frame: send (or hold), audit, telemetry, buffers back.
 fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), audit::AuditError> {
     let start = Instant::now();
+    w.ticket.mark_start(Stage::Link, start);
     s.shared.inject_delay(Stage::Link);
     if w.ticket.outcome == Outcome::Pending {
         if st.silent {
@@ -246,9 +250,15 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
         // The last check before the wire: a frame past its deadline is never sent.
         let now = Instant::now();
         if w.ticket.is_late(now) {
+            let mut t = w.ticket;
+            t.stage_ns[Stage::Link.index()] = now.duration_since(start).as_nanos() as u64;
+            let until_ns = now.saturating_duration_since(t.complete_at).as_nanos() as u64;
             w.decide(
                 Outcome::Held(HoldReason::DeadlineMissed),
-                format_args!("deadline passed before the link could send"),
+                format_args!(
+                    "deadline passed before the link could send: {}",
+                    super::stages::Timeline(&t, until_ns)
+                ),
             );
         } else if w.ticket.is_void_at(now) {
             // the anatomy it describes is older than the validity: never sent

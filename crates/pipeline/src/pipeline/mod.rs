@@ -258,6 +258,10 @@ impl Pipeline {
     /// HOLD, and hands back the flushed audit writer.
     pub fn shutdown(mut self) -> Result<AuditWriter, PipelineError> {
         self.shared.stop.store(true, Ordering::Release);
+        // idle stages park for up to a second's twentieth: wake them to see the flag now
+        for (_, h) in &self.stages {
+            h.thread().unpark();
+        }
         let mut panicked = None;
         for (name, h) in self.stages.drain(..) {
             if h.join().is_err() {

@@ -84,6 +84,9 @@ pub struct Ticket {
     pub valid_until_unix_ns: u64,
     /// Time each stage spent on it, ns.
     pub stage_ns: [u64; 5],
+    /// When each stage took it up, ns after `complete_at` (0: not reached). With
+    /// `stage_ns` this says where a frame's time went: working, or waiting for a thread.
+    pub stage_start_ns: [u64; 5],
     /// When the link put its message on the wire (or decided the hold).
     pub sent_at: Option<Instant>,
     /// Its fate.
@@ -107,6 +110,7 @@ impl Ticket {
             acquired_unix_ns: None,
             valid_until_unix_ns: complete_unix_ns.saturating_add(validity.as_nanos() as u64),
             stage_ns: [0; 5],
+            stage_start_ns: [0; 5],
             sent_at: None,
             outcome: Outcome::Pending,
         }
@@ -138,6 +142,54 @@ impl Ticket {
     /// Whether the deadline has passed at `now`.
     pub fn is_late(&self, now: Instant) -> bool {
         now > self.deadline
+    }
+    /// Marks `stage` as taking the frame up at `now`.
+    pub fn mark_start(&mut self, stage: Stage, now: Instant) {
+        self.stage_start_ns[stage.index()] =
+            (now.saturating_duration_since(self.complete_at).as_nanos() as u64).max(1);
+    }
+    /// Time the frame waited before `stage` took it up, ns: from the end of the stage before
+    /// (from completion for the first) to its start. `None` when the stage never took it.
+    pub fn wait_before_ns(&self, stage: Stage) -> Option<u64> {
+        let i = stage.index();
+        let start = self.stage_start_ns[i];
+        if start == 0 {
+            return None;
+        }
+        let ready = (0..i)
+            .rev()
+            .find(|&j| self.stage_start_ns[j] > 0)
+            .map_or(0, |j| self.stage_start_ns[j] + self.stage_ns[j]);
+        Some(start.saturating_sub(ready))
+    }
+    /// Where the frame's time went, stage by stage, up to `until` (ns after completion):
+    /// `ingest 1.9 · wait 0.1 · register 5.2 · wait 40.3 ms` — what a deadline miss is
+    /// audited with, so a held frame says whether a stage was slow or a thread was not run.
+    pub fn write_timeline(&self, out: &mut impl std::fmt::Write, until_ns: u64) -> std::fmt::Result {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let mut ready = 0u64;
+        let mut first = true;
+        for s in Stage::ALL {
+            let i = s.index();
+            let start = self.stage_start_ns[i];
+            if start == 0 {
+                continue;
+            }
+            let sep = if first { "" } else { " · " };
+            if start > ready {
+                write!(out, "{sep}wait {:.1} · ", ms(start - ready))?;
+            } else {
+                out.write_str(sep)?;
+            }
+            write!(out, "{} {:.1}", s.name(), ms(self.stage_ns[i]))?;
+            ready = start + self.stage_ns[i];
+            first = false;
+        }
+        if until_ns > ready {
+            let sep = if first { "" } else { " · " };
+            write!(out, "{sep}wait {:.1}", ms(until_ns - ready))?;
+        }
+        out.write_str(" ms")
     }
     /// Complete → message on the wire, ns (0 until sent).
     pub fn latency_ns(&self) -> u64 {
@@ -250,6 +302,30 @@ mod tests {
         assert_eq!(t.valid_until_unix_ns, 10 + 7_000_000);
         assert!(!t.is_late(t.complete_at));
         assert!(t.is_late(t.deadline + Duration::from_nanos(1)));
+    }
+
+    #[test]
+    fn the_timeline_splits_a_frame_into_stage_work_and_waits() {
+        let at = Instant::now();
+        let mut t = Ticket::new(1, at, 0, Duration::from_millis(50), Duration::from_secs(1));
+        let ms = Duration::from_millis;
+        // ingest 0.5..2.5 ms, register 3..8, range waits until 48 and takes 4
+        t.mark_start(Stage::Ingest, at + Duration::from_micros(500));
+        t.stage_ns[Stage::Ingest.index()] = 2_000_000;
+        t.mark_start(Stage::Register, at + ms(3));
+        t.stage_ns[Stage::Register.index()] = 5_000_000;
+        t.mark_start(Stage::Range, at + ms(48));
+        t.stage_ns[Stage::Range.index()] = 4_000_000;
+        assert_eq!(t.wait_before_ns(Stage::Ingest), Some(500_000));
+        assert_eq!(t.wait_before_ns(Stage::Register), Some(500_000));
+        assert_eq!(t.wait_before_ns(Stage::Range), Some(40_000_000));
+        assert_eq!(t.wait_before_ns(Stage::Adapt), None);
+        let mut text = String::new();
+        t.write_timeline(&mut text, 53_000_000).unwrap();
+        assert_eq!(
+            text,
+            "wait 0.5 · ingest 2.0 · wait 0.5 · register 5.0 · wait 40.0 · range 4.0 · wait 1.0 ms"
+        );
     }
 
     #[test]

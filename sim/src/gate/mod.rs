@@ -24,6 +24,9 @@ use crate::planning::PlannerOptions;
 use crate::replay::ReplayError;
 use crate::scenario::{bundled_trace, in_room_scanner, write_phantom_session};
 
+pub mod host;
+pub use host::{measure_host_floor, HostFloor, SchedSnapshot, ThreadSched};
+
 /// Which workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -116,6 +119,19 @@ pub struct WorkloadResult {
     pub end_to_end_last_tenth_ms: Latency,
     /// Per stage.
     pub stage_ms: BTreeMap<&'static str, Latency>,
+    /// Per stage, how long a corrected frame waited before the stage took it up (from the
+    /// previous stage's end; for ingest, from completion): time no stage worked on it,
+    /// because its thread was not running yet.
+    pub wait_ms: BTreeMap<&'static str, Latency>,
+    /// Where each deadline-missed frame's time went (first 20), as the audit log has it.
+    pub deadline_miss_timelines: Vec<String>,
+    /// The host's speed measured in the same run, before and after.
+    pub host_floor: [HostFloor; 2],
+    /// Each thread's CPU time and time waiting for a CPU over the frames (busiest waiter
+    /// first).
+    pub threads: Vec<ThreadSched>,
+    /// CPU time the hypervisor took from this guest over the frames, ms (all CPUs).
+    pub steal_ms: Option<f64>,
     /// Resident memory after warm-up and at the end, MiB (`/proc/self/status` VmRSS).
     pub rss_mib_start: f64,
     /// See `rss_mib_start`.
@@ -191,6 +207,15 @@ impl Chain {
         };
         let builder =
             ChainBuilder::load(&scenario.config).map_err(|e| ReplayError::Session(e.to_string()))?;
+        // the log reads like a daemon's: session start (configuration hash, plan) and setup
+        let config_bytes = std::fs::read(&scenario.config).map_err(|source| ReplayError::Io {
+            path: scenario.config.clone(),
+            source,
+        })?;
+        let builder = {
+            use sha2::Digest;
+            builder.session_records(sha2::Sha256::digest(&config_bytes).into())
+        };
         let link_err = |e: &dyn std::fmt::Display| ReplayError::Link(e.to_string());
         let key = LinkKey::from_file(&builder.config().link.key_file).map_err(|e| link_err(&e))?;
         let receiver = LinkReceiver::bind(
@@ -259,6 +284,11 @@ impl Chain {
             .pipeline
             .shutdown()
             .map_err(|e| ReplayError::Pipeline(e.to_string()))?;
+        // ends as a daemon's log does: the shutdown on record
+        let _ = audit.write(&ionguide::audit::AuditRecord::Shutdown {
+            unix_ns: ionguide::link::protocol::unix_now_ns(),
+            reason: "release gate workload finished".into(),
+        });
         let _ = audit.flush();
         drop(audit);
         let _ = self.controller.stop();
@@ -271,7 +301,7 @@ impl Chain {
 /// The pipeline's chain as the gate and the soak run it: the session a configuration names
 /// (every load check), a link to `controller` from an ephemeral port, a fresh audit log that
 /// keeps only the corrections' digest (a 100,000-frame soak's log stays small; the SHA-256 is
-/// still on record), no session-start records.
+/// still on record); the session-start records come with the builder (`session_records`).
 pub fn gate_chain(builder: ChainBuilder, controller: SocketAddr) -> Result<PipelineChain, ReplayError> {
     builder
         .destination(controller)
@@ -347,9 +377,13 @@ pub fn run_workload(
         b
     });
 
+    let floor_before = measure_host_floor(chain.frame_voxels);
+    let sched_before = SchedSnapshot::now();
     let warmup = 5u64.min(frames);
     let (mut e2e, mut first, mut last) = (hist(), hist(), hist());
     let mut stages: Vec<Histogram<u64>> = (0..5).map(|_| hist()).collect();
+    let mut waits: Vec<Histogram<u64>> = (0..5).map(|_| hist()).collect();
+    let mut miss_timelines = Vec::new();
     let (mut corrected, mut held, mut misses, mut rejected, mut dropped, mut stale) = (0, 0, 0, 0, 0, 0);
     let mut rss_start = 0.0;
     let tenth = (frames / 10).max(1);
@@ -382,6 +416,9 @@ pub fn run_workload(
                         if ns > 0 {
                             stages[s.index()].saturating_record((ns / 1000).max(1));
                         }
+                        if let Some(wait_ns) = t.wait_before_ns(s) {
+                            waits[s.index()].saturating_record((wait_ns / 1000).max(1));
+                        }
                     }
                 }
             }
@@ -389,6 +426,11 @@ pub fn run_workload(
                 held += 1;
                 if r == ionguide::correction::HoldReason::DeadlineMissed {
                     misses += 1;
+                    if miss_timelines.len() < 20 {
+                        let mut text = format!("frame {}: ", t.frame_id);
+                        let _ = t.write_timeline(&mut text, t.latency_ns());
+                        miss_timelines.push(text);
+                    }
                 }
             }
             Outcome::Rejected(_) => rejected += 1,
@@ -448,8 +490,10 @@ pub fn run_workload(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let sched_after = SchedSnapshot::now();
     let rss_end = proc_status_mib("VmRSS:");
     let (spots, frame_voxels) = (chain.spots, chain.frame_voxels);
+    let floor_after = measure_host_floor(frame_voxels);
     let audited = chain.shutdown()?;
     Ok(WorkloadResult {
         workload,
@@ -471,6 +515,14 @@ pub fn run_workload(
             .iter()
             .map(|s| (s.name(), latency(&stages[s.index()])))
             .collect(),
+        wait_ms: Stage::ALL
+            .iter()
+            .map(|s| (s.name(), latency(&waits[s.index()])))
+            .collect(),
+        deadline_miss_timelines: miss_timelines,
+        host_floor: [floor_before, floor_after],
+        threads: sched_after.threads_since(&sched_before),
+        steal_ms: sched_after.steal_ms_since(&sched_before),
         rss_mib_start: rss_start,
         rss_mib_end: rss_end,
         rss_mib_peak: proc_status_mib("VmHWM:"),
