@@ -191,7 +191,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                 let mut t = new_ticket(at);
                 t.outcome = Outcome::Held(HoldReason::Shutdown);
                 io.retire.send(Retired::Bare {
-                    ticket: t,
+                    ticket: Box::new(t),
                     origin,
                     detail: "pipeline stopped before ingest".into(),
                 });
@@ -239,7 +239,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                         t.outcome = Outcome::Dropped;
                         Counters::bump(&io.shared.counters.dropped);
                         io.retire.send(Retired::Bare {
-                            ticket: t,
+                            ticket: Box::new(t),
                             origin: old.origin,
                             detail: "overtaken by a newer frame before ingest".into(),
                         });
@@ -256,7 +256,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                     let mut t = new_ticket(at);
                     t.outcome = Outcome::Rejected(why);
                     io.retire.send(Retired::Bare {
-                        ticket: t,
+                        ticket: Box::new(t),
                         origin,
                         detail: reason,
                     });
@@ -280,7 +280,7 @@ pub fn run(mut io: StageIo, events: Receiver<SourceEvent>, pool: PoolRx, session
                 t.outcome = Outcome::Held(HoldReason::InternalFault);
                 Counters::bump(&io.shared.counters.pool_exhausted);
                 io.retire.send(Retired::Bare {
-                    ticket: t,
+                    ticket: Box::new(t),
                     origin: frame.origin,
                     detail: "no free frame buffer (every one in flight)".into(),
                 });

@@ -107,7 +107,7 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
                     ticket,
                     origin,
                     detail,
-                } => finish_bare(&mut s, &mut st, ticket, &origin, &detail)?,
+                } => finish_bare(&mut s, &mut st, *ticket, &origin, &detail)?,
             }
         }
         if let Some(w) = s.input.try_pop() {

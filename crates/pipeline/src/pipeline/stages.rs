@@ -23,8 +23,9 @@ pub enum Retired {
     /// A source-level event: a frame refused before decoding (incomplete, not CT) or
     /// overtaken before it got a buffer.
     Bare {
-        /// Its ticket (outcome decided).
-        ticket: super::work::Ticket,
+        /// Its ticket (outcome decided; boxed: this path already allocates its texts, and
+        /// the ticket would triple the size of every `Retired`).
+        ticket: Box<super::work::Ticket>,
         /// Where it came from.
         origin: String,
         /// Why.
