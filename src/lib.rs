@@ -28,4 +28,4 @@
 pub use ionguide_core::{correction, geometry, plan, structure, units, volume};
 pub use ionguide_dicom as dicom;
 pub use ionguide_kernels::{dose, range, register};
-pub use ionguide_pipeline::{adapt, audit, config, link, pipeline, source};
+pub use ionguide_pipeline::{adapt, audit, config, facility, link, pipeline, source};

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod demo;
 mod dose;
+mod facility;
 mod gate;
 mod inspect;
 mod range;
@@ -52,6 +53,8 @@ enum Command {
     Soak(gate::SoakArgs),
     /// Read an audit log: session, room setup, outcomes by reason, latency, how it ends.
     Audit(audit::Args),
+    /// The facility: one isolated session per treatment room, each plan checked against its room.
+    Facility(facility::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Gate(args) => gate::gate(args),
         Command::Soak(args) => gate::soak(args),
         Command::Audit(args) => audit::run(args),
+        Command::Facility(args) => facility::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

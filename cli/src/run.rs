@@ -28,6 +28,12 @@ pub struct Args {
     /// Status line period, ms.
     #[arg(long, default_value_t = 500)]
     status_ms: u64,
+    /// Facility configuration: check the plan against `--room` before the session starts.
+    #[arg(long, requires = "room")]
+    facility: Option<PathBuf>,
+    /// The treatment room this session runs in (with `--facility`).
+    #[arg(long, requires = "facility")]
+    room: Option<String>,
 }
 
 /// Runs the subcommand.
@@ -42,6 +48,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("installing the SIGINT/SIGTERM handler")?;
     }
     let config = Config::load(&args.config)?;
+    if let (Some(facility), Some(room)) = (&args.facility, &args.room) {
+        // before anything listens or sends: a plan for another room never starts here
+        let room = crate::facility::load_room(facility, room)?;
+        let mut checked = room.clone();
+        checked.session = config.clone();
+        crate::facility::check_room(&checked)?;
+        tracing::info!(room = %room.config.name, machine = %room.config.machine, "the plan fits its room");
+    }
     let config_text =
         std::fs::read(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
     let started = Instant::now();

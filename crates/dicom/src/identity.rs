@@ -22,6 +22,18 @@ pub struct ObjectIdentity {
     /// Referenced SOP Instance UIDs (0008,1155) of the Referenced Structure Set Sequence
     /// (300C,0060): the structure set(s) a plan was made on. Empty when it names none.
     pub referenced_structure_set_uids: Vec<String>,
+    /// For a plan, each Ion Beam Sequence (300A,03A2) item's Beam Number and Treatment
+    /// Machine Name (300A,00B2): the room a beam was planned for. Empty for other objects.
+    pub beam_machines: Vec<BeamMachine>,
+}
+
+/// The treatment machine one plan beam names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BeamMachine {
+    /// Beam Number (300A,00C0), when present.
+    pub beam_number: Option<i32>,
+    /// Treatment Machine Name (300A,00B2), when present and not empty.
+    pub machine: Option<String>,
 }
 
 /// Why an object's identity could not be read.
@@ -97,11 +109,24 @@ pub fn read_identity(path: impl AsRef<Path>) -> Result<ObjectIdentity, IdentityE
             }
         }
     }
+    let mut beam_machines = Vec::new();
+    if let Some(items) =
+        attrs::opt_items(&obj, attr!(ION_BEAM_SEQUENCE, "IonBeamSequence")).map_err(at("dataset"))?
+    {
+        for item in items {
+            let beam_number = attrs::opt_int::<i32>(item, attr!(BEAM_NUMBER, "BeamNumber"))
+                .map_err(at("Ion Beam Sequence"))?;
+            let machine = attrs::opt_str(item, attr!(TREATMENT_MACHINE_NAME, "TreatmentMachineName"))
+                .map_err(at("Ion Beam Sequence"))?;
+            beam_machines.push(BeamMachine { beam_number, machine });
+        }
+    }
     Ok(ObjectIdentity {
         sop_instance_uid,
         patient_id,
         patient_name,
         referenced_structure_set_uids,
+        beam_machines,
     })
 }
 
@@ -131,6 +156,16 @@ mod tests {
         );
         assert_eq!(rs.patient_id.as_deref(), Some("STS_001"));
         assert!(rs.referenced_structure_set_uids.is_empty());
+        assert!(rs.beam_machines.is_empty());
+        // dcmdump +P 300a,00c0 +P 300a,00b2: beams 0 and 1, both on "OpenTPS_generic"
+        let machine = Some("OpenTPS_generic".to_owned());
+        assert_eq!(
+            plan.beam_machines,
+            [0, 1].map(|n| BeamMachine {
+                beam_number: Some(n),
+                machine: machine.clone()
+            })
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! - [`source`]: frame sources (DICOM C-STORE receiver, spool folder, in-process) and frame assembly.
 //! - [`config`]: the session configuration, every key validated.
+//! - [`facility`]: the treatment rooms (`facility.toml`) and the check of a plan against its room.
 //! - [`pipeline`]: the session (planning data loaded and checked), the stage threads and their rings.
 //! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
 //! - [`link`]: the authenticated UDP protocol to the gantry controller (spec: `docs/protocol.md`).
@@ -10,6 +11,7 @@
 pub mod adapt;
 pub mod audit;
 pub mod config;
+pub mod facility;
 pub mod link;
 pub mod pipeline;
 pub mod source;

@@ -1,0 +1,376 @@
+//! The facility: a plan checked against its treatment room before its session starts (each
+//! fault a clear error naming the beam), and three rooms running at once, each its own
+//! `ionguide run` process under `ionguide facility`, where killing one room's session with
+//! SIGKILL leaves the other two delivering.
+//!
+//! The plans are the real STS_001 OpenTPS proton plan (beams 0 and 1 at gantry 0° and 90°,
+//! couch 0°, energies 69.9–151.6 and 71.6–152.6 MeV, Treatment Machine Name "OpenTPS_generic"), with the
+//! machine name rewritten in place per room where a room needs its own.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::daemon::{data, FrameSender, Planning, SessionDir, RELAXED_TIMING, SCP_59};
+use support::dicom_edit::Edit;
+
+/// The STS_001 plan with its Treatment Machine Name (an SH value of 16 bytes, implicit VR)
+/// replaced by `machine` (≤ 16 characters, space-padded as DICOM pads SH).
+fn plan_for_machine(dir: &Path, machine: &str) -> PathBuf {
+    let bytes = std::fs::read(data("plans/STS_001/RPSTS001G0G90.dcm")).unwrap();
+    let old = b"OpenTPS_generic ";
+    let new = format!("{machine:<16}");
+    assert_eq!(new.len(), 16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let mut replaced = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(old) {
+            out.extend_from_slice(new.as_bytes());
+            i += old.len();
+            replaced += 1;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    assert_eq!(replaced, 2, "one machine name per beam");
+    let path = dir.join(format!("RP_{}.dcm", machine.trim()));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// A room's `[[room]]` table.
+fn room_toml(name: &str, machine: &str, beam_line: &str, ions: &str, session: &Path) -> String {
+    format!(
+        "[[room]]\nname = \"{name}\"\nmachine = \"{machine}\"\nvirtual_sad_mm = [10000.0, 10000.0]\nsession = \"{}\"\nbeam_line = {beam_line}\n[room.ions]\n{ions}\n",
+        session.display()
+    )
+}
+
+const GANTRY: &str = "{ kind = \"gantry\" }";
+const PROTONS: &str = "\"1H\" = { min_mev_u = 60.0, max_mev_u = 230.0 }";
+
+/// A facility of one room around one session whose plan is the real STS_001 plan.
+fn one_room(beam_line: &str, machine: &str, ions: &str) -> (SessionDir, PathBuf) {
+    let s = SessionDir::new();
+    let session = s.write_config("127.0.0.1:9".parse().unwrap(), SCP_59, RELAXED_TIMING);
+    let toml = format!(
+        "name = \"test centre\"\n{}",
+        room_toml("Room 1", machine, beam_line, ions, &session)
+    );
+    let facility = s.path().join("facility.toml");
+    std::fs::write(&facility, toml).unwrap();
+    (s, facility)
+}
+
+fn check(facility: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args(["facility", "--check", "--config"])
+        .arg(facility)
+        .output()
+        .unwrap()
+}
+
+fn refused(facility: &Path) -> String {
+    let out = check(facility);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the check must fail:\n{stderr}");
+    assert!(stderr.contains("NOT STARTED"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_plan_that_fits_its_room_passes_the_check() {
+    let (_s, facility) = one_room(GANTRY, "OpenTPS_generic", PROTONS);
+    let out = check(&facility);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("every room's plan fits its room"), "{stdout}");
+}
+
+#[test]
+fn a_plan_for_another_machine_is_refused_naming_both() {
+    let (_s, facility) = one_room(GANTRY, "HIT_GANTRY_2", PROTONS);
+    let e = refused(&facility);
+    assert!(
+        e.contains(
+            "beam 0 \"G000\": planned for treatment machine \"OpenTPS_generic\"; this room is \"HIT_GANTRY_2\""
+        ),
+        "{e}"
+    );
+    assert!(e.contains("beam 1 "), "every beam is named: {e}");
+}
+
+#[test]
+fn an_ion_the_room_does_not_offer_is_refused() {
+    let (_s, facility) = one_room(
+        GANTRY,
+        "OpenTPS_generic",
+        "\"12C\" = { min_mev_u = 88.0, max_mev_u = 430.0 }\n\"4He\" = { min_mev_u = 50.0, max_mev_u = 220.0 }",
+    );
+    let e = refused(&facility);
+    assert!(
+        e.contains("ion 1H is not offered here (the room offers 12C, 4He)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_gantry_angle_a_fixed_port_cannot_give_is_refused_and_the_other_beam_is_not() {
+    let (_s, facility) = one_room(
+        "{ kind = \"fixed\", ports = [{ name = \"horizontal\", gantry_deg = 90.0 }] }",
+        "OpenTPS_generic",
+        PROTONS,
+    );
+    let e = refused(&facility);
+    assert!(
+        e.contains("gantry angle 0.0° cannot be given here (fixed ports only: horizontal 90°)"),
+        "{e}"
+    );
+    // beam 1 is at 90°: the horizontal port gives it
+    assert!(!e.contains("gantry angle 90.0°"), "{e}");
+}
+
+#[test]
+fn an_energy_outside_the_rooms_table_is_refused_per_energy() {
+    // beam G000 starts at 69.9 MeV, beam G090 at 71.6 MeV (`ionguide inspect`)
+    let (_s, facility) = one_room(
+        GANTRY,
+        "OpenTPS_generic",
+        "\"1H\" = { min_mev_u = 70.5, max_mev_u = 230.0 }",
+    );
+    let e = refused(&facility);
+    assert!(e.contains("beam 0 \"G000\": energy 69.9"), "{e}");
+    assert!(e.contains("MeV/u is not deliverable here (70.50–230.00 MeV/u)"), "{e}");
+    assert!(!e.contains("beam 1 \"G090\": energy"), "{e}");
+    // a discrete synchrotron table without the plan's energies
+    let (_s2, facility) = one_room(
+        GANTRY,
+        "OpenTPS_generic",
+        "\"1H\" = { energies_mev_u = [70.0, 100.0, 150.0], tolerance_mev_u = 0.1 }",
+    );
+    let e = refused(&facility);
+    assert!(e.contains("3 discrete energies 70.00–150.00 MeV/u"), "{e}");
+}
+
+#[test]
+fn the_daemon_alone_refuses_a_plan_for_another_room_before_it_listens() {
+    let (s, facility) = one_room(GANTRY, "HIT_GANTRY_2", PROTONS);
+    let out = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args(["run", "--room", "Room 1", "--facility"])
+        .arg(&facility)
+        .arg("--config")
+        .arg(s.path().join("session.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("this room is \"HIT_GANTRY_2\""), "{stderr}");
+    assert!(!stderr.contains("listening for CT frames"), "{stderr}");
+}
+
+#[test]
+fn rooms_that_would_share_an_audit_log_or_a_machine_are_refused() {
+    let s = SessionDir::new();
+    let session = s.write_config("127.0.0.1:9".parse().unwrap(), SCP_59, RELAXED_TIMING);
+    let toml = format!(
+        "name = \"test centre\"\n{}{}",
+        room_toml("Gantry 1", "G1", GANTRY, PROTONS, &session),
+        room_toml("Gantry 2", "G2", GANTRY, PROTONS, &session)
+    );
+    let facility = s.path().join("facility.toml");
+    std::fs::write(&facility, toml).unwrap();
+    let out = check(&facility);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(e.contains("room \"Gantry 2\""), "{e}");
+    assert!(
+        e.contains("with room \"Gantry 1\": rooms must be isolated"),
+        "{e}"
+    );
+}
+
+/// One room of the running facility.
+struct LiveRoom {
+    name: &'static str,
+    dir: SessionDir,
+    controller: ionguide_sim::delivery::controller::ControllerHandle,
+}
+
+fn applied(room: &LiveRoom) -> u64 {
+    room.controller.with(|c| c.counters().applied_sets)
+}
+
+#[test]
+fn three_rooms_deliver_at_once_and_killing_one_leaves_the_others_delivering() {
+    let names = [
+        ("Gantry 1", "GANTRY_1"),
+        ("Gantry 2", "GANTRY_2"),
+        ("Fixed beam", "FIXED_BEAM"),
+    ];
+    let mut rooms = Vec::new();
+    let mut toml = String::from("name = \"three-room centre\"\n");
+    for (name, machine) in names {
+        let dir = SessionDir::new();
+        let controller = dir.controller(Duration::from_secs(30));
+        let plan = plan_for_machine(dir.path(), machine);
+        let session = dir.write_config_with(
+            controller.local_addr(),
+            SCP_59,
+            RELAXED_TIMING,
+            &Planning {
+                plan,
+                ..Planning::default()
+            },
+        );
+        let beam_line = if machine == "FIXED_BEAM" {
+            "{ kind = \"fixed\", ports = [{ name = \"vertical\", gantry_deg = 0.0 }, { name = \"horizontal\", gantry_deg = 90.0 }] }"
+        } else {
+            GANTRY
+        };
+        toml += &room_toml(name, machine, beam_line, PROTONS, &session);
+        rooms.push(LiveRoom {
+            name,
+            dir,
+            controller,
+        });
+    }
+    let facility_dir = tempfile::tempdir().unwrap();
+    let facility = facility_dir.path().join("facility.toml");
+    std::fs::write(&facility, toml).unwrap();
+
+    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args(["facility", "--config"])
+        .arg(&facility)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    for stream in [
+        Box::new(supervisor.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(supervisor.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    // each room's receiver address and session pid, from the supervisor's output
+    let mut scp: Vec<Option<SocketAddr>> = vec![None; 3];
+    let mut pid: Vec<Option<u32>> = vec![None; 3];
+    let mut log = String::new();
+    let end = Instant::now() + Duration::from_secs(120);
+    while scp.iter().any(Option::is_none) || pid.iter().any(Option::is_none) {
+        assert!(
+            Instant::now() < end,
+            "the rooms did not start within 120 s:\n{log}"
+        );
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        log += &line;
+        log.push('\n');
+        for (i, r) in rooms.iter().enumerate() {
+            if let Some(rest) = line.strip_prefix(&format!("[{}] ", r.name)) {
+                if let Some(addr) = rest.split("listening for CT frames on ").nth(1) {
+                    scp[i] = addr.split(' ').next().and_then(|a| a.parse().ok());
+                }
+            }
+            if let Some(rest) = line.strip_prefix(&format!("room \"{}\": session started (pid ", r.name)) {
+                pid[i] = rest.trim_end_matches(')').parse().ok();
+            }
+        }
+    }
+    let scp: Vec<SocketAddr> = scp.into_iter().map(Option::unwrap).collect();
+    let frames = FrameSender::new();
+    let deliver = |i: usize, frame: u32| {
+        assert!(
+            frames.send(scp[i], frame, &Edit::default()),
+            "room {i} frame {frame}"
+        );
+    };
+    let wait_applied = |room: &LiveRoom, n: u64| {
+        let end = Instant::now() + Duration::from_secs(60);
+        while applied(room) < n {
+            assert!(
+                Instant::now() < end,
+                "room {} applied {} of {n}",
+                room.name,
+                applied(room)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for frame in 1..=2 {
+        for i in 0..3 {
+            deliver(i, frame);
+        }
+    }
+    for r in &rooms {
+        wait_applied(r, 2);
+    }
+    // the second room's session dies without running any of its code
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid[1].unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let before: Vec<u64> = rooms.iter().map(applied).collect();
+    for frame in 3..=4 {
+        for i in [0, 2] {
+            deliver(i, frame);
+        }
+    }
+    wait_applied(&rooms[0], before[0] + 2);
+    wait_applied(&rooms[2], before[2] + 2);
+    // stop the facility: the surviving rooms end cleanly, the killed one is reported
+    let term = Command::new("kill")
+        .args(["-TERM", &supervisor.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = supervisor.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    log.extend(rx.try_iter().map(|l| l + "\n"));
+    assert!(!status.success(), "one room died: the facility says so\n{log}");
+    assert!(
+        log.contains("room \"Gantry 2\": session ended with signal: 9"),
+        "{log}"
+    );
+    assert!(log.contains("room \"Gantry 1\": session ended cleanly"), "{log}");
+    assert!(
+        log.contains("room \"Fixed beam\": session ended cleanly"),
+        "{log}"
+    );
+    // the survivors' audit logs: every frame corrected, none held for a missed deadline
+    for i in [0, 2] {
+        let summary = ionguide::audit::summary(&rooms[i].dir.audit_path()).unwrap();
+        assert_eq!(
+            summary.outcomes.get("corrected").copied(),
+            Some(4),
+            "room {}: {:?}",
+            rooms[i].name,
+            summary.outcomes
+        );
+        assert_eq!(
+            summary.outcomes.values().sum::<u64>(),
+            4,
+            "{:?}",
+            summary.outcomes
+        );
+    }
+}
