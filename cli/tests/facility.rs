@@ -150,7 +150,10 @@ fn an_energy_outside_the_rooms_table_is_refused_per_energy() {
     );
     let e = refused(&facility);
     assert!(e.contains("beam 0 \"G000\": energy 69.9"), "{e}");
-    assert!(e.contains("MeV/u is not deliverable here (70.50–230.00 MeV/u)"), "{e}");
+    assert!(
+        e.contains("MeV/u is not deliverable here (70.50–230.00 MeV/u)"),
+        "{e}"
+    );
     assert!(!e.contains("beam 1 \"G090\": energy"), "{e}");
     // a discrete synchrotron table without the plan's energies
     let (_s2, facility) = one_room(

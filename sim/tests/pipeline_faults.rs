@@ -269,6 +269,58 @@ fn a_correction_over_its_limit_holds() {
 }
 
 #[test]
+fn a_jump_holds_until_an_operator_restarts_tracking_and_the_action_is_audited() {
+    use ionguide::pipeline::{OperatorAction, OPERATOR_ACTION_CODE};
+    let objs = slices();
+    let mut rig = Rig::start(RigOptions {
+        extra_toml: "[timing]\nbudget_ms = 1500\nvalidity_ms = 3000\n[limits]\nmax_jump_mm = 3.0\n".into(),
+        ..RigOptions::default()
+    });
+    let shifted = |n: u32, x: f64| {
+        frame_bytes(
+            &objs,
+            n,
+            &Edit {
+                shift_mm: [x, 0.0, 0.0],
+                ..Edit::default()
+            },
+        )
+    };
+    rig.push(shifted(1, 0.0));
+    assert_eq!(rig.next_event().ticket.outcome, Outcome::Corrected);
+    // the patient moved 5 mm at once: held, and held again at the new position (the jump
+    // reference is the last corrected frame, which only an operator may move)
+    rig.push(shifted(2, 5.0));
+    assert_eq!(
+        rig.next_event().ticket.outcome,
+        Outcome::Held(HoldReason::JumpOverLimit)
+    );
+    rig.push(shifted(3, 5.0));
+    assert_eq!(
+        rig.next_event().ticket.outcome,
+        Outcome::Held(HoldReason::JumpOverLimit)
+    );
+    let operator = rig.pipeline.as_ref().unwrap().operator();
+    operator.act(OperatorAction::RestartTracking, "Dr. Ada").unwrap();
+    rig.push(shifted(4, 5.0));
+    assert_eq!(rig.next_event().ticket.outcome, Outcome::Corrected);
+    let records = rig.stop();
+    let action = records
+        .iter()
+        .find_map(|r| match r {
+            AuditRecord::Link {
+                code,
+                detail,
+                unix_ns,
+            } if *code == OPERATOR_ACTION_CODE => Some((detail.clone(), *unix_ns)),
+            _ => None,
+        })
+        .expect("the action is on record");
+    assert_eq!(action.0, "operator \"Dr. Ada\": restart tracking");
+    assert!(action.1 > 0);
+}
+
+#[test]
 fn a_silent_controller_holds_the_next_frame() {
     let mut rig = Rig::start(RigOptions::default());
     let objs = slices();

@@ -12,7 +12,14 @@ use crate::correction::HoldReason;
 /// Runs until the pipeline stops.
 pub fn run(mut io: StageIo, session: Arc<Session>) {
     let mut adapter = Adapter::new(session.adapt_plan.clone());
+    let mut jump_resets_seen = 0;
     while let Some(w) = io.next_frame() {
+        // an operator's reset (restart tracking) applies from the next frame on
+        let jump_resets = io.shared.operator.jump_resets();
+        if jump_resets != jump_resets_seen {
+            jump_resets_seen = jump_resets;
+            adapter.reset_jump_reference();
+        }
         io.process(w, |w| {
             let Some(reg) = w.registration else {
                 w.decide(

@@ -114,6 +114,10 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
             did = true;
             finish(&mut s, &mut st, w)?;
         }
+        while let Ok(action) = s.shared.operator.rx.try_recv() {
+            did = true;
+            audit_operator(&mut s, &action)?;
+        }
         poll_acks(&mut s, &mut st);
         if !did {
             let drained = s.drain.load(Ordering::Acquire);
@@ -132,6 +136,10 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
             // idle wake-ups a second queued for the CPU with the stages on 2 cores)
             s.input.wait(s.timing.heartbeat.min(Duration::from_millis(10)));
         }
+    }
+    // nothing lost: an action taken as the session ended is still on record
+    while let Ok(action) = s.shared.operator.rx.try_recv() {
+        audit_operator(&mut s, &action)?;
     }
     send_hold(&mut s, &mut st, HoldReason::Shutdown, 0);
     s.audit.flush()?;
@@ -215,6 +223,21 @@ fn send_hold(s: &mut LinkStage, st: &mut State, reason: HoldReason, frame_id: u6
         Err(e) => tracing::error!("HOLD not sent: {e}"),
     }
     st.told = Told::Held;
+}
+
+/// Writes an operator's action to the audit log (and flushes: an action is rare and must
+/// survive a crash right after it).
+fn audit_operator(
+    s: &mut LinkStage,
+    action: &super::operator::OperatorRecord,
+) -> Result<(), audit::AuditError> {
+    tracing::warn!(operator = %action.operator, action = action.action.name(), "operator action");
+    s.audit.write(&audit::AuditRecord::Link {
+        unix_ns: action.unix_ns,
+        code: super::operator::OPERATOR_ACTION_CODE,
+        detail: format!("operator {:?}: {}", action.operator, action.action.name()),
+    })?;
+    s.audit.flush()
 }
 
 /// Ends one frame: send (or hold), audit, telemetry, buffers back.

@@ -21,6 +21,7 @@ pub mod chain;
 pub mod hop;
 pub mod ingest_stage;
 pub mod link_stage;
+pub mod operator;
 pub mod range_stage;
 pub mod register_stage;
 pub mod session;
@@ -43,6 +44,7 @@ use stages::{PoolRx, PoolTx, RetireTx, StageIo};
 use work::Work;
 
 pub use chain::{AuditStart, Chain, ChainBuilder, ChainError, OpenChain};
+pub use operator::{Operator, OperatorAction, OperatorError, OperatorRecord, OPERATOR_ACTION_CODE};
 pub use session::{Input, InputMismatch, Session, SessionError, SessionOptions};
 pub use telemetry::{Counters, FrameEvent, Stats};
 pub use work::{Outcome, Stage, Ticket};
@@ -57,6 +59,8 @@ pub struct Shared {
     /// Artificial per-stage delay, µs — a fault-injection hook for tests and the simulator
     /// (a stage slowed past the budget). Zero in service.
     stage_delay_us: [AtomicU64; 5],
+    /// Operator actions: queued for the audit log, jump resets for the adapt stage.
+    pub(crate) operator: operator::OperatorState,
 }
 
 impl Shared {
@@ -247,6 +251,13 @@ impl Pipeline {
     /// Finished-frame events (one per frame, in the order the link finished them).
     pub fn telemetry(&self) -> &Receiver<FrameEvent> {
         &self.telemetry
+    }
+
+    /// A handle for operator actions (the console's way in; never on the frame path).
+    pub fn operator(&self) -> Operator {
+        Operator {
+            state: self.shared.clone(),
+        }
     }
 
     /// Counters, stop flag and fault hooks.
