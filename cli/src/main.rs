@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod console;
 mod demo;
 mod dose;
 mod facility;

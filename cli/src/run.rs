@@ -34,6 +34,12 @@ pub struct Args {
     /// The treatment room this session runs in (with `--facility`).
     #[arg(long, requires = "facility")]
     room: Option<String>,
+    /// Serve the live console here (a loopback address by default; e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    console: Option<std::net::SocketAddr>,
+    /// Operator token file (mode 0600, ≥ 16 characters): enables the console's actions.
+    #[arg(long, requires = "console")]
+    console_token: Option<PathBuf>,
 }
 
 /// Runs the subcommand.
@@ -82,6 +88,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
              frames are registered in their own coordinates"
         ),
     }
+    // the console's token is checked with the other inputs, before anything listens
+    let token = args
+        .console_token
+        .as_deref()
+        .map(crate::console::read_token)
+        .transpose()?;
     let chain = chain.open().map_err(|e| match e {
         ChainError::Audit { source, .. } => not_clean_advice(source),
         e => anyhow::Error::new(e),
@@ -140,6 +152,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     drop(session);
     let pipeline = chain.start()?.pipeline;
+    let operator = pipeline.operator();
+    let console = match args.console {
+        Some(addr) => {
+            let plan = config
+                .planning
+                .plan
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let patient = config
+                .planning
+                .patient_id
+                .as_deref()
+                .unwrap_or("(patient not configured)");
+            let title = match &args.room {
+                Some(room) => format!("{room} · plan {plan} · patient {patient}"),
+                None => format!("plan {plan} · patient {patient}"),
+            };
+            let c = crate::console::start(addr, title, token, operator.clone())?;
+            eprintln!("console on http://{}/", c.addr);
+            Some(c)
+        }
+        None => None,
+    };
     eprintln!(
         "sending corrections to {}; audit log {}",
         config.link.destination,
@@ -149,11 +185,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut stats = Stats::new();
     let mut last_status = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) && !operator.end_requested() {
         if let Ok(e) = pipeline.telemetry().recv_timeout(Duration::from_millis(50)) {
-            stats.record(&e);
-            for e in pipeline.telemetry().try_iter() {
+            for e in std::iter::once(e).chain(pipeline.telemetry().try_iter()) {
                 stats.record(&e);
+                if let Some(c) = &console {
+                    c.state.record(&e);
+                }
             }
         }
         if last_status.elapsed() >= Duration::from_millis(args.status_ms) {
@@ -178,6 +216,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Source::Spool(h) => h.shutdown(),
     }
     let telemetry = pipeline.telemetry().clone();
+    if let Some(c) = &console {
+        c.state.end();
+    }
     let mut audit = pipeline.shutdown()?;
     for e in telemetry.try_iter() {
         stats.record(&e);
@@ -186,6 +227,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         unix_ns: ionguide::link::protocol::unix_now_ns(),
         reason: if stop.load(Ordering::SeqCst) {
             "signal".into()
+        } else if operator.end_requested() {
+            "ended by an operator at the console".into()
         } else {
             "frame count reached".into()
         },

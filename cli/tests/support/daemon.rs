@@ -172,9 +172,15 @@ impl Daemon {
     /// Starts the daemon and waits until its SCP listens; on an early exit returns the exit
     /// status and everything it wrote to stderr.
     pub fn start(config: &Path) -> Result<Daemon, (ExitStatus, String)> {
+        Daemon::start_with(config, &[])
+    }
+
+    /// [`Daemon::start`] with more `ionguide run` arguments.
+    pub fn start_with(config: &Path, extra: &[&str]) -> Result<Daemon, (ExitStatus, String)> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ionguide"))
             .args(["run", "--config"])
             .arg(config)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -244,6 +250,11 @@ impl Daemon {
         self.child.as_mut().unwrap().kill().unwrap();
         let (status, stderr) = self.wait(Duration::from_secs(30));
         (before, status, stderr)
+    }
+
+    /// Waits for the daemon to exit by itself (an operator ended the session).
+    pub fn wait_exit(mut self, timeout: Duration) -> (ExitStatus, String) {
+        self.wait(timeout)
     }
 
     fn wait(&mut self, timeout: Duration) -> (ExitStatus, String) {
