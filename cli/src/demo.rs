@@ -11,7 +11,7 @@ use ionguide_sim::delivery::timeline::SynchrotronModel;
 use ionguide_sim::imaging::model::ImagingModel;
 use ionguide_sim::imaging::sources::{FrameSource, RealCtFrames};
 use ionguide_sim::motion::tumor::{displacements, TumorMotionModel};
-use ionguide_sim::planning::ct::{CtPlanSummary, CtPlannerOptions};
+use ionguide_sim::planning::ct::CtPlannerOptions;
 use ionguide_sim::planning::PlannerOptions;
 use ionguide_sim::replay::{self, ReplayOptions, ReplayResult};
 use ionguide_sim::report::write_report;
@@ -91,6 +91,9 @@ pub struct ReplayArgs {
     plan: Option<PathBuf>,
     #[command(flatten)]
     planner: PlannerArgs,
+    /// Also write the plan made without --plan to this file (RT Ion Plan).
+    #[arg(long, conflicts_with = "plan")]
+    save_plan: Option<PathBuf>,
     /// Motion trace: ExtMarker (`;`-separated) or CSV `t_s,x_mm,y_mm,z_mm` (tumor displacement).
     #[arg(long)]
     trace: PathBuf,
@@ -110,45 +113,43 @@ pub struct ReplayArgs {
     delivery: DeliveryArgs,
 }
 
-/// The geometric planner's options for a replay without `--plan`.
+/// The geometric planner's options (`ionguide plan`, and `ionguide replay` without `--plan`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlannerArgs {
-    /// Ion of the plan made without --plan: 1H (p), 4He, 12C, 16O, 20Ne.
-    #[arg(long, default_value = "12C", conflicts_with = "plan")]
+    /// Ion: 1H (p), 4He, 12C, 16O, 20Ne.
+    #[arg(long, default_value = "12C")]
     ion: ionguide::units::Ion,
-    /// Gantry angles of the plan made without --plan, degrees, comma-separated (default: two
+    /// Gantry angles, degrees, comma-separated (default: two
     /// chosen between −90° and 90°, clear of the couch, entering on the target's side).
-    #[arg(long, value_delimiter = ',', conflicts_with = "plan")]
+    #[arg(long, value_delimiter = ',')]
     gantry: Vec<f64>,
     /// Margin around the target ROI the spots cover, mm.
-    #[arg(long, default_value_t = 3.0, conflicts_with = "plan")]
+    #[arg(long, default_value_t = 3.0)]
     margin_mm: f64,
     /// Spot spacing, mm (default: 1.5 mm, widened with the layer spacing to keep the plan
     /// within --max-spots).
-    #[arg(long, conflicts_with = "plan")]
+    #[arg(long)]
     spot_spacing_mm: Option<f64>,
     /// Energy layer spacing, mm of water (default: 2 mm, widened as the spot spacing).
-    #[arg(long, conflicts_with = "plan")]
+    #[arg(long)]
     layer_spacing_mm: Option<f64>,
     /// Spot budget of the automatic spacings.
-    #[arg(long, default_value_t = 10_000, conflicts_with = "plan")]
+    #[arg(long, default_value_t = 10_000)]
     max_spots: usize,
     /// Lowest energy the machine delivers, MeV/u (default: the range table's).
-    #[arg(long, conflicts_with = "plan")]
+    #[arg(long)]
     min_energy_mev_u: Option<f64>,
     /// Highest energy the machine delivers, MeV/u (default: the range table's).
-    #[arg(long, conflicts_with = "plan")]
+    #[arg(long)]
     max_energy_mev_u: Option<f64>,
     /// Patient position (HFS, HFP, FFS, FFP; default: the CT's, else HFS).
-    #[arg(long, conflicts_with = "plan")]
+    #[arg(long)]
     patient_position: Option<String>,
-    /// Also write the plan made without --plan to this file (RT Ion Plan).
-    #[arg(long, conflicts_with = "plan")]
-    save_plan: Option<PathBuf>,
 }
 
 impl PlannerArgs {
-    fn options(&self) -> anyhow::Result<CtPlannerOptions> {
+    /// The planner options these arguments give.
+    pub fn options(&self) -> anyhow::Result<CtPlannerOptions> {
         let mut o = CtPlannerOptions {
             ion: self.ion,
             margin_mm: self.margin_mm,
@@ -174,6 +175,19 @@ impl PlannerArgs {
             ]);
         }
         Ok(o)
+    }
+
+    /// Whether any option differs from its default.
+    fn is_set(&self) -> bool {
+        self.ion != ionguide::units::Ion::CARBON12
+            || !self.gantry.is_empty()
+            || self.margin_mm != 3.0
+            || self.spot_spacing_mm.is_some()
+            || self.layer_spacing_mm.is_some()
+            || self.max_spots != 10_000
+            || self.min_energy_mev_u.is_some()
+            || self.max_energy_mev_u.is_some()
+            || self.patient_position.is_some()
     }
 }
 
@@ -477,47 +491,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_plan_summary(s: &CtPlanSummary) {
-    eprintln!(
-        "  target {:?}: {:.1} cc, {:.0}% inside the body outline ({}); isocenter ({:.1}, {:.1}, {:.1}) mm, {}",
-        s.target_roi,
-        s.target_volume_cc,
-        100.0 * s.target_inside_body,
-        s.body,
-        s.isocenter_mm.x,
-        s.isocenter_mm.y,
-        s.isocenter_mm.z,
-        s.patient_position
-    );
-    eprintln!(
-        "  spots every {} mm, layers every {} mm w.e.",
-        s.spot_spacing_mm, s.layer_spacing_mm
-    );
-    for b in &s.beams {
-        eprintln!(
-            "  gantry {:>5.1}°: {} spots in {} layers, {:.1}–{:.1} MeV/u, {:.1}–{:.1} mm w.e.{}",
-            b.gantry_deg,
-            b.spots,
-            b.layers,
-            b.energy_mev_u[0],
-            b.energy_mev_u[1],
-            b.depth_mm_we[0],
-            b.depth_mm_we[1],
-            if b.entering_at_ct_edge > 0.0 {
-                format!(
-                    "; {:.0}% of its rays enter tissue at the CT's edge (depths count from there)",
-                    100.0 * b.entering_at_ct_edge
-                )
-            } else {
-                String::new()
-            }
-        );
-    }
-}
-
 /// Runs `ionguide replay`.
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let session = args.out.join("session");
+    if args.plan.is_some() && args.planner.is_set() {
+        anyhow::bail!(
+            "the planner options (--ion, --gantry, --margin-mm, …) make a plan when --plan is not given; with --plan they have no effect"
+        );
+    }
     let config = match &args.plan {
         Some(plan) => scenario::write_user_session(
             &session,
@@ -542,8 +523,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                 &args.planner.options()?,
                 args.budget_ms,
             )?;
-            print_plan_summary(&planned.summary);
-            if let Some(to) = &args.planner.save_plan {
+            crate::plan::print_summary(&planned.summary);
+            if let Some(to) = &args.save_plan {
                 let from = session.join("RP.dcm");
                 std::fs::copy(&from, to)
                     .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
