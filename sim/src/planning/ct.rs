@@ -168,6 +168,14 @@ struct Scene<'a> {
     t_max_mm: f64,
 }
 
+/// A spot position whose ray crosses the grown target.
+struct SpotRay {
+    x_mm: f64,
+    y_mm: f64,
+    /// `[proximal, distal]` WEPL of each stretch inside the grown target, mm.
+    wepl_mm: Vec<(f64, f64)>,
+}
+
 /// One ray's walk through the masks.
 struct Walk {
     /// Stretches inside the mask walked, as ray parameters, mm.
@@ -419,8 +427,7 @@ pub fn plan_ct(
     for (bi, &gantry) in angles.iter().enumerate() {
         let geo = BeamGeometry::new(position, gantry, 0.0, iso, options.virtual_sad_mm);
         let xs = offsets(scene.bev_half_width_mm(&geo, &scene.grown), spot_spacing_mm);
-        // (x, y, WEPL intervals) of every ray crossing the grown target
-        let mut rays: Vec<(f64, f64, Vec<(f64, f64)>)> = Vec::new();
+        let mut rays: Vec<SpotRay> = Vec::new();
         let mut at_edge = 0usize;
         for &y in &xs {
             for &x in &xs {
@@ -439,10 +446,14 @@ pub fn plan_ct(
                     .iter()
                     .map(|&(a, b)| (p.wepl_at_depth(a), p.wepl_at_depth(b)))
                     .collect();
-                rays.push((x, y, w));
+                rays.push(SpotRay {
+                    x_mm: x,
+                    y_mm: y,
+                    wepl_mm: w,
+                });
             }
         }
-        let all = || rays.iter().flat_map(|r| r.2.iter());
+        let all = || rays.iter().flat_map(|r| r.wepl_mm.iter());
         let Some(d_min) = all().map(|w| w.0).reduce(f64::min) else {
             return Err(PlannerError::EmptyBeam {
                 beam: bi,
@@ -475,10 +486,10 @@ pub fn plan_ct(
             let depth = d_min + l as f64 * layer_spacing_mm;
             let spots: Vec<Spot> = rays
                 .iter()
-                .filter(|r| r.2.iter().any(|w| w.0 <= depth && depth <= w.1))
+                .filter(|r| r.wepl_mm.iter().any(|w| w.0 <= depth && depth <= w.1))
                 .map(|r| Spot {
-                    x_mm: r.0,
-                    y_mm: r.1,
+                    x_mm: r.x_mm,
+                    y_mm: r.y_mm,
                     weight: 1.0,
                 })
                 .collect();
