@@ -334,3 +334,35 @@ fn what_cannot_be_planned_is_refused_with_the_reason() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_outline_found_from_the_ct_fills_the_lungs_and_leaves_out_what_is_not_the_patient() {
+    // the cylinder with a "lung" of −800 HU inside (x² + y² ≤ 30²), and the bar beside it
+    let mut ct = water_cylinder(true);
+    let grid = ct.volume.grid().clone();
+    let [nx, ny, nz] = grid.dims();
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let p = grid.index_to_patient([i as f64, j as f64, k as f64]);
+                if p.x.hypot(p.y) <= 30.0 {
+                    *ct.volume.get_mut(i, j, k).unwrap() = -800;
+                }
+            }
+        }
+    }
+    let body = ionguide_sim::planning::body::body_from_ct(&ct.volume, -400.0);
+    let mut wrong = 0;
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let p = grid.index_to_patient([i as f64, j as f64, k as f64]);
+                let inside = *body.mask.get(i, j, k).unwrap() != 0;
+                // the cylinder's voxels (lung included), nothing else — not the bar
+                wrong += usize::from(inside != (p.x.hypot(p.y) <= BODY_RADIUS_MM));
+            }
+        }
+    }
+    assert_eq!(wrong, 0);
+    assert_eq!(body.voxels, (0..nx * ny * nz).filter(|o| body.mask.as_slice()[*o] != 0).count());
+}
