@@ -364,5 +364,10 @@ fn the_outline_found_from_the_ct_fills_the_lungs_and_leaves_out_what_is_not_the_
         }
     }
     assert_eq!(wrong, 0);
-    assert_eq!(body.voxels, (0..nx * ny * nz).filter(|o| body.mask.as_slice()[*o] != 0).count());
+    assert_eq!(
+        body.voxels,
+        (0..nx * ny * nz)
+            .filter(|o| body.mask.as_slice()[*o] != 0)
+            .count()
+    );
 }

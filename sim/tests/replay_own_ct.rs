@@ -196,3 +196,84 @@ fn every_real_ct_replays_without_a_plan_with_its_gtv_within_the_bars() {
     }
     eprintln!("{replayed} real CTs replayed without a plan");
 }
+
+/// The fifth real CT of the shared data, TotalSegmentator's 512 × 512 × 20 JPEG 2000 series,
+/// has no structure set: it is planned for a 15 mm sphere at the centre of its body outline
+/// (a target made here, in memory), which the rays reach through skin that is imaged, and
+/// every Bragg peak the pipeline's tracer finds lies in the sphere plus the margin.
+#[test]
+fn the_full_width_real_ct_is_planned_through_imaged_skin_with_every_peak_in_the_target() {
+    use ionguide::range::{SpotTracer, SpotTracerOptions};
+    use ionguide::structure::{Contour, Roi, StructureSet};
+    use ionguide_sim::planning::body::{body_from_ct, BodySource};
+    use ionguide_sim::planning::ct::plan_ct;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/totalseg_j2k");
+    if !dir.is_dir() {
+        eprintln!("NOTICE: {} absent: skipped", dir.display());
+        return;
+    }
+    let series = ionguide::dicom::ct::read_series_dir(&dir).unwrap();
+    let grid = series.volume.grid().clone();
+    let body = body_from_ct(&series.volume, -400.0);
+    let [nx, ny, nz] = grid.dims();
+    let mut sum = [0.0; 3];
+    for (o, _) in body.mask.as_slice().iter().enumerate().filter(|(_, &m)| m != 0) {
+        let p = grid.index_to_patient([(o % nx) as f64, ((o / nx) % ny) as f64, (o / (nx * ny)) as f64]);
+        for a in 0..3 {
+            sum[a] += p[a];
+        }
+    }
+    let c = sum.map(|s| s / body.voxels as f64);
+    let r_mm = 15.0;
+    let contours = (0..nz)
+        .filter_map(|k| {
+            let z = grid.index_to_patient([0.0, 0.0, k as f64]).z;
+            let rr = (r_mm * r_mm - (z - c[2]).powi(2)).sqrt();
+            (rr.is_finite() && rr > 1.0).then(|| {
+                Contour::new(
+                    (0..48)
+                        .map(|n| {
+                            let a = n as f64 * std::f64::consts::TAU / 48.0;
+                            PointMm::new(c[0] + rr * a.cos(), c[1] + rr * a.sin(), z)
+                        })
+                        .collect(),
+                )
+            })
+        })
+        .collect();
+    let structures = StructureSet {
+        frame_of_reference_uid: series.meta.frame_of_reference_uid.clone(),
+        rois: vec![Roi {
+            number: 1,
+            name: "SPHERE".into(),
+            contours,
+        }],
+    };
+    let options = CtPlannerOptions::default();
+    let planned = plan_ct(&series, &structures, "SPHERE", &options).unwrap();
+    let s = &planned.summary;
+    eprintln!("totalseg_j2k: body centre {c:?}, {s:?}");
+    assert!(matches!(s.body, BodySource::Threshold { .. }));
+    assert_eq!(s.target_inside_body, 1.0);
+    assert_eq!(s.beams.len(), 2);
+    for b in &s.beams {
+        assert_eq!(
+            b.entering_at_ct_edge, 0.0,
+            "gantry {}°: the skin is in this CT",
+            b.gantry_deg
+        );
+        assert!(b.gantry_deg <= 90.0 || b.gantry_deg >= 270.0);
+    }
+    let mut tracer = SpotTracer::new(&planned.plan, &SpotTracerOptions::new(options.virtual_sad_mm)).unwrap();
+    tracer.trace_frame_ct(&series.volume, &options.hlut);
+    let voxel_diag = grid.spacing_mm().iter().map(|s| s * s).sum::<f64>().sqrt();
+    let centre = PointMm::new(c[0], c[1], c[2]);
+    let mut worst: f64 = 0.0;
+    for i in 0..tracer.spots().len() {
+        let p = tracer.target_point_mm(i).expect("every spot has a peak");
+        worst = worst.max((p - centre).norm());
+    }
+    eprintln!("farthest Bragg peak from the sphere's centre: {worst:.2} mm");
+    assert!(worst <= r_mm + options.margin_mm + voxel_diag, "{worst} mm");
+}
