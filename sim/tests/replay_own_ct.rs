@@ -116,6 +116,15 @@ fn every_real_ct_replays_without_a_plan_with_its_gtv_within_the_bars() {
         // the automatic spacings hold the spot budget to within the estimate's slack
         assert!(spots <= options.max_spots * 11 / 10, "{case}: {spots} spots");
         assert_eq!(s.beams.len(), 2, "{case}");
+        // the beams are oriented by the CT's own Patient Position (pydicom reads FFS for
+        // STS_004, HFS for the others)
+        let position = if case == "STS_004" { "FFS" } else { "HFS" };
+        assert_eq!(s.patient_position, position, "{case}");
+        assert!(planned
+            .plan
+            .beams
+            .iter()
+            .all(|b| b.patient_position.as_deref() == Some(position)));
 
         // Every spot's Bragg peak, as the pipeline's own tracer places it on the planning CT
         // (where the ray's WEPL reaches the CSDA range of its energy), lies in the GTV grown
