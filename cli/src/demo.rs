@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use ionguide::range::PatientPosition;
 use ionguide_sim::anatomy::phantom::PhantomSpec;
 use ionguide_sim::delivery::gating::GatingWindow;
 use ionguide_sim::delivery::timeline::SynchrotronModel;
 use ionguide_sim::imaging::model::ImagingModel;
 use ionguide_sim::imaging::sources::{FrameSource, RealCtFrames};
 use ionguide_sim::motion::tumor::{displacements, TumorMotionModel};
+use ionguide_sim::planning::ct::CtPlannerOptions;
 use ionguide_sim::planning::PlannerOptions;
 use ionguide_sim::replay::{self, ReplayOptions, ReplayResult};
 use ionguide_sim::report::write_report;
@@ -83,9 +85,15 @@ pub struct ReplayArgs {
     /// Target ROI name.
     #[arg(long)]
     roi: String,
-    /// RT Ion Plan (required: the geometric planner works on the built-in phantom only).
+    /// RT Ion Plan; without one, the geometric planner plans the CT for the target ROI (the
+    /// planner options below).
     #[arg(long)]
     plan: Option<PathBuf>,
+    #[command(flatten)]
+    planner: PlannerArgs,
+    /// Also write the plan made without --plan to this file (RT Ion Plan).
+    #[arg(long, conflicts_with = "plan")]
+    save_plan: Option<PathBuf>,
     /// Motion trace: ExtMarker (`;`-separated) or CSV `t_s,x_mm,y_mm,z_mm` (tumor displacement).
     #[arg(long)]
     trace: PathBuf,
@@ -103,6 +111,84 @@ pub struct ReplayArgs {
     out: PathBuf,
     #[command(flatten)]
     delivery: DeliveryArgs,
+}
+
+/// The geometric planner's options (`ionguide plan`, and `ionguide replay` without `--plan`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlannerArgs {
+    /// Ion: 1H (p), 4He, 12C, 16O, 20Ne.
+    #[arg(long, default_value = "12C")]
+    ion: ionguide::units::Ion,
+    /// Gantry angles, degrees, comma-separated (default: two
+    /// chosen between −90° and 90°, clear of the couch, entering on the target's side).
+    #[arg(long, value_delimiter = ',')]
+    gantry: Vec<f64>,
+    /// Margin around the target ROI the spots cover, mm.
+    #[arg(long, default_value_t = 3.0)]
+    margin_mm: f64,
+    /// Spot spacing, mm (default: 1.5 mm, widened with the layer spacing to keep the plan
+    /// within --max-spots).
+    #[arg(long)]
+    spot_spacing_mm: Option<f64>,
+    /// Energy layer spacing, mm of water (default: 2 mm, widened as the spot spacing).
+    #[arg(long)]
+    layer_spacing_mm: Option<f64>,
+    /// Spot budget of the automatic spacings.
+    #[arg(long, default_value_t = 10_000)]
+    max_spots: usize,
+    /// Lowest energy the machine delivers, MeV/u (default: the range table's).
+    #[arg(long)]
+    min_energy_mev_u: Option<f64>,
+    /// Highest energy the machine delivers, MeV/u (default: the range table's).
+    #[arg(long)]
+    max_energy_mev_u: Option<f64>,
+    /// Patient position (HFS, HFP, FFS, FFP; default: the CT's, else HFS).
+    #[arg(long)]
+    patient_position: Option<String>,
+}
+
+impl PlannerArgs {
+    /// The planner options these arguments give.
+    pub fn options(&self) -> anyhow::Result<CtPlannerOptions> {
+        let mut o = CtPlannerOptions {
+            ion: self.ion,
+            margin_mm: self.margin_mm,
+            spot_spacing_mm: self.spot_spacing_mm,
+            layer_spacing_mm: self.layer_spacing_mm,
+            max_spots: self.max_spots,
+            ..CtPlannerOptions::default()
+        };
+        if !self.gantry.is_empty() {
+            o.gantry_angles_deg = Some(self.gantry.clone());
+        }
+        if let Some(code) = &self.patient_position {
+            o.patient_position = Some(
+                PatientPosition::from_code(code)
+                    .with_context(|| format!("--patient-position {code:?}: one of HFS, HFP, FFS, FFP"))?,
+            );
+        }
+        if self.min_energy_mev_u.is_some() || self.max_energy_mev_u.is_some() {
+            let (lo, hi) = ionguide::range::RangeEnergyTable::new(self.ion)?.energy_span_mev_u();
+            o.energy_limits_mev_u = Some([
+                self.min_energy_mev_u.unwrap_or(lo),
+                self.max_energy_mev_u.unwrap_or(hi),
+            ]);
+        }
+        Ok(o)
+    }
+
+    /// Whether any option differs from its default.
+    fn is_set(&self) -> bool {
+        self.ion != ionguide::units::Ion::CARBON12
+            || !self.gantry.is_empty()
+            || self.margin_mm != 3.0
+            || self.spot_spacing_mm.is_some()
+            || self.layer_spacing_mm.is_some()
+            || self.max_spots != 10_000
+            || self.min_energy_mev_u.is_some()
+            || self.max_energy_mev_u.is_some()
+            || self.patient_position.is_some()
+    }
 }
 
 /// Gives the demo plan's spots the weights of a flat 2 Gy target dose (the geometric
@@ -407,19 +493,46 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Runs `ionguide replay`.
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let Some(plan) = &args.plan else {
+    let session = args.out.join("session");
+    if args.plan.is_some() && args.planner.is_set() {
         anyhow::bail!(
-            "--plan is required for a replay on your own CT: the geometric planner works on the built-in phantom only (try `ionguide demo`)"
+            "the planner options (--ion, --gantry, --margin-mm, …) make a plan when --plan is not given; with --plan they have no effect"
         );
+    }
+    let config = match &args.plan {
+        Some(plan) => scenario::write_user_session(
+            &session,
+            &args.ct,
+            &args.structures,
+            &args.roi,
+            plan,
+            args.budget_ms,
+        )?,
+        None => {
+            eprintln!(
+                "no --plan: planning {} for ROI {:?} with {} …",
+                args.ct.display(),
+                args.roi,
+                args.planner.ion
+            );
+            let (config, planned) = scenario::write_user_session_planned(
+                &session,
+                &args.ct,
+                &args.structures,
+                &args.roi,
+                &args.planner.options()?,
+                args.budget_ms,
+            )?;
+            crate::plan::print_summary(&planned.summary);
+            if let Some(to) = &args.save_plan {
+                let from = session.join("RP.dcm");
+                std::fs::copy(&from, to)
+                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+                eprintln!("plan written to {}", to.display());
+            }
+            config
+        }
     };
-    let config = scenario::write_user_session(
-        &args.out.join("session"),
-        &args.ct,
-        &args.structures,
-        &args.roi,
-        plan,
-        args.budget_ms,
-    )?;
     let (times, disp) = displacements(
         &args.trace,
         args.delivery.motion_rate_hz,

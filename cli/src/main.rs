@@ -11,6 +11,7 @@ mod dose;
 mod facility;
 mod gate;
 mod inspect;
+mod plan;
 mod range;
 mod register;
 mod run;
@@ -46,7 +47,9 @@ enum Command {
     Run(run::Args),
     /// The built-in demo: a thorax phantom breathing a real trace, tracked end to end, with a report.
     Demo(demo::DemoArgs),
-    /// Replay a motion trace on your own CT, structures and plan, with a report.
+    /// Plan a CT for a target ROI with the geometric planner; write the RT Ion Plan.
+    Plan(plan::Args),
+    /// Replay a motion trace on your own CT, structures and plan (or a plan made for its target ROI), with a report.
     Replay(demo::ReplayArgs),
     /// Release gate: measure the pipeline on a workload and compare with benches/budgets.toml.
     Gate(gate::GateArgs),
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Register(args) => register::run(args),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Plan(args) => plan::run(args),
         Command::Replay(args) => demo::replay(args),
         Command::Gate(args) => gate::gate(args),
         Command::Soak(args) => gate::soak(args),

@@ -7,8 +7,9 @@
 //! - [`imaging`]: the imaging model ([`imaging::model`]: rate, acquisition,
 //!   reconstruction), the in-room CT frames encoded as DICOM ([`imaging::frames`]) and the
 //!   frame sources the replay draws from ([`imaging::sources`]).
-//! - [`planning`]: a geometric ion-beam planner on the phantom, and spot weights for a flat
-//!   target dose ([`planning::optimize`]).
+//! - [`planning`]: a geometric ion-beam planner on the phantom and on any CT with a target
+//!   ROI ([`planning::ct`], the body outline in [`planning::body`]), and spot weights for a
+//!   flat target dose ([`planning::optimize`]).
 //! - [`delivery`]: the gantry-controller simulator, the receiving end of the link
 //!   (state machine + thread runner; binary `ionguide-controller`), a synchrotron's
 //!   spot-by-spot delivery timeline ([`delivery::timeline`]) and respiratory gating

@@ -50,6 +50,9 @@ pub enum ReplayError {
     /// The pipeline.
     #[error("pipeline: {0}")]
     Pipeline(String),
+    /// The geometric planner refused the CT or target (what and why in the message).
+    #[error("planning: {0}")]
+    Plan(#[from] crate::planning::PlannerError),
     /// Reading the motion trace.
     #[error("trace: {0}")]
     Motion(#[from] crate::motion::trace::MotionError),

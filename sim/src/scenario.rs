@@ -1,5 +1,6 @@
 //! Replay set-ups: the built-in demo (thorax phantom planned with carbon, a bundled real
-//! breathing trace) and a user's own CT + structure set + plan. Both are written out as a
+//! breathing trace) and a user's own CT + structure set + plan (or, without a plan, one the
+//! geometric planner makes on that CT for its target ROI). Both are written out as a
 //! session folder — DICOM files, a TOML configuration, a link key — and loaded back through
 //! the same configuration and DICOM readers a clinic's files go through.
 
@@ -11,6 +12,7 @@ use ionguide::geometry::{RigidTransform, RoomSetup};
 use crate::anatomy::phantom::{Phantom, PhantomSpec};
 use crate::imaging::frames::{planning_ids, write_ct_series, write_structure_set, SeriesIds};
 use crate::imaging::sources::PhantomFrames;
+use crate::planning::ct::{plan_ct, CtPlan, CtPlannerOptions};
 use crate::planning::{plan, plan_bytes, PlannerOptions};
 use crate::replay::ReplayError;
 use crate::uid::uid_from_seed;
@@ -274,6 +276,29 @@ pub fn write_user_session(
         .as_bytes(),
     )?;
     Ok(config)
+}
+
+/// Plans a user's CT for its target ROI `roi` with the geometric planner
+/// ([`crate::planning::ct`]), writes the plan as `RP.dcm` in `dir` and the session folder
+/// around it; the plan and what the planner chose come back.
+pub fn write_user_session_planned(
+    dir: &Path,
+    ct: &Path,
+    structures: &Path,
+    roi: &str,
+    planner: &CtPlannerOptions,
+    budget_ms: f64,
+) -> Result<(PathBuf, CtPlan), ReplayError> {
+    let series = ionguide::dicom::ct::read_series_dir(ct)
+        .map_err(|e| ReplayError::Session(format!("planning CT {}: {e}", ct.display())))?;
+    let set = ionguide::dicom::rtstruct::read_structure_set(structures)
+        .map_err(|e| ReplayError::Session(format!("structure set {}: {e}", structures.display())))?;
+    let planned = plan_ct(&series, &set, roi, planner)?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let rp = dir.join("RP.dcm");
+    write(&rp, &plan_bytes(&planned.plan)?)?;
+    let config = write_user_session(dir, ct, structures, roi, &rp, budget_ms)?;
+    Ok((config, planned))
 }
 
 /// matRad's generic machine data for `ion`, bundled with the repository

@@ -360,6 +360,9 @@ pub struct SeriesMeta {
     pub content_date: Option<String>,
     /// Content Time (TM), if present.
     pub content_time: Option<String>,
+    /// Patient Position (CS: HFS, FFS, …) of the first input, if present: the planner on a
+    /// user's CT orients its beams by it.
+    pub patient_position: Option<String>,
     /// Temporal Position Index or Identifier (4D CT phase), if present.
     pub temporal_position: Option<u32>,
     /// When the slices were acquired, over the inputs that say (see [`AcquisitionSpan`]);

@@ -1,4 +1,5 @@
-//! A geometric spot-scanning planner on the phantom: uniform spot grids over the PTV in the
+//! A geometric spot-scanning planner on the phantom (and, in [`ct`], on any CT with a target
+//! ROI): uniform spot grids over the PTV in the
 //! beam's-eye view, energy layers evenly spaced in water-equivalent depth across it.
 //!
 //! For each beam every spot ray (diverging from the virtual sources, exactly as
@@ -25,6 +26,8 @@ use crate::anatomy::phantom::Phantom;
 use crate::imaging::frames::SeriesIds;
 use crate::uid::uid_from_seed;
 
+pub mod body;
+pub mod ct;
 pub mod optimize;
 
 /// Why a plan cannot be made.
@@ -59,6 +62,47 @@ pub enum PlannerError {
     /// The plan cannot be encoded.
     #[error("cannot write the plan")]
     Write(#[source] ionguide::dicom::rtplan::PlanError),
+    /// The structure set has no ROI of the target's name.
+    #[error("target ROI {name:?} not found; the structure set has {available:?}")]
+    TargetNotFound {
+        /// The name asked for.
+        name: String,
+        /// The ROIs present.
+        available: Vec<String>,
+    },
+    /// The target is not (wholly) inside the CT.
+    #[error("target ROI {roi:?} is outside the CT: {reason}")]
+    TargetOutsideCt {
+        /// The target ROI.
+        roi: String,
+        /// What lies outside.
+        reason: String,
+    },
+    /// No beam can reach the target through the patient from the skin.
+    #[error("no path from the skin to target ROI {roi:?}: {reason}")]
+    NoPathFromSkin {
+        /// The target ROI.
+        roi: String,
+        /// Why.
+        reason: String,
+    },
+    /// A layer needs an energy the machine does not deliver.
+    #[error(
+        "beam {beam} (gantry {gantry_deg}°): a layer at {depth_mm_we:.1} mm w.e. needs {energy_mev_u:.1} MeV/u, outside the energies [{}, {}] MeV/u",
+        limits_mev_u[0], limits_mev_u[1]
+    )]
+    EnergyOutOfRange {
+        /// Beam index.
+        beam: usize,
+        /// Its gantry angle.
+        gantry_deg: f64,
+        /// The layer's water-equivalent depth, mm.
+        depth_mm_we: f64,
+        /// The energy it needs, MeV/u.
+        energy_mev_u: f64,
+        /// The energies allowed, MeV/u.
+        limits_mev_u: [f64; 2],
+    },
 }
 
 /// Planner knobs.

@@ -37,6 +37,7 @@ const ACQUISITION_TIME: Attr = attr!(ACQUISITION_TIME, "AcquisitionTime");
 const ACQUISITION_DATETIME: Attr = attr!(ACQUISITION_DATE_TIME, "AcquisitionDateTime");
 const CONTENT_DATE: Attr = attr!(CONTENT_DATE, "ContentDate");
 const CONTENT_TIME: Attr = attr!(CONTENT_TIME, "ContentTime");
+const PATIENT_POSITION: Attr = attr!(PATIENT_POSITION, "PatientPosition");
 const TIMEZONE_OFFSET: Attr = attr!(TIMEZONE_OFFSET_FROM_UTC, "TimezoneOffsetFromUTC");
 const TEMPORAL_POSITION_INDEX: Attr = attr!(TEMPORAL_POSITION_INDEX, "TemporalPositionIndex");
 const TEMPORAL_POSITION_ID: Attr = attr!(TEMPORAL_POSITION_IDENTIFIER, "TemporalPositionIdentifier");
@@ -495,6 +496,7 @@ pub(super) fn series_meta(
         },
         content_date: s(CONTENT_DATE)?,
         content_time: s(CONTENT_TIME)?,
+        patient_position: s(PATIENT_POSITION)?,
         temporal_position: temporal,
         acquisition: None,
         slices: 0,
