@@ -24,6 +24,10 @@ pub struct Args {
     /// Where to write the RT Ion Plan.
     #[arg(long)]
     out: PathBuf,
+    /// Treatment Machine Name written on every beam: the room (facility.toml `machine`) that
+    /// is to deliver it.
+    #[arg(long)]
+    machine: Option<String>,
     #[command(flatten)]
     planner: PlannerArgs,
 }
@@ -36,8 +40,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("structure set {}", args.structures.display()))?;
     let planned = plan_ct(&series, &structures, &args.roi, &args.planner.options()?)?;
     print_summary(&planned.summary);
-    std::fs::write(&args.out, plan_bytes(&planned.plan)?)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    let bytes = match &args.machine {
+        Some(m) => ionguide::dicom::rtplan::write_plan_bytes_for_machine(&planned.plan, Some(m))?,
+        None => plan_bytes(&planned.plan)?,
+    };
+    std::fs::write(&args.out, bytes).with_context(|| format!("writing {}", args.out.display()))?;
     println!("{}", args.out.display());
     Ok(())
 }

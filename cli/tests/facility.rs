@@ -3,9 +3,10 @@
 //! `ionguide run` process under `ionguide facility`, where killing one room's session with
 //! SIGKILL leaves the other two delivering.
 //!
-//! The plans are the real STS_001 OpenTPS proton plan (beams 0 and 1 at gantry 0° and 90°,
-//! couch 0°, energies 69.9–151.6 and 71.6–152.6 MeV, Treatment Machine Name "OpenTPS_generic"), with the
-//! machine name rewritten in place per room where a room needs its own.
+//! The checks use the real STS_001 OpenTPS proton plan (beams 0 and 1 at gantry 0° and 90°,
+//! couch 0°, energies 69.9–151.6 and 71.6–152.6 MeV, Treatment Machine Name
+//! "OpenTPS_generic"); the three rooms run carbon and helium plans of the same patient made
+//! by `ionguide plan --machine`.
 
 mod support;
 
@@ -18,36 +19,10 @@ use std::time::{Duration, Instant};
 use support::daemon::{data, FrameSender, Planning, SessionDir, RELAXED_TIMING, SCP_59};
 use support::dicom_edit::Edit;
 
-/// The STS_001 plan with its Treatment Machine Name (an SH value of 16 bytes, implicit VR)
-/// replaced by `machine` (≤ 16 characters, space-padded as DICOM pads SH).
-fn plan_for_machine(dir: &Path, machine: &str) -> PathBuf {
-    let bytes = std::fs::read(data("plans/STS_001/RPSTS001G0G90.dcm")).unwrap();
-    let old = b"OpenTPS_generic ";
-    let new = format!("{machine:<16}");
-    assert_eq!(new.len(), 16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    let mut replaced = 0;
-    while i < bytes.len() {
-        if bytes[i..].starts_with(old) {
-            out.extend_from_slice(new.as_bytes());
-            i += old.len();
-            replaced += 1;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    assert_eq!(replaced, 2, "one machine name per beam");
-    let path = dir.join(format!("RP_{}.dcm", machine.trim()));
-    std::fs::write(&path, out).unwrap();
-    path
-}
-
 /// A room's `[[room]]` table.
 fn room_toml(name: &str, machine: &str, beam_line: &str, ions: &str, session: &Path) -> String {
     format!(
-        "[[room]]\nname = \"{name}\"\nmachine = \"{machine}\"\nvirtual_sad_mm = [10000.0, 10000.0]\nsession = \"{}\"\nbeam_line = {beam_line}\n[room.ions]\n{ions}\n",
+        "[[room]]\nname = \"{name}\"\nmachine = \"{machine}\"\nvirtual_sad_mm = [6500.0, 7000.0]\nsession = \"{}\"\nbeam_line = {beam_line}\n[room.ions]\n{ions}\n",
         session.display()
     )
 }
@@ -214,19 +189,49 @@ fn applied(room: &LiveRoom) -> u64 {
     room.controller.with(|c| c.counters().applied_sets)
 }
 
+/// A plan of STS_001's GTV by `ionguide plan` for `ion` at `gantry` angles, on `machine`.
+fn planned(dir: &Path, ion: &str, gantry: &str, machine: &str) -> PathBuf {
+    let out = dir.join(format!("RP_{machine}.dcm"));
+    let o = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args([
+            "plan",
+            "--roi",
+            "GTV_Mass_CT",
+            "--ion",
+            ion,
+            "--gantry",
+            gantry,
+            "--machine",
+            machine,
+        ])
+        .arg("--ct")
+        .arg(data("STS_001/image"))
+        .arg("--structures")
+        .arg(data("STS_001/mask/RS.dcm"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
 #[test]
 fn three_rooms_deliver_at_once_and_killing_one_leaves_the_others_delivering() {
+    // two gantries on carbon, the fixed beam line (vertical and horizontal ports) on helium
     let names = [
-        ("Gantry 1", "GANTRY_1"),
-        ("Gantry 2", "GANTRY_2"),
-        ("Fixed beam", "FIXED_BEAM"),
+        ("Gantry 1", "GANTRY_1", "12C", "330,30"),
+        ("Gantry 2", "GANTRY_2", "12C", "20,80"),
+        ("Fixed beam", "FIXED_BEAM", "4He", "0,90"),
     ];
+    // wide bands: the STS series are cropped 5 cm around the tumour, so its depths are short
+    let ions = "\"12C\" = { min_mev_u = 40.0, max_mev_u = 430.0 }\n\"4He\" = { min_mev_u = 20.0, max_mev_u = 220.0 }";
     let mut rooms = Vec::new();
     let mut toml = String::from("name = \"three-room centre\"\n");
-    for (name, machine) in names {
+    for (name, machine, ion, gantry) in names {
         let dir = SessionDir::new();
         let controller = dir.controller(Duration::from_secs(30));
-        let plan = plan_for_machine(dir.path(), machine);
+        let plan = planned(dir.path(), ion, gantry, machine);
         let session = dir.write_config_with(
             controller.local_addr(),
             SCP_59,
@@ -241,7 +246,7 @@ fn three_rooms_deliver_at_once_and_killing_one_leaves_the_others_delivering() {
         } else {
             GANTRY
         };
-        toml += &room_toml(name, machine, beam_line, PROTONS, &session);
+        toml += &room_toml(name, machine, beam_line, ions, &session);
         rooms.push(LiveRoom {
             name,
             dir,
@@ -282,6 +287,11 @@ fn three_rooms_deliver_at_once_and_killing_one_leaves_the_others_delivering() {
             Instant::now() < end,
             "the rooms did not start within 120 s:\n{log}"
         );
+        if let Some(status) = supervisor.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(200));
+            log.extend(rx.try_iter().map(|l| l + "\n"));
+            panic!("the facility ended ({status}) before its rooms listened:\n{log}");
+        }
         let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
             continue;
         };

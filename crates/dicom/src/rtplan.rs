@@ -40,7 +40,7 @@ mod read;
 mod write;
 
 use read::parse_plan;
-pub use write::{format_ds, write_plan, write_plan_bytes};
+pub use write::{format_ds, write_plan, write_plan_bytes, write_plan_bytes_for_machine};
 
 /// Explicit VR Little Endian is the transfer syntax plans are written in.
 pub use crate::uids::{EXPLICIT_VR_LE, RT_ION_PLAN_SOP_CLASS};

@@ -16,7 +16,7 @@ use crate::write::WriteError;
 pub use crate::write::format_ds;
 
 /// The plan's data set: identity, a setup and a referenced beam per beam, the beams.
-fn plan_object(plan: &IonPlan) -> Result<InMemDicomObject, PlanError> {
+fn plan_object(plan: &IonPlan, machine: Option<&str>) -> Result<InMemDicomObject, PlanError> {
     if plan.sop_instance_uid.trim().is_empty() {
         return Err(PlanError::Unwritable("empty SOP Instance UID".into()));
     }
@@ -62,7 +62,11 @@ fn plan_object(plan: &IonPlan) -> Result<InMemDicomObject, PlanError> {
         r.put(ds(tags::BEAM_METERSET, &[total]));
         refs.push(r);
 
-        beams.push(beam_object(b, setup_number, total)?);
+        let mut beam = beam_object(b, setup_number, total)?;
+        if let Some(machine) = machine {
+            beam.put(text(tags::TREATMENT_MACHINE_NAME, VR::SH, machine));
+        }
+        beams.push(beam);
     }
     o.put(sq(tags::PATIENT_SETUP_SEQUENCE, setups));
     let mut fg = InMemDicomObject::new_empty();
@@ -218,7 +222,20 @@ fn put_beam_geometry(cp: &mut InMemDicomObject, b: &IonBeam) {
 
 /// Writes a plan as a DICOM Part 10 byte stream (explicit VR little endian).
 pub fn write_plan_bytes(plan: &IonPlan) -> Result<Vec<u8>, PlanError> {
-    let obj = plan_object(plan)?;
+    write_plan_bytes_for_machine(plan, None)
+}
+
+/// [`write_plan_bytes`] with every beam's Treatment Machine Name (300A,00B2): the room a
+/// facility delivers it in (`None`: left out, as the plan model has no machine).
+pub fn write_plan_bytes_for_machine(plan: &IonPlan, machine: Option<&str>) -> Result<Vec<u8>, PlanError> {
+    if let Some(m) = machine {
+        if m.trim().is_empty() || m.len() > 16 || !m.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+            return Err(PlanError::Unwritable(format!(
+                "treatment machine name {m:?}: 1–16 printable ASCII characters (DICOM SH)"
+            )));
+        }
+    }
+    let obj = plan_object(plan, machine)?;
     let meta = meta(RT_ION_PLAN_SOP_CLASS, plan.sop_instance_uid.as_str());
     part10(obj, meta, "RT Ion Plan").map_err(|e| match e {
         WriteError::Meta { source, .. } => PlanError::WriteMeta(source),
