@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ionguide_sim::gate::{check, run_workload, Budgets, Delivery, Workload, WorkloadResult};
+use ionguide_sim::gate::{
+    check, run_workload, run_workload_observed, Budgets, Delivery, Workload, WorkloadResult,
+};
 
 /// Gate a release on latency budgets.
 #[derive(Debug, clap::Args)]
@@ -29,6 +31,34 @@ pub struct GateArgs {
     /// Also write the measurements as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Serve the live console (view-only) here while the workload runs: what the console
+    /// costs the chain is then in the figures.
+    #[arg(long)]
+    console: Option<std::net::SocketAddr>,
+}
+
+/// The gate's console: started with the chain, fed each finished frame.
+struct GateConsole {
+    addr: std::net::SocketAddr,
+    console: Option<crate::console::Console>,
+    error: Option<anyhow::Error>,
+}
+
+impl ionguide_sim::gate::Observer for GateConsole {
+    fn started(&mut self, pipeline: &ionguide::pipeline::Pipeline) {
+        match crate::console::start(self.addr, "release gate".into(), None, pipeline.operator()) {
+            Ok(c) => {
+                eprintln!("console on http://{}/", c.addr);
+                self.console = Some(c);
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+    fn frame(&mut self, event: &ionguide::pipeline::FrameEvent) {
+        if let Some(c) = &self.console {
+            c.state.record(event);
+        }
+    }
 }
 
 /// Run the pipeline flat out for a long time and account for every frame.
@@ -137,7 +167,12 @@ pub fn gate(args: GateArgs) -> anyhow::Result<()> {
     let frames = args.frames.unwrap_or(b.frames);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let delivery = args.delivery.map_or(b.delivery, Delivery::from);
-    let r = run_workload(
+    let mut console = args.console.map(|addr| GateConsole {
+        addr,
+        console: None,
+        error: None,
+    });
+    let r = run_workload_observed(
         workload,
         &args.out,
         frames,
@@ -145,7 +180,13 @@ pub fn gate(args: GateArgs) -> anyhow::Result<()> {
         delivery,
         b.deadline_ms,
         true,
+        console
+            .as_mut()
+            .map(|c| c as &mut dyn ionguide_sim::gate::Observer),
     )?;
+    if let Some(e) = console.and_then(|c| c.error) {
+        return Err(e.context("the gate's console"));
+    }
     describe(&r);
     let lines = check(&r, b);
     println!();

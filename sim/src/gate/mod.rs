@@ -351,6 +351,15 @@ impl Delivery {
 /// The share of the frame period over which a streamed frame's slices arrive.
 pub const STREAM_SPREAD: f64 = 0.8;
 
+/// Watches a workload run from outside the frame path, as a console does: told of the
+/// pipeline once it runs, then of each finished frame on the gate's own thread.
+pub trait Observer {
+    /// The chain is up; frames follow.
+    fn started(&mut self, pipeline: &Pipeline);
+    /// A frame finished (any outcome).
+    fn frame(&mut self, event: &ionguide::pipeline::FrameEvent);
+}
+
 /// Runs a workload: `frames` frames at `rate_hz` (0: each frame as soon as the previous one
 /// finished, delivered whole) on a [`Chain`] in `dir`.
 pub fn run_workload(
@@ -362,8 +371,28 @@ pub fn run_workload(
     budget_ms: f64,
     progress: bool,
 ) -> Result<WorkloadResult, ReplayError> {
+    run_workload_observed(
+        workload, dir, frames, rate_hz, delivery, budget_ms, progress, None,
+    )
+}
+
+/// [`run_workload`] with an observer (the gate with its console open).
+#[allow(clippy::too_many_arguments)]
+pub fn run_workload_observed(
+    workload: Workload,
+    dir: &Path,
+    frames: u64,
+    rate_hz: f64,
+    delivery: Delivery,
+    budget_ms: f64,
+    progress: bool,
+    mut observer: Option<&mut dyn Observer>,
+) -> Result<WorkloadResult, ReplayError> {
     let wall = Instant::now();
     let chain = Chain::start(workload, dir, budget_ms)?;
+    if let Some(o) = observer.as_deref_mut() {
+        o.started(&chain.pipeline);
+    }
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new(frames);
         b.set_style(
@@ -395,6 +424,9 @@ pub fn run_workload(
     let t0 = Instant::now();
     let mut finished = 0u64;
     let mut record = |ev: ionguide::pipeline::FrameEvent, n: u64| {
+        if let Some(o) = observer.as_deref_mut() {
+            o.frame(&ev);
+        }
         let t = ev.ticket;
         match t.outcome {
             Outcome::Corrected => {
