@@ -15,6 +15,7 @@
 //! - [`range`]: HU → stopping power, exact ray tracing, WEPL, range ↔ energy.
 //! - [`dose`]: analytical ion pencil-beam dose on a grid (matRad's HongPB).
 //! - [`register`]: rigid intensity registration of a frame against the planning CT.
+//! - [`predict`]: causal online prediction of the breathing surrogate over a horizon.
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
 //! - [`surrogate`]: breathing-surrogate samples and the rules that repair their timestamps.
 //! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
@@ -28,5 +29,5 @@
 
 pub use ionguide_core::{correction, geometry, plan, structure, surrogate, units, volume};
 pub use ionguide_dicom as dicom;
-pub use ionguide_kernels::{dose, range, register};
+pub use ionguide_kernels::{dose, predict, range, register};
 pub use ionguide_pipeline::{adapt, audit, config, link, pipeline, source};
