@@ -9,6 +9,7 @@ mod demo;
 mod dose;
 mod gate;
 mod inspect;
+mod predict;
 mod range;
 mod register;
 mod run;
@@ -52,6 +53,8 @@ enum Command {
     Soak(gate::SoakArgs),
     /// Read an audit log: session, room setup, outcomes by reason, latency, how it ends.
     Audit(audit::Args),
+    /// Forecast breathing-marker traces a horizon ahead (causal), or score predictors with the published protocol.
+    Predict(predict::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Gate(args) => gate::gate(args),
         Command::Soak(args) => gate::soak(args),
         Command::Audit(args) => audit::run(args),
+        Command::Predict(args) => predict::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -116,10 +116,7 @@ mod tests {
                 vec![amp[0] * s, 0.0, 0.0, 0.0, 0.0, amp[1] * s]
             })
             .collect();
-        let session = Session {
-            markers: 2,
-            samples,
-        };
+        let session = Session { markers: 2, samples };
         for h in [1, 5, 21] {
             let r = run(&session, h, 600, |d, h| Hold::new(d, h)).unwrap();
             let hw = w * h as f64;

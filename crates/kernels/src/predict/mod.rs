@@ -5,7 +5,7 @@
 //! pushed so far: nothing here ever sees a sample before it is pushed, and a training pair is
 //! used only once its target has arrived.
 //!
-//! - [`RidgePredictor`] (the one to use): per-horizon linear regression of the displacement
+//! - [`RidgePredictor`]: per-horizon linear regression of the displacement
 //!   `y(k+h) − y(k)` on a 4 s history of all coordinates, fitted by exponentially forgotten
 //!   ridge regression. Features, for every coordinate: the differences `y(k) − y(k−j)` over
 //!   short lags (1, 2, 3, 5, 8 samples: velocity and its change); for the breathing signal (the
@@ -17,6 +17,9 @@
 //!   Cholesky every few samples: `W = (G + α·tr(G)/d·I)⁻¹ C`. Why this and not a recurrent
 //!   network: it is convex (no initialisation or learning rate to tune), its cost per sample
 //!   is microseconds, and its parameters were chosen on the 30–60 s tuning parts only.
+//! - [`AnalogPredictor`]: nearest-neighbour (analog) forecasting over the last minute.
+//! - [`EnsemblePredictor`] (the default of `ionguide predict`): the three above combined with
+//!   weights fitted online on their own past errors.
 //! - [`RlsBaseline`]: the causal linear baseline of issue 14 — per coordinate, recursive least
 //!   squares on the last 12 samples.
 //! - [`Hold`]: no prediction (the current sample).
@@ -52,6 +55,18 @@ pub trait OnlinePredictor {
     /// forecast of the sample `horizon` steps later. Panics if the lengths differ from
     /// [`dim`](Self::dim) (a programming error, not input).
     fn step(&mut self, sample: &[f64], out: &mut [f64]);
+}
+
+impl<P: OnlinePredictor + ?Sized> OnlinePredictor for Box<P> {
+    fn dim(&self) -> usize {
+        (**self).dim()
+    }
+    fn horizon(&self) -> usize {
+        (**self).horizon()
+    }
+    fn step(&mut self, sample: &[f64], out: &mut [f64]) {
+        (**self).step(sample, out)
+    }
 }
 
 /// No prediction: the forecast is the current sample.
@@ -284,20 +299,12 @@ impl RidgePredictor {
     /// For `dim` coordinates at horizon `horizon` samples.
     pub fn new(dim: usize, horizon: usize, cfg: RidgeConfig) -> Result<Self, PredictError> {
         check_dims(dim, horizon)?;
-        let bad = |name, value: f64, reason| PredictError::BadParameter {
-            name,
-            value,
-            reason,
-        };
+        let bad = |name, value: f64, reason| PredictError::BadParameter { name, value, reason };
         if !(cfg.forgetting > 0.0 && cfg.forgetting <= 1.0) {
             return Err(bad("forgetting", cfg.forgetting, "must be in (0, 1]"));
         }
         if !(cfg.mean_forgetting > 0.0 && cfg.mean_forgetting < 1.0) {
-            return Err(bad(
-                "mean_forgetting",
-                cfg.mean_forgetting,
-                "must be in (0, 1)",
-            ));
+            return Err(bad("mean_forgetting", cfg.mean_forgetting, "must be in (0, 1)"));
         }
         if !(cfg.ridge > 0.0 && cfg.ridge.is_finite()) {
             return Err(bad("ridge", cfg.ridge, "must be finite and > 0"));
@@ -370,13 +377,7 @@ impl RidgePredictor {
         }
         let s_now: f64 = now.iter().zip(axis).map(|(a, b)| a * b).sum();
         for &l in &self.cfg.long_lags {
-            let s_past: f64 = self
-                .samples
-                .get(l)
-                .iter()
-                .zip(axis)
-                .map(|(a, b)| a * b)
-                .sum();
+            let s_past: f64 = self.samples.get(l).iter().zip(axis).map(|(a, b)| a * b).sum();
             self.x[k] = s_now - s_past;
             k += 1;
         }
@@ -454,10 +455,8 @@ impl OnlinePredictor for RidgePredictor {
             let h = self.horizon;
             let xp = DVector::from_column_slice(self.feats.get(h));
             let past = self.samples.get(h);
-            let target = DVector::from_iterator(
-                self.dim,
-                sample.iter().zip(past).map(|(now, then)| now - then),
-            );
+            let target =
+                DVector::from_iterator(self.dim, sample.iter().zip(past).map(|(now, then)| now - then));
             // G ← λG + x xᵀ, C ← λC + x (Δy)ᵀ.
             self.gram.ger(1.0, &xp, &xp, lam);
             self.cross.ger(1.0, &xp, &target, lam);
@@ -475,6 +474,251 @@ impl OnlinePredictor for RidgePredictor {
     }
 }
 
+/// Parameters of [`AnalogPredictor`] (chosen on the tuning parts, like [`RidgeConfig`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalogConfig {
+    /// The pattern: differences `y(k) − y(k−j)` for these lags, every coordinate.
+    pub lags: Vec<usize>,
+    /// Neighbours averaged.
+    pub neighbours: usize,
+    /// Past samples searched (600 at 10 Hz: the last minute).
+    pub memory: usize,
+    /// Forgetting factor of the running mean that places the pattern in the cycle.
+    pub mean_forgetting: f64,
+}
+
+impl Default for AnalogConfig {
+    fn default() -> Self {
+        Self {
+            lags: (2..=20).step_by(2).collect(),
+            neighbours: 10,
+            memory: 600,
+            mean_forgetting: 0.995,
+        }
+    }
+}
+
+/// Analog (nearest-neighbour) forecasting: the last 2 s of all coordinates, relative to now,
+/// and the offset from the running mean, are compared with every such pattern of the last
+/// minute whose future `h` samples is already known; the forecast is now plus the
+/// inverse-distance-weighted mean of what followed the `neighbours` closest. Non-linear where
+/// the regression is linear (inhale and exhale shapes differ), so the two err differently.
+#[derive(Debug, Clone)]
+pub struct AnalogPredictor {
+    cfg: AnalogConfig,
+    dim: usize,
+    horizon: usize,
+    samples: Ring,
+    /// Pattern of each of the last samples (NaN-free only once history is long enough).
+    patterns: Ring,
+    valid_from: usize,
+    mean: Vec<f64>,
+    pattern: Vec<f64>,
+    best: Vec<(f64, usize)>,
+    acc: Vec<f64>,
+}
+
+impl AnalogPredictor {
+    /// For `dim` coordinates at horizon `horizon` samples.
+    pub fn new(dim: usize, horizon: usize, cfg: AnalogConfig) -> Result<Self, PredictError> {
+        check_dims(dim, horizon)?;
+        let bad = |name, value: f64, reason| PredictError::BadParameter { name, value, reason };
+        if cfg.neighbours == 0 {
+            return Err(bad("neighbours", 0.0, "at least one"));
+        }
+        if cfg.memory <= horizon + cfg.neighbours {
+            return Err(bad(
+                "memory",
+                cfg.memory as f64,
+                "must exceed the horizon plus the neighbours",
+            ));
+        }
+        if !(cfg.mean_forgetting > 0.0 && cfg.mean_forgetting < 1.0) {
+            return Err(bad("mean_forgetting", cfg.mean_forgetting, "must be in (0, 1)"));
+        }
+        if cfg.lags.iter().any(|&l| l == 0) {
+            return Err(bad("lag", 0.0, "lags are ≥ 1 sample"));
+        }
+        let max_lag = cfg.lags.iter().copied().max().unwrap_or(0);
+        let d = dim * (cfg.lags.len() + 1);
+        Ok(Self {
+            dim,
+            horizon,
+            samples: Ring::new(dim, cfg.memory.max(max_lag) + 1),
+            patterns: Ring::new(d, cfg.memory + 1),
+            valid_from: max_lag,
+            mean: vec![0.0; dim],
+            pattern: vec![0.0; d],
+            best: Vec::with_capacity(cfg.neighbours + 1),
+            acc: vec![0.0; dim],
+            cfg,
+        })
+    }
+}
+
+impl OnlinePredictor for AnalogPredictor {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn horizon(&self) -> usize {
+        self.horizon
+    }
+    fn step(&mut self, sample: &[f64], out: &mut [f64]) {
+        assert_eq!(sample.len(), self.dim);
+        assert_eq!(out.len(), self.dim);
+        let first = self.samples.count == 0;
+        self.samples.push(sample);
+        let mf = self.cfg.mean_forgetting;
+        for (m, &v) in self.mean.iter_mut().zip(sample) {
+            *m = if first { v } else { mf * *m + (1.0 - mf) * v };
+        }
+        let k = self.samples.count - 1;
+        let mut i = 0;
+        if k >= self.valid_from {
+            for &l in &self.cfg.lags {
+                let past = self.samples.get(l);
+                for c in 0..self.dim {
+                    self.pattern[i] = sample[c] - past[c];
+                    i += 1;
+                }
+            }
+        }
+        for c in 0..self.dim {
+            self.pattern[i] = sample[c] - self.mean[c];
+            i += 1;
+        }
+        self.patterns.push(&self.pattern);
+        out.copy_from_slice(sample);
+        if k < self.valid_from {
+            return;
+        }
+        // Candidates: patterns `back` samples ago whose future (back − h ≥ 0) is known.
+        let h = self.horizon;
+        let oldest = (k - self.valid_from).min(self.cfg.memory);
+        if oldest < h + self.cfg.neighbours {
+            return;
+        }
+        let kn = self.cfg.neighbours;
+        self.best.clear();
+        for back in h..=oldest {
+            let p = self.patterns.get(back);
+            let dist: f64 = p.iter().zip(&self.pattern).map(|(a, b)| (a - b) * (a - b)).sum();
+            if self.best.len() < kn || dist < self.best[kn - 1].0 {
+                let at = self.best.partition_point(|(d, _)| *d <= dist);
+                self.best.insert(at, (dist, back));
+                self.best.truncate(kn);
+            }
+        }
+        let mut wsum = 0.0;
+        let dim = self.dim;
+        let acc = &mut self.acc;
+        acc.fill(0.0);
+        for &(dist, back) in &self.best {
+            // 1e-3 mm²: a floor so an exact repeat does not take all the weight.
+            let w = 1.0 / (dist + 1e-3);
+            wsum += w;
+            let (then, after) = (self.samples.get(back), self.samples.get(back - h));
+            for c in 0..dim {
+                acc[c] += w * (after[c] - then[c]);
+            }
+        }
+        for c in 0..dim {
+            out[c] += acc[c] / wsum;
+        }
+    }
+}
+
+/// The predictor to use: [`RidgePredictor`], [`RlsBaseline`] and [`AnalogPredictor`]
+/// combined with weights fitted online — least squares of each sample on the three forecasts
+/// made for it `h` samples earlier (forgetting 0.995, ridge 1 % towards equal weights), so a
+/// recording where one member errs more shifts weight to the others. Causal like its members.
+#[derive(Debug, Clone)]
+pub struct EnsemblePredictor {
+    dim: usize,
+    horizon: usize,
+    ridge: RidgePredictor,
+    rls: RlsBaseline,
+    analog: AnalogPredictor,
+    /// The members' forecasts of the last `h + 1` samples, 3 × dim each.
+    past: Ring,
+    a: nalgebra::Matrix3<f64>,
+    b: nalgebra::Vector3<f64>,
+    w: nalgebra::Vector3<f64>,
+    scratch: Vec<f64>,
+}
+
+impl EnsemblePredictor {
+    const FORGETTING: f64 = 0.995;
+    const PULL: f64 = 1e-2;
+
+    /// For `dim` coordinates at horizon `horizon` samples, members at their defaults.
+    pub fn new(dim: usize, horizon: usize) -> Result<Self, PredictError> {
+        Ok(Self {
+            dim,
+            horizon,
+            ridge: RidgePredictor::new(dim, horizon, RidgeConfig::default())?,
+            rls: RlsBaseline::new(dim, horizon)?,
+            analog: AnalogPredictor::new(dim, horizon, AnalogConfig::default())?,
+            past: Ring::new(3 * dim, horizon + 1),
+            a: nalgebra::Matrix3::zeros(),
+            b: nalgebra::Vector3::zeros(),
+            w: nalgebra::Vector3::repeat(1.0 / 3.0),
+            scratch: vec![0.0; 3 * dim],
+        })
+    }
+
+    /// The current member weights (ridge, RLS, analog).
+    pub fn weights(&self) -> [f64; 3] {
+        [self.w[0], self.w[1], self.w[2]]
+    }
+}
+
+impl OnlinePredictor for EnsemblePredictor {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn horizon(&self) -> usize {
+        self.horizon
+    }
+    fn step(&mut self, sample: &[f64], out: &mut [f64]) {
+        assert_eq!(sample.len(), self.dim);
+        assert_eq!(out.len(), self.dim);
+        let dim = self.dim;
+        let (r, rest) = self.scratch.split_at_mut(dim);
+        let (l, a) = rest.split_at_mut(dim);
+        self.ridge.step(sample, r);
+        self.rls.step(sample, l);
+        self.analog.step(sample, a);
+        // Learn the weights from the forecasts made for this sample.
+        if self.past.count > self.horizon {
+            let f = self.past.get(self.horizon - 1);
+            let lam = Self::FORGETTING;
+            self.a *= lam;
+            self.b *= lam;
+            for c in 0..dim {
+                let x = nalgebra::Vector3::new(f[c], f[dim + c], f[2 * dim + c]);
+                self.a += x * x.transpose();
+                self.b += x * sample[c];
+            }
+            let s = self.a.trace() / 3.0;
+            if s > 0.0 {
+                let reg = Self::PULL * s;
+                let m = self.a + nalgebra::Matrix3::identity() * reg;
+                let rhs = self.b + nalgebra::Vector3::repeat(reg / 3.0);
+                if let Some(w) = m.cholesky().map(|ch| ch.solve(&rhs)) {
+                    self.w = w;
+                }
+            }
+        }
+        self.past.push(&self.scratch);
+        for c in 0..dim {
+            out[c] = self.w[0] * self.scratch[c]
+                + self.w[1] * self.scratch[dim + c]
+                + self.w[2] * self.scratch[2 * dim + c];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,8 +726,7 @@ mod tests {
     /// A two-coordinate breathing-like signal: a sum of two harmonics.
     fn signal(k: usize) -> [f64; 2] {
         let t = k as f64 * 0.1;
-        let s = (std::f64::consts::TAU * t / 4.0).sin()
-            + 0.3 * (std::f64::consts::TAU * t / 2.0).cos();
+        let s = (std::f64::consts::TAU * t / 4.0).sin() + 0.3 * (std::f64::consts::TAU * t / 2.0).cos();
         [10.0 * s, -4.0 * s + 1.0]
     }
 
@@ -505,10 +748,7 @@ mod tests {
             se_pred += (preds[k][0] - truth[0]).powi(2);
             se_hold += (signal(k)[0] - truth[0]).powi(2);
         }
-        assert!(
-            se_pred < 1e-3 * se_hold,
-            "ridge {se_pred} vs hold {se_hold}"
-        );
+        assert!(se_pred < 1e-3 * se_hold, "ridge {se_pred} vs hold {se_hold}");
     }
 
     #[test]
