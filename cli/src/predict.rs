@@ -20,7 +20,7 @@ pub struct Args {
     /// session (same sample times).
     #[arg(long, required_unless_present = "evaluate", conflicts_with = "evaluate")]
     trace: Vec<PathBuf>,
-    /// Horizon, ms (rounded to whole samples at the trace's median sample interval).
+    /// Horizon, ms (rounded to whole samples at the median sample interval of the first 5 s).
     #[arg(long, required_unless_present = "evaluate")]
     horizon_ms: Option<f64>,
     /// Method: ensemble (the default: ridge + RLS + analog, weighted online), ridge, analog,
@@ -104,9 +104,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let mut steps: Vec<f64> = t_s.windows(2).map(|w| w[1] - w[0]).collect();
+    // The sample interval from the first 5 s only (50 steps at 10 Hz), to 0.1 ms: the
+    // horizon in samples must not depend on samples not yet seen.
+    let mut steps: Vec<f64> = t_s.windows(2).take(50).map(|w| w[1] - w[0]).collect();
     steps.sort_by(f64::total_cmp);
-    let step_s = steps[steps.len() / 2];
+    let step_s = (steps[steps.len() / 2] * 1e4).round() / 1e4;
+    if step_s <= 0.0 {
+        bail!("sample interval {step_s} s: the trace's times do not advance");
+    }
     let horizon = ((horizon_ms / 1000.0 / step_s).round() as usize).max(1);
     let markers = traces.len();
     let dim = 3 * markers;
