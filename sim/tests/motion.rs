@@ -7,7 +7,7 @@ use ionguide::surrogate::SurrogateWarning;
 use ionguide_sim::motion::trace::{
     parse_csv_trace, parse_extmarker, read_extmarker, read_extmarker_checked, MotionError, Trace,
 };
-use ionguide_sim::motion::tumor::{MotionReference, TumorMotionModel};
+use ionguide_sim::motion::tumor::{displacements, MotionReference, TumorMotionModel};
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -92,6 +92,11 @@ fn every_shared_recording_loads_with_its_repairs_named() {
     for f in &files {
         let loaded = read_extmarker_checked(f).unwrap_or_else(|e| panic!("{e}"));
         loaded.trace.validate().unwrap();
+        // What a replay drives its tumor with: the whole recording at 10 Hz.
+        let (t, d) =
+            displacements(f, 10.0, &TumorMotionModel::default(), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.len(), d.len());
+        assert!((t[t.len() - 1] - loaded.trace.duration_s()).abs() < 0.1);
         assert!(loaded.trace.duration_s() > 60.0, "{}", f.display());
         // The recordings' glitches are isolated timestamp falls: all repaired, none dropped,
         // no gap (the longest step in them is 7 camera frames).
