@@ -145,13 +145,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // Summary: forecasts against the samples that came `horizon` later, beside holding.
     let (mut se, mut se_hold, mut n) = (0.0, 0.0, 0usize);
-    for k in 0..t_s.len().saturating_sub(horizon) {
-        for m in 0..markers {
-            let truth = traces[m].trace.pos_mm[k + horizon];
-            let now = traces[m].trace.pos_mm[k];
-            se += (0..3)
-                .map(|c| (preds[k][3 * m + c] - truth[c]).powi(2))
-                .sum::<f64>();
+    for (k, pred) in preds.iter().enumerate().take(t_s.len().saturating_sub(horizon)) {
+        for (m, tr) in traces.iter().enumerate() {
+            let truth = tr.trace.pos_mm[k + horizon];
+            let now = tr.trace.pos_mm[k];
+            se += (0..3).map(|c| (pred[3 * m + c] - truth[c]).powi(2)).sum::<f64>();
             se_hold += (0..3).map(|c| (now[c] - truth[c]).powi(2)).sum::<f64>();
             n += 1;
         }

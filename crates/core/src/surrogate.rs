@@ -358,8 +358,8 @@ pub fn repair(samples: &[SurrogateSample], limits: &RepairLimits) -> Result<Repa
                     usable: 0,
                 });
             };
-            for i in 0..start {
-                let reason = if finite(&samples[i]) {
+            for (i, s) in samples.iter().enumerate().take(start) {
+                let reason = if finite(s) {
                     DropReason::BeforeFirstAgreement
                 } else {
                     DropReason::NotFinite
@@ -432,8 +432,7 @@ pub fn repair(samples: &[SurrogateSample], limits: &RepairLimits) -> Result<Repa
         }
         None => {
             let mut last: Option<f64> = None;
-            for i in 0..n {
-                let s = samples[i];
+            for (i, &s) in samples.iter().enumerate() {
                 if !finite(&s) {
                     drop(&mut out, &mut changed, i, DropReason::NotFinite);
                     continue;
@@ -649,8 +648,8 @@ mod tests {
             let period_s = 1.0 / 60.0;
             let mut frame = 0u64;
             let mut s = Vec::new();
-            for k in 0..n {
-                if k > 0 { frame += frames_per_sample + skips[k]; }
+            for (k, skip) in skips.iter().enumerate().take(n) {
+                if k > 0 { frame += frames_per_sample + skip; }
                 s.push(SurrogateSample { frame: Some(frame), t_s: 3.0 + frame as f64 * period_s, pos_mm: [k as f64; 3] });
             }
             let at = 1 + at % (n - 1 - run);

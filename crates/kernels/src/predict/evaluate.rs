@@ -118,7 +118,7 @@ mod tests {
             .collect();
         let session = Session { markers: 2, samples };
         for h in [1, 5, 21] {
-            let r = run(&session, h, 600, |d, h| Hold::new(d, h)).unwrap();
+            let r = run(&session, h, 600, Hold::new).unwrap();
             let hw = w * h as f64;
             let rms_amp = ((amp[0] * amp[0] + amp[1] * amp[1]) / 2.0).sqrt();
             assert!((r.rmse_mm - rms_amp * (1.0 - hw.cos()).sqrt()).abs() < 1e-9);

@@ -381,8 +381,8 @@ impl RidgePredictor {
             self.x[k] = s_now - s_past;
             k += 1;
         }
-        for c in 0..self.dim {
-            self.x[k] = now[c] - self.mean[c];
+        for (v, m) in now.iter().zip(&self.mean) {
+            self.x[k] = v - m;
             k += 1;
         }
         self.x[k] = 1.0;
@@ -467,8 +467,8 @@ impl OnlinePredictor for RidgePredictor {
         }
         out.copy_from_slice(sample);
         if let (true, Some(w)) = (have, &self.weights) {
-            for c in 0..self.dim {
-                out[c] += w.column(c).dot(&self.x);
+            for (c, o) in out.iter_mut().enumerate() {
+                *o += w.column(c).dot(&self.x);
             }
         }
     }
@@ -536,7 +536,7 @@ impl AnalogPredictor {
         if !(cfg.mean_forgetting > 0.0 && cfg.mean_forgetting < 1.0) {
             return Err(bad("mean_forgetting", cfg.mean_forgetting, "must be in (0, 1)"));
         }
-        if cfg.lags.iter().any(|&l| l == 0) {
+        if cfg.lags.contains(&0) {
             return Err(bad("lag", 0.0, "lags are ≥ 1 sample"));
         }
         let max_lag = cfg.lags.iter().copied().max().unwrap_or(0);
@@ -583,8 +583,8 @@ impl OnlinePredictor for AnalogPredictor {
                 }
             }
         }
-        for c in 0..self.dim {
-            self.pattern[i] = sample[c] - self.mean[c];
+        for (v, m) in sample.iter().zip(&self.mean) {
+            self.pattern[i] = v - m;
             i += 1;
         }
         self.patterns.push(&self.pattern);
@@ -711,8 +711,8 @@ impl OnlinePredictor for EnsemblePredictor {
             }
         }
         self.past.push(&self.scratch);
-        for c in 0..dim {
-            out[c] = self.w[0] * self.scratch[c]
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = self.w[0] * self.scratch[c]
                 + self.w[1] * self.scratch[dim + c]
                 + self.w[2] * self.scratch[2 * dim + c];
         }
@@ -743,9 +743,9 @@ mod tests {
             preds.push(out);
         }
         let (mut se_pred, mut se_hold) = (0.0, 0.0);
-        for k in 600..900 - h {
+        for (k, pred) in preds.iter().enumerate().take(900 - h).skip(600) {
             let truth = signal(k + h);
-            se_pred += (preds[k][0] - truth[0]).powi(2);
+            se_pred += (pred[0] - truth[0]).powi(2);
             se_hold += (signal(k)[0] - truth[0]).powi(2);
         }
         assert!(se_pred < 1e-3 * se_hold, "ridge {se_pred} vs hold {se_hold}");
