@@ -113,6 +113,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("sample interval {step_s} s: the trace's times do not advance");
     }
     let horizon = ((horizon_ms / 1000.0 / step_s).round() as usize).max(1);
+    if horizon >= t_s.len() {
+        bail!(
+            "--horizon-ms {horizon_ms}: {horizon} samples ahead, but the trace has {} samples",
+            t_s.len()
+        );
+    }
     let markers = traces.len();
     let dim = 3 * markers;
     let mut predictor = args.method.build(dim, horizon)?;

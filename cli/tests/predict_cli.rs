@@ -80,3 +80,18 @@ fn forecast_beats_holding_on_a_real_recording() {
     assert_eq!(nums.len(), 2, "{line}");
     assert!(nums[0] < 0.7 * nums[1], "{line}");
 }
+
+#[test]
+fn a_horizon_beyond_the_trace_is_refused_by_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["predict", "--trace", TRACE, "--horizon-ms", "1e9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--horizon-ms") && err.contains("1383 samples"),
+        "{err}"
+    );
+}
