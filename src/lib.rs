@@ -15,7 +15,9 @@
 //! - [`range`]: HU → stopping power, exact ray tracing, WEPL, range ↔ energy.
 //! - [`dose`]: analytical ion pencil-beam dose on a grid (matRad's HongPB).
 //! - [`register`]: rigid intensity registration of a frame against the planning CT.
+//! - [`predict`]: causal online prediction of the breathing surrogate over a horizon.
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
+//! - [`surrogate`]: breathing-surrogate samples and the rules that repair their timestamps.
 //! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
 //! - [`audit`]: the append-only, checksummed audit log of every frame and session event.
 //! - [`link`]: the authenticated UDP protocol to the gantry controller (spec: `docs/protocol.md`).
@@ -25,7 +27,7 @@
 //! println!("{:?} voxels", series.volume.grid().dims());
 //! ```
 
-pub use ionguide_core::{correction, geometry, plan, structure, units, volume};
+pub use ionguide_core::{correction, geometry, plan, structure, surrogate, units, volume};
 pub use ionguide_dicom as dicom;
-pub use ionguide_kernels::{dose, range, register};
+pub use ionguide_kernels::{dose, predict, range, register};
 pub use ionguide_pipeline::{adapt, audit, config, facility, link, pipeline, source};

@@ -12,6 +12,7 @@ mod facility;
 mod gate;
 mod inspect;
 mod plan;
+mod predict;
 mod range;
 mod register;
 mod run;
@@ -59,6 +60,8 @@ enum Command {
     Audit(audit::Args),
     /// The facility: one isolated session per treatment room, each plan checked against its room.
     Facility(facility::Args),
+    /// Forecast breathing-marker traces a horizon ahead (causal), or score predictors with the published protocol.
+    Predict(predict::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
         Command::Soak(args) => gate::soak(args),
         Command::Audit(args) => audit::run(args),
         Command::Facility(args) => facility::run(args),
+        Command::Predict(args) => predict::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use ionguide_sim::motion::trace::{parse_csv_trace, parse_extmarker, read_extmarker, MotionError, Trace};
-use ionguide_sim::motion::tumor::{MotionReference, TumorMotionModel};
+use ionguide::surrogate::SurrogateWarning;
+use ionguide_sim::motion::trace::{
+    parse_csv_trace, parse_extmarker, read_extmarker, read_extmarker_checked, MotionError, Trace,
+};
+use ionguide_sim::motion::tumor::{displacements, MotionReference, TumorMotionModel};
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -25,22 +28,104 @@ fn reads_the_real_recording_and_skips_only_the_end_row() {
 }
 
 #[test]
-fn real_timestamp_defect_is_reported_with_its_line() {
-    // Line 130 of 201205101534-LAC-1-NO-130-6.csv reads "768;25,6;..." after "762;12700;...".
+fn real_timestamp_defect_is_repaired_and_reported_with_its_lines() {
+    // Lines 130-131 of 201205101534-LAC-1-NO-130-6.csv read "768;25,6;..." and "774;25,8;..."
+    // between "762;12700;..." and "781;13017;...": the frame counter (60 Hz) says 12.8 and
+    // 12.9 s.
     let path = data("tests/data/extmarker-NO-130-first140.csv");
-    match read_extmarker(&path) {
-        Err(MotionError::NonMonotonicTime {
-            path: p,
-            line,
-            t_s,
-            previous_t_s,
-        }) => {
-            assert_eq!(line, 130);
-            assert!((t_s - 0.0256).abs() < 1e-12 && (previous_t_s - 12.7).abs() < 1e-12);
-            assert!(p.ends_with("extmarker-NO-130-first140.csv"));
-        }
-        other => panic!("expected a non-monotonic time error, got {other:?}"),
+    let loaded = read_extmarker_checked(&path).unwrap_or_else(|e| panic!("{e}"));
+    let repaired: Vec<(usize, f64, f64)> = loaded
+        .warnings
+        .iter()
+        .map(|w| match w.warning {
+            SurrogateWarning::TimeRepaired {
+                recorded_t_s,
+                repaired_t_s,
+                ..
+            } => (w.line, recorded_t_s, repaired_t_s),
+            ref other => panic!("unexpected warning {other}"),
+        })
+        .collect();
+    assert_eq!(repaired.len(), 2, "{repaired:?}");
+    assert_eq!((repaired[0].0, repaired[1].0), (130, 131));
+    assert!((repaired[0].1 - 0.0256).abs() < 1e-12 && (repaired[0].2 - 12.8).abs() < 1e-9);
+    assert!((repaired[1].1 - 0.0258).abs() < 1e-12 && (repaired[1].2 - 12.9).abs() < 1e-9);
+    assert!(loaded.warnings[0]
+        .to_string()
+        .contains("extmarker-NO-130-first140.csv:130:"));
+    // Every row kept (139 data rows, the file has no end row), time strictly increasing.
+    assert_eq!(loaded.trace.t_s.len(), 139);
+    loaded.trace.validate().unwrap();
+}
+
+/// The shared recordings directory (`shared/data/motion/extmarker` beside the checkout or a
+/// parent of it; `IONGUIDE_SHARED_DATA` overrides), if present.
+fn shared_extmarker_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("IONGUIDE_SHARED_DATA") {
+        return Some(PathBuf::from(d).join("motion/extmarker"));
     }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/data/motion/extmarker"))
+        .find(|d| d.is_dir())
+}
+
+#[test]
+fn every_shared_recording_loads_with_its_repairs_named() {
+    let Some(dir) = shared_extmarker_dir() else {
+        eprintln!("SKIPPED: no shared/data/motion/extmarker beside the checkout");
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 21,
+        "{} recordings in {}",
+        files.len(),
+        dir.display()
+    );
+    let mut repaired_files = 0;
+    for f in &files {
+        let loaded = read_extmarker_checked(f).unwrap_or_else(|e| panic!("{e}"));
+        loaded.trace.validate().unwrap();
+        // What a replay drives its tumor with: the whole recording at 10 Hz.
+        let (t, d) =
+            displacements(f, 10.0, &TumorMotionModel::default(), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.len(), d.len());
+        assert!((t[t.len() - 1] - loaded.trace.duration_s()).abs() < 0.1);
+        assert!(loaded.trace.duration_s() > 60.0, "{}", f.display());
+        // The recordings' glitches are isolated timestamp falls: all repaired, none dropped,
+        // no gap (the longest step in them is 7 camera frames).
+        for w in &loaded.warnings {
+            assert!(matches!(w.warning, SurrogateWarning::TimeRepaired { .. }), "{w}");
+        }
+        repaired_files += usize::from(!loaded.warnings.is_empty());
+        let name = f.file_name().unwrap().to_string_lossy();
+        if name == "201205101536-UAC-1-LT-142-6.csv" {
+            // Line 447 reads "2671;89,0333333333333;..." between frame 2665 at 44417 ms and
+            // 2677 at 44617 ms (looked up in the file): the frame counter says 44517 ms.
+            assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+            let w = &loaded.warnings[0];
+            assert_eq!(w.line, 447);
+            match w.warning {
+                SurrogateWarning::TimeRepaired {
+                    recorded_t_s,
+                    repaired_t_s,
+                    ..
+                } => {
+                    assert!((recorded_t_s - 0.0890333333333333).abs() < 1e-12);
+                    assert!((repaired_t_s - 44.517).abs() < 1e-9, "{repaired_t_s}");
+                }
+                ref other => panic!("{other}"),
+            }
+        }
+    }
+    // Four sessions of seven (12 files) carry glitches (issue 18, section 0).
+    assert_eq!(repaired_files, 12);
 }
 
 #[test]
@@ -75,7 +160,7 @@ fn plain_csv_parses_and_checks() {
     ));
     assert!(matches!(
         parse_csv_trace("t_s,x_mm,y_mm,z_mm\n0,1,2,3\n0,1,2,3\n", src),
-        Err(MotionError::NonMonotonicTime { line: 3, .. })
+        Err(MotionError::TooShort { samples: 1, .. })
     ));
     assert!(matches!(
         parse_csv_trace("t_s,x_mm,y_mm,z_mm\n0,1,2,3\n1,1,nan,3\n", src),

@@ -6,6 +6,8 @@
 //! - [`plan`]: the ion plan model (beams, layers, spots).
 //! - [`structure`]: contours, ROIs and their rasterization.
 //! - [`correction`]: per-spot corrections and hold reasons, shared by adapt, link and audit.
+//! - [`surrogate`]: external breathing-surrogate samples and the rules that check and repair
+//!   their timestamps (recorded traces and live streams alike).
 //!
 //! Nothing here knows DICOM, threads or the pipeline.
 
@@ -13,5 +15,6 @@ pub mod correction;
 pub mod geometry;
 pub mod plan;
 pub mod structure;
+pub mod surrogate;
 pub mod units;
 pub mod volume;

@@ -7,9 +7,17 @@
 //! that is not the tumor's, so the tumor model keeps only the breathing signal — the
 //! projection on the principal axis of the marker positions — and scales it per patient
 //! axis ([`super::tumor::TumorMotionModel`]).
+//!
+//! Recorded timestamps glitch (a row whose time falls back while the frame counter goes on):
+//! every file is checked and repaired by the rules of [`ionguide::surrogate`] — the same the
+//! live surrogate stream uses — and each repair, drop or gap is a [`TraceWarning`] naming its
+//! line, logged with `tracing::warn!` and returned by the `*_checked` readers. Only a mostly
+//! broken file is refused.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
+use ionguide::surrogate::{self, RepairLimits, SurrogateError, SurrogateSample, SurrogateWarning};
 use nalgebra::{Matrix3, SymmetricEigen, Vector3};
 
 /// Why a trace cannot be read or used.
@@ -79,6 +87,15 @@ pub enum MotionError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// Too many rows had to be repaired or dropped (or too few were left) to trust the file.
+    #[error("{path}: {source}", path = path.display())]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// What the repair rules found.
+        #[source]
+        source: SurrogateError,
+    },
     /// Time and position vectors differ in length.
     #[error("trace has {times} times but {positions} positions")]
     LengthMismatch {
@@ -99,6 +116,67 @@ pub struct Trace {
 }
 
 const MEMORY: &str = "<memory>";
+
+/// A repair, drop or gap in a trace file, with the line it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceWarning {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line number of the row.
+    pub line: usize,
+    /// What was done or found.
+    pub warning: SurrogateWarning,
+}
+
+impl fmt::Display for TraceWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.warning)
+    }
+}
+
+/// A trace read from a file, with what its reader repaired or found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedTrace {
+    /// The usable trace (times strictly increasing).
+    pub trace: Trace,
+    /// Every repair, drop and gap, in file order.
+    pub warnings: Vec<TraceWarning>,
+}
+
+/// Runs the repair rules over parsed rows (`lines[k]` is sample k's line), logs each warning
+/// and builds the trace.
+fn checked(samples: &[SurrogateSample], lines: &[usize], source: &Path) -> Result<LoadedTrace, MotionError> {
+    let repaired = surrogate::repair(samples, &RepairLimits::default()).map_err(|e| match e {
+        SurrogateError::TooShort { usable, .. } => MotionError::TooShort {
+            samples: usable,
+            needed: 2,
+            what: "a recording",
+        },
+        e => MotionError::Unusable {
+            path: source.to_path_buf(),
+            source: e,
+        },
+    })?;
+    let warnings: Vec<TraceWarning> = repaired
+        .warnings
+        .into_iter()
+        .map(|warning| TraceWarning {
+            path: source.to_path_buf(),
+            line: lines[warning.index()],
+            warning,
+        })
+        .collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(LoadedTrace {
+        trace: Trace {
+            t_s: repaired.samples.iter().map(|s| s.t_s).collect(),
+            pos_mm: repaired.samples.iter().map(|s| s.pos_mm).collect(),
+        },
+        warnings,
+    })
+}
 
 impl Trace {
     /// Checks lengths, finiteness and strictly increasing time.
@@ -236,15 +314,26 @@ fn read_text(path: &Path) -> Result<String, MotionError> {
     })
 }
 
-/// Reads an ExtMarker recording.
+/// Reads an ExtMarker recording (repairs logged, see [`read_extmarker_checked`]).
 pub fn read_extmarker(path: impl AsRef<Path>) -> Result<Trace, MotionError> {
-    let path = path.as_ref();
-    parse_extmarker(&read_text(path)?, path)
+    read_extmarker_checked(path).map(|l| l.trace)
 }
 
-/// Parses ExtMarker text; `source` names it in errors. The all-zero end row is skipped
-/// only as the last data row; anywhere else it is a bad row.
+/// Reads an ExtMarker recording, returning the repairs with the trace.
+pub fn read_extmarker_checked(path: impl AsRef<Path>) -> Result<LoadedTrace, MotionError> {
+    let path = path.as_ref();
+    parse_extmarker_checked(&read_text(path)?, path)
+}
+
+/// Parses ExtMarker text (repairs logged, see [`parse_extmarker_checked`]).
 pub fn parse_extmarker(text: &str, source: &Path) -> Result<Trace, MotionError> {
+    parse_extmarker_checked(text, source).map(|l| l.trace)
+}
+
+/// Parses ExtMarker text; `source` names it in errors and warnings. The all-zero end row is
+/// skipped only as the last data row; anywhere else it is a bad row. The frame counter must
+/// be a non-negative whole number: it is what repairs the timestamps.
+pub fn parse_extmarker_checked(text: &str, source: &Path) -> Result<LoadedTrace, MotionError> {
     const HEADER: &str = r#""Frame";"Timestamp";"x";"y";"z""#;
     let mut lines = text.lines().enumerate();
     let bad_header = |line: usize, found: &str| MotionError::BadHeader {
@@ -262,10 +351,8 @@ pub fn parse_extmarker(text: &str, source: &Path) -> Result<Trace, MotionError> 
         .map(|(n, l)| (n + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty())
         .collect();
-    let mut trace = Trace {
-        t_s: Vec::with_capacity(rows.len()),
-        pos_mm: Vec::with_capacity(rows.len()),
-    };
+    let mut samples = Vec::with_capacity(rows.len());
+    let mut sample_lines = Vec::with_capacity(rows.len());
     for (idx, (line, row)) in rows.iter().enumerate() {
         let bad = |reason: String| MotionError::BadRow {
             path: source.to_path_buf(),
@@ -297,38 +384,45 @@ pub fn parse_extmarker(text: &str, source: &Path) -> Result<Trace, MotionError> 
             }
             return Err(bad("all-zero end-marker row before the end of the data".into()));
         }
-        let t_s = v[1] / 1000.0;
-        if let Some(&prev) = trace.t_s.last() {
-            if t_s <= prev {
-                return Err(MotionError::NonMonotonicTime {
-                    path: source.to_path_buf(),
-                    line: *line,
-                    t_s,
-                    previous_t_s: prev,
-                });
-            }
+        if v[0] < 0.0 || v[0].fract() != 0.0 || v[0] > u32::MAX as f64 {
+            return Err(bad(format!("Frame is not a frame counter: {:?}", fields[0])));
         }
-        trace.t_s.push(t_s);
-        trace.pos_mm.push([v[2], v[3], v[4]]);
+        samples.push(SurrogateSample {
+            frame: Some(v[0] as u64),
+            t_s: v[1] / 1000.0,
+            pos_mm: [v[2], v[3], v[4]],
+        });
+        sample_lines.push(*line);
     }
-    if trace.t_s.len() < 2 {
+    if samples.len() < 2 {
         return Err(MotionError::TooShort {
-            samples: trace.t_s.len(),
+            samples: samples.len(),
             needed: 2,
             what: "a recording",
         });
     }
-    Ok(trace)
+    checked(&samples, &sample_lines, source)
 }
 
-/// Reads a plain CSV trace `t_s,x_mm,y_mm,z_mm` (header required).
+/// Reads a plain CSV trace `t_s,x_mm,y_mm,z_mm` (header required; repairs logged).
 pub fn read_csv_trace(path: impl AsRef<Path>) -> Result<Trace, MotionError> {
-    let path = path.as_ref();
-    parse_csv_trace(&read_text(path)?, path)
+    read_csv_trace_checked(path).map(|l| l.trace)
 }
 
-/// Parses a plain CSV trace; `source` names it in errors.
+/// Reads a plain CSV trace, returning the repairs with the trace.
+pub fn read_csv_trace_checked(path: impl AsRef<Path>) -> Result<LoadedTrace, MotionError> {
+    let path = path.as_ref();
+    parse_csv_trace_checked(&read_text(path)?, path)
+}
+
+/// Parses a plain CSV trace (repairs logged, see [`parse_csv_trace_checked`]).
 pub fn parse_csv_trace(text: &str, source: &Path) -> Result<Trace, MotionError> {
+    parse_csv_trace_checked(text, source).map(|l| l.trace)
+}
+
+/// Parses a plain CSV trace; `source` names it in errors and warnings. Without a frame
+/// counter a glitching time cannot be rebuilt: such rows are dropped, never guessed.
+pub fn parse_csv_trace_checked(text: &str, source: &Path) -> Result<LoadedTrace, MotionError> {
     const HEADER: &str = "t_s,x_mm,y_mm,z_mm";
     let mut lines = text.lines().enumerate();
     match lines.next() {
@@ -342,10 +436,8 @@ pub fn parse_csv_trace(text: &str, source: &Path) -> Result<Trace, MotionError> 
             })
         }
     }
-    let mut trace = Trace {
-        t_s: Vec::new(),
-        pos_mm: Vec::new(),
-    };
+    let mut samples = Vec::new();
+    let mut sample_lines = Vec::new();
     for (n, row) in lines {
         let line = n + 1;
         let row = row.trim();
@@ -375,27 +467,21 @@ pub fn parse_csv_trace(text: &str, source: &Path) -> Result<Trace, MotionError> 
                 .filter(|x| x.is_finite())
                 .ok_or_else(|| bad(format!("{name} is not a number: {f:?}")))?;
         }
-        if let Some(&prev) = trace.t_s.last() {
-            if v[0] <= prev {
-                return Err(MotionError::NonMonotonicTime {
-                    path: source.to_path_buf(),
-                    line,
-                    t_s: v[0],
-                    previous_t_s: prev,
-                });
-            }
-        }
-        trace.t_s.push(v[0]);
-        trace.pos_mm.push([v[1], v[2], v[3]]);
+        samples.push(SurrogateSample {
+            frame: None,
+            t_s: v[0],
+            pos_mm: [v[1], v[2], v[3]],
+        });
+        sample_lines.push(line);
     }
-    if trace.t_s.len() < 2 {
+    if samples.len() < 2 {
         return Err(MotionError::TooShort {
-            samples: trace.t_s.len(),
+            samples: samples.len(),
             needed: 2,
             what: "a recording",
         });
     }
-    Ok(trace)
+    checked(&samples, &sample_lines, source)
 }
 
 #[cfg(test)]

@@ -1,0 +1,316 @@
+//! `ionguide predict`: causal online forecast of breathing-marker traces over a horizon, and
+//! the published evaluation protocol over a directory of ExtMarker sessions.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ionguide::predict::evaluate::{self, HorizonScore, Session, HORIZONS, SCORE_FROM};
+use ionguide::predict::{
+    AnalogConfig, AnalogPredictor, EnsemblePredictor, Hold, OnlinePredictor, RidgeConfig, RidgePredictor,
+    RlsBaseline,
+};
+use ionguide_sim::motion::trace::{read_csv_trace_checked, read_extmarker_checked, LoadedTrace};
+
+/// Forecast marker positions a horizon ahead, each from the samples up to it only.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Marker trace (ExtMarker or CSV `t_s,x_mm,y_mm,z_mm`); repeat for the markers of one
+    /// session (same sample times).
+    #[arg(long, required_unless_present = "evaluate", conflicts_with = "evaluate")]
+    trace: Vec<PathBuf>,
+    /// Horizon, ms (rounded to whole samples at the median sample interval of the first 5 s).
+    #[arg(long, required_unless_present = "evaluate")]
+    horizon_ms: Option<f64>,
+    /// Method: ensemble (the default: ridge + RLS + analog, weighted online), ridge, analog,
+    /// rls (the causal linear baseline), hold (no prediction).
+    #[arg(long, default_value = "ensemble")]
+    method: Method,
+    /// Print every forecast as CSV instead of a summary.
+    #[arg(long)]
+    csv: bool,
+    /// Run the published protocol (Pohl et al. 2022) over the ExtMarker sessions in DIR
+    /// (files grouped by the timestamp before their first '-') and print the table.
+    #[arg(long, value_name = "DIR")]
+    evaluate: Option<PathBuf>,
+}
+
+/// A prediction method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// Ridge, RLS and analog combined with weights fitted online.
+    Ensemble,
+    /// Nearest-neighbour (analog) forecasting over the last minute.
+    Analog,
+    /// Ridge regression on a 4 s history with forgetting.
+    Ridge,
+    /// Recursive least squares per coordinate on the last 12 samples.
+    Rls,
+    /// No prediction.
+    Hold,
+}
+
+impl Method {
+    fn build(self, dim: usize, horizon: usize) -> anyhow::Result<Box<dyn OnlinePredictor>> {
+        Ok(match self {
+            Self::Ensemble => Box::new(EnsemblePredictor::new(dim, horizon)?),
+            Self::Analog => Box::new(AnalogPredictor::new(dim, horizon, AnalogConfig::default())?),
+            Self::Ridge => Box::new(RidgePredictor::new(dim, horizon, RidgeConfig::default())?),
+            Self::Rls => Box::new(RlsBaseline::new(dim, horizon)?),
+            Self::Hold => Box::new(Hold::new(dim, horizon)),
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ensemble => "ensemble (this)",
+            Self::Analog => "analog",
+            Self::Ridge => "ridge",
+            Self::Rls => "RLS-12 baseline",
+            Self::Hold => "no prediction",
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<LoadedTrace> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let extmarker = text.lines().next().is_some_and(|l| l.contains(';'));
+    Ok(if extmarker {
+        read_extmarker_checked(path)?
+    } else {
+        read_csv_trace_checked(path)?
+    })
+}
+
+/// Entry point.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(dir) = &args.evaluate {
+        return evaluate_dir(dir);
+    }
+    let horizon_ms = args.horizon_ms.context("--horizon-ms is required with --trace")?;
+    if !(horizon_ms.is_finite() && horizon_ms > 0.0) {
+        bail!("--horizon-ms must be > 0, got {horizon_ms}");
+    }
+    let traces: Vec<LoadedTrace> = args.trace.iter().map(|p| load(p)).collect::<Result<_, _>>()?;
+    let t_s = &traces[0].trace.t_s;
+    for (p, tr) in args.trace.iter().zip(&traces).skip(1) {
+        let same = tr.trace.t_s.len() == t_s.len()
+            && tr.trace.t_s.iter().zip(t_s).all(|(a, b)| (a - b).abs() < 1e-3);
+        if !same {
+            bail!(
+                "{}: sample times differ from {}'s: the markers of one session are needed",
+                p.display(),
+                args.trace[0].display()
+            );
+        }
+    }
+    // The sample interval from the first 5 s only (50 steps at 10 Hz), to 0.1 ms: the
+    // horizon in samples must not depend on samples not yet seen.
+    let mut steps: Vec<f64> = t_s.windows(2).take(50).map(|w| w[1] - w[0]).collect();
+    steps.sort_by(f64::total_cmp);
+    let step_s = (steps[steps.len() / 2] * 1e4).round() / 1e4;
+    if step_s <= 0.0 {
+        bail!("sample interval {step_s} s: the trace's times do not advance");
+    }
+    let horizon = ((horizon_ms / 1000.0 / step_s).round() as usize).max(1);
+    if horizon >= t_s.len() {
+        bail!(
+            "--horizon-ms {horizon_ms}: {horizon} samples ahead, but the trace has {} samples",
+            t_s.len()
+        );
+    }
+    let markers = traces.len();
+    let dim = 3 * markers;
+    let mut predictor = args.method.build(dim, horizon)?;
+    let mut sample = vec![0.0; dim];
+    let mut out = vec![0.0; dim];
+    let mut preds = Vec::with_capacity(t_s.len());
+    for k in 0..t_s.len() {
+        for (m, tr) in traces.iter().enumerate() {
+            sample[3 * m..3 * m + 3].copy_from_slice(&tr.trace.pos_mm[k]);
+        }
+        predictor.step(&sample, &mut out);
+        preds.push(out.clone());
+    }
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    if args.csv {
+        write!(w, "t_s,predicted_for_t_s")?;
+        for m in 0..markers {
+            write!(w, ",m{m}_x_mm,m{m}_y_mm,m{m}_z_mm")?;
+        }
+        writeln!(w)?;
+        for (k, p) in preds.iter().enumerate() {
+            write!(w, "{},{}", t_s[k], t_s[k] + horizon as f64 * step_s)?;
+            for v in p {
+                write!(w, ",{v}")?;
+            }
+            writeln!(w)?;
+        }
+        return Ok(());
+    }
+    // Summary: forecasts against the samples that came `horizon` later, beside holding.
+    let (mut se, mut se_hold, mut n) = (0.0, 0.0, 0usize);
+    for (k, pred) in preds.iter().enumerate().take(t_s.len().saturating_sub(horizon)) {
+        for (m, tr) in traces.iter().enumerate() {
+            let truth = tr.trace.pos_mm[k + horizon];
+            let now = tr.trace.pos_mm[k];
+            se += (0..3).map(|c| (pred[3 * m + c] - truth[c]).powi(2)).sum::<f64>();
+            se_hold += (0..3).map(|c| (now[c] - truth[c]).powi(2)).sum::<f64>();
+            n += 1;
+        }
+    }
+    let repairs: usize = traces.iter().map(|t| t.warnings.len()).sum();
+    writeln!(
+        w,
+        "{} samples × {markers} marker(s), step {:.1} ms, horizon {horizon} samples ({:.0} ms), method {}; {repairs} timestamp repair(s)/drop(s) (logged as warnings)",
+        t_s.len(),
+        step_s * 1000.0,
+        horizon as f64 * step_s * 1000.0,
+        args.method.name()
+    )?;
+    if n > 0 {
+        writeln!(
+            w,
+            "RMSE over the whole trace (3-D, per marker): {:.3} mm predicted, {:.3} mm without prediction",
+            (se / n as f64).sqrt(),
+            (se_hold / n as f64).sqrt()
+        )?;
+    }
+    Ok(())
+}
+
+/// Loads the sessions of a directory: files grouped by the text before their first '-',
+/// each resampled to 10 Hz, relative to its first sample, cut to the shortest marker.
+pub fn load_sessions(dir: &Path) -> anyhow::Result<Vec<(String, Session)>> {
+    let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_none_or(|x| x != "csv") {
+            continue;
+        }
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let key = name.split('-').next().unwrap_or(&name).to_string();
+        groups.entry(key).or_default().push(p);
+    }
+    let mut sessions = Vec::new();
+    for (key, mut files) in groups {
+        files.sort();
+        let mut markers = Vec::new();
+        for f in &files {
+            let tr = load(f)?.trace.resample(10.0)?;
+            let p0 = tr.pos_mm[0];
+            markers.push(
+                tr.pos_mm
+                    .iter()
+                    .map(|p| [p[0] - p0[0], p[1] - p0[1], p[2] - p0[2]])
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let n = markers.iter().map(Vec::len).min().unwrap_or(0);
+        let samples = (0..n)
+            .map(|k| markers.iter().flat_map(|m| m[k]).collect())
+            .collect();
+        sessions.push((
+            key,
+            Session {
+                markers: markers.len(),
+                samples,
+            },
+        ));
+    }
+    Ok(sessions)
+}
+
+/// Per method, per session, per horizon (1..=21) scores.
+type Table = Vec<(Method, Vec<Vec<HorizonScore>>)>;
+
+fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
+    let sessions = load_sessions(dir)?;
+    if sessions.is_empty() {
+        bail!("{}: no .csv recordings", dir.display());
+    }
+    let methods = [
+        Method::Hold,
+        Method::Rls,
+        Method::Ridge,
+        Method::Analog,
+        Method::Ensemble,
+    ];
+    let mut table: Table = Vec::new();
+    for m in methods {
+        let mut per_session = Vec::new();
+        for (key, s) in &sessions {
+            let mut scores = Vec::new();
+            for h in HORIZONS {
+                let r = evaluate::run(s, h, SCORE_FROM, |d, h| {
+                    m.build(d, h)
+                        .unwrap_or_else(|e| panic!("built-in configuration: {e}"))
+                })
+                .with_context(|| format!("session {key}: shorter than 60 s or motionless"))?;
+                scores.push(r);
+            }
+            per_session.push(scores);
+        }
+        table.push((m, per_session));
+    }
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    writeln!(
+        w,
+        "{} sessions ({}), 10 Hz, scored from 60 s; RMSE mm / nRMSE averaged over sessions",
+        sessions.len(),
+        sessions
+            .iter()
+            .map(|(k, s)| format!("{k}×{}", s.markers))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    write!(w, "{:>16}", "horizon")?;
+    for (m, _) in &table {
+        write!(w, " | {:>20}", m.name())?;
+    }
+    writeln!(w)?;
+    let mean = |per_session: &Vec<Vec<HorizonScore>>, pick: &dyn Fn(&[HorizonScore]) -> (f64, f64)| {
+        let n = per_session.len() as f64;
+        per_session.iter().fold((0.0, 0.0), |acc, s| {
+            let (a, b) = pick(s);
+            (acc.0 + a / n, acc.1 + b / n)
+        })
+    };
+    for h in [1usize, 3, 5, 10, 20] {
+        write!(w, "{:>16}", format!("{:.1} s", h as f64 / 10.0))?;
+        for (_, per_session) in &table {
+            let (r, n) = mean(per_session, &|s| (s[h - 1].rmse_mm, s[h - 1].nrmse));
+            write!(w, " | {:>7.3} mm / {:>6.3}", r, n)?;
+        }
+        writeln!(w)?;
+    }
+    write!(w, "{:>16}", "mean 0.1-2.1 s")?;
+    for (_, per_session) in &table {
+        let avg = |s: &[HorizonScore]| {
+            let k = s.len() as f64;
+            (
+                s.iter().map(|x| x.rmse_mm).sum::<f64>() / k,
+                s.iter().map(|x| x.nrmse).sum::<f64>() / k,
+            )
+        };
+        let (r, n) = mean(per_session, &avg);
+        write!(w, " | {:>7.3} mm / {:>6.3}", r, n)?;
+    }
+    writeln!(w)?;
+    writeln!(w, "per session, nRMSE averaged over horizons:")?;
+    for (i, (key, _)) in sessions.iter().enumerate() {
+        write!(w, "{key:>16}")?;
+        for (_, per_session) in &table {
+            let s = &per_session[i];
+            let n = s.iter().map(|x| x.nrmse).sum::<f64>() / s.len() as f64;
+            write!(w, " | {:>20.3}", n)?;
+        }
+        writeln!(w)?;
+    }
+    Ok(())
+}
