@@ -1,5 +1,7 @@
 //! Registration latency: a cold and a warm-started registration of a 204×201×60 frame
-//! (0.977 × 0.977 × 3.27 mm voxels, anatomy-like synthetic phantom) with an 80 mm ROI.
+//! (0.977 × 0.977 × 3.27 mm voxels, anatomy-like synthetic phantom) with an 80 mm ROI (a
+//! target of a few cc plus margin) and a 150 mm ROI (a target of 500–600 cc plus margin, as
+//! a large sarcoma or lung GTV gives from `Roi::from_mask`).
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 #[path = "../tests/register_support/mod.rs"]
@@ -28,27 +30,29 @@ fn bench(c: &mut Criterion) {
         VectorMm::new(1.2, -0.9, 1.0),
     )
     .compose(&truth);
-    for threads in [1, 2] {
+    for (roi_mm, threads) in [(80, 1), (80, 2), (150, 1), (150, 2)] {
         let options = RegisterOptions::default().with_threads(threads);
-        let roi = Roi::from_box(BoxMm::cube(centre, 80.0).unwrap());
+        let roi = Roi::from_box(BoxMm::cube(centre, roi_mm as f64).unwrap());
         let fixed = FixedContext::new(&p.ct, roi, &options).unwrap();
         let mut reg = Registrar::new(options);
         let cold = reg.register(&fixed, &frame, &RigidTransform::identity()).unwrap();
         let warm = reg.register_warm(&fixed, &frame, &previous).unwrap();
         eprintln!(
-            "threads {threads}: {} fixed samples; cold {} it usable {}; warm {} it usable {}",
+            "roi {roi_mm} mm, threads {threads}: {} fixed samples; cold {} it usable {}; warm {} it usable {}",
             fixed.finest_samples(),
             cold.iterations,
             cold.is_usable(),
             warm.iterations,
             warm.is_usable()
         );
-        c.bench_function(&format!("register_cold_204x201x60_roi80mm_t{threads}"), |b| {
-            b.iter(|| reg.register(&fixed, &frame, &RigidTransform::identity()).unwrap())
-        });
-        c.bench_function(&format!("register_warm_204x201x60_roi80mm_t{threads}"), |b| {
-            b.iter(|| reg.register_warm(&fixed, &frame, &previous).unwrap())
-        });
+        c.bench_function(
+            &format!("register_cold_204x201x60_roi{roi_mm}mm_t{threads}"),
+            |b| b.iter(|| reg.register(&fixed, &frame, &RigidTransform::identity()).unwrap()),
+        );
+        c.bench_function(
+            &format!("register_warm_204x201x60_roi{roi_mm}mm_t{threads}"),
+            |b| b.iter(|| reg.register_warm(&fixed, &frame, &previous).unwrap()),
+        );
     }
 }
 
