@@ -45,6 +45,19 @@ fn bench(c: &mut Criterion) {
             warm.iterations,
             warm.is_usable()
         );
+        if threads == 1 {
+            let cold_ms = thread_cpu_ms_per_call(|| {
+                reg.register(&fixed, &frame, &RigidTransform::identity()).unwrap();
+            });
+            let warm_ms = thread_cpu_ms_per_call(|| {
+                reg.register_warm(&fixed, &frame, &previous).unwrap();
+            });
+            if let (Some(cold_ms), Some(warm_ms)) = (cold_ms, warm_ms) {
+                eprintln!(
+                    "roi {roi_mm} mm, thread CPU time per call: cold {cold_ms:.2} ms, warm {warm_ms:.2} ms"
+                );
+            }
+        }
         c.bench_function(
             &format!("register_cold_204x201x60_roi{roi_mm}mm_t{threads}"),
             |b| b.iter(|| reg.register(&fixed, &frame, &RigidTransform::identity()).unwrap()),
@@ -54,6 +67,33 @@ fn bench(c: &mut Criterion) {
             |b| b.iter(|| reg.register_warm(&fixed, &frame, &previous).unwrap()),
         );
     }
+}
+
+/// This thread's CPU time per call of `f` over ~2 s of calls, ms; `None` without
+/// `/proc/thread-self/schedstat`. Why beside criterion's wall time: on a shared machine
+/// (2 cores, several builds) the wall time mostly measures the other processes; the CPU
+/// time the registration's own thread ran does not (cache contention aside). The counter
+/// advances at scheduler ticks, so it is read over many calls.
+fn thread_cpu_ms_per_call(mut f: impl FnMut()) -> Option<f64> {
+    let cpu_ns = || -> Option<u64> {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let start = cpu_ns()?;
+    let wall = std::time::Instant::now();
+    let mut calls = 0u32;
+    while calls < 20 || cpu_ns()? - start < 2_000_000_000 {
+        f();
+        calls += 1;
+        if wall.elapsed().as_secs() > 60 {
+            break;
+        }
+    }
+    Some((cpu_ns()? - start) as f64 / 1e6 / calls as f64)
 }
 
 criterion_group!(benches, bench);
