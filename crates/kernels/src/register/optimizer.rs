@@ -203,6 +203,11 @@ fn samples_of<T: Voxel>(
 /// and consecutive slices are offset so they do not sample the same columns — a regular
 /// grid aligned across slices aliases against anatomy that runs along z (bone, skin).
 /// Deterministic: the same plan gives the same samples, hence the same answers.
+/// Single voxels rather than runs of 8 along x (which would touch fewer cache lines of a
+/// large frame): runs cut a warm 150 mm registration's CPU time a little (3.2–3.8 vs
+/// 3.4–5.6 ms over three alternated runs) but cost accuracy, adjacent voxels carrying much
+/// the same information (72 real-CT cases: 68 vs 72 within 0.2 mm, mean 0.080 vs 0.072 mm;
+/// 2026-12-02).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Lattice {
     period: usize,
