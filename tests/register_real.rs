@@ -214,3 +214,31 @@ fn warm_start_on_real_ct_takes_fewer_iterations() {
     );
     assert!(target_registration_error(&p.tumor, &warm.transform, &truth) <= TRE_LIMIT_MM);
 }
+
+#[test]
+fn warm_start_on_a_large_region_stays_on_the_target() {
+    // STS_001 (365 cc) in its 150 mm cube: the per-frame case of a large target
+    let p = patient(LARGE[0]);
+    let fixed = p.fixed_150mm.as_ref().expect("a large-target patient");
+    let mut rng = Rng::new(78);
+    let truth = random_transform(&mut rng, p.centroid, 10.0, 3.0);
+    let frame = make_frame(&p.ct, &truth, p.ct.grid(), 20.0, &mut rng);
+    let mut reg = Registrar::new(RegisterOptions::default());
+    let cold = reg.register(fixed, &frame, &RigidTransform::identity()).unwrap();
+    let previous = random_transform(&mut rng, truth.apply(&p.centroid), 2.0, 1.0).compose(&truth);
+    let warm = reg.register_warm(fixed, &frame, &previous).unwrap();
+    assert!(
+        cold.is_usable() && warm.is_usable(),
+        "{:?} {:?}",
+        cold.verdict,
+        warm.verdict
+    );
+    assert!(
+        warm.iterations < cold.iterations,
+        "warm {} vs cold {}",
+        warm.iterations,
+        cold.iterations
+    );
+    let tre = target_registration_error(&p.tumor, &warm.transform, &truth);
+    assert!(tre <= TRE_LIMIT_MM, "warm TRE {tre} mm");
+}
