@@ -161,7 +161,14 @@ pub struct RegisterOptions {
     /// (non-rigid) anatomy the best rigid rotation of the whole ROI drifts along a flat valley
     /// for tens of steps while the target stays put.
     pub finest_min_step_deg: f64,
-    /// Fixed samples per level above which the ROI grid is thinned in-plane.
+    /// Most fixed samples on the finest level (coarse levels: half of it): a larger region
+    /// is thinned on an even lattice to this budget, so a 150 mm region costs about what an
+    /// 80 mm one does. Accuracy holds: over 72 real-CT cases (STS_001–004, target-mask
+    /// regions of 78–213 mm and 150 mm cubes, a third of them slabs) the mean target error
+    /// was 0.072 mm with this budget (all 72 within 0.2 mm), 0.073 mm with the former
+    /// in-plane stride to 160,000 samples (71 of 72), 0.077 mm with 32,000 (71 of 72)
+    /// (2026-12-02). A warm run's time goes with the samples: on the bench's 150 mm region,
+    /// ~2 ms at 16,000, ~4 ms at 40,000, ~5 ms at 62,000 (thread CPU time).
     pub max_samples_per_level: usize,
     /// Scoped threads for the per-sample sums (1 = the caller's thread only).
     pub threads: usize,
@@ -188,7 +195,7 @@ impl Default for RegisterOptions {
             min_step_mm: 0.01,
             min_step_deg: 0.01,
             finest_min_step_deg: 0.25,
-            max_samples_per_level: 160_000,
+            max_samples_per_level: 40_000,
             threads: 1,
             cold_search_mm: 30.0,
             warm_search_mm: 12.0,
