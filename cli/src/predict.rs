@@ -1,7 +1,6 @@
 //! `ionguide predict`: causal online forecast of breathing-marker traces over a horizon, and
 //! the published evaluation protocol over a directory of ExtMarker sessions.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -18,10 +17,10 @@ use ionguide_sim::motion::trace::{read_csv_trace_checked, read_extmarker_checked
 pub struct Args {
     /// Marker trace (ExtMarker or CSV `t_s,x_mm,y_mm,z_mm`); repeat for the markers of one
     /// session (same sample times).
-    #[arg(long, required_unless_present = "evaluate", conflicts_with = "evaluate")]
+    #[arg(long, required_unless_present_any = ["evaluate", "correlate"], conflicts_with = "evaluate")]
     trace: Vec<PathBuf>,
     /// Horizon, ms (rounded to whole samples at the median sample interval of the first 5 s).
-    #[arg(long, required_unless_present = "evaluate")]
+    #[arg(long, required_unless_present_any = ["evaluate", "correlate"])]
     horizon_ms: Option<f64>,
     /// Method: ensemble (the default: ridge + RLS + analog, weighted online), ridge, analog,
     /// rls (the causal linear baseline), hold (no prediction).
@@ -34,6 +33,13 @@ pub struct Args {
     /// (files grouped by the timestamp before their first '-') and print the table.
     #[arg(long, value_name = "DIR")]
     evaluate: Option<PathBuf>,
+    /// Tracking between CT frames on the ExtMarker sessions in DIR: each session's first
+    /// marker is the tumor (scaled to 10 mm peak to peak), its second the surrogate; CT frames
+    /// at 0.5, 1, 2 and 4 Hz, 0.5 s from acquisition to image, the surrogate 0.2 s from sample
+    /// to beam. Prints the delivery-time tumor error p95 of no tracking, CT only, CT +
+    /// correlation model and CT + model + prediction, with the model's duty cycle.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["evaluate", "trace"])]
+    correlate: Option<PathBuf>,
 }
 
 /// A prediction method.
@@ -86,6 +92,9 @@ fn load(path: &Path) -> anyhow::Result<LoadedTrace> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.evaluate {
         return evaluate_dir(dir);
+    }
+    if let Some(dir) = &args.correlate {
+        return correlate_dir(dir);
     }
     let horizon_ms = args.horizon_ms.context("--horizon-ms is required with --trace")?;
     if !(horizon_ms.is_finite() && horizon_ms > 0.0) {
@@ -180,49 +189,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the sessions of a directory: files grouped by the text before their first '-',
-/// each resampled to 10 Hz, relative to its first sample, cut to the shortest marker.
+/// Loads the sessions of a directory (`ionguide_sim::motion::surrogate::load_sessions`).
 pub fn load_sessions(dir: &Path) -> anyhow::Result<Vec<(String, Session)>> {
-    let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
-        let p = e?.path();
-        if p.extension().is_none_or(|x| x != "csv") {
-            continue;
-        }
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let key = name.split('-').next().unwrap_or(&name).to_string();
-        groups.entry(key).or_default().push(p);
-    }
-    let mut sessions = Vec::new();
-    for (key, mut files) in groups {
-        files.sort();
-        let mut markers = Vec::new();
-        for f in &files {
-            let tr = load(f)?.trace.resample(10.0)?;
-            let p0 = tr.pos_mm[0];
-            markers.push(
-                tr.pos_mm
-                    .iter()
-                    .map(|p| [p[0] - p0[0], p[1] - p0[1], p[2] - p0[2]])
-                    .collect::<Vec<_>>(),
-            );
-        }
-        let n = markers.iter().map(Vec::len).min().unwrap_or(0);
-        let samples = (0..n)
-            .map(|k| markers.iter().flat_map(|m| m[k]).collect())
-            .collect();
-        sessions.push((
-            key,
-            Session {
-                markers: markers.len(),
-                samples,
-            },
-        ));
-    }
-    Ok(sessions)
+    ionguide_sim::motion::surrogate::load_sessions(dir)
+        .with_context(|| format!("recordings in {}", dir.display()))
 }
 
 /// Per method, per session, per horizon (1..=21) scores.
@@ -311,6 +281,48 @@ fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
             write!(w, " | {:>20.3}", n)?;
         }
         writeln!(w)?;
+    }
+    Ok(())
+}
+
+/// `--correlate DIR`: surrogate-driven tracking between CT frames on real recordings.
+fn correlate_dir(dir: &Path) -> anyhow::Result<()> {
+    use ionguide_sim::motion::surrogate::{simulate, SurrogateTracking};
+    let sessions = load_sessions(dir)?;
+    println!(
+        "delivery-time tumor error p95, mm (tumor = marker 1 scaled to 10 mm peak to peak, surrogate = marker 2;"
+    );
+    println!(
+        "image 0.5 s after acquisition, surrogate 0.2 s to the beam; model duty cycle and holds in brackets)"
+    );
+    println!(
+        "{:<14} {:>7} {:>8} {:>8} {:>20} {:>22}",
+        "session", "CT Hz", "none", "CT only", "CT + model", "CT + model + predict"
+    );
+    for (name, session) in &sessions {
+        if session.markers < 2 {
+            println!("{name:<14} skipped: one marker");
+            continue;
+        }
+        for rate in [0.5, 1.0, 2.0, 4.0] {
+            let cfg = SurrogateTracking {
+                ct_rate_hz: rate,
+                ..SurrogateTracking::default()
+            };
+            match simulate(session, 0, 1, &cfg) {
+                Ok(r) => println!(
+                    "{name:<14} {rate:>7.1} {:>8.2} {:>8.2} {:>9.2} ({:>3.0}%, {:>2}) {:>9.2} ({:>3.0}%)",
+                    r.none.p95_mm,
+                    r.ct_only.p95_mm,
+                    r.model.p95_mm,
+                    100.0 * r.model.duty_cycle,
+                    r.disagreements,
+                    r.predicted.p95_mm,
+                    100.0 * r.predicted.duty_cycle
+                ),
+                Err(e) => println!("{name:<14} {rate:>7.1} not simulated: {e}"),
+            }
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! marker's trace into the tumor's displacement per frame. Depends on no other part of the
 //! simulator.
 
+pub mod surrogate;
 pub mod trace;
 pub mod track;
 pub mod tumor;

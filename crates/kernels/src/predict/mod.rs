@@ -25,6 +25,7 @@
 //! - [`Hold`]: no prediction (the current sample).
 //! - [`evaluate`]: the published protocol (Pohl et al. 2022) that scores them.
 
+pub mod correlation;
 pub mod evaluate;
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
