@@ -295,7 +295,7 @@ pub fn simulate(
         .map(|p| dot([p[0] - a_mean[0], p[1] - a_mean[1], p[2] - a_mean[2]], a_axis))
         .collect();
     let excursion = percentile(along.clone(), 0.98) - percentile(along, 0.02);
-    if !(excursion > 1e-6) {
+    if excursion.is_nan() || excursion <= 1e-6 {
         return Err(TrackingError::Session("the tumor marker does not move".into()));
     }
     let scale = cfg.tumor_excursion_mm / excursion;
