@@ -176,8 +176,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "frame count reached".into()
         },
     })?;
-    audit.flush()?;
-    audit.sync()?;
+    // The closing checkpoint: a verifier can then tell this orderly end from a cut tail.
+    audit.close()?;
     println!("{}", stats.status_line());
     println!(
         "stale corrections (sent after their deadline): {}",

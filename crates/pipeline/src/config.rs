@@ -146,6 +146,13 @@ pub struct AuditConfig {
     /// `never` (the OS flushes; survives a process crash) or `every_record` (survives power loss).
     #[serde(default = "default_fsync")]
     pub fsync: String,
+    /// HMAC key of the log's checkpoints (a file only its owner may read, like the link's);
+    /// absent: the link's key signs them. `ionguide audit --verify LOG --key FILE` checks them.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Records between two signed checkpoints (one more is written when the session closes).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u32,
 }
 
 /// Latency budget and correction validity.
@@ -313,6 +320,9 @@ fn default_corrections() -> String {
 fn default_fsync() -> String {
     "never".into()
 }
+fn default_checkpoint_every() -> u32 {
+    crate::audit::DEFAULT_CHECKPOINT_EVERY
+}
 fn default_budget_ms() -> f64 {
     50.0
 }
@@ -427,6 +437,9 @@ impl Config {
         }
         fix(&mut self.link.key_file);
         fix(&mut self.audit.path);
+        if let Some(p) = &mut self.audit.key_file {
+            fix(p);
+        }
     }
 
     /// Checks every value; the first fault is returned.
@@ -533,6 +546,10 @@ impl Config {
                 format!("must be \"full\" or \"digest\", got {:?}", self.audit.corrections),
             ));
         }
+        if let Some(k) = &self.audit.key_file {
+            exists("audit.key_file", k, false)?;
+        }
+        positive("audit.checkpoint_every", f64::from(self.audit.checkpoint_every))?;
         if !matches!(self.audit.fsync.as_str(), "never" | "every_record") {
             return Err(bad(
                 "audit.fsync",
