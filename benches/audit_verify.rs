@@ -4,6 +4,10 @@
 //! 1,000 records — read from the file, every record's SHA-256 chained, every checkpoint's
 //! HMAC checked. A second case keeps only the corrections' digest (`audit.corrections =
 //! "digest"`), the smaller records of a gate run.
+//!
+//! Measured with `cargo bench --bench audit_verify` on the 2-core development machine while
+//! other builds ran: 64-spot full records (146.1 MB) 1.30 s [1.08, 1.47]; digest records
+//! (21.4 MB) 100 ms [88, 110].
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 

@@ -91,12 +91,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ae_title,
             expected_slices,
             assembly_timeout_ms,
+            allowed_calling_ae_titles,
+            allowed_peers,
         } => {
             let h = scp::start(
                 scp::ScpConfig {
                     network: scp::ScpOptions {
                         bind_addr: *bind,
                         ae_title: ae_title.clone(),
+                        allowed_calling_ae_titles: allowed_calling_ae_titles.clone(),
+                        allowed_peers: allowed_peers.clone(),
                         ..scp::ScpOptions::default()
                     },
                     assembler: assembler(*expected_slices, *assembly_timeout_ms),

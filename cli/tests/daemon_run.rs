@@ -200,3 +200,62 @@ fn a_frame_over_max_slices_is_rejected_with_its_reason_in_the_audit_log() {
     assert_eq!(controller.counters().applied_sets, 0);
     assert_eq!(controller.state(), BeamState::Held);
 }
+
+/// `source.allowed_calling_ae_titles`: storescu calling as STORESCU (its default) is not on
+/// the list; its association is refused before any object, the refusal is in the audit log
+/// as a rejected record (`peer_refused`) that did not hold the beam, and the log the daemon
+/// closes on SIGTERM is proven whole by `ionguide audit --verify` with the link's key.
+#[test]
+fn a_caller_not_on_the_allow_list_is_refused_audited_and_the_closed_log_verifies() {
+    let s = SessionDir::new();
+    let controller = s.controller(Duration::from_secs(2));
+    let config = s.write_config(
+        controller.local_addr(),
+        "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\nallowed_calling_ae_titles = [\"CT_ROOM1\"]\n",
+        RELAXED_TIMING,
+    );
+    let daemon = Daemon::start(&config).unwrap_or_else(|(st, e)| panic!("{st}: {e}"));
+    assert!(!FrameSender::new().send(daemon.scp, 3, &Edit::default()));
+    let refused = |records: &[AuditRecord]| {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                AuditRecord::Frame(f)
+                    if f.reject_reason == Some(ionguide::correction::RejectReason::PeerRefused) =>
+                {
+                    Some(f.clone())
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end
+        && refused(&AuditReader::read_all(&s.audit_path()).unwrap().0).is_empty()
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    let (records, tail) = AuditReader::read_all(&s.audit_path()).unwrap();
+    assert_eq!(tail, TailStatus::Clean);
+    let refused = refused(&records);
+    assert!(!refused.is_empty(), "{records:#?}");
+    for f in &refused {
+        assert_eq!(f.outcome, Some(Outcome::Rejected));
+        assert_eq!(f.hold_reason, None, "a refused caller must not hold the beam");
+        assert!(f.origin.starts_with("scp:STORESCU@127.0.0.1:"), "{}", f.origin);
+        assert!(f.detail.contains("CallingAETitleNotRecognized"), "{}", f.detail);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args(["audit", "--verify", "--key"])
+        .arg(s.key_path())
+        .arg(s.audit_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("INTACT"), "{text}");
+    let controller = controller.stop().unwrap();
+    assert_eq!(controller.counters().applied_sets, 0);
+}

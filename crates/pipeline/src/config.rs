@@ -94,6 +94,14 @@ pub enum SourceConfig {
         /// A frame not complete this long after its first slice is rejected, ms.
         #[serde(default = "default_assembly_ms")]
         assembly_timeout_ms: u64,
+        /// Calling AE titles that may send (the scanners); another is refused at association
+        /// (A-ASSOCIATE-RJ, calling AE title not recognized) and audited. Empty: any.
+        #[serde(default)]
+        allowed_calling_ae_titles: Vec<String>,
+        /// Addresses that may send; a connection from another is refused at association and
+        /// audited. Empty: any.
+        #[serde(default)]
+        allowed_peers: Vec<std::net::IpAddr>,
     },
     /// A spool folder.
     Spool {
@@ -494,12 +502,22 @@ impl Config {
                 ae_title,
                 expected_slices,
                 assembly_timeout_ms,
+                allowed_calling_ae_titles,
                 ..
             } => {
                 if ae_title.is_empty() || ae_title.len() > 16 || !ae_title.is_ascii() {
                     return Err(bad(
                         "source.ae_title",
                         format!("must be 1–16 ASCII characters, got {ae_title:?}"),
+                    ));
+                }
+                if let Some(a) = allowed_calling_ae_titles
+                    .iter()
+                    .find(|a| a.trim().is_empty() || a.len() > 16 || !a.is_ascii() || a.contains('\\'))
+                {
+                    return Err(bad(
+                        "source.allowed_calling_ae_titles",
+                        format!("each must be 1–16 ASCII characters without a backslash, got {a:?}"),
                     ));
                 }
                 check_slices(expected_slices, self.resources.max_slices)

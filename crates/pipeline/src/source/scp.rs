@@ -65,4 +65,8 @@ impl StoreHandler for Collector {
     fn on_poll(&self, now: Instant) {
         self.expire(now);
     }
+
+    fn on_association_refused(&self, origin: &str, why: &str, at: Instant) {
+        self.reject(origin, RejectReason::PeerRefused, why.to_owned(), at);
+    }
 }
