@@ -390,3 +390,36 @@ fn an_unknown_reject_code_is_corrupt() {
         "{status:?}"
     );
 }
+
+/// A controller acknowledgement (kind 7, version 5) by hand: unix ns u64, frame id u64,
+/// acknowledged sequence u64, outcome u8 (0 accepted, 1 applied, 2 expired), beam on u8.
+#[test]
+fn a_controller_acknowledgement_has_the_documented_bytes() {
+    #[rustfmt::skip]
+    let payload = vec![
+        0x07, //                                           kind 7
+        0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // unix ns = START_NS + 0x10
+        0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // frame id 42
+        0x05, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // acked sequence 0x105
+        0x01, //                                           applied
+        0x01, //                                           beam on
+    ];
+    let bytes = chained(&[payload]);
+    let want = AuditRecord::ControllerAck {
+        unix_ns: START_NS + 0x10,
+        frame_id: 42,
+        acked_sequence: 0x105,
+        status: ionguide::audit::AckOutcome::Applied,
+        beam_on: true,
+    };
+    let (_, records, status) = read(bytes.clone());
+    assert_eq!(status, TailStatus::Clean);
+    assert_eq!(records, vec![want.clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.igaudit");
+    let mut w =
+        AuditWriter::create(&path, START_NS, AuditOptions::default().with_fsync(Fsync::Never)).unwrap();
+    w.write(&want).unwrap();
+    drop(w);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}

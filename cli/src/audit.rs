@@ -125,6 +125,8 @@ impl<'a> Report<'a> {
                 AuditRecord::Frame(f) => r.frames.push(f),
                 AuditRecord::Link { .. } => r.links.push(rec),
                 AuditRecord::Shutdown { .. } => r.shutdown = Some(rec),
+                // counted in `counts.acks`
+                AuditRecord::ControllerAck { .. } => {}
             }
         }
         r
@@ -197,6 +199,15 @@ impl<'a> Report<'a> {
         if let Some([p50, p99, max]) = self.latency_ms() {
             out += &format!(
                 "latency   frame complete → on the wire: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms\n"
+            );
+        }
+        if !self.counts.acks.is_empty() {
+            let n = |k: &str| self.counts.acks.get(k).copied().unwrap_or(0);
+            out += &format!(
+                "controller applied {} correction set(s), {} expired; {} beam-state change(s) otherwise\n",
+                n("applied"),
+                n("expired"),
+                n("accepted")
             );
         }
         out += &format!("link      {} event(s)\n", self.links.len());
@@ -286,6 +297,7 @@ impl<'a> Report<'a> {
             "reject_reasons": self.counts.rejects,
             "latency": latency,
             "link_events": links,
+            "controller_acks": &self.counts.acks,
             "shutdown": shutdown,
             "tail": tail,
         })

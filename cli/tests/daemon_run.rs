@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use ionguide::audit::{AuditReader, AuditRecord, Outcome, TailStatus};
+use ionguide::audit::{AckOutcome, AuditReader, AuditRecord, Outcome, TailStatus};
 use ionguide::correction::HoldReason;
 use ionguide_sim::delivery::controller::{BeamState, Cause};
 use sha2::Digest;
@@ -37,6 +37,27 @@ fn two_frames_are_corrected_and_sigterm_closes_the_log_and_holds_the_beam() {
         );
     }
     assert_eq!(controller.with(|c| c.state()), BeamState::BeamOn);
+    // The controller's acknowledgements are audited as they are read: wait for both
+    // "applied" ones before stopping (a stop drains frames, not datagrams in flight).
+    let applied = |records: &[AuditRecord]| -> Vec<u64> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                AuditRecord::ControllerAck {
+                    frame_id,
+                    status: AckOutcome::Applied,
+                    ..
+                } => Some(*frame_id),
+                _ => None,
+            })
+            .collect()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end
+        && applied(&AuditReader::read_all(&s.audit_path()).unwrap().0).len() < 2
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let (status, stderr) = daemon.terminate();
     assert!(status.success(), "exit {status}:\n{stderr}");
@@ -94,6 +115,16 @@ fn two_frames_are_corrected_and_sigterm_closes_the_log_and_holds_the_beam() {
         "{frames:#?}"
     );
     assert!(frames[0].frame_id < frames[1].frame_id);
+    // what the controller applied, by its own acknowledgement: exactly the corrected frames
+    assert_eq!(
+        applied(&records),
+        frames.iter().map(|f| f.frame_id).collect::<Vec<_>>(),
+        "{records:#?}"
+    );
+    // and the beam came on with the first (an acknowledgement recording the change)
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, AuditRecord::ControllerAck { beam_on: true, .. })));
     match records.last() {
         Some(AuditRecord::Shutdown { reason, .. }) => assert_eq!(reason, "signal"),
         other => panic!("last record {other:?}"),

@@ -4,10 +4,10 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    AuditError, AuditRecord, ChainLink, Checkpoint, Corrections, FrameRecord, Outcome, SetupRecord,
-    ACQUIRED_VERSION, CHAIN_VERSION, HEADER_LEN, KIND_CHECKPOINT, KIND_FRAME, KIND_LINK, KIND_SESSION,
-    KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION, REJECT_REASON_VERSION, SPOT_BYTES,
-    VERSION,
+    AckOutcome, AuditError, AuditRecord, ChainLink, Checkpoint, Corrections, FrameRecord, Outcome,
+    SetupRecord, ACQUIRED_VERSION, CHAIN_VERSION, HEADER_LEN, KIND_ACK, KIND_CHECKPOINT, KIND_FRAME,
+    KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
+    REJECT_REASON_VERSION, SPOT_BYTES, VERSION,
 };
 use crate::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
 
@@ -221,6 +221,17 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<(Option<ChainLink>,
                 Vec::new()
             },
         },
+        KIND_ACK if version >= CHAIN_VERSION => AuditRecord::ControllerAck {
+            unix_ns: d.u64()?,
+            frame_id: d.u64()?,
+            acked_sequence: d.u64()?,
+            status: AckOutcome::from_code(d.u8()?)?,
+            beam_on: match d.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
+        },
         KIND_LINK => AuditRecord::Link {
             unix_ns: d.u64()?,
             code: d.u16()?,
@@ -387,6 +398,20 @@ pub(super) fn encode_record(b: &mut Vec<u8>, record: &AuditRecord, full: bool) -
             }
             b.push(u8::from(r.registration_sha256.is_some()));
             b.extend_from_slice(&r.registration_sha256.unwrap_or([0; 32]));
+        }
+        AuditRecord::ControllerAck {
+            unix_ns,
+            frame_id,
+            acked_sequence,
+            status,
+            beam_on,
+        } => {
+            b.push(KIND_ACK);
+            b.extend_from_slice(&unix_ns.to_le_bytes());
+            b.extend_from_slice(&frame_id.to_le_bytes());
+            b.extend_from_slice(&acked_sequence.to_le_bytes());
+            b.push(status.code());
+            b.push(u8::from(*beam_on));
         }
         AuditRecord::Shutdown { unix_ns, reason } => {
             b.push(KIND_SHUTDOWN);

@@ -119,6 +119,7 @@ const KIND_LINK: u8 = 3;
 const KIND_SHUTDOWN: u8 = 4;
 const KIND_SETUP: u8 = 5;
 const KIND_CHECKPOINT: u8 = 6;
+const KIND_ACK: u8 = 7;
 const NONE_U64: u64 = u64::MAX;
 
 /// Why the audit log could not be written or opened.
@@ -386,6 +387,22 @@ pub enum AuditRecord {
     /// How the in-room scanner's coordinates map to the planning CT's for the frames that
     /// follow (written after the session start).
     Setup(SetupRecord),
+    /// What the controller acknowledged (version 5): every correction set it applied or
+    /// found expired, and every change of its beam state; plain acknowledgements of
+    /// heartbeats and holds that change nothing are not recorded. What was delivered is
+    /// read from these, not from what was sent.
+    ControllerAck {
+        /// When the acknowledgement was read, ns since the UNIX epoch.
+        unix_ns: u64,
+        /// The frame concerned (0 for a message without one).
+        frame_id: u64,
+        /// The link sequence number acknowledged.
+        acked_sequence: u64,
+        /// What became of the message.
+        status: AckOutcome,
+        /// The controller's beam state after handling it.
+        beam_on: bool,
+    },
     /// The session ended.
     Shutdown {
         /// When, ns since the UNIX epoch.
@@ -418,6 +435,43 @@ pub struct Checkpoint {
     pub key_id: [u8; 8],
     /// HMAC-SHA256 of [`CHECKPOINT_MAC_LABEL`] followed by the payload up to this field.
     pub mac: [u8; 32],
+}
+
+/// What the controller did with an acknowledged message (the wire's `AckStatus`, kept
+/// here so the audit format does not follow the wire's numbering by accident).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckOutcome {
+    /// Verified and accepted (a HOLD, RESUME or heartbeat).
+    Accepted,
+    /// A correction set arrived whole and was applied.
+    Applied,
+    /// A correction set arrived past its validity and was not applied.
+    Expired,
+}
+
+impl AckOutcome {
+    /// Stable audit code.
+    pub fn code(self) -> u8 {
+        match self {
+            AckOutcome::Accepted => 0,
+            AckOutcome::Applied => 1,
+            AckOutcome::Expired => 2,
+        }
+    }
+    /// From an audit code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        [AckOutcome::Accepted, AckOutcome::Applied, AckOutcome::Expired]
+            .into_iter()
+            .find(|o| o.code() == code)
+    }
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AckOutcome::Accepted => "accepted",
+            AckOutcome::Applied => "applied",
+            AckOutcome::Expired => "expired",
+        }
+    }
 }
 
 /// How a log ends.
