@@ -286,10 +286,12 @@ fn a_forged_or_foreign_checkpoint_is_refused() {
     let mut plain: Vec<Vec<u8>> = records.into_iter().filter(|r| r[48] != 6).collect();
     rechain(&header, &mut plain, 0);
     let v = check(join(&header, &plain));
+    assert!(v.findings.iter().any(|f| f.kind == FindingKind::NoCheckpoints));
     assert!(v
         .findings
         .iter()
         .any(|f| f.kind == FindingKind::NotClosed && f.seq == Some(EVENTS - 1)));
+    assert_eq!(v.proven, None);
     // a verifier holding another key is told so, not "forged"
     let other = AuditKey::from_bytes(&[0x11; 32]).unwrap();
     let v = verify_bytes(signed_log_in_new_dir(), Path::new("t"), Some(&other)).unwrap();

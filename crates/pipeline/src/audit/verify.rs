@@ -76,6 +76,9 @@ pub enum FindingKind {
         /// The interval the last checkpoint stated.
         interval_records: u32,
     },
+    /// The log holds no checkpoint at all: written without a key (nothing can be proven),
+    /// or every checkpoint removed.
+    NoCheckpoints,
     /// The log does not end with a closing checkpoint: its tail was cut, or the writer
     /// stopped without closing (a crash). `seq` is the last record present.
     NotClosed,
@@ -129,6 +132,10 @@ impl std::fmt::Display for FindingKind {
             FindingKind::CheckpointMissing { interval_records } => write!(
                 f,
                 "more than {interval_records} records without a checkpoint: checkpoints were removed"
+            ),
+            FindingKind::NoCheckpoints => write!(
+                f,
+                "no checkpoint in the log: written without a key, or every checkpoint removed; nothing can be proven"
             ),
             FindingKind::NotClosed => write!(
                 f,
@@ -408,6 +415,13 @@ fn walk(entries: &[Entry], header_hash: [u8; 32], out: &mut Verification) {
             seq: None,
             kind: FindingKind::Damaged { why },
         }),
+    }
+    if !entries.is_empty() && entries.iter().all(|e| e.checkpoint.is_none()) {
+        out.findings.push(Finding {
+            offset: HEADER_LEN as u64,
+            seq: None,
+            kind: FindingKind::NoCheckpoints,
+        });
     }
     let closed = entries
         .last()
