@@ -50,10 +50,10 @@ pub enum FindingKind {
         last_seq: u64,
     },
     /// This record is not where it was written: the record before it has sequence number
-    /// `after_seq`.
+    /// `after_seq` (`None`: it is first in the file).
     Moved {
         /// Sequence number of the record before it in the file.
-        after_seq: u64,
+        after_seq: Option<u64>,
     },
     /// A second record with a sequence number already used: one of the two was inserted.
     Inserted {
@@ -109,8 +109,11 @@ impl std::fmt::Display for FindingKind {
             FindingKind::Removed { first_seq, last_seq } => {
                 write!(f, "records {first_seq} to {last_seq} were removed before this one")
             }
-            FindingKind::Moved { after_seq } => {
-                write!(f, "out of order: written elsewhere, found after record {after_seq}")
+            FindingKind::Moved { after_seq: Some(after) } => {
+                write!(f, "out of order: written elsewhere, found after record {after}")
+            }
+            FindingKind::Moved { after_seq: None } => {
+                write!(f, "out of order: written elsewhere, found first in the file")
             }
             FindingKind::Inserted { other_offset } => write!(
                 f,
@@ -312,7 +315,9 @@ fn walk(entries: &[Entry], header_hash: [u8; 32], out: &mut Verification) {
         };
         match i.checked_sub(1).map(|j| &entries[j]) {
             None => {
-                if e.seq != 0 {
+                if e.seq != 0 && (0..e.seq).any(|s| first_at.contains_key(&s)) {
+                    found(FindingKind::Moved { after_seq: None }, e.offset, Some(e.seq));
+                } else if e.seq != 0 {
                     found(
                         FindingKind::Removed {
                             first_seq: 0,
@@ -331,13 +336,25 @@ fn walk(entries: &[Entry], header_hash: [u8; 32], out: &mut Verification) {
                 if let Some(other_offset) = other {
                     found(FindingKind::Inserted { other_offset }, e.offset, Some(e.seq));
                 } else if e.seq <= p.seq {
-                    found(FindingKind::Moved { after_seq: p.seq }, e.offset, Some(e.seq));
+                    found(
+                        FindingKind::Moved {
+                            after_seq: Some(p.seq),
+                        },
+                        e.offset,
+                        Some(e.seq),
+                    );
                 } else if e.seq > p.seq + 1 {
                     // Numbers skipped here: removed if in no place of the file, else this
                     // record or those were moved.
                     let skipped = p.seq + 1..e.seq;
                     if skipped.clone().any(|s| first_at.contains_key(&s)) {
-                        found(FindingKind::Moved { after_seq: p.seq }, e.offset, Some(e.seq));
+                        found(
+                            FindingKind::Moved {
+                                after_seq: Some(p.seq),
+                            },
+                            e.offset,
+                            Some(e.seq),
+                        );
                     } else {
                         found(
                             FindingKind::Removed {
