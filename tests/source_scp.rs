@@ -434,3 +434,160 @@ fn only_allowed_callers_may_send() {
     );
     scp.shutdown();
 }
+
+/// A throwaway PKI made with the openssl command line: a CA, the receiver's certificate
+/// (for 127.0.0.1), a scanner's client certificate signed by the CA, and a client
+/// certificate from another CA (untrusted). Keys are P-256, written owner-only.
+fn test_pki(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl on PATH");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for ca in ["ca", "rogue_ca"] {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, ca, ext) in [
+        ("scp", "ca", "server.ext"),
+        ("scanner", "ca", "client.ext"),
+        ("rogue", "rogue_ca", "client.ext"),
+    ] {
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+        ]);
+    }
+    #[cfg(unix)]
+    for key in ["ca.key", "rogue_ca.key", "scp.key", "scanner.key", "rogue.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// DICOM TLS: storescu with `+tls` and the scanner's CA-signed certificate delivers a frame;
+/// the same without TLS, and with a certificate from another CA, fail the handshake and are
+/// refused and reported; a receiver key others may read is refused at start.
+#[test]
+fn tls_delivers_with_a_trusted_client_certificate_and_refuses_plain_and_untrusted() {
+    let pki = tempfile::tempdir().unwrap();
+    let d = pki.path();
+    test_pki(d);
+    let files = dcm_files(&data("STS_001/image"));
+    let tls = ScpOptions {
+        tls: Some(scp::TlsFiles {
+            cert_pem: d.join("scp.crt"),
+            key_pem: d.join("scp.key"),
+            ca_pem: d.join("ca.crt"),
+        }),
+        ..ScpOptions::default()
+    };
+    let (scp, rx) = start_with(files.len(), Duration::from_secs(600), tls.clone());
+    let p = |f: &str| d.join(f).display().to_string();
+    let with_cert = |key: &str, crt: &str, files: &[PathBuf]| {
+        storescu(&scp, &["+tls", &p(key), &p(crt), "+cf", &p("ca.crt")], files)
+    };
+    assert_success(&with_cert("scanner.key", "scanner.crt", &files));
+    let frame = next_frame(&rx);
+    assert_eq!(frame.objects.len(), files.len());
+    assert_eq!(
+        decode(&frame),
+        read_series_dir(data("STS_001/image")).unwrap().volume
+    );
+
+    let plain = storescu(&scp, &[], &files[..1]);
+    assert!(!plain.status.success(), "{}", output_text(&plain));
+    let (_, reason) = next_peer_refusal(&rx);
+    assert!(
+        reason.contains("DICOM TLS handshake failed") && reason.contains("InvalidContentType"),
+        "{reason}"
+    );
+
+    let untrusted = with_cert("rogue.key", "rogue.crt", &files[..1]);
+    assert!(!untrusted.status.success(), "{}", output_text(&untrusted));
+    let (_, reason) = next_peer_refusal(&rx);
+    assert!(
+        reason.contains("DICOM TLS handshake failed") && reason.contains("UnknownIssuer"),
+        "{reason}"
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing of the refused peers reached the assembler"
+    );
+    scp.shutdown();
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("scp.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let err = scp::start(
+            ScpConfig {
+                network: tls,
+                ..ScpConfig::default()
+            },
+            tx,
+        )
+        .expect_err("a world-readable TLS key");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}

@@ -93,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             assembly_timeout_ms,
             allowed_calling_ae_titles,
             allowed_peers,
+            tls,
         } => {
             let h = scp::start(
                 scp::ScpConfig {
@@ -101,6 +102,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         ae_title: ae_title.clone(),
                         allowed_calling_ae_titles: allowed_calling_ae_titles.clone(),
                         allowed_peers: allowed_peers.clone(),
+                        tls: tls.as_ref().map(|t| scp::TlsFiles {
+                            cert_pem: t.cert.clone(),
+                            key_pem: t.key.clone(),
+                            ca_pem: t.ca.clone(),
+                        }),
                         ..scp::ScpOptions::default()
                     },
                     assembler: assembler(*expected_slices, *assembly_timeout_ms),

@@ -11,6 +11,9 @@
 //!   recognized") and one from another address A-ASSOCIATE-RJ (rejected-permanent, service
 //!   user, "no reason given": the standard has no reason for an address); either is reported
 //!   to the handler ([`StoreHandler::on_association_refused`]) before anything is read.
+//! - DICOM TLS ([`ScpOptions::tls`]): every association over TLS 1.2 or 1.3 (rustls), the
+//!   peer's certificate required and verified against the configured CA; a plain connection
+//!   or an untrusted certificate fails the handshake, is closed and reported to the handler.
 //! - Presentation contexts: CT Image Storage, Enhanced CT Image Storage and Verification,
 //!   each in Implicit or Explicit VR Little Endian or any compressed syntax the CT decoder
 //!   decodes ([`accepted_transfer_syntaxes`]). Any other abstract syntax (an RT Plan, a
@@ -162,6 +165,10 @@ pub struct ScpOptions {
     pub allowed_calling_ae_titles: Vec<String>,
     /// Peer addresses that may associate; empty: any.
     pub allowed_peers: Vec<IpAddr>,
+    /// DICOM TLS (the secure transport connection profile): TLS 1.2 or 1.3, this receiver's
+    /// certificate, and the peer's certificate required and checked against the CA. With it,
+    /// a plain connection fails the handshake and is refused. `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
     /// Largest PDU this receiver accepts, bytes.
     pub max_pdu_length: u32,
     /// An association idle this long is dropped (a stalled or vanished peer).
@@ -181,12 +188,64 @@ impl Default for ScpOptions {
             refuse_other_classes_by_status: false,
             allowed_calling_ae_titles: Vec::new(),
             allowed_peers: Vec::new(),
+            tls: None,
             max_pdu_length: 128 * 1024,
             read_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(20),
             max_associations: 8,
         }
     }
+}
+
+/// The PEM files of DICOM TLS. The caller checks the private key's permissions (ionguide's
+/// pipeline refuses a key group or others may read, like every key file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This receiver's certificate chain (PEM).
+    pub cert_pem: std::path::PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: std::path::PathBuf,
+    /// The CA certificates a peer's certificate must chain to (PEM).
+    pub ca_pem: std::path::PathBuf,
+}
+
+/// Builds the rustls server configuration: TLS 1.3 and 1.2, client certificates required
+/// and verified against the CA.
+fn tls_config(t: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ScpError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &std::path::Path, why: String| ScpError::Tls {
+        path: path.to_path_buf(),
+        why,
+    };
+    let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, ScpError> {
+        let list = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(path, e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(path, e.to_string()))?;
+        if list.is_empty() {
+            return Err(bad(path, "no certificate in the file".into()));
+        }
+        Ok(list)
+    };
+    let chain = certs(&t.cert_pem)?;
+    let key = PrivateKeyDer::from_pem_file(&t.key_pem).map_err(|e| bad(&t.key_pem, e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&t.ca_pem)? {
+        roots.add(c).map_err(|e| bad(&t.ca_pem, e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| bad(&t.ca_pem, e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(&t.cert_pem, e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(&t.cert_pem, e.to_string()))?;
+    Ok(Arc::new(config))
 }
 
 /// Why the receiver could not start.
@@ -211,6 +270,14 @@ pub enum ScpError {
     /// The listening socket could not be configured.
     #[error("cannot configure the listening socket")]
     Socket(#[source] std::io::Error),
+    /// A TLS file is unreadable or unusable.
+    #[error("DICOM TLS: {path}: {why}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The accept thread could not be started.
     #[error("cannot start the receiver thread")]
     Thread(#[source] std::io::Error),
@@ -355,6 +422,10 @@ pub fn start(config: ScpOptions, handler: Arc<dyn StoreHandler>) -> Result<ScpHa
     for uid in accepted_transfer_syntaxes() {
         options = options.with_transfer_syntax(uid);
     }
+    let tls = config.tls.is_some();
+    if let Some(t) = &config.tls {
+        options = options.tls_config(tls_config(t)?);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let ctx = AcceptContext {
@@ -366,6 +437,7 @@ pub fn start(config: ScpOptions, handler: Arc<dyn StoreHandler>) -> Result<ScpHa
         max_associations: config.max_associations,
         allowed_peers: config.allowed_peers.clone(),
         gate,
+        tls,
     };
     let thread = std::thread::Builder::new()
         .name(format!("scp-accept-{}", local_addr.port()))
@@ -389,6 +461,8 @@ struct AcceptContext {
     allowed_peers: Vec<IpAddr>,
     /// The gate every connection's own is made from.
     gate: Gate,
+    /// Whether associations run over TLS.
+    tls: bool,
 }
 
 impl AcceptContext {
@@ -453,11 +527,33 @@ impl AcceptContext {
         let options = (*self.options).clone().ae_access_control(gate);
         let handler = Arc::clone(&self.handler);
         let open_in_thread = Arc::clone(open);
+        let tls = self.tls;
         let spawned = std::thread::Builder::new()
             .name(format!("scp-assoc-{id}"))
             .spawn(move || {
-                match options.establish(stream) {
-                    Ok(assoc) => serve(assoc, peer, handler.as_ref()),
+                let established = if tls {
+                    options
+                        .establish_tls(stream)
+                        .map(|a| serve(a, peer, handler.as_ref()))
+                } else {
+                    options
+                        .establish(stream)
+                        .map(|a| serve(a, peer, handler.as_ref()))
+                };
+                match established {
+                    Ok(()) => {}
+                    // A plain connection or an untrusted certificate fails the handshake
+                    // before any A-ASSOCIATE: refused, and reported.
+                    Err(e) if tls && refused.lock().is_none() => {
+                        let mut why = format!("association refused: DICOM TLS handshake failed: {e}");
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            why += &format!(": {s}");
+                            source = s.source();
+                        }
+                        tracing::warn!(%peer, %why, "association refused");
+                        handler.on_association_refused(&format!("scp:?@{peer}"), &why, Instant::now());
+                    }
                     Err(e) => match refused.lock().take() {
                         Some((calling, why)) => {
                             tracing::warn!(%peer, %why, "association refused");
@@ -493,7 +589,10 @@ struct Pending {
     overflow: Option<usize>,
 }
 
-fn serve(mut assoc: ServerAssociation<TcpStream>, peer: SocketAddr, handler: &dyn StoreHandler) {
+fn serve<S>(mut assoc: ServerAssociation<S>, peer: SocketAddr, handler: &dyn StoreHandler)
+where
+    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
+{
     use dicom_ul::association::Association;
     let calling = assoc.peer_ae_title().trim().to_owned();
     let origin = format!("scp:{calling}@{peer}");

@@ -102,6 +102,12 @@ pub enum SourceConfig {
         /// audited. Empty: any.
         #[serde(default)]
         allowed_peers: Vec<std::net::IpAddr>,
+        /// DICOM TLS: `{ cert = "scp.crt", key = "scp.key", ca = "ca.crt" }` (PEM). With it
+        /// every association is TLS 1.2+ with a client certificate the CA signed; a plain
+        /// connection or an untrusted certificate is refused and audited. The key file must
+        /// not be readable by group or others.
+        #[serde(default)]
+        tls: Option<TlsConfig>,
     },
     /// A spool folder.
     Spool {
@@ -117,6 +123,18 @@ pub enum SourceConfig {
         #[serde(default = "default_assembly_ms")]
         assembly_timeout_ms: u64,
     },
+}
+
+/// DICOM TLS files of the receiver (PEM; relative paths from the configuration's folder).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The receiver's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key (owner-only permissions).
+    pub key: PathBuf,
+    /// The CA certificates the scanners' certificates must chain to.
+    pub ca: PathBuf,
 }
 
 /// Link to the gantry controller.
@@ -443,6 +461,11 @@ impl Config {
         if let SourceConfig::Spool { dir, .. } = &mut self.source {
             fix(dir);
         }
+        if let SourceConfig::Scp { tls: Some(t), .. } = &mut self.source {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+            fix(&mut t.ca);
+        }
         fix(&mut self.link.key_file);
         fix(&mut self.audit.path);
         if let Some(p) = &mut self.audit.key_file {
@@ -503,8 +526,16 @@ impl Config {
                 expected_slices,
                 assembly_timeout_ms,
                 allowed_calling_ae_titles,
+                tls,
                 ..
             } => {
+                if let Some(t) = tls {
+                    exists("source.tls.cert", &t.cert, false)?;
+                    exists("source.tls.key", &t.key, false)?;
+                    exists("source.tls.ca", &t.ca, false)?;
+                    crate::link::check_private_file(&t.key)
+                        .map_err(|e| bad("source.tls.key", e.to_string()))?;
+                }
                 if ae_title.is_empty() || ae_title.len() > 16 || !ae_title.is_ascii() {
                     return Err(bad(
                         "source.ae_title",
