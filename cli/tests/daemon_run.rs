@@ -290,3 +290,62 @@ fn a_caller_not_on_the_allow_list_is_refused_audited_and_the_closed_log_verifies
     let controller = controller.stop().unwrap();
     assert_eq!(controller.counters().applied_sets, 0);
 }
+
+/// DICOM TLS end to end: the daemon configured with `source.tls` takes a frame from storescu
+/// `+tls` with the scanner's CA-signed certificate and the controller applies its
+/// corrections; a plain storescu is refused and audited as `peer_refused`.
+#[test]
+fn a_tls_frame_is_corrected_and_a_plain_sender_refused() {
+    let s = SessionDir::new();
+    let pki = s.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    support::pki::test_pki(&pki);
+    let controller = s.controller(Duration::from_secs(2));
+    let config = s.write_config(
+        controller.local_addr(),
+        &format!("{SCP_59}tls = {{ cert = \"pki/scp.crt\", key = \"pki/scp.key\", ca = \"pki/ca.crt\" }}\n"),
+        RELAXED_TIMING,
+    );
+    let daemon = Daemon::start(&config).unwrap_or_else(|(st, e)| panic!("{st}: {e}"));
+    let p = |f: &str| pki.join(f).display().to_string();
+    let tls_args = [
+        "+tls".to_string(),
+        p("scanner.key"),
+        p("scanner.crt"),
+        "+cf".into(),
+        p("ca.crt"),
+    ];
+    let frames = FrameSender::new();
+    assert!(
+        frames.send_with(daemon.scp, 5, &Edit::default(), &tls_args),
+        "storescu +tls"
+    );
+    assert!(
+        controller.wait_until(Duration::from_secs(30), |c| c.counters().applied_sets >= 1),
+        "controller applied the TLS frame's set; daemon:\n{}",
+        daemon.stderr()
+    );
+    assert!(
+        !frames.send(daemon.scp, 6, &Edit::default()),
+        "a plain sender is refused"
+    );
+    let refused = |records: &[AuditRecord]| {
+        records.iter().any(|r| {
+            matches!(r, AuditRecord::Frame(f)
+                if f.reject_reason == Some(ionguide::correction::RejectReason::PeerRefused)
+                    && f.detail.contains("DICOM TLS handshake failed"))
+        })
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end && !refused(&AuditReader::read_all(&s.audit_path()).unwrap().0) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    let (records, _) = AuditReader::read_all(&s.audit_path()).unwrap();
+    assert!(refused(&records), "{records:#?}");
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, AuditRecord::Frame(f) if f.outcome == Some(Outcome::Corrected))));
+    controller.stop().unwrap();
+}
