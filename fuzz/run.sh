@@ -15,11 +15,11 @@ rtplan) max_len=262144 ;;
 config) max_len=16384 ;;
 spatial_registration) max_len=65536 ;;
 link_decode) max_len=2048 ;;
-audit_log) max_len=65536 ;;
+audit_log | audit_verify) max_len=65536 ;;
 *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 dict=()
-[ "$target" != config ] && [ "$target" != link_decode ] && [ "$target" != audit_log ] && dict=(-dict="$here/dicom.dict")
+[ "$target" != config ] && [ "$target" != link_decode ] && [ "$target" != audit_log ] && [ "$target" != audit_verify ] && dict=(-dict="$here/dicom.dict")
 
 cd "$here"
 # cargo-fuzz needs nightly-only rustc flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.

@@ -354,15 +354,36 @@ fn set_version(path: &Path, version: u16) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Turns a version 5 log into the layout of versions before 5: every record loses its
+/// 40-byte chain prefix (seq u64, previous SHA-256), its length and CRC recomputed.
+fn unchain(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = bytes[..32].to_vec();
+    let mut o = 32;
+    while o < bytes.len() {
+        let len = u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+        let payload = &bytes[o + 8 + 40..o + 8 + len];
+        let l = (payload.len() as u32).to_le_bytes();
+        let mut h = crc32fast::Hasher::new();
+        h.update(&l);
+        h.update(payload);
+        out.extend_from_slice(&l);
+        out.extend_from_slice(&h.finalize().to_le_bytes());
+        out.extend_from_slice(payload);
+        o += 8 + len;
+    }
+    std::fs::write(path, out).unwrap();
+}
+
 /// Version 2 added setup records, version 3 the frames' reject reason and the plan's
-/// warnings, version 4 the frames' acquisition instant: a version 1, 2 or 3
+/// warnings, version 4 the frames' acquisition instant, version 5 the chain: a version 1 to 4
 /// log still reads (records of the kinds whose layout is unchanged are relabelled here; an
 /// old frame record's bytes are checked in `tests/audit_vectors.rs`), but is not appended to
 /// (its readers would not know the new fields); unknown versions are refused by name.
 #[test]
 fn older_logs_read_but_are_not_appended_to() {
-    assert_eq!(VERSION, 4);
-    for old in [1u16, 2, 3] {
+    assert_eq!(VERSION, 5);
+    for old in [1u16, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("v{old}.igaudit"));
         let mut w = AuditWriter::create(&path, 5, AuditOptions::default()).unwrap();
@@ -384,6 +405,7 @@ fn older_logs_read_but_are_not_appended_to() {
         }
         w.flush().unwrap();
         drop(w);
+        unchain(&path);
         set_version(&path, old);
         let mut r = AuditReader::open(&path).unwrap();
         assert_eq!(r.header().version, old);
@@ -397,13 +419,13 @@ fn older_logs_read_but_are_not_appended_to() {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("appended to a version {old} log"),
         }
-        set_version(&path, 5);
+        set_version(&path, 6);
         match AuditReader::open(&path) {
-            Err(e @ AuditError::UnsupportedVersion { version: 5, .. }) => {
-                assert!(e.to_string().contains("reads 1 to 4"), "{e}")
+            Err(e @ AuditError::UnsupportedVersion { version: 6, .. }) => {
+                assert!(e.to_string().contains("reads 1 to 5"), "{e}")
             }
             Err(e) => panic!("{e}"),
-            Ok(_) => panic!("read a version 5 log"),
+            Ok(_) => panic!("read a version 6 log"),
         }
     }
 }
@@ -477,6 +499,8 @@ fn session_start_plan_warnings_read_from_hand_written_bytes_and_older_logs_read_
     w.write(&session(vec!["w1".into(), "wé 2".into()])).unwrap();
     w.flush().unwrap();
     drop(w);
-    // (version 4 left session starts as they were)
+    // (versions 4 and 5 left session starts as they were; 5 put the chain prefix before)
+    unchain(&path);
+    set_version(&path, 4);
     assert_eq!(std::fs::read(&path).unwrap(), hand_written_log(4, &v3));
 }

@@ -207,19 +207,41 @@ fn written(options: AuditOptions, frames: &[FrameRecord]) -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
+/// A version 5 log: the header, then each payload behind its chain prefix (seq u64 from 0,
+/// SHA-256 of the whole previous record, of the header for the first), docs/audit-log.md
+/// "Chain".
+fn chained(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = header(5);
+    let mut prev: [u8; 32] = Sha256::digest(&bytes).into();
+    for (seq, p) in payloads.iter().enumerate() {
+        let mut full = (seq as u64).to_le_bytes().to_vec();
+        full.extend_from_slice(&prev);
+        full.extend_from_slice(p);
+        let r = record(&full);
+        prev = Sha256::digest(&r).into();
+        bytes.extend(r);
+    }
+    bytes
+}
+
 #[test]
 fn hand_written_frames_decode_and_the_writer_produces_them() {
-    let mut bytes = header(4);
-    bytes.extend(record(&rejected_payload(4)));
-    bytes.extend(record(&corrected_payload(false)));
+    // the version 4 layout (no chain) still reads
+    let mut v4 = header(4);
+    v4.extend(record(&rejected_payload(4)));
+    v4.extend(record(&corrected_payload(false)));
     let want = [rejected_record(4), corrected_record(false)];
-    let (version, records, status) = read(bytes.clone());
+    let want_records = want.iter().cloned().map(AuditRecord::Frame).collect::<Vec<_>>();
+    let (version, records, status) = read(v4);
     assert_eq!(version, 4);
     assert_eq!(status, TailStatus::Clean);
-    assert_eq!(
-        records,
-        want.iter().cloned().map(AuditRecord::Frame).collect::<Vec<_>>()
-    );
+    assert_eq!(records, want_records);
+    // version 5: the same payloads behind their chain prefixes; the writer produces exactly them
+    let bytes = chained(&[rejected_payload(4), corrected_payload(false)]);
+    let (version, records, status) = read(bytes.clone());
+    assert_eq!(version, 5);
+    assert_eq!(status, TailStatus::Clean);
+    assert_eq!(records, want_records);
     assert_eq!(
         written(AuditOptions::default(), &want),
         bytes,
@@ -227,13 +249,71 @@ fn hand_written_frames_decode_and_the_writer_produces_them() {
     );
 }
 
+/// A checkpoint by hand: kind 6, interval u32, closing u8, key id (8 bytes), then the
+/// HMAC-SHA256 of the label "IGAUDIT checkpoint\0" followed by the payload so far (chain
+/// prefix included), computed here with the hmac crate.
+#[test]
+fn a_signed_writer_adds_the_documented_checkpoints() {
+    use hmac::{Hmac, Mac};
+    let key_bytes = [0x5au8; 32];
+    let key = ionguide::audit::AuditKey::from_bytes(&key_bytes).unwrap();
+    let key_id: [u8; 8] = {
+        let mut h = Sha256::new();
+        h.update(b"ionguide key id\0");
+        h.update(key_bytes);
+        h.finalize()[..8].try_into().unwrap()
+    };
+    assert_eq!(key.key_id(), key_id);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.igaudit");
+    let mut w = AuditWriter::create(&path, START_NS, AuditOptions::default().with_fsync(Fsync::Never))
+        .unwrap()
+        .sign_with(key, 2);
+    w.write_frame(&rejected_record(4)).unwrap();
+    w.write_frame(&corrected_record(false)).unwrap();
+    w.close().unwrap();
+    drop(w);
+    let got = std::fs::read(&path).unwrap();
+    // build by hand: two frames, a periodic checkpoint after them, a closing one
+    let mut bytes = chained(&[rejected_payload(4), corrected_payload(false)]);
+    for (seq, closing) in [(2u64, 0u8), (3, 1)] {
+        let prev: [u8; 32] = {
+            // the last record: walk lengths from the header
+            let mut o = 32;
+            let mut last = 32..32;
+            while o < bytes.len() {
+                let len = u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+                last = o..o + 8 + len;
+                o += 8 + len;
+            }
+            Sha256::digest(&bytes[last]).into()
+        };
+        let mut payload = seq.to_le_bytes().to_vec();
+        payload.extend_from_slice(&prev);
+        payload.push(6);
+        payload.extend_from_slice(&2u32.to_le_bytes());
+        payload.push(closing);
+        payload.extend_from_slice(&key_id);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key_bytes).unwrap();
+        mac.update(b"IGAUDIT checkpoint\0");
+        mac.update(&payload);
+        payload.extend_from_slice(&mac.finalize().into_bytes());
+        bytes.extend(record(&payload));
+    }
+    assert_eq!(got, bytes);
+    // checkpoints are not events: the reader skips them and counts them
+    let mut r = AuditReader::from_bytes(bytes, Path::new("hand-written")).unwrap();
+    assert_eq!(r.by_ref().count(), 2);
+    assert_eq!(r.checkpoints(), 2);
+    assert_eq!(r.status(), Some(&TailStatus::Clean));
+}
+
 #[test]
 fn the_corrections_digest_is_sha256_of_the_documented_spot_bytes() {
     let sha: [u8; 32] = Sha256::digest(SPOT_BYTES).into();
     assert_eq!(corrections_digest(&doc_example::two_spots()), sha);
     // a digest-only writer turns the full list into tag 2 with exactly that hash
-    let mut bytes = header(4);
-    bytes.extend(record(&corrected_payload(true)));
+    let bytes = chained(&[corrected_payload(true)]);
     let options = AuditOptions::default().with_full_corrections(false);
     assert_eq!(written(options, &[corrected_record(false)]), bytes);
     let (_, records, status) = read(bytes);
@@ -309,4 +389,37 @@ fn an_unknown_reject_code_is_corrupt() {
         matches!(status, TailStatus::Corrupt { offset: 32, .. }),
         "{status:?}"
     );
+}
+
+/// A controller acknowledgement (kind 7, version 5) by hand: unix ns u64, frame id u64,
+/// acknowledged sequence u64, outcome u8 (0 accepted, 1 applied, 2 expired), beam on u8.
+#[test]
+fn a_controller_acknowledgement_has_the_documented_bytes() {
+    #[rustfmt::skip]
+    let payload = vec![
+        0x07, //                                           kind 7
+        0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, // unix ns = START_NS + 0x10
+        0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // frame id 42
+        0x05, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // acked sequence 0x105
+        0x01, //                                           applied
+        0x01, //                                           beam on
+    ];
+    let bytes = chained(&[payload]);
+    let want = AuditRecord::ControllerAck {
+        unix_ns: START_NS + 0x10,
+        frame_id: 42,
+        acked_sequence: 0x105,
+        status: ionguide::audit::AckOutcome::Applied,
+        beam_on: true,
+    };
+    let (_, records, status) = read(bytes.clone());
+    assert_eq!(status, TailStatus::Clean);
+    assert_eq!(records, vec![want.clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.igaudit");
+    let mut w =
+        AuditWriter::create(&path, START_NS, AuditOptions::default().with_fsync(Fsync::Never)).unwrap();
+    w.write(&want).unwrap();
+    drop(w);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }

@@ -7,14 +7,16 @@ use std::process::Output;
 use std::time::Duration;
 
 mod dcmtk_support;
+mod pki_support;
 use dcmtk_support::dcmtk;
+use pki_support::test_pki;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use ionguide::correction::RejectReason;
 use ionguide::dicom::ct::{read_series_dir, read_series_files, IngestOptions, SeriesDecoder};
 use ionguide::geometry::Grid;
 use ionguide::source::{
-    scp, AssemblerConfig, FrameKey, ObjectBytes, RawFrame, ScpConfig, ScpHandle, SourceEvent,
+    scp, scp::ScpOptions, AssemblerConfig, FrameKey, ObjectBytes, RawFrame, ScpConfig, ScpHandle, SourceEvent,
 };
 use ionguide::units::PointMm;
 use ionguide::volume::CtVolume;
@@ -51,16 +53,51 @@ fn storescu(handle: &ScpHandle, extra: &[&str], files: &[PathBuf]) -> Output {
 }
 
 fn start(expected_slices: usize, timeout: Duration) -> (ScpHandle, Receiver<SourceEvent>) {
+    start_with(expected_slices, timeout, ScpOptions::default())
+}
+
+fn start_with(
+    expected_slices: usize,
+    timeout: Duration,
+    network: ScpOptions,
+) -> (ScpHandle, Receiver<SourceEvent>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let config = ScpConfig {
+        network,
         assembler: AssemblerConfig {
             expected_slices: Some(expected_slices),
             assembly_timeout: timeout,
             ..AssemblerConfig::default()
         },
-        ..ScpConfig::default()
     };
     (scp::start(config, tx).unwrap(), rx)
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The next event must be a refusal at association time (`peer_refused`); returns its
+/// origin and reason.
+fn next_peer_refusal(rx: &Receiver<SourceEvent>) -> (String, String) {
+    match next_event(rx) {
+        SourceEvent::Rejected {
+            origin,
+            key,
+            why,
+            reason,
+            ..
+        } => {
+            assert!(key.is_none());
+            assert_eq!(why, RejectReason::PeerRefused, "{reason}");
+            (origin, reason)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 /// The next frame or rejection, and the objects announced before it (early-decoding hints).
@@ -248,9 +285,18 @@ fn an_incomplete_frame_is_rejected_after_its_timeout() {
     scp.shutdown();
 }
 
+/// With `refuse_other_classes_by_status` (the behaviour before negotiation refused them) a
+/// structure set is accepted at negotiation and refused by C-STORE status.
 #[test]
 fn a_structure_set_is_refused_with_a_failure_status_and_reported() {
-    let (scp, rx) = start(59, Duration::from_secs(600));
+    let (scp, rx) = start_with(
+        59,
+        Duration::from_secs(600),
+        ScpOptions {
+            refuse_other_classes_by_status: true,
+            ..ScpOptions::default()
+        },
+    );
     let out = storescu(&scp, &["-v"], &[data("STS_001/mask/RS.dcm")]);
     let log = format!(
         "{}{}",
@@ -296,4 +342,165 @@ fn echo_is_answered_and_a_wrong_called_ae_title_is_refused() {
     assert_success(&echo("IONGUIDE"));
     assert!(!echo("SOMEONE_ELSE").status.success());
     scp.shutdown();
+}
+
+/// By default a SOP class the pipeline does not read (an RT Ion Plan) is rejected in the
+/// association's answer ("abstract syntax not supported"): storescu has no context to send
+/// it on, and the refusal is reported, naming the SOP class, without holding the beam.
+#[test]
+fn a_non_image_sop_class_is_refused_at_negotiation_and_reported() {
+    let (scp, rx) = start(59, Duration::from_secs(600));
+    // -R: propose only the classes of the files sent, as a planning system pushing a plan would
+    let out = storescu(
+        &scp,
+        &["-v", "-R"],
+        &[data("plans/STS_001/RPSTS001G0G90_normalized.dcm")],
+    );
+    let log = output_text(&out);
+    assert!(!out.status.success(), "storescu delivered a plan:\n{log}");
+    assert!(
+        log.contains("No Acceptable Presentation Contexts"),
+        "storescu did not see the context rejected:\n{log}"
+    );
+    let (origin, reason) = next_peer_refusal(&rx);
+    assert!(origin.starts_with("scp:SCANNER@127.0.0.1:"), "{origin}");
+    assert!(
+        reason.contains("1.2.840.10008.5.1.4.1.1.481.8 (RT Ion Plan Storage)")
+            && reason.contains("AbstractSyntaxNotSupported"),
+        "{reason}"
+    );
+    assert!(!RejectReason::PeerRefused.holds_beam());
+    scp.shutdown();
+}
+
+/// The allow-lists: the listed scanner at the listed address delivers; another calling AE
+/// title is refused at association (A-ASSOCIATE-RJ, calling AE title not recognized),
+/// before any object, and reported; so is a listed title from an address not on the list.
+#[test]
+fn only_allowed_callers_may_send() {
+    let files = dcm_files(&data("STS_001/image"));
+    let allowed = ScpOptions {
+        allowed_calling_ae_titles: vec!["SCANNER".into()],
+        allowed_peers: vec!["127.0.0.1".parse().unwrap()],
+        ..ScpOptions::default()
+    };
+    let (scp, rx) = start_with(files.len(), Duration::from_secs(600), allowed.clone());
+    assert_success(&storescu(&scp, &[], &files));
+    assert_eq!(next_frame(&rx).objects.len(), files.len());
+
+    let addr = scp.local_addr();
+    let stranger = dcmtk(
+        "storescu",
+        &[
+            "-v".to_string(),
+            "-aet".into(),
+            "STRANGER".into(),
+            "-aec".into(),
+            "IONGUIDE".into(),
+            addr.ip().to_string(),
+            addr.port().to_string(),
+            files[0].display().to_string(),
+        ],
+    );
+    let log = output_text(&stranger);
+    assert!(!stranger.status.success(), "{log}");
+    assert!(
+        log.contains("Calling AE Title Not Recognized"),
+        "storescu:\n{log}"
+    );
+    let (origin, reason) = next_peer_refusal(&rx);
+    assert!(origin.starts_with("scp:STRANGER@127.0.0.1:"), "{origin}");
+    assert!(
+        reason.contains("calling AE title \"STRANGER\" is not on the allow-list")
+            && reason.contains("CallingAETitleNotRecognized"),
+        "{reason}"
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing of the stranger's reached the assembler"
+    );
+    scp.shutdown();
+
+    // the right title from an address not on the list
+    let elsewhere = ScpOptions {
+        allowed_peers: vec!["10.9.8.7".parse().unwrap()],
+        ..allowed
+    };
+    let (scp, rx) = start_with(files.len(), Duration::from_secs(600), elsewhere);
+    let out = storescu(&scp, &["-v"], &files[..1]);
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let (_, reason) = next_peer_refusal(&rx);
+    assert!(
+        reason.contains("peer address 127.0.0.1 is not on the allow-list"),
+        "{reason}"
+    );
+    scp.shutdown();
+}
+
+/// DICOM TLS: storescu with `+tls` and the scanner's CA-signed certificate delivers a frame;
+/// the same without TLS, and with a certificate from another CA, fail the handshake and are
+/// refused and reported; a receiver key others may read is refused at start.
+#[test]
+fn tls_delivers_with_a_trusted_client_certificate_and_refuses_plain_and_untrusted() {
+    let pki = tempfile::tempdir().unwrap();
+    let d = pki.path();
+    test_pki(d);
+    let files = dcm_files(&data("STS_001/image"));
+    let tls = ScpOptions {
+        tls: Some(scp::TlsFiles {
+            cert_pem: d.join("scp.crt"),
+            key_pem: d.join("scp.key"),
+            ca_pem: d.join("ca.crt"),
+        }),
+        ..ScpOptions::default()
+    };
+    let (scp, rx) = start_with(files.len(), Duration::from_secs(600), tls.clone());
+    let p = |f: &str| d.join(f).display().to_string();
+    let with_cert = |key: &str, crt: &str, files: &[PathBuf]| {
+        storescu(&scp, &["+tls", &p(key), &p(crt), "+cf", &p("ca.crt")], files)
+    };
+    assert_success(&with_cert("scanner.key", "scanner.crt", &files));
+    let frame = next_frame(&rx);
+    assert_eq!(frame.objects.len(), files.len());
+    assert_eq!(
+        decode(&frame),
+        read_series_dir(data("STS_001/image")).unwrap().volume
+    );
+
+    let plain = storescu(&scp, &[], &files[..1]);
+    assert!(!plain.status.success(), "{}", output_text(&plain));
+    let (_, reason) = next_peer_refusal(&rx);
+    assert!(
+        reason.contains("DICOM TLS handshake failed") && reason.contains("InvalidContentType"),
+        "{reason}"
+    );
+
+    let untrusted = with_cert("rogue.key", "rogue.crt", &files[..1]);
+    assert!(!untrusted.status.success(), "{}", output_text(&untrusted));
+    let (_, reason) = next_peer_refusal(&rx);
+    assert!(
+        reason.contains("DICOM TLS handshake failed") && reason.contains("UnknownIssuer"),
+        "{reason}"
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing of the refused peers reached the assembler"
+    );
+    scp.shutdown();
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("scp.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let err = scp::start(
+            ScpConfig {
+                network: tls,
+                ..ScpConfig::default()
+            },
+            tx,
+        )
+        .expect_err("a world-readable TLS key");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
 }

@@ -2,14 +2,17 @@
 //! every frame's outcome counted by reason, latencies, link events, how the session ended,
 //! and whether the file ends cleanly, was cut by a crash (torn last record) or is damaged.
 //! `--frames` lists every frame; `--json` prints the same as one JSON object; `--plot FILE.svg`
-//! draws every frame's latency over the session.
+//! draws every frame's latency over the session. `--verify [--key FILE]` checks the log's
+//! chain and signed checkpoints instead: what was removed, moved, inserted or edited, where,
+//! and through which record the log is proven (exit 1 unless proven whole).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use ionguide::audit::{
-    AuditReader, AuditRecord, AuditSummary, Corrections, FrameRecord, SetupRecord, TailStatus,
+    AuditKey, AuditReader, AuditRecord, AuditSummary, Corrections, FrameRecord, SetupRecord, TailStatus,
+    Verification,
 };
 use ionguide::geometry::RigidTransform;
 use nalgebra::{Matrix3, Rotation3, Vector3};
@@ -31,11 +34,23 @@ pub struct Args {
     /// held, rejected and dropped ones marked along the bottom in red.
     #[arg(long, value_name = "SVG")]
     plot: Option<PathBuf>,
+    /// Check the log's integrity instead: the hash chain between records and the HMAC
+    /// checkpoints; names every removed, moved, inserted or edited record and says through
+    /// which record the log is proven. Exit 1 unless the whole log is proven.
+    #[arg(long)]
+    verify: bool,
+    /// The checkpoints' key file (`audit.key_file`, else the link's `link.key_file`; owner-only
+    /// permissions). Without it only the chain is checked, and nothing is proven.
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    key: Option<PathBuf>,
 }
 
 /// Reads the log; fails (after printing what is intact) when the log is damaged, so a script
 /// notices. A torn last record — a crash mid-write — is reported but is not a failure.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.verify {
+        return verify(&args);
+    }
     let mut reader =
         AuditReader::open(&args.path).with_context(|| format!("reading {}", args.path.display()))?;
     let version = reader.header().version;
@@ -50,6 +65,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", report.text(&args.path, &tail, version));
+        if version >= ionguide::audit::CHAIN_VERSION {
+            println!(
+                "integrity {} signed checkpoint(s); `ionguide audit --verify LOG --key FILE` checks the chain and them",
+                reader.checkpoints()
+            );
+        }
         if args.frames {
             println!(
                 "\n{:>10}  {:<9}  {:<28}  {:>9}  {:>26}  {:>6}  {:>6}",
@@ -104,6 +125,8 @@ impl<'a> Report<'a> {
                 AuditRecord::Frame(f) => r.frames.push(f),
                 AuditRecord::Link { .. } => r.links.push(rec),
                 AuditRecord::Shutdown { .. } => r.shutdown = Some(rec),
+                // counted in `counts.acks`
+                AuditRecord::ControllerAck { .. } => {}
             }
         }
         r
@@ -176,6 +199,15 @@ impl<'a> Report<'a> {
         if let Some([p50, p99, max]) = self.latency_ms() {
             out += &format!(
                 "latency   frame complete → on the wire: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms\n"
+            );
+        }
+        if !self.counts.acks.is_empty() {
+            let n = |k: &str| self.counts.acks.get(k).copied().unwrap_or(0);
+            out += &format!(
+                "controller applied {} correction set(s), {} expired; {} beam-state change(s) otherwise\n",
+                n("applied"),
+                n("expired"),
+                n("accepted")
             );
         }
         out += &format!("link      {} event(s)\n", self.links.len());
@@ -265,6 +297,7 @@ impl<'a> Report<'a> {
             "reject_reasons": self.counts.rejects,
             "latency": latency,
             "link_events": links,
+            "controller_acks": &self.counts.acks,
             "shutdown": shutdown,
             "tail": tail,
         })
@@ -436,4 +469,111 @@ fn plot_latency(path: &std::path::Path, frames: &[&FrameRecord]) -> Result<(), B
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// `--verify`: the chain and checkpoints, printed; an error unless the log is proven whole.
+fn verify(args: &Args) -> anyhow::Result<()> {
+    let key = args
+        .key
+        .as_ref()
+        .map(AuditKey::from_file)
+        .transpose()
+        .context("the checkpoint key")?;
+    let v = ionguide::audit::verify(&args.path, key.as_ref())
+        .with_context(|| format!("reading {}", args.path.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&verification_json(&v))?);
+    } else {
+        print!("{}", verification_text(&args.path, &v));
+    }
+    if v.is_proven_whole() {
+        Ok(())
+    } else if v.findings.is_empty() {
+        anyhow::bail!(
+            "{}: the chain is intact but nothing is proven without the key (--key FILE)",
+            args.path.display()
+        )
+    } else {
+        anyhow::bail!(
+            "{}: {} finding(s); the first at byte {}",
+            args.path.display(),
+            v.findings.len(),
+            v.findings[0].offset
+        )
+    }
+}
+
+fn proven_text(v: &Verification) -> String {
+    match (&v.proven, v.key_given) {
+        (_, false) => "nothing proven: no key given (--key FILE); the chain alone can be rebuilt by whoever rewrites the log".into(),
+        (None, true) => "nothing proven: no checkpoint verified before the first finding".into(),
+        (Some(p), true) => format!(
+            "from the header through record {} ({} checkpoint at byte {}; bytes 0..{} of the file){}",
+            p.seq,
+            if p.closing { "closing" } else { "periodic" },
+            p.offset,
+            p.end,
+            if p.seq + 1 < v.records {
+                format!("; the {} record(s) after it are not proven", v.records - p.seq - 1)
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+fn verification_text(path: &std::path::Path, v: &Verification) -> String {
+    let mut out = format!(
+        "audit log {} (format version {}): {} records, {} checkpoints{}\n",
+        path.display(),
+        v.version,
+        v.records,
+        v.checkpoints,
+        if v.key_given {
+            format!(", {} verified with the key", v.checkpoints_verified)
+        } else {
+            String::new()
+        }
+    );
+    out += &format!("proven    {}\n", proven_text(v));
+    if v.findings.is_empty() {
+        out += "findings  none\n";
+    } else {
+        out += &format!("findings  {}\n", v.findings.len());
+        for f in &v.findings {
+            let at = match f.seq {
+                Some(s) => format!("byte {}, record {s}", f.offset),
+                None => format!("byte {}", f.offset),
+            };
+            out += &format!("  {at:<28} {}\n", f.kind);
+        }
+    }
+    out += &format!(
+        "verdict   {}\n",
+        if v.is_proven_whole() {
+            "INTACT: every record proven, closed by a signed checkpoint"
+        } else if v.findings.is_empty() {
+            "chain intact, not proven (no key)"
+        } else {
+            "NOT INTACT"
+        }
+    );
+    out
+}
+
+fn verification_json(v: &Verification) -> Value {
+    json!({
+        "version": v.version,
+        "records": v.records,
+        "checkpoints": v.checkpoints,
+        "checkpoints_verified": v.checkpoints_verified,
+        "key_given": v.key_given,
+        "proven": v.proven.map(|p| json!({"seq": p.seq, "offset": p.offset, "end": p.end, "closing": p.closing})),
+        "proven_whole": v.is_proven_whole(),
+        "findings": v.findings.iter().map(|f| json!({
+            "offset": f.offset,
+            "seq": f.seq,
+            "what": f.kind.to_string(),
+        })).collect::<Vec<_>>(),
+    })
 }

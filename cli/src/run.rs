@@ -117,12 +117,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ae_title,
             expected_slices,
             assembly_timeout_ms,
+            allowed_calling_ae_titles,
+            allowed_peers,
+            tls,
         } => {
             let h = scp::start(
                 scp::ScpConfig {
                     network: scp::ScpOptions {
                         bind_addr: *bind,
                         ae_title: ae_title.clone(),
+                        allowed_calling_ae_titles: allowed_calling_ae_titles.clone(),
+                        allowed_peers: allowed_peers.clone(),
+                        tls: tls.as_ref().map(|t| scp::TlsFiles {
+                            cert_pem: t.cert.clone(),
+                            key_pem: t.key.clone(),
+                            ca_pem: t.ca.clone(),
+                        }),
                         ..scp::ScpOptions::default()
                     },
                     assembler: assembler(*expected_slices, *assembly_timeout_ms),
@@ -233,8 +243,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "frame count reached".into()
         },
     })?;
-    audit.flush()?;
-    audit.sync()?;
+    // The closing checkpoint: a verifier can then tell this orderly end from a cut tail.
+    audit.close()?;
     println!("{}", stats.status_line());
     println!(
         "stale corrections (sent after their deadline): {}",

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use ionguide::audit::{AuditReader, AuditRecord, Outcome, TailStatus};
+use ionguide::audit::{AckOutcome, AuditReader, AuditRecord, Outcome, TailStatus};
 use ionguide::correction::HoldReason;
 use ionguide_sim::delivery::controller::{BeamState, Cause};
 use sha2::Digest;
@@ -37,6 +37,27 @@ fn two_frames_are_corrected_and_sigterm_closes_the_log_and_holds_the_beam() {
         );
     }
     assert_eq!(controller.with(|c| c.state()), BeamState::BeamOn);
+    // The controller's acknowledgements are audited as they are read: wait for both
+    // "applied" ones before stopping (a stop drains frames, not datagrams in flight).
+    let applied = |records: &[AuditRecord]| -> Vec<u64> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                AuditRecord::ControllerAck {
+                    frame_id,
+                    status: AckOutcome::Applied,
+                    ..
+                } => Some(*frame_id),
+                _ => None,
+            })
+            .collect()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end
+        && applied(&AuditReader::read_all(&s.audit_path()).unwrap().0).len() < 2
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let (status, stderr) = daemon.terminate();
     assert!(status.success(), "exit {status}:\n{stderr}");
@@ -94,6 +115,16 @@ fn two_frames_are_corrected_and_sigterm_closes_the_log_and_holds_the_beam() {
         "{frames:#?}"
     );
     assert!(frames[0].frame_id < frames[1].frame_id);
+    // what the controller applied, by its own acknowledgement: exactly the corrected frames
+    assert_eq!(
+        applied(&records),
+        frames.iter().map(|f| f.frame_id).collect::<Vec<_>>(),
+        "{records:#?}"
+    );
+    // and the beam came on with the first (an acknowledgement recording the change)
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, AuditRecord::ControllerAck { beam_on: true, .. })));
     match records.last() {
         Some(AuditRecord::Shutdown { reason, .. }) => assert_eq!(reason, "signal"),
         other => panic!("last record {other:?}"),
@@ -199,4 +230,122 @@ fn a_frame_over_max_slices_is_rejected_with_its_reason_in_the_audit_log() {
     let controller = controller.stop().unwrap();
     assert_eq!(controller.counters().applied_sets, 0);
     assert_eq!(controller.state(), BeamState::Held);
+}
+
+/// `source.allowed_calling_ae_titles`: storescu calling as STORESCU (its default) is not on
+/// the list; its association is refused before any object, the refusal is in the audit log
+/// as a rejected record (`peer_refused`) that did not hold the beam, and the log the daemon
+/// closes on SIGTERM is proven whole by `ionguide audit --verify` with the link's key.
+#[test]
+fn a_caller_not_on_the_allow_list_is_refused_audited_and_the_closed_log_verifies() {
+    let s = SessionDir::new();
+    let controller = s.controller(Duration::from_secs(2));
+    let config = s.write_config(
+        controller.local_addr(),
+        "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\nallowed_calling_ae_titles = [\"CT_ROOM1\"]\n",
+        RELAXED_TIMING,
+    );
+    let daemon = Daemon::start(&config).unwrap_or_else(|(st, e)| panic!("{st}: {e}"));
+    assert!(!FrameSender::new().send(daemon.scp, 3, &Edit::default()));
+    let refused = |records: &[AuditRecord]| {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                AuditRecord::Frame(f)
+                    if f.reject_reason == Some(ionguide::correction::RejectReason::PeerRefused) =>
+                {
+                    Some(f.clone())
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end
+        && refused(&AuditReader::read_all(&s.audit_path()).unwrap().0).is_empty()
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    let (records, tail) = AuditReader::read_all(&s.audit_path()).unwrap();
+    assert_eq!(tail, TailStatus::Clean);
+    let refused = refused(&records);
+    assert!(!refused.is_empty(), "{records:#?}");
+    for f in &refused {
+        assert_eq!(f.outcome, Some(Outcome::Rejected));
+        assert_eq!(f.hold_reason, None, "a refused caller must not hold the beam");
+        assert!(f.origin.starts_with("scp:STORESCU@127.0.0.1:"), "{}", f.origin);
+        assert!(f.detail.contains("CallingAETitleNotRecognized"), "{}", f.detail);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args(["audit", "--verify", "--key"])
+        .arg(s.key_path())
+        .arg(s.audit_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("INTACT"), "{text}");
+    let controller = controller.stop().unwrap();
+    assert_eq!(controller.counters().applied_sets, 0);
+}
+
+/// DICOM TLS end to end: the daemon configured with `source.tls` takes a frame from storescu
+/// `+tls` with the scanner's CA-signed certificate and the controller applies its
+/// corrections; a plain storescu is refused and audited as `peer_refused`.
+#[test]
+fn a_tls_frame_is_corrected_and_a_plain_sender_refused() {
+    let s = SessionDir::new();
+    let pki = s.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    support::pki::test_pki(&pki);
+    let controller = s.controller(Duration::from_secs(2));
+    let config = s.write_config(
+        controller.local_addr(),
+        &format!("{SCP_59}tls = {{ cert = \"pki/scp.crt\", key = \"pki/scp.key\", ca = \"pki/ca.crt\" }}\n"),
+        RELAXED_TIMING,
+    );
+    let daemon = Daemon::start(&config).unwrap_or_else(|(st, e)| panic!("{st}: {e}"));
+    let p = |f: &str| pki.join(f).display().to_string();
+    let tls_args = [
+        "+tls".to_string(),
+        p("scanner.key"),
+        p("scanner.crt"),
+        "+cf".into(),
+        p("ca.crt"),
+    ];
+    let frames = FrameSender::new();
+    assert!(
+        frames.send_with(daemon.scp, 5, &Edit::default(), &tls_args),
+        "storescu +tls"
+    );
+    assert!(
+        controller.wait_until(Duration::from_secs(30), |c| c.counters().applied_sets >= 1),
+        "controller applied the TLS frame's set; daemon:\n{}",
+        daemon.stderr()
+    );
+    assert!(
+        !frames.send(daemon.scp, 6, &Edit::default()),
+        "a plain sender is refused"
+    );
+    let refused = |records: &[AuditRecord]| {
+        records.iter().any(|r| {
+            matches!(r, AuditRecord::Frame(f)
+                if f.reject_reason == Some(ionguide::correction::RejectReason::PeerRefused)
+                    && f.detail.contains("DICOM TLS handshake failed"))
+        })
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end && !refused(&AuditReader::read_all(&s.audit_path()).unwrap().0) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    let (records, _) = AuditReader::read_all(&s.audit_path()).unwrap();
+    assert!(refused(&records), "{records:#?}");
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, AuditRecord::Frame(f) if f.outcome == Some(Outcome::Corrected))));
+    controller.stop().unwrap();
 }

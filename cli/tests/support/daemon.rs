@@ -310,6 +310,11 @@ impl FrameSender {
     /// Sends frame number `frame` (fresh SOP Instance UIDs, Acquisition Number `frame`) to
     /// `scp`; returns whether storescu reported success for every object.
     pub fn send(&self, scp: SocketAddr, frame: u32, edit: &Edit) -> bool {
+        self.send_with(scp, frame, edit, &[])
+    }
+
+    /// [`FrameSender::send`] with more storescu arguments (`+tls KEY CRT +cf CA`, `-aet`).
+    pub fn send_with(&self, scp: SocketAddr, frame: u32, edit: &Edit, extra: &[String]) -> bool {
         let folder = self.dir.path().join(frame.to_string());
         std::fs::create_dir_all(&folder).unwrap();
         let files: Vec<PathBuf> = frame_bytes(&self.objects, frame, edit)
@@ -323,6 +328,7 @@ impl FrameSender {
             .collect();
         let status = Command::new("storescu")
             .args(["-aec", "IONGUIDE", "-to", "20", "-ta", "20", "-td", "20"])
+            .args(extra)
             .arg(scp.ip().to_string())
             .arg(scp.port().to_string())
             .args(&files)

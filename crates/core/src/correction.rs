@@ -292,11 +292,17 @@ pub enum RejectReason {
     AssemblyTimeout,
     /// The data could not be read at all (a spool file's I/O error).
     Unreadable,
+    /// Refused at association time, before any object: a calling AE title or peer address
+    /// not on the receiver's allow-list, or a presentation context whose abstract syntax the
+    /// pipeline does not read (audit log version 5). No frame was touched, so the beam is
+    /// not held for it ([`RejectReason::holds_beam`]): a stranger on the network must not be
+    /// able to hold the treatment by connecting.
+    PeerRefused,
 }
 
 impl RejectReason {
     /// Every reason, in code order.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::NotCt,
         RejectReason::Unparseable,
         RejectReason::OverLimit,
@@ -305,6 +311,7 @@ impl RejectReason {
         RejectReason::InconsistentFrame,
         RejectReason::AssemblyTimeout,
         RejectReason::Unreadable,
+        RejectReason::PeerRefused,
     ];
 
     /// Audit code (stable; never renumber; 0 means none in the log).
@@ -318,6 +325,7 @@ impl RejectReason {
             RejectReason::InconsistentFrame => 6,
             RejectReason::AssemblyTimeout => 7,
             RejectReason::Unreadable => 8,
+            RejectReason::PeerRefused => 9,
         }
     }
 
@@ -337,7 +345,14 @@ impl RejectReason {
             RejectReason::InconsistentFrame => "inconsistent_frame",
             RejectReason::AssemblyTimeout => "assembly_timeout",
             RejectReason::Unreadable => "unreadable",
+            RejectReason::PeerRefused => "peer_refused",
         }
+    }
+
+    /// Whether a rejection holds the beam: every one that concerns frame data does; a peer
+    /// refused at association time does not (nothing it sent reached a frame).
+    pub fn holds_beam(self) -> bool {
+        self != RejectReason::PeerRefused
     }
 
     /// The hold the controller is told of (wire codes are unchanged by the finer audit

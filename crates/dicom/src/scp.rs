@@ -5,12 +5,25 @@
 //! Built on `dicom-ul` associations; one thread per association, one accept thread that
 //! polls a non-blocking listener so [`ScpHandle::shutdown`] can stop it. What is received:
 //!
+//! - Who may send: with [`ScpOptions::allowed_calling_ae_titles`] and
+//!   [`ScpOptions::allowed_peers`] set, an association from another calling AE title is
+//!   answered A-ASSOCIATE-RJ (rejected-permanent, service user, "calling AE title not
+//!   recognized") and one from another address A-ASSOCIATE-RJ (rejected-permanent, service
+//!   user, "no reason given": the standard has no reason for an address); either is reported
+//!   to the handler ([`StoreHandler::on_association_refused`]) before anything is read.
+//! - DICOM TLS ([`ScpOptions::tls`]): every association over TLS 1.2 or 1.3 (rustls), the
+//!   peer's certificate required and verified against the configured CA; a plain connection
+//!   or an untrusted certificate fails the handshake, is closed and reported to the handler.
 //! - Presentation contexts: CT Image Storage, Enhanced CT Image Storage and Verification,
 //!   each in Implicit or Explicit VR Little Endian or any compressed syntax the CT decoder
-//!   decodes ([`accepted_transfer_syntaxes`]). With [`ScpOptions::refuse_other_classes_by_status`]
-//!   any other abstract syntax is accepted too, so that a wrong object (an RT Structure Set
-//!   sent to the frame port) is answered with a C-STORE failure status and reported as a
-//!   refusal to the handler instead of vanishing in negotiation.
+//!   decodes ([`accepted_transfer_syntaxes`]). Any other abstract syntax (an RT Plan, a
+//!   structure set) is rejected in the association's answer ("abstract syntax not
+//!   supported"); an association on which no storage context was accepted is reported to
+//!   the handler, naming what was refused (a sender proposing many classes, as storescu does,
+//!   is ordinary negotiation, logged only). With
+//!   [`ScpOptions::refuse_other_classes_by_status`] they are accepted instead and each object
+//!   refused by C-STORE status (the behaviour before the allow-list; for senders that give
+//!   up on a rejected context without saying so).
 //! - C-ECHO: answered Success.
 //! - C-STORE: the data set fragments are joined, prefixed with a file meta group naming the
 //!   negotiated transfer syntax (the data set bytes are kept as sent, not re-encoded) and
@@ -21,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -120,6 +133,13 @@ pub trait StoreHandler: Send + Sync + 'static {
     fn on_refused(&self, origin: &str, refusal: &Refusal, at: Instant);
     /// Called by the accept thread at every poll interval (for timeouts).
     fn on_poll(&self, now: Instant);
+    /// An association refused at negotiation (a calling AE title or address not on the
+    /// allow-list), or a presentation context of it rejected (an abstract syntax this
+    /// receiver does not take): `origin` is `scp:CALLING@peer`, `why` says which and what.
+    fn on_association_refused(&self, origin: &str, why: &str, at: Instant) {
+        let _ = at;
+        tracing::warn!(%origin, %why, "association refused");
+    }
 }
 const C_STORE_RQ: u16 = 0x0001;
 const C_STORE_RSP: u16 = 0x8001;
@@ -138,8 +158,17 @@ pub struct ScpOptions {
     /// Refuse associations whose called AE title is not [`Self::ae_title`].
     pub require_called_ae_title: bool,
     /// Accept every storage abstract syntax at negotiation so non-CT objects are refused by
-    /// C-STORE status (and reported) rather than by silent negotiation failure.
+    /// C-STORE status instead of in the association's answer (default `false`: rejected at
+    /// negotiation and reported then).
     pub refuse_other_classes_by_status: bool,
+    /// Calling AE titles that may associate (compared without padding); empty: any.
+    pub allowed_calling_ae_titles: Vec<String>,
+    /// Peer addresses that may associate; empty: any.
+    pub allowed_peers: Vec<IpAddr>,
+    /// DICOM TLS (the secure transport connection profile): TLS 1.2 or 1.3, this receiver's
+    /// certificate, and the peer's certificate required and checked against the CA. With it,
+    /// a plain connection fails the handshake and is refused. `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
     /// Largest PDU this receiver accepts, bytes.
     pub max_pdu_length: u32,
     /// An association idle this long is dropped (a stalled or vanished peer).
@@ -156,13 +185,67 @@ impl Default for ScpOptions {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             ae_title: "IONGUIDE".to_owned(),
             require_called_ae_title: true,
-            refuse_other_classes_by_status: true,
+            refuse_other_classes_by_status: false,
+            allowed_calling_ae_titles: Vec::new(),
+            allowed_peers: Vec::new(),
+            tls: None,
             max_pdu_length: 128 * 1024,
             read_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(20),
             max_associations: 8,
         }
     }
+}
+
+/// The PEM files of DICOM TLS. The caller checks the private key's permissions (ionguide's
+/// pipeline refuses a key group or others may read, like every key file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This receiver's certificate chain (PEM).
+    pub cert_pem: std::path::PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: std::path::PathBuf,
+    /// The CA certificates a peer's certificate must chain to (PEM).
+    pub ca_pem: std::path::PathBuf,
+}
+
+/// Builds the rustls server configuration: TLS 1.3 and 1.2, client certificates required
+/// and verified against the CA.
+fn tls_config(t: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ScpError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &std::path::Path, why: String| ScpError::Tls {
+        path: path.to_path_buf(),
+        why,
+    };
+    let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, ScpError> {
+        let list = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(path, e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(path, e.to_string()))?;
+        if list.is_empty() {
+            return Err(bad(path, "no certificate in the file".into()));
+        }
+        Ok(list)
+    };
+    let chain = certs(&t.cert_pem)?;
+    let key = PrivateKeyDer::from_pem_file(&t.key_pem).map_err(|e| bad(&t.key_pem, e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&t.ca_pem)? {
+        roots.add(c).map_err(|e| bad(&t.ca_pem, e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| bad(&t.ca_pem, e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(&t.cert_pem, e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(&t.cert_pem, e.to_string()))?;
+    Ok(Arc::new(config))
 }
 
 /// Why the receiver could not start.
@@ -187,6 +270,14 @@ pub enum ScpError {
     /// The listening socket could not be configured.
     #[error("cannot configure the listening socket")]
     Socket(#[source] std::io::Error),
+    /// A TLS file is unreadable or unusable.
+    #[error("DICOM TLS: {path}: {why}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The accept thread could not be started.
     #[error("cannot start the receiver thread")]
     Thread(#[source] std::io::Error),
@@ -228,28 +319,65 @@ impl Drop for ScpHandle {
     }
 }
 
-/// Accepts associations whose called AE title matches, when required.
-#[derive(Debug, Clone, Copy)]
-struct CalledAeCheck {
-    required: bool,
+/// Who may associate: the called AE title (when required), the calling AE title and the
+/// peer's address against the allow-lists. One per connection, since the address is known
+/// only there; it keeps why it refused, for the handler.
+#[derive(Debug, Clone)]
+struct Gate {
+    called_required: bool,
+    allowed_ae: Arc<[String]>,
+    /// Whether the connection's address is on the list (checked at accept).
+    peer_allowed: bool,
+    peer: Option<SocketAddr>,
+    /// The calling AE title and why, once refused.
+    refused: Arc<Mutex<Option<(String, String)>>>,
 }
 
-impl AccessControl for CalledAeCheck {
+impl AccessControl for Gate {
     fn check_access(
         &self,
         this_ae_title: &str,
-        _calling_ae_title: &str,
+        calling_ae_title: &str,
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        if self.required && called_ae_title.trim() != this_ae_title.trim() {
-            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
-        }
-        Ok(())
+        let calling = calling_ae_title.trim();
+        let (reason, why) = if !self.peer_allowed {
+            (
+                AssociationRJServiceUserReason::NoReasonGiven,
+                format!(
+                    "association refused: peer address {} is not on the allow-list (source.allowed_peers)",
+                    self.peer.map_or_else(|| "?".to_owned(), |p| p.ip().to_string())
+                ),
+            )
+        } else if !self.allowed_ae.is_empty() && !self.allowed_ae.iter().any(|a| a.trim() == calling) {
+            (
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+                format!(
+                    "association refused: calling AE title {calling:?} is not on the allow-list (source.allowed_calling_ae_titles)"
+                ),
+            )
+        } else if self.called_required && called_ae_title.trim() != this_ae_title.trim() {
+            (
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+                format!(
+                    "association refused: called AE title {:?} is not this receiver's {:?}",
+                    called_ae_title.trim(),
+                    this_ae_title.trim()
+                ),
+            )
+        } else {
+            return Ok(());
+        };
+        *self.refused.lock() = Some((
+            calling.to_owned(),
+            format!("{why} (A-ASSOCIATE-RJ: rejected-permanent, service user, {reason:?})"),
+        ));
+        Err(reason)
     }
 }
 
-type Options = ServerAssociationOptions<'static, CalledAeCheck, DefaultNegotiation>;
+type Options = ServerAssociationOptions<'static, Gate, DefaultNegotiation>;
 
 /// Starts the receiver; what it receives goes to `handler`.
 pub fn start(config: ScpOptions, handler: Arc<dyn StoreHandler>) -> Result<ScpHandle, ScpError> {
@@ -270,10 +398,19 @@ pub fn start(config: ScpOptions, handler: Arc<dyn StoreHandler>) -> Result<ScpHa
     listener.set_nonblocking(true).map_err(ScpError::Socket)?;
     let local_addr = listener.local_addr().map_err(ScpError::Socket)?;
 
+    let gate = Gate {
+        called_required: config.require_called_ae_title,
+        allowed_ae: config
+            .allowed_calling_ae_titles
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .collect(),
+        peer_allowed: true,
+        peer: None,
+        refused: Arc::default(),
+    };
     let mut options = ServerAssociationOptions::new()
-        .ae_access_control(CalledAeCheck {
-            required: config.require_called_ae_title,
-        })
+        .ae_access_control(gate.clone())
         .ae_title(ae.to_owned())
         .max_pdu_length(config.max_pdu_length)
         .promiscuous(config.refuse_other_classes_by_status)
@@ -285,6 +422,10 @@ pub fn start(config: ScpOptions, handler: Arc<dyn StoreHandler>) -> Result<ScpHa
     for uid in accepted_transfer_syntaxes() {
         options = options.with_transfer_syntax(uid);
     }
+    let tls = config.tls.is_some();
+    if let Some(t) = &config.tls {
+        options = options.tls_config(tls_config(t)?);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let ctx = AcceptContext {
@@ -294,6 +435,9 @@ pub fn start(config: ScpOptions, handler: Arc<dyn StoreHandler>) -> Result<ScpHa
         stop: Arc::clone(&stop),
         poll_interval: config.poll_interval,
         max_associations: config.max_associations,
+        allowed_peers: config.allowed_peers.clone(),
+        gate,
+        tls,
     };
     let thread = std::thread::Builder::new()
         .name(format!("scp-accept-{}", local_addr.port()))
@@ -314,6 +458,11 @@ struct AcceptContext {
     stop: Arc<AtomicBool>,
     poll_interval: Duration,
     max_associations: usize,
+    allowed_peers: Vec<IpAddr>,
+    /// The gate every connection's own is made from.
+    gate: Gate,
+    /// Whether associations run over TLS.
+    tls: bool,
 }
 
 impl AcceptContext {
@@ -367,15 +516,55 @@ impl AcceptContext {
         // Accepted sockets may inherit the listener's non-blocking mode.
         stream.set_nonblocking(false)?;
         open.lock().insert(id, stream.try_clone()?);
-        let options = Arc::clone(&self.options);
+        // This connection's gate: the shared lists, its own address verdict and refusal slot.
+        let refused: Arc<Mutex<Option<(String, String)>>> = Arc::default();
+        let gate = Gate {
+            peer_allowed: self.allowed_peers.is_empty() || self.allowed_peers.contains(&peer.ip()),
+            peer: Some(peer),
+            refused: Arc::clone(&refused),
+            ..self.gate.clone()
+        };
+        let options = (*self.options).clone().ae_access_control(gate);
         let handler = Arc::clone(&self.handler);
         let open_in_thread = Arc::clone(open);
+        let tls = self.tls;
         let spawned = std::thread::Builder::new()
             .name(format!("scp-assoc-{id}"))
             .spawn(move || {
-                match options.establish(stream) {
-                    Ok(assoc) => serve(assoc, peer, handler.as_ref()),
-                    Err(e) => tracing::warn!(%peer, error = %e, "association not established"),
+                let established = if tls {
+                    options
+                        .establish_tls(stream)
+                        .map(|a| serve(a, peer, handler.as_ref()))
+                } else {
+                    options
+                        .establish(stream)
+                        .map(|a| serve(a, peer, handler.as_ref()))
+                };
+                match established {
+                    Ok(()) => {}
+                    // A plain connection or an untrusted certificate fails the handshake
+                    // before any A-ASSOCIATE: refused, and reported.
+                    Err(e) if tls && refused.lock().is_none() => {
+                        let mut why = format!("association refused: DICOM TLS handshake failed: {e}");
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            why += &format!(": {s}");
+                            source = s.source();
+                        }
+                        tracing::warn!(%peer, %why, "association refused");
+                        handler.on_association_refused(&format!("scp:?@{peer}"), &why, Instant::now());
+                    }
+                    Err(e) => match refused.lock().take() {
+                        Some((calling, why)) => {
+                            tracing::warn!(%peer, %why, "association refused");
+                            handler.on_association_refused(
+                                &format!("scp:{calling}@{peer}"),
+                                &why,
+                                Instant::now(),
+                            );
+                        }
+                        None => tracing::warn!(%peer, error = %e, "association not established"),
+                    },
                 }
                 open_in_thread.lock().remove(&id);
             });
@@ -400,11 +589,45 @@ struct Pending {
     overflow: Option<usize>,
 }
 
-fn serve(mut assoc: ServerAssociation<TcpStream>, peer: SocketAddr, handler: &dyn StoreHandler) {
+fn serve<S>(mut assoc: ServerAssociation<S>, peer: SocketAddr, handler: &dyn StoreHandler)
+where
+    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
+{
     use dicom_ul::association::Association;
     let calling = assoc.peer_ae_title().trim().to_owned();
     let origin = format!("scp:{calling}@{peer}");
     tracing::debug!(%origin, "association established");
+    // Senders propose many storage classes (storescu by default over a hundred), so a
+    // rejected context is ordinary negotiation; an association on which nothing but
+    // Verification was accepted, though storage was proposed, can deliver nothing: that is
+    // the refusal the handler hears of, naming what was refused.
+    let rejected: Vec<String> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason != PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            let uid = pc.abstract_syntax.trim_end_matches(['\0', ' ']);
+            format!("{uid} ({}): {:?}", crate::uids::sop_class_name(uid), pc.reason)
+        })
+        .collect();
+    let storage_accepted = assoc.presentation_contexts().iter().any(|pc| {
+        pc.reason == PresentationContextResultReason::Acceptance
+            && pc.abstract_syntax.trim_end_matches(['\0', ' ']) != VERIFICATION_SOP_CLASS
+    });
+    if !rejected.is_empty() {
+        if storage_accepted {
+            tracing::debug!(%origin, rejected = rejected.len(), "presentation contexts rejected at negotiation");
+        } else {
+            handler.on_association_refused(
+                &origin,
+                &format!(
+                    "refused at negotiation, no storage context accepted: {}",
+                    rejected.join("; ")
+                ),
+                Instant::now(),
+            );
+        }
+    }
     let contexts: HashMap<u8, String> = assoc
         .presentation_contexts()
         .iter()

@@ -94,6 +94,20 @@ pub enum SourceConfig {
         /// A frame not complete this long after its first slice is rejected, ms.
         #[serde(default = "default_assembly_ms")]
         assembly_timeout_ms: u64,
+        /// Calling AE titles that may send (the scanners); another is refused at association
+        /// (A-ASSOCIATE-RJ, calling AE title not recognized) and audited. Empty: any.
+        #[serde(default)]
+        allowed_calling_ae_titles: Vec<String>,
+        /// Addresses that may send; a connection from another is refused at association and
+        /// audited. Empty: any.
+        #[serde(default)]
+        allowed_peers: Vec<std::net::IpAddr>,
+        /// DICOM TLS: `{ cert = "scp.crt", key = "scp.key", ca = "ca.crt" }` (PEM). With it
+        /// every association is TLS 1.2+ with a client certificate the CA signed; a plain
+        /// connection or an untrusted certificate is refused and audited. The key file must
+        /// not be readable by group or others.
+        #[serde(default)]
+        tls: Option<TlsConfig>,
     },
     /// A spool folder.
     Spool {
@@ -109,6 +123,18 @@ pub enum SourceConfig {
         #[serde(default = "default_assembly_ms")]
         assembly_timeout_ms: u64,
     },
+}
+
+/// DICOM TLS files of the receiver (PEM; relative paths from the configuration's folder).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The receiver's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key (owner-only permissions).
+    pub key: PathBuf,
+    /// The CA certificates the scanners' certificates must chain to.
+    pub ca: PathBuf,
 }
 
 /// Link to the gantry controller.
@@ -146,6 +172,13 @@ pub struct AuditConfig {
     /// `never` (the OS flushes; survives a process crash) or `every_record` (survives power loss).
     #[serde(default = "default_fsync")]
     pub fsync: String,
+    /// HMAC key of the log's checkpoints (a file only its owner may read, like the link's);
+    /// absent: the link's key signs them. `ionguide audit --verify LOG --key FILE` checks them.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Records between two signed checkpoints (one more is written when the session closes).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u32,
 }
 
 /// Latency budget and correction validity.
@@ -313,6 +346,9 @@ fn default_corrections() -> String {
 fn default_fsync() -> String {
     "never".into()
 }
+fn default_checkpoint_every() -> u32 {
+    crate::audit::DEFAULT_CHECKPOINT_EVERY
+}
 fn default_budget_ms() -> f64 {
     50.0
 }
@@ -425,8 +461,16 @@ impl Config {
         if let SourceConfig::Spool { dir, .. } = &mut self.source {
             fix(dir);
         }
+        if let SourceConfig::Scp { tls: Some(t), .. } = &mut self.source {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+            fix(&mut t.ca);
+        }
         fix(&mut self.link.key_file);
         fix(&mut self.audit.path);
+        if let Some(p) = &mut self.audit.key_file {
+            fix(p);
+        }
     }
 
     /// Checks every value; the first fault is returned.
@@ -481,12 +525,30 @@ impl Config {
                 ae_title,
                 expected_slices,
                 assembly_timeout_ms,
+                allowed_calling_ae_titles,
+                tls,
                 ..
             } => {
+                if let Some(t) = tls {
+                    exists("source.tls.cert", &t.cert, false)?;
+                    exists("source.tls.key", &t.key, false)?;
+                    exists("source.tls.ca", &t.ca, false)?;
+                    crate::link::check_private_file(&t.key)
+                        .map_err(|e| bad("source.tls.key", e.to_string()))?;
+                }
                 if ae_title.is_empty() || ae_title.len() > 16 || !ae_title.is_ascii() {
                     return Err(bad(
                         "source.ae_title",
                         format!("must be 1–16 ASCII characters, got {ae_title:?}"),
+                    ));
+                }
+                if let Some(a) = allowed_calling_ae_titles
+                    .iter()
+                    .find(|a| a.trim().is_empty() || a.len() > 16 || !a.is_ascii() || a.contains('\\'))
+                {
+                    return Err(bad(
+                        "source.allowed_calling_ae_titles",
+                        format!("each must be 1–16 ASCII characters without a backslash, got {a:?}"),
                     ));
                 }
                 check_slices(expected_slices, self.resources.max_slices)
@@ -533,6 +595,10 @@ impl Config {
                 format!("must be \"full\" or \"digest\", got {:?}", self.audit.corrections),
             ));
         }
+        if let Some(k) = &self.audit.key_file {
+            exists("audit.key_file", k, false)?;
+        }
+        positive("audit.checkpoint_every", f64::from(self.audit.checkpoint_every))?;
         if !matches!(self.audit.fsync.as_str(), "never" | "every_record") {
             return Err(bad(
                 "audit.fsync",

@@ -4,8 +4,9 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    AuditError, AuditRecord, Corrections, FrameRecord, Outcome, SetupRecord, ACQUIRED_VERSION, HEADER_LEN,
-    KIND_FRAME, KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
+    AckOutcome, AuditError, AuditRecord, ChainLink, Checkpoint, Corrections, FrameRecord, Outcome,
+    SetupRecord, ACQUIRED_VERSION, CHAIN_VERSION, HEADER_LEN, KIND_ACK, KIND_CHECKPOINT, KIND_FRAME,
+    KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
     REJECT_REASON_VERSION, SPOT_BYTES, VERSION,
 };
 use crate::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
@@ -160,11 +161,55 @@ impl<'a> Dec<'a> {
     }
 }
 
+/// What a payload holds: an event record, or (version 5) a checkpoint.
+// One per record read, moved once into the caller: boxing the common variant would cost an
+// allocation per record for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Body {
+    /// An event record.
+    Record(AuditRecord),
+    /// An HMAC checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+/// Appends a checkpoint's kind and fields up to (not including) its MAC.
+pub(super) fn encode_checkpoint_head(b: &mut Vec<u8>, interval_records: u32, closing: bool, key_id: [u8; 8]) {
+    b.push(KIND_CHECKPOINT);
+    b.extend_from_slice(&interval_records.to_le_bytes());
+    b.push(u8::from(closing));
+    b.extend_from_slice(&key_id);
+}
+
 /// Decodes a payload of a log of format `version` (frame and session-start records grew a
-/// field each in 3, frame records another in 4).
-pub(super) fn decode(payload: &[u8], version: u16) -> Option<AuditRecord> {
+/// field each in 3, frame records another in 4; every payload starts with its chain link
+/// from 5, and checkpoints exist from 5).
+pub(super) fn decode(payload: &[u8], version: u16) -> Option<(Option<ChainLink>, Body)> {
     let mut d = Dec(payload);
+    let link = if version >= CHAIN_VERSION {
+        Some(ChainLink {
+            seq: d.u64()?,
+            prev_sha256: d.arr()?,
+        })
+    } else {
+        None
+    };
     let rec = match d.u8()? {
+        KIND_CHECKPOINT if version >= CHAIN_VERSION => {
+            let interval_records = d.u32()?;
+            let closing = match d.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            let cp = Checkpoint {
+                interval_records,
+                closing,
+                key_id: d.arr()?,
+                mac: d.arr()?,
+            };
+            return d.0.is_empty().then_some((link, Body::Checkpoint(cp)));
+        }
         KIND_SESSION => AuditRecord::SessionStart {
             unix_ns: d.u64()?,
             config_sha256: d.arr()?,
@@ -174,6 +219,17 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<AuditRecord> {
                 (0..n).map(|_| d.string()).collect::<Option<_>>()?
             } else {
                 Vec::new()
+            },
+        },
+        KIND_ACK if version >= CHAIN_VERSION => AuditRecord::ControllerAck {
+            unix_ns: d.u64()?,
+            frame_id: d.u64()?,
+            acked_sequence: d.u64()?,
+            status: AckOutcome::from_code(d.u8()?)?,
+            beam_on: match d.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
             },
         },
         KIND_LINK => AuditRecord::Link {
@@ -291,7 +347,7 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<AuditRecord> {
         _ => return None,
     };
     // Trailing bytes mean the writer and reader disagree on the layout.
-    d.0.is_empty().then_some(rec)
+    d.0.is_empty().then_some((link, Body::Record(rec)))
 }
 
 /// Appends `record`'s payload (kind byte and fields) to `b`.
@@ -342,6 +398,20 @@ pub(super) fn encode_record(b: &mut Vec<u8>, record: &AuditRecord, full: bool) -
             }
             b.push(u8::from(r.registration_sha256.is_some()));
             b.extend_from_slice(&r.registration_sha256.unwrap_or([0; 32]));
+        }
+        AuditRecord::ControllerAck {
+            unix_ns,
+            frame_id,
+            acked_sequence,
+            status,
+            beam_on,
+        } => {
+            b.push(KIND_ACK);
+            b.extend_from_slice(&unix_ns.to_le_bytes());
+            b.extend_from_slice(&frame_id.to_le_bytes());
+            b.extend_from_slice(&acked_sequence.to_le_bytes());
+            b.push(status.code());
+            b.push(u8::from(*beam_on));
         }
         AuditRecord::Shutdown { unix_ns, reason } => {
             b.push(KIND_SHUTDOWN);

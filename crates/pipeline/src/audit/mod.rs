@@ -2,13 +2,13 @@
 //! dropped — with why, its latency and the corrections sent; plus session, link and shutdown
 //! events. Append-only, every record checksummed, readable after a crash.
 //!
-//! # File format (version 3, all integers little-endian; versions 1 and 2 are read too)
+//! # File format (version 5, all integers little-endian; versions 1 to 4 are read too)
 //!
 //! ```text
 //! header (32 bytes)
 //!   0  magic        8  b"IGAUDIT\n"
-//!   8  version      u16  3 (2: frames without reject reason, session start without plan
-//!                          warnings; 1: also no setup records)
+//!   8  version      u16  5 (4: no chain; 3: no acquisition instant; 2: frames without reject
+//!                          reason, session start without plan warnings; 1: also no setup records)
 //!  10  flags        u16  0 (reserved)
 //!  12  header_len   u32  32
 //!  16  session_start_unix_ns u64
@@ -17,9 +17,22 @@
 //! record (repeated)
 //!   0  len          u32  payload bytes, 1 ..= 16 MiB
 //!   4  crc32        u32  CRC-32 of the 4 len bytes followed by the payload
-//!   8  payload      len bytes: kind u8, then the kind's fields
+//!   8  payload      len bytes: (version 5) seq u64, prev SHA-256 32 bytes; kind u8, then
+//!                    the kind's fields
 //! ```
 //!
+//! # Integrity (version 5)
+//!
+//! The CRC finds accidents; it cannot find a record removed or edited on purpose, since
+//! anyone can recompute it. From version 5 each record carries its sequence number and the
+//! SHA-256 of the whole record before it (the header's for the first), so a record removed,
+//! moved, inserted or edited breaks the chain at a place [`verify`] names. A chain alone
+//! can be rebuilt by whoever rewrites the tail, so a writer given a key
+//! ([`AuditWriter::sign_with`]) also writes a checkpoint record (kind 6) every N records and
+//! when closed: an HMAC-SHA256 over the checkpoint's own payload, which holds the chain's
+//! head. Without the key the chain cannot be re-signed; [`verify`] says through which record
+//! the log is proven and what it found after. Checkpoints are integrity data, not events:
+//! the record iterator skips them.//!
 //! Strings are `u16` length + UTF-8. Optional integers use `u64::MAX` for "none"; optional
 //! floats a flag bit. Payload kinds: 1 session start, 2 frame, 3 link event, 4 shutdown, 5
 //! setup (how in-room coordinates map to the plan's; see `docs/audit-log.md` for the field
@@ -59,17 +72,20 @@ use crate::geometry::{RigidTransform, RoomSetup};
 mod format;
 mod reader;
 mod summary;
+mod verify;
 mod writer;
 
+pub use crate::link::LinkKey as AuditKey;
 pub use format::corrections_digest;
 pub use reader::{AuditHeader, AuditReader};
 pub use summary::{summary, AuditSummary};
+pub use verify::{verify, verify_bytes, Finding, FindingKind, Proven, Verification};
 pub use writer::{AuditOptions, AuditWriter, Fsync};
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"IGAUDIT\n";
 /// Format version this code writes (and the newest it reads).
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// Oldest format version this code reads (version 1 has no setup records, versions 1 and 2
 /// no reject reason in frame records).
 pub const OLDEST_READ_VERSION: u16 = 1;
@@ -79,6 +95,17 @@ pub const REJECT_REASON_VERSION: u16 = 3;
 pub const PLAN_WARNINGS_VERSION: u16 = 3;
 /// First format version whose frame records carry the frame's acquisition instant.
 pub const ACQUIRED_VERSION: u16 = 4;
+/// First format version whose records carry a sequence number and the SHA-256 of the record
+/// before them, and may be followed by HMAC checkpoints.
+pub const CHAIN_VERSION: u16 = 5;
+/// Bytes of the chain prefix of a version 5 payload: seq u64 and the previous record's
+/// SHA-256.
+pub const CHAIN_PREFIX_BYTES: usize = 8 + 32;
+/// Records between two checkpoints when the configuration does not say.
+pub const DEFAULT_CHECKPOINT_EVERY: u32 = 1000;
+/// The label a checkpoint's HMAC input starts with, so an audit MAC can never be mistaken
+/// for a link datagram's MAC made with the same key.
+pub const CHECKPOINT_MAC_LABEL: &[u8] = b"IGAUDIT checkpoint\0";
 /// Header length, bytes.
 pub const HEADER_LEN: usize = 32;
 /// Largest payload accepted, bytes (a 100 000-spot frame is 2 MB).
@@ -91,6 +118,8 @@ const KIND_FRAME: u8 = 2;
 const KIND_LINK: u8 = 3;
 const KIND_SHUTDOWN: u8 = 4;
 const KIND_SETUP: u8 = 5;
+const KIND_CHECKPOINT: u8 = 6;
+const KIND_ACK: u8 = 7;
 const NONE_U64: u64 = u64::MAX;
 
 /// Why the audit log could not be written or opened.
@@ -358,6 +387,22 @@ pub enum AuditRecord {
     /// How the in-room scanner's coordinates map to the planning CT's for the frames that
     /// follow (written after the session start).
     Setup(SetupRecord),
+    /// What the controller acknowledged (version 5): every correction set it applied or
+    /// found expired, and every change of its beam state; plain acknowledgements of
+    /// heartbeats and holds that change nothing are not recorded. What was delivered is
+    /// read from these, not from what was sent.
+    ControllerAck {
+        /// When the acknowledgement was read, ns since the UNIX epoch.
+        unix_ns: u64,
+        /// The frame concerned (0 for a message without one).
+        frame_id: u64,
+        /// The link sequence number acknowledged.
+        acked_sequence: u64,
+        /// What became of the message.
+        status: AckOutcome,
+        /// The controller's beam state after handling it.
+        beam_on: bool,
+    },
     /// The session ended.
     Shutdown {
         /// When, ns since the UNIX epoch.
@@ -365,6 +410,68 @@ pub enum AuditRecord {
         /// Why.
         reason: String,
     },
+}
+
+/// Where a version 5 record sits in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainLink {
+    /// Sequence number: 0 for the first record of the file, then one more per record
+    /// (checkpoints included).
+    pub seq: u64,
+    /// SHA-256 of the whole record before this one (length, CRC and payload), or of the
+    /// 32-byte header for the first.
+    pub prev_sha256: [u8; 32],
+}
+
+/// A checkpoint record (kind 6, version 5): an HMAC over the chain's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Records between checkpoints the writer was configured for (a verifier flags a longer
+    /// run without one).
+    pub interval_records: u32,
+    /// Written when the writer was closed: the last record of an orderly session.
+    pub closing: bool,
+    /// [`AuditKey::key_id`] of the key that signed it.
+    pub key_id: [u8; 8],
+    /// HMAC-SHA256 of [`CHECKPOINT_MAC_LABEL`] followed by the payload up to this field.
+    pub mac: [u8; 32],
+}
+
+/// What the controller did with an acknowledged message (the wire's `AckStatus`, kept
+/// here so the audit format does not follow the wire's numbering by accident).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckOutcome {
+    /// Verified and accepted (a HOLD, RESUME or heartbeat).
+    Accepted,
+    /// A correction set arrived whole and was applied.
+    Applied,
+    /// A correction set arrived past its validity and was not applied.
+    Expired,
+}
+
+impl AckOutcome {
+    /// Stable audit code.
+    pub fn code(self) -> u8 {
+        match self {
+            AckOutcome::Accepted => 0,
+            AckOutcome::Applied => 1,
+            AckOutcome::Expired => 2,
+        }
+    }
+    /// From an audit code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        [AckOutcome::Accepted, AckOutcome::Applied, AckOutcome::Expired]
+            .into_iter()
+            .find(|o| o.code() == code)
+    }
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AckOutcome::Accepted => "accepted",
+            AckOutcome::Applied => "applied",
+            AckOutcome::Expired => "expired",
+        }
+    }
 }
 
 /// How a log ends.

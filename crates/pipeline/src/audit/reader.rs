@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::format::decode;
-use super::{io_err, AuditError, AuditRecord, TailStatus};
+use super::format::{decode, Body};
+use super::{io_err, AuditError, AuditRecord, ChainLink, TailStatus};
 use super::{HEADER_LEN, MAGIC, MAX_RECORD_BYTES, OLDEST_READ_VERSION, VERSION};
 
 /// The log's header.
@@ -16,7 +16,9 @@ pub struct AuditHeader {
     pub session_start_unix_ns: u64,
 }
 
-/// Reads an audit log: an iterator of records, then [`AuditReader::status`].
+/// Reads an audit log: an iterator of records, then [`AuditReader::status`]. Checkpoints
+/// (version 5) are integrity data, not events: the iterator counts them
+/// ([`AuditReader::checkpoints`]) and skips them; [`super::verify`] checks them.
 #[derive(Debug)]
 pub struct AuditReader {
     data: Vec<u8>,
@@ -24,6 +26,20 @@ pub struct AuditReader {
     header: AuditHeader,
     status: Option<TailStatus>,
     last_offset: u64,
+    checkpoints: u64,
+}
+
+/// One valid record as it sits in the file, for the chain's checks.
+#[derive(Debug)]
+pub(super) struct RawEntry {
+    /// Where its 8-byte frame starts.
+    pub offset: usize,
+    /// One past its last byte.
+    pub end: usize,
+    /// Its place in the chain (version 5).
+    pub link: Option<ChainLink>,
+    /// What it holds.
+    pub body: Body,
 }
 
 impl AuditReader {
@@ -70,6 +86,7 @@ impl AuditReader {
             },
             status: None,
             last_offset: HEADER_LEN as u64,
+            checkpoints: 0,
         })
     }
 
@@ -81,6 +98,35 @@ impl AuditReader {
     /// How the log ends; `None` until the iterator is exhausted.
     pub fn status(&self) -> Option<&TailStatus> {
         self.status.as_ref()
+    }
+
+    /// Checkpoint records passed so far.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints
+    }
+
+    /// The file's bytes (header included).
+    pub(super) fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The next valid record of any kind, checkpoints included; `None` at the end, with the
+    /// status set.
+    pub(super) fn next_raw(&mut self) -> Option<RawEntry> {
+        if self.status.is_some() {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(e)) => Some(e),
+            Ok(None) => {
+                self.status = Some(TailStatus::Clean);
+                None
+            }
+            Err(s) => {
+                self.status = Some(s);
+                None
+            }
+        }
     }
 
     /// File offset of the record last returned.
@@ -113,7 +159,7 @@ impl AuditReader {
         (crc.finalize() == want).then_some(end)
     }
 
-    fn step(&mut self) -> Result<Option<AuditRecord>, TailStatus> {
+    fn step(&mut self) -> Result<Option<RawEntry>, TailStatus> {
         let o = self.pos;
         let d = &self.data;
         let rest = &d[o..];
@@ -155,7 +201,7 @@ impl AuditReader {
                 why: "checksum mismatch",
             });
         };
-        let Some(rec) = decode(&d[o + 8..end], self.header.version) else {
+        let Some((link, body)) = decode(&d[o + 8..end], self.header.version) else {
             return Err(TailStatus::Corrupt {
                 offset,
                 why: "checksum matches but the record does not decode",
@@ -163,7 +209,12 @@ impl AuditReader {
         };
         self.last_offset = offset;
         self.pos = end;
-        Ok(Some(rec))
+        Ok(Some(RawEntry {
+            offset: o,
+            end,
+            link,
+            body,
+        }))
     }
 }
 
@@ -171,18 +222,10 @@ impl Iterator for AuditReader {
     type Item = AuditRecord;
 
     fn next(&mut self) -> Option<AuditRecord> {
-        if self.status.is_some() {
-            return None;
-        }
-        match self.step() {
-            Ok(Some(r)) => Some(r),
-            Ok(None) => {
-                self.status = Some(TailStatus::Clean);
-                None
-            }
-            Err(s) => {
-                self.status = Some(s);
-                None
+        loop {
+            match self.next_raw()?.body {
+                Body::Record(r) => return Some(r),
+                Body::Checkpoint(_) => self.checkpoints += 1,
             }
         }
     }

@@ -25,6 +25,9 @@ pub struct AuditSummary {
     pub shutdowns: u64,
     /// Setup records.
     pub setups: u64,
+    /// Controller acknowledgements recorded, per outcome name (`applied`, `expired`,
+    /// `accepted`: a beam-state change).
+    pub acks: BTreeMap<&'static str, u64>,
     /// Frames with a latency, and the largest, ns.
     pub max_latency_ns: Option<u64>,
     /// How the log ends.
@@ -50,6 +53,7 @@ impl AuditSummary {
             AuditRecord::Link { .. } => self.link_events += 1,
             AuditRecord::Shutdown { .. } => self.shutdowns += 1,
             AuditRecord::Setup(_) => self.setups += 1,
+            AuditRecord::ControllerAck { status, .. } => *self.acks.entry(status.name()).or_default() += 1,
             AuditRecord::Frame(f) => {
                 self.frames += 1;
                 *self

@@ -1,4 +1,6 @@
-//! The shared HMAC key, read from a file that only its owner may read.
+//! The shared HMAC key, read from a file that only its owner may read. The same loader reads
+//! the audit log's checkpoint key, and [`check_private_file`] is the one permission check every
+//! key and certificate file goes through.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,7 @@ const MAX_KEY_FILE: u64 = 4096;
 #[non_exhaustive]
 pub enum KeyError {
     /// The file could not be read.
-    #[error("cannot read link key file {path}")]
+    #[error("cannot read key file {path}")]
     Io {
         /// The key file.
         path: PathBuf,
@@ -24,7 +26,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The key (raw, or decoded from hex) is too short.
-    #[error("link key {path} holds {len} bytes, need at least {MIN_KEY_LEN}")]
+    #[error("key {path} holds {len} bytes, need at least {MIN_KEY_LEN}")]
     TooShort {
         /// The key file (empty for an in-memory key).
         path: PathBuf,
@@ -32,7 +34,7 @@ pub enum KeyError {
         len: usize,
     },
     /// The file is larger than any key.
-    #[error("link key file {path} is {len} bytes, larger than {MAX_KEY_FILE}; is it the right file?")]
+    #[error("key file {path} is {len} bytes, larger than {MAX_KEY_FILE}; is it the right file?")]
     TooLarge {
         /// The key file.
         path: PathBuf,
@@ -40,7 +42,7 @@ pub enum KeyError {
         len: u64,
     },
     /// Group or others may access the file.
-    #[error("link key file {path} has mode {mode:o}: group/others may access it; run `chmod 600 {path}`")]
+    #[error("key file {path} has mode {mode:o}: group/others may access it; run `chmod 600 {path}`")]
     Permissions {
         /// The key file.
         path: PathBuf,
@@ -85,18 +87,7 @@ impl LinkKey {
             path: path.to_path_buf(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(KeyError::Permissions {
-                    path: path.to_path_buf(),
-                    mode,
-                });
-            }
-        }
+        let meta = check_private_file(path)?;
         if meta.len() > MAX_KEY_FILE {
             return Err(KeyError::TooLarge {
                 path: path.to_path_buf(),
@@ -124,11 +115,48 @@ impl LinkKey {
         self.bytes.is_empty()
     }
 
+    /// A short public name of the key: the first 8 bytes of SHA-256 over a fixed label and
+    /// the key. It tells a verifier holding the wrong key "another key" rather than "forged";
+    /// it reveals nothing usable about a key of at least [`MIN_KEY_LEN`] random bytes.
+    pub fn key_id(&self) -> [u8; 8] {
+        use sha2::Digest;
+        let mut h = Sha256::new();
+        h.update(b"ionguide key id\0");
+        h.update(&self.bytes);
+        let d = h.finalize();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&d[..8]);
+        id
+    }
+
     pub(crate) fn mac(&self) -> Hmac<Sha256> {
         // HMAC accepts keys of any length, so this cannot fail; keep the fallback total anyway.
         <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes)
             .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default()))
     }
+}
+
+/// Checks that a secret's file (an HMAC key, a TLS private key) exists and, on unix, that
+/// neither group nor others may access it; returns its metadata. Every key file the project
+/// reads goes through this check, so a copied-around key with mode 0644 is refused the same
+/// way wherever it is used.
+pub fn check_private_file(path: &Path) -> Result<std::fs::Metadata, KeyError> {
+    let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(meta)
 }
 
 /// Hex digits (whitespace ignored) to bytes; `None` if anything else is present or the

@@ -23,7 +23,7 @@ pub mod reassembly;
 pub mod replay;
 pub mod udp;
 
-pub use key::{KeyError, LinkKey};
+pub use key::{check_private_file, KeyError, LinkKey};
 pub use protocol::{Ack, AckStatus, DecodeError, Decoder, EncodeError, Encoder, Message, MessageType};
 pub use udp::{
     Event, Incoming, LinkError, LinkOptions, LinkReceiver, LinkSender, ReceiverStats, Rejection, SendStats,

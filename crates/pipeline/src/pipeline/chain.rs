@@ -231,7 +231,7 @@ impl ChainBuilder {
             })?;
         }
         let now_ns = crate::link::protocol::unix_now_ns();
-        let mut audit = match self.audit_start {
+        let audit = match self.audit_start {
             AuditStart::CreateOrAppend if path.exists() => {
                 AuditWriter::open_append(&path, self.audit_options)
             }
@@ -242,6 +242,13 @@ impl ChainBuilder {
             _ => AuditWriter::create(&path, now_ns, self.audit_options),
         }
         .map_err(audit_err)?;
+        // The checkpoints' key: its own file when configured, else the link's (already
+        // checked above), read through the same owner-only check.
+        let audit_key = match &self.config.audit.key_file {
+            Some(k) => LinkKey::from_file(k)?,
+            None => key,
+        };
+        let mut audit = audit.sign_with(audit_key, self.config.audit.checkpoint_every);
         if let Some(config_sha256) = self.config_sha256 {
             let s = &self.session;
             audit

@@ -18,7 +18,7 @@ use super::work::{Outcome, Stage, Ticket, Work};
 use super::Shared;
 use crate::audit::{self, AuditWriter, Corrections, FrameRecord};
 use crate::correction::{HoldReason, SpotCorrection};
-use crate::link::LinkSender;
+use crate::link::{AckStatus, LinkSender};
 
 /// Link-stage timing.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -167,6 +167,24 @@ fn poll_acks(s: &mut LinkStage, st: &mut State) {
                     ack.frame_id, ack.status
                 ),
             });
+        }
+        // On record: what the controller did with every correction set, and every change of
+        // its beam state (a treatment record is built from these, not from what was sent).
+        let status = match ack.status {
+            AckStatus::Accepted => audit::AckOutcome::Accepted,
+            AckStatus::Applied => audit::AckOutcome::Applied,
+            AckStatus::Expired => audit::AckOutcome::Expired,
+        };
+        if status != audit::AckOutcome::Accepted || ack.beam_on != st.controller_on {
+            if let Err(e) = s.audit.write(&audit::AuditRecord::ControllerAck {
+                unix_ns: super::ingest_stage::unix_ns_of(Instant::now()),
+                frame_id: ack.frame_id,
+                acked_sequence: ack.acked_sequence,
+                status,
+                beam_on: ack.beam_on,
+            }) {
+                tracing::error!("acknowledgement not audited: {e}");
+            }
         }
         st.controller_on = ack.beam_on;
         st.last_ack = Instant::now();

@@ -45,7 +45,7 @@ impl Outcome {
     pub fn reason(&self) -> Option<HoldReason> {
         match self {
             Outcome::Held(r) => Some(*r),
-            Outcome::Rejected(r) => Some(r.hold_reason()),
+            Outcome::Rejected(r) => r.holds_beam().then(|| r.hold_reason()),
             _ => None,
         }
     }

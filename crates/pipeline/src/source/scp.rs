@@ -12,7 +12,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 pub use crate::dicom::scp::{
-    accepted_transfer_syntaxes, ScpError, ScpHandle, ScpOptions, VERIFICATION_SOP_CLASS,
+    accepted_transfer_syntaxes, ScpError, ScpHandle, ScpOptions, TlsFiles, VERIFICATION_SOP_CLASS,
 };
 use crate::dicom::scp::{Refusal, StoreHandler, StoreStatus};
 
@@ -31,6 +31,13 @@ pub struct ScpConfig {
 
 /// Starts the receiver; frames and refusals go to `events`.
 pub fn start(config: ScpConfig, events: Sender<SourceEvent>) -> Result<ScpHandle, ScpError> {
+    // The TLS private key gets the check every key file gets.
+    if let Some(t) = &config.network.tls {
+        crate::link::check_private_file(&t.key_pem).map_err(|e| ScpError::Tls {
+            path: t.key_pem.clone(),
+            why: e.to_string(),
+        })?;
+    }
     let collector = Collector::new(FrameAssembler::new(config.assembler), events);
     crate::dicom::scp::start(config.network, Arc::new(collector))
 }
@@ -64,5 +71,9 @@ impl StoreHandler for Collector {
 
     fn on_poll(&self, now: Instant) {
         self.expire(now);
+    }
+
+    fn on_association_refused(&self, origin: &str, why: &str, at: Instant) {
+        self.reject(origin, RejectReason::PeerRefused, why.to_owned(), at);
     }
 }
