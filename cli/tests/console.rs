@@ -160,8 +160,14 @@ fn a_token_others_may_read_is_refused_before_the_session_starts() {
     assert!(err.contains("lets others read it; chmod 600 it"), "{err}");
 }
 
-#[test]
-fn viewing_is_open_actions_need_the_token_and_each_is_audited_by_name() {
+/// A session folder, its controller, the daemon with its console and an operator token
+/// (0600), and where the console listens.
+fn session_with_console() -> (
+    SessionDir,
+    ionguide_sim::delivery::controller::ControllerHandle,
+    Daemon,
+    SocketAddr,
+) {
     let s = SessionDir::new();
     let controller = s.controller(Duration::from_secs(30));
     let config = s.write_config(controller.local_addr(), SCP_59, TIMING);
@@ -177,6 +183,12 @@ fn viewing_is_open_actions_need_the_token_and_each_is_audited_by_name() {
     )
     .unwrap();
     let addr = console_addr(&d);
+    (s, controller, d, addr)
+}
+
+#[test]
+fn viewing_is_open_actions_need_the_token_and_each_is_audited_by_name() {
+    let (s, _controller, d, addr) = session_with_console();
     let (code, page) = http(addr, "GET", "/", &[], "");
     assert_eq!(code, 200);
     assert!(page.contains("<title>ionguide console</title>"), "{page}");
@@ -376,21 +388,7 @@ fn the_console_in_a_real_browser_follows_the_session_and_restarts_tracking() {
         eprintln!("NOT RUN: chromedriver is not installed (Debian: chromium chromium-driver; .ci/run installs them)");
         return;
     };
-    let s = SessionDir::new();
-    let controller = s.controller(Duration::from_secs(30));
-    let config = s.write_config(controller.local_addr(), SCP_59, TIMING);
-    let token = write_token(s.path(), 0o600);
-    let d = Daemon::start_with(
-        &config,
-        &[
-            "--console",
-            "127.0.0.1:0",
-            "--console-token",
-            token.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
-    let addr = console_addr(&d);
+    let (s, _controller, d, addr) = session_with_console();
     browser.call("POST", "/url", &json!({ "url": format!("http://{addr}/") }));
     let frames = FrameSender::new();
     for n in 1..=2 {
