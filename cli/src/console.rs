@@ -240,26 +240,21 @@ pub fn start(
         .context("console: not listening on an IP address")?;
     let state = Arc::new(ConsoleState::new(title, token.is_some()));
     let token = Arc::new(token);
-    // a few handler threads: an event stream holds one for as long as its viewer stays
-    for _ in 0..4 {
-        let (server, state, token, operator) =
-            (server.clone(), state.clone(), token.clone(), operator.clone());
+    // one thread accepts; each request gets its own, since an event stream holds its thread
+    // for as long as its viewer stays
+    {
+        let (server, state, token) = (server.clone(), state.clone(), token.clone());
         std::thread::Builder::new()
             .name("ionguide-console".into())
             .spawn(move || {
                 while let Ok(request) = server.recv() {
-                    let (server, state, token, operator) =
-                        (server.clone(), state.clone(), token.clone(), operator.clone());
-                    // each request on its own thread: a long-lived event stream must not block the page
+                    let (state, token, operator) = (state.clone(), token.clone(), operator.clone());
                     let _ = std::thread::Builder::new()
                         .name("ionguide-console-req".into())
-                        .spawn(move || {
-                            let _ = &server;
-                            serve(request, &state, token.as_deref(), &operator)
-                        });
+                        .spawn(move || serve(request, &state, token.as_deref(), &operator));
                 }
             })
-            .context("console: starting its threads")?;
+            .context("console: starting its thread")?;
     }
     Ok(Console { addr, state, server })
 }
