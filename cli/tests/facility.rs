@@ -387,3 +387,17 @@ fn three_rooms_deliver_at_once_and_killing_one_leaves_the_others_delivering() {
         );
     }
 }
+
+#[test]
+fn a_facility_file_with_an_unknown_key_or_ion_is_refused_by_name() {
+    let (s, facility) = one_room(GANTRY, "OpenTPS_generic", PROTONS);
+    let text = std::fs::read_to_string(&facility).unwrap();
+    let typo = s.path().join("typo.toml");
+    std::fs::write(&typo, text.replace("virtual_sad_mm", "virtual_sad_mmm")).unwrap();
+    let e = String::from_utf8_lossy(&check(&typo).stderr).into_owned();
+    assert!(e.contains("virtual_sad_mmm"), "{e}");
+    let ion = s.path().join("ion.toml");
+    std::fs::write(&ion, text.replace("\"1H\" =", "\"14N\" =")).unwrap();
+    let e = String::from_utf8_lossy(&check(&ion).stderr).into_owned();
+    assert!(e.contains("ion \"14N\" is not one ionguide knows"), "{e}");
+}
