@@ -480,7 +480,8 @@ impl DoseEngine {
         // Whole rays: the dose reaches past the Bragg peak (fragment tails).
         let tracer_options = SpotTracerOptions::new(self.options.default_sad_mm)
             .with_upstream_mm(self.options.upstream_mm)
-            .with_wepl_margin(MmWe(f64::INFINITY));
+            .with_wepl_margin(MmWe(f64::INFINITY))
+            .with_threads(self.options.threads);
         let mut tracer = SpotTracer::new(&subset, &tracer_options)?;
         if subset.beams.iter().any(|b| b.patient_position.is_none()) {
             self.assumed_position_said = true;

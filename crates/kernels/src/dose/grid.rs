@@ -194,10 +194,12 @@ pub(crate) fn add_rays(
         );
     }
     cuts.push(rays.len());
-    let work = |from: usize, to: usize, dose: &mut [f64]| {
+    // Returns the range of grid offsets it added to (empty: `start > end`).
+    let work = |from: usize, to: usize, dose: &mut [f64]| -> (usize, usize) {
         let mut near = Gathered::default();
+        let mut touched = (usize::MAX, 0);
         for r in from..to {
-            add_ray(
+            if let Some((lo, hi)) = add_ray(
                 tracer,
                 r,
                 &ray_spots[ray_start[r]..ray_start[r + 1]],
@@ -205,13 +207,20 @@ pub(crate) fn add_rays(
                 dose_grid,
                 &mut near,
                 dose,
-            );
+            ) {
+                touched = (touched.0.min(lo), touched.1.max(hi));
+            }
         }
+        touched
     };
     if threads == 1 {
         work(0, rays.len(), dose);
     } else {
+        // Zeroed on allocation and touched only where a thread's rays reach, so that only
+        // those pages are ever made (a beam covers a fraction of a CT-sized grid) and only
+        // that range is summed.
         let mut parts: Vec<Vec<f64>> = (1..threads).map(|_| vec![0.0f64; dose_grid.len()]).collect();
+        let mut touched = vec![(usize::MAX, 0); threads - 1];
         std::thread::scope(|scope| {
             let work = &work;
             let handles: Vec<_> = parts
@@ -223,15 +232,18 @@ pub(crate) fn add_rays(
                 })
                 .collect();
             work(cuts[0], cuts[1], dose);
-            for h in handles {
-                if let Err(p) = h.join() {
-                    std::panic::resume_unwind(p);
+            for (h, t) in handles.into_iter().zip(&mut touched) {
+                match h.join() {
+                    Ok(range) => *t = range,
+                    Err(p) => std::panic::resume_unwind(p),
                 }
             }
         });
-        for part in &parts {
-            for (d, p) in dose.iter_mut().zip(part) {
-                *d += p;
+        for (part, &(start, end)) in parts.iter().zip(&touched) {
+            if start <= end {
+                for (d, p) in dose[start..=end].iter_mut().zip(&part[start..=end]) {
+                    *d += p;
+                }
             }
         }
     }
@@ -246,7 +258,8 @@ struct Gathered {
     acc: Vec<f32>,
 }
 
-/// Adds the dose of ray `r`'s spots into `dose`.
+/// Adds the dose of ray `r`'s spots into `dose`; returns the range of offsets it added to
+/// (`None`: nothing added).
 fn add_ray(
     tracer: &SpotTracer,
     r: usize,
@@ -255,18 +268,16 @@ fn add_ray(
     dose_grid: &Grid,
     gathered: &mut Gathered,
     dose: &mut [f64],
-) {
+) -> Option<(usize, usize)> {
     if spots.iter().all(|s| s.particles <= 0.0) {
-        return;
+        return None;
     }
-    let Some(profile) = tracer.profile(r) else {
-        return;
-    };
+    let profile = tracer.profile(r)?;
     let (Some(t_entry), Some(t_exit)) = (profile.entry_t_mm(), profile.exit_t_mm()) else {
-        return;
+        return None;
     };
     if profile.is_empty() {
-        return;
+        return None;
     }
     let live = || spots.iter().filter(|s| s.particles > 0.0);
     let radius_mm = live()
@@ -322,16 +333,21 @@ fn add_ray(
     );
     let n = gathered.near.len();
     if n == 0 {
-        return;
+        return None;
     }
     gathered.acc.clear();
     gathered.acc.resize(n + LANES, 0.0);
     for s in live() {
         kernels[s.kernel].add_spot(&gathered.near, s.particles, s.depth_offset_mm, &mut gathered.acc);
     }
+    let (mut lo, mut hi) = (usize::MAX, 0);
     for (&o, &a) in gathered.near.offset[..n].iter().zip(&gathered.acc) {
-        dose[o as usize] += f64::from(a);
+        let o = o as usize;
+        dose[o] += f64::from(a);
+        lo = lo.min(o);
+        hi = hi.max(o);
     }
+    Some((lo, hi))
 }
 
 /// Collects the voxels of `grid` whose centres project onto the ray within `[t0, t1]` and lie
@@ -402,12 +418,12 @@ fn gather_near(
         let hb = slack / sp[b] + 1.0;
         let hc = slack / sp[c] + 1.0;
         let (b_lo, b_hi) = (
-            (cb - hb).floor().max(0.0),
-            (cb + hb).ceil().min(dims[b] as f64 - 1.0),
+            floor_inline(cb - hb).max(0.0),
+            ceil_inline(cb + hb).min(dims[b] as f64 - 1.0),
         );
         let (c_lo, c_hi) = (
-            (cc - hc).floor().max(0.0),
-            (cc + hc).ceil().min(dims[c] as f64 - 1.0),
+            floor_inline(cc - hc).max(0.0),
+            ceil_inline(cc + hc).min(dims[c] as f64 - 1.0),
         );
         if !(b_lo <= b_hi && c_lo <= c_hi) {
             return;
@@ -440,8 +456,8 @@ fn gather_near(
                 let root = disc.sqrt();
                 // One step of slack each side for rounding; each voxel is still checked.
                 (
-                    ((-rb - root) / ra).floor() - 1.0,
-                    ((-rb + root) / ra).ceil() + 1.0,
+                    floor_inline((-rb - root) / ra) - 1.0,
+                    ceil_inline((-rb + root) / ra) + 1.0,
                 )
             } else {
                 (0.0, b_hi - b_lo)
@@ -511,6 +527,29 @@ fn gather_near(
         }
     }
     pad_lanes(&mut out.near);
+}
+
+/// `x.floor()` without a call: the baseline x86-64 target has no rounding instruction for
+/// f64, so `f64::floor` is a libm call, and the gathering takes four per row of voxels.
+/// Same result for every `x` (NaN and infinities returned as they are).
+#[inline]
+fn floor_inline(x: f64) -> f64 {
+    // Beyond 2⁵², every f64 is an integer.
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
+    let t = x as i64 as f64;
+    if t > x {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// `x.ceil()` without a call (see [`floor_inline`]).
+#[inline]
+fn ceil_inline(x: f64) -> f64 {
+    -floor_inline(-x)
 }
 
 /// Appends the `LANES` zero entries that let a whole chunk of lanes always be read.
