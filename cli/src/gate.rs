@@ -31,6 +31,13 @@ pub struct GateArgs {
     /// Also write the measurements as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of running a workload, check the kernels' criterion benches (`[benches]` in
+    /// the budgets file) against criterion's latest estimates; run `cargo bench` first.
+    #[arg(long, conflicts_with_all = ["workload", "frames", "delivery", "console"])]
+    benches: bool,
+    /// Where criterion wrote its estimates (with `--benches`).
+    #[arg(long, default_value = "target/criterion", requires = "benches")]
+    criterion_dir: PathBuf,
     /// Serve the live console (view-only) here while the workload runs: what the console
     /// costs the chain is then in the figures.
     #[arg(long)]
@@ -162,6 +169,9 @@ fn describe(r: &WorkloadResult) {
 /// Runs `ionguide gate`.
 pub fn gate(args: GateArgs) -> anyhow::Result<()> {
     let budgets = Budgets::load(&args.budgets).map_err(anyhow::Error::msg)?;
+    if args.benches {
+        return gate_benches(&budgets, &args);
+    }
     let workload: Workload = args.workload.into();
     let b = budgets.of(workload);
     let frames = args.frames.unwrap_or(b.frames);
@@ -189,21 +199,7 @@ pub fn gate(args: GateArgs) -> anyhow::Result<()> {
     }
     describe(&r);
     let lines = check(&r, b);
-    println!();
-    println!(
-        "{:<34} {:>10} {:>10} {:>7}  verdict",
-        "quantity", "budget", "measured", "ratio"
-    );
-    for l in &lines {
-        println!(
-            "{:<34} {:>10.2} {:>10.2} {:>7.2}  {}",
-            l.quantity,
-            l.budget,
-            l.measured,
-            l.ratio,
-            if l.pass { "ok" } else { "BREACH" }
-        );
-    }
+    print_lines(&lines, 34);
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&(&r, &lines))? + "\n")
             .with_context(|| format!("writing {}", p.display()))?;
@@ -255,5 +251,50 @@ pub fn soak(args: SoakArgs) -> anyhow::Result<()> {
             r.frames.abs_diff(audited)
         );
     }
+    Ok(())
+}
+
+/// The budget table: one line per quantity.
+fn print_lines(lines: &[ionguide_sim::gate::GateLine], width: usize) {
+    println!();
+    println!(
+        "{:<width$} {:>10} {:>10} {:>7}  verdict",
+        "quantity", "budget", "measured", "ratio"
+    );
+    for l in lines {
+        println!(
+            "{:<width$} {:>10.2} {:>10.2} {:>7.2}  {}",
+            l.quantity,
+            l.budget,
+            l.measured,
+            l.ratio,
+            if l.pass { "ok" } else { "BREACH" }
+        );
+    }
+}
+
+/// `ionguide gate --benches`: criterion's latest estimates against `[benches]`.
+fn gate_benches(budgets: &Budgets, args: &GateArgs) -> anyhow::Result<()> {
+    if budgets.benches.is_empty() {
+        anyhow::bail!("{}: no [benches] budgets", args.budgets.display());
+    }
+    let (lines, errors) = ionguide_sim::gate::benches::check_benches(&budgets.benches, &args.criterion_dir);
+    let width = lines.iter().map(|l| l.quantity.len()).max().unwrap_or(8).max(8);
+    print_lines(&lines, width);
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&lines)? + "\n")
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    let breaches = lines.iter().filter(|l| !l.pass).count();
+    if breaches > 0 {
+        anyhow::bail!(
+            "{breaches} bench budget(s) breached or not measured ({})",
+            args.budgets.display()
+        );
+    }
+    println!("\ngate passed: every bench budget held");
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::planning::PlannerOptions;
 use crate::replay::ReplayError;
 use crate::scenario::{bundled_trace, in_room_scanner, write_phantom_session};
 
+pub mod benches;
 pub mod host;
 pub use host::{measure_host_floor, HostFloor, SchedSnapshot, ThreadSched};
 
@@ -606,6 +607,9 @@ pub struct Budgets {
     pub small: WorkloadBudgets,
     /// The release workload.
     pub reference: WorkloadBudgets,
+    /// The kernels' criterion benches, by criterion id (`group/function`).
+    #[serde(default)]
+    pub benches: BTreeMap<String, benches::BenchBudget>,
 }
 
 impl Budgets {
