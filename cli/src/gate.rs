@@ -33,8 +33,13 @@ pub struct GateArgs {
     json: Option<PathBuf>,
     /// Instead of running a workload, check the kernels' criterion benches (`[benches]` in
     /// the budgets file) against criterion's latest estimates; run `cargo bench` first.
-    #[arg(long, conflicts_with_all = ["workload", "frames", "delivery", "console"])]
+    #[arg(long, conflicts_with_all = ["workload", "frames", "delivery", "console", "realtime_priority"])]
     benches: bool,
+    /// Run the stage threads under SCHED_FIFO at this priority (1–99; needs CAP_SYS_NICE),
+    /// as a session's `[realtime] priority` does: the figures then say what the chain costs
+    /// with the rest of the host (a browser on the console, a build) behind it.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=99))]
+    realtime_priority: u8,
     /// Where criterion wrote its estimates (with `--benches`).
     #[arg(long, default_value = "target/criterion", requires = "benches")]
     criterion_dir: PathBuf,
@@ -156,8 +161,12 @@ fn describe(r: &WorkloadResult) {
         .iter()
         .filter(|t| t.cpu_ms > 1.0 || t.runqueue_wait_ms > 1.0)
     {
+        let policy = match (t.policy.as_str(), t.rt_priority) {
+            ("fifo" | "rr", p) => format!(", {} {p}", t.policy),
+            _ => String::new(),
+        };
         println!(
-            "  {:<20} {:>8.1} / {:>8.1}  ({} timeslices)",
+            "  {:<20} {:>8.1} / {:>8.1}  ({} timeslices{policy})",
             t.name, t.runqueue_wait_ms, t.cpu_ms, t.timeslices
         );
     }
@@ -189,6 +198,7 @@ pub fn gate(args: GateArgs) -> anyhow::Result<()> {
         b.rate_hz,
         delivery,
         b.deadline_ms,
+        args.realtime_priority,
         true,
         console
             .as_mut()

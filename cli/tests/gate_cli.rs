@@ -76,3 +76,70 @@ fn a_budgets_file_with_an_unknown_key_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("max_rss_growht_mib"), "{stderr}");
 }
+
+#[test]
+fn the_gate_runs_the_stages_real_time_when_asked_or_says_why_it_cannot() {
+    // Loose budgets: this checks scheduling, not speed (a debug build under test).
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let loose = std::fs::read_to_string(format!("{root}/../benches/budgets.toml"))
+        .unwrap()
+        .replace("deadline_ms = 50.0", "deadline_ms = 5000.0");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, loose).unwrap();
+    let json = dir.path().join("gate.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ionguide"))
+        .args([
+            "gate",
+            "--workload",
+            "small",
+            "--frames",
+            "12",
+            "--realtime-priority",
+            "7",
+            "--budgets",
+        ])
+        .arg(&budgets)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let Ok(text) = std::fs::read_to_string(&json) else {
+        // Not permitted here (no CAP_SYS_NICE): the gate must refuse, not measure time-shared.
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("SCHED_FIFO") && stderr.contains("realtime.priority = 0"),
+            "{stderr}"
+        );
+        eprintln!("NOT MEASURED: real-time scheduling is not permitted here");
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let threads = v[0]["threads"].as_array().unwrap();
+    for stage in [
+        "ionguide-ingest",
+        "ionguide-regist",
+        "ionguide-range",
+        "ionguide-adapt",
+        "ionguide-link",
+    ] {
+        let t = threads
+            .iter()
+            .find(|t| t["name"].as_str().is_some_and(|n| n.starts_with(stage)))
+            .unwrap_or_else(|| panic!("{stage} not in {threads:?}"));
+        assert_eq!(
+            (t["policy"].as_str(), t["rt_priority"].as_u64()),
+            (Some("fifo"), Some(7)),
+            "{t}"
+        );
+    }
+    // The session the gate ran says so, as a user's would.
+    let session = std::fs::read_to_string(dir.path().join("run/session.toml")).unwrap();
+    assert!(
+        session.contains("[realtime]\npriority = 7\nrequired = true"),
+        "{session}"
+    );
+}

@@ -38,6 +38,23 @@ pub struct Config {
     /// Resource limits on input.
     #[serde(default)]
     pub resources: ResourceConfig,
+    /// Scheduling of the stage threads.
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
+}
+
+/// `[realtime]`: the stage threads under `SCHED_FIFO`, ahead of everything time-shared on the
+/// host (`crate::pipeline::realtime`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// `SCHED_FIFO` priority 1–99; 0 (the default): time-shared.
+    #[serde(default)]
+    pub priority: u8,
+    /// Refuse to start when the host does not grant the priority (default: run time-shared
+    /// with a warning).
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// Planning CT, target, plan, and how ranges are corrected.
@@ -650,6 +667,21 @@ impl Config {
                 return Err(bad(key, "must be at least 1".into()));
             }
         }
+        if self.realtime.priority > 99 {
+            return Err(bad(
+                "realtime.priority",
+                format!(
+                    "must be 0 (time-shared) or a SCHED_FIFO priority 1..=99, got {}",
+                    self.realtime.priority
+                ),
+            ));
+        }
+        if self.realtime.required && self.realtime.priority == 0 {
+            return Err(bad(
+                "realtime.required",
+                "is true but realtime.priority is 0: give the priority that is required".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -748,6 +780,22 @@ path = "audit/session.audit"
                 "{wrong}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn realtime_defaults_to_time_shared_and_bad_values_name_the_key() {
+        let d = session_dir();
+        let load = |extra: &str| Config::from_toml_str(&format!("{GOOD}{extra}"), Path::new("s.toml"), &d.0);
+        assert_eq!(load("").unwrap().realtime, RealtimeConfig::default());
+        let c = load("[realtime]\npriority = 40\nrequired = true\n").unwrap();
+        assert_eq!((c.realtime.priority, c.realtime.required), (40, true));
+        let e = load("[realtime]\npriority = 100\n").unwrap_err().to_string();
+        assert!(e.contains("realtime.priority") && e.contains("1..=99"), "{e}");
+        let e = load("[realtime]\nrequired = true\n").unwrap_err().to_string();
+        assert!(e.contains("realtime.required"), "{e}");
+        // Not a number the OS could take at all: refused by the parser, naming the key.
+        let e = load("[realtime]\npriority = -3\n").unwrap_err().to_string();
+        assert!(e.contains("priority"), "{e}");
     }
 
     #[test]

@@ -91,13 +91,40 @@ pub struct ThreadSched {
     pub runqueue_wait_ms: f64,
     /// Times it was put on a CPU.
     pub timeslices: u64,
+    /// Its scheduling policy at the end (`other`, `fifo`, `rr`, `batch`, `idle`, `deadline`;
+    /// empty where `/proc` does not say).
+    pub policy: String,
+    /// Its real-time priority at the end (0 for a time-shared thread).
+    pub rt_priority: u32,
 }
+
+/// The scheduling policy and real-time priority in a `/proc/…/stat` line (fields 41 and 40).
+fn policy_of(stat: &str) -> Option<(String, u32)> {
+    // The command name in field 2 may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let rt_priority = fields.get(37)?.parse().ok()?;
+    let policy = match fields.get(38)?.parse::<u32>().ok()? {
+        0 => "other",
+        1 => "fifo",
+        2 => "rr",
+        3 => "batch",
+        5 => "idle",
+        6 => "deadline",
+        _ => "unknown",
+    };
+    Some((policy.to_owned(), rt_priority))
+}
+
+/// A thread's name, its schedstat counters (CPU ns, run-queue wait ns, timeslices) and its
+/// policy with its real-time priority.
+type ThreadCounters = (String, [u64; 3], Option<(String, u32)>);
 
 /// The scheduler counters of every thread of this process and the host's steal time, at
 /// one instant (empty where `/proc` does not have them).
 #[derive(Debug, Clone, Default)]
 pub struct SchedSnapshot {
-    threads: std::collections::BTreeMap<u64, (String, [u64; 3])>,
+    threads: std::collections::BTreeMap<u64, ThreadCounters>,
     steal_ticks: Option<u64>,
 }
 
@@ -116,8 +143,11 @@ impl SchedSnapshot {
                     continue;
                 };
                 let v: Vec<u64> = stat.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                let policy = std::fs::read_to_string(path.join("stat"))
+                    .ok()
+                    .and_then(|s| policy_of(&s));
                 if let [cpu_ns, wait_ns, slices] = v[..] {
-                    threads.insert(tid, (name.trim().to_owned(), [cpu_ns, wait_ns, slices]));
+                    threads.insert(tid, (name.trim().to_owned(), [cpu_ns, wait_ns, slices], policy));
                 }
             }
         }
@@ -136,13 +166,16 @@ impl SchedSnapshot {
         let mut out: Vec<ThreadSched> = self
             .threads
             .iter()
-            .filter_map(|(tid, (name, now))| {
-                let (_, then) = earlier.threads.get(tid)?;
+            .filter_map(|(tid, (name, now, policy))| {
+                let (_, then, _) = earlier.threads.get(tid)?;
+                let (policy, rt_priority) = policy.clone().unwrap_or_default();
                 Some(ThreadSched {
                     name: name.clone(),
                     cpu_ms: now[0].saturating_sub(then[0]) as f64 / 1e6,
                     runqueue_wait_ms: now[1].saturating_sub(then[1]) as f64 / 1e6,
                     timeslices: now[2].saturating_sub(then[2]),
+                    policy,
+                    rt_priority,
                 })
             })
             .collect();
@@ -160,6 +193,21 @@ impl SchedSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        // A real line of a FIFO thread at priority 20 (fields 40 and 41), its name odd on purpose.
+        let line = "4242 (ionguide (x) 1) S 1 4242 4242 0 -1 4194624 100 0 0 0 5 3 0 0 -21 0 9 0 \
+                    123 1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 20 1 0 0 0 0 0 0 0 0 0 0 0";
+        assert_eq!(policy_of(line), Some(("fifo".to_owned(), 20)));
+        assert_eq!(policy_of("no parenthesis here"), None);
+        // This thread: time-shared unless the harness runs under a real-time policy.
+        let own = std::fs::read_to_string("/proc/thread-self/stat").ok();
+        if let Some(own) = own {
+            let (policy, prio) = policy_of(&own).unwrap();
+            assert!(policy == "other" || prio > 0, "{policy} {prio}");
+        }
+    }
 
     #[test]
     fn a_busy_thread_shows_its_cpu_time_and_a_sleeping_one_none() {
@@ -194,8 +242,8 @@ mod tests {
         let [cpu_ns, wait_ns, _] = after
             .threads
             .values()
-            .find(|(n, _)| n == "gate-test-busy")
-            .map(|(_, v)| *v)
+            .find(|(n, _, _)| n == "gate-test-busy")
+            .map(|(_, v, _)| *v)
             .expect("the busy thread is alive at `after`");
         assert!(
             cpu_ns + wait_ns >= 55_000_000,

@@ -180,8 +180,20 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Builds the workload's session in `dir` and starts everything.
+    /// Builds the workload's session in `dir` and starts everything, time-shared.
     pub fn start(workload: Workload, dir: &Path, budget_ms: f64) -> Result<Chain, ReplayError> {
+        Chain::start_with(workload, dir, budget_ms, 0)
+    }
+
+    /// [`Chain::start`] with the stage threads under `SCHED_FIFO` at `realtime_priority`
+    /// (0: time-shared), written into the session's `[realtime]` as a user would, and
+    /// required: a gate that asked for it must not measure without it.
+    pub fn start_with(
+        workload: Workload,
+        dir: &Path,
+        budget_ms: f64,
+        realtime_priority: u8,
+    ) -> Result<Chain, ReplayError> {
         // frames in the in-room scanner's own coordinates, as the demo and a clinic have them
         let scenario = write_phantom_session(
             dir,
@@ -206,6 +218,22 @@ impl Chain {
             let [a, b, c] = scenario.phantom.grid().dims();
             a * b * c
         };
+        if realtime_priority > 0 {
+            use std::io::Write;
+            let io = |source| ReplayError::Io {
+                path: scenario.config.clone(),
+                source,
+            };
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&scenario.config)
+                .map_err(io)?;
+            write!(
+                f,
+                "\n[realtime]\npriority = {realtime_priority}\nrequired = true\n"
+            )
+            .map_err(io)?;
+        }
         let builder =
             ChainBuilder::load(&scenario.config).map_err(|e| ReplayError::Session(e.to_string()))?;
         // the log reads like a daemon's: session start (configuration hash, plan) and setup
@@ -373,7 +401,7 @@ pub fn run_workload(
     progress: bool,
 ) -> Result<WorkloadResult, ReplayError> {
     run_workload_observed(
-        workload, dir, frames, rate_hz, delivery, budget_ms, progress, None,
+        workload, dir, frames, rate_hz, delivery, budget_ms, 0, progress, None,
     )
 }
 
@@ -386,11 +414,12 @@ pub fn run_workload_observed(
     rate_hz: f64,
     delivery: Delivery,
     budget_ms: f64,
+    realtime_priority: u8,
     progress: bool,
     mut observer: Option<&mut dyn Observer>,
 ) -> Result<WorkloadResult, ReplayError> {
     let wall = Instant::now();
-    let chain = Chain::start(workload, dir, budget_ms)?;
+    let chain = Chain::start_with(workload, dir, budget_ms, realtime_priority)?;
     if let Some(o) = observer.as_deref_mut() {
         o.started(&chain.pipeline);
     }

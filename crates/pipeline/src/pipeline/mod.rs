@@ -23,6 +23,7 @@ pub mod ingest_stage;
 pub mod link_stage;
 pub mod operator;
 pub mod range_stage;
+pub mod realtime;
 pub mod register_stage;
 pub mod session;
 pub mod stages;
@@ -109,6 +110,40 @@ pub enum PipelineError {
     /// The audit log failed.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    /// `realtime.required` and the stage threads could not be given their priority.
+    #[error(transparent)]
+    Realtime(#[from] realtime::RealtimeError),
+}
+
+/// The scheduling the stage threads get: `asked` if the host grants it to a probe thread;
+/// otherwise an error when it is required, or time-shared with a warning.
+fn effective_realtime(asked: realtime::RealtimePolicy) -> Result<realtime::RealtimePolicy, PipelineError> {
+    if !asked.is_realtime() {
+        return Ok(asked);
+    }
+    let probe = std::thread::Builder::new()
+        .name("ionguide-rt-probe".into())
+        .spawn(move || asked.apply_to_current_thread("probe"))
+        .map_err(|source| PipelineError::Spawn {
+            stage: "probe",
+            source,
+        })?
+        .join()
+        .map_err(|_| PipelineError::Panicked { stage: "probe" })?;
+    match probe {
+        Ok(()) => {
+            tracing::info!(
+                "stage threads run under SCHED_FIFO at priority {}",
+                asked.priority
+            );
+            Ok(asked)
+        }
+        Err(e) if asked.required => Err(e.into()),
+        Err(e) => {
+            tracing::warn!("{e}; the stages run time-shared");
+            Ok(realtime::RealtimePolicy::default())
+        }
+    }
 }
 
 /// What the pipeline is connected to.
@@ -191,15 +226,28 @@ impl Pipeline {
             ready: Some(ready_tx.clone()),
         };
         drop(ready_tx);
+        let realtime = effective_realtime(session.options.realtime)?;
         let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(format!("ionguide-{name}"))
-                .spawn(f)
+                .spawn(move || {
+                    // The probe in `effective_realtime` was granted the same, so a refusal
+                    // here is the host changing its mind: run time-shared, say so.
+                    if let Err(e) = realtime.apply_to_current_thread(name) {
+                        tracing::warn!("{e}");
+                    }
+                    f()
+                })
                 .map_err(|source| PipelineError::Spawn { stage: name, source })
         };
         let link = std::thread::Builder::new()
             .name("ionguide-link".into())
-            .spawn(move || link_stage::run(link))
+            .spawn(move || {
+                if let Err(e) = realtime.apply_to_current_thread("link") {
+                    tracing::warn!("{e}");
+                }
+                link_stage::run(link)
+            })
             .map_err(|source| PipelineError::Spawn {
                 stage: "link",
                 source,

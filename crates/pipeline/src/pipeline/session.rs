@@ -135,6 +135,8 @@ pub struct SessionOptions {
     /// SHA-256 of the Spatial Registration file `room_setup` was parsed from (the very bytes
     /// parsed), for the audit log.
     pub room_setup_sha256: Option<[u8; 32]>,
+    /// How the stage threads are scheduled.
+    pub realtime: super::realtime::RealtimePolicy,
 }
 
 /// Everything loaded before the first frame.
@@ -245,6 +247,10 @@ impl Session {
             max_frame_voxels: config.resources.max_frame_voxels,
             room_setup,
             room_setup_sha256,
+            realtime: super::realtime::RealtimePolicy {
+                priority: config.realtime.priority,
+                required: config.realtime.required,
+            },
         };
         let spots: usize = plan
             .beams
