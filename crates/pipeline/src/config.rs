@@ -872,7 +872,10 @@ impl Config {
             ));
         }
         if g.marker > 2 {
-            return Err(bad("surrogate.marker", format!("must be 0, 1 or 2, got {}", g.marker)));
+            return Err(bad(
+                "surrogate.marker",
+                format!("must be 0, 1 or 2, got {}", g.marker),
+            ));
         }
         if !matches!(g.forecast.as_str(), "ensemble" | "rls" | "none") {
             return Err(bad(
@@ -897,7 +900,10 @@ impl Config {
         }
         if g.enabled {
             let Some(k) = &g.key_file else {
-                return Err(bad("surrogate.key_file", "is required when surrogate.enabled".into()));
+                return Err(bad(
+                    "surrogate.key_file",
+                    "is required when surrogate.enabled".into(),
+                ));
             };
             if !k.is_file() {
                 return Err(bad(

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::session::Session;
-use super::surrogate_stage::EvidenceTap;
 use super::stages::StageIo;
+use super::surrogate_stage::EvidenceTap;
 use super::work::Outcome;
 use crate::adapt::{Adapter, FrameStamp};
 use crate::correction::HoldReason;

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::surrogate_stage::{SurrogateIo, SurrogateStageOptions};
 use super::{LinkTiming, Pipeline, PipelineError, PipelineIo, Session, SessionError};
 use crate::audit::{AuditError, AuditOptions, AuditRecord, AuditWriter, Fsync, SetupRecord};
 use crate::config::{Config, ConfigError};
-use super::surrogate_stage::{SurrogateIo, SurrogateStageOptions};
 use crate::link::surrogate::SurrogateReceiver;
 use crate::link::{KeyError, LinkError, LinkKey, LinkOptions, LinkSender};
 use crate::source::SourceEvent;
@@ -373,6 +373,7 @@ impl OpenChain {
             },
         )?;
         Ok(Chain {
+            surrogate_addr: self.surrogate_addr,
             pipeline,
             events: self.events_tx,
             session: self.session,
@@ -391,4 +392,6 @@ pub struct Chain {
     pub session: Arc<Session>,
     /// The audit log.
     pub audit_path: PathBuf,
+    /// Where the surrogate stream is received (`None`: surrogate tracking off).
+    pub surrogate_addr: Option<SocketAddr>,
 }

@@ -182,9 +182,12 @@ impl Pipeline {
         let range_io = io_for(Stage::Range, range_in, to_adapt);
         let adapt_io = io_for(Stage::Adapt, adapt_in, to_link);
         let surrogate_waker = link_in.waker();
-        let surrogate = io
-            .surrogate
-            .map(|g| (g, surrogate_stage::wiring(session.adapt_plan.spot_count(), shared.clone())));
+        let surrogate = io.surrogate.map(|g| {
+            (
+                g,
+                surrogate_stage::wiring(session.adapt_plan.spot_count(), shared.clone()),
+            )
+        });
         let (tap, surrogate_link, surrogate_run) = match surrogate {
             Some((g, w)) => (Some(w.tap), Some(w.link), Some((g, w.stage))),
             None => (None, None, None),
@@ -253,7 +256,15 @@ impl Pipeline {
                 spawn(
                     "surrogate",
                     Box::new(move || {
-                        surrogate_stage::run(g.receiver, end, surrogate_waker, shared, s5, g.options, surrogate_ready)
+                        surrogate_stage::run(
+                            g.receiver,
+                            end,
+                            surrogate_waker,
+                            shared,
+                            s5,
+                            g.options,
+                            surrogate_ready,
+                        )
                     }),
                 )?,
             ));

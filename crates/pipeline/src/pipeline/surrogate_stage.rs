@@ -339,7 +339,10 @@ pub fn run(
                         adapter.reset_jump_reference();
                     }
                 }
-                let Steer::Shift { frame_id, delta_mm, .. } = steer else {
+                let Steer::Shift {
+                    frame_id, delta_mm, ..
+                } = steer
+                else {
                     continue;
                 };
                 let Some((ev, reg)) = newest
