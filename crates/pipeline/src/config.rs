@@ -1019,6 +1019,45 @@ path = "audit/session.audit"
     }
 
     #[test]
+    fn surrogate_is_off_by_default_and_its_keys_are_checked_by_name() {
+        let d = session_dir();
+        let load = |extra: &str| Config::from_toml_str(&format!("{GOOD}{extra}"), Path::new("s.toml"), &d.0);
+        let c = load("").unwrap();
+        assert!(!c.surrogate.enabled);
+        assert_eq!(c.surrogate, SurrogateConfig::default());
+        let key_needed = load("[surrogate]\nenabled = true\n").unwrap_err().to_string();
+        assert!(
+            key_needed.contains("surrogate.key_file") && key_needed.contains("required"),
+            "{key_needed}"
+        );
+        let same_key = load("[surrogate]\nenabled = true\nkey_file = \"link.key\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(same_key.contains("must differ from link.key_file"), "{same_key}");
+        std::fs::write(d.0.join("tracker.key"), b"x").unwrap();
+        let c = load(
+            "[surrogate]\nenabled = true\nkey_file = \"tracker.key\"\nlatency_ms = 150\nforecast = \"rls\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.surrogate.key_file, Some(d.0.join("tracker.key")));
+        let o = c.surrogate.tracker_options();
+        assert_eq!(o.latency_s, 0.15);
+        assert_eq!(o.forecast, crate::tracking::Forecast::Rls);
+        for (extra, key) in [
+            ("validity_ms = 100\nlatency_ms = 200", "surrogate.validity_ms"),
+            ("forecast = \"kalman\"", "surrogate.forecast"),
+            ("min_frames = 2", "surrogate.window"),
+            ("window = 3\nmin_frames = 4", "surrogate.window"),
+            ("marker = 3", "surrogate.marker"),
+            ("stall_ms = 0", "surrogate.stall_ms"),
+            ("limit_mm = -1", "surrogate.limit_mm"),
+        ] {
+            let e = load(&format!("[surrogate]\n{extra}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_reason() {
         let d = session_dir();
         let load = |extra: &str| Config::from_toml_str(&format!("{GOOD}{extra}"), Path::new("s.toml"), &d.0);

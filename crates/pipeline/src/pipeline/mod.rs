@@ -261,7 +261,7 @@ impl Pipeline {
                             end,
                             surrogate_waker,
                             shared,
-                            s5,
+                            s5.adapt_plan.clone(),
                             g.options,
                             surrogate_ready,
                         )

@@ -30,11 +30,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::hop::Waker;
-use super::session::Session;
 use super::telemetry::Counters;
 use super::work::{Outcome, Ticket};
 use super::Shared;
-use crate::adapt::{Adapter, FrameStamp, FrameWepl};
+use crate::adapt::{AdaptPlan, Adapter, FrameStamp, FrameWepl};
 use crate::correction::{unix_now_ns, CorrectionSet, HoldReason};
 use crate::link::surrogate::{SurrogateIncoming, SurrogateReceiver};
 use crate::register::Registration;
@@ -158,7 +157,7 @@ pub struct SurrogateLinkEnd {
     pub pool: Sender<Box<SurrogateSet>>,
 }
 
-/// The surrogate stage's end.
+/// The surrogate stage's end (for [`run`]).
 pub struct SurrogateStageEnd {
     evidence_rx: Receiver<Box<FrameEvidence>>,
     evidence_pool: Sender<Box<FrameEvidence>>,
@@ -262,13 +261,14 @@ impl Run {
     }
 }
 
-/// Runs until the pipeline stops.
+/// Runs until the pipeline stops (`shared.stop`). `link_waker` wakes whoever takes the sets
+/// from the link end; `ready` is told once, when the stage is set up.
 pub fn run(
     mut receiver: SurrogateReceiver,
     end: SurrogateStageEnd,
     link_waker: Waker,
     shared: Arc<Shared>,
-    session: Arc<Session>,
+    plan: Arc<AdaptPlan>,
     options: SurrogateStageOptions,
     mut ready: Option<Sender<()>>,
 ) {
@@ -281,7 +281,6 @@ pub fn run(
             return;
         }
     };
-    let plan = session.adapt_plan.clone();
     let mut adapter = Adapter::new(plan.clone());
     let mut scratch = FrameWepl::for_plan(&plan);
     let mut newest: Option<Box<FrameEvidence>> = None;
