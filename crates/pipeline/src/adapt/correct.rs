@@ -105,6 +105,9 @@ impl Adapter {
     /// crosses a rib or lung edge) and anatomy that moved otherwise than the tumor since the
     /// frame (the CT image is of its acquisition instant). Both stay bounded by the model's
     /// limit: a frame is checked against the model when it arrives.
+    // The frame's evidence, the move and the caller's two reused buffers are separate
+    // borrows on the per-sample hot path; bundling them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn adapt_shifted(
         &mut self,
         stamp: FrameStamp,

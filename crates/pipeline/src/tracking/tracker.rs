@@ -484,12 +484,11 @@ impl Tracker {
             self.segment_t0 = t_s;
         }
         // frozen: every coordinate within the tolerance of where it last moved
-        let moved = self
-            .moved_at
-            .1
-            .iter()
-            .zip(pos)
-            .any(|(a, b)| !((a - b).abs() <= self.o.freeze_tolerance_mm));
+        let moved = self.moved_at.1.iter().zip(pos).any(|(a, b)| {
+            // NaN (no position yet) counts as moved
+            let d = (a - b).abs();
+            d.is_nan() || d > self.o.freeze_tolerance_mm
+        });
         if moved {
             self.moved_at = (t_s, pos);
         } else if t_s - self.moved_at.0 > self.o.stall_s && !matches!(self.lost, Some(Cause::Frozen(_))) {
