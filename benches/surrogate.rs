@@ -101,6 +101,47 @@ fn bench(c: &mut Criterion) {
     let adapt = Arc::new(AdaptPlan::new(&plan, &planned, AdaptOptions::new(wide_limits(), SAD_MM)).unwrap());
     let spots = adapt.spot_count();
     eprintln!("plan: {spots} spots");
+    // the compute alone, for the breakdown: 10,000 spots moved by a predicted shift
+    {
+        let mut frame = planned.clone();
+        let mut wepl = FrameWepl::for_plan(&adapt);
+        let shift = VectorMm::new(0.0, 0.5, 2.0);
+        adapt
+            .measure_ct(&mut frame, &ct, &hlut, &shift, &mut wepl)
+            .unwrap();
+        let reg = registration(shift);
+        let mut scratch = FrameWepl::for_plan(&adapt);
+        let mut adapter = ionguide::adapt::Adapter::new(adapt.clone());
+        let mut out = ionguide::correction::CorrectionSet::default();
+        let mut k = 0u32;
+        c.bench_function("adapt_shifted_10k_spots", |b| {
+            b.iter(|| {
+                k += 1;
+                let d = VectorMm::new(0.0, 0.01 * (k % 7) as f64, 0.02 * (k % 5) as f64);
+                adapter
+                    .adapt_shifted(
+                        Default::default(),
+                        &reg,
+                        &wepl.wepl_mm,
+                        d,
+                        1.0,
+                        &mut scratch,
+                        &mut out,
+                    )
+                    .unwrap()
+            })
+        });
+        let mut tx = LinkSender::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+            &key(3),
+            &LinkOptions::default(),
+        )
+        .unwrap();
+        c.bench_function("send_10k_spot_set_157_datagrams", |b| {
+            b.iter(|| tx.send_corrections(&out).unwrap())
+        });
+    }
     let shared = Arc::new(Shared::default());
     let stop = Arc::new(AtomicBool::new(false));
     let t0_ns = unix_now_ns();
