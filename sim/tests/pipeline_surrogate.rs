@@ -73,8 +73,17 @@ fn sender(addr: SocketAddr, key: LinkKey, t0_ns: u64, stop: Arc<AtomicBool>) -> 
     })
 }
 
-#[test]
-fn surrogate_sets_follow_the_tumor_between_frames_and_a_stalled_stream_holds() {
+/// What a scenario left: every audit record, when the stream stopped, the time origin.
+struct Run {
+    records: Vec<AuditRecord>,
+    stopped_ns: u64,
+    t0_ns: u64,
+}
+
+/// Ten 1 Hz frames of the real CT shifted by the tumor's position at their acquisition (plus
+/// `baseline` from frame `from` on: the patient settles, the surrogate does not show it), the
+/// surrogate at 10 Hz throughout, the stream stopped 0.7 s after the last frame.
+fn scenario(baseline: Option<(u32, [f64; 3])>) -> Run {
     let mut rig = Rig::start(RigOptions {
         extra_toml: "[timing]\nbudget_ms = 1500\nvalidity_ms = 3000\n[limits]\nmax_jump_mm = 20.0\n".into(),
         surrogate_toml: Some(format!(
@@ -92,7 +101,10 @@ fn surrogate_sets_follow_the_tumor_between_frames_and_a_stalled_stream_holds() {
     let frames: Vec<(u64, Vec<Vec<u8>>)> = (1..=FRAMES)
         .map(|k| {
             let acquired = t0_ns + k as u64 * 1_000_000_000;
-            let shift = tumor_mm(s_mm(acquired, t0_ns));
+            let mut shift = tumor_mm(s_mm(acquired, t0_ns));
+            if let Some((_, d)) = baseline.filter(|(from, _)| k >= *from) {
+                shift = [0, 1, 2].map(|i| shift[i] + d[i]);
+            }
             let edit = Edit {
                 shift_mm: shift,
                 acquired: Stamp::At(acquired),
@@ -117,19 +129,34 @@ fn surrogate_sets_follow_the_tumor_between_frames_and_a_stalled_stream_holds() {
     let stopped_ns = tx.join().unwrap();
     let held = rig.controller().wait_until(Duration::from_secs(5), |c| {
         c.state() == ionguide_sim::delivery::controller::BeamState::Held
-            && c.applied().is_some_and(|a| a.frame_id & SURROGATE_FRAME_BIT != 0)
     });
     assert!(held, "the controller is held after the stream stopped");
     std::thread::sleep(Duration::from_millis(800));
-    let records = rig.stop();
+    Run {
+        records: rig.stop(),
+        stopped_ns,
+        t0_ns,
+    }
+}
 
-    let surrogate: Vec<&audit::FrameRecord> = records
+fn surrogate_records(records: &[AuditRecord]) -> Vec<&audit::FrameRecord> {
+    records
         .iter()
         .filter_map(|r| match r {
             AuditRecord::Frame(f) if f.frame_id & SURROGATE_FRAME_BIT != 0 => Some(f),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn surrogate_sets_follow_the_tumor_between_frames_and_a_stalled_stream_holds() {
+    let Run {
+        records,
+        stopped_ns,
+        t0_ns,
+    } = scenario(None);
+    let surrogate = surrogate_records(&records);
     let sent: Vec<_> = surrogate
         .iter()
         .filter(|f| f.outcome == Some(audit::Outcome::Corrected))
@@ -176,4 +203,42 @@ fn surrogate_sets_follow_the_tumor_between_frames_and_a_stalled_stream_holds() {
             && f.outcome == Some(audit::Outcome::Corrected) && f.latency_ns.is_some())
     });
     assert!(!ct_sent, "a CT frame's own set was sent in surrogate mode");
+}
+
+/// The patient settles: from frame 6 on the tumor sits 5 mm lower, the surrogate does not
+/// show it. Frame 6 disagrees with the model: held with `model_disagrees` within that frame,
+/// on record, and no set steered from the stale model after it.
+#[test]
+fn a_baseline_shift_of_the_tumor_alone_holds_within_one_frame_on_record() {
+    let run = scenario(Some((6, [0.0, 3.0, 4.0])));
+    let surrogate = surrogate_records(&run.records);
+    let hold = surrogate
+        .iter()
+        .find(|f| f.hold_reason == Some(HoldReason::ModelDisagrees))
+        .expect("a model_disagrees hold on record");
+    assert!(
+        hold.detail.contains("off the correlation model"),
+        "{}",
+        hold.detail
+    );
+    // frame 6 was acquired at t0 + 6 s and pushed 0.3 s later; registered within its budget
+    let at_s = (hold.complete_unix_ns as i128 - run.t0_ns as i128) as f64 * 1e-9;
+    assert!((6.3..=7.3).contains(&at_s), "held at t0 + {at_s:.2} s");
+    let stale = surrogate.iter().any(|f| {
+        f.outcome == Some(audit::Outcome::Corrected)
+            && (f.complete_unix_ns as i128 - hold.complete_unix_ns as i128) > 0
+            && f.tumor_shift_mm.is_some_and(|v| {
+                let t = f.acquired_unix_ns.unwrap() + (LATENCY_MS * 1e6) as u64;
+                let truth = tumor_mm(s_mm(t, run.t0_ns));
+                (0..3)
+                    .map(|i| (v[i] as f64 - truth[i] - [0.0, 3.0, 4.0][i]).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+                    > 2.0
+            })
+    });
+    assert!(
+        !stale,
+        "a set more than 2 mm off the shifted tumor was sent after the hold"
+    );
 }
