@@ -56,7 +56,7 @@ fn live_tracking_on_the_recordings_beats_ct_only_where_it_is_on() {
         let mut latest: Option<(usize, [f64; 3])> = None;
         let mut next_frame = 1usize;
         let mut scored = 0;
-        for j in 0..n {
+        for (j, bj) in b.iter().enumerate() {
             let t = j as f64 * 0.1;
             while next_frame as f64 + 0.5 <= t + 1e-9 {
                 let acq = next_frame * 10;
@@ -67,7 +67,7 @@ fn live_tracking_on_the_recordings_beats_ct_only_where_it_is_on() {
                 next_frame += 1;
             }
             let (steer, _) = tr
-                .on_sample(6 * j as u64, T0_NS + j as u64 * 100_000_000, &[b[j]])
+                .on_sample(6 * j as u64, T0_NS + j as u64 * 100_000_000, &[*bj])
                 .unwrap();
             let Some(truth) = tumor.get(j + 2) else { break };
             if j < 600 {
