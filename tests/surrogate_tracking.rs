@@ -23,6 +23,8 @@ struct Faults {
     double_at_s: Option<f64>,
     /// No samples in this interval, s.
     gap_s: Option<(f64, f64)>,
+    /// No CT frame acquired from this time on (the scanner stops), s.
+    frames_stop_s: Option<f64>,
 }
 
 fn breathing_mm(t: f64, f: &Faults) -> (f64, f64) {
@@ -82,7 +84,8 @@ fn run(o: TrackerOptions, f: Faults, duration_s: f64) -> Log {
     for tick in 0..=ticks {
         let t = tick as f64 * 0.05;
         // frames whose image is in
-        while next_frame as f64 + 0.5 <= t + 1e-9 {
+        while next_frame as f64 + 0.5 <= t + 1e-9 && f.frames_stop_s.is_none_or(|ts| (next_frame as f64) < ts)
+        {
             let acq = next_frame as f64;
             let truth = tumor_mm(acq, &f);
             let (used, tr_) = tr.on_frame(next_frame, ns(acq), truth);
@@ -283,4 +286,24 @@ fn a_one_second_gap_holds_and_is_not_bridged() {
         .find(|(t, s)| *t >= 30.0 && matches!(s, Steer::Shift { .. }))
         .expect("resumes");
     assert!(resumed.0 >= 31.0 + 1.0 - 1e-6, "resumed at {:.2} s", resumed.0);
+}
+
+/// The scanner stops: the model's shift since an ever older frame is not steered by for
+/// longer than the frame-age limit (3 s).
+#[test]
+fn frames_that_stop_hold_after_the_frame_age_limit() {
+    let f = Faults {
+        frames_stop_s: Some(30.5),
+        ..Default::default()
+    };
+    let log = run(opts(), f, 40.0);
+    let h = first_hold_after(&log, 25.0).expect("a hold");
+    assert_eq!(h.to, Some(HoldReason::ModelNotReady));
+    assert!(matches!(h.cause, Cause::FrameTooOld(_)), "{:?}", h.cause);
+    // the last frame was acquired at 30 s
+    assert!(h.t_s > 33.0 && h.t_s <= 33.1 + 1e-6, "held at {:.2} s", h.t_s);
+    assert!(!log
+        .steers
+        .iter()
+        .any(|(t, s)| *t > 33.1 && matches!(s, Steer::Shift { .. })));
 }

@@ -110,6 +110,10 @@ pub struct SurrogateConfig {
     /// Relative stopping power at the target, for the range change along the beam.
     #[serde(default = "default_surrogate_rsp")]
     pub rsp_at_target: f64,
+    /// The newest CT frame may be at most this old when a sample is steered by it, ms
+    /// (the scanner stopped → hold, `model_not_ready`).
+    #[serde(default = "default_surrogate_frame_age")]
+    pub max_frame_age_ms: f64,
 }
 
 impl Default for SurrogateConfig {
@@ -135,6 +139,7 @@ impl Default for SurrogateConfig {
             resume_after_ms: default_surrogate_resume(),
             freeze_tolerance_mm: default_surrogate_freeze(),
             rsp_at_target: default_surrogate_rsp(),
+            max_frame_age_ms: default_surrogate_frame_age(),
         }
     }
 }
@@ -166,6 +171,7 @@ impl SurrogateConfig {
             stall_s: self.stall_ms * 1e-3,
             freeze_tolerance_mm: self.freeze_tolerance_mm,
             resume_after_s: self.resume_after_ms * 1e-3,
+            max_frame_age_s: self.max_frame_age_ms * 1e-3,
         }
     }
 }
@@ -566,6 +572,9 @@ fn default_surrogate_freeze() -> f64 {
 fn default_surrogate_rsp() -> f64 {
     1.0
 }
+fn default_surrogate_frame_age() -> f64 {
+    3_000.0
+}
 
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -857,6 +866,7 @@ impl Config {
             ("surrogate.resume_after_ms", g.resume_after_ms),
             ("surrogate.freeze_tolerance_mm", g.freeze_tolerance_mm),
             ("surrogate.rsp_at_target", g.rsp_at_target),
+            ("surrogate.max_frame_age_ms", g.max_frame_age_ms),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(bad(key, format!("must be a positive number, got {v}")));

@@ -27,8 +27,10 @@
 //!   frame agrees), or the forecast signal lies outside the span the model was fitted on by
 //!   more than `max_extrapolation` of that span (a changed breathing pattern, such as a
 //!   doubled amplitude, is caught at the surrogate rate, before the next frame).
-//! - [`HoldReason::ModelNotReady`]: the axis is not learnt yet, or the model has fewer than
-//!   `min_frames` frames.
+//! - [`HoldReason::ModelNotReady`]: the axis is not learnt yet, the model has fewer than
+//!   `min_frames` frames, or the newest frame was acquired more than `max_frame_age_s`
+//!   before the sample (the scanner stopped: the model's shift since an ever older frame is
+//!   not steered by).
 
 use crate::correction::HoldReason;
 use ionguide_core::surrogate::{DropReason, LiveLimits, LiveNote, LiveOutcome, LiveRepair, SurrogateError};
@@ -78,6 +80,8 @@ pub struct TrackerOptions {
     pub freeze_tolerance_mm: f64,
     /// Continuous stream needed after a loss before corrections resume, s.
     pub resume_after_s: f64,
+    /// The newest frame may be at most this old (its acquisition before the sample), s.
+    pub max_frame_age_s: f64,
 }
 
 impl Default for TrackerOptions {
@@ -97,6 +101,7 @@ impl Default for TrackerOptions {
             stall_s: 0.5,
             freeze_tolerance_mm: 1e-3,
             resume_after_s: 1.0,
+            max_frame_age_s: 3.0,
         }
     }
 }
@@ -159,6 +164,8 @@ pub enum Cause {
     TooFewFrames(usize),
     /// The axis is being learnt (samples so far).
     LearningAxis(usize),
+    /// The newest frame is this old, s.
+    FrameTooOld(f64),
     /// Nothing wrong.
     Clear,
 }
@@ -183,6 +190,7 @@ impl std::fmt::Display for Cause {
             ),
             Cause::TooFewFrames(n) => write!(f, "correlation model has {n} frames"),
             Cause::LearningAxis(n) => write!(f, "learning the breathing axis ({n} samples)"),
+            Cause::FrameTooOld(s) => write!(f, "newest CT frame acquired {:.1} s ago", s),
             Cause::Clear => f.write_str("tracking"),
         }
     }
@@ -205,6 +213,7 @@ pub struct Transition {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct FrameRef {
     frame_id: u64,
+    t_s: f64,
     s_mm: f64,
     v_mm_s: f64,
 }
@@ -426,6 +435,13 @@ impl Tracker {
                 t_s,
             );
         }
+        if let Some(age) = self
+            .newest
+            .map(|f| t_s - f.t_s)
+            .filter(|a| *a > self.o.max_frame_age_s)
+        {
+            return self.set(Some(HoldReason::ModelNotReady), Cause::FrameTooOld(age), t_s);
+        }
         if let Some(c) = extrapolating {
             return self.set(Some(HoldReason::ModelDisagrees), c, t_s);
         }
@@ -633,6 +649,7 @@ impl Tracker {
         self.frame_s.push(s);
         self.newest = Some(FrameRef {
             frame_id,
+            t_s,
             s_mm: s,
             v_mm_s: v,
         });
