@@ -25,6 +25,8 @@ struct Faults {
     gap_s: Option<(f64, f64)>,
     /// No CT frame acquired from this time on (the scanner stops), s.
     frames_stop_s: Option<f64>,
+    /// From this time the tracking system's clock runs this far ahead (an NTP step), s, s.
+    clock_step: Option<(f64, f64)>,
 }
 
 fn breathing_mm(t: f64, f: &Faults) -> (f64, f64) {
@@ -104,7 +106,11 @@ fn run(o: TrackerOptions, f: Faults, duration_s: f64) -> Log {
                 if f.freeze_at_s.is_some_and(|tf| t >= tf) {
                     pos = *frozen.get_or_insert(pos);
                 }
-                let (steer, tr_) = tr.on_sample(6 * k, ns(t), &[pos]).unwrap();
+                let stamp = match f.clock_step {
+                    Some((ts, d)) if t >= ts => ns(t + d),
+                    _ => ns(t),
+                };
+                let (steer, tr_) = tr.on_sample(6 * k, stamp, &[pos]).unwrap();
                 log.transitions.extend(tr_);
                 log.steers.push((t, steer));
                 if let (
@@ -306,4 +312,29 @@ fn frames_that_stop_hold_after_the_frame_age_limit() {
         .steers
         .iter()
         .any(|(t, s)| *t > 33.1 && matches!(s, Steer::Shift { .. })));
+}
+
+/// The tracking system's clock steps 2 s ahead and stays: the first samples are re-timed from
+/// the camera counter (a glitch, as far as anyone can tell yet), then the step is taken as a
+/// clock jump — a continuity break that holds until the stream has run a second again.
+#[test]
+fn a_lasting_clock_step_holds_as_a_lost_surrogate() {
+    let f = Faults {
+        clock_step: Some((30.0, 2.0)),
+        ..Default::default()
+    };
+    let log = run(opts(), f, 40.0);
+    let h = first_hold_after(&log, 25.0).expect("a hold");
+    assert_eq!(h.to, Some(HoldReason::SurrogateLost));
+    assert!(
+        matches!(h.cause, Cause::ClockJump(d) if (d - 2.0).abs() < 0.01),
+        "{:?}",
+        h.cause
+    );
+    // five re-timed samples, then the sixth (30.5 s) is the jump
+    let steered_late = log
+        .steers
+        .iter()
+        .any(|(t, s)| *t > 30.55 && *t < 31.5 && matches!(s, Steer::Shift { .. }));
+    assert!(!steered_late, "steered within a second of the jump");
 }
