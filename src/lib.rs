@@ -30,4 +30,4 @@
 pub use ionguide_core::{correction, geometry, plan, structure, surrogate, units, volume};
 pub use ionguide_dicom as dicom;
 pub use ionguide_kernels::{dose, predict, range, register};
-pub use ionguide_pipeline::{adapt, audit, config, facility, link, pipeline, source};
+pub use ionguide_pipeline::{adapt, audit, config, facility, link, pipeline, source, tracking};

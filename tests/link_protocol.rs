@@ -4,8 +4,8 @@ mod doc_example;
 
 use ionguide::correction::{CorrectionSet, HoldReason, RangeMode, SpotCorrection};
 use ionguide::link::protocol::{
-    Ack, AckStatus, Body, DecodeError, Decoder, EncodeError, Encoder, MessageType, HEADER_LEN, MAC_LEN,
-    MAX_UDP_PAYLOAD, MIN_MAX_DATAGRAM,
+    Ack, AckStatus, Body, DecodeError, Decoder, EncodeError, Encoder, MessageType, SurrogateSample,
+    HEADER_LEN, MAC_LEN, MAX_UDP_PAYLOAD, MIN_MAX_DATAGRAM, SURROGATE_FIXED_LEN,
 };
 use ionguide::link::reassembly::{PartOutcome, Reassembler};
 use ionguide::link::replay::{ReplayError, ReplayGuard};
@@ -127,6 +127,32 @@ proptest! {
         prop_assert_eq!((m.header.session_id, m.header.sequence, m.header.sent_unix_ns), (session, 3, sent));
         let n = enc.encode_ack(&mut buf, sent, &ack).unwrap();
         prop_assert_eq!(dec.decode(&buf[..n]).unwrap().body, Body::Ack(ack));
+    }
+
+    #[test]
+    fn surrogate_round_trips(
+        session in any::<u64>(), sent in any::<u64>(), sample in any::<u64>(), acquired in any::<u64>(),
+        markers in 1u8..=3, coords in proptest::array::uniform9(finite()),
+    ) {
+        let mut enc = Encoder::new(&key(1), session, 1400).unwrap();
+        let dec = Decoder::new(&key(1), 1400);
+        let mut buf = [0u8; 1400];
+        let mut pos_mm = [[0.0f32; 3]; 3];
+        for m in 0..markers as usize {
+            pos_mm[m].copy_from_slice(&coords[3 * m..3 * m + 3]);
+        }
+        let x = SurrogateSample { sample, acquired_unix_ns: acquired, markers, pos_mm };
+        let n = enc.encode_surrogate(&mut buf, sent, &x).unwrap();
+        // the documented size: header + 20 + 12 per marker + tag
+        prop_assert_eq!(n, HEADER_LEN + SURROGATE_FIXED_LEN + 12 * markers as usize + MAC_LEN);
+        let m = dec.decode(&buf[..n]).unwrap();
+        prop_assert_eq!(m.header.message_type, MessageType::Surrogate);
+        prop_assert_eq!(buf[5], 7);
+        let Body::Surrogate(got) = m.body else { panic!("{:?}", m.body) };
+        prop_assert_eq!(got.sample, sample);
+        prop_assert_eq!(got.acquired_unix_ns, acquired);
+        prop_assert_eq!(got.markers, markers);
+        prop_assert_eq!(got.pos_mm.map(|p| p.map(f32::to_bits)), pos_mm.map(|p| p.map(f32::to_bits)));
     }
 
     #[test]
@@ -425,4 +451,59 @@ fn hexdump(title: &str, b: &[u8]) -> String {
         s.push_str(&format!("{:04x}  {}\n", i * 16, hex.join(" ")));
     }
     s
+}
+
+/// A SURROGATE sample outside its domain is refused at both ends: no marker, four markers,
+/// NaN coordinates; and a forged marker count is caught after the HMAC as a bad field.
+#[test]
+fn surrogate_domain_is_enforced() {
+    let mut enc = Encoder::new(&key(1), 7, 1400).unwrap();
+    let dec = Decoder::new(&key(1), 1400);
+    let mut buf = [0u8; 1400];
+    let mut x = SurrogateSample {
+        sample: 1,
+        acquired_unix_ns: NOW,
+        markers: 0,
+        pos_mm: [[1.0; 3]; 3],
+    };
+    assert_eq!(
+        enc.encode_surrogate(&mut buf, NOW, &x),
+        Err(EncodeError::BadMarkerCount { markers: 0 })
+    );
+    x.markers = 4;
+    assert!(enc.encode_surrogate(&mut buf, NOW, &x).is_err());
+    x.markers = 2;
+    x.pos_mm[1][2] = f32::NAN;
+    assert_eq!(
+        enc.encode_surrogate(&mut buf, NOW, &x),
+        Err(EncodeError::NonFinite {
+            frame_id: 1,
+            position: 1
+        })
+    );
+    // a sender that signs a bad body (its own bug) is still refused by field
+    x.pos_mm[1][2] = 0.0;
+    let n = enc.encode_surrogate(&mut buf, NOW, &x).unwrap();
+    let mut forged = buf[..n].to_vec();
+    forged[HEADER_LEN + 17] = 1; // reserved byte
+    let body_end = forged.len() - MAC_LEN;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&[1u8; 32]).unwrap();
+    hmac::Mac::update(&mut mac, &forged[..body_end]);
+    let tag = hmac::Mac::finalize(mac).into_bytes();
+    forged[body_end..].copy_from_slice(&tag);
+    assert_eq!(
+        dec.decode(&forged),
+        Err(DecodeError::BadField {
+            field: "surrogate.reserved"
+        })
+    );
+    // the controller's guard does not let a surrogate stream open a session
+    let mut g = ReplayGuard::for_controller(500_000_000, 50_000_000);
+    let m = dec.decode(&buf[..n]).unwrap();
+    assert!(matches!(
+        g.check(&m.header, NOW),
+        Err(ReplayError::NotAdmitted { .. })
+    ));
+    let mut g = ReplayGuard::for_surrogate(500_000_000, 50_000_000);
+    assert!(g.check(&m.header, NOW).is_ok());
 }

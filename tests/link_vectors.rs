@@ -357,6 +357,7 @@ fn re_encode(d: &[u8], header: &Header, body: &Body<'_>) -> Option<Vec<u8>> {
         Body::Resume => enc.encode_resume(&mut buf, t),
         Body::Heartbeat => enc.encode_heartbeat(&mut buf, t),
         Body::Ack(a) => enc.encode_ack(&mut buf, t, a),
+        Body::Surrogate(x) => enc.encode_surrogate(&mut buf, t, x),
         Body::Corrections(p) => {
             // a whole set in one part is what the encoder writes at 1400 bytes (≤ 64 spots)
             if !(p.part_count == 1

@@ -16,6 +16,7 @@ mod predict;
 mod range;
 mod register;
 mod run;
+mod surrogate_send;
 mod wepl;
 
 #[derive(Debug, Parser)]
@@ -62,6 +63,8 @@ enum Command {
     Facility(facility::Args),
     /// Forecast breathing-marker traces a horizon ahead (causal), or score predictors with the published protocol.
     Predict(predict::Args),
+    /// Replay recorded marker traces as the tracking system's authenticated SURROGATE stream (tests, demos).
+    SurrogateSend(surrogate_send::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,6 +89,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(args) => audit::run(args),
         Command::Facility(args) => facility::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::SurrogateSend(args) => surrogate_send::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

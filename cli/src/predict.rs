@@ -78,7 +78,8 @@ impl Method {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<LoadedTrace> {
+/// Reads a marker trace, ExtMarker (`;`-separated) or CSV, with the repair rules.
+pub fn load(path: &Path) -> anyhow::Result<LoadedTrace> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     let extmarker = text.lines().next().is_some_and(|l| l.contains(';'));
     Ok(if extmarker {

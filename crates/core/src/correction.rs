@@ -148,11 +148,22 @@ pub enum HoldReason {
     Shutdown,
     /// An internal fault (a stage ended, a buffer pool ran dry).
     InternalFault,
+    /// Surrogate-driven tracking lost its surrogate: the stream stalled (no sample, or the
+    /// same position frozen, for longer than the configured limit) or has a gap longer than
+    /// the limit, so no correction may be extrapolated across it.
+    SurrogateLost,
+    /// A CT frame's measured tumor position disagreed with the correlation model's
+    /// prediction for that frame's acquisition instant by more than the limit (baseline
+    /// drift, a changed breathing pattern); held until a refit model agrees again.
+    ModelDisagrees,
+    /// The correlation model has too few CT frames to be used (start of session, or after
+    /// it was reset).
+    ModelNotReady,
 }
 
 impl HoldReason {
     /// Every reason, in code order.
-    pub const ALL: [HoldReason; 13] = [
+    pub const ALL: [HoldReason; 16] = [
         HoldReason::NotReady,
         HoldReason::DeadlineMissed,
         HoldReason::CorruptFrame,
@@ -166,6 +177,9 @@ impl HoldReason {
         HoldReason::LinkSilent,
         HoldReason::Shutdown,
         HoldReason::InternalFault,
+        HoldReason::SurrogateLost,
+        HoldReason::ModelDisagrees,
+        HoldReason::ModelNotReady,
     ];
 
     /// Wire and audit code (stable; never renumber).
@@ -184,6 +198,10 @@ impl HoldReason {
             HoldReason::LinkSilent => 11,
             HoldReason::Shutdown => 12,
             HoldReason::InternalFault => 13,
+            // 14 is reserved (assigned on another branch)
+            HoldReason::SurrogateLost => 15,
+            HoldReason::ModelDisagrees => 16,
+            HoldReason::ModelNotReady => 17,
         }
     }
 
@@ -208,6 +226,9 @@ impl HoldReason {
             HoldReason::LinkSilent => "link_silent",
             HoldReason::Shutdown => "shutdown",
             HoldReason::InternalFault => "internal_fault",
+            HoldReason::SurrogateLost => "surrogate_lost",
+            HoldReason::ModelDisagrees => "model_disagrees",
+            HoldReason::ModelNotReady => "model_not_ready",
         }
     }
 }

@@ -486,6 +486,263 @@ pub fn repair(samples: &[SurrogateSample], limits: &RepairLimits) -> Result<Repa
     Ok(out)
 }
 
+/// Limits of the causal [`LiveRepair`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveLimits {
+    /// A step between accepted samples longer than this is a gap, s.
+    pub max_gap_s: f64,
+    /// A sample agrees with the anchor when its time is within this fraction of the median
+    /// sample interval of the time the counter predicts.
+    pub tolerance_fraction: f64,
+    /// Consecutive disagreeing samples whose time is rebuilt from the counter before a
+    /// forward disagreement is taken as the clock itself having jumped.
+    pub max_glitch_run: usize,
+}
+
+impl Default for LiveLimits {
+    fn default() -> Self {
+        let batch = RepairLimits::default();
+        LiveLimits {
+            max_gap_s: batch.max_gap_s,
+            tolerance_fraction: batch.tolerance_fraction,
+            max_glitch_run: batch.max_glitch_run,
+        }
+    }
+}
+
+impl LiveLimits {
+    /// Checks the limits' domains.
+    pub fn validate(&self) -> Result<(), SurrogateError> {
+        if !(self.max_gap_s > 0.0 && self.max_gap_s.is_finite()) {
+            return Err(SurrogateError::BadLimit {
+                name: "max_gap_s",
+                value: self.max_gap_s,
+            });
+        }
+        if !(self.tolerance_fraction > 0.0 && self.tolerance_fraction < 1.0) {
+            return Err(SurrogateError::BadLimit {
+                name: "tolerance_fraction",
+                value: self.tolerance_fraction,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What [`LiveRepair::push`] did with a sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LiveOutcome {
+    /// Kept, at time `t_s` (rebuilt when `note` says so).
+    Accepted {
+        /// The sample's time after repair, s.
+        t_s: f64,
+        /// What was noticed, if anything.
+        note: Option<LiveNote>,
+    },
+    /// Left out.
+    Dropped(DropReason),
+}
+
+/// What the live repair noticed about a kept sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LiveNote {
+    /// Its time disagreed with the counter; rebuilt from it.
+    TimeRepaired {
+        /// Time as received, s.
+        recorded_t_s: f64,
+        /// Time kept, s.
+        repaired_t_s: f64,
+    },
+    /// The clock jumped forward and stayed: re-anchored on it. Continuity is broken as at a
+    /// gap (the samples before were timed on the old clock).
+    ClockJump {
+        /// Time received, s.
+        t_s: f64,
+        /// Time the counter predicted, s.
+        expected_t_s: f64,
+    },
+    /// A step longer than the gap limit before this sample: nothing may be interpolated or
+    /// extrapolated across it.
+    Gap {
+        /// The accepted sample before, s.
+        from_t_s: f64,
+        /// This sample, s.
+        to_t_s: f64,
+    },
+}
+
+impl LiveNote {
+    /// Whether continuity is broken here (a consumer restarts its velocity and forecasts).
+    pub fn breaks_continuity(&self) -> bool {
+        matches!(self, LiveNote::ClockJump { .. } | LiveNote::Gap { .. })
+    }
+}
+
+/// Recent intervals kept for the medians (fixed: the repair never allocates).
+const LIVE_HISTORY: usize = 15;
+
+/// The causal counterpart of [`repair`], for a stream: each sample is judged on the samples
+/// before it only (the batch repair looks up to five samples ahead; a live system cannot).
+///
+/// Rules, per sample (times in s, counter = the camera's frame counter when the source has
+/// one):
+/// - not finite → dropped; the same counter (or time) as the last kept → duplicate, dropped;
+///   an older one → out of order, dropped.
+/// - With a counter, once three intervals have been seen: the time the counter predicts is
+///   the anchor's time + Δcounter × the median period. A time within `tolerance_fraction`
+///   of the median sample interval of it agrees. One that disagrees is rebuilt from the
+///   counter (the batch repair's glitch rule, decided without the witness after it) for up
+///   to `max_glitch_run` samples in a row; a forward disagreement that lasts longer is the
+///   clock having jumped: re-anchored and reported ([`LiveNote::ClockJump`], a continuity
+///   break); a backward one cannot be placed and is dropped (the stream then looks stalled,
+///   which the consumer holds on).
+/// - A step longer than `max_gap_s` between kept samples is a [`LiveNote::Gap`]; nothing is
+///   ever synthesised: a repair changes a time, never invents a sample.
+#[derive(Debug, Clone)]
+pub struct LiveRepair {
+    limits: LiveLimits,
+    /// The last kept sample: counter and (repaired) time.
+    anchor: Option<(Option<u64>, f64)>,
+    /// Recent per-count periods and sample intervals of agreeing steps (ring buffers).
+    periods_s: [f64; LIVE_HISTORY],
+    intervals_s: [f64; LIVE_HISTORY],
+    seen: usize,
+    disagree_run: usize,
+}
+
+fn median_of(v: &[f64]) -> f64 {
+    let mut a = [0.0f64; LIVE_HISTORY];
+    let a = &mut a[..v.len()];
+    a.copy_from_slice(v);
+    a.sort_unstable_by(f64::total_cmp);
+    a[a.len() / 2]
+}
+
+impl LiveRepair {
+    /// A repair with these limits (checked by [`LiveLimits::validate`]).
+    pub fn new(limits: LiveLimits) -> Result<Self, SurrogateError> {
+        limits.validate()?;
+        Ok(LiveRepair {
+            limits,
+            anchor: None,
+            periods_s: [0.0; LIVE_HISTORY],
+            intervals_s: [0.0; LIVE_HISTORY],
+            seen: 0,
+            disagree_run: 0,
+        })
+    }
+
+    /// Forgets the stream (a new tracking session).
+    pub fn reset(&mut self) {
+        self.anchor = None;
+        self.seen = 0;
+        self.disagree_run = 0;
+    }
+
+    /// The median time between kept samples, once known, s.
+    pub fn sample_interval_s(&self) -> Option<f64> {
+        (self.seen >= 3).then(|| median_of(&self.intervals_s[..self.seen.min(LIVE_HISTORY)]))
+    }
+
+    fn learn(&mut self, dcount: u64, dt_s: f64) {
+        let k = self.seen % LIVE_HISTORY;
+        self.periods_s[k] = dt_s / dcount.max(1) as f64;
+        self.intervals_s[k] = dt_s;
+        self.seen += 1;
+    }
+
+    fn keep(&mut self, counter: Option<u64>, t_s: f64, note: Option<LiveNote>) -> LiveOutcome {
+        let gap = match self.anchor {
+            Some((_, t0)) if t_s - t0 > self.limits.max_gap_s => Some(LiveNote::Gap {
+                from_t_s: t0,
+                to_t_s: t_s,
+            }),
+            _ => None,
+        };
+        self.anchor = Some((counter, t_s));
+        LiveOutcome::Accepted {
+            t_s,
+            // a clock jump is reported as such even when it is also longer than a gap
+            note: note.filter(|n| n.breaks_continuity()).or(gap).or(note),
+        }
+    }
+
+    /// Judges the next received sample (`counter`: the source's frame counter, if any;
+    /// `finite`: whether its coordinates are finite).
+    pub fn push(&mut self, counter: Option<u64>, t_s: f64, finite: bool) -> LiveOutcome {
+        if !finite || !t_s.is_finite() {
+            return LiveOutcome::Dropped(DropReason::NotFinite);
+        }
+        let Some((c0, t0)) = self.anchor else {
+            return self.keep(counter, t_s, None);
+        };
+        let (Some(c0), Some(c)) = (c0, counter) else {
+            // no counter: time is the only witness
+            if t_s == t0 {
+                return LiveOutcome::Dropped(DropReason::Duplicate);
+            }
+            if t_s < t0 {
+                return LiveOutcome::Dropped(DropReason::OutOfOrder);
+            }
+            if t_s - t0 <= self.limits.max_gap_s {
+                self.learn(1, t_s - t0);
+            }
+            return self.keep(counter, t_s, None);
+        };
+        if c == c0 {
+            return LiveOutcome::Dropped(DropReason::Duplicate);
+        }
+        if c < c0 {
+            return LiveOutcome::Dropped(DropReason::OutOfOrder);
+        }
+        let dc = c - c0;
+        if self.seen < 3 {
+            // no period yet: take the time if it moves forward
+            if t_s <= t0 {
+                return LiveOutcome::Dropped(DropReason::Unplaceable);
+            }
+            if t_s - t0 <= self.limits.max_gap_s {
+                self.learn(dc, t_s - t0);
+            }
+            return self.keep(Some(c), t_s, None);
+        }
+        let n = self.seen.min(LIVE_HISTORY);
+        let period_s = median_of(&self.periods_s[..n]);
+        let tolerance_s = self.limits.tolerance_fraction * median_of(&self.intervals_s[..n]);
+        let expected_s = t0 + dc as f64 * period_s;
+        if (t_s - expected_s).abs() <= tolerance_s {
+            self.disagree_run = 0;
+            if t_s - t0 <= self.limits.max_gap_s {
+                self.learn(dc, t_s - t0);
+            }
+            return self.keep(Some(c), t_s, None);
+        }
+        self.disagree_run += 1;
+        if self.disagree_run <= self.limits.max_glitch_run {
+            return self.keep(
+                Some(c),
+                expected_s,
+                Some(LiveNote::TimeRepaired {
+                    recorded_t_s: t_s,
+                    repaired_t_s: expected_s,
+                }),
+            );
+        }
+        if t_s > expected_s {
+            self.disagree_run = 0;
+            return self.keep(
+                Some(c),
+                t_s,
+                Some(LiveNote::ClockJump {
+                    t_s,
+                    expected_t_s: expected_s,
+                }),
+            );
+        }
+        LiveOutcome::Dropped(DropReason::Unplaceable)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,6 +925,118 @@ mod tests {
             }
             let repaired: Vec<usize> = r.warnings.iter().map(SurrogateWarning::index).collect();
             prop_assert_eq!(repaired, (at..at + run).collect::<Vec<_>>());
+        }
+    }
+
+    // ---- live (causal) repair ----
+
+    fn live_run(ts: &[(u64, f64)]) -> Vec<LiveOutcome> {
+        let mut r = LiveRepair::new(LiveLimits::default()).unwrap();
+        ts.iter().map(|&(c, t)| r.push(Some(c), t, true)).collect()
+    }
+
+    fn kept_t(o: &LiveOutcome) -> Option<f64> {
+        match o {
+            LiveOutcome::Accepted { t_s, .. } => Some(*t_s),
+            LiveOutcome::Dropped(_) => None,
+        }
+    }
+
+    /// The ExtMarker glitch (a time fallen to its 1/500th while the counter goes on) is
+    /// rebuilt from the counter without looking ahead: the 60 Hz camera, every 6th frame.
+    #[test]
+    fn live_rebuilds_a_glitched_time_from_the_counter() {
+        let mut ts: Vec<(u64, f64)> = (0..20).map(|k| (6 * k, 0.1 * k as f64)).collect();
+        ts[10].1 /= 500.0;
+        let out = live_run(&ts);
+        assert!(
+            matches!(out[10], LiveOutcome::Accepted { note: Some(LiveNote::TimeRepaired { .. }), t_s } if (t_s - 1.0).abs() < 1e-9),
+            "{:?}",
+            out[10]
+        );
+        // the next sample agrees again: no note, its own time
+        assert_eq!(out[11], LiveOutcome::Accepted { t_s: 1.1, note: None });
+    }
+
+    #[test]
+    fn live_drops_duplicates_and_out_of_order() {
+        let ts = [(0, 0.0), (6, 0.1), (6, 0.1), (12, 0.2), (6, 0.1), (18, 0.3)];
+        let out = live_run(&ts);
+        assert_eq!(out[2], LiveOutcome::Dropped(DropReason::Duplicate));
+        assert_eq!(out[4], LiveOutcome::Dropped(DropReason::OutOfOrder));
+        assert_eq!(kept_t(&out[5]), Some(0.3));
+    }
+
+    /// A 1 s hole in a 10 Hz stream is reported on the first sample after it, as a gap,
+    /// and nothing is filled in.
+    #[test]
+    fn live_reports_a_gap_and_fills_nothing() {
+        let ts: Vec<(u64, f64)> = (0..30)
+            .filter(|k| !(11..=20).contains(k))
+            .map(|k| (6 * k, 0.1 * k as f64))
+            .collect();
+        let out = live_run(&ts);
+        assert_eq!(out.len(), 20);
+        let gaps: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                LiveOutcome::Accepted {
+                    note: Some(LiveNote::Gap { from_t_s, to_t_s }),
+                    ..
+                } => Some((*from_t_s, *to_t_s)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gaps.len(), 1);
+        assert!(
+            (gaps[0].0 - 1.0).abs() < 1e-9 && (gaps[0].1 - 2.1).abs() < 1e-9,
+            "{gaps:?}"
+        );
+        assert!(out.iter().all(|o| kept_t(o).is_some()));
+    }
+
+    /// A clock that jumps forward by 3 s and stays is rebuilt for the glitch run, then taken
+    /// as a jump (a continuity break), never as 3 s of missing samples.
+    #[test]
+    fn live_takes_a_lasting_forward_jump_as_a_clock_jump() {
+        let ts: Vec<(u64, f64)> = (0..30)
+            .map(|k| (6 * k, 0.1 * k as f64 + if k >= 15 { 3.0 } else { 0.0 }))
+            .collect();
+        let out = live_run(&ts);
+        let run = LiveLimits::default().max_glitch_run;
+        for o in &out[15..15 + run] {
+            assert!(
+                matches!(
+                    o,
+                    LiveOutcome::Accepted {
+                        note: Some(LiveNote::TimeRepaired { .. }),
+                        ..
+                    }
+                ),
+                "{o:?}"
+            );
+        }
+        assert!(
+            matches!(
+                out[15 + run],
+                LiveOutcome::Accepted {
+                    note: Some(LiveNote::ClockJump { .. }),
+                    ..
+                }
+            ),
+            "{:?}",
+            out[15 + run]
+        );
+        assert_eq!(
+            out[16 + run],
+            LiveOutcome::Accepted {
+                t_s: ts[16 + run].1,
+                note: None
+            }
+        );
+        // causal: the outcome of each sample is the same when the stream is cut right after it
+        for cut in 1..ts.len() {
+            assert_eq!(live_run(&ts[..cut]), out[..cut].to_vec(), "cut at {cut}");
         }
     }
 }

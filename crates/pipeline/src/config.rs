@@ -41,6 +41,142 @@ pub struct Config {
     /// Scheduling of the stage threads.
     #[serde(default)]
     pub realtime: RealtimeConfig,
+    /// Surrogate-driven corrections between CT frames (off by default).
+    #[serde(default)]
+    pub surrogate: SurrogateConfig,
+}
+
+/// Surrogate-driven tracking between CT frames: the tracking system's SURROGATE stream
+/// (`docs/protocol.md`), a correlation model refit on each frame, a forecast over the
+/// latency, and a correction set per sample. Off by default: with it off nothing changes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurrogateConfig {
+    /// Whether the pipeline tracks with the surrogate (frames then feed the model and are
+    /// not sent themselves).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where SURROGATE datagrams are received.
+    #[serde(default = "default_surrogate_listen")]
+    pub listen: SocketAddr,
+    /// The tracking system's HMAC key (its own, not the link's; owner-only file).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Which marker carries the breathing signal (0-based, of 1–3).
+    #[serde(default)]
+    pub marker: usize,
+    /// The stream's nominal rate, Hz.
+    #[serde(default = "default_surrogate_rate")]
+    pub sample_rate_hz: f64,
+    /// Surrogate sample → spot on the beam, ms: the forecast horizon.
+    #[serde(default = "default_surrogate_latency")]
+    pub latency_ms: f64,
+    /// A set is void this long after its surrogate sample's acquisition, ms (≥ latency_ms).
+    #[serde(default = "default_surrogate_validity")]
+    pub validity_ms: f64,
+    /// Sample received → set on the wire, ms; later sets are held, never sent.
+    #[serde(default = "default_surrogate_budget")]
+    pub budget_ms: f64,
+    /// The forecast: "ensemble", "rls" or "none".
+    #[serde(default = "default_surrogate_forecast")]
+    pub forecast: String,
+    /// CT frames the correlation model is fitted on.
+    #[serde(default = "default_surrogate_window")]
+    pub window: usize,
+    /// CT frames before the model is used (at least 3).
+    #[serde(default = "default_surrogate_min_frames")]
+    pub min_frames: usize,
+    /// A frame off the model by more than this holds, mm.
+    #[serde(default = "default_surrogate_limit")]
+    pub limit_mm: f64,
+    /// Allowed forecast excursion beyond the span the model was fitted on, fraction of it.
+    #[serde(default = "default_surrogate_extrapolation")]
+    pub max_extrapolation: f64,
+    /// Samples that fix the breathing axis.
+    #[serde(default = "default_surrogate_axis_samples")]
+    pub axis_samples: usize,
+    /// Backward difference for the surrogate's velocity, ms.
+    #[serde(default = "default_surrogate_velocity_window")]
+    pub velocity_window_ms: f64,
+    /// A longer step between samples is a gap: never bridged, ms.
+    #[serde(default = "default_surrogate_gap")]
+    pub max_gap_ms: f64,
+    /// No sample, or a frozen marker, for this long → hold (surrogate_lost), ms.
+    #[serde(default = "default_surrogate_stall")]
+    pub stall_ms: f64,
+    /// Continuous stream needed after a loss before corrections resume, ms.
+    #[serde(default = "default_surrogate_resume")]
+    pub resume_after_ms: f64,
+    /// A marker whose coordinates all stay within this is frozen, mm.
+    #[serde(default = "default_surrogate_freeze")]
+    pub freeze_tolerance_mm: f64,
+    /// Relative stopping power at the target, for the range change along the beam.
+    #[serde(default = "default_surrogate_rsp")]
+    pub rsp_at_target: f64,
+    /// The newest CT frame may be at most this old when a sample is steered by it, ms
+    /// (the scanner stopped → hold, `model_not_ready`).
+    #[serde(default = "default_surrogate_frame_age")]
+    pub max_frame_age_ms: f64,
+}
+
+impl Default for SurrogateConfig {
+    fn default() -> Self {
+        SurrogateConfig {
+            enabled: false,
+            listen: default_surrogate_listen(),
+            key_file: None,
+            marker: 0,
+            sample_rate_hz: default_surrogate_rate(),
+            latency_ms: default_surrogate_latency(),
+            validity_ms: default_surrogate_validity(),
+            budget_ms: default_surrogate_budget(),
+            forecast: default_surrogate_forecast(),
+            window: default_surrogate_window(),
+            min_frames: default_surrogate_min_frames(),
+            limit_mm: default_surrogate_limit(),
+            max_extrapolation: default_surrogate_extrapolation(),
+            axis_samples: default_surrogate_axis_samples(),
+            velocity_window_ms: default_surrogate_velocity_window(),
+            max_gap_ms: default_surrogate_gap(),
+            stall_ms: default_surrogate_stall(),
+            resume_after_ms: default_surrogate_resume(),
+            freeze_tolerance_mm: default_surrogate_freeze(),
+            rsp_at_target: default_surrogate_rsp(),
+            max_frame_age_ms: default_surrogate_frame_age(),
+        }
+    }
+}
+
+impl SurrogateConfig {
+    /// The tracker's options (the config validated first).
+    pub fn tracker_options(&self) -> crate::tracking::TrackerOptions {
+        use crate::tracking::Forecast;
+        let d = crate::tracking::TrackerOptions::default();
+        crate::tracking::TrackerOptions {
+            marker: self.marker,
+            latency_s: self.latency_ms * 1e-3,
+            sample_rate_hz: self.sample_rate_hz,
+            forecast: match self.forecast.as_str() {
+                "none" => Forecast::None,
+                "rls" => Forecast::Rls,
+                _ => Forecast::Ensemble,
+            },
+            window: self.window,
+            min_frames: self.min_frames,
+            limit_mm: self.limit_mm,
+            max_extrapolation: self.max_extrapolation,
+            axis_samples: self.axis_samples,
+            velocity_window_s: self.velocity_window_ms * 1e-3,
+            live: ionguide_core::surrogate::LiveLimits {
+                max_gap_s: self.max_gap_ms * 1e-3,
+                ..d.live
+            },
+            stall_s: self.stall_ms * 1e-3,
+            freeze_tolerance_mm: self.freeze_tolerance_mm,
+            resume_after_s: self.resume_after_ms * 1e-3,
+            max_frame_age_s: self.max_frame_age_ms * 1e-3,
+        }
+    }
 }
 
 /// `[realtime]`: the stage threads under `SCHED_FIFO`, ahead of everything time-shared on the
@@ -402,6 +538,60 @@ fn default_max_object() -> usize {
 fn default_max_spots() -> usize {
     200_000
 }
+fn default_surrogate_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 47_810))
+}
+fn default_surrogate_rate() -> f64 {
+    10.0
+}
+fn default_surrogate_latency() -> f64 {
+    200.0
+}
+fn default_surrogate_validity() -> f64 {
+    300.0
+}
+fn default_surrogate_budget() -> f64 {
+    20.0
+}
+fn default_surrogate_forecast() -> String {
+    "ensemble".into()
+}
+fn default_surrogate_window() -> usize {
+    15
+}
+fn default_surrogate_min_frames() -> usize {
+    4
+}
+fn default_surrogate_limit() -> f64 {
+    2.0
+}
+fn default_surrogate_extrapolation() -> f64 {
+    0.5
+}
+fn default_surrogate_axis_samples() -> usize {
+    50
+}
+fn default_surrogate_velocity_window() -> f64 {
+    200.0
+}
+fn default_surrogate_gap() -> f64 {
+    500.0
+}
+fn default_surrogate_stall() -> f64 {
+    500.0
+}
+fn default_surrogate_resume() -> f64 {
+    1_000.0
+}
+fn default_surrogate_freeze() -> f64 {
+    1e-3
+}
+fn default_surrogate_rsp() -> f64 {
+    1.0
+}
+fn default_surrogate_frame_age() -> f64 {
+    3_000.0
+}
 
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -484,6 +674,9 @@ impl Config {
             fix(&mut t.ca);
         }
         fix(&mut self.link.key_file);
+        if let Some(p) = &mut self.surrogate.key_file {
+            fix(p);
+        }
         fix(&mut self.audit.path);
         if let Some(p) = &mut self.audit.key_file {
             fix(p);
@@ -682,6 +875,91 @@ impl Config {
                 "is true but realtime.priority is 0: give the priority that is required".into(),
             ));
         }
+        self.validate_surrogate(path)
+    }
+
+    fn validate_surrogate(&self, path: &Path) -> Result<(), ConfigError> {
+        let g = &self.surrogate;
+        let bad = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        for (key, v) in [
+            ("surrogate.sample_rate_hz", g.sample_rate_hz),
+            ("surrogate.latency_ms", g.latency_ms),
+            ("surrogate.validity_ms", g.validity_ms),
+            ("surrogate.budget_ms", g.budget_ms),
+            ("surrogate.limit_mm", g.limit_mm),
+            ("surrogate.max_extrapolation", g.max_extrapolation),
+            ("surrogate.velocity_window_ms", g.velocity_window_ms),
+            ("surrogate.max_gap_ms", g.max_gap_ms),
+            ("surrogate.stall_ms", g.stall_ms),
+            ("surrogate.resume_after_ms", g.resume_after_ms),
+            ("surrogate.freeze_tolerance_mm", g.freeze_tolerance_mm),
+            ("surrogate.rsp_at_target", g.rsp_at_target),
+            ("surrogate.max_frame_age_ms", g.max_frame_age_ms),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(key, format!("must be a positive number, got {v}")));
+            }
+        }
+        if g.validity_ms < g.latency_ms {
+            return Err(bad(
+                "surrogate.validity_ms",
+                format!(
+                    "must be at least surrogate.latency_ms ({} ms), got {}: sets would be void before delivery",
+                    g.latency_ms, g.validity_ms
+                ),
+            ));
+        }
+        if g.marker > 2 {
+            return Err(bad(
+                "surrogate.marker",
+                format!("must be 0, 1 or 2, got {}", g.marker),
+            ));
+        }
+        if !matches!(g.forecast.as_str(), "ensemble" | "rls" | "none") {
+            return Err(bad(
+                "surrogate.forecast",
+                format!("must be \"ensemble\", \"rls\" or \"none\", got {:?}", g.forecast),
+            ));
+        }
+        if g.min_frames < 3 || g.window < g.min_frames || g.window > 1_000 {
+            return Err(bad(
+                "surrogate.window",
+                format!(
+                    "needs 3 ≤ min_frames ≤ window ≤ 1000, got min_frames {} window {}",
+                    g.min_frames, g.window
+                ),
+            ));
+        }
+        if g.axis_samples < 3 || g.axis_samples > 100_000 {
+            return Err(bad(
+                "surrogate.axis_samples",
+                format!("must be 3..=100000, got {}", g.axis_samples),
+            ));
+        }
+        if g.enabled {
+            let Some(k) = &g.key_file else {
+                return Err(bad(
+                    "surrogate.key_file",
+                    "is required when surrogate.enabled".into(),
+                ));
+            };
+            if !k.is_file() {
+                return Err(bad(
+                    "surrogate.key_file",
+                    format!("names {} which is not an existing file", k.display()),
+                ));
+            }
+            if *k == self.link.key_file {
+                return Err(bad(
+                    "surrogate.key_file",
+                    "must differ from link.key_file: the tracking system must not be able to sign corrections".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -796,6 +1074,45 @@ path = "audit/session.audit"
         // Not a number the OS could take at all: refused by the parser, naming the key.
         let e = load("[realtime]\npriority = -3\n").unwrap_err().to_string();
         assert!(e.contains("priority"), "{e}");
+    }
+
+    #[test]
+    fn surrogate_is_off_by_default_and_its_keys_are_checked_by_name() {
+        let d = session_dir();
+        let load = |extra: &str| Config::from_toml_str(&format!("{GOOD}{extra}"), Path::new("s.toml"), &d.0);
+        let c = load("").unwrap();
+        assert!(!c.surrogate.enabled);
+        assert_eq!(c.surrogate, SurrogateConfig::default());
+        let key_needed = load("[surrogate]\nenabled = true\n").unwrap_err().to_string();
+        assert!(
+            key_needed.contains("surrogate.key_file") && key_needed.contains("required"),
+            "{key_needed}"
+        );
+        let same_key = load("[surrogate]\nenabled = true\nkey_file = \"link.key\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(same_key.contains("must differ from link.key_file"), "{same_key}");
+        std::fs::write(d.0.join("tracker.key"), b"x").unwrap();
+        let c = load(
+            "[surrogate]\nenabled = true\nkey_file = \"tracker.key\"\nlatency_ms = 150\nforecast = \"rls\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.surrogate.key_file, Some(d.0.join("tracker.key")));
+        let o = c.surrogate.tracker_options();
+        assert_eq!(o.latency_s, 0.15);
+        assert_eq!(o.forecast, crate::tracking::Forecast::Rls);
+        for (extra, key) in [
+            ("validity_ms = 100\nlatency_ms = 200", "surrogate.validity_ms"),
+            ("forecast = \"kalman\"", "surrogate.forecast"),
+            ("min_frames = 2", "surrogate.window"),
+            ("window = 3\nmin_frames = 4", "surrogate.window"),
+            ("marker = 3", "surrogate.marker"),
+            ("stall_ms = 0", "surrogate.stall_ms"),
+            ("limit_mm = -1", "surrogate.limit_mm"),
+        ] {
+            let e = load(&format!("[surrogate]\n{extra}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`pipeline`]: the session (planning data loaded and checked), the stage threads and their rings.
 //! - [`adapt`]: per-spot corrections from the tumor shift and the frame's WEPL, safety limits.
 //! - [`link`]: the authenticated UDP protocol to the gantry controller (spec: `docs/protocol.md`).
+//! - [`tracking`]: surrogate-driven corrections between CT frames (correlation model, forecast, holds).
 //! - [`audit`]: the append-only, checksummed audit log of every frame and session event.
 
 pub mod adapt;
@@ -15,6 +16,7 @@ pub mod facility;
 pub mod link;
 pub mod pipeline;
 pub mod source;
+pub mod tracking;
 
 // The layers below, named through `crate::` paths as in one crate.
 pub(crate) use ionguide_core::{correction, geometry, plan, units, volume};

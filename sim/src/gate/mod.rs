@@ -639,6 +639,17 @@ pub struct Budgets {
     /// The kernels' criterion benches, by criterion id (`group/function`).
     #[serde(default)]
     pub benches: BTreeMap<String, benches::BenchBudget>,
+    /// Surrogate-driven corrections (`cargo bench --bench surrogate`; not run by the gate).
+    #[serde(default)]
+    pub surrogate: Option<SurrogateBudgets>,
+}
+
+/// The surrogate path's budget (issue 14).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurrogateBudgets {
+    /// Surrogate sample → its 10,000-spot set complete at the receiver, p99, ms.
+    pub sample_to_set_on_wire_p99_ms: f64,
 }
 
 impl Budgets {

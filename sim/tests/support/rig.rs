@@ -95,6 +95,9 @@ pub struct Rig {
     pub audit_path: PathBuf,
     /// The capturing relay, when asked for.
     pub proxy: Option<super::proxy::Proxy>,
+    /// Where the surrogate stream goes (surrogate tracking on).
+    #[allow(dead_code)] // only the surrogate tests send one
+    pub surrogate_addr: Option<std::net::SocketAddr>,
     /// Keeps the folder alive.
     pub dir: tempfile::TempDir,
 }
@@ -111,6 +114,9 @@ pub struct RigOptions {
     pub timing: LinkTiming,
     /// Relay the link through a capturing proxy.
     pub via_proxy: bool,
+    /// Surrogate tracking on, with these extra keys of the `[surrogate]` table (its key
+    /// file is written, its stream received on a free loopback port).
+    pub surrogate_toml: Option<String>,
 }
 
 impl Default for RigOptions {
@@ -125,6 +131,7 @@ impl Default for RigOptions {
                 ack_timeout: Duration::from_millis(400),
             },
             via_proxy: false,
+            surrogate_toml: None,
         }
     }
 }
@@ -133,10 +140,23 @@ impl Rig {
     /// Loads the session and starts everything; frames go into the returned sender.
     pub fn start(options: RigOptions) -> Rig {
         let dir = tempfile::tempdir().unwrap();
+        let mut extra_toml = options.extra_toml.clone();
+        if let Some(t) = &options.surrogate_toml {
+            let key = dir.path().join("surrogate.key");
+            std::fs::write(&key, "5a".repeat(32)).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            extra_toml.push_str(&format!(
+                "\n[surrogate]\nenabled = true\nkey_file = \"surrogate.key\"\nlisten = \"127.0.0.1:0\"\n{t}\n"
+            ));
+        }
         let config_path = write_session(
             dir.path(),
             &options.planning_toml,
-            &options.extra_toml,
+            &extra_toml,
             "[source]\nkind = \"scp\"\nbind = \"127.0.0.1:0\"\nexpected_slices = 59\n",
         );
         let builder = ChainBuilder::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
@@ -166,6 +186,7 @@ impl Rig {
             events: tx,
             session,
             audit_path,
+            surrogate_addr,
         } = chain;
         Rig {
             pipeline: Some(pipeline),
@@ -174,6 +195,7 @@ impl Rig {
             events: tx,
             audit_path,
             proxy,
+            surrogate_addr,
             dir,
         }
     }

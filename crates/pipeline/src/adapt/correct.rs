@@ -92,6 +92,46 @@ impl Adapter {
         }
     }
 
+    /// Corrections for the tumor moved by `delta_mm` since the frame `reg` and `wepl` were
+    /// measured on (a surrogate-predicted shift between CT frames), through the same limits
+    /// as [`adapt`](Self::adapt). `scratch` is a reused buffer ([`FrameWepl::for_plan`]).
+    ///
+    /// Lateral: exact for the moved target, as for a frame (`reg.tumor_shift_mm + delta`).
+    /// Range: each spot's frame WEPL plus `rsp_at_target ×` the part of `delta` along its
+    /// beam (away from the source: deeper). This is the approximation of issue 14 ("the
+    /// newest frame moved by the predicted shift"): it ignores the lateral part of `delta`
+    /// moving the ray through other tissue (error: the frame's lateral WEPL gradient × the
+    /// lateral move; zero in uniform tissue, up to the full density step where the moved ray
+    /// crosses a rib or lung edge) and anatomy that moved otherwise than the tumor since the
+    /// frame (the CT image is of its acquisition instant). Both stay bounded by the model's
+    /// limit: a frame is checked against the model when it arrives.
+    // The frame's evidence, the move and the caller's two reused buffers are separate
+    // borrows on the per-sample hot path; bundling them would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adapt_shifted(
+        &mut self,
+        stamp: FrameStamp,
+        reg: &Registration,
+        wepl: &[f32],
+        delta_mm: VectorMm,
+        rsp_at_target: f64,
+        scratch: &mut FrameWepl,
+        out: &mut CorrectionSet,
+    ) -> Result<AdaptSummary, HoldDetail> {
+        let mut moved = *reg;
+        moved.tumor_shift_mm = reg.tumor_shift_mm + delta_mm;
+        moved.target_mm = reg.target_mm + delta_mm;
+        scratch.shift_mm = moved.tumor_shift_mm;
+        scratch.wepl_mm.clear();
+        let plan = &*self.plan;
+        scratch.wepl_mm.extend(plan.spots.iter().zip(wepl).map(|(g, &w)| {
+            // to_source points upstream; moving away from it adds depth
+            let deeper_mm = -delta_mm.dot(&plan.beams[g.beam].to_source);
+            (f64::from(w) + rsp_at_target * deeper_mm) as f32
+        }));
+        self.adapt(stamp, &moved, scratch, out)
+    }
+
     fn fill(
         &self,
         stamp: FrameStamp,

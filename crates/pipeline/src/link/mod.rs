@@ -6,6 +6,7 @@
 //! - [`replay`]: strict per-session sequence, freshness and session-admission rules.
 //! - [`reassembly`]: a frame's CORRECTIONS parts back into one [`crate::correction::CorrectionSet`].
 //! - [`udp`]: the two socket endpoints.
+//! - [`surrogate`]: the tracking system's SURROGATE stream (its sender and the pipeline's receiver).
 //!
 //! `docs/protocol.md` is the byte-by-byte specification.
 //!
@@ -21,6 +22,7 @@ pub mod key;
 pub mod protocol;
 pub mod reassembly;
 pub mod replay;
+pub mod surrogate;
 pub mod udp;
 
 pub use key::{check_private_file, KeyError, LinkKey};

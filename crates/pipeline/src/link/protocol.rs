@@ -26,6 +26,10 @@ pub const SPOT_LEN: usize = crate::correction::SPOT_BYTES;
 pub const HOLD_LEN: usize = 10;
 /// ACK payload bytes.
 pub const ACK_LEN: usize = 28;
+/// Fixed SURROGATE payload bytes before the marker coordinates.
+pub const SURROGATE_FIXED_LEN: usize = 20;
+/// Most markers one SURROGATE sample carries.
+pub const MAX_SURROGATE_MARKERS: usize = 3;
 /// Default largest datagram: fits a 1500-byte Ethernet MTU with IPv4/IPv6 and UDP headers,
 /// so no datagram is ever IP-fragmented (a lost fragment would lose the whole datagram).
 pub const DEFAULT_MAX_DATAGRAM: usize = 1400;
@@ -49,6 +53,9 @@ pub enum MessageType {
     Heartbeat,
     /// Controller → sender acknowledgement.
     Ack,
+    /// Tracking system → ionguide: one external surrogate sample (code 7; code 6 is
+    /// reserved for the controller's DELIVERED message).
+    Surrogate,
 }
 
 impl MessageType {
@@ -60,6 +67,7 @@ impl MessageType {
             MessageType::Resume => 3,
             MessageType::Heartbeat => 4,
             MessageType::Ack => 5,
+            MessageType::Surrogate => 7,
         }
     }
     /// From a wire code.
@@ -70,6 +78,7 @@ impl MessageType {
             3 => Some(MessageType::Resume),
             4 => Some(MessageType::Heartbeat),
             5 => Some(MessageType::Ack),
+            7 => Some(MessageType::Surrogate),
             _ => None,
         }
     }
@@ -120,6 +129,12 @@ pub enum EncodeError {
         part_index: u16,
         /// Available.
         part_count: u16,
+    },
+    /// A SURROGATE sample must carry 1 to 3 markers.
+    #[error("surrogate sample with {markers} markers (1..=3 allowed)")]
+    BadMarkerCount {
+        /// Markers asked for.
+        markers: u8,
     },
     /// The sequence number space of this session is exhausted (2^64 messages).
     #[error("sequence numbers exhausted for this session")]
@@ -244,6 +259,21 @@ pub struct Ack {
     pub beam_on: bool,
 }
 
+/// One external surrogate sample as the tracking system sent it: 1–3 markers, 3 coordinates
+/// each (the tracking system's frame, mm).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SurrogateSample {
+    /// The tracking system's sample counter (its camera frame): the witness that orders
+    /// samples and says which of two disagreeing clocks is wrong.
+    pub sample: u64,
+    /// When the sample was acquired, tracking system's wall clock, ns since the UNIX epoch.
+    pub acquired_unix_ns: u64,
+    /// Markers present (1..=3); `pos_mm` beyond them is zero.
+    pub markers: u8,
+    /// Marker positions, mm.
+    pub pos_mm: [[f32; 3]; MAX_SURROGATE_MARKERS],
+}
+
 /// One CORRECTIONS datagram, decoded, with its spots still in the datagram.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CorrectionsPart<'a> {
@@ -311,6 +341,8 @@ pub enum Body<'a> {
     Heartbeat,
     /// Controller → sender acknowledgement.
     Ack(Ack),
+    /// Tracking system → ionguide: one surrogate sample.
+    Surrogate(SurrogateSample),
 }
 
 /// An authenticated, decoded message borrowing from its datagram.
@@ -534,6 +566,45 @@ impl Encoder {
         Ok(self.seal(out, total))
     }
 
+    /// Encodes a SURROGATE sample (tracking-system side). Refuses a marker count outside
+    /// 1..=3 and non-finite coordinates (as [`EncodeError::NonFinite`] with the sample
+    /// counter as `frame_id` and the marker as `position`).
+    pub fn encode_surrogate(
+        &mut self,
+        out: &mut [u8],
+        sent_unix_ns: u64,
+        sample: &SurrogateSample,
+    ) -> Result<usize, EncodeError> {
+        let n = sample.markers as usize;
+        if !(1..=MAX_SURROGATE_MARKERS).contains(&n) {
+            return Err(EncodeError::BadMarkerCount {
+                markers: sample.markers,
+            });
+        }
+        if let Some(m) = sample.pos_mm[..n]
+            .iter()
+            .position(|p| p.iter().any(|v| !v.is_finite()))
+        {
+            return Err(EncodeError::NonFinite {
+                frame_id: sample.sample,
+                position: m as u32,
+            });
+        }
+        let payload_len = SURROGATE_FIXED_LEN + 12 * n;
+        let total = self.begin(out, MessageType::Surrogate, sent_unix_ns, payload_len)?;
+        let p = &mut out[HEADER_LEN..HEADER_LEN + payload_len];
+        put(p, 0, &sample.sample.to_le_bytes());
+        put(p, 8, &sample.acquired_unix_ns.to_le_bytes());
+        p[16] = sample.markers;
+        p[17..20].fill(0);
+        for (m, xyz) in sample.pos_mm[..n].iter().enumerate() {
+            for (i, v) in xyz.iter().enumerate() {
+                put(p, SURROGATE_FIXED_LEN + 12 * m + 4 * i, &v.to_le_bytes());
+            }
+        }
+        Ok(self.seal(out, total))
+    }
+
     /// Encodes an ACK (controller side).
     pub fn encode_ack(&mut self, out: &mut [u8], sent_unix_ns: u64, ack: &Ack) -> Result<usize, EncodeError> {
         let total = self.begin(out, MessageType::Ack, sent_unix_ns, ACK_LEN)?;
@@ -675,9 +746,55 @@ impl Decoder {
                     beam_on,
                 })
             }
+            MessageType::Surrogate => Body::Surrogate(decode_surrogate(p)?),
         };
         Ok(Message { header, body })
     }
+}
+
+fn decode_surrogate(p: &[u8]) -> Result<SurrogateSample, DecodeError> {
+    if p.len() < SURROGATE_FIXED_LEN {
+        return Err(DecodeError::LengthMismatch {
+            declared: p.len(),
+            actual: SURROGATE_FIXED_LEN,
+        });
+    }
+    let markers = p[16];
+    let n = markers as usize;
+    if !(1..=MAX_SURROGATE_MARKERS).contains(&n) {
+        return Err(DecodeError::BadField {
+            field: "surrogate.markers",
+        });
+    }
+    let need = SURROGATE_FIXED_LEN + 12 * n;
+    if p.len() != need {
+        return Err(DecodeError::LengthMismatch {
+            declared: p.len(),
+            actual: need,
+        });
+    }
+    if p[17..20].iter().any(|&b| b != 0) {
+        return Err(DecodeError::BadField {
+            field: "surrogate.reserved",
+        });
+    }
+    let mut pos_mm = [[0.0f32; 3]; MAX_SURROGATE_MARKERS];
+    for (m, xyz) in pos_mm[..n].iter_mut().enumerate() {
+        for (i, v) in xyz.iter_mut().enumerate() {
+            *v = read_f32(p, SURROGATE_FIXED_LEN + 12 * m + 4 * i);
+            if !v.is_finite() {
+                return Err(DecodeError::BadField {
+                    field: "surrogate.pos_mm",
+                });
+            }
+        }
+    }
+    Ok(SurrogateSample {
+        sample: read_u64(p, 0),
+        acquired_unix_ns: read_u64(p, 8),
+        markers,
+        pos_mm,
+    })
 }
 
 fn decode_corrections(p: &[u8]) -> Result<CorrectionsPart<'_>, DecodeError> {

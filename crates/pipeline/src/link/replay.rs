@@ -121,6 +121,12 @@ impl ReplayGuard {
         Self::admitting(&[MessageType::Ack], max_age_ns, max_future_ns)
     }
 
+    /// The pipeline's guard on the tracking system's surrogate stream: its sessions start
+    /// (and continue) with SURROGATE samples.
+    pub fn for_surrogate(max_age_ns: u64, max_future_ns: u64) -> Self {
+        Self::admitting(&[MessageType::Surrogate], max_age_ns, max_future_ns)
+    }
+
     /// A guard whose sessions may start with any of `types`.
     pub fn admitting(types: &[MessageType], max_age_ns: u64, max_future_ns: u64) -> Self {
         let admit_mask = types.iter().fold(0u8, |m, t| m | 1 << t.code());

@@ -39,7 +39,7 @@ pub enum LinkError {
     Random(getrandom::Error),
 }
 
-fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> LinkError {
+pub(super) fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> LinkError {
     move |source| LinkError::Io { context, source }
 }
 
@@ -103,7 +103,7 @@ pub struct SendStats {
     pub bytes: usize,
 }
 
-fn udp_socket(bind: SocketAddr, recv_buffer_bytes: usize) -> Result<UdpSocket, LinkError> {
+pub(super) fn udp_socket(bind: SocketAddr, recv_buffer_bytes: usize) -> Result<UdpSocket, LinkError> {
     let domain = socket2::Domain::for_address(bind);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
         .map_err(io_err("create UDP socket"))?;
@@ -113,7 +113,7 @@ fn udp_socket(bind: SocketAddr, recv_buffer_bytes: usize) -> Result<UdpSocket, L
     Ok(socket.into())
 }
 
-fn random_session_id() -> Result<u64, LinkError> {
+pub(super) fn random_session_id() -> Result<u64, LinkError> {
     // 0 is kept out so that "no session" never collides with a real one.
     loop {
         let id = getrandom::u64().map_err(LinkError::Random)?;
@@ -501,6 +501,8 @@ impl LinkReceiver {
             Body::Resume => Ev::Other(Event::Resume),
             Body::Heartbeat => Ev::Other(Event::Heartbeat),
             Body::Ack(_) => return Err(Rejection::UnexpectedType(MessageType::Ack)),
+            // the tracking system's stream goes to the pipeline, never to the controller
+            Body::Surrogate(_) => return Err(Rejection::UnexpectedType(MessageType::Surrogate)),
         };
         Ok((msg.header, new_session, ev))
     }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use super::session::Session;
 use super::stages::StageIo;
+use super::surrogate_stage::EvidenceTap;
 use super::work::Outcome;
 use crate::adapt::{Adapter, FrameStamp};
 use crate::correction::HoldReason;
 
-/// Runs until the pipeline stops.
-pub fn run(mut io: StageIo, session: Arc<Session>) {
+/// Runs until the pipeline stops. With surrogate tracking on, `tap` hands every corrected
+/// frame's registration and WEPL to the surrogate stage.
+pub fn run(mut io: StageIo, session: Arc<Session>, tap: Option<EvidenceTap>) {
     let mut adapter = Adapter::new(session.adapt_plan.clone());
     let mut jump_resets_seen = 0;
     while let Some(w) = io.next_frame() {
@@ -32,8 +34,13 @@ pub fn run(mut io: StageIo, session: Arc<Session>) {
                 frame_id: w.ticket.frame_id,
                 valid_until_unix_ns: w.ticket.valid_until_unix_ns,
             };
-            if let Err(hold) = adapter.adapt(stamp, &reg, &w.wepl, &mut w.corrections) {
-                w.decide(Outcome::Held(hold.reason), format_args!("{hold}"));
+            match adapter.adapt(stamp, &reg, &w.wepl, &mut w.corrections) {
+                Err(hold) => w.decide(Outcome::Held(hold.reason), format_args!("{hold}")),
+                Ok(_) => {
+                    if let Some(tap) = &tap {
+                        tap.offer(&w.ticket, &reg, &w.wepl);
+                    }
+                }
             }
         });
     }

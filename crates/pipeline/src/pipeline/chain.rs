@@ -22,9 +22,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::surrogate_stage::{SurrogateIo, SurrogateStageOptions};
 use super::{LinkTiming, Pipeline, PipelineError, PipelineIo, Session, SessionError};
 use crate::audit::{AuditError, AuditOptions, AuditRecord, AuditWriter, Fsync, SetupRecord};
 use crate::config::{Config, ConfigError};
+use crate::link::surrogate::SurrogateReceiver;
 use crate::link::{KeyError, LinkError, LinkKey, LinkOptions, LinkSender};
 use crate::source::SourceEvent;
 
@@ -65,6 +67,14 @@ pub enum ChainError {
         /// Cause.
         source: AuditError,
     },
+    /// The surrogate stream's socket.
+    #[error("opening the surrogate receiver on {listen}: {source}")]
+    Surrogate {
+        /// Where it was to listen.
+        listen: SocketAddr,
+        /// Cause.
+        source: LinkError,
+    },
     /// Starting the pipeline.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -95,6 +105,7 @@ pub struct ChainBuilder {
     audit_options: AuditOptions,
     config_sha256: Option<[u8; 32]>,
     event_capacity: usize,
+    surrogate_listen: SocketAddr,
 }
 
 /// Reads the configuration and loads its session, with every load check. Nothing is opened.
@@ -143,6 +154,7 @@ impl ChainBuilder {
             audit_options,
             config_sha256: None,
             event_capacity: 64,
+            surrogate_listen: config.surrogate.listen,
             config,
             session,
         }
@@ -198,6 +210,13 @@ impl ChainBuilder {
     /// warnings) and the setup record when the log is opened, as the daemon does.
     pub fn session_records(mut self, config_sha256: [u8; 32]) -> Self {
         self.config_sha256 = Some(config_sha256);
+        self
+    }
+
+    /// Receives the surrogate stream on `addr` instead of the configured `surrogate.listen`
+    /// (port 0: any; [`OpenChain::surrogate_addr`] says which).
+    pub fn surrogate_listen(mut self, addr: SocketAddr) -> Self {
+        self.surrogate_listen = addr;
         self
     }
 
@@ -269,8 +288,36 @@ impl ChainBuilder {
                 .map_err(audit_err)?;
             audit.flush().map_err(audit_err)?;
         }
+        let surrogate = match &self.config.surrogate {
+            g if g.enabled => {
+                let key_file = g.key_file.as_ref().ok_or_else(|| ConfigError::Invalid {
+                    path: PathBuf::new(),
+                    key: "surrogate.key_file",
+                    reason: "is required when surrogate.enabled".into(),
+                })?;
+                let key = LinkKey::from_file(key_file)?;
+                let receiver = SurrogateReceiver::bind(self.surrogate_listen, &key, &LinkOptions::default())
+                    .map_err(|source| ChainError::Surrogate {
+                        listen: self.surrogate_listen,
+                        source,
+                    })?;
+                Some(SurrogateIo {
+                    receiver,
+                    options: SurrogateStageOptions {
+                        tracker: g.tracker_options(),
+                        budget: Duration::from_secs_f64(g.budget_ms * 1e-3),
+                        validity: Duration::from_secs_f64(g.validity_ms * 1e-3),
+                        rsp_at_target: g.rsp_at_target,
+                    },
+                })
+            }
+            _ => None,
+        };
+        let surrogate_addr = surrogate.as_ref().and_then(|g| g.receiver.local_addr().ok());
         let (events_tx, events_rx) = crossbeam_channel::bounded(self.event_capacity);
         Ok(OpenChain {
+            surrogate,
+            surrogate_addr,
             session: self.session,
             events_tx,
             events_rx,
@@ -297,9 +344,16 @@ pub struct OpenChain {
     audit: AuditWriter,
     audit_path: PathBuf,
     timing: LinkTiming,
+    surrogate: Option<SurrogateIo>,
+    surrogate_addr: Option<SocketAddr>,
 }
 
 impl OpenChain {
+    /// Where the surrogate stream is received (`None`: surrogate tracking off).
+    pub fn surrogate_addr(&self) -> Option<SocketAddr> {
+        self.surrogate_addr
+    }
+
     /// Where a frame source sends (frames wait until [`OpenChain::start`]).
     pub fn events(&self) -> Sender<SourceEvent> {
         self.events_tx.clone()
@@ -315,9 +369,11 @@ impl OpenChain {
                 link: self.link,
                 audit: self.audit,
                 timing: self.timing,
+                surrogate: self.surrogate,
             },
         )?;
         Ok(Chain {
+            surrogate_addr: self.surrogate_addr,
             pipeline,
             events: self.events_tx,
             session: self.session,
@@ -336,4 +392,6 @@ pub struct Chain {
     pub session: Arc<Session>,
     /// The audit log.
     pub audit_path: PathBuf,
+    /// Where the surrogate stream is received (`None`: surrogate tracking off).
+    pub surrogate_addr: Option<SocketAddr>,
 }

@@ -51,6 +51,9 @@ pub struct LinkStage {
     pub drain: Arc<std::sync::atomic::AtomicBool>,
     /// Told once the stage is set up.
     pub ready: Option<Sender<()>>,
+    /// Surrogate-driven sets (when `surrogate.enabled`): frames then only feed the model and
+    /// are audited, not sent.
+    pub surrogate: Option<super::surrogate_stage::SurrogateLinkEnd>,
 }
 
 /// The beam as we last told the controller.
@@ -71,6 +74,9 @@ struct State {
     controller_on: bool,
     last_sent: Instant,
     record: FrameRecord,
+    /// The newest finished frame's hold (surrogate mode: no surrogate set is sent while the
+    /// newest frame ended in a hold — a frame's hold is never lifted by the surrogate).
+    frame_hold: Option<HoldReason>,
 }
 
 /// Runs until drained after the other stages stop. Returns the audit writer (flushed) so the
@@ -93,6 +99,7 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
             },
             ..FrameRecord::default()
         },
+        frame_hold: None,
     };
     // Start held: nothing may be delivered before the first corrected frame.
     send_hold(&mut s, &mut st, HoldReason::NotReady, 0);
@@ -117,6 +124,10 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
         while let Ok(action) = s.shared.operator.rx.try_recv() {
             did = true;
             audit_operator(&mut s, &action)?;
+        }
+        while let Some(set) = s.surrogate.as_ref().and_then(|g| g.rx.try_recv().ok()) {
+            did = true;
+            finish_surrogate(&mut s, &mut st, set)?;
         }
         poll_acks(&mut s, &mut st);
         if !did {
@@ -279,6 +290,14 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
             );
         }
     }
+    if w.ticket.outcome == Outcome::Pending && s.surrogate.is_some() {
+        // surrogate mode: the frame fed the correlation model (adapt stage); the surrogate
+        // stage's sets carry it to the beam, a frame set would step it back to the
+        // frame's acquisition instant
+        w.ticket.outcome = Outcome::Corrected;
+        w.corrections.spots.clear();
+        let _ = std::fmt::Write::write_str(&mut w.detail, "surrogate mode: model evidence, not sent");
+    }
     if w.ticket.outcome == Outcome::Pending {
         if st.told != Told::Corrections {
             if let Ok(n) = s.link.send_resume() {
@@ -340,7 +359,17 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
         send_hold(s, st, reason, w.ticket.frame_id);
     }
     w.ticket.stage_ns[Stage::Link.index()] = start.elapsed().as_nanos() as u64;
-    audit_frame(s, st, &w.ticket, &w.origin, &w.detail, Some(&*w))?;
+    note_frame_outcome(st, w.ticket.outcome);
+    let reg = w.registration;
+    let evidence = Evidence {
+        tumor_shift_mm: reg.map(|g| {
+            let v = g.tumor_shift_mm;
+            [v.x as f32, v.y as f32, v.z as f32]
+        }),
+        ncc: reg.map(|g| g.similarity_ncc),
+        set: Some(&w.corrections),
+    };
+    audit_frame(s, st, &w.ticket, &w.origin, &w.detail, evidence)?;
     s.pool.give(w);
     Ok(())
 }
@@ -356,7 +385,107 @@ fn finish_bare(
         ticket.sent_at = Some(Instant::now());
         send_hold(s, st, reason, ticket.frame_id);
     }
-    audit_frame(s, st, &ticket, origin, detail, None)
+    note_frame_outcome(st, ticket.outcome);
+    audit_frame(s, st, &ticket, origin, detail, Evidence::default())
+}
+
+fn note_frame_outcome(st: &mut State, outcome: Outcome) {
+    match outcome {
+        Outcome::Corrected => st.frame_hold = None,
+        Outcome::Held(r) => st.frame_hold = Some(r),
+        Outcome::Rejected(_) => st.frame_hold = outcome.reason().or(Some(HoldReason::CorruptFrame)),
+        // an overtaken frame says nothing about the anatomy
+        Outcome::Dropped | Outcome::Pending => {}
+    }
+}
+
+/// Ends one surrogate-driven set: send (or hold), audit, buffer back. The same last checks
+/// as a frame's: controller silent, deadline, validity.
+fn finish_surrogate(
+    s: &mut LinkStage,
+    st: &mut State,
+    mut set: Box<super::surrogate_stage::SurrogateSet>,
+) -> Result<(), audit::AuditError> {
+    use std::fmt::Write as _;
+    let start = Instant::now();
+    if set.ticket.outcome == Outcome::Pending {
+        if let Some(reason) = st.frame_hold {
+            // the frame's hold is on record and told; nothing to add per sample
+            Counters::bump(&s.shared.counters.surrogate_suppressed);
+            tracing::trace!(frame = set.ticket.frame_id, %reason, "surrogate set not sent: frame held");
+            give_back(s, set);
+            return Ok(());
+        }
+        let now = Instant::now();
+        if st.silent {
+            set.ticket.outcome = Outcome::Held(HoldReason::LinkSilent);
+            let _ = write!(set.detail, "; controller silent");
+        } else if set.ticket.is_late(now) {
+            set.ticket.outcome = Outcome::Held(HoldReason::DeadlineMissed);
+            let _ = write!(
+                set.detail,
+                "; deadline passed before the link could send ({} µs after the sample)",
+                now.saturating_duration_since(set.ticket.complete_at).as_micros()
+            );
+        } else if set.ticket.is_void_at(now) {
+            set.ticket.outcome = Outcome::Held(HoldReason::DeadlineMissed);
+            let _ = write!(set.detail, "; void before the wire");
+        } else {
+            if st.told != Told::Corrections {
+                if let Ok(n) = s.link.send_resume() {
+                    s.shared
+                        .counters
+                        .datagrams_sent
+                        .fetch_add(n.datagrams as u64, Ordering::Relaxed);
+                }
+            }
+            set.ticket.sent_at = Some(now);
+            match s.link.send_corrections(&set.corrections) {
+                Ok(n) => {
+                    s.shared
+                        .counters
+                        .datagrams_sent
+                        .fetch_add(n.datagrams as u64, Ordering::Relaxed);
+                    Counters::bump(&s.shared.counters.surrogate_sets_sent);
+                    note_send(st, now);
+                    st.told = Told::Corrections;
+                    set.ticket.outcome = Outcome::Corrected;
+                }
+                Err(e) => {
+                    set.ticket.sent_at = None;
+                    set.ticket.outcome = Outcome::Held(HoldReason::InternalFault);
+                    let _ = write!(set.detail, "; send failed: {e}");
+                }
+            }
+        }
+    }
+    if let Some(reason) = set.ticket.outcome.reason() {
+        set.ticket.sent_at.get_or_insert(Instant::now());
+        send_hold(s, st, reason, set.ticket.frame_id);
+    }
+    set.ticket.stage_ns[Stage::Link.index()] = start.elapsed().as_nanos() as u64;
+    let evidence = Evidence {
+        tumor_shift_mm: set.tumor_shift_mm,
+        ncc: None,
+        set: Some(&set.corrections),
+    };
+    audit_record(s, st, &set.ticket, "surrogate", &set.detail, evidence)?;
+    give_back(s, set);
+    Ok(())
+}
+
+fn give_back(s: &LinkStage, set: Box<super::surrogate_stage::SurrogateSet>) {
+    if let Some(g) = &s.surrogate {
+        let _ = g.pool.try_send(set);
+    }
+}
+
+/// What a record says beyond its ticket.
+#[derive(Default, Clone, Copy)]
+struct Evidence<'a> {
+    tumor_shift_mm: Option<[f32; 3]>,
+    ncc: Option<f64>,
+    set: Option<&'a crate::correction::CorrectionSet>,
 }
 
 fn audit_frame(
@@ -365,8 +494,31 @@ fn audit_frame(
     t: &Ticket,
     origin: &str,
     detail: &str,
-    work: Option<&Work>,
+    evidence: Evidence<'_>,
 ) -> Result<(), audit::AuditError> {
+    let sent = audit_record(s, st, t, origin, detail, evidence)?;
+    let r = &st.record;
+    let event = FrameEvent {
+        ticket: *t,
+        tumor_shift_mm: r.tumor_shift_mm.unwrap_or([0.0; 3]),
+        ncc: r.ncc.map(|v| v as f32).unwrap_or(f32::NAN),
+        spots_sent: sent,
+    };
+    if s.telemetry.try_send(event).is_err() {
+        Counters::bump(&s.shared.counters.telemetry_lost);
+    }
+    Ok(())
+}
+
+/// Writes one frame record (a CT frame's or a surrogate set's); the spots sent.
+fn audit_record(
+    s: &mut LinkStage,
+    st: &mut State,
+    t: &Ticket,
+    origin: &str,
+    detail: &str,
+    evidence: Evidence<'_>,
+) -> Result<u32, audit::AuditError> {
     let r = &mut st.record;
     r.frame_id = t.frame_id;
     r.origin.clear();
@@ -386,14 +538,10 @@ fn audit_frame(
     r.acquired_unix_ns = t.acquired_unix_ns;
     r.latency_ns = t.sent_at.map(|_| t.latency_ns());
     r.stage_ns = t.stage_ns.map(|ns| (ns > 0).then_some(ns));
-    let reg = work.and_then(|w| w.registration);
-    r.tumor_shift_mm = reg.map(|g| {
-        let v = g.tumor_shift_mm;
-        [v.x as f32, v.y as f32, v.z as f32]
-    });
-    r.ncc = reg.map(|g| g.similarity_ncc);
-    let sent: &[SpotCorrection] = match (t.outcome, work) {
-        (Outcome::Corrected, Some(w)) => &w.corrections.spots,
+    r.tumor_shift_mm = evidence.tumor_shift_mm;
+    r.ncc = evidence.ncc;
+    let sent: &[SpotCorrection] = match (t.outcome, evidence.set) {
+        (Outcome::Corrected, Some(c)) => &c.spots,
         _ => &[],
     };
     if let Corrections::Full {
@@ -402,20 +550,11 @@ fn audit_frame(
         spots,
     } = &mut r.corrections
     {
-        *mode = work.and_then(|w| w.corrections.mode).filter(|_| !sent.is_empty());
+        *mode = evidence.set.and_then(|c| c.mode).filter(|_| !sent.is_empty());
         *valid_until_unix_ns = if sent.is_empty() { 0 } else { t.valid_until_unix_ns };
         spots.clear();
         spots.extend_from_slice(sent);
     }
     s.audit.write_frame(r)?;
-    let event = FrameEvent {
-        ticket: *t,
-        tumor_shift_mm: r.tumor_shift_mm.unwrap_or([0.0; 3]),
-        ncc: r.ncc.map(|v| v as f32).unwrap_or(f32::NAN),
-        spots_sent: sent.len() as u32,
-    };
-    if s.telemetry.try_send(event).is_err() {
-        Counters::bump(&s.shared.counters.telemetry_lost);
-    }
-    Ok(())
+    Ok(sent.len() as u32)
 }

@@ -27,6 +27,7 @@ pub mod realtime;
 pub mod register_stage;
 pub mod session;
 pub mod stages;
+pub mod surrogate_stage;
 pub mod telemetry;
 pub mod work;
 
@@ -156,6 +157,8 @@ pub struct PipelineIo {
     pub audit: AuditWriter,
     /// Link timing.
     pub timing: LinkTiming,
+    /// The surrogate stream and its stage's options (`None`: frame-driven only).
+    pub surrogate: Option<surrogate_stage::SurrogateIo>,
 }
 
 /// A running pipeline.
@@ -197,7 +200,7 @@ impl Pipeline {
         let retire = RetireTx::new(retire_tx, link_in.waker());
         // Each stage says when its own set-up is done, so a frame sent right after `start`
         // returns does not wait behind a thread still cloning its tracer.
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(STAGES);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(STAGES + 1);
         let io_for = |stage: Stage, input, output| StageIo {
             input,
             output,
@@ -213,6 +216,17 @@ impl Pipeline {
         let register_io = io_for(Stage::Register, register_in, to_range);
         let range_io = io_for(Stage::Range, range_in, to_adapt);
         let adapt_io = io_for(Stage::Adapt, adapt_in, to_link);
+        let surrogate_waker = link_in.waker();
+        let surrogate = io.surrogate.map(|g| {
+            (
+                g,
+                surrogate_stage::wiring(session.adapt_plan.spot_count(), shared.clone()),
+            )
+        });
+        let (tap, surrogate_link, surrogate_run) = match surrogate {
+            Some((g, w)) => (Some(w.tap), Some(w.link), Some((g, w.stage))),
+            None => (None, None, None),
+        };
         let link = link_stage::LinkStage {
             input: link_in,
             retired: retire_rx,
@@ -224,7 +238,9 @@ impl Pipeline {
             timing: io.timing,
             drain: drain.clone(),
             ready: Some(ready_tx.clone()),
+            surrogate: surrogate_link,
         };
+        let surrogate_ready = surrogate_run.as_ref().map(|_| ready_tx.clone());
         drop(ready_tx);
         let realtime = effective_realtime(session.options.realtime)?;
         let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
@@ -253,7 +269,13 @@ impl Pipeline {
                 source,
             })?;
         let mut stages = Vec::new();
-        let (s1, s2, s3, s4) = (session.clone(), session.clone(), session.clone(), session);
+        let (s1, s2, s3, s4, s5) = (
+            session.clone(),
+            session.clone(),
+            session.clone(),
+            session.clone(),
+            session,
+        );
         let events = io.events;
         stages.push((
             "ingest",
@@ -272,8 +294,29 @@ impl Pipeline {
         ));
         stages.push((
             "adapt",
-            spawn("adapt", Box::new(move || adapt_stage::run(adapt_io, s4)))?,
+            spawn("adapt", Box::new(move || adapt_stage::run(adapt_io, s4, tap)))?,
         ));
+        let expected = STAGES + usize::from(surrogate_run.is_some());
+        if let Some((g, end)) = surrogate_run {
+            let shared = shared.clone();
+            stages.push((
+                "surrogate",
+                spawn(
+                    "surrogate",
+                    Box::new(move || {
+                        surrogate_stage::run(
+                            g.receiver,
+                            end,
+                            surrogate_waker,
+                            shared,
+                            s5.adapt_plan.clone(),
+                            g.options,
+                            surrogate_ready,
+                        )
+                    }),
+                )?,
+            ));
+        }
         let pipeline = Pipeline {
             shared,
             drain,
@@ -282,13 +325,13 @@ impl Pipeline {
             telemetry: telemetry_rx,
         };
         let waiting_since = Instant::now();
-        for ready in 0..STAGES {
+        for ready in 0..expected {
             let left = READY_TIMEOUT.saturating_sub(waiting_since.elapsed());
             if ready_rx.recv_timeout(left).is_err() {
                 // dropping the pipeline stops the threads that did start
                 return Err(PipelineError::NotReady {
                     ready,
-                    stages: STAGES,
+                    stages: expected,
                     waited: waiting_since.elapsed(),
                 });
             }

@@ -40,6 +40,18 @@ pub struct Counters {
     pub slices_decoded_early: AtomicU64,
     /// Stage threads done with their set-up (all five before `Pipeline::start` returns).
     pub stages_ready: AtomicU64,
+    /// Surrogate samples accepted by the surrogate stage's receiver.
+    pub surrogate_samples: AtomicU64,
+    /// Surrogate datagrams refused (bad HMAC, replayed, stale, malformed).
+    pub surrogate_refused: AtomicU64,
+    /// Surrogate-driven correction sets put on the wire.
+    pub surrogate_sets_sent: AtomicU64,
+    /// Surrogate-driven sets held (limits, deadline, tracker holds announced).
+    pub surrogate_held: AtomicU64,
+    /// Surrogate-driven sets not sent because the newest frame ended in a hold.
+    pub surrogate_suppressed: AtomicU64,
+    /// Samples that found no free set buffer (the link stage behind) or no frame evidence.
+    pub surrogate_skipped: AtomicU64,
 }
 
 impl Counters {
