@@ -606,6 +606,21 @@ pub struct Budgets {
     pub small: WorkloadBudgets,
     /// The release workload.
     pub reference: WorkloadBudgets,
+    /// The deformable registration kernel's bench budgets (`cargo bench --bench
+    /// deformable`); not part of the gate's workloads, kept here so every latency promise
+    /// lives in one file.
+    #[serde(default)]
+    pub deformable: Option<KernelBudgets>,
+}
+
+/// Per-call budgets of a kernel bench, ms.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelBudgets {
+    /// A warm-started call.
+    pub warm_ms: f64,
+    /// A cold call.
+    pub cold_ms: f64,
 }
 
 impl Budgets {

@@ -1,6 +1,6 @@
 //! The demons iteration on one pyramid level, and the level images it runs on.
 
-use super::field::{sample_clamped, FieldGrid};
+use super::field::{sample_clamped, sample_clamped_gradient, FieldGrid};
 
 /// A level image (fixed or moving) on a [`FieldGrid`], `(k, j, i)` row-major.
 #[derive(Debug, Clone)]
@@ -71,47 +71,6 @@ pub(crate) fn par_z<const N: usize, T: Send>(
         );
         out
     })
-}
-
-/// Central-difference gradient (one-sided on the faces), per mm.
-pub(crate) fn gradient(img: &[f32], grid: &FieldGrid, out: &mut [Vec<f32>; 3], threads: usize) {
-    let [nx, ny, nz] = grid.dims;
-    for g in out.iter_mut() {
-        g.clear();
-        g.resize(img.len(), 0.0);
-    }
-    let [gx, gy, gz] = out;
-    par_z(threads, nz, nx * ny, [gx, gy, gz], |ks, g| {
-        gradient_slab(img, grid, ks, g)
-    });
-}
-
-fn gradient_slab(img: &[f32], grid: &FieldGrid, ks: std::ops::Range<usize>, out: [&mut [f32]; 3]) {
-    let [nx, ny, nz] = grid.dims;
-    let h = grid.spacing_mm as f32;
-    let stride = [1, nx, nx * ny];
-    let n = [nx, ny, nz];
-    let base = ks.start * nx * ny;
-    for k in ks {
-        for j in 0..ny {
-            for i in 0..nx {
-                let ijk = [i, j, k];
-                let o = (k * ny + j) * nx + i;
-                for a in 0..3 {
-                    if n[a] < 2 {
-                        continue;
-                    }
-                    out[a][o - base] = if ijk[a] == 0 {
-                        (img[o + stride[a]] - img[o]) / h
-                    } else if ijk[a] + 1 == n[a] {
-                        (img[o] - img[o - stride[a]]) / h
-                    } else {
-                        (img[o + stride[a]] - img[o - stride[a]]) / (2.0 * h)
-                    };
-                }
-            }
-        }
-    }
 }
 
 /// Normalised Gaussian weights for `sigma` voxels, radius ⌈3σ⌉.
@@ -223,6 +182,8 @@ pub(crate) struct LevelSettings {
     /// [`STALL_WINDOW`] iterations (checked once half the cap has run).
     pub(crate) stall_fraction: f64,
     pub(crate) threads: usize,
+    /// Added to the force's denominator, (HU/mm)².
+    pub(crate) gradient_floor2: f32,
 }
 
 /// Iterations over which progress is judged.
@@ -242,7 +203,6 @@ pub(crate) struct Scratch {
 /// difference.
 pub(crate) fn run_level(
     fixed: &LevelImage,
-    fixed_grad: &[Vec<f32>; 3],
     moving: &LevelImage,
     u: &mut [Vec<f32>; 3],
     settings: &LevelSettings,
@@ -264,11 +224,11 @@ pub(crate) fn run_level(
     let [nx, ny, nz] = grid.dims;
     let slice = nx * ny;
     let max2 = settings.max_step_mm * settings.max_step_mm;
+    let floor2 = settings.gradient_floor2;
     let mut history: Vec<f64> = Vec::new();
     let mut iterations = 0;
     for _ in 0..settings.iterations {
-        warp(moving, u, inv_h, grid.dims, &mut s.warped, threads);
-        gradient(&s.warped, &grid, &mut s.grad_w, threads);
+        warp_with_gradient(moving, u, inv_h, grid.dims, &mut s.warped, &mut s.grad_w, threads);
         let warped = &s.warped;
         let grad_w = &s.grad_w;
         let [dx, dy, dz] = &mut s.du;
@@ -284,9 +244,9 @@ pub(crate) fn run_level(
                 for o in ks.start * slice..ks.end * slice {
                     let diff = warped[o] - fixed.data[o];
                     sse += (diff * diff) as f64;
-                    let g = [0, 1, 2].map(|a| 0.5 * (fixed_grad[a][o] + grad_w[a][o]));
+                    let g = [grad_w[0][o], grad_w[1][o], grad_w[2][o]];
                     let g2 = g[0] * g[0] + g[1] * g[1] + g[2] * g[2];
-                    let denom = g2 + diff * diff * inv_k;
+                    let denom = g2 + diff * diff * inv_k + floor2;
                     let scale = if denom < 1e-6 { 0.0 } else { -diff / denom };
                     let mut d = g.map(|v| v * scale);
                     let m2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
@@ -330,6 +290,52 @@ pub(crate) fn run_level(
         .map(|(w, f)| ((w - f) * (w - f)) as f64)
         .sum();
     (iterations, sse / n.max(1) as f64)
+}
+
+/// `out(x) = moving(x + u(x))` and its exact gradient with respect to `u(x)`, per mm.
+pub(crate) fn warp_with_gradient(
+    moving: &LevelImage,
+    u: &[Vec<f32>; 3],
+    inv_h: f32,
+    dims: [usize; 3],
+    out: &mut Vec<f32>,
+    grad: &mut [Vec<f32>; 3],
+    threads: usize,
+) {
+    let [nx, ny, nz] = dims;
+    let n = nx * ny * nz;
+    out.resize(n, 0.0);
+    for g in grad.iter_mut() {
+        g.resize(n, 0.0);
+    }
+    let [gx, gy, gz] = grad;
+    par_z(
+        threads,
+        nz,
+        nx * ny,
+        [&mut out[..], &mut gx[..], &mut gy[..], &mut gz[..]],
+        |ks, outs| {
+            let [dst, gx, gy, gz] = outs;
+            let base = ks.start * nx * ny;
+            for k in ks {
+                for j in 0..ny {
+                    for i in 0..nx {
+                        let o = (k * ny + j) * nx + i;
+                        let p = [
+                            i as f32 + u[0][o] * inv_h,
+                            j as f32 + u[1][o] * inv_h,
+                            k as f32 + u[2][o] * inv_h,
+                        ];
+                        let (v, g) = sample_clamped_gradient(&moving.data, dims, p);
+                        dst[o - base] = v;
+                        gx[o - base] = g[0] * inv_h;
+                        gy[o - base] = g[1] * inv_h;
+                        gz[o - base] = g[2] * inv_h;
+                    }
+                }
+            }
+        },
+    );
 }
 
 /// `out(x) = moving(x + u(x))` on the level grid.

@@ -79,6 +79,54 @@ pub(crate) fn sample_clamped(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> f32
     c0 + (c1 - c0) * fz
 }
 
+/// [`sample_clamped`] and the exact gradient of the same trilinear interpolant (per index
+/// step; zero along an axis where the index was clamped). On a voxel boundary the gradient is
+/// the one-sided slope of the cell the point falls in.
+#[inline]
+pub(crate) fn sample_clamped_gradient(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> (f32, [f32; 3]) {
+    let mut base = [0usize; 3];
+    let mut frac = [0f32; 3];
+    let mut live = [1f32; 3];
+    for a in 0..3 {
+        let n = dims[a];
+        let top = (n - 1) as f32;
+        if !(p[a] > 0.0 && p[a] < top) {
+            live[a] = 0.0;
+        }
+        let x = p[a].clamp(0.0, top);
+        let b = (x as usize).min(n.saturating_sub(2));
+        base[a] = b;
+        frac[a] = x - b as f32;
+    }
+    let [nx, ny, nz] = dims;
+    let dx = usize::from(nx > 1);
+    let dy = if ny > 1 { nx } else { 0 };
+    let dz = if nz > 1 { nx * ny } else { 0 };
+    let o = (base[2] * ny + base[1]) * nx + base[0];
+    let [fx, fy, fz] = frac;
+    let v000 = data[o];
+    let v100 = data[o + dx];
+    let v010 = data[o + dy];
+    let v110 = data[o + dy + dx];
+    let v001 = data[o + dz];
+    let v101 = data[o + dz + dx];
+    let v011 = data[o + dz + dy];
+    let v111 = data[o + dz + dy + dx];
+    let c00 = v000 + (v100 - v000) * fx;
+    let c10 = v010 + (v110 - v010) * fx;
+    let c01 = v001 + (v101 - v001) * fx;
+    let c11 = v011 + (v111 - v011) * fx;
+    let c0 = c00 + (c10 - c00) * fy;
+    let c1 = c01 + (c11 - c01) * fy;
+    let v = c0 + (c1 - c0) * fz;
+    let gz = c1 - c0;
+    let gy = (c10 - c00) * (1.0 - fz) + (c11 - c01) * fz;
+    let dx0 = (v100 - v000) * (1.0 - fy) + (v110 - v010) * fy;
+    let dx1 = (v101 - v001) * (1.0 - fy) + (v111 - v011) * fy;
+    let gx = dx0 * (1.0 - fz) + dx1 * fz;
+    (v, [gx * live[0], gy * live[1], gz * live[2]])
+}
+
 /// A displacement field `u` on a [`FieldGrid`]: the planning-CT point `x` moves to `x + u(x)`
 /// (before the rigid transform, see [`DeformableRegistration`](super::DeformableRegistration)).
 /// Beyond the grid the outer vectors extend unchanged.
