@@ -266,12 +266,12 @@ pub(crate) fn run_level(
         iterations += 1;
         let mse = sse / n as f64;
         history.push(mse);
-        for a in 0..3 {
-            blur(&mut s.du[a], grid.dims, &fluid, &mut s.tmp, threads);
-            for (uo, d) in u[a].iter_mut().zip(&s.du[a]) {
+        for (ua, du) in u.iter_mut().zip(s.du.iter_mut()) {
+            blur(du, grid.dims, &fluid, &mut s.tmp, threads);
+            for (uo, d) in ua.iter_mut().zip(du.iter()) {
                 *uo += d;
             }
-            blur(&mut u[a], grid.dims, &diffusion, &mut s.tmp, threads);
+            blur(ua, grid.dims, &diffusion, &mut s.tmp, threads);
         }
         // the first half of the cap always runs: with noise the difference can rise for an
         // iteration or two while the field is still far from its end

@@ -303,8 +303,8 @@ impl DisplacementField {
                         continue;
                     }
                     let mut r2 = 0f32;
-                    for a in 0..3 {
-                        let r = u[a] + sample_clamped(&v.u_mm[a], v.grid.dims, p);
+                    for (ua, va) in u.iter().zip(&v.u_mm) {
+                        let r = ua + sample_clamped(va, v.grid.dims, p);
                         r2 += r * r;
                     }
                     worst = worst.max(r2);

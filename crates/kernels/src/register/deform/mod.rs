@@ -668,12 +668,12 @@ impl DeformableRegistrar {
                 mm: field_max_mm,
                 limit_mm: opts.max_field_mm,
             })
-        } else if !(jacobian_min > opts.min_jacobian) {
+        } else if jacobian_min.is_nan() || jacobian_min <= opts.min_jacobian {
             DeformVerdict::Reject(DeformFailure::Folding {
                 jacobian_min,
                 limit: opts.min_jacobian,
             })
-        } else if !(inverse_error_mm <= opts.max_inverse_error_mm) {
+        } else if inverse_error_mm.is_nan() || inverse_error_mm > opts.max_inverse_error_mm {
             DeformVerdict::Reject(DeformFailure::InverseInconsistent {
                 mm: inverse_error_mm,
                 limit_mm: opts.max_inverse_error_mm,
