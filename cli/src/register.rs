@@ -1,15 +1,24 @@
 //! `ionguide register`: rigid registration of a frame series against a planning CT series;
 //! optionally written as the session's setup registration (a DICOM Spatial Registration from
-//! the planning CT's Frame of Reference to the frame's).
+//! the planning CT's Frame of Reference to the frame's). With `--deformable`, a demons field
+//! on top of the rigid result in the target region, the target carried into the frame
+//! (volume, change from plan, centroid) and optionally written as an RT Structure Set.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use ionguide::dicom::ct::write::{Acquired, CtSeriesIds};
+use ionguide::dicom::rtstruct::{write_structure_set, StructureSetIds};
 use ionguide::dicom::spatial_registration::{write_room_setup_bytes, RegistrationIds};
+use ionguide::dicom::write::Producer;
 use ionguide::dicom::{ct::read_series_dir, rtstruct::read_roi};
 use ionguide::geometry::{RigidTransform, RoomSetup};
-use ionguide::register::{BoxMm, FixedContext, RegisterOptions, Registrar, Roi, Verdict, DEFAULT_MARGIN_MM};
+use ionguide::register::{
+    BoxMm, DeformFixed, DeformOptions, DeformVerdict, DeformableRegistrar, FixedContext, RegisterOptions,
+    Registrar, Roi, Verdict, DEFAULT_MARGIN_MM,
+};
+use ionguide::structure::{Roi as StructureRoi, StructureSet};
 use ionguide::units::PointMm;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -43,11 +52,49 @@ pub struct Args {
     /// Frame of Reference → the frame's) for `planning.setup_registration`.
     #[arg(long)]
     write_setup_registration: Option<PathBuf>,
+    /// Also register deformably (demons) in the target region on top of the rigid result,
+    /// and carry the target into the frame (needs --structures and --roi).
+    #[arg(long, requires = "structures")]
+    deformable: bool,
+    /// Write the target carried into the frame as a new RT Structure Set in the frame's
+    /// Frame of Reference (with --deformable).
+    #[arg(long, requires = "deformable")]
+    write_structures: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
+const PRODUCER: Producer = Producer {
+    manufacturer: "ionguide",
+    implementation_class_uid: "2.25.216143920517462233091582931405728375129",
+    implementation_version_name: "IONGUIDE_0.1",
+};
+
+/// The deformable part of the report.
+#[derive(Debug, Serialize)]
+struct DeformReport {
+    /// Target volume in the frame, cm³.
+    volume_cc: f64,
+    /// Planning target volume, cm³.
+    planned_volume_cc: f64,
+    /// Change from plan, %.
+    volume_change_pct: f64,
+    /// Target centroid in the frame, mm.
+    target_centroid_mm: Option<[f64; 3]>,
+    /// Smallest Jacobian determinant of the field.
+    jacobian_min: f64,
+    /// Largest displacement, mm.
+    field_max_mm: f64,
+    /// Largest inverse-consistency error, mm.
+    inverse_error_mm: f64,
+    /// NCC over the region after deformation.
+    deformable_similarity: f64,
+    /// Demons iterations.
+    deformable_iterations: u32,
+    /// "accept" or "reject: …".
+    deformable_verdict: String,
+}
 #[derive(Debug, Serialize)]
 struct Report {
     translation_mm: [f64; 3],
@@ -64,6 +111,8 @@ struct Report {
     verdict: String,
     /// Registration only: series ingest and ROI sampling (once per plan) excluded.
     elapsed_ms: f64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    deformable: Option<DeformReport>,
 }
 
 /// Runs the subcommand.
@@ -83,13 +132,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let fixed = &fixed_series.volume;
     let moving = &moving_series.volume;
+    let mut target_mask = None;
     let region = match (&args.structures, &args.roi, &args.box_mm) {
         (Some(rs), Some(name), _) => {
             let (_, roi) =
                 read_roi(rs, name).with_context(|| format!("reading ROI {name} from {}", rs.display()))?;
             let raster = roi.rasterize(fixed.grid());
-            Roi::from_mask(&raster.mask, args.margin_mm)
-                .with_context(|| format!("ROI {name} on the planning CT grid"))?
+            let region = Roi::from_mask(&raster.mask, args.margin_mm)
+                .with_context(|| format!("ROI {name} on the planning CT grid"))?;
+            target_mask = Some(raster.mask);
+            region
         }
         (_, _, Some(b)) if b.len() == 6 => Roi::from_box(BoxMm::new(
             PointMm::new(b[0], b[1], b[2]),
@@ -109,9 +161,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(t) => bail!("--initial-translation-mm must be three finite numbers, got {t:?}"),
         None => RigidTransform::identity(),
     };
+    let deform_fixed = if args.deformable {
+        Some(DeformFixed::new(fixed, region.box_mm, DeformOptions::default())?)
+    } else {
+        None
+    };
     let start = Instant::now();
     let r = registrar.register(&context, moving, &initial)?;
+    // A rejected rigid answer (a deformed target drags the best rigid fit into spurious
+    // rotations) is no start for the field: the initial guess is.
+    let deformed = match &deform_fixed {
+        Some(df) => {
+            let base = if r.verdict.is_accept() {
+                r.transform
+            } else {
+                initial
+            };
+            Some(DeformableRegistrar::new().register(df, moving, &base, None)?)
+        }
+        None => None,
+    };
     let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut propagated = None;
+    let deformable = match (&deformed, &target_mask) {
+        (Some(d), Some(mask)) => {
+            let t = d.propagate(mask, moving.grid());
+            let report = DeformReport {
+                volume_cc: t.volume_cc,
+                planned_volume_cc: t.planned_volume_cc,
+                volume_change_pct: t.volume_change_pct,
+                target_centroid_mm: t.centroid_mm.map(|c| [c.x, c.y, c.z]),
+                jacobian_min: d.jacobian_min,
+                field_max_mm: d.field_max_mm,
+                inverse_error_mm: d.inverse_error_mm,
+                deformable_similarity: d.similarity_ncc,
+                deformable_iterations: d.iterations,
+                deformable_verdict: match d.verdict {
+                    DeformVerdict::Accept => "accept".into(),
+                    DeformVerdict::Reject(why) => format!("reject: {why:?}"),
+                },
+            };
+            propagated = Some((t, d.verdict));
+            Some(report)
+        }
+        _ => None,
+    };
 
     let m = r.transform.matrix();
     let mut matrix = [0.0; 16];
@@ -138,7 +232,63 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Verdict::Reject(why) => format!("reject: {why:?}"),
         },
         elapsed_ms,
+        deformable,
     };
+    if let (Some(path), Some((target, verdict))) = (&args.write_structures, &propagated) {
+        if let DeformVerdict::Reject(why) = verdict {
+            bail!("not writing structures from a rejected deformable registration ({why:?})");
+        }
+        let name = args.roi.clone().unwrap_or_default();
+        let roi = StructureRoi::from_mask(1, &name, &target.mask);
+        let ss = StructureSet {
+            frame_of_reference_uid: moving_series.meta.frame_of_reference_uid.clone(),
+            rois: vec![roi],
+        };
+        let now = chrono::Utc::now();
+        let seed = format!(
+            "{}|{}|{}",
+            moving_series.meta.frame_of_reference_uid,
+            now.timestamp_nanos_opt().unwrap_or_default(),
+            std::process::id()
+        );
+        let meta = &moving_series.meta;
+        let ct_ids = CtSeriesIds {
+            patient_id: meta.patient_id.clone().unwrap_or_default(),
+            patient_name: String::new(),
+            study_instance_uid: meta
+                .study_instance_uid
+                .clone()
+                .unwrap_or_else(|| uid_2_25(&seed, "study")),
+            series_instance_uid: meta
+                .series_instance_uid
+                .clone()
+                .unwrap_or_else(|| uid_2_25(&seed, "ct-series")),
+            frame_of_reference_uid: meta.frame_of_reference_uid.clone(),
+            series_number: 1,
+            acquisition_number: 1,
+            temporal_position: None,
+            sop_instance_uid_root: uid_2_25(&seed, "ct-root"),
+            date: now.format("%Y%m%d").to_string(),
+            time: now.format("%H%M%S").to_string(),
+            acquired: Acquired::SeriesDateTime,
+        };
+        let ids = StructureSetIds {
+            sop_instance_uid: uid_2_25(&seed, "instance"),
+            series_instance_uid: uid_2_25(&seed, "series"),
+            series_number: 901,
+            label: "PROPAGATED".into(),
+        };
+        // No slice references: the series reader keeps no per-slice SOP Instance UIDs, and
+        // invented ones would point at nothing; the Frame of Reference places the contours.
+        let bytes = write_structure_set(&ss, &ct_ids, 0, &ids, &PRODUCER)?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "propagated target written: {} ({} contours, {:.1} cc)",
+            path.display(),
+            ss.rois[0].contours.len(),
+            target.volume_cc
+        );
+    }
     if let Some(path) = &args.write_setup_registration {
         if let Verdict::Reject(why) = r.verdict {
             bail!("not writing a setup registration from a rejected registration ({why:?})");
@@ -189,6 +339,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "iterations {}  converged {}  NCC {:.4}  RMS {:.1} HU  overlap {:.2}",
             report.iterations, report.converged, report.similarity, report.rms_hu, report.overlap_fraction
         );
+        if let Some(d) = &report.deformable {
+            println!(
+                "deformable: {}  target {:.1} cc ({:+.1}% from plan {:.1} cc)  J min {:.3}  |u| max {:.1} mm  inverse error {:.2} mm  NCC {:.4}",
+                d.deformable_verdict,
+                d.volume_cc,
+                d.volume_change_pct,
+                d.planned_volume_cc,
+                d.jacobian_min,
+                d.field_max_mm,
+                d.inverse_error_mm,
+                d.deformable_similarity
+            );
+        }
         println!(
             "verdict {}  ({:.1} ms registration; ingest and ROI preparation excluded)",
             report.verdict, report.elapsed_ms

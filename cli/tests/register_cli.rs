@@ -205,3 +205,65 @@ fn a_registration_of_another_scanners_ct_is_written_as_the_setup_registration() 
     );
     assert!(!same.exists());
 }
+
+#[test]
+fn deformable_on_the_same_series_is_the_identity_and_writes_the_target_back() {
+    // Truth: a series against itself has the zero field, the target unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let rs = dir.path().join("propagated.dcm");
+    let rs_arg = rs.to_str().unwrap();
+    let out = register_on_sts002(
+        "tests/data/STS_002/image",
+        &["--deformable", "--json", "--write-structures", rs_arg],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // the rigid keys stay
+    assert_eq!(v["converged"], true, "{v}");
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {v}"));
+    assert!(f("volume_change_pct").abs() < 0.5, "{v}");
+    assert!((f("volume_cc") - f("planned_volume_cc")).abs() < 0.01 * f("planned_volume_cc"));
+    assert!((f("jacobian_min") - 1.0).abs() < 0.05, "{v}");
+    assert!(f("field_max_mm") < 0.5, "{v}");
+    assert_eq!(v["deformable_verdict"], "accept", "{v}");
+
+    // `ionguide inspect` reads the written structure set against the series
+    let out = ionguide(&["inspect", "tests/data/STS_002/image", rs_arg, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gtv = j["structures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "GTV_Mass_CT")
+        .unwrap_or_else(|| panic!("no GTV_Mass_CT in {j}"));
+    let vol = gtv["volume_cc"].as_f64().unwrap();
+    assert!(
+        (vol - f("volume_cc")).abs() < 0.02 * f("volume_cc"),
+        "inspect {vol} cc vs {}",
+        f("volume_cc")
+    );
+
+    // pydicom reads it too, where the project's Python environment exists
+    let python = "/work/pyrp/bin/python";
+    if std::path::Path::new(python).exists() {
+        let out = Command::new(python)
+            .args([
+                "-c",
+                "import sys, pydicom; d = pydicom.dcmread(sys.argv[1]); \
+                 print(d.Modality, d.StructureSetROISequence[0].ROIName, len(d.ROIContourSequence[0].ContourSequence))",
+                rs_arg,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "pydicom: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.starts_with("RTSTRUCT GTV_Mass_CT "), "{text}");
+    } else {
+        eprintln!("note: {python} absent, pydicom read not checked");
+    }
+}

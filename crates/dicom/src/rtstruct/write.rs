@@ -50,6 +50,10 @@ pub fn interpreted_type(name: &str) -> &'static str {
 
 /// Writes `ss` as an RT Structure Set referencing the CT series `ct_ids` (its Frame of
 /// Reference, study, series and its `ct_slices` slice instances), dated as the CT.
+///
+/// With `ct_slices` = 0 no slice is referenced (for a series read from elsewhere, whose
+/// slice UIDs do not follow `sop_instance_uid_root`): its UIDs then only need to be UIDs
+/// (≤ 64 characters), not leave room for slice suffixes.
 pub fn write_structure_set(
     ss: &StructureSet,
     ct_ids: &CtSeriesIds,
@@ -57,7 +61,17 @@ pub fn write_structure_set(
     ids: &StructureSetIds,
     producer: &Producer,
 ) -> Result<Vec<u8>, WriteError> {
-    ct_ids.validate()?;
+    if ct_slices > 0 {
+        ct_ids.validate()?;
+    } else {
+        for (name, uid) in [
+            ("Study Instance UID", &ct_ids.study_instance_uid),
+            ("Series Instance UID", &ct_ids.series_instance_uid),
+            ("Frame of Reference UID", &ct_ids.frame_of_reference_uid),
+        ] {
+            check_uid(name, uid, 64)?;
+        }
+    }
     check_uid("structure set SOP Instance UID", &ids.sop_instance_uid, 64)?;
     check_uid("structure set Series Instance UID", &ids.series_instance_uid, 64)?;
     if ss.frame_of_reference_uid != ct_ids.frame_of_reference_uid {

@@ -60,12 +60,17 @@
 //! assert!((result.tumor_shift_mm.x - 1.5).abs() < 0.1);
 //! ```
 
+pub mod deform;
 pub mod metric;
 pub mod optimizer;
 pub mod pyramid;
 pub mod resample;
 pub mod roi;
 
+pub use deform::{
+    DeformFixed, DeformOptions, DeformVerdict, DeformableRegistrar, DeformableRegistration,
+    DisplacementField, FieldGrid, PropagatedTarget,
+};
 pub use optimizer::{FixedContext, Registrar};
 pub use resample::resample;
 pub use roi::{BoxMm, Roi, DEFAULT_MARGIN_MM};

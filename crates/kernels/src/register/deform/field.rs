@@ -1,0 +1,363 @@
+//! The displacement field: an axis-aligned isotropic grid of vectors in patient mm, with
+//! trilinear sampling, its Jacobian determinant, and its inverse.
+
+use crate::units::{PointMm, VectorMm};
+
+/// An axis-aligned isotropic grid in patient coordinates (the field's and the level images'
+/// support). Voxel `(i, j, k)` sits at `origin_mm + spacing_mm · (i, j, k)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FieldGrid {
+    /// Centre of voxel (0, 0, 0), patient mm.
+    pub origin_mm: [f64; 3],
+    /// Voxel side, mm.
+    pub spacing_mm: f64,
+    /// Voxels along x, y, z.
+    pub dims: [usize; 3],
+}
+
+impl FieldGrid {
+    /// Number of voxels.
+    pub fn len(&self) -> usize {
+        self.dims[0] * self.dims[1] * self.dims[2]
+    }
+    /// Whether the grid holds no voxel.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Patient position of a voxel centre.
+    #[inline]
+    pub fn point(&self, i: usize, j: usize, k: usize) -> PointMm {
+        let h = self.spacing_mm;
+        PointMm::new(
+            self.origin_mm[0] + h * i as f64,
+            self.origin_mm[1] + h * j as f64,
+            self.origin_mm[2] + h * k as f64,
+        )
+    }
+    /// Continuous index of a patient point.
+    #[inline]
+    pub fn index_of(&self, p: &PointMm) -> [f64; 3] {
+        [0, 1, 2].map(|a| (p[a] - self.origin_mm[a]) / self.spacing_mm)
+    }
+    /// The grid coarsened by 2×2×2 block averaging (a trailing odd voxel is dropped): the
+    /// coarse voxel centre is the centroid of its block, so a patient point means the same
+    /// place on both.
+    pub(crate) fn halved(&self) -> FieldGrid {
+        FieldGrid {
+            origin_mm: self.origin_mm.map(|o| o + self.spacing_mm / 2.0),
+            spacing_mm: 2.0 * self.spacing_mm,
+            dims: self.dims.map(|n| n / 2),
+        }
+    }
+}
+
+/// Trilinear sample of a scalar image on `dims` at continuous index `p`, the index clamped
+/// to the grid (constant extension beyond the outer voxel centres).
+#[inline]
+pub(crate) fn sample_clamped(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> f32 {
+    let mut base = [0usize; 3];
+    let mut frac = [0f32; 3];
+    for a in 0..3 {
+        let n = dims[a];
+        let x = p[a].clamp(0.0, (n - 1) as f32);
+        let b = (x as usize).min(n.saturating_sub(2));
+        base[a] = b;
+        frac[a] = x - b as f32;
+    }
+    let [nx, ny, nz] = dims;
+    let dx = usize::from(nx > 1);
+    let dy = if ny > 1 { nx } else { 0 };
+    let dz = if nz > 1 { nx * ny } else { 0 };
+    let o = (base[2] * ny + base[1]) * nx + base[0];
+    let [fx, fy, fz] = frac;
+    let c00 = data[o] + (data[o + dx] - data[o]) * fx;
+    let c10 = data[o + dy] + (data[o + dy + dx] - data[o + dy]) * fx;
+    let c01 = data[o + dz] + (data[o + dz + dx] - data[o + dz]) * fx;
+    let c11 = data[o + dz + dy] + (data[o + dz + dy + dx] - data[o + dz + dy]) * fx;
+    let c0 = c00 + (c10 - c00) * fy;
+    let c1 = c01 + (c11 - c01) * fy;
+    c0 + (c1 - c0) * fz
+}
+
+/// [`sample_clamped`] and the exact gradient of the same trilinear interpolant (per index
+/// step; zero along an axis where the index was clamped). On a voxel boundary the gradient is
+/// the one-sided slope of the cell the point falls in.
+#[inline]
+pub(crate) fn sample_clamped_gradient(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> (f32, [f32; 3]) {
+    let mut base = [0usize; 3];
+    let mut frac = [0f32; 3];
+    let mut live = [1f32; 3];
+    for a in 0..3 {
+        let n = dims[a];
+        let top = (n - 1) as f32;
+        if !(p[a] > 0.0 && p[a] < top) {
+            live[a] = 0.0;
+        }
+        let x = p[a].clamp(0.0, top);
+        let b = (x as usize).min(n.saturating_sub(2));
+        base[a] = b;
+        frac[a] = x - b as f32;
+    }
+    let [nx, ny, nz] = dims;
+    let dx = usize::from(nx > 1);
+    let dy = if ny > 1 { nx } else { 0 };
+    let dz = if nz > 1 { nx * ny } else { 0 };
+    let o = (base[2] * ny + base[1]) * nx + base[0];
+    let [fx, fy, fz] = frac;
+    let v000 = data[o];
+    let v100 = data[o + dx];
+    let v010 = data[o + dy];
+    let v110 = data[o + dy + dx];
+    let v001 = data[o + dz];
+    let v101 = data[o + dz + dx];
+    let v011 = data[o + dz + dy];
+    let v111 = data[o + dz + dy + dx];
+    let c00 = v000 + (v100 - v000) * fx;
+    let c10 = v010 + (v110 - v010) * fx;
+    let c01 = v001 + (v101 - v001) * fx;
+    let c11 = v011 + (v111 - v011) * fx;
+    let c0 = c00 + (c10 - c00) * fy;
+    let c1 = c01 + (c11 - c01) * fy;
+    let v = c0 + (c1 - c0) * fz;
+    let gz = c1 - c0;
+    let gy = (c10 - c00) * (1.0 - fz) + (c11 - c01) * fz;
+    let dx0 = (v100 - v000) * (1.0 - fy) + (v110 - v010) * fy;
+    let dx1 = (v101 - v001) * (1.0 - fy) + (v111 - v011) * fy;
+    let gx = dx0 * (1.0 - fz) + dx1 * fz;
+    (v, [gx * live[0], gy * live[1], gz * live[2]])
+}
+
+/// A displacement field `u` on a [`FieldGrid`]: the planning-CT point `x` moves to `x + u(x)`
+/// (before the rigid transform, see [`DeformableRegistration`](super::DeformableRegistration)).
+/// Beyond the grid the outer vectors extend unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisplacementField {
+    grid: FieldGrid,
+    /// Components along x, y, z, mm, each in `(k, j, i)` row-major order.
+    u_mm: [Vec<f32>; 3],
+}
+
+impl DisplacementField {
+    /// The zero field on `grid`.
+    pub fn zeros(grid: FieldGrid) -> Self {
+        let n = grid.len();
+        DisplacementField {
+            grid,
+            u_mm: [vec![0.0; n], vec![0.0; n], vec![0.0; n]],
+        }
+    }
+
+    /// A field sampled from `f` at every voxel centre.
+    pub fn from_fn(grid: FieldGrid, mut f: impl FnMut(&PointMm) -> VectorMm) -> Self {
+        let mut field = DisplacementField::zeros(grid);
+        let [nx, ny, nz] = grid.dims;
+        let mut o = 0;
+        for k in 0..nz {
+            for j in 0..ny {
+                for i in 0..nx {
+                    let v = f(&grid.point(i, j, k));
+                    for a in 0..3 {
+                        field.u_mm[a][o] = v[a] as f32;
+                    }
+                    o += 1;
+                }
+            }
+        }
+        field
+    }
+
+    /// The grid.
+    pub fn grid(&self) -> &FieldGrid {
+        &self.grid
+    }
+
+    /// The components (x, y, z), mm, in `(k, j, i)` row-major order.
+    pub fn components_mm(&self) -> &[Vec<f32>; 3] {
+        &self.u_mm
+    }
+
+    pub(crate) fn components_mut(&mut self) -> &mut [Vec<f32>; 3] {
+        &mut self.u_mm
+    }
+
+    /// The displacement at a patient point (trilinear; constant beyond the grid), mm.
+    pub fn displace_mm(&self, p: &PointMm) -> VectorMm {
+        let idx = self.grid.index_of(p).map(|v| v as f32);
+        let u = [0, 1, 2].map(|a| sample_clamped(&self.u_mm[a], self.grid.dims, idx) as f64);
+        VectorMm::new(u[0], u[1], u[2])
+    }
+
+    /// `p + u(p)`.
+    pub fn map_mm(&self, p: &PointMm) -> PointMm {
+        p + self.displace_mm(p)
+    }
+
+    /// Largest displacement, mm.
+    pub fn max_norm_mm(&self) -> f64 {
+        let [ux, uy, uz] = &self.u_mm;
+        let mut m = 0f32;
+        for o in 0..ux.len() {
+            m = m.max(ux[o] * ux[o] + uy[o] * uy[o] + uz[o] * uz[o]);
+        }
+        (m as f64).sqrt()
+    }
+
+    /// Smallest and largest Jacobian determinant of `x ↦ x + u(x)` over the grid (central
+    /// differences inside, one-sided on the faces). A value ≤ 0 means the map folds.
+    pub fn jacobian_range(&self) -> (f64, f64) {
+        let [nx, ny, nz] = self.grid.dims;
+        let h = self.grid.spacing_mm as f32;
+        let stride = [1, nx, nx * ny];
+        let n = [nx, ny, nz];
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for k in 0..nz {
+            for j in 0..ny {
+                for i in 0..nx {
+                    let ijk = [i, j, k];
+                    let o = (k * ny + j) * nx + i;
+                    // d[a][b] = ∂u_a/∂x_b
+                    let mut d = [[0f32; 3]; 3];
+                    for b in 0..3 {
+                        if n[b] < 2 {
+                            continue;
+                        }
+                        let (lo_o, hi_o, span) = if ijk[b] == 0 {
+                            (o, o + stride[b], h)
+                        } else if ijk[b] + 1 == n[b] {
+                            (o - stride[b], o, h)
+                        } else {
+                            (o - stride[b], o + stride[b], 2.0 * h)
+                        };
+                        for (a, row) in d.iter_mut().enumerate() {
+                            row[b] = (self.u_mm[a][hi_o] - self.u_mm[a][lo_o]) / span;
+                        }
+                    }
+                    for (a, row) in d.iter_mut().enumerate() {
+                        row[a] += 1.0;
+                    }
+                    let det = d[0][0] * (d[1][1] * d[2][2] - d[1][2] * d[2][1])
+                        - d[0][1] * (d[1][0] * d[2][2] - d[1][2] * d[2][0])
+                        + d[0][2] * (d[1][0] * d[2][1] - d[1][1] * d[2][0]);
+                    lo = lo.min(det as f64);
+                    hi = hi.max(det as f64);
+                }
+            }
+        }
+        (lo, hi)
+    }
+
+    /// The inverse field `v` on the same grid, `v(y) = −u(y + v(y))`, by `iterations` of
+    /// that fixed point (it converges where |∇u| < 1, which the Jacobian check demands of an
+    /// accepted field; each iteration shrinks the error by about max |∇u|).
+    pub fn inverse(&self, iterations: usize) -> DisplacementField {
+        let mut v = DisplacementField::zeros(self.grid);
+        for a in 0..3 {
+            for (vo, uo) in v.u_mm[a].iter_mut().zip(&self.u_mm[a]) {
+                *vo = -uo;
+            }
+        }
+        let mut next = v.clone();
+        let inv_h = 1.0 / self.grid.spacing_mm as f32;
+        let [nx, ny, nz] = self.grid.dims;
+        for _ in 0..iterations {
+            let mut o = 0;
+            for k in 0..nz {
+                for j in 0..ny {
+                    for i in 0..nx {
+                        let p = [
+                            i as f32 + v.u_mm[0][o] * inv_h,
+                            j as f32 + v.u_mm[1][o] * inv_h,
+                            k as f32 + v.u_mm[2][o] * inv_h,
+                        ];
+                        for a in 0..3 {
+                            next.u_mm[a][o] = -sample_clamped(&self.u_mm[a], self.grid.dims, p);
+                        }
+                        o += 1;
+                    }
+                }
+            }
+            std::mem::swap(&mut v, &mut next);
+        }
+        v
+    }
+
+    /// Largest `|u(x) + v(x + u(x))|` over voxels at least `border` voxels inside the grid
+    /// whose image `x + u(x)` stays that far inside too: how far `v` is from `u`'s inverse, mm.
+    pub fn inverse_error_mm(&self, v: &DisplacementField, border: usize) -> f64 {
+        let [nx, ny, nz] = self.grid.dims;
+        let inv_h = 1.0 / self.grid.spacing_mm as f32;
+        let b = border as f32;
+        let top = [nx, ny, nz].map(|n| n as f32 - 1.0 - b);
+        let mut worst = 0f32;
+        for k in border..nz.saturating_sub(border) {
+            for j in border..ny.saturating_sub(border) {
+                for i in border..nx.saturating_sub(border) {
+                    let o = (k * ny + j) * nx + i;
+                    let u = [0, 1, 2].map(|a| self.u_mm[a][o]);
+                    let p = [
+                        i as f32 + u[0] * inv_h,
+                        j as f32 + u[1] * inv_h,
+                        k as f32 + u[2] * inv_h,
+                    ];
+                    if (0..3).any(|a| p[a] < b || p[a] > top[a]) {
+                        continue;
+                    }
+                    let mut r2 = 0f32;
+                    for (ua, va) in u.iter().zip(&v.u_mm) {
+                        let r = ua + sample_clamped(va, v.grid.dims, p);
+                        r2 += r * r;
+                    }
+                    worst = worst.max(r2);
+                }
+            }
+        }
+        (worst as f64).sqrt()
+    }
+
+    /// This field resampled onto `grid` (trilinear, constant beyond this field's grid).
+    pub fn resampled(&self, grid: FieldGrid) -> DisplacementField {
+        DisplacementField::from_fn(grid, |p| self.displace_mm(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> FieldGrid {
+        FieldGrid {
+            origin_mm: [-20.0, -20.0, -20.0],
+            spacing_mm: 2.0,
+            dims: [21, 21, 21],
+        }
+    }
+
+    #[test]
+    fn jacobian_of_a_uniform_scaling_is_its_cube() {
+        // u(x) = s·x gives x ↦ (1+s)·x, Jacobian (1+s)³ everywhere
+        let f = DisplacementField::from_fn(grid(), |p| p.coords * -0.2);
+        let (lo, hi) = f.jacobian_range();
+        assert!(
+            (lo - 0.512).abs() < 1e-4 && (hi - 0.512).abs() < 1e-4,
+            "{lo} {hi}"
+        );
+        // a field that reverses an axis folds
+        let g = DisplacementField::from_fn(grid(), |p| VectorMm::new(-2.0 * p.x, 0.0, 0.0));
+        assert!(g.jacobian_range().0 < 0.0);
+    }
+
+    #[test]
+    fn inverse_of_a_smooth_field_undoes_it() {
+        let c = PointMm::new(3.0, -2.0, 1.0);
+        let u = DisplacementField::from_fn(grid(), |p| {
+            let d = p - c;
+            VectorMm::new(4.0, -2.0, 1.0) * (-d.norm_squared() / (2.0 * 100.0)).exp()
+        });
+        let v = u.inverse(20);
+        // analytic check at a point: y = x + u(x) must map back to x
+        let x = PointMm::new(1.0, 0.5, -1.5);
+        let y = u.map_mm(&x);
+        assert!((v.map_mm(&y) - x).norm() < 0.15, "{}", (v.map_mm(&y) - x).norm());
+        assert!(u.inverse_error_mm(&v, 2) < 0.15);
+    }
+}
