@@ -15,6 +15,7 @@ pub mod facility;
 pub mod link;
 pub mod pipeline;
 pub mod source;
+pub mod treatment;
 
 // The layers below, named through `crate::` paths as in one crate.
 pub(crate) use ionguide_core::{correction, geometry, plan, units, volume};
