@@ -45,7 +45,8 @@ impl TerminationStatus {
 pub struct Termination {
     /// The status.
     pub status: TerminationStatus,
-    /// Treatment Termination Code (3008,002B), at most 16 characters: `COMPLETED`,
+    /// The machine-specific termination code (Code Value of Machine-Specific Treatment
+    /// Termination Code Sequence (300A,0716); the retired Treatment Termination Code), at most 16 characters: `COMPLETED`,
     /// `OPERATOR`, `SHUTDOWN`, `INTERLOCK`, or `HOLD_<n>` for an ionguide hold of
     /// `HoldReason` code n.
     pub code: String,
