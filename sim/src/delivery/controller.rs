@@ -194,6 +194,11 @@ impl DeliveryModel {
         Ok(DeliveryModel { spots })
     }
 
+    /// A model of the given spots (plan order), e.g. for tests with round numbers.
+    pub fn from_spots(spots: Vec<PlannedSpot>) -> Self {
+        DeliveryModel { spots }
+    }
+
     /// The spots in delivery order.
     pub fn spots(&self) -> &[PlannedSpot] {
         &self.spots
@@ -699,5 +704,153 @@ impl ControllerHandle {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ionguide::correction::RangeMode;
+    use ionguide::link::protocol::{Header, MessageType};
+
+    const T0_NS: u64 = 1_750_000_000_000_000_000;
+
+    fn set(frame_id: u64, dx_mm: f32) -> CorrectionSet {
+        CorrectionSet {
+            frame_id,
+            valid_until_unix_ns: u64::MAX,
+            mode: Some(RangeMode::Energy),
+            tumor_shift_mm: [0.0; 3],
+            spots: (0..3)
+                .map(|i| SpotCorrection {
+                    spot_index: i,
+                    x_mm: i as f32 * 10.0 + dx_mm,
+                    y_mm: 0.0,
+                    energy_mev_u: 100.0,
+                    range_shifter_mm_we: 0.0,
+                })
+                .collect(),
+        }
+    }
+
+    fn msg<'a>(seq: u64, event: Event<'a>) -> Incoming<'a> {
+        Incoming::Message {
+            header: Header {
+                message_type: MessageType::Corrections,
+                session_id: 5,
+                sequence: seq,
+                sent_unix_ns: T0_NS,
+            },
+            peer: "127.0.0.1:9".parse().expect("literal"),
+            new_session: false,
+            event,
+        }
+    }
+
+    /// Three spots of 1 s dwell and meterset 2, no moves: the delivery times and pieces
+    /// follow from the model by hand.
+    #[test]
+    fn delivers_in_order_stops_at_a_hold_and_resumes_the_interrupted_spot() {
+        let model = DeliveryModel::from_spots(
+            (0..3)
+                .map(|_| PlannedSpot {
+                    beam: 0,
+                    meterset: 2.0,
+                    pre_s: 0.0,
+                    dwell_s: 1.0,
+                })
+                .collect(),
+        );
+        let config = ControllerConfig::default()
+            .with_watchdog(Duration::from_secs(3600))
+            .with_delivery(model);
+        let t0 = Instant::now();
+        let at = |s: f64| (t0 + Duration::from_secs_f64(s), T0_NS + (s * 1e9) as u64);
+        let mut c = Controller::new(config, t0, T0_NS);
+        let a = set(1, 0.5);
+        let (now, ns) = at(0.0);
+        c.on_incoming(&msg(1, Event::Corrections(&a)), now, ns);
+        assert_eq!(c.state(), BeamState::BeamOn);
+        let (now, ns) = at(2.5);
+        c.tick(now, ns);
+        let log = c.delivery_log();
+        assert_eq!(log.len(), 2, "two whole dwells fit in 2.5 s");
+        assert_eq!(log[0].delivered_unix_ns, T0_NS + 1_000_000_000);
+        assert_eq!(log[1].delivered_unix_ns, T0_NS + 2_000_000_000);
+        assert_eq!((log[1].spot.spot_index, log[1].spot.x_mm, log[1].meterset), (1, 10.5, 2.0));
+        c.on_incoming(
+            &msg(
+                2,
+                Event::Hold {
+                    reason: HoldReason::JumpOverLimit,
+                    frame_id: 2,
+                },
+            ),
+            now,
+            ns,
+        );
+        assert_eq!(c.state(), BeamState::Held);
+        // half of spot 2's dwell: half its meterset, under frame 1
+        let piece = c.delivery_log()[2];
+        assert_eq!((piece.spot.spot_index, piece.meterset, piece.frame_id), (2, 1.0, 1));
+        assert_eq!(piece.delivered_unix_ns, T0_NS + 2_500_000_000);
+        // held: time passes, nothing is delivered
+        let (now, ns) = at(9.0);
+        c.tick(now, ns);
+        assert_eq!(c.delivery_log().len(), 3);
+        // a new set at 10 s; the rest of spot 2 takes the other half dwell, under frame 3
+        let b = set(3, -0.5);
+        let (now, ns) = at(10.0);
+        c.on_incoming(&msg(3, Event::Corrections(&b)), now, ns);
+        let (now, ns) = at(10.75);
+        c.tick(now, ns);
+        let (now, ns) = at(11.0);
+        c.tick(now, ns);
+        let log = c.delivery_log();
+        assert_eq!(log.len(), 4);
+        assert_eq!((log[3].spot.spot_index, log[3].meterset, log[3].frame_id), (2, 1.0, 3));
+        assert_eq!(log[3].spot.x_mm, 19.5);
+        assert_eq!(log[3].delivered_unix_ns, T0_NS + 10_500_000_000);
+        assert!(c.complete());
+        assert_eq!(c.state(), BeamState::Held);
+        assert_eq!(c.events().last().map(|e| e.cause), Some(Cause::TreatmentComplete));
+        // and a later set does not turn the beam on again
+        let (now, ns) = at(12.0);
+        c.on_incoming(&msg(4, Event::Corrections(&a)), now, ns);
+        assert_eq!(c.state(), BeamState::Held);
+        // every piece is reported once, in order
+        let (_, first, all) = c.take_unreported().expect("pieces to report");
+        assert_eq!((first, all.len()), (0, 4));
+        assert!(c.take_unreported().is_none());
+    }
+
+    #[test]
+    fn a_set_without_the_next_spot_holds() {
+        let model = DeliveryModel::from_spots(vec![
+            PlannedSpot {
+                beam: 0,
+                meterset: 1.0,
+                pre_s: 0.0,
+                dwell_s: 0.1,
+            };
+            5
+        ]);
+        let config = ControllerConfig::default()
+            .with_watchdog(Duration::from_secs(3600))
+            .with_delivery(model);
+        let t0 = Instant::now();
+        let mut c = Controller::new(config, t0, T0_NS);
+        let a = set(1, 0.0); // spots 0..3 only
+        c.on_incoming(&msg(1, Event::Corrections(&a)), t0, T0_NS);
+        c.tick(t0 + Duration::from_secs(1), T0_NS + 1_000_000_000);
+        assert_eq!(c.delivery_log().len(), 3);
+        assert_eq!(c.state(), BeamState::Held);
+        assert_eq!(
+            c.events().last().map(|e| e.cause),
+            Some(Cause::SpotNotInSet {
+                spot_index: 3,
+                frame_id: 1
+            })
+        );
     }
 }
