@@ -18,7 +18,8 @@
 //! plan order (0071,1001) UL, delivered energy MeV/u (0071,1002) FL, range shifter mm w.e.
 //! (0071,1003) FL, meterset in weight units (0071,1004) FD, frame id of the applied
 //! correction set (0071,1005) UV, delivery instant ns since the UNIX epoch (0071,1006) UV,
-//! and the layer index (0071,1011) IS; per beam the plan beam index (0071,1010) IS and the
+//! the layer index (0071,1011) IS and its nominal energy MeV/u (0071,1013) FD (a DS rounds
+//! past 16 characters); per beam the plan beam index (0071,1010) IS and the
 //! specified meterset in weight units (0071,1012) FD; at the top the treatment instant
 //! (0071,1020) UV. With them the reader rebuilds the record exactly.
 
@@ -56,6 +57,7 @@ const P_DELIVERED_NS: Tag = Tag(GROUP, 0x1006);
 const P_BEAM_INDEX: Tag = Tag(GROUP, 0x1010);
 const P_LAYER: Tag = Tag(GROUP, 0x1011);
 const P_SPECIFIED: Tag = Tag(GROUP, 0x1012);
+const P_NOMINAL_ENERGY: Tag = Tag(GROUP, 0x1013);
 const P_TREATMENT_NS: Tag = Tag(GROUP, 0x1020);
 
 /// Identifiers of a written record.
@@ -584,6 +586,11 @@ fn control_point_item(c: &ControlPointDelivery, cp_index: usize, pb: &PlanBeam) 
         PrimitiveValue::U64(c.spots.iter().map(|s| s.delivered_unix_ns).collect()),
     ));
     it.put(int_s(P_LAYER, c.layer as i64));
+    it.put(prim(
+        P_NOMINAL_ENERGY,
+        VR::FD,
+        PrimitiveValue::from(c.nominal_energy_mev_u),
+    ));
     it
 }
 
@@ -896,9 +903,6 @@ fn read_control_point(cp: &InMemDicomObject, cat: &str) -> Result<ControlPointDe
             tag: tags::NUMBER_OF_SCAN_SPOT_POSITIONS,
         },
     })?;
-    let energy = attrs::opt_f64(cp, attr!(NOMINAL_BEAM_ENERGY, "NominalBeamEnergy"))
-        .map_err(at(cat))?
-        .unwrap_or(0.0);
     let map = values(
         req_prim(cp, tags::SCAN_SPOT_POSITION_MAP, "ScanSpotPositionMap", cat)?,
         2 * n,
@@ -922,6 +926,15 @@ fn read_control_point(cp: &InMemDicomObject, cat: &str) -> Result<ControlPointDe
             tag: P_LAYER,
         },
     })?;
+    let energy = match req_prim(cp, P_NOMINAL_ENERGY, "NominalEnergy(0071,1013)", cat)? {
+        PrimitiveValue::F64(v) if v.len() == 1 && v[0].is_finite() => v[0],
+        _ => {
+            return Err(RtRecordError::Inconsistent {
+                at: cat.into(),
+                what: "the nominal energy (0071,1013) is not one finite FD value".into(),
+            })
+        }
+    };
     let index = values(
         req_prim(cp, P_SPOT_INDEX, "SpotIndex(0071,1001)", cat)?,
         n,

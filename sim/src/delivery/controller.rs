@@ -777,7 +777,10 @@ mod tests {
         assert_eq!(log.len(), 2, "two whole dwells fit in 2.5 s");
         assert_eq!(log[0].delivered_unix_ns, T0_NS + 1_000_000_000);
         assert_eq!(log[1].delivered_unix_ns, T0_NS + 2_000_000_000);
-        assert_eq!((log[1].spot.spot_index, log[1].spot.x_mm, log[1].meterset), (1, 10.5, 2.0));
+        assert_eq!(
+            (log[1].spot.spot_index, log[1].spot.x_mm, log[1].meterset),
+            (1, 10.5, 2.0)
+        );
         c.on_incoming(
             &msg(
                 2,
@@ -792,7 +795,10 @@ mod tests {
         assert_eq!(c.state(), BeamState::Held);
         // half of spot 2's dwell: half its meterset, under frame 1
         let piece = c.delivery_log()[2];
-        assert_eq!((piece.spot.spot_index, piece.meterset, piece.frame_id), (2, 1.0, 1));
+        assert_eq!(
+            (piece.spot.spot_index, piece.meterset, piece.frame_id),
+            (2, 1.0, 1)
+        );
         assert_eq!(piece.delivered_unix_ns, T0_NS + 2_500_000_000);
         // held: time passes, nothing is delivered
         let (now, ns) = at(9.0);
@@ -808,7 +814,10 @@ mod tests {
         c.tick(now, ns);
         let log = c.delivery_log();
         assert_eq!(log.len(), 4);
-        assert_eq!((log[3].spot.spot_index, log[3].meterset, log[3].frame_id), (2, 1.0, 3));
+        assert_eq!(
+            (log[3].spot.spot_index, log[3].meterset, log[3].frame_id),
+            (2, 1.0, 3)
+        );
         assert_eq!(log[3].spot.x_mm, 19.5);
         assert_eq!(log[3].delivered_unix_ns, T0_NS + 10_500_000_000);
         assert!(c.complete());
