@@ -12,7 +12,8 @@
 //! - otherwise the cause is the first hold on record after the beam-on period its last
 //!   piece belongs to: an ionguide hold (frame held or rejected, controller silent) is
 //!   `MACHINE`/`HOLD_<code>`, the controller holding on its own `MACHINE`/`INTERLOCK`, an
-//!   operator action `OPERATOR`/`OPERATOR`, the end of the session `OPERATOR`/`SHUTDOWN`;
+//!   operator action `OPERATOR`/`OPERATOR`, the end of the session (the link stage's
+//!   shutdown HOLD, or the daemon's shutdown record) `OPERATOR`/`SHUTDOWN`;
 //!   none at all (a log cut short) is `UNKNOWN`.
 
 use crate::audit::{AuditRecord, Outcome};
@@ -91,6 +92,11 @@ fn hold_event(rec: &AuditRecord) -> Option<Termination> {
             TerminationStatus::Machine,
             &format!("HOLD_{code}"),
             format!("ionguide hold: link_silent ({detail})"),
+        ),
+        AuditRecord::Link { code, detail, .. } if *code == HoldReason::Shutdown.code() => t(
+            TerminationStatus::Operator,
+            "SHUTDOWN",
+            format!("session ended ({detail})"),
         ),
         // the link stage's record of the controller holding on its own
         AuditRecord::Link { code: 0, detail, .. } => {

@@ -144,6 +144,12 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
     while let Ok(action) = s.shared.operator.rx.try_recv() {
         audit_operator(&mut s, &action)?;
     }
+    // on record: the beam is held because the session ends (a treatment record names it)
+    s.audit.write(&audit::AuditRecord::Link {
+        unix_ns: super::ingest_stage::unix_ns_of(Instant::now()),
+        code: HoldReason::Shutdown.code(),
+        detail: "HOLD sent: the session ends".into(),
+    })?;
     let hold_seq = s.link.next_sequence();
     send_hold(&mut s, &mut st, HoldReason::Shutdown, 0);
     // The controller reports the spots it delivered up to a hold before it acknowledges the
