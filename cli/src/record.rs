@@ -1,5 +1,5 @@
 //! `ionguide record --audit LOG --plan RP --out RT.dcm`: the RT Ion Beams Treatment Record
-//! of a session, rebuilt from its audit log — from what the controller reported delivered
+//! of a session (the log's last, when several appended to it), rebuilt from its audit log — from what the controller reported delivered
 //! (delivered-spots records), not from what was sent.
 
 use std::path::{Path, PathBuf};
@@ -65,7 +65,9 @@ pub fn record_bytes(record: &TreatmentRecord, plan_bytes: &[u8]) -> anyhow::Resu
 /// Builds the treatment record of the log at `audit` for the plan at `plan`.
 pub fn build(audit: &Path, plan: &Path) -> anyhow::Result<(TreatmentRecord, Vec<u8>)> {
     let mut reader = AuditReader::open(audit).with_context(|| format!("cannot open {}", audit.display()))?;
-    let records: Vec<AuditRecord> = reader.by_ref().collect();
+    let all: Vec<AuditRecord> = reader.by_ref().collect();
+    // a log appended to by several sessions: the last one's record
+    let records = ionguide::treatment::last_session(&all);
     if let Some(status) = reader.status() {
         if status != &TailStatus::Clean {
             tracing::warn!(
@@ -76,19 +78,34 @@ pub fn build(audit: &Path, plan: &Path) -> anyhow::Result<(TreatmentRecord, Vec<
     }
     let plan_bytes = std::fs::read(plan).with_context(|| format!("cannot read {}", plan.display()))?;
     let (ion_plan, _) = rtplan::read_plan_bytes(&plan_bytes, plan)?;
-    let record = ionguide::treatment::from_audit(&records, &ion_plan)
+    let record = ionguide::treatment::from_audit(records, &ion_plan)
         .with_context(|| format!("cannot build the treatment record from {}", audit.display()))?;
     let bytes = record_bytes(&record, &plan_bytes)?;
     Ok((record, bytes))
 }
 
+/// Writes `bytes` to a new file at `out` (an existing file is never overwritten).
+pub fn write_new(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "cannot create {} (an existing file is not overwritten)",
+                out.display()
+            )
+        })?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", out.display()))
+}
+
 /// Runs `record`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.out.exists() {
-        anyhow::bail!("{} exists; not overwritten", args.out.display());
-    }
     let (record, bytes) = build(&args.audit, &args.plan)?;
-    std::fs::write(&args.out, &bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
+    write_new(&args.out, &bytes)?;
     println!(
         "treatment record {}: {} beam(s), {} delivered spot piece(s)",
         args.out.display(),

@@ -111,6 +111,16 @@ fn hold_event(rec: &AuditRecord) -> Option<Termination> {
     }
 }
 
+/// The records of the last session in `records` (from its session start on; all of them
+/// when there is none): a daemon appends every session to one log.
+pub fn last_session(records: &[AuditRecord]) -> &[AuditRecord] {
+    let start = records
+        .iter()
+        .rposition(|r| matches!(r, AuditRecord::SessionStart { .. }))
+        .unwrap_or(0);
+    &records[start..]
+}
+
 /// Builds the treatment record of the session in `records` (an audit log read in order)
 /// for `plan`, the plan the session delivered.
 pub fn from_audit(records: &[AuditRecord], plan: &IonPlan) -> Result<TreatmentRecord, RecordError> {
@@ -122,7 +132,8 @@ pub fn from_audit(records: &[AuditRecord], plan: &IonPlan) -> Result<TreatmentRe
         }
     }
     let mut session_unix_ns = None;
-    let mut expected = 0u64;
+    // the controller's log may predate the session: the first report sets where it stands
+    let mut expected: Option<u64> = None;
     let mut epoch = 0u64;
     let mut beam_on = false;
     // per piece: (record position, epoch)
@@ -154,14 +165,15 @@ pub fn from_audit(records: &[AuditRecord], plan: &IonPlan) -> Result<TreatmentRe
             AuditRecord::Delivered {
                 first_ordinal, spots, ..
             } => {
-                if *first_ordinal != expected {
+                let want = *expected.get_or_insert(*first_ordinal);
+                if *first_ordinal != want {
                     return Err(RecordError::Gap {
                         record: pos,
-                        expected,
+                        expected: want,
                         found: *first_ordinal,
                     });
                 }
-                expected += spots.len() as u64;
+                expected = Some(want + spots.len() as u64);
                 for s in spots {
                     if s.spot.spot_index as usize >= at.len() {
                         return Err(RecordError::UnknownSpot {
