@@ -11,7 +11,7 @@ shift $(($# >= 2 ? 2 : 1))
 # Largest input worth trying, per target (why: docs/fuzzing.md, "Limits").
 case "$target" in
 ct_slice | ct_frame | rtstruct) max_len=1048576 ;;
-rtplan) max_len=262144 ;;
+rtplan | rtrecord) max_len=262144 ;;
 config) max_len=16384 ;;
 spatial_registration) max_len=65536 ;;
 link_decode) max_len=2048 ;;

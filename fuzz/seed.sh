@@ -6,7 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="$here/../tests/data"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{ct_slice,ct_frame,rtstruct,rtplan,config,spatial_registration}
+mkdir -p "$corpus"/{ct_slice,ct_frame,rtstruct,rtplan,rtrecord,config,spatial_registration}
 
 # ct_slice: one slice per transfer syntax and vendor: native (GE, plastimatch), RLE,
 # JPEG lossless, JPEG 2000 (Siemens).
@@ -162,3 +162,6 @@ max_plan_spots = 100000
 TOML
 
 du -sh "$corpus"/*
+
+# rtrecord: the small treatment record tests/rtrecord.rs keeps in step with the writer.
+cp "$data/records/RT_small.dcm" "$corpus/rtrecord/rt_small.dcm"

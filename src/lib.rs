@@ -27,7 +27,7 @@
 //! println!("{:?} voxels", series.volume.grid().dims());
 //! ```
 
-pub use ionguide_core::{correction, geometry, plan, structure, surrogate, units, volume};
+pub use ionguide_core::{correction, geometry, plan, record, structure, surrogate, units, volume};
 pub use ionguide_dicom as dicom;
 pub use ionguide_kernels::{dose, predict, range, register};
-pub use ionguide_pipeline::{adapt, audit, config, facility, link, pipeline, source, tracking};
+pub use ionguide_pipeline::{adapt, audit, config, facility, link, pipeline, source, tracking, treatment};

@@ -504,3 +504,72 @@ fn session_start_plan_warnings_read_from_hand_written_bytes_and_older_logs_read_
     set_version(&path, 4);
     assert_eq!(std::fs::read(&path).unwrap(), hand_written_log(4, &v3));
 }
+
+/// Kind 8 (delivered spots), laid out by hand from `docs/audit-log.md`: after the chain
+/// prefix, kind, read instant u64, first ordinal u64, count u32, then count × 44 bytes
+/// (spot index u32, x, y, energy, range shifter f32, meterset f64, frame id u64, delivery
+/// instant u64). What the writer writes reads back the same; a negative meterset does not
+/// decode.
+#[test]
+fn delivered_spots_records_read_from_hand_written_bytes() {
+    use ionguide::correction::DeliveredSpot;
+    let spot = |i: u32, meterset: f64| DeliveredSpot {
+        spot: SpotCorrection {
+            spot_index: i,
+            x_mm: 1.5 * i as f32,
+            y_mm: -2.0,
+            energy_mev_u: 150.25,
+            range_shifter_mm_we: 0.5,
+        },
+        meterset,
+        frame_id: 40 + u64::from(i),
+        delivered_unix_ns: 1_750_000_000_000_000_000 + u64::from(i),
+    };
+    let record = AuditRecord::Delivered {
+        unix_ns: 77,
+        first_ordinal: 5,
+        spots: vec![spot(0, 0.25), spot(3, 1e6)],
+    };
+    let mut payload = 0u64.to_le_bytes().to_vec(); // seq 0
+    payload.extend_from_slice(&[0u8; 32]); // previous record's hash (not checked by the reader)
+    payload.push(8);
+    payload.extend_from_slice(&77u64.to_le_bytes());
+    payload.extend_from_slice(&5u64.to_le_bytes());
+    payload.extend_from_slice(&2u32.to_le_bytes());
+    for (i, m) in [(0u32, 0.25f64), (3, 1e6)] {
+        payload.extend_from_slice(&i.to_le_bytes());
+        payload.extend_from_slice(&(1.5 * i as f32).to_le_bytes());
+        payload.extend_from_slice(&(-2.0f32).to_le_bytes());
+        payload.extend_from_slice(&150.25f32.to_le_bytes());
+        payload.extend_from_slice(&0.5f32.to_le_bytes());
+        payload.extend_from_slice(&m.to_le_bytes());
+        payload.extend_from_slice(&(40 + u64::from(i)).to_le_bytes());
+        payload.extend_from_slice(&(1_750_000_000_000_000_000 + u64::from(i)).to_le_bytes());
+    }
+    let read = |payload: &[u8]| {
+        let mut r = AuditReader::from_bytes(hand_written_log(VERSION, payload), Path::new("hand")).unwrap();
+        let records: Vec<AuditRecord> = r.by_ref().collect();
+        (records, r.status().cloned())
+    };
+    assert_eq!(read(&payload), (vec![record.clone()], Some(TailStatus::Clean)));
+    let mut negative = payload.clone();
+    let at = 40 + 1 + 8 + 8 + 4 + 20;
+    negative[at..at + 8].copy_from_slice(&(-1.0f64).to_le_bytes());
+    assert!(matches!(read(&negative).1, Some(TailStatus::Corrupt { .. })));
+    // a count beyond the bytes present does not decode either (nor reserves for it)
+    let mut overlong = payload.clone();
+    overlong[57..61].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(read(&overlong).1, Some(TailStatus::Corrupt { .. })));
+    // the writer's record reads back the same, and the summary counts its spots
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.igaudit");
+    let mut w = AuditWriter::create(&path, 9, AuditOptions::default()).unwrap();
+    w.write(&record).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    let mut r = AuditReader::open(&path).unwrap();
+    let back: Vec<AuditRecord> = r.by_ref().collect();
+    assert_eq!(back, vec![record]);
+    let s = summary(&path).unwrap();
+    assert_eq!(s.delivered_spots, 2);
+}

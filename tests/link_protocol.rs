@@ -2,7 +2,7 @@
 
 mod doc_example;
 
-use ionguide::correction::{CorrectionSet, HoldReason, RangeMode, SpotCorrection};
+use ionguide::correction::{CorrectionSet, DeliveredSpot, HoldReason, RangeMode, SpotCorrection};
 use ionguide::link::protocol::{
     Ack, AckStatus, Body, DecodeError, Decoder, EncodeError, Encoder, MessageType, SurrogateSample,
     HEADER_LEN, MAC_LEN, MAX_UDP_PAYLOAD, MIN_MAX_DATAGRAM, SURROGATE_FIXED_LEN,
@@ -32,6 +32,21 @@ fn spot() -> impl Strategy<Value = SpotCorrection> {
             range_shifter_mm_we: r,
         }
     })
+}
+
+fn delivered() -> impl Strategy<Value = DeliveredSpot> {
+    (
+        spot(),
+        prop::num::f64::POSITIVE | prop::num::f64::ZERO,
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(spot, meterset, frame_id, at)| DeliveredSpot {
+            spot,
+            meterset,
+            frame_id,
+            delivered_unix_ns: at,
+        })
 }
 
 fn set() -> impl Strategy<Value = CorrectionSet> {
@@ -153,6 +168,36 @@ proptest! {
         prop_assert_eq!(got.acquired_unix_ns, acquired);
         prop_assert_eq!(got.markers, markers);
         prop_assert_eq!(got.pos_mm.map(|p| p.map(f32::to_bits)), pos_mm.map(|p| p.map(f32::to_bits)));
+    }
+
+    #[test]
+    fn delivered_round_trip(
+        spots in prop::collection::vec(delivered(), 1..300),
+        max_datagram in MIN_MAX_DATAGRAM..4000usize,
+        session in any::<u64>(),
+        first in 0u64..1 << 40,
+    ) {
+        let mut enc = Encoder::new(&key(1), 9, max_datagram).unwrap();
+        let dec = Decoder::new(&key(1), max_datagram);
+        let per = enc.delivered_per_part();
+        prop_assert!(per >= 1, "the smallest datagram still carries one delivered spot");
+        let mut buf = vec![0u8; max_datagram];
+        let mut got: Vec<DeliveredSpot> = Vec::new();
+        for (k, chunk) in spots.chunks(per).enumerate() {
+            let ordinal = first + (k * per) as u64;
+            let n = enc.encode_delivered(&mut buf, NOW, session, ordinal, chunk).unwrap();
+            prop_assert!(n <= max_datagram);
+            let m = dec.decode(&buf[..n]).unwrap();
+            prop_assert_eq!(m.header.message_type, MessageType::Delivered);
+            let Body::Delivered(d) = m.body else { panic!("not DELIVERED: {:?}", m.body) };
+            prop_assert_eq!((d.sender_session_id, d.first_ordinal, d.spots.len()), (session, ordinal, chunk.len()));
+            got.extend(d.spots.iter());
+        }
+        // bitwise: the wire carries the IEEE bits unchanged
+        prop_assert_eq!(got.len(), spots.len());
+        for (a, b) in got.iter().zip(&spots) {
+            prop_assert_eq!(a.to_le_bytes(), b.to_le_bytes());
+        }
     }
 
     #[test]
@@ -506,4 +551,65 @@ fn surrogate_domain_is_enforced() {
     ));
     let mut g = ReplayGuard::for_surrogate(500_000_000, 50_000_000);
     assert!(g.check(&m.header, NOW).is_ok());
+}
+
+#[test]
+fn delivered_reports_with_bad_fields_are_refused_by_name() {
+    let dec = Decoder::new(&key(1), 1400);
+    let mut enc = Encoder::new(&key(1), 9, 1400).unwrap();
+    let mut buf = [0u8; 1400];
+    let spot = DeliveredSpot {
+        spot: SpotCorrection {
+            spot_index: 3,
+            x_mm: 1.0,
+            y_mm: -2.0,
+            energy_mev_u: 150.0,
+            range_shifter_mm_we: 0.0,
+        },
+        meterset: 0.25,
+        frame_id: 42,
+        delivered_unix_ns: NOW,
+    };
+    // the encoder refuses what the decoder would refuse
+    let nan = DeliveredSpot {
+        meterset: f64::NAN,
+        ..spot
+    };
+    assert!(matches!(
+        enc.encode_delivered(&mut buf, NOW, 1, 0, &[spot, nan]),
+        Err(EncodeError::NonFinite { position: 1, .. })
+    ));
+    assert!(matches!(
+        enc.encode_delivered(&mut buf, NOW, 1, 0, &[]),
+        Err(EncodeError::TooManySpots { spots: 0 })
+    ));
+    let n = enc.encode_delivered(&mut buf, NOW, 1, 0, &[spot]).unwrap();
+    let good = buf[..n].to_vec();
+    let p = HEADER_LEN;
+    let bad = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut d = good.clone();
+        edit(&mut d);
+        resign(&mut d, &key(1));
+        dec.decode(&d).map(|_| ())
+    };
+    // a negative meterset (bytes 20..28 of the spot, after the 24 fixed bytes)
+    assert_eq!(
+        bad(&|d| d[p + 24 + 20..p + 24 + 28].copy_from_slice(&(-1.0f64).to_le_bytes())),
+        Err(DecodeError::BadField {
+            field: "delivered.spot"
+        })
+    );
+    assert_eq!(
+        bad(&|d| d[p + 20] = 1),
+        Err(DecodeError::BadField {
+            field: "delivered.reserved"
+        })
+    );
+    // a count that disagrees with the payload
+    assert!(matches!(
+        bad(&|d| d[p + 16] = 2),
+        Err(DecodeError::LengthMismatch { .. })
+    ));
+    // the controller never accepts a DELIVERED as input: only the sender reads them
+    assert!(matches!(dec.decode(&good).unwrap().body, Body::Delivered(_)));
 }

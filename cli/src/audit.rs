@@ -126,7 +126,7 @@ impl<'a> Report<'a> {
                 AuditRecord::Link { .. } => r.links.push(rec),
                 AuditRecord::Shutdown { .. } => r.shutdown = Some(rec),
                 // counted in `counts.acks`
-                AuditRecord::ControllerAck { .. } => {}
+                AuditRecord::ControllerAck { .. } | AuditRecord::Delivered { .. } => {}
             }
         }
         r
@@ -208,6 +208,12 @@ impl<'a> Report<'a> {
                 n("applied"),
                 n("expired"),
                 n("accepted")
+            );
+        }
+        if self.counts.delivered_spots > 0 {
+            out += &format!(
+                "delivered {} spot(s) reported by the controller\n",
+                self.counts.delivered_spots
             );
         }
         out += &format!("link      {} event(s)\n", self.links.len());
@@ -298,6 +304,7 @@ impl<'a> Report<'a> {
             "latency": latency,
             "link_events": links,
             "controller_acks": &self.counts.acks,
+            "delivered_spots": self.counts.delivered_spots,
             "shutdown": shutdown,
             "tail": tail,
         })

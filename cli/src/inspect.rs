@@ -31,7 +31,82 @@ struct Report {
     structures: Vec<StructureReport>,
     plans: Vec<PlanReport>,
     registrations: Vec<RegistrationReport>,
+    records: Vec<RecordReport>,
     skipped: Vec<SkippedReport>,
+}
+
+/// An RT Ion Beams Treatment Record given as a file.
+#[derive(Debug, Serialize)]
+struct RecordReport {
+    file: PathBuf,
+    sop_instance_uid: String,
+    plan_sop_instance_uid: String,
+    primary_dosimeter_unit: String,
+    treatment_date: String,
+    treatment_time: String,
+    beams: Vec<RecordBeamReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct RecordBeamReport {
+    beam_number: i32,
+    beam_name: String,
+    specified_meterset: Option<f64>,
+    delivered_meterset: Option<f64>,
+    termination_status: String,
+    termination_code: Option<String>,
+    termination_description: Option<String>,
+    control_points: usize,
+    delivered_pieces: usize,
+}
+
+/// Reads the files among `paths` that are treatment records; returns them and the rest.
+fn split_records(paths: &[PathBuf]) -> anyhow::Result<(Vec<RecordReport>, Vec<PathBuf>)> {
+    use ionguide::dicom::rtrecord::{
+        read_treatment_record, RtRecordError, RT_ION_BEAMS_TREATMENT_RECORD_SOP_CLASS,
+    };
+    let mut records = Vec::new();
+    let mut rest = Vec::new();
+    for p in paths {
+        let is_record = p.is_file()
+            && ionguide::dicom::object_header::read_object_header(
+                &std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            )
+            .is_ok_and(|h| h.sop_class_uid == RT_ION_BEAMS_TREATMENT_RECORD_SOP_CLASS);
+        if !is_record {
+            rest.push(p.clone());
+            continue;
+        }
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let r = read_treatment_record(&bytes)
+            .map_err(|e: RtRecordError| anyhow::anyhow!(e))
+            .with_context(|| format!("{}: not a readable treatment record", p.display()))?;
+        records.push(RecordReport {
+            file: p.clone(),
+            sop_instance_uid: r.sop_instance_uid,
+            plan_sop_instance_uid: r.record.plan_sop_instance_uid.clone(),
+            primary_dosimeter_unit: r.primary_dosimeter_unit,
+            treatment_date: r.treatment_date_time.0,
+            treatment_time: r.treatment_date_time.1,
+            beams: r
+                .beams
+                .iter()
+                .zip(&r.record.beams)
+                .map(|(s, b)| RecordBeamReport {
+                    beam_number: s.beam_number,
+                    beam_name: s.beam_name.clone(),
+                    specified_meterset: s.specified_meterset,
+                    delivered_meterset: s.delivered_meterset,
+                    termination_status: s.termination_status.clone(),
+                    termination_code: s.termination_code.clone(),
+                    termination_description: s.termination_description.clone(),
+                    control_points: s.control_points,
+                    delivered_pieces: b.pieces().count(),
+                })
+                .collect(),
+        });
+    }
+    Ok((records, rest))
 }
 
 #[derive(Debug, Serialize)]
@@ -168,7 +243,12 @@ fn series_report(series: &ct::CtSeries) -> SeriesReport {
 }
 
 fn build_report(paths: &[PathBuf]) -> anyhow::Result<Report> {
-    let found = classify::classify_paths(paths)?;
+    let (records, paths) = split_records(paths)?;
+    let found = if paths.is_empty() {
+        classify::Classified::default()
+    } else {
+        classify::classify_paths(&paths)?
+    };
     let mut series_reports = Vec::new();
     let mut volumes: Vec<(String, CtVolume)> = Vec::new();
     for files in &found.ct_series {
@@ -259,6 +339,7 @@ fn build_report(paths: &[PathBuf]) -> anyhow::Result<Report> {
         structures,
         plans,
         registrations,
+        records,
         skipped: found
             .skipped
             .into_iter()
@@ -320,10 +401,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         && report.structures.is_empty()
         && report.plans.is_empty()
         && report.registrations.is_empty()
+        && report.records.is_empty()
     {
         anyhow::bail!(
-            "no CT series, RT Structure Set, RT Ion Plan or Spatial Registration found in the given paths"
+            "no CT series, RT Structure Set, RT Ion Plan, Spatial Registration or treatment record found in the given paths"
         );
+    }
+    for r in &report.records {
+        println!(
+            "Treatment record {}: plan {}, treated {} {} UTC, {} beam(s), metersets in {}",
+            r.file.display(),
+            r.plan_sop_instance_uid,
+            r.treatment_date,
+            r.treatment_time,
+            r.beams.len(),
+            r.primary_dosimeter_unit
+        );
+        for b in &r.beams {
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6}"));
+            println!(
+                "  beam {} {:?}: delivered {} of {} specified, {} control point deliveries, {} spot pieces; {} {} ({})",
+                b.beam_number,
+                b.beam_name,
+                f(b.delivered_meterset),
+                f(b.specified_meterset),
+                b.control_points,
+                b.delivered_pieces,
+                b.termination_status,
+                b.termination_code.as_deref().unwrap_or("-"),
+                b.termination_description.as_deref().unwrap_or("-")
+            );
+        }
     }
     for (i, s) in report.series.iter().enumerate() {
         println!(

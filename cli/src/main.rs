@@ -14,6 +14,7 @@ mod inspect;
 mod plan;
 mod predict;
 mod range;
+mod record;
 mod register;
 mod run;
 mod surrogate_send;
@@ -61,6 +62,8 @@ enum Command {
     Audit(audit::Args),
     /// The facility: one isolated session per treatment room, each plan checked against its room.
     Facility(facility::Args),
+    /// Rebuild the RT Ion Beams Treatment Record of a session from its audit log.
+    Record(record::Args),
     /// Forecast breathing-marker traces a horizon ahead (causal), or score predictors with the published protocol.
     Predict(predict::Args),
     /// Replay recorded marker traces as the tracking system's authenticated SURROGATE stream (tests, demos).
@@ -90,6 +93,7 @@ fn main() -> std::process::ExitCode {
         Command::Facility(args) => facility::run(args),
         Command::Predict(args) => predict::run(args),
         Command::SurrogateSend(args) => surrogate_send::run(args),
+        Command::Record(args) => record::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

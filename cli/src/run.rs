@@ -40,6 +40,10 @@ pub struct Args {
     /// Operator token file (mode 0600, ≥ 16 characters): enables the console's actions.
     #[arg(long, requires = "console")]
     console_token: Option<PathBuf>,
+    /// At the end of the session, write its RT Ion Beams Treatment Record here (as
+    /// `ionguide record` would from the audit log; refused if the file exists).
+    #[arg(long)]
+    record_out: Option<PathBuf>,
 }
 
 /// Runs the subcommand.
@@ -161,7 +165,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     drop(session);
-    let pipeline = chain.start()?.pipeline;
+    let chain = chain.start()?;
+    let audit_path = chain.audit_path.clone();
+    let pipeline = chain.pipeline;
     let operator = pipeline.operator();
     let console = match args.console {
         Some(addr) => {
@@ -245,6 +251,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     // The closing checkpoint: a verifier can then tell this orderly end from a cut tail.
     audit.close()?;
+    if let Some(out) = &args.record_out {
+        // the session is over and its log closed: a failure here loses nothing (the log
+        // keeps every delivered spot; `ionguide record` rebuilds the record from it)
+        match crate::record::build(&audit_path, &config.planning.plan)
+            .and_then(|(r, bytes)| crate::record::write_new(out, &bytes).map(|()| r))
+        {
+            Ok(r) => println!(
+                "treatment record {}: {} beam(s), {} delivered spot piece(s)",
+                out.display(),
+                r.beams.len(),
+                r.pieces().count()
+            ),
+            Err(e) => eprintln!(
+                "treatment record not written: {e:#} (rebuild it with `ionguide record --audit {} --plan {} --out {}`)",
+                audit_path.display(),
+                config.planning.plan.display(),
+                out.display()
+            ),
+        }
+    }
     println!("{}", stats.status_line());
     println!(
         "stale corrections (sent after their deadline): {}",

@@ -349,3 +349,56 @@ fn a_tls_frame_is_corrected_and_a_plain_sender_refused() {
         .any(|r| matches!(r, AuditRecord::Frame(f) if f.outcome == Some(Outcome::Corrected))));
     controller.stop().unwrap();
 }
+
+/// `--record-out`: the daemon writes the session's treatment record when it stops, and it
+/// holds exactly what the controller simulator delivered (its own log), piece for piece.
+#[test]
+fn the_daemon_writes_the_treatment_record_of_what_the_controller_delivered() {
+    use ionguide_sim::delivery::controller::{ControllerConfig, DeliveryModel};
+    use ionguide_sim::delivery::timeline::{ScanAxes, SynchrotronModel};
+    let s = SessionDir::new();
+    let (plan, _) =
+        ionguide::dicom::rtplan::read_plan(support::daemon::data("plans/STS_001/RPSTS001G0G90.dcm")).unwrap();
+    // 5 ms per spot, moves instantaneous: ~18 s for the plan, longer than the test
+    let machine = SynchrotronModel {
+        energy_switch_s: 0.0,
+        energy_switch_refills_spill: false,
+        spill_recharge_s: 0.0,
+        particles_per_spill: 1e12,
+        max_spill_length_s: None,
+        particle_rate_per_s: 0.0333 / 0.005,
+        scan_speed_mm_per_s: [1e12, 1e12],
+        scan_axes: ScanAxes::Simultaneous,
+        spot_settle_s: 0.0,
+        beam_switch_s: 0.0,
+    };
+    let controller = s.controller_with(
+        ControllerConfig::default()
+            .with_watchdog(Duration::from_secs(2))
+            .with_delivery(DeliveryModel::from_plan(&plan, &machine, 1.0).unwrap()),
+    );
+    let config = s.write_config(controller.local_addr(), SCP_59, RELAXED_TIMING);
+    let out = s.path().join("RT.dcm");
+    let daemon = Daemon::start_with(&config, &["--record-out", out.to_str().unwrap()])
+        .unwrap_or_else(|(st, e)| panic!("{st}: {e}"));
+    let frames = FrameSender::new();
+    assert!(
+        frames.send(daemon.scp, 101, &Edit::default()),
+        "storescu frame 101"
+    );
+    assert!(
+        controller.wait_until(Duration::from_secs(30), |c| c.delivery_log().len() >= 20),
+        "the controller delivered spots within 30 s; daemon:\n{}",
+        daemon.stderr()
+    );
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    let controller = controller.stop().unwrap();
+    let read = ionguide::dicom::rtrecord::read_treatment_record(&std::fs::read(&out).unwrap()).unwrap();
+    let pieces: Vec<_> = read.record.pieces().copied().collect();
+    assert_eq!(pieces, controller.delivery_log());
+    assert_eq!(read.record.beams.len(), 1);
+    // SIGTERM: the daemon's shutdown HOLD ended the beam
+    assert_eq!(read.beams[0].termination_status, "OPERATOR");
+    assert_eq!(read.beams[0].termination_code.as_deref(), Some("SHUTDOWN"));
+}

@@ -133,15 +133,15 @@ path = "audit/session.audit"
 
     /// Starts a controller simulator with this folder's key.
     pub fn controller(&self, watchdog: Duration) -> ControllerHandle {
+        self.controller_with(ControllerConfig::default().with_watchdog(watchdog))
+    }
+
+    /// Starts a controller simulator with this folder's key and `config`.
+    pub fn controller_with(&self, config: ControllerConfig) -> ControllerHandle {
         let key = LinkKey::from_file(self.key_path()).unwrap();
         let receiver =
             LinkReceiver::bind("127.0.0.1:0".parse().unwrap(), &key, &LinkOptions::default()).unwrap();
-        spawn(
-            receiver,
-            ControllerConfig::default().with_watchdog(watchdog),
-            |_| {},
-        )
-        .unwrap()
+        spawn(receiver, config, |_| {}).unwrap()
     }
 }
 

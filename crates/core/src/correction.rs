@@ -86,6 +86,67 @@ impl SpotCorrection {
     }
 }
 
+/// One spot as the controller delivered it (or a piece of it, when a hold split its dwell):
+/// the correction it was delivered with, how much meterset, under which frame's set, when.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DeliveredSpot {
+    /// The applied correction: plan index, position, energy and range shifter as delivered.
+    pub spot: SpotCorrection,
+    /// Meterset delivered, in the plan's Scan Spot Meterset Weight units (300A,0396); a
+    /// treatment record scales it to the beam's Primary Dosimeter Unit.
+    pub meterset: f64,
+    /// The frame whose correction set was applied when the spot (piece) was delivered.
+    pub frame_id: u64,
+    /// When its delivery ended, ns since the UNIX epoch (controller wall clock).
+    pub delivered_unix_ns: u64,
+}
+
+/// Bytes of one delivered spot in the shared little-endian encoding: the 20 bytes of
+/// [`SpotCorrection::to_le_bytes`], meterset f64, frame id u64, delivery instant u64. The
+/// DELIVERED datagram (`docs/protocol.md`) and the audit log's delivered-spots record
+/// (`docs/audit-log.md`) carry exactly these bytes.
+pub const DELIVERED_SPOT_BYTES: usize = 44;
+
+impl DeliveredSpot {
+    /// The delivered spot in the shared encoding ([`DELIVERED_SPOT_BYTES`]).
+    pub fn to_le_bytes(&self) -> [u8; DELIVERED_SPOT_BYTES] {
+        let mut b = [0u8; DELIVERED_SPOT_BYTES];
+        b[0..20].copy_from_slice(&self.spot.to_le_bytes());
+        b[20..28].copy_from_slice(&self.meterset.to_le_bytes());
+        b[28..36].copy_from_slice(&self.frame_id.to_le_bytes());
+        b[36..44].copy_from_slice(&self.delivered_unix_ns.to_le_bytes());
+        b
+    }
+
+    /// A delivered spot from the shared encoding. Any 44 bytes decode; whether the values
+    /// are acceptable (finite, meterset ≥ 0) is the reader's rule ([`DeliveredSpot::is_sane`]).
+    pub fn from_le_bytes(b: &[u8; DELIVERED_SPOT_BYTES]) -> Self {
+        let mut s = [0u8; SPOT_BYTES];
+        s.copy_from_slice(&b[0..20]);
+        let word8 = |at: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[at..at + 8]);
+            a
+        };
+        DeliveredSpot {
+            spot: SpotCorrection::from_le_bytes(&s),
+            meterset: f64::from_le_bytes(word8(20)),
+            frame_id: u64::from_le_bytes(word8(28)),
+            delivered_unix_ns: u64::from_le_bytes(word8(36)),
+        }
+    }
+
+    /// True when every float is finite and the meterset is not negative.
+    pub fn is_sane(&self) -> bool {
+        let s = &self.spot;
+        [s.x_mm, s.y_mm, s.energy_mev_u, s.range_shifter_mm_we]
+            .iter()
+            .all(|v| v.is_finite())
+            && self.meterset.is_finite()
+            && self.meterset >= 0.0
+    }
+}
+
 /// The corrections for one frame. Buffers are reused frame to frame (`clear` keeps the
 /// capacity), so a warm pipeline does not allocate.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -14,6 +14,7 @@
 pub mod correction;
 pub mod geometry;
 pub mod plan;
+pub mod record;
 pub mod structure;
 pub mod surrogate;
 pub mod units;

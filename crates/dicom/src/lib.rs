@@ -4,6 +4,7 @@
 //! - [`rtstruct`]: RT Structure Set → [`StructureSet`](ionguide_core::structure::StructureSet).
 //! - [`rtplan`]: RT Ion Plan ↔ [`IonPlan`](ionguide_core::plan::IonPlan).
 //! - [`rtdose`]: a dose grid (Gy) → RT Dose, 32-bit unsigned with Dose Grid Scaling.
+//! - [`rtrecord`]: RT Ion Beams Treatment Record ↔ [`TreatmentRecord`](ionguide_core::record::TreatmentRecord), what a session delivered.
 //! - [`spatial_registration`]: Spatial Registration ↔ [`RoomSetup`](ionguide_core::geometry::RoomSetup), the in-room → planning Frame of Reference map.
 //! - [`object_header`]: the header facts frame assembly groups received objects by.
 //! - [`scp`]: the C-STORE receiver (Storage SCP) a scanner pushes frames to; objects go to a handler.
@@ -25,6 +26,7 @@ pub mod identity;
 pub mod object_header;
 pub mod rtdose;
 pub mod rtplan;
+pub mod rtrecord;
 pub mod rtstruct;
 pub mod scp;
 pub mod spatial_registration;

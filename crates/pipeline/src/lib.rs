@@ -17,6 +17,7 @@ pub mod link;
 pub mod pipeline;
 pub mod source;
 pub mod tracking;
+pub mod treatment;
 
 // The layers below, named through `crate::` paths as in one crate.
 pub(crate) use ionguide_core::{correction, geometry, plan, units, volume};

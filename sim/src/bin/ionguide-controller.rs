@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
-use ionguide_sim::delivery::controller::{spawn, BeamState, ControllerConfig};
+use ionguide_sim::delivery::controller::{spawn, BeamState, ControllerConfig, DeliveryModel};
+use ionguide_sim::delivery::timeline::SynchrotronModel;
 
 /// A simulated gantry controller: verifies link messages, holds the beam on silence, HOLD,
 /// expiry or any rejected datagram, and ACKs the sender.
@@ -27,6 +28,17 @@ struct Args {
     /// Do not hold the beam on rejected (forged, replayed, malformed) datagrams.
     #[arg(long)]
     no_hold_on_rejected: bool,
+    /// RT Ion Plan to deliver: while the beam is on, its spots are delivered in plan order
+    /// and reported to the sender (DELIVERED). Without it the controller only tracks the
+    /// beam state.
+    #[arg(long)]
+    plan: Option<PathBuf>,
+    /// Particles per unit of Scan Spot Meterset Weight (1 when the plan's meterset is NP).
+    #[arg(long, default_value_t = 1.0)]
+    particles_per_weight: f64,
+    /// The machine's timing: `matrad` or `fast` (a fast multi-energy synchrotron).
+    #[arg(long, default_value = "fast")]
+    machine: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,9 +56,26 @@ fn run(args: Args) -> anyhow::Result<()> {
     let key = LinkKey::from_file(&args.key)?;
     let receiver = LinkReceiver::bind(args.bind, &key, &LinkOptions::default())
         .with_context(|| format!("cannot listen on {}", args.bind))?;
-    let config = ControllerConfig::default()
+    let mut config = ControllerConfig::default()
         .with_watchdog(Duration::from_millis(args.watchdog_ms))
         .with_hold_on_rejected(!args.no_hold_on_rejected);
+    if let Some(path) = &args.plan {
+        let machine = match args.machine.as_str() {
+            "matrad" => SynchrotronModel::matrad(),
+            "fast" => SynchrotronModel::fast_multi_energy(),
+            other => anyhow::bail!("unknown machine {other:?} (matrad or fast)"),
+        };
+        let (plan, _) = ionguide::dicom::rtplan::read_plan(path)
+            .with_context(|| format!("cannot read the plan {}", path.display()))?;
+        let model = DeliveryModel::from_plan(&plan, &machine, args.particles_per_weight)
+            .context("cannot time the plan's delivery")?;
+        println!(
+            "delivering {} spots, {:.1} s of beam-on time",
+            model.spots().len(),
+            model.total_s()
+        );
+        config = config.with_delivery(model);
+    }
     let handle = spawn(receiver, config, |e| {
         let state = match e.to {
             BeamState::BeamOn => "BEAM_ON",
@@ -63,6 +92,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     while handle.is_running() {
         std::thread::sleep(Duration::from_millis(200));
     }
-    handle.stop().context("controller stopped")?;
+    let c = handle.stop().context("controller stopped")?;
+    println!("delivered {} spot piece(s)", c.delivery_log().len());
     Ok(())
 }

@@ -15,6 +15,19 @@
 //!   delivery until the next valid set, typically one frame.
 //!
 //! A valid set, or a RESUME while the applied set is still valid, turns the beam back on.
+//!
+//! **Delivery** (when [`ControllerConfig::delivery`] is given, [`DeliveryModel`]): while the
+//! beam is on the controller delivers the plan's spots in plan order (beams, layers, spots),
+//! each at the position, energy and range shifter of the applied set's correction for it.
+//! The time model is simple and documented on [`DeliveryModel`]: a spot costs a scan move
+//! (or an energy/beam switch) then a dwell of `meterset / rate`; both advance only while the
+//! beam is on. A hold during a dwell ends the spot's first *piece* there (its delivered
+//! fraction of the meterset is logged); on resume the dwell continues and the rest of the
+//! meterset is logged as a second piece when it ends. Every piece is kept in the
+//! controller's own log ([`Controller::delivery_log`]) and reported to the sender as
+//! DELIVERED datagrams, sent before the ACK of the message that held the beam (so a
+//! sender that waits for that ACK has every piece). After the last spot the beam holds
+//! ([`Cause::TreatmentComplete`]) and stays held.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +35,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ionguide::correction::{CorrectionSet, HoldReason};
+use ionguide::correction::{CorrectionSet, DeliveredSpot, HoldReason, SpotCorrection};
+use ionguide::plan::IonPlan;
+
+use super::timeline::{spot_requests, SynchrotronModel, TimelineError};
 use ionguide::link::protocol::unix_now_ns;
 use ionguide::link::{Ack, AckStatus, DecodeError, Event, Incoming, LinkError, LinkReceiver, Rejection};
 
@@ -73,10 +89,20 @@ pub enum Cause {
     },
     /// RESUME with a still-valid applied set.
     Resumed,
+    /// Every spot of the plan was delivered.
+    TreatmentComplete,
+    /// The applied set carries no correction for the next spot to deliver.
+    SpotNotInSet {
+        /// The spot (plan order).
+        spot_index: u32,
+        /// The applied set's frame.
+        frame_id: u64,
+    },
 }
 
 impl Cause {
-    /// The audit hold code for a cause that holds the beam (`None` for a beam-on cause).
+    /// The audit hold code for a cause that holds the beam (`None` for a beam-on cause and
+    /// for the end of the plan).
     pub fn hold_reason(&self) -> Option<HoldReason> {
         match self {
             Cause::Startup | Cause::NewSession { .. } => Some(HoldReason::NotReady),
@@ -87,7 +113,8 @@ impl Cause {
             }
             // No wire code says "link rejected": the closest is a frame that could not be decoded.
             Cause::Rejected(_) => Some(HoldReason::CorruptFrame),
-            Cause::Applied { .. } | Cause::Resumed => None,
+            Cause::SpotNotInSet { .. } => Some(HoldReason::InternalFault),
+            Cause::Applied { .. } | Cause::Resumed | Cause::TreatmentComplete => None,
         }
     }
 }
@@ -107,14 +134,93 @@ pub struct ControllerEvent {
     pub cause: Cause,
 }
 
+/// One spot the controller will deliver.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedSpot {
+    /// Beam index in the plan (0-based).
+    pub beam: usize,
+    /// Meterset, the plan's Scan Spot Meterset Weight units.
+    pub meterset: f64,
+    /// Beam-on time before the dwell: scan move and settling, or an energy or beam switch, s.
+    pub pre_s: f64,
+    /// Dwell, s.
+    pub dwell_s: f64,
+}
+
+/// What the controller delivers and how long each spot takes: the plan's spots in plan
+/// order, timed from a [`SynchrotronModel`] without its spill structure (no recharge, no
+/// flat-top limit: a simplification for a controller test double):
+/// - before each spot, within a layer, the magnets' move ([`SynchrotronModel::travel_s`])
+///   plus `spot_settle_s`; at a new layer the longer of that move and `energy_switch_s`; at
+///   a new beam `beam_switch_s`; none before the first spot;
+/// - the dwell is `weight · particles_per_weight / particle_rate_per_s`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryModel {
+    spots: Vec<PlannedSpot>,
+}
+
+impl DeliveryModel {
+    /// The plan's spots timed by `machine`; weights × `particles_per_weight` are particles.
+    pub fn from_plan(
+        plan: &IonPlan,
+        machine: &SynchrotronModel,
+        particles_per_weight: f64,
+    ) -> Result<Self, TimelineError> {
+        machine.validate()?;
+        let requests = spot_requests(plan, particles_per_weight)?;
+        let mut spots = Vec::with_capacity(requests.len());
+        let mut prev: Option<&super::timeline::SpotRequest> = None;
+        for r in &requests {
+            let pre_s = match prev {
+                None => 0.0,
+                Some(p) if p.beam != r.beam => machine.beam_switch_s,
+                Some(p) => {
+                    let travel = machine.travel_s([p.x_mm, p.y_mm], [r.x_mm, r.y_mm]);
+                    if p.layer != r.layer {
+                        travel.max(machine.energy_switch_s)
+                    } else {
+                        travel + machine.spot_settle_s
+                    }
+                }
+            };
+            spots.push(PlannedSpot {
+                beam: r.beam,
+                meterset: r.particles / particles_per_weight,
+                pre_s,
+                dwell_s: r.particles / machine.particle_rate_per_s,
+            });
+            prev = Some(r);
+        }
+        Ok(DeliveryModel { spots })
+    }
+
+    /// A model of the given spots (plan order), e.g. for tests with round numbers.
+    pub fn from_spots(spots: Vec<PlannedSpot>) -> Self {
+        DeliveryModel { spots }
+    }
+
+    /// The spots in delivery order.
+    pub fn spots(&self) -> &[PlannedSpot] {
+        &self.spots
+    }
+
+    /// Beam-on time to deliver everything, s.
+    pub fn total_s(&self) -> f64 {
+        self.spots.iter().map(|s| s.pre_s + s.dwell_s).sum()
+    }
+}
+
 /// Controller settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ControllerConfig {
     /// Hold when nothing valid arrives for this long (default 100 ms).
     pub watchdog: Duration,
     /// Hold on any rejected datagram (default true).
     pub hold_on_rejected: bool,
+    /// What to deliver while the beam is on (default none: the controller only tracks the
+    /// beam state).
+    pub delivery: Option<Arc<DeliveryModel>>,
 }
 
 impl Default for ControllerConfig {
@@ -122,6 +228,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             watchdog: Duration::from_millis(100),
             hold_on_rejected: true,
+            delivery: None,
         }
     }
 }
@@ -135,6 +242,11 @@ impl ControllerConfig {
     /// Sets whether a rejected datagram holds the beam.
     pub fn with_hold_on_rejected(mut self, hold: bool) -> Self {
         self.hold_on_rejected = hold;
+        self
+    }
+    /// Delivers `model`'s spots while the beam is on.
+    pub fn with_delivery(mut self, model: DeliveryModel) -> Self {
+        self.delivery = Some(Arc::new(model));
         self
     }
 }
@@ -164,6 +276,16 @@ pub struct Controller {
     applied: Option<CorrectionSet>,
     events: Vec<ControllerEvent>,
     counters: ControllerCounters,
+    /// Sender session of the applied set.
+    applied_session: u64,
+    /// Delivery: next spot, beam-on time spent on it, meterset already logged for it.
+    cursor: usize,
+    progress_s: f64,
+    piece_done: f64,
+    last_advance: Instant,
+    complete: bool,
+    log: Vec<DeliveredSpot>,
+    reported: usize,
 }
 
 impl Controller {
@@ -183,6 +305,118 @@ impl Controller {
                 cause: Cause::Startup,
             }],
             counters: ControllerCounters::default(),
+            applied_session: 0,
+            cursor: 0,
+            progress_s: 0.0,
+            piece_done: 0.0,
+            last_advance: now,
+            complete: false,
+            log: Vec::new(),
+            reported: 0,
+        }
+    }
+
+    /// Every spot (piece) delivered so far, in delivery order: the controller's own record.
+    pub fn delivery_log(&self) -> &[DeliveredSpot] {
+        &self.log
+    }
+
+    /// True once every planned spot was delivered.
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+
+    /// The pieces not yet reported, their first position in the log, and the sender session
+    /// they belong to; marks them reported.
+    pub fn take_unreported(&mut self) -> Option<(u64, u64, Vec<DeliveredSpot>)> {
+        if self.reported == self.log.len() {
+            return None;
+        }
+        let first = self.reported;
+        self.reported = self.log.len();
+        Some((self.applied_session, first as u64, self.log[first..].to_vec()))
+    }
+
+    fn correction_for(&self, index: usize) -> Option<SpotCorrection> {
+        let set = self.applied.as_ref()?;
+        let want = u32::try_from(index).ok()?;
+        // the pipeline sends every spot in plan order; search only when that does not hold
+        match set.spots.get(index) {
+            Some(s) if s.spot_index == want => Some(*s),
+            _ => set.spots.iter().find(|s| s.spot_index == want).copied(),
+        }
+    }
+
+    fn log_piece(&mut self, meterset: f64, at_unix_ns: u64) -> bool {
+        let Some(spot) = self.correction_for(self.cursor) else {
+            return false;
+        };
+        self.log.push(DeliveredSpot {
+            spot,
+            meterset,
+            frame_id: self.applied.as_ref().map_or(0, |s| s.frame_id),
+            delivered_unix_ns: at_unix_ns,
+        });
+        true
+    }
+
+    /// Delivers what the beam-on time since the last call allows.
+    fn advance(&mut self, now: Instant, now_unix_ns: u64) {
+        let dt_s = now.saturating_duration_since(self.last_advance).as_secs_f64();
+        self.last_advance = now;
+        let Some(model) = self.config.delivery.clone() else {
+            return;
+        };
+        if self.state != BeamState::BeamOn || self.complete {
+            return;
+        }
+        let mut used_s = 0.0;
+        while let Some(sp) = model.spots.get(self.cursor) {
+            let need_s = sp.pre_s + sp.dwell_s - self.progress_s;
+            if dt_s - used_s < need_s {
+                self.progress_s += dt_s - used_s;
+                break;
+            }
+            used_s += need_s;
+            let at = now_unix_ns.saturating_sub(((dt_s - used_s) * 1e9) as u64);
+            let rest = (sp.meterset - self.piece_done).max(0.0);
+            if !self.log_piece(rest, at) {
+                let spot_index = self.cursor as u32;
+                let frame_id = self.applied.as_ref().map_or(0, |s| s.frame_id);
+                self.go(
+                    BeamState::Held,
+                    Cause::SpotNotInSet { spot_index, frame_id },
+                    now,
+                    now_unix_ns,
+                );
+                return;
+            }
+            self.cursor += 1;
+            self.progress_s = 0.0;
+            self.piece_done = 0.0;
+        }
+        if self.cursor >= model.spots.len() {
+            self.complete = true;
+            self.go(BeamState::Held, Cause::TreatmentComplete, now, now_unix_ns);
+        }
+    }
+
+    /// The beam stops in the middle of a dwell: the fraction delivered so far is a piece.
+    fn interrupt(&mut self, now_unix_ns: u64) {
+        let Some(model) = self.config.delivery.clone() else {
+            return;
+        };
+        let Some(sp) = model.spots.get(self.cursor) else {
+            return;
+        };
+        let into_dwell_s = self.progress_s - sp.pre_s;
+        if into_dwell_s <= 0.0 || sp.dwell_s <= 0.0 {
+            return;
+        }
+        let done = sp.meterset * (into_dwell_s / sp.dwell_s).min(1.0);
+        let piece = done - self.piece_done;
+        if piece > 0.0 && self.log_piece(piece, now_unix_ns) {
+            self.piece_done = done;
         }
     }
 
@@ -212,6 +446,12 @@ impl Controller {
     }
 
     fn go(&mut self, to: BeamState, cause: Cause, now: Instant, now_unix_ns: u64) {
+        if to == BeamState::BeamOn && self.complete {
+            return;
+        }
+        if self.state == BeamState::BeamOn && to == BeamState::Held {
+            self.interrupt(now_unix_ns);
+        }
         if self.state != to {
             self.events.push(ControllerEvent {
                 since_start: now.saturating_duration_since(self.started),
@@ -237,6 +477,7 @@ impl Controller {
         now: Instant,
         now_unix_ns: u64,
     ) -> Option<(SocketAddr, Ack)> {
+        self.advance(now, now_unix_ns);
         let (header, peer, new_session, event) = match incoming {
             Incoming::Rejected { reason, .. } => {
                 match reason {
@@ -275,6 +516,7 @@ impl Controller {
                     None => self.applied = Some(set.clone()),
                 }
                 self.counters.applied_sets += 1;
+                self.applied_session = header.session_id;
                 self.go(
                     BeamState::BeamOn,
                     Cause::Applied {
@@ -326,6 +568,7 @@ impl Controller {
 
     /// Applies the watchdog and the applied set's validity at `now`.
     pub fn tick(&mut self, now: Instant, now_unix_ns: u64) {
+        self.advance(now, now_unix_ns);
         if self.state != BeamState::BeamOn {
             return;
         }
@@ -375,6 +618,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("ionguide-controller".into())
         .spawn(move || {
+            let mut last_peer: Option<SocketAddr> = None;
             while !stop2.load(Ordering::Relaxed) {
                 let incoming = receiver.recv(poll)?;
                 let mut c = lock(&shared2);
@@ -387,7 +631,16 @@ pub fn spawn(
                 for e in &c.events()[seen..] {
                     on_event(e);
                 }
+                if let Some(Incoming::Message { peer, .. }) = &incoming {
+                    last_peer = Some(*peer);
+                }
+                let report = c.take_unreported();
                 drop(c);
+                // the pieces go before the ACK, so an ACK of a hold follows every piece
+                // delivered up to that hold
+                if let (Some((session, first, spots)), Some(peer)) = (report, last_peer) {
+                    let _ = receiver.send_delivered(peer, session, first, &spots);
+                }
                 if let Some((peer, ack)) = ack {
                     // An unreachable sender must not stop the controller; the sender's
                     // missing ACKs are its own signal.
@@ -451,5 +704,162 @@ impl ControllerHandle {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ionguide::correction::RangeMode;
+    use ionguide::link::protocol::{Header, MessageType};
+
+    const T0_NS: u64 = 1_750_000_000_000_000_000;
+
+    fn set(frame_id: u64, dx_mm: f32) -> CorrectionSet {
+        CorrectionSet {
+            frame_id,
+            valid_until_unix_ns: u64::MAX,
+            mode: Some(RangeMode::Energy),
+            tumor_shift_mm: [0.0; 3],
+            spots: (0..3)
+                .map(|i| SpotCorrection {
+                    spot_index: i,
+                    x_mm: i as f32 * 10.0 + dx_mm,
+                    y_mm: 0.0,
+                    energy_mev_u: 100.0,
+                    range_shifter_mm_we: 0.0,
+                })
+                .collect(),
+        }
+    }
+
+    fn msg<'a>(seq: u64, event: Event<'a>) -> Incoming<'a> {
+        Incoming::Message {
+            header: Header {
+                message_type: MessageType::Corrections,
+                session_id: 5,
+                sequence: seq,
+                sent_unix_ns: T0_NS,
+            },
+            peer: "127.0.0.1:9".parse().expect("literal"),
+            new_session: false,
+            event,
+        }
+    }
+
+    /// Three spots of 1 s dwell and meterset 2, no moves: the delivery times and pieces
+    /// follow from the model by hand.
+    #[test]
+    fn delivers_in_order_stops_at_a_hold_and_resumes_the_interrupted_spot() {
+        let model = DeliveryModel::from_spots(
+            (0..3)
+                .map(|_| PlannedSpot {
+                    beam: 0,
+                    meterset: 2.0,
+                    pre_s: 0.0,
+                    dwell_s: 1.0,
+                })
+                .collect(),
+        );
+        let config = ControllerConfig::default()
+            .with_watchdog(Duration::from_secs(3600))
+            .with_delivery(model);
+        let t0 = Instant::now();
+        let at = |s: f64| (t0 + Duration::from_secs_f64(s), T0_NS + (s * 1e9) as u64);
+        let mut c = Controller::new(config, t0, T0_NS);
+        let a = set(1, 0.5);
+        let (now, ns) = at(0.0);
+        c.on_incoming(&msg(1, Event::Corrections(&a)), now, ns);
+        assert_eq!(c.state(), BeamState::BeamOn);
+        let (now, ns) = at(2.5);
+        c.tick(now, ns);
+        let log = c.delivery_log();
+        assert_eq!(log.len(), 2, "two whole dwells fit in 2.5 s");
+        assert_eq!(log[0].delivered_unix_ns, T0_NS + 1_000_000_000);
+        assert_eq!(log[1].delivered_unix_ns, T0_NS + 2_000_000_000);
+        assert_eq!(
+            (log[1].spot.spot_index, log[1].spot.x_mm, log[1].meterset),
+            (1, 10.5, 2.0)
+        );
+        c.on_incoming(
+            &msg(
+                2,
+                Event::Hold {
+                    reason: HoldReason::JumpOverLimit,
+                    frame_id: 2,
+                },
+            ),
+            now,
+            ns,
+        );
+        assert_eq!(c.state(), BeamState::Held);
+        // half of spot 2's dwell: half its meterset, under frame 1
+        let piece = c.delivery_log()[2];
+        assert_eq!(
+            (piece.spot.spot_index, piece.meterset, piece.frame_id),
+            (2, 1.0, 1)
+        );
+        assert_eq!(piece.delivered_unix_ns, T0_NS + 2_500_000_000);
+        // held: time passes, nothing is delivered
+        let (now, ns) = at(9.0);
+        c.tick(now, ns);
+        assert_eq!(c.delivery_log().len(), 3);
+        // a new set at 10 s; the rest of spot 2 takes the other half dwell, under frame 3
+        let b = set(3, -0.5);
+        let (now, ns) = at(10.0);
+        c.on_incoming(&msg(3, Event::Corrections(&b)), now, ns);
+        let (now, ns) = at(10.75);
+        c.tick(now, ns);
+        let (now, ns) = at(11.0);
+        c.tick(now, ns);
+        let log = c.delivery_log();
+        assert_eq!(log.len(), 4);
+        assert_eq!(
+            (log[3].spot.spot_index, log[3].meterset, log[3].frame_id),
+            (2, 1.0, 3)
+        );
+        assert_eq!(log[3].spot.x_mm, 19.5);
+        assert_eq!(log[3].delivered_unix_ns, T0_NS + 10_500_000_000);
+        assert!(c.complete());
+        assert_eq!(c.state(), BeamState::Held);
+        assert_eq!(c.events().last().map(|e| e.cause), Some(Cause::TreatmentComplete));
+        // and a later set does not turn the beam on again
+        let (now, ns) = at(12.0);
+        c.on_incoming(&msg(4, Event::Corrections(&a)), now, ns);
+        assert_eq!(c.state(), BeamState::Held);
+        // every piece is reported once, in order
+        let (_, first, all) = c.take_unreported().expect("pieces to report");
+        assert_eq!((first, all.len()), (0, 4));
+        assert!(c.take_unreported().is_none());
+    }
+
+    #[test]
+    fn a_set_without_the_next_spot_holds() {
+        let model = DeliveryModel::from_spots(vec![
+            PlannedSpot {
+                beam: 0,
+                meterset: 1.0,
+                pre_s: 0.0,
+                dwell_s: 0.1,
+            };
+            5
+        ]);
+        let config = ControllerConfig::default()
+            .with_watchdog(Duration::from_secs(3600))
+            .with_delivery(model);
+        let t0 = Instant::now();
+        let mut c = Controller::new(config, t0, T0_NS);
+        let a = set(1, 0.0); // spots 0..3 only
+        c.on_incoming(&msg(1, Event::Corrections(&a)), t0, T0_NS);
+        c.tick(t0 + Duration::from_secs(1), T0_NS + 1_000_000_000);
+        assert_eq!(c.delivery_log().len(), 3);
+        assert_eq!(c.state(), BeamState::Held);
+        assert_eq!(
+            c.events().last().map(|e| e.cause),
+            Some(Cause::SpotNotInSet {
+                spot_index: 3,
+                frame_id: 1
+            })
+        );
     }
 }

@@ -12,7 +12,7 @@ use ionguide::audit::{AuditOptions, AuditReader, AuditRecord, TailStatus};
 use ionguide::link::{LinkKey, LinkOptions, LinkReceiver};
 use ionguide::pipeline::{AuditStart, Chain, ChainBuilder, FrameEvent, LinkTiming, Pipeline, Session};
 use ionguide::source::SourceEvent;
-use ionguide_sim::delivery::controller::{spawn, ControllerConfig, ControllerHandle};
+use ionguide_sim::delivery::controller::{spawn, ControllerConfig, ControllerHandle, DeliveryModel};
 
 /// The repository's test data.
 pub fn data(rel: &str) -> PathBuf {
@@ -117,6 +117,9 @@ pub struct RigOptions {
     /// Surrogate tracking on, with these extra keys of the `[surrogate]` table (its key
     /// file is written, its stream received on a free loopback port).
     pub surrogate_toml: Option<String>,
+    /// The controller delivers these spots while the beam is on (default: it only tracks
+    /// the beam state).
+    pub delivery: Option<DeliveryModel>,
 }
 
 impl Default for RigOptions {
@@ -132,6 +135,7 @@ impl Default for RigOptions {
             },
             via_proxy: false,
             surrogate_toml: None,
+            delivery: None,
         }
     }
 }
@@ -163,12 +167,11 @@ impl Rig {
         let key = LinkKey::from_file(&builder.config().link.key_file).unwrap();
         let receiver =
             LinkReceiver::bind("127.0.0.1:0".parse().unwrap(), &key, &LinkOptions::default()).unwrap();
-        let controller = spawn(
-            receiver,
-            ControllerConfig::default().with_watchdog(options.watchdog),
-            |_| {},
-        )
-        .unwrap();
+        let mut config = ControllerConfig::default().with_watchdog(options.watchdog);
+        if let Some(model) = options.delivery {
+            config = config.with_delivery(model);
+        }
+        let controller = spawn(receiver, config, |_| {}).unwrap();
         let proxy = options
             .via_proxy
             .then(|| super::proxy::Proxy::start(controller.local_addr()));

@@ -5,11 +5,13 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AckOutcome, AuditError, AuditRecord, ChainLink, Checkpoint, Corrections, FrameRecord, Outcome,
-    SetupRecord, ACQUIRED_VERSION, CHAIN_VERSION, HEADER_LEN, KIND_ACK, KIND_CHECKPOINT, KIND_FRAME,
-    KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
+    SetupRecord, ACQUIRED_VERSION, CHAIN_VERSION, HEADER_LEN, KIND_ACK, KIND_CHECKPOINT, KIND_DELIVERED,
+    KIND_FRAME, KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
     REJECT_REASON_VERSION, SPOT_BYTES, VERSION,
 };
-use crate::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
+use crate::correction::{
+    DeliveredSpot, HoldReason, RangeMode, RejectReason, SpotCorrection, DELIVERED_SPOT_BYTES,
+};
 
 /// SHA-256 of the spots' 20-byte encoding ([`SpotCorrection::to_le_bytes`], what a
 /// digest-only record keeps).
@@ -232,6 +234,28 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<(Option<ChainLink>,
                 _ => return None,
             },
         },
+        KIND_DELIVERED if version >= CHAIN_VERSION => {
+            let unix_ns = d.u64()?;
+            let first_ordinal = d.u64()?;
+            let n = d.u32()? as usize;
+            // the count is checked against the bytes present before anything is reserved
+            let raw = d.take(n.checked_mul(DELIVERED_SPOT_BYTES)?)?;
+            let mut spots = Vec::with_capacity(n);
+            for c in raw.chunks_exact(DELIVERED_SPOT_BYTES) {
+                let mut a = [0u8; DELIVERED_SPOT_BYTES];
+                a.copy_from_slice(c);
+                let s = DeliveredSpot::from_le_bytes(&a);
+                if !s.is_sane() {
+                    return None;
+                }
+                spots.push(s);
+            }
+            AuditRecord::Delivered {
+                unix_ns,
+                first_ordinal,
+                spots,
+            }
+        }
         KIND_LINK => AuditRecord::Link {
             unix_ns: d.u64()?,
             code: d.u16()?,
@@ -412,6 +436,24 @@ pub(super) fn encode_record(b: &mut Vec<u8>, record: &AuditRecord, full: bool) -
             b.extend_from_slice(&acked_sequence.to_le_bytes());
             b.push(status.code());
             b.push(u8::from(*beam_on));
+        }
+        AuditRecord::Delivered {
+            unix_ns,
+            first_ordinal,
+            spots,
+        } => {
+            b.push(KIND_DELIVERED);
+            b.extend_from_slice(&unix_ns.to_le_bytes());
+            b.extend_from_slice(&first_ordinal.to_le_bytes());
+            let n = u32::try_from(spots.len()).map_err(|_| AuditError::FieldTooLong {
+                field: "delivered spots",
+                len: spots.len(),
+                max: u32::MAX as usize,
+            })?;
+            b.extend_from_slice(&n.to_le_bytes());
+            for d in spots {
+                b.extend_from_slice(&d.to_le_bytes());
+            }
         }
         AuditRecord::Shutdown { unix_ns, reason } => {
             b.push(KIND_SHUTDOWN);

@@ -120,6 +120,7 @@ const KIND_SHUTDOWN: u8 = 4;
 const KIND_SETUP: u8 = 5;
 const KIND_CHECKPOINT: u8 = 6;
 const KIND_ACK: u8 = 7;
+const KIND_DELIVERED: u8 = 8;
 const NONE_U64: u64 = u64::MAX;
 
 /// Why the audit log could not be written or opened.
@@ -402,6 +403,16 @@ pub enum AuditRecord {
         status: AckOutcome,
         /// The controller's beam state after handling it.
         beam_on: bool,
+    },
+    /// Spots the controller reports delivered (kind 8, new; one per DELIVERED datagram), verbatim:
+    /// what a treatment record is built from.
+    Delivered {
+        /// When the link read the report, ns since the UNIX epoch.
+        unix_ns: u64,
+        /// Position of the first spot in the controller's delivery log (0-based).
+        first_ordinal: u64,
+        /// The spots (pieces) in delivery order.
+        spots: Vec<crate::correction::DeliveredSpot>,
     },
     /// The session ended.
     Shutdown {

@@ -28,6 +28,8 @@ pub struct AuditSummary {
     /// Controller acknowledgements recorded, per outcome name (`applied`, `expired`,
     /// `accepted`: a beam-state change).
     pub acks: BTreeMap<&'static str, u64>,
+    /// Spots (pieces) the controller reported delivered (kind 8 records).
+    pub delivered_spots: u64,
     /// Frames with a latency, and the largest, ns.
     pub max_latency_ns: Option<u64>,
     /// How the log ends.
@@ -54,6 +56,7 @@ impl AuditSummary {
             AuditRecord::Shutdown { .. } => self.shutdowns += 1,
             AuditRecord::Setup(_) => self.setups += 1,
             AuditRecord::ControllerAck { status, .. } => *self.acks.entry(status.name()).or_default() += 1,
+            AuditRecord::Delivered { spots, .. } => self.delivered_spots += spots.len() as u64,
             AuditRecord::Frame(f) => {
                 self.frames += 1;
                 *self

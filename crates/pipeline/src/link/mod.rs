@@ -26,7 +26,10 @@ pub mod surrogate;
 pub mod udp;
 
 pub use key::{check_private_file, KeyError, LinkKey};
-pub use protocol::{Ack, AckStatus, DecodeError, Decoder, EncodeError, Encoder, Message, MessageType};
+pub use protocol::{
+    Ack, AckStatus, DecodeError, Decoder, DeliveredPart, EncodeError, Encoder, Message, MessageType,
+};
 pub use udp::{
-    Event, Incoming, LinkError, LinkOptions, LinkReceiver, LinkSender, ReceiverStats, Rejection, SendStats,
+    Event, FromController, Incoming, LinkError, LinkOptions, LinkReceiver, LinkSender, ReceiverStats,
+    Rejection, SendStats,
 };

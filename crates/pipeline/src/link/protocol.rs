@@ -5,7 +5,9 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::correction::{CorrectionSet, HoldReason, RangeMode, SpotCorrection};
+use crate::correction::{
+    CorrectionSet, DeliveredSpot, HoldReason, RangeMode, SpotCorrection, DELIVERED_SPOT_BYTES,
+};
 
 use super::key::LinkKey;
 
@@ -30,6 +32,11 @@ pub const ACK_LEN: usize = 28;
 pub const SURROGATE_FIXED_LEN: usize = 20;
 /// Most markers one SURROGATE sample carries.
 pub const MAX_SURROGATE_MARKERS: usize = 3;
+/// Fixed DELIVERED payload bytes before the spots.
+pub const DELIVERED_FIXED_LEN: usize = 24;
+/// Bytes per spot in a DELIVERED payload: [`DeliveredSpot::to_le_bytes`], the same bytes
+/// the audit log's delivered-spots record keeps.
+pub const DELIVERED_LEN: usize = DELIVERED_SPOT_BYTES;
 /// Default largest datagram: fits a 1500-byte Ethernet MTU with IPv4/IPv6 and UDP headers,
 /// so no datagram is ever IP-fragmented (a lost fragment would lose the whole datagram).
 pub const DEFAULT_MAX_DATAGRAM: usize = 1400;
@@ -53,9 +60,10 @@ pub enum MessageType {
     Heartbeat,
     /// Controller → sender acknowledgement.
     Ack,
-    /// Tracking system → ionguide: one external surrogate sample (code 7; code 6 is
-    /// reserved for the controller's DELIVERED message).
+    /// Tracking system → ionguide: one external surrogate sample (type 7).
     Surrogate,
+    /// Controller → sender: spots delivered (type 6).
+    Delivered,
 }
 
 impl MessageType {
@@ -68,6 +76,7 @@ impl MessageType {
             MessageType::Heartbeat => 4,
             MessageType::Ack => 5,
             MessageType::Surrogate => 7,
+            MessageType::Delivered => 6,
         }
     }
     /// From a wire code.
@@ -79,6 +88,7 @@ impl MessageType {
             4 => Some(MessageType::Heartbeat),
             5 => Some(MessageType::Ack),
             7 => Some(MessageType::Surrogate),
+            6 => Some(MessageType::Delivered),
             _ => None,
         }
     }
@@ -323,6 +333,43 @@ impl<'a> SpotsView<'a> {
     }
 }
 
+/// One DELIVERED datagram, decoded, with its spots still in the datagram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliveredPart<'a> {
+    /// The sender session whose correction sets these spots were delivered under (0: none).
+    pub sender_session_id: u64,
+    /// Position in the controller's delivery log of this part's first spot (0-based): the
+    /// positions of a session's parts follow each other, so a lost part shows as a gap.
+    pub first_ordinal: u64,
+    /// This part's spots.
+    pub spots: DeliveredView<'a>,
+}
+
+/// The spots of one DELIVERED datagram, read on demand (already checked sane).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliveredView<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> DeliveredView<'a> {
+    /// Number of spots (at least 1).
+    pub fn len(&self) -> usize {
+        self.bytes.len() / DELIVERED_LEN
+    }
+    /// Never true for a decoded part (a DELIVERED carries at least one spot).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+    /// The spots in order.
+    pub fn iter(&self) -> impl Iterator<Item = DeliveredSpot> + 'a {
+        self.bytes.chunks_exact(DELIVERED_LEN).map(|c| {
+            let mut a = [0u8; DELIVERED_LEN];
+            a.copy_from_slice(c);
+            DeliveredSpot::from_le_bytes(&a)
+        })
+    }
+}
+
 /// A decoded message's payload.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Body<'a> {
@@ -343,6 +390,8 @@ pub enum Body<'a> {
     Ack(Ack),
     /// Tracking system → ionguide: one surrogate sample.
     Surrogate(SurrogateSample),
+    /// Controller → sender: spots delivered.
+    Delivered(DeliveredPart<'a>),
 }
 
 /// An authenticated, decoded message borrowing from its datagram.
@@ -619,6 +668,46 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// Spots per DELIVERED part at this datagram size.
+    pub fn delivered_per_part(&self) -> usize {
+        (self.max_datagram - HEADER_LEN - DELIVERED_FIXED_LEN - MAC_LEN) / DELIVERED_LEN
+    }
+
+    /// Encodes one DELIVERED part (controller side) carrying `spots` (1 ..=
+    /// [`Encoder::delivered_per_part`] of them, every value finite, metersets ≥ 0).
+    pub fn encode_delivered(
+        &mut self,
+        out: &mut [u8],
+        sent_unix_ns: u64,
+        sender_session_id: u64,
+        first_ordinal: u64,
+        spots: &[DeliveredSpot],
+    ) -> Result<usize, EncodeError> {
+        if spots.is_empty() || spots.len() > self.delivered_per_part() {
+            return Err(EncodeError::TooManySpots { spots: spots.len() });
+        }
+        if let Some(k) = spots.iter().position(|d| !d.is_sane()) {
+            return Err(EncodeError::NonFinite {
+                frame_id: spots[k].frame_id,
+                position: k as u32,
+            });
+        }
+        let payload_len = DELIVERED_FIXED_LEN + spots.len() * DELIVERED_LEN;
+        let total = self.begin(out, MessageType::Delivered, sent_unix_ns, payload_len)?;
+        let p = &mut out[HEADER_LEN..HEADER_LEN + payload_len];
+        put(p, 0, &sender_session_id.to_le_bytes());
+        put(p, 8, &first_ordinal.to_le_bytes());
+        // len <= delivered_per_part < 65507 / 44, so it fits u16
+        put(p, 16, &(spots.len() as u16).to_le_bytes());
+        put(p, 18, &[0u8; 6]);
+        for (k, d) in spots.iter().enumerate() {
+            put(p, DELIVERED_FIXED_LEN + k * DELIVERED_LEN, &d.to_le_bytes());
+        }
+        Ok(self.seal(out, total))
+    }
+}
+
 /// Verifies and decodes datagrams signed with one key.
 #[derive(Clone)]
 pub struct Decoder {
@@ -747,6 +836,7 @@ impl Decoder {
                 })
             }
             MessageType::Surrogate => Body::Surrogate(decode_surrogate(p)?),
+            MessageType::Delivered => Body::Delivered(decode_delivered(p)?),
         };
         Ok(Message { header, body })
     }
@@ -794,6 +884,46 @@ fn decode_surrogate(p: &[u8]) -> Result<SurrogateSample, DecodeError> {
         acquired_unix_ns: read_u64(p, 8),
         markers,
         pos_mm,
+    })
+}
+
+fn decode_delivered(p: &[u8]) -> Result<DeliveredPart<'_>, DecodeError> {
+    if p.len() < DELIVERED_FIXED_LEN {
+        return Err(DecodeError::LengthMismatch {
+            declared: p.len(),
+            actual: DELIVERED_FIXED_LEN,
+        });
+    }
+    let n = read_u16(p, 16) as usize;
+    let need = DELIVERED_FIXED_LEN + n * DELIVERED_LEN;
+    if p.len() != need {
+        return Err(DecodeError::LengthMismatch {
+            declared: p.len(),
+            actual: need,
+        });
+    }
+    if n == 0 {
+        return Err(DecodeError::BadField {
+            field: "delivered.count",
+        });
+    }
+    if p[18..24].iter().any(|&b| b != 0) {
+        return Err(DecodeError::BadField {
+            field: "delivered.reserved",
+        });
+    }
+    let spots = DeliveredView {
+        bytes: &p[DELIVERED_FIXED_LEN..],
+    };
+    if spots.iter().any(|d| !d.is_sane()) {
+        return Err(DecodeError::BadField {
+            field: "delivered.spot",
+        });
+    }
+    Ok(DeliveredPart {
+        sender_session_id: read_u64(p, 0),
+        first_ordinal: read_u64(p, 8),
+        spots,
     })
 }
 

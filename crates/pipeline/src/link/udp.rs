@@ -5,11 +5,11 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use crate::correction::{CorrectionSet, HoldReason};
+use crate::correction::{CorrectionSet, DeliveredSpot, HoldReason};
 
 use super::key::{KeyError, LinkKey};
 use super::protocol::{
-    unix_now_ns, Ack, Body, DecodeError, Decoder, EncodeError, Encoder, Header, MessageType,
+    unix_now_ns, Ack, Body, DecodeError, Decoder, DeliveredPart, EncodeError, Encoder, Header, MessageType,
     DEFAULT_MAX_DATAGRAM, MAX_UDP_PAYLOAD,
 };
 use super::reassembly::{PartOutcome, Reassembler, ReassemblyError};
@@ -174,6 +174,11 @@ impl LinkSender {
         self.encoder.session_id()
     }
 
+    /// The sequence number the next message of this session will carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.encoder.next_sequence()
+    }
+
     /// The local socket address (to learn the port picked for port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, LinkError> {
         self.socket.local_addr().map_err(io_err("local address"))
@@ -254,9 +259,22 @@ impl LinkSender {
 
     /// The next pending ACK for this session, without blocking (`None`: nothing pending).
     /// Datagrams that fail verification, or acknowledge another session, are counted and
-    /// skipped.
+    /// skipped; so are DELIVERED reports (use [`LinkSender::poll`] to see those).
     pub fn poll_ack(&mut self) -> Result<Option<Ack>, LinkError> {
         loop {
+            match self.poll()? {
+                None => return Ok(None),
+                Some(FromController::Ack(ack)) => return Ok(Some(ack)),
+                Some(FromController::Delivered(_)) => {}
+            }
+        }
+    }
+
+    /// The next pending controller message for this session, ACK or DELIVERED, without
+    /// blocking (`None`: nothing pending). Datagrams that fail verification or the replay
+    /// rules, or concern another sender session, are counted and skipped.
+    pub fn poll(&mut self) -> Result<Option<FromController<'_>>, LinkError> {
+        let len = loop {
             let len = match self.socket.recv_from(&mut self.ack_buf) {
                 Ok((len, _)) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
@@ -264,27 +282,47 @@ impl LinkSender {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(None),
                 Err(e) => return Err(io_err("receive ACK")(e)),
             };
-            let ack = match self.decoder.decode(&self.ack_buf[..len]) {
-                Ok(m) => match m.body {
-                    Body::Ack(ack) if ack.acked_session_id == self.encoder.session_id() => {
-                        match self.ack_guard.check(&m.header, unix_now_ns()) {
-                            Ok(_) => Some(ack),
-                            Err(_) => None,
-                        }
-                    }
-                    _ => None,
-                },
-                Err(_) => None,
-            };
-            match ack {
-                Some(ack) => {
-                    self.acked = true;
-                    return Ok(Some(ack));
+            let session = self.encoder.session_id();
+            let ok = match self.decoder.decode(&self.ack_buf[..len]) {
+                Ok(m) => {
+                    let ours = match m.body {
+                        Body::Ack(ack) => ack.acked_session_id == session,
+                        Body::Delivered(d) => d.sender_session_id == session,
+                        _ => false,
+                    };
+                    ours && self.ack_guard.check(&m.header, unix_now_ns()).is_ok()
                 }
-                None => self.rejected_acks += 1,
+                Err(_) => false,
+            };
+            if ok {
+                break len;
             }
-        }
+            self.rejected_acks += 1;
+        };
+        // Decoded a second time (one more HMAC of a small datagram) so the loop above does
+        // not hold the buffer's borrow across its iterations.
+        let m = self
+            .decoder
+            .decode(&self.ack_buf[..len])
+            .map_err(|_| io_err("re-decode controller message")(io::Error::other("changed")))?;
+        Ok(match m.body {
+            Body::Ack(ack) => {
+                self.acked = true;
+                Some(FromController::Ack(ack))
+            }
+            Body::Delivered(d) => Some(FromController::Delivered(d)),
+            _ => None,
+        })
     }
+}
+
+/// A verified message from the controller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FromController<'a> {
+    /// An acknowledgement.
+    Ack(Ack),
+    /// Spots the controller delivered.
+    Delivered(DeliveredPart<'a>),
 }
 
 /// Why the receiver refused a datagram. It was counted and not acted on.
@@ -478,8 +516,8 @@ impl LinkReceiver {
 
     fn handle(&mut self, len: usize, now: u64) -> Result<(Header, bool, Ev), Rejection> {
         let msg = self.decoder.decode(&self.buf[..len])?;
-        if msg.header.message_type == MessageType::Ack {
-            return Err(Rejection::UnexpectedType(MessageType::Ack));
+        if matches!(msg.header.message_type, MessageType::Ack | MessageType::Delivered) {
+            return Err(Rejection::UnexpectedType(msg.header.message_type));
         }
         let admission = self.guard.check(&msg.header, now)?;
         let new_session = matches!(admission, Admission::NewSession { .. });
@@ -503,8 +541,36 @@ impl LinkReceiver {
             Body::Ack(_) => return Err(Rejection::UnexpectedType(MessageType::Ack)),
             // the tracking system's stream goes to the pipeline, never to the controller
             Body::Surrogate(_) => return Err(Rejection::UnexpectedType(MessageType::Surrogate)),
+            Body::Delivered(_) => return Err(Rejection::UnexpectedType(MessageType::Delivered)),
         };
         Ok((msg.header, new_session, ev))
+    }
+
+    /// Sends `spots` to `peer` as DELIVERED parts (as many as the datagram size needs), the
+    /// first numbered `first_ordinal` in the controller's delivery log; returns the parts sent.
+    pub fn send_delivered(
+        &mut self,
+        peer: SocketAddr,
+        sender_session_id: u64,
+        first_ordinal: u64,
+        spots: &[DeliveredSpot],
+    ) -> Result<usize, LinkError> {
+        let per = self.ack_encoder.delivered_per_part();
+        let mut parts = 0;
+        for (k, chunk) in spots.chunks(per).enumerate() {
+            let len = self.ack_encoder.encode_delivered(
+                &mut self.ack_buf,
+                unix_now_ns(),
+                sender_session_id,
+                first_ordinal + (k * per) as u64,
+                chunk,
+            )?;
+            self.socket
+                .send_to(&self.ack_buf[..len], peer)
+                .map_err(io_err("send DELIVERED"))?;
+            parts += 1;
+        }
+        Ok(parts)
     }
 
     /// Sends `ack` to `peer`.

@@ -17,8 +17,8 @@ use super::telemetry::{Counters, FrameEvent};
 use super::work::{Outcome, Stage, Ticket, Work};
 use super::Shared;
 use crate::audit::{self, AuditWriter, Corrections, FrameRecord};
-use crate::correction::{HoldReason, SpotCorrection};
-use crate::link::{AckStatus, LinkSender};
+use crate::correction::{DeliveredSpot, HoldReason, SpotCorrection};
+use crate::link::{AckStatus, FromController, LinkSender};
 
 /// Link-stage timing.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +77,8 @@ struct State {
     /// The newest finished frame's hold (surrogate mode: no surrogate set is sent while the
     /// newest frame ended in a hold — a frame's hold is never lifted by the surrogate).
     frame_hold: Option<HoldReason>,
+    /// Reused for the delivered-spots records.
+    delivered: Vec<DeliveredSpot>,
 }
 
 /// Runs until drained after the other stages stop. Returns the audit writer (flushed) so the
@@ -100,6 +102,7 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
             ..FrameRecord::default()
         },
         frame_hold: None,
+        delivered: Vec::with_capacity(64),
     };
     // Start held: nothing may be delivered before the first corrected frame.
     send_hold(&mut s, &mut st, HoldReason::NotReady, 0);
@@ -152,7 +155,24 @@ pub fn run(mut s: LinkStage) -> Result<AuditWriter, audit::AuditError> {
     while let Ok(action) = s.shared.operator.rx.try_recv() {
         audit_operator(&mut s, &action)?;
     }
+    // on record: the beam is held because the session ends (a treatment record names it)
+    s.audit.write(&audit::AuditRecord::Link {
+        unix_ns: super::ingest_stage::unix_ns_of(Instant::now()),
+        code: HoldReason::Shutdown.code(),
+        detail: "HOLD sent: the session ends".into(),
+    })?;
+    let hold_seq = s.link.next_sequence();
     send_hold(&mut s, &mut st, HoldReason::Shutdown, 0);
+    // The controller reports the spots it delivered up to a hold before it acknowledges the
+    // hold: waiting for that acknowledgement (at most the ack timeout) puts the session's
+    // last delivered spots on record.
+    let until = Instant::now() + s.timing.ack_timeout;
+    while Instant::now() < until {
+        if poll_acks(&mut s, &mut st).is_some_and(|seq| seq >= hold_seq) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
     s.audit.flush()?;
     Ok(s.audit)
 }
@@ -163,8 +183,31 @@ impl LinkStage {
     }
 }
 
-fn poll_acks(s: &mut LinkStage, st: &mut State) {
-    while let Ok(Some(ack)) = s.link.poll_ack() {
+/// Reads every pending controller message; returns the highest sequence acknowledged.
+fn poll_acks(s: &mut LinkStage, st: &mut State) -> Option<u64> {
+    let mut acked = None;
+    loop {
+        let ack = match s.link.poll() {
+            Ok(Some(FromController::Ack(ack))) => ack,
+            Ok(Some(FromController::Delivered(d))) => {
+                st.delivered.clear();
+                st.delivered.extend(d.spots.iter());
+                let record = audit::AuditRecord::Delivered {
+                    unix_ns: super::ingest_stage::unix_ns_of(Instant::now()),
+                    first_ordinal: d.first_ordinal,
+                    spots: std::mem::take(&mut st.delivered),
+                };
+                if let Err(e) = s.audit.write(&record) {
+                    tracing::error!("delivered spots not audited: {e}");
+                }
+                if let audit::AuditRecord::Delivered { spots, .. } = record {
+                    st.delivered = spots;
+                }
+                continue;
+            }
+            Ok(None) | Err(_) => break,
+        };
+        acked = acked.max(Some(ack.acked_sequence));
         Counters::bump(&s.shared.counters.acks_received);
         if st.controller_on && !ack.beam_on && st.told == Told::Corrections {
             // The controller held on its own (a rejected datagram, an expired set): on record,
@@ -218,6 +261,7 @@ fn poll_acks(s: &mut LinkStage, st: &mut State) {
             send_hold(s, st, HoldReason::LinkSilent, 0);
         }
     }
+    acked
 }
 
 fn note_send(st: &mut State, now: Instant) {
