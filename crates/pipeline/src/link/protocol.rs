@@ -42,8 +42,24 @@ pub const DELIVERED_LEN: usize = DELIVERED_SPOT_BYTES;
 pub const DEFAULT_MAX_DATAGRAM: usize = 1400;
 /// Largest UDP payload over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65507;
-/// Smallest allowed datagram: one spot per CORRECTIONS part.
-pub const MIN_MAX_DATAGRAM: usize = HEADER_LEN + CORRECTIONS_FIXED_LEN + SPOT_LEN + MAC_LEN;
+/// Smallest allowed datagram: the largest of one spot per CORRECTIONS part, one spot per
+/// DELIVERED part and a three-marker SURROGATE sample, so that every message fits (a
+/// DELIVERED spot is the largest: 136 bytes).
+pub const MIN_MAX_DATAGRAM: usize = HEADER_LEN + max_body(CORRECTIONS_FIXED_LEN + SPOT_LEN) + MAC_LEN;
+
+/// The larger of `corrections` and the DELIVERED and SURROGATE bodies' smallest useful sizes.
+const fn max_body(corrections: usize) -> usize {
+    let delivered = DELIVERED_FIXED_LEN + DELIVERED_LEN;
+    let surrogate = SURROGATE_FIXED_LEN + 12 * MAX_SURROGATE_MARKERS;
+    let mut m = corrections;
+    if delivered > m {
+        m = delivered;
+    }
+    if surrogate > m {
+        m = surrogate;
+    }
+    m
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
