@@ -115,6 +115,7 @@ pub fn wide_limits() -> SafetyLimits {
         max_range: MmWe(50.0),
         max_jump: Mm(100.0),
         min_ncc: 0.5,
+        max_rotation_deg: 90.0,
     }
 }
 

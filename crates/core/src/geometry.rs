@@ -357,6 +357,39 @@ impl RigidTransform {
     }
 }
 
+/// Where the anatomy at a planning-CT point is in a frame: the target's motion, as the adapt
+/// stage consumes it. A rigid registration answer is one ([`RigidTransform`]); a pure shift
+/// is another (`VectorMm`: every point moves by it); a deformable field can be one as well.
+///
+/// Implementations must be deterministic (the same point gives bit-identical answers): the
+/// adapt stage checks that the range half measured depths for the very points it corrects.
+pub trait PointMap {
+    /// The frame position of the anatomy at planning point `p`, mm.
+    fn map_mm(&self, p: PointMm) -> PointMm;
+}
+
+impl PointMap for RigidTransform {
+    #[inline]
+    fn map_mm(&self, p: PointMm) -> PointMm {
+        self.apply(&p)
+    }
+}
+
+/// A pure translation: every point moves by the vector.
+impl PointMap for VectorMm {
+    #[inline]
+    fn map_mm(&self, p: PointMm) -> PointMm {
+        p + self
+    }
+}
+
+impl<M: PointMap + ?Sized> PointMap for &M {
+    #[inline]
+    fn map_mm(&self, p: PointMm) -> PointMm {
+        (**self).map_mm(p)
+    }
+}
+
 /// How the in-room scanner's patient coordinates relate to the planning CT's: two Frames of
 /// Reference and the rigid map between them (from a DICOM Spatial Registration object).
 #[derive(Debug, Clone, PartialEq)]
@@ -396,6 +429,26 @@ mod tests {
             *r.matrix(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn point_maps_of_a_rotation_about_a_centre_and_of_a_shift() {
+        // 90° about +z through (10, 0, 0): (20, 0, 5) goes to (10, 10, 5), then +1 in z
+        let r = Rotation3::from_axis_angle(&Vector3::z_axis(), std::f64::consts::FRAC_PI_2);
+        let t = RigidTransform::about_center(r, PointMm::new(10.0, 0.0, 0.0), VectorMm::new(0.0, 0.0, 1.0));
+        let q = t.map_mm(PointMm::new(20.0, 0.0, 5.0));
+        assert_relative_eq!(q, PointMm::new(10.0, 10.0, 6.0), epsilon = 1e-12);
+        // the centre only translates
+        assert_relative_eq!(
+            t.map_mm(PointMm::new(10.0, 0.0, 0.0)),
+            PointMm::new(10.0, 0.0, 1.0),
+            epsilon = 1e-12
+        );
+        let s = VectorMm::new(1.0, -2.0, 3.0);
+        assert_eq!(
+            s.map_mm(PointMm::new(1.0, 1.0, 1.0)),
+            PointMm::new(2.0, -1.0, 4.0)
+        );
     }
 
     #[test]
