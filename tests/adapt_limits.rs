@@ -211,6 +211,22 @@ fn unusable_or_dissimilar_registration_holds() {
         (h.reason, h.check),
         (HoldReason::RegistrationFailed, HoldCheck::RegistrationNotUsable)
     );
+    // a rigid answer that does not describe the frame has its own code
+    let mut reg = registration(VectorMm::new(1.0, 0.0, 0.0));
+    reg.verdict = Verdict::Reject(QualityFailure::ResidualDeformation {
+        mm: 3.2,
+        limit_mm: 1.5,
+        block_centre_mm: [10.0, 0.0, -5.0],
+    });
+    let h = held(once(&mut s, &mut a, &ct, &reg, &mut out));
+    assert_eq!(
+        (h.reason, h.check, h.reason.code()),
+        (
+            HoldReason::ResidualDeformation,
+            HoldCheck::RegistrationNotUsable,
+            14
+        )
+    );
     let mut reg = registration(VectorMm::new(1.0, 0.0, 0.0));
     reg.converged = false;
     assert_eq!(

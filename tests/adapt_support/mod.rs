@@ -130,6 +130,7 @@ pub fn registration(shift: VectorMm) -> Registration {
         rms_hu: 12.0,
         overlap_fraction: 1.0,
         verdict: Verdict::Accept,
+        residual_mm: 0.1,
         target_planned_mm: planned,
         target_mm: planned + shift,
         tumor_shift_mm: shift,

@@ -148,11 +148,15 @@ pub enum HoldReason {
     Shutdown,
     /// An internal fault (a stage ended, a buffer pool ran dry).
     InternalFault,
+    /// The rigid registration's answer does not describe the frame: after the rigid fit,
+    /// parts of the target region are still misaligned by more than the configured limit
+    /// (the anatomy deformed, or the tumor changed size or shape).
+    ResidualDeformation,
 }
 
 impl HoldReason {
     /// Every reason, in code order.
-    pub const ALL: [HoldReason; 13] = [
+    pub const ALL: [HoldReason; 14] = [
         HoldReason::NotReady,
         HoldReason::DeadlineMissed,
         HoldReason::CorruptFrame,
@@ -166,6 +170,7 @@ impl HoldReason {
         HoldReason::LinkSilent,
         HoldReason::Shutdown,
         HoldReason::InternalFault,
+        HoldReason::ResidualDeformation,
     ];
 
     /// Wire and audit code (stable; never renumber).
@@ -184,6 +189,7 @@ impl HoldReason {
             HoldReason::LinkSilent => 11,
             HoldReason::Shutdown => 12,
             HoldReason::InternalFault => 13,
+            HoldReason::ResidualDeformation => 14,
         }
     }
 
@@ -208,6 +214,7 @@ impl HoldReason {
             HoldReason::LinkSilent => "link_silent",
             HoldReason::Shutdown => "shutdown",
             HoldReason::InternalFault => "internal_fault",
+            HoldReason::ResidualDeformation => "residual_deformation",
         }
     }
 }

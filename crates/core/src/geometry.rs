@@ -351,9 +351,15 @@ impl RigidTransform {
         m
     }
 
-    /// Rotation angle, degrees.
+    /// Rotation angle, degrees. Never NaN for a finite rotation: `Rotation3::angle` takes
+    /// `acos((trace − 1)/2)`, whose argument rounding can push past 1 near the identity
+    /// (a limit compared against NaN would silently pass or fail).
     pub fn angle_deg(&self) -> f64 {
-        self.rotation.angle().to_degrees()
+        let c = 0.5 * (self.rotation.matrix().trace() - 1.0);
+        if c.is_nan() {
+            return f64::NAN;
+        }
+        c.clamp(-1.0, 1.0).acos().to_degrees()
     }
 }
 
@@ -429,6 +435,29 @@ mod tests {
             *r.matrix(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_angle_of_a_near_identity_rotation_is_a_number() {
+        // trace rounding past 3 made nalgebra's acos NaN for rotations this small
+        let r = Rotation3::from_matrix_unchecked(nalgebra::Matrix3::new(
+            1.0,
+            1e-17,
+            0.0,
+            -1e-17,
+            1.0 + 4.0 * f64::EPSILON,
+            0.0,
+            0.0,
+            0.0,
+            1.0,
+        ));
+        let t = RigidTransform {
+            rotation: r,
+            translation_mm: VectorMm::zeros(),
+        };
+        assert_eq!(t.angle_deg(), 0.0);
+        let t = RigidTransform::from_xyz_deg([0.0, 0.0, 3.0], VectorMm::zeros());
+        assert!((t.angle_deg() - 3.0).abs() < 1e-9);
     }
 
     #[test]

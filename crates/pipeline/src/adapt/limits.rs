@@ -2,7 +2,7 @@
 //! by how much.
 
 use crate::correction::HoldReason;
-use crate::register::Registration;
+use crate::register::{QualityFailure, Registration, Verdict};
 use crate::units::{Mm, MmWe, VectorMm};
 
 use super::AdaptError;
@@ -69,7 +69,7 @@ impl SafetyLimits {
         let ncc = reg.similarity_ncc;
         if !reg.is_usable() {
             return Err(HoldDetail::new(
-                R::RegistrationFailed,
+                registration_hold_reason(reg),
                 C::RegistrationNotUsable,
                 None,
                 ncc,
@@ -118,6 +118,16 @@ impl SafetyLimits {
             }
         }
         Ok(())
+    }
+}
+
+/// The hold code of an unusable registration: a rigid answer that cannot describe the frame
+/// (its residual-deformation check failed) has its own, `residual_deformation`; every other
+/// failure is `registration_failed`.
+pub(crate) fn registration_hold_reason(reg: &Registration) -> HoldReason {
+    match reg.verdict {
+        Verdict::Reject(QualityFailure::ResidualDeformation { .. }) => HoldReason::ResidualDeformation,
+        _ => HoldReason::RegistrationFailed,
     }
 }
 

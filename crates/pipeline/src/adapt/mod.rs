@@ -86,7 +86,8 @@
 //! # Safety limits
 //!
 //! The frame is held (the whole `CorrectionSet` is emptied, nothing partial can be sent) on
-//! the first failed check, in this order: registration not usable or its NCC below
+//! the first failed check, in this order: registration not usable (its residual-deformation
+//! check failed: [`HoldReason::ResidualDeformation`]) or its NCC below
 //! `min_ncc` or a non-finite shift or its rotation over `max_rotation_deg`
 //! ([`HoldReason::RegistrationFailed`]); the shift moved more
 //! than `max_jump` since the last corrected frame ([`HoldReason::JumpOverLimit`]); the
@@ -113,6 +114,7 @@ mod options;
 
 pub use adapt_plan::AdaptPlan;
 pub use correct::{AdaptSummary, Adapter, FrameStamp};
+pub(crate) use limits::registration_hold_reason;
 pub use limits::{HoldCheck, HoldDetail, SafetyLimits};
 pub use measure::FrameWepl;
 pub use options::{AdaptOptions, EnergyModel};
