@@ -55,6 +55,7 @@ fn lateral_over_limit_holds_and_names_the_spot() {
             max_range: MmWe(50.0),
             max_jump: Mm(100.0),
             min_ncc: 0.5,
+            max_rotation_deg: 90.0,
         },
     );
     let mut out = CorrectionSet::default();
@@ -95,6 +96,7 @@ fn range_over_limit_holds() {
             max_range: MmWe(3.0),
             max_jump: Mm(100.0),
             min_ncc: 0.5,
+            max_rotation_deg: 90.0,
         },
     );
     let mut out = CorrectionSet::default();
@@ -136,6 +138,7 @@ fn jump_between_corrected_frames_holds_until_reset() {
             max_range: MmWe(50.0),
             max_jump: Mm(4.0),
             min_ncc: 0.5,
+            max_rotation_deg: 90.0,
         },
     );
     let mut out = CorrectionSet::default();
@@ -196,6 +199,7 @@ fn unusable_or_dissimilar_registration_holds() {
             max_range: MmWe(50.0),
             max_jump: Mm(100.0),
             min_ncc: 0.9,
+            max_rotation_deg: 90.0,
         },
     );
     let mut out = CorrectionSet::default();
@@ -206,6 +210,22 @@ fn unusable_or_dissimilar_registration_holds() {
     assert_eq!(
         (h.reason, h.check),
         (HoldReason::RegistrationFailed, HoldCheck::RegistrationNotUsable)
+    );
+    // a rigid answer that does not describe the frame has its own code
+    let mut reg = registration(VectorMm::new(1.0, 0.0, 0.0));
+    reg.verdict = Verdict::Reject(QualityFailure::ResidualDeformation {
+        mm: 3.2,
+        limit_mm: 1.5,
+        block_centre_mm: [10.0, 0.0, -5.0],
+    });
+    let h = held(once(&mut s, &mut a, &ct, &reg, &mut out));
+    assert_eq!(
+        (h.reason, h.check, h.reason.code()),
+        (
+            HoldReason::ResidualDeformation,
+            HoldCheck::RegistrationNotUsable,
+            14
+        )
     );
     let mut reg = registration(VectorMm::new(1.0, 0.0, 0.0));
     reg.converged = false;
@@ -344,18 +364,21 @@ fn bad_limits_and_untraced_planning_ct_are_typed_errors() {
             max_range: MmWe(1.0),
             max_jump: Mm(1.0),
             min_ncc: 0.5,
+            max_rotation_deg: 90.0,
         },
         SafetyLimits {
             max_lateral: Mm(1.0),
             max_range: MmWe(f64::NAN),
             max_jump: Mm(1.0),
             min_ncc: 0.5,
+            max_rotation_deg: 90.0,
         },
         SafetyLimits {
             max_lateral: Mm(1.0),
             max_range: MmWe(1.0),
             max_jump: Mm(1.0),
             min_ncc: 1.5,
+            max_rotation_deg: 90.0,
         },
     ] {
         assert!(AdaptPlan::new(&s.plan, &s.planned, AdaptOptions::new(limits, SAD_MM)).is_err());
@@ -397,11 +420,12 @@ proptest! {
     ) {
         let mut s = setup();
         let mut a = adapter(&s, SafetyLimits {
- max_lateral: Mm(max_lateral),
- max_range: MmWe(max_range),
- max_jump: Mm(1000.0),
- min_ncc: 0.5,
- });
+            max_lateral: Mm(max_lateral),
+            max_range: MmWe(max_range),
+            max_jump: Mm(1000.0),
+            min_ncc: 0.5,
+            max_rotation_deg: 90.0,
+        });
         let csda = RangeEnergyTable::new(Ion::CARBON12).unwrap();
         let mut out = CorrectionSet::default();
         let shift = VectorMm::new(sx, sy, sz);

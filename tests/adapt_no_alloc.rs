@@ -1,4 +1,4 @@
-//! A warm frame of both adapt halves — moved-ray trace + WEPL lookup, then corrections —
+//! A warm frame of both adapt halves, rotated or not — moved-ray trace + WEPL lookup, then corrections —
 //! allocates nothing, corrected or held (STYLE: prove it with a counting allocator). The
 //! only test in its binary, so no other test allocates meanwhile.
 
@@ -8,6 +8,7 @@ mod alloc_support;
 use adapt_support::*;
 use ionguide::adapt::{AdaptOptions, Adapter, FrameStamp, FrameWepl, SafetyLimits};
 use ionguide::correction::CorrectionSet;
+use ionguide::geometry::RigidTransform;
 use ionguide::units::{Mm, MmWe, VectorMm};
 
 #[global_allocator]
@@ -27,6 +28,7 @@ fn warm_adapt_frames_allocate_nothing() {
                 max_range: MmWe(5.0),
                 max_jump: Mm(3.0),
                 min_ncc: 0.5,
+                max_rotation_deg: 90.0,
             },
             SAD_MM,
         ),
@@ -46,12 +48,22 @@ fn warm_adapt_frames_allocate_nothing() {
     let frame =
         |s: &mut Setup, wepl: &mut FrameWepl, adapter: &mut Adapter, out: &mut CorrectionSet, n: usize| {
             let shift = shifts[n % shifts.len()];
-            if n % 2 == 0 {
-                plan.measure_ct(&mut s.frame, &ct, &s.hlut, &shift, wepl).unwrap();
-            } else {
-                plan.measure_rsp(&mut s.frame, &rsp, &shift, wepl).unwrap();
+            // every other frame also rotates (2° about an oblique axis): per-ray moves
+            let mut reg = registration(shift);
+            if n % 4 < 2 {
+                let r = RigidTransform::from_rotation_vector(VectorMm::new(0.02, 0.01, 0.025), shift);
+                reg.transform = r;
+                reg.target_mm = r.apply(&reg.target_planned_mm);
+                reg.tumor_shift_mm = reg.target_mm - reg.target_planned_mm;
             }
-            adapter.adapt(stamp, &registration(shift), wepl, out).is_ok()
+            let motion = plan.motion_of(&reg);
+            if n % 2 == 0 {
+                plan.measure_ct(&mut s.frame, &ct, &s.hlut, &motion, wepl)
+                    .unwrap();
+            } else {
+                plan.measure_rsp(&mut s.frame, &rsp, &motion, wepl).unwrap();
+            }
+            adapter.adapt(stamp, &reg, wepl, out).is_ok()
         };
     for n in 0..shifts.len() * 2 {
         frame(&mut s, &mut wepl, &mut adapter, &mut out, n);

@@ -108,6 +108,9 @@ struct Report {
     similarity: f64,
     rms_hu: f64,
     overlap_fraction: f64,
+    /// Largest residual misalignment of an octant of the region after the rigid fit, mm
+    /// (null: not measured).
+    residual_mm: Option<f64>,
     verdict: String,
     /// Registration only: series ingest and ROI sampling (once per plan) excluded.
     elapsed_ms: f64,
@@ -227,6 +230,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         similarity: r.similarity_ncc,
         rms_hu: r.rms_hu,
         overlap_fraction: r.overlap_fraction,
+        residual_mm: r.residual_mm.is_finite().then_some(r.residual_mm),
         verdict: match r.verdict {
             Verdict::Accept => "accept".into(),
             Verdict::Reject(why) => format!("reject: {why:?}"),
@@ -339,6 +343,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "iterations {}  converged {}  NCC {:.4}  RMS {:.1} HU  overlap {:.2}",
             report.iterations, report.converged, report.similarity, report.rms_hu, report.overlap_fraction
         );
+        if let Some(r) = report.residual_mm {
+            println!("residual_mm {r:.2} (largest octant misalignment after the rigid fit)");
+        }
         if let Some(d) = &report.deformable {
             println!(
                 "deformable: {}  target {:.1} cc ({:+.1}% from plan {:.1} cc)  J min {:.3}  |u| max {:.1} mm  inverse error {:.2} mm  NCC {:.4}",

@@ -115,6 +115,7 @@ pub fn wide_limits() -> SafetyLimits {
         max_range: MmWe(50.0),
         max_jump: Mm(100.0),
         min_ncc: 0.5,
+        max_rotation_deg: 90.0,
     }
 }
 
@@ -129,6 +130,7 @@ pub fn registration(shift: VectorMm) -> Registration {
         rms_hu: 12.0,
         overlap_fraction: 1.0,
         verdict: Verdict::Accept,
+        residual_mm: 0.1,
         target_planned_mm: planned,
         target_mm: planned + shift,
         tumor_shift_mm: shift,

@@ -209,6 +209,10 @@ pub enum HoldReason {
     Shutdown,
     /// An internal fault (a stage ended, a buffer pool ran dry).
     InternalFault,
+    /// The rigid registration's answer does not describe the frame: after the rigid fit,
+    /// parts of the target region are still misaligned by more than the configured limit
+    /// (the anatomy deformed, or the tumor changed size or shape).
+    ResidualDeformation,
     /// Surrogate-driven tracking lost its surrogate: the stream stalled (no sample, or the
     /// same position frozen, for longer than the configured limit) or has a gap longer than
     /// the limit, so no correction may be extrapolated across it.
@@ -224,7 +228,7 @@ pub enum HoldReason {
 
 impl HoldReason {
     /// Every reason, in code order.
-    pub const ALL: [HoldReason; 16] = [
+    pub const ALL: [HoldReason; 17] = [
         HoldReason::NotReady,
         HoldReason::DeadlineMissed,
         HoldReason::CorruptFrame,
@@ -238,6 +242,7 @@ impl HoldReason {
         HoldReason::LinkSilent,
         HoldReason::Shutdown,
         HoldReason::InternalFault,
+        HoldReason::ResidualDeformation,
         HoldReason::SurrogateLost,
         HoldReason::ModelDisagrees,
         HoldReason::ModelNotReady,
@@ -259,7 +264,7 @@ impl HoldReason {
             HoldReason::LinkSilent => 11,
             HoldReason::Shutdown => 12,
             HoldReason::InternalFault => 13,
-            // 14 is reserved (assigned on another branch)
+            HoldReason::ResidualDeformation => 14,
             HoldReason::SurrogateLost => 15,
             HoldReason::ModelDisagrees => 16,
             HoldReason::ModelNotReady => 17,
@@ -287,6 +292,7 @@ impl HoldReason {
             HoldReason::LinkSilent => "link_silent",
             HoldReason::Shutdown => "shutdown",
             HoldReason::InternalFault => "internal_fault",
+            HoldReason::ResidualDeformation => "residual_deformation",
             HoldReason::SurrogateLost => "surrogate_lost",
             HoldReason::ModelDisagrees => "model_disagrees",
             HoldReason::ModelNotReady => "model_not_ready",

@@ -351,9 +351,48 @@ impl RigidTransform {
         m
     }
 
-    /// Rotation angle, degrees.
+    /// Rotation angle, degrees. Never NaN for a finite rotation: `Rotation3::angle` takes
+    /// `acos((trace − 1)/2)`, whose argument rounding can push past 1 near the identity
+    /// (a limit compared against NaN would silently pass or fail).
     pub fn angle_deg(&self) -> f64 {
-        self.rotation.angle().to_degrees()
+        let c = 0.5 * (self.rotation.matrix().trace() - 1.0);
+        if c.is_nan() {
+            return f64::NAN;
+        }
+        c.clamp(-1.0, 1.0).acos().to_degrees()
+    }
+}
+
+/// Where the anatomy at a planning-CT point is in a frame: the target's motion, as the adapt
+/// stage consumes it. A rigid registration answer is one ([`RigidTransform`]); a pure shift
+/// is another (`VectorMm`: every point moves by it); a deformable field can be one as well.
+///
+/// Implementations must be deterministic (the same point gives bit-identical answers): the
+/// adapt stage checks that the range half measured depths for the very points it corrects.
+pub trait PointMap {
+    /// The frame position of the anatomy at planning point `p`, mm.
+    fn map_mm(&self, p: PointMm) -> PointMm;
+}
+
+impl PointMap for RigidTransform {
+    #[inline]
+    fn map_mm(&self, p: PointMm) -> PointMm {
+        self.apply(&p)
+    }
+}
+
+/// A pure translation: every point moves by the vector.
+impl PointMap for VectorMm {
+    #[inline]
+    fn map_mm(&self, p: PointMm) -> PointMm {
+        p + self
+    }
+}
+
+impl<M: PointMap + ?Sized> PointMap for &M {
+    #[inline]
+    fn map_mm(&self, p: PointMm) -> PointMm {
+        (**self).map_mm(p)
     }
 }
 
@@ -396,6 +435,49 @@ mod tests {
             *r.matrix(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_angle_of_a_near_identity_rotation_is_a_number() {
+        // trace rounding past 3 made nalgebra's acos NaN for rotations this small
+        let r = Rotation3::from_matrix_unchecked(nalgebra::Matrix3::new(
+            1.0,
+            1e-17,
+            0.0,
+            -1e-17,
+            1.0 + 4.0 * f64::EPSILON,
+            0.0,
+            0.0,
+            0.0,
+            1.0,
+        ));
+        let t = RigidTransform {
+            rotation: r,
+            translation_mm: VectorMm::zeros(),
+        };
+        assert_eq!(t.angle_deg(), 0.0);
+        let t = RigidTransform::from_xyz_deg([0.0, 0.0, 3.0], VectorMm::zeros());
+        assert!((t.angle_deg() - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn point_maps_of_a_rotation_about_a_centre_and_of_a_shift() {
+        // 90° about +z through (10, 0, 0): (20, 0, 5) goes to (10, 10, 5), then +1 in z
+        let r = Rotation3::from_axis_angle(&Vector3::z_axis(), std::f64::consts::FRAC_PI_2);
+        let t = RigidTransform::about_center(r, PointMm::new(10.0, 0.0, 0.0), VectorMm::new(0.0, 0.0, 1.0));
+        let q = t.map_mm(PointMm::new(20.0, 0.0, 5.0));
+        assert_relative_eq!(q, PointMm::new(10.0, 10.0, 6.0), epsilon = 1e-12);
+        // the centre only translates
+        assert_relative_eq!(
+            t.map_mm(PointMm::new(10.0, 0.0, 0.0)),
+            PointMm::new(10.0, 0.0, 1.0),
+            epsilon = 1e-12
+        );
+        let s = VectorMm::new(1.0, -2.0, 3.0);
+        assert_eq!(
+            s.map_mm(PointMm::new(1.0, 1.0, 1.0)),
+            PointMm::new(2.0, -1.0, 4.0)
+        );
     }
 
     #[test]

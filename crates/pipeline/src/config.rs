@@ -215,6 +215,11 @@ pub struct PlanningConfig {
     /// value is refused on load, naming the key and the two allowed values.
     #[serde(default = "default_range_mode", deserialize_with = "range_mode")]
     pub range_mode: RangeMode,
+    /// Spots follow the registration's full rigid transform, rotation included (default
+    /// `true`); `false` moves every spot by the tumor shift only (translation-only
+    /// correction, which leaves a rotation's error: for comparison).
+    #[serde(default = "yes")]
+    pub follow_rotation: bool,
     /// Virtual source distances (x, y magnet), mm, for beams whose plan gives none.
     #[serde(default = "default_sad")]
     pub default_sad_mm: [f64; 2],
@@ -378,6 +383,10 @@ pub struct LimitsConfig {
     /// Poorest acceptable registration similarity (NCC).
     #[serde(default = "default_min_ncc")]
     pub min_ncc: f64,
+    /// Largest rotation of the registration (angle about its axis, degrees) the spots may
+    /// follow.
+    #[serde(default = "default_max_rotation_deg")]
+    pub max_rotation_deg: f64,
 }
 
 impl Default for LimitsConfig {
@@ -387,6 +396,7 @@ impl Default for LimitsConfig {
             max_range_mm: default_max_range(),
             max_jump_mm: default_max_jump(),
             min_ncc: default_min_ncc(),
+            max_rotation_deg: default_max_rotation_deg(),
         }
     }
 }
@@ -519,6 +529,12 @@ fn default_max_jump() -> Mm {
 }
 fn default_min_ncc() -> f64 {
     0.85
+}
+fn default_max_rotation_deg() -> f64 {
+    5.0
+}
+fn yes() -> bool {
+    true
 }
 fn default_margin() -> f64 {
     10.0
@@ -832,6 +848,7 @@ impl Config {
         positive("limits.max_lateral_mm", self.limits.max_lateral_mm.get())?;
         positive("limits.max_range_mm", self.limits.max_range_mm.get())?;
         positive("limits.max_jump_mm", self.limits.max_jump_mm.get())?;
+        positive("limits.max_rotation_deg", self.limits.max_rotation_deg)?;
         if !(self.limits.min_ncc > 0.0 && self.limits.min_ncc <= 1.0) {
             return Err(bad(
                 "limits.min_ncc",

@@ -8,9 +8,10 @@ use std::f64::consts::PI;
 use ionguide::dicom::ct::{self as dicom_ct, Acquired, CtSeriesIds};
 use ionguide::dicom::rtstruct::{self as dicom_rtstruct, StructureSetIds};
 use ionguide::dicom::write::{Producer, WriteError};
-use ionguide::geometry::{Grid, RoomSetup};
+use ionguide::geometry::{Grid, RigidTransform, RoomSetup};
+use ionguide::register::resample;
 use ionguide::structure::StructureSet;
-use ionguide::units::Hu;
+use ionguide::units::{Hu, PointMm, VectorMm};
 use ionguide::volume::CtVolume;
 
 use crate::anatomy::phantom::{Phantom, PhantomError};
@@ -161,6 +162,25 @@ impl Default for FrameOptions {
     }
 }
 
+/// How a frame's anatomy is posed, with the truth known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FramePose {
+    /// The breathing phantom: the tumor displaced by `displacement_mm` with the lung around
+    /// it following ([`Phantom::render_moved`]), then, unless zero, the whole anatomy
+    /// rotated by `rotation_deg` (about x, y, z, `R = Rz·Ry·Rx`) about the moved tumor
+    /// centre: the tumor shows at
+    /// [`frame_transform`](crate::motion::rotation::frame_transform)`(c, d, rotation)`.
+    Breathing {
+        /// Tumor displacement, mm LPS.
+        displacement_mm: [f64; 3],
+        /// Rotation about the moved tumor centre, degrees about x, y, z.
+        rotation_deg: [f64; 3],
+    },
+    /// The whole (unbreathing) anatomy moved rigidly: planning point `q` shows at `T(q)` —
+    /// a patient who shifted and rolled on the couch.
+    Rigid(RigidTransform),
+}
+
 /// One synthesized in-room frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
@@ -170,6 +190,9 @@ pub struct Frame {
     pub displacement_mm: [f64; 3],
     /// Tumor centre in this frame, mm LPS (the truth).
     pub tumor_center_mm: [f64; 3],
+    /// Rotation of the anatomy about the tumor centre rendered, degrees about x, y, z (the
+    /// truth; see [`crate::motion::rotation::frame_transform`]).
+    pub rotation_deg: [f64; 3],
     /// One Part-10 CT object per slice.
     pub slices: Vec<Vec<u8>>,
 }
@@ -181,6 +204,8 @@ pub struct FrameSynth {
     options: FrameOptions,
     ids: SeriesIds,
     volume: CtVolume,
+    /// The full phantom grid, for rotated frames (rendered there, then resampled).
+    full: Option<CtVolume>,
     /// 65,536 standard normal samples (mean 0, σ 1 exactly): a table lookup per voxel is
     /// ~20× cheaper than Box–Muller and a frame's noise stays Gaussian to the eye and to
     /// the registration metric (tails end near ±4.5σ).
@@ -225,6 +250,7 @@ impl FrameSynth {
             options,
             ids,
             volume: CtVolume::filled(grid, 0),
+            full: None,
             gauss: gaussian_table(),
         })
     }
@@ -244,7 +270,33 @@ impl FrameSynth {
         displacement_mm: [f64; 3],
         acquired_unix_ns: Option<u64>,
     ) -> Result<Frame, FrameError> {
-        self.render(index, displacement_mm)?;
+        let pose = FramePose::Breathing {
+            displacement_mm,
+            rotation_deg: [0.0; 3],
+        };
+        self.frame_posed(index, pose, acquired_unix_ns)
+    }
+
+    /// [`frame_acquired`](Self::frame_acquired) with the anatomy posed as `pose` says
+    /// ([`render_posed`](Self::render_posed)).
+    pub fn frame_posed(
+        &mut self,
+        index: usize,
+        pose: FramePose,
+        acquired_unix_ns: Option<u64>,
+    ) -> Result<Frame, FrameError> {
+        self.render_posed(index, pose)?;
+        let c = self.phantom.tumor_center_mm;
+        let (displacement_mm, rotation_deg) = match pose {
+            FramePose::Breathing {
+                displacement_mm,
+                rotation_deg,
+            } => (displacement_mm, rotation_deg),
+            FramePose::Rigid(t) => {
+                let d = t.apply(&PointMm::from(c)) - PointMm::from(c);
+                ([d.x, d.y, d.z], t.rotation_xyz_deg())
+            }
+        };
         let mut ids = self.ids.clone();
         if let Some(t) = acquired_unix_ns {
             let unix_ns = i64::try_from(t).map_err(|_| FrameError::BadParameter {
@@ -267,7 +319,6 @@ impl FrameSynth {
             }
             None => write_ct_series(&self.volume, &ids)?,
         };
-        let c = self.phantom.tumor_center_mm;
         Ok(Frame {
             index,
             displacement_mm,
@@ -276,13 +327,74 @@ impl FrameSynth {
                 c[1] + displacement_mm[1],
                 c[2] + displacement_mm[2],
             ],
+            rotation_deg,
             slices,
         })
     }
 
     /// Renders frame `index` into the internal volume without encoding it.
     pub fn render(&mut self, index: usize, displacement_mm: [f64; 3]) -> Result<&CtVolume, FrameError> {
-        self.phantom.render_moved(displacement_mm, &mut self.volume)?;
+        let pose = FramePose::Breathing {
+            displacement_mm,
+            rotation_deg: [0.0; 3],
+        };
+        self.render_posed(index, pose)
+    }
+
+    /// Renders frame `index` posed as `pose` into the internal volume, adds noise, without
+    /// encoding it. A rotated or rigid pose renders the phantom on its full grid and
+    /// resamples it (trilinear) onto the frame's grid, so a slab shows anatomy that turned in
+    /// from outside it too.
+    pub fn render_posed(&mut self, index: usize, pose: FramePose) -> Result<&CtVolume, FrameError> {
+        let (displacement_mm, after) = match pose {
+            FramePose::Breathing {
+                displacement_mm,
+                rotation_deg,
+            } => {
+                if !rotation_deg.iter().all(|a| a.is_finite()) {
+                    return Err(FrameError::BadParameter {
+                        name: "rotation_deg",
+                        reason: format!("must be finite, got {rotation_deg:?}"),
+                    });
+                }
+                if rotation_deg == [0.0; 3] {
+                    (displacement_mm, None)
+                } else {
+                    // the rotation about the moved centre (what
+                    // `motion::rotation::frame_transform` composes with the displacement)
+                    let c = self.phantom.tumor_center_mm;
+                    let moved_c = PointMm::new(
+                        c[0] + displacement_mm[0],
+                        c[1] + displacement_mm[1],
+                        c[2] + displacement_mm[2],
+                    );
+                    let r = RigidTransform::from_xyz_deg(rotation_deg, VectorMm::zeros()).rotation;
+                    let rot = RigidTransform::about_center(r, moved_c, VectorMm::zeros());
+                    (displacement_mm, Some(rot))
+                }
+            }
+            FramePose::Rigid(t) => {
+                if !t.matrix().iter().all(|v| v.is_finite()) {
+                    return Err(FrameError::BadParameter {
+                        name: "rigid pose",
+                        reason: "the transform is not finite".into(),
+                    });
+                }
+                ([0.0; 3], Some(t))
+            }
+        };
+        match after {
+            None => self.phantom.render_moved(displacement_mm, &mut self.volume)?,
+            Some(t) => {
+                let full = self
+                    .full
+                    .get_or_insert_with(|| CtVolume::filled(self.phantom.grid().clone(), 0));
+                self.phantom.render_moved(displacement_mm, full)?;
+                // out(x) = moved(t⁻¹(x)): the frame shows the moved anatomy carried by t
+                let air = -1000;
+                self.volume = resample(full, &t.inverse(), self.volume.grid(), air);
+            }
+        }
         let sigma = self.options.noise_sigma_hu;
         if sigma > 0.0 {
             let mut rng = SplitMix64::new(derive_seed(self.options.seed, "noise", index as u64));

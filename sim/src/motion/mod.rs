@@ -1,7 +1,8 @@
 //! Motion: recorded breathing traces read and resampled, and the model that turns a surface
-//! marker's trace into the tumor's displacement per frame. Depends on no other part of the
-//! simulator.
+//! marker's trace into the tumor's displacement per frame, and the rotation that can go with
+//! it. Depends on no other part of the simulator.
 
+pub mod rotation;
 pub mod surrogate;
 pub mod trace;
 pub mod track;

@@ -2,9 +2,10 @@
 //! target needs it, and each spot's range change against the true water depth.
 
 use ionguide::correction::{CorrectionSet, RangeMode};
+use ionguide::geometry::PointMap;
 use ionguide::pipeline::Session;
 use ionguide::range::{BeamGeometry, RangeEnergyTable, RangeError};
-use ionguide::units::{MmWe, PointMm, VectorMm};
+use ionguide::units::{MmWe, PointMm};
 
 use super::histogram::ErrorHistogram;
 
@@ -89,14 +90,16 @@ impl SpotScorer {
     }
 
     /// Scores spot `i` (plan order) delivered with `delivered` (`None`: as planned) on the
-    /// anatomy moved by `moved_mm`, `true_wepl_mm` its true water depth to its moved target:
+    /// anatomy moved by `moved` (the true motion of its target point: a shift `VectorMm`, or
+    /// a rotating frame's `RigidTransform`), `true_wepl_mm` its true water depth to its moved
+    /// target:
     /// (lateral error in the isocenter plane, mm; range error, mm w.e. — NaN when the spot
     /// has no target point or no depth).
-    pub fn score_spot(
+    pub fn score_spot<M: PointMap + ?Sized>(
         &self,
         i: usize,
         delivered: Option<&CorrectionSet>,
-        moved_mm: &VectorMm,
+        moved: &M,
         true_wepl_mm: f32,
     ) -> (f64, f64) {
         let Some(s) = self.spots.get(i) else {
@@ -107,7 +110,7 @@ impl SpotScorer {
         };
         let g = &self.geoms[s.beam];
         let (xp, yp) = iso_plane_xy(g, &p);
-        let (xq, yq) = iso_plane_xy(g, &(p + moved_mm));
+        let (xq, yq) = iso_plane_xy(g, &moved.map_mm(p));
         let (x_need, y_need) = (s.x_plan_mm + xq - xp, s.y_plan_mm + yq - yp);
         let table = &self.tables[s.beam];
         let (x_got, y_got, range_shift_got) = match delivered {
@@ -129,14 +132,14 @@ impl SpotScorer {
         (spot_err, range_shift_got - need)
     }
 
-    /// Scores one frame delivered with the anatomy moved by `moved_mm`: `delivered` is the
+    /// Scores one frame delivered with the anatomy moved by `moved`: `delivered` is the
     /// applied correction set (`None`: the planned spots unchanged), `true_wepl_mm` every
     /// spot's true water depth to its moved target in the noise-free frame. Each spot's
     /// errors go into `spot_h` and `range_h`; the frame's largest are returned.
-    pub fn score_frame(
+    pub fn score_frame<M: PointMap + ?Sized>(
         &self,
         delivered: Option<&CorrectionSet>,
-        moved_mm: &VectorMm,
+        moved: &M,
         true_wepl_mm: &[f32],
         spot_h: &mut ErrorHistogram,
         range_h: &mut ErrorHistogram,
@@ -147,7 +150,7 @@ impl SpotScorer {
                 continue;
             }
             let wepl = true_wepl_mm.get(i).copied().unwrap_or(f32::NAN);
-            let (spot_err, range_err) = self.score_spot(i, delivered, moved_mm, wepl);
+            let (spot_err, range_err) = self.score_spot(i, delivered, moved, wepl);
             spot_h.record_mm(spot_err);
             spot_max = spot_max.max(spot_err);
             if range_err.is_finite() {
@@ -165,6 +168,7 @@ impl SpotScorer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ionguide::units::VectorMm;
 
     /// A beam with its sources on the +z axis and the beam's-eye view along x and y, so the
     /// divergent projection is plain similar triangles.

@@ -22,7 +22,8 @@
 //! per-beam offset ([`SpotTracer::trace_frame_ct_moved_at`], [`SpotTracer::trace_frame_moved_at`]):
 //! the lateral part of the tumor shift, so the rays pass through the moved target, and each
 //! spot's WEPL is measured at a given depth as its ray is traced. Same buffers, same stop
-//! rule, no allocation.
+//! rule, no allocation. When the target also rotates, each ray gets its own offset
+//! ([`SpotTracer::trace_frame_ct_rays_moved_at`]).
 
 use std::collections::HashMap;
 
@@ -267,7 +268,7 @@ impl SpotTracer {
 
     /// Traces every ray through `rsp` and locates every spot's target point.
     pub fn trace_frame(&mut self, rsp: &Volume<f32>) {
-        self.trace_with(rsp.grid(), &[], |ray, stop, p| {
+        self.trace_with(rsp.grid(), &[], false, |ray, stop, p| {
             trace_rsp_samples(rsp, ray, f64::INFINITY, stop, p)
         });
     }
@@ -275,7 +276,7 @@ impl SpotTracer {
     /// [`Self::trace_frame`] on the RSP volume `hlut.convert(ct)`, without building it: each
     /// visited voxel is converted through the same lookup, so the results are identical.
     pub fn trace_frame_ct(&mut self, ct: &CtVolume, hlut: &Hlut) {
-        self.trace_with(ct.grid(), &[], |ray, stop, p| {
+        self.trace_with(ct.grid(), &[], false, |ray, stop, p| {
             trace_ct_samples(ct, hlut, ray, f64::INFINITY, stop, p)
         });
     }
@@ -311,15 +312,18 @@ impl SpotTracer {
         self.beams
     }
 
-    /// `offsets` empty: rays as built; else one offset per beam (checked by the caller).
+    /// `offsets` empty: rays as built; else one offset per beam, or per ray when `per_ray`
+    /// (checked by the caller).
     fn trace_with(
         &mut self,
         grid: &crate::geometry::Grid,
         offsets: &[VectorMm],
+        per_ray: bool,
         trace: impl Fn(&Ray, f64, &mut Slot<'_>) -> Traced + Sync,
     ) {
         let chunk = Chunk {
             offsets,
+            per_ray,
             ray_beam: &self.ray_beam,
             rays: &self.rays,
             stop_wepl_mm: &self.stop_wepl_mm,
@@ -452,6 +456,69 @@ impl SpotTracer {
         )
     }
 
+    /// [`Self::trace_frame_ct_moved_at`] with one offset per *ray* (`ray_offsets_mm[r]` moves
+    /// ray `r` of [`Self::rays`]) instead of per beam: when the target rotates, the rays of
+    /// one beam move differently. Errors (nothing traced) unless there is exactly one finite
+    /// offset per ray and one query per spot.
+    pub fn trace_frame_ct_rays_moved_at(
+        &mut self,
+        ct: &CtVolume,
+        hlut: &Hlut,
+        ray_offsets_mm: &[VectorMm],
+        query_t_mm: &[f64],
+        wepl_mm: &mut Vec<f32>,
+    ) -> Result<(), RangeError> {
+        self.trace_rays_moved_at(ct.grid(), ray_offsets_mm, query_t_mm, wepl_mm, |ray, stop, p| {
+            trace_ct_samples(ct, hlut, ray, f64::INFINITY, stop, p)
+        })
+    }
+
+    /// [`Self::trace_frame_ct_rays_moved_at`] on an RSP frame.
+    pub fn trace_frame_rays_moved_at(
+        &mut self,
+        rsp: &Volume<f32>,
+        ray_offsets_mm: &[VectorMm],
+        query_t_mm: &[f64],
+        wepl_mm: &mut Vec<f32>,
+    ) -> Result<(), RangeError> {
+        self.trace_rays_moved_at(rsp.grid(), ray_offsets_mm, query_t_mm, wepl_mm, |ray, stop, p| {
+            trace_rsp_samples(rsp, ray, f64::INFINITY, stop, p)
+        })
+    }
+
+    fn trace_rays_moved_at(
+        &mut self,
+        grid: &crate::geometry::Grid,
+        ray_offsets_mm: &[VectorMm],
+        query_t_mm: &[f64],
+        wepl_mm: &mut Vec<f32>,
+        trace: impl Fn(&Ray, f64, &mut Slot<'_>) -> Traced + Sync,
+    ) -> Result<(), RangeError> {
+        if ray_offsets_mm.len() != self.rays.len() {
+            return Err(RangeError::BadBeamGeometry {
+                beam: -1,
+                reason: format!(
+                    "{} ray offsets given for a plan of {} rays",
+                    ray_offsets_mm.len(),
+                    self.rays.len()
+                ),
+            });
+        }
+        if let Some(r) = ray_offsets_mm
+            .iter()
+            .position(|o| !o.iter().all(|v| v.is_finite()))
+        {
+            return Err(RangeError::BadBeamGeometry {
+                beam: -1,
+                reason: format!("non-finite offset for ray {r}: {:?}", ray_offsets_mm[r]),
+            });
+        }
+        self.set_queries(query_t_mm)?;
+        self.trace_with(grid, ray_offsets_mm, true, trace);
+        self.answers_into(wepl_mm);
+        Ok(())
+    }
+
     fn trace_moved_at(
         &mut self,
         grid: &crate::geometry::Grid,
@@ -462,7 +529,7 @@ impl SpotTracer {
     ) -> Result<(), RangeError> {
         self.check_offsets(beam_offsets_mm)?;
         self.set_queries(query_t_mm)?;
-        self.trace_with(grid, beam_offsets_mm, trace);
+        self.trace_with(grid, beam_offsets_mm, false, trace);
         self.answers_into(wepl_mm);
         Ok(())
     }
@@ -498,8 +565,9 @@ impl SpotTracer {
 
 /// A contiguous run of rays with their profiles and their spots' target slots.
 struct Chunk<'a> {
-    /// Per-beam ray offsets (empty: none).
+    /// Per-beam ray offsets (empty: none), or per ray of this chunk when `per_ray`.
     offsets: &'a [VectorMm],
+    per_ray: bool,
     /// Beam of every ray of the plan (indexed by absolute ray number).
     ray_beam: &'a [usize],
     rays: &'a [Ray],
@@ -527,9 +595,15 @@ impl<'a> Chunk<'a> {
         let (t0, t1) = self.targets.split_at_mut(cut);
         let (q0, q1) = self.queries.split_at(cut);
         let (a0, a1) = self.answers.split_at_mut(cut);
+        let (off0, off1) = if self.per_ray && !self.offsets.is_empty() {
+            self.offsets.split_at(r)
+        } else {
+            (self.offsets, self.offsets)
+        };
         (
             Chunk {
-                offsets: self.offsets,
+                offsets: off0,
+                per_ray: self.per_ray,
                 ray_beam: beam0,
                 rays: rays0,
                 stop_wepl_mm: stop0,
@@ -542,7 +616,8 @@ impl<'a> Chunk<'a> {
                 answers: a0,
             },
             Chunk {
-                offsets: self.offsets,
+                offsets: off1,
+                per_ray: self.per_ray,
                 ray_beam: beam1,
                 rays: rays1,
                 stop_wepl_mm: stop1,
@@ -562,7 +637,12 @@ impl<'a> Chunk<'a> {
         for (r, ray) in self.rays.iter().enumerate() {
             let traced = {
                 let mut slot = self.profiles.next_slot();
-                match self.offsets.get(self.ray_beam[r]) {
+                let off = if self.per_ray {
+                    self.offsets.get(r)
+                } else {
+                    self.offsets.get(self.ray_beam[r])
+                };
+                match off {
                     Some(off) => {
                         let moved = Ray {
                             origin: ray.origin + off,

@@ -95,6 +95,43 @@ impl Samples {
         self.len
     }
 
+    /// The samples split by octant of their position about the rotation centre (index bit 0:
+    /// x ≥ 0, bit 1: y ≥ 0, bit 2: z ≥ 0), each with its mean relative position, mm.
+    pub(crate) fn octants(&self) -> Vec<(Samples, [f64; 3])> {
+        let mut parts: Vec<Vec<([f32; 3], f32)>> = vec![Vec::new(); 8];
+        for step in 0..self.steps() {
+            let (x, y, z) = (
+                self.x_mm[step].to_array(),
+                self.y_mm[step].to_array(),
+                self.z_mm[step].to_array(),
+            );
+            let (v, w) = (self.value[step].to_array(), self.weight[step].to_array());
+            for l in 0..LANES {
+                if w[l] > 0.0 {
+                    let o = usize::from(x[l] >= 0.0)
+                        | usize::from(y[l] >= 0.0) << 1
+                        | usize::from(z[l] >= 0.0) << 2;
+                    parts[o].push(([x[l], y[l], z[l]], v[l]));
+                }
+            }
+        }
+        parts
+            .into_iter()
+            .map(|p| {
+                let n = p.len().max(1) as f64;
+                let mean = p.iter().fold([0.0; 3], |m, (r, _)| {
+                    [
+                        m[0] + f64::from(r[0]),
+                        m[1] + f64::from(r[1]),
+                        m[2] + f64::from(r[2]),
+                    ]
+                });
+                let mean = mean.map(|v| v / n);
+                (Samples::new(p), mean)
+            })
+            .collect()
+    }
+
     /// Kernel steps of [`LANES`] samples.
     fn steps(&self) -> usize {
         self.value.len()

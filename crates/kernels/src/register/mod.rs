@@ -30,7 +30,13 @@
 //!   parameters decoupled). A level stops when a step is below the thresholds in mm and
 //!   degrees (scaled by the level's coarsening).
 //! - Quality: a [`Verdict`] that names the first failed check, in the order insufficient
-//!   overlap, not converged, poor similarity, jump from the initial guess.
+//!   overlap, not converged, poor similarity, jump from the initial guess, residual
+//!   deformation. The last looks inside the region after the rigid fit: each octant of the
+//!   region (about its centroid, on the warm preview's thinned samples) gets its own
+//!   translation on top of the rigid answer (Gauss–Newton on the same metric, ≤ 5 steps);
+//!   if one needs more than [`RegisterOptions::max_residual_mm`], no rigid answer describes
+//!   the frame — the anatomy deformed or the tumor changed size — and the result is
+//!   rejected rather than driving the beam with a wrong shift.
 //!
 //! Kernels know nothing of the runtime: [`Registrar::register`] runs on the caller's thread,
 //! except that [`RegisterOptions::with_threads`] lets it split the per-sample sums over
@@ -189,6 +195,11 @@ pub struct RegisterOptions {
     pub max_jump_mm: f64,
     /// Largest acceptable rotation from the initial guess, degrees.
     pub max_jump_deg: f64,
+    /// Largest acceptable residual misalignment of a part of the region after the rigid fit,
+    /// mm: the ROI's octants each get their own translation on top of the answer, and the
+    /// largest must stay within this (infinite: not checked). See
+    /// [`QualityFailure::ResidualDeformation`].
+    pub max_residual_mm: f64,
 }
 
 impl Default for RegisterOptions {
@@ -208,6 +219,7 @@ impl Default for RegisterOptions {
             min_overlap: 0.2,
             max_jump_mm: 30.0,
             max_jump_deg: 6.0,
+            max_residual_mm: 1.5,
         }
     }
 }
@@ -248,6 +260,8 @@ setters! {
     with_max_jump_mm: max_jump_mm: f64;
     /// Sets [`RegisterOptions::max_jump_deg`].
     with_max_jump_deg: max_jump_deg: f64;
+    /// Sets [`RegisterOptions::max_residual_mm`].
+    with_max_residual_mm: max_residual_mm: f64;
 }
 
 impl RegisterOptions {
@@ -274,8 +288,11 @@ impl RegisterOptions {
             ("max_jump_deg", self.max_jump_deg),
             ("cold_search_mm", self.cold_search_mm),
             ("warm_search_mm", self.warm_search_mm),
+            ("max_residual_mm", self.max_residual_mm),
         ] {
-            if !(v.is_finite() && v > 0.0) {
+            // NaN fails both; only the residual check may be switched off by ∞
+            let ok = v > 0.0 && (v.is_finite() || name == "max_residual_mm");
+            if !ok {
                 return bad(name, v);
             }
         }
@@ -325,6 +342,16 @@ pub enum QualityFailure {
         /// Limit, degrees.
         limit_deg: f64,
     },
+    /// After the rigid fit, a part of the region is still misaligned: no rigid answer
+    /// describes the frame (the anatomy deformed, the tumor shrank or grew). Checked last.
+    ResidualDeformation {
+        /// Largest translation an octant of the region needed on top of the rigid answer, mm.
+        mm: f64,
+        /// Limit, mm.
+        limit_mm: f64,
+        /// Centre of that octant in the planning CT, patient mm.
+        block_centre_mm: [f64; 3],
+    },
 }
 
 /// The quality verdict of one registration.
@@ -360,6 +387,9 @@ pub struct Registration {
     pub overlap_fraction: f64,
     /// The quality verdict.
     pub verdict: Verdict,
+    /// Largest residual misalignment of an octant of the region after the rigid fit, mm
+    /// (NaN: not measured — the check is off, or an earlier check failed).
+    pub residual_mm: f64,
     /// Planned target position in the planning CT, mm.
     pub target_planned_mm: PointMm,
     /// The target carried into the frame, `T(planned)`, mm.

@@ -9,7 +9,7 @@
 use nalgebra::Rotation3;
 
 use crate::geometry::RigidTransform;
-use crate::units::PointMm;
+use crate::units::{PointMm, VectorMm};
 use crate::volume::{CtVolume, Voxel};
 
 use super::metric::{evaluate, Accum, Samples};
@@ -31,6 +31,17 @@ const COARSE_STOP_FACTOR: f64 = 2.0;
 const COARSE_BUDGET_DIVISOR: usize = 2;
 /// Fewest overlapping samples for a step to count.
 const MIN_OVERLAP_SAMPLES: usize = 64;
+/// Fewest samples (inside the frame) for a block of the residual-deformation check to count.
+const MIN_BLOCK_SAMPLES: usize = 200;
+/// Gauss–Newton steps of a block's translation fit, and the largest step, mm: the residual
+/// of a frame the rigid answer describes is a fraction of a millimetre, one that deformed
+/// shows millimetres within two or three steps.
+const BLOCK_ITERATIONS: u32 = 5;
+const BLOCK_MAX_STEP_MM: f64 = 3.0;
+/// Least fraction of a block's mean squared difference its own shift must remove to count as
+/// a misalignment. Over 16 rigidly moved real-CT frames (20 HU noise) no block's shift
+/// removed more than 9%; over 12 deformed ones most removed 20–90%.
+const MIN_BLOCK_GAIN: f64 = 0.1;
 /// A warm start first runs on a full-resolution subset of this fraction of the finest
 /// samples (a sparser lattice), then finishes on all of them: the subset takes the few large
 /// steps cheaply, the full set then needs one or two steps to meet the unchanged stop test.
@@ -58,6 +69,9 @@ pub struct FixedContext {
     /// Rotation centre: centroid of the full-resolution ROI voxels, mm.
     centre_mm: PointMm,
     roi: Roi,
+    /// The warm preview's samples split into the ROI's octants about the centre, with their
+    /// mean positions relative to it: the blocks of the residual-deformation check.
+    blocks: Vec<(Samples, [f64; 3])>,
 }
 
 impl FixedContext {
@@ -100,6 +114,11 @@ impl FixedContext {
             (finest.len() / WARM_PREVIEW_FRACTION).max(MIN_FIXED_SAMPLES),
             true,
         );
+        let blocks = warm_preview
+            .octants()
+            .into_iter()
+            .filter(|(b, _)| b.len() >= MIN_BLOCK_SAMPLES)
+            .collect();
         let mut levels = vec![finest];
         let mut image = LevelImage {
             grid: grid.clone(),
@@ -135,6 +154,7 @@ impl FixedContext {
             warm_preview,
             centre_mm,
             roi,
+            blocks,
         })
     }
 
@@ -444,6 +464,22 @@ impl Registrar {
         } else {
             Verdict::Accept
         };
+        // Only an answer that passed every other check is worth the residual check's cost.
+        let (residual_mm, residual_block) = if verdict.is_accept() && o.max_residual_mm.is_finite() {
+            self.block_residual_mm(fixed, &t)
+        } else {
+            (f64::NAN, None)
+        };
+        let verdict = match residual_block {
+            Some(at) if residual_mm > o.max_residual_mm => {
+                Verdict::Reject(QualityFailure::ResidualDeformation {
+                    mm: residual_mm,
+                    limit_mm: o.max_residual_mm,
+                    block_centre_mm: [at.x, at.y, at.z],
+                })
+            }
+            _ => verdict,
+        };
         let planned = fixed.roi.target_mm;
         let target = t.apply(&planned);
         Ok(Registration {
@@ -454,6 +490,7 @@ impl Registrar {
             rms_hu,
             overlap_fraction,
             verdict,
+            residual_mm,
             target_planned_mm: planned,
             target_mm: target,
             tumor_shift_mm: target - planned,
@@ -504,6 +541,76 @@ impl Registrar {
             }
         }
         Ok(n_levels)
+    }
+
+    /// The residual-deformation check: each block of the ROI (octant about its centre) gets
+    /// its own translation on top of `t`, fitted by Gauss–Newton on the same metric over
+    /// the block's samples in the finest moving level; returns the largest block translation,
+    /// mm, and that block's centre in the planning CT (NaN, `None`: no block overlapped the
+    /// frame enough to tell).
+    ///
+    /// A frame the rigid answer describes leaves every block where it is, within the noise;
+    /// a deformed one (a tumor that shrank, lung that moved unevenly) leaves blocks whose
+    /// content sits elsewhere — what a rigid answer cannot correct.
+    fn block_residual_mm(&self, fixed: &FixedContext, t: &RigidTransform) -> (f64, Option<PointMm>) {
+        let image = &self.moving[0];
+        let centre = fixed.centre_mm;
+        let threads = self.options.threads;
+        let (mut worst, mut at) = (f64::NAN, None);
+        for (samples, mean) in &fixed.blocks {
+            let mut total = VectorMm::zeros();
+            let mut counted = true;
+            let (mut mse0, mut mse1) = (f64::NAN, f64::NAN);
+            for _ in 0..BLOCK_ITERATIONS {
+                let mut tb = *t;
+                tb.translation_mm += total;
+                let acc = evaluate(samples, &image.data, &image.grid, &tb, &centre, threads);
+                if acc.n < MIN_BLOCK_SAMPLES {
+                    counted = false;
+                    break;
+                }
+                if mse0.is_nan() {
+                    mse0 = acc.mse();
+                }
+                mse1 = acc.mse();
+                let (h, g) = acc.normal_equations();
+                let mut a = h.fixed_view::<3, 3>(3, 3).into_owned();
+                for d in 0..3 {
+                    a[(d, d)] *= 1.0 + 1e-3;
+                }
+                let Some(chol) = a.cholesky() else {
+                    counted = false;
+                    break;
+                };
+                let mut step = -chol.solve(&g.fixed_rows::<3>(3).into_owned());
+                if !step.iter().all(|v| v.is_finite()) {
+                    counted = false;
+                    break;
+                }
+                let n = step.norm();
+                if n > BLOCK_MAX_STEP_MM {
+                    step *= BLOCK_MAX_STEP_MM / n;
+                }
+                total += step;
+                if n < 0.02 {
+                    break;
+                }
+            }
+            // A block whose own shift explains little of its mismatch is noise or featureless
+            // tissue: its shift is not a measured misalignment.
+            let significant = counted && mse1 <= (1.0 - MIN_BLOCK_GAIN) * mse0;
+            if counted && at.is_none() {
+                worst = 0.0;
+            }
+            if significant {
+                let r = total.norm();
+                if at.is_none() || r > worst {
+                    worst = r;
+                    at = Some(centre + VectorMm::from(*mean));
+                }
+            }
+        }
+        (worst, at)
     }
 
     fn optimise_level(

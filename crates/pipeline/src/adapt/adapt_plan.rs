@@ -4,7 +4,7 @@ use crate::plan::IonPlan;
 use crate::range::beam::BeamGeometry;
 use crate::range::range_energy::RangeEnergyTable;
 use crate::range::SpotTracer;
-use crate::units::{MmWe, VectorMm};
+use crate::units::{MmWe, PointMm, VectorMm};
 
 use super::limits::within;
 use super::{AdaptError, AdaptOptions, EnergyModel};
@@ -13,6 +13,10 @@ use super::{AdaptError, AdaptOptions, EnergyModel};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct SpotGeom {
     pub(super) beam: usize,
+    /// Index of its ray in the tracer ([`SpotTracer::rays`]).
+    pub(super) ray: usize,
+    /// The planned target point (Bragg peak in the planning CT), patient mm.
+    pub(super) target_mm: PointMm,
     pub(super) x_mm: f64,
     pub(super) y_mm: f64,
     /// Height of the planned target above the isocenter plane, mm.
@@ -31,12 +35,24 @@ pub(super) struct SpotGeom {
     pub(super) table: usize,
 }
 
+/// Per-ray constants: the planned ray and the depth its moved copy is placed at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RayGeom {
+    pub(super) origin: PointMm,
+    /// Unit direction.
+    pub(super) dir: VectorMm,
+    /// Mid-point of its spots' target parameters (the range half moves the ray so it passes
+    /// through this point's mapped position).
+    pub(super) t_ref_mm: f64,
+}
+
 /// Everything about a plan the adapt stage needs, built once per session and shared by the
 /// range and adapt threads (it is immutable; wrap it in an [`Arc`](std::sync::Arc)).
 #[derive(Debug, Clone)]
 pub struct AdaptPlan {
     pub(super) beams: Vec<BeamGeometry>,
     pub(super) spots: Vec<SpotGeom>,
+    pub(super) rays: Vec<RayGeom>,
     pub(super) tables: Vec<RangeEnergyTable>,
     pub(super) options: AdaptOptions,
 }
@@ -129,6 +145,8 @@ impl AdaptPlan {
             };
             spots.push(SpotGeom {
                 beam: s.beam,
+                ray: s.ray,
+                target_mm: p,
                 x_mm: spot.x_mm,
                 y_mm: spot.y_mm,
                 d_mm: (p - geo.isocenter_mm).dot(&geo.to_source),
@@ -140,9 +158,30 @@ impl AdaptPlan {
                 table: beam_table[s.beam],
             });
         }
+        // Each ray's reference depth: the middle of its spots' target parameters, which
+        // halves the worst distance of a spot's target from it (the range-half error bound).
+        let mut t_lo = vec![f64::INFINITY; planned.rays().len()];
+        let mut t_hi = vec![f64::NEG_INFINITY; planned.rays().len()];
+        for g in &spots {
+            t_lo[g.ray] = t_lo[g.ray].min(g.t_target_mm);
+            t_hi[g.ray] = t_hi[g.ray].max(g.t_target_mm);
+        }
+        let rays = planned
+            .rays()
+            .iter()
+            .zip(t_lo.iter().zip(&t_hi))
+            .map(|(r, (&lo, &hi))| RayGeom {
+                origin: r.origin,
+                dir: r.direction,
+                // a ray every spot of which lies elsewhere cannot occur (each ray was made for
+                // a spot); 0 keeps it finite regardless
+                t_ref_mm: if lo <= hi { 0.5 * (lo + hi) } else { 0.0 },
+            })
+            .collect();
         Ok(AdaptPlan {
             beams,
             spots,
+            rays,
             tables,
             options,
         })

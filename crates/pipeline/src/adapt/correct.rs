@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use crate::correction::{CorrectionSet, HoldReason, SpotCorrection};
+use crate::geometry::PointMap;
 use crate::register::Registration;
-use crate::units::{Mm, MmWe, VectorMm};
+use crate::units::{Mm, MmWe, PointMm, VectorMm};
 
 use super::energy::deliver;
 use super::lateral::lateral_mm;
@@ -33,6 +34,9 @@ pub struct AdaptSummary {
     pub max_abs_delta_wepl: MmWe,
     /// Largest `|snapped − requested depth|` (0 without snapping).
     pub max_abs_snap_residual: MmWe,
+    /// Largest distance of a spot's mapped target from the moved ray its depth was read on
+    /// ([`FrameWepl::max_ray_miss_mm`]).
+    pub max_ray_miss: Mm,
 }
 
 /// The adapt half: stateful only in the jump reference.
@@ -69,7 +73,8 @@ impl Adapter {
 
     /// Turns a frame's registration and measured WEPL into corrections in `out` (its buffers
     /// reused), or a hold. On a hold `out` is emptied (frame id kept, no spots, no mode) so
-    /// nothing partial can be sent.
+    /// nothing partial can be sent. The target's motion is the plan's
+    /// [`AdaptPlan::motion_of`] the registration — what the range half must have been given.
     pub fn adapt(
         &mut self,
         stamp: FrameStamp,
@@ -77,9 +82,25 @@ impl Adapter {
         wepl: &FrameWepl,
         out: &mut CorrectionSet,
     ) -> Result<AdaptSummary, HoldDetail> {
+        let motion = self.plan.motion_of(reg);
+        self.adapt_with(stamp, reg, &motion, wepl, out)
+    }
+
+    /// [`Self::adapt`] with the target's motion given: every spot's planned target goes
+    /// through `motion` (the one the range half measured `wepl` for, checked point by point),
+    /// and its lateral correction is the one whose ray passes through the mapped point.
+    /// `reg` still gives the frame-level checks and the jump reference.
+    pub fn adapt_with<M: PointMap + ?Sized>(
+        &mut self,
+        stamp: FrameStamp,
+        reg: &Registration,
+        motion: &M,
+        wepl: &FrameWepl,
+        out: &mut CorrectionSet,
+    ) -> Result<AdaptSummary, HoldDetail> {
         out.clear();
         out.frame_id = stamp.frame_id;
-        match self.fill(stamp, reg, wepl, out) {
+        match self.fill(stamp, reg, motion, wepl, out) {
             Ok(summary) => {
                 self.last_shift_mm = Some(reg.tumor_shift_mm);
                 Ok(summary)
@@ -121,21 +142,29 @@ impl Adapter {
         let mut moved = *reg;
         moved.tumor_shift_mm = reg.tumor_shift_mm + delta_mm;
         moved.target_mm = reg.target_mm + delta_mm;
-        scratch.shift_mm = moved.tumor_shift_mm;
-        scratch.wepl_mm.clear();
+        // The frame's motion (its rotation too, when followed), then the predicted move.
+        let motion = ThenShift {
+            first: self.plan.motion_of(reg),
+            shift_mm: delta_mm,
+        };
         let plan = &*self.plan;
-        scratch.wepl_mm.extend(plan.spots.iter().zip(wepl).map(|(g, &w)| {
-            // to_source points upstream; moving away from it adds depth
-            let deeper_mm = -delta_mm.dot(&plan.beams[g.beam].to_source);
-            (f64::from(w) + rsp_at_target * deeper_mm) as f32
-        }));
-        self.adapt(stamp, &moved, scratch, out)
+        scratch.set_carried(
+            plan,
+            &motion,
+            plan.spots.iter().zip(wepl).map(|(g, &w)| {
+                // to_source points upstream; moving away from it adds depth
+                let deeper_mm = -delta_mm.dot(&plan.beams[g.beam].to_source);
+                (f64::from(w) + rsp_at_target * deeper_mm) as f32
+            }),
+        );
+        self.adapt_with(stamp, &moved, &motion, scratch, out)
     }
 
-    fn fill(
+    fn fill<M: PointMap + ?Sized>(
         &self,
         stamp: FrameStamp,
         reg: &Registration,
+        motion: &M,
         wepl: &FrameWepl,
         out: &mut CorrectionSet,
     ) -> Result<AdaptSummary, HoldDetail> {
@@ -146,18 +175,16 @@ impl Adapter {
         let lim = &o.limits;
         lim.check_registration(reg, self.last_shift_mm)?;
         let s = reg.tumor_shift_mm;
-        // Bit equality: the range half copies the very shift it was given.
-        let off = (wepl.shift_mm - s).norm();
-        if off != 0.0 {
+        if !wepl.is_valid() {
             return Err(HoldDetail::new(
                 R::InternalFault,
                 C::WeplShiftMismatch,
                 None,
-                off,
+                f64::NAN,
                 0.0,
             ));
         }
-        if wepl.wepl_mm.len() != plan.spots.len() {
+        if wepl.wepl_mm.len() != plan.spots.len() || wepl.target_mm.len() != plan.spots.len() {
             return Err(HoldDetail::new(
                 R::InternalFault,
                 C::WeplCountMismatch,
@@ -170,8 +197,26 @@ impl Adapter {
         // Bare f64 in the per-spot loop; typed once, in the summary.
         let (mut max_lateral_mm, mut max_abs_delta_wepl_mm, mut max_abs_snap_residual_mm) =
             (0.0f64, 0.0f64, 0.0f64);
-        for (n, (g, &w)) in plan.spots.iter().zip(&wepl.wepl_mm).enumerate() {
+        for (n, ((g, &w), measured)) in plan
+            .spots
+            .iter()
+            .zip(&wepl.wepl_mm)
+            .zip(&wepl.target_mm)
+            .enumerate()
+        {
             let at = Some(n);
+            let q = motion.map_mm(g.target_mm);
+            // Bit equality: the range half mapped the same point through the same motion.
+            if q != *measured {
+                let off = (q - measured).norm();
+                return Err(HoldDetail::new(
+                    R::InternalFault,
+                    C::WeplShiftMismatch,
+                    at,
+                    if off.is_nan() { f64::INFINITY } else { off },
+                    0.0,
+                ));
+            }
             if !w.is_finite() {
                 return Err(HoldDetail::new(
                     R::RangeUnavailable,
@@ -182,9 +227,11 @@ impl Adapter {
                 ));
             }
             let b = &plan.beams[g.beam];
-            let s_z = s.dot(&b.to_source);
-            let dx = lateral_mm(s.dot(&b.bev_x), s_z, g.x_mm, g.d_mm, b.sad_mm[0]);
-            let dy = lateral_mm(s.dot(&b.bev_y), s_z, g.y_mm, g.d_mm, b.sad_mm[1]);
+            // This spot's own displacement: with a rotation, spots move differently.
+            let u = q - g.target_mm;
+            let u_z = u.dot(&b.to_source);
+            let dx = lateral_mm(u.dot(&b.bev_x), u_z, g.x_mm, g.d_mm, b.sad_mm[0]);
+            let dy = lateral_mm(u.dot(&b.bev_y), u_z, g.y_mm, g.d_mm, b.sad_mm[1]);
             let lateral = dx.hypot(dy);
             if !within(lateral, lim.max_lateral.get()) {
                 return Err(HoldDetail::new(
@@ -223,11 +270,25 @@ impl Adapter {
             max_lateral: Mm(max_lateral_mm),
             max_abs_delta_wepl: MmWe(max_abs_delta_wepl_mm),
             max_abs_snap_residual: MmWe(max_abs_snap_residual_mm),
+            max_ray_miss: Mm(wepl.max_ray_miss_mm),
         };
         out.frame_id = stamp.frame_id;
         out.valid_until_unix_ns = stamp.valid_until_unix_ns;
         out.mode = Some(o.mode);
         out.tumor_shift_mm = [s.x as f32, s.y as f32, s.z as f32];
         Ok(summary)
+    }
+}
+
+/// A motion followed by a translation (a frame's motion, then the move predicted since).
+struct ThenShift<M> {
+    first: M,
+    shift_mm: VectorMm,
+}
+
+impl<M: PointMap> PointMap for ThenShift<M> {
+    #[inline]
+    fn map_mm(&self, p: PointMm) -> PointMm {
+        self.first.map_mm(p) + self.shift_mm
     }
 }

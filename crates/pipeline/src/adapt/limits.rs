@@ -2,7 +2,7 @@
 //! by how much.
 
 use crate::correction::HoldReason;
-use crate::register::Registration;
+use crate::register::{QualityFailure, Registration, Verdict};
 use crate::units::{Mm, MmWe, VectorMm};
 
 use super::AdaptError;
@@ -24,6 +24,10 @@ pub struct SafetyLimits {
     pub max_jump: Mm,
     /// Smallest registration NCC that may drive the beam.
     pub min_ncc: f64,
+    /// Largest rotation of the registration's transform (its angle about its axis, degrees)
+    /// the spots may follow; beyond it the frame is held (the patient's posture changed
+    /// more than a spot correction should absorb).
+    pub max_rotation_deg: f64,
 }
 
 impl SafetyLimits {
@@ -32,6 +36,7 @@ impl SafetyLimits {
             ("max_lateral", self.max_lateral.get()),
             ("max_range", self.max_range.get()),
             ("max_jump", self.max_jump.get()),
+            ("max_rotation_deg", self.max_rotation_deg),
         ] {
             if v.is_nan() || v < 0.0 {
                 return Err(AdaptError::BadOption {
@@ -64,7 +69,7 @@ impl SafetyLimits {
         let ncc = reg.similarity_ncc;
         if !reg.is_usable() {
             return Err(HoldDetail::new(
-                R::RegistrationFailed,
+                registration_hold_reason(reg),
                 C::RegistrationNotUsable,
                 None,
                 ncc,
@@ -90,6 +95,16 @@ impl SafetyLimits {
                 f64::NAN,
             ));
         }
+        let rotation_deg = reg.transform.angle_deg();
+        if !within(rotation_deg, self.max_rotation_deg) {
+            return Err(HoldDetail::new(
+                R::RegistrationFailed,
+                C::RotationOverLimit,
+                None,
+                rotation_deg,
+                self.max_rotation_deg,
+            ));
+        }
         if let Some(prev) = last_shift_mm {
             let jump = (s - prev).norm();
             if !within(jump, self.max_jump.get()) {
@@ -106,6 +121,16 @@ impl SafetyLimits {
     }
 }
 
+/// The hold code of an unusable registration: a rigid answer that cannot describe the frame
+/// (its residual-deformation check failed) has its own, `residual_deformation`; every other
+/// failure is `registration_failed`.
+pub(crate) fn registration_hold_reason(reg: &Registration) -> HoldReason {
+    match reg.verdict {
+        Verdict::Reject(QualityFailure::ResidualDeformation { .. }) => HoldReason::ResidualDeformation,
+        _ => HoldReason::RegistrationFailed,
+    }
+}
+
 /// Which check a held frame failed (for the detail text; the [`HoldReason`] is the code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -118,7 +143,9 @@ pub enum HoldCheck {
     NonFiniteShift,
     /// The shift jumped since the last corrected frame.
     Jump,
-    /// The WEPL was measured for another shift (or not at all).
+    /// The registration's rotation is over the limit.
+    RotationOverLimit,
+    /// The WEPL was measured for another target motion (or not at all).
     WeplShiftMismatch,
     /// The WEPL has a different spot count than the plan.
     WeplCountMismatch,
@@ -186,7 +213,13 @@ impl std::fmt::Display for HoldDetail {
                 f,
                 "tumor shift moved {v:.2} mm since the last corrected frame, limit {l:.2} mm"
             ),
-            HoldCheck::WeplShiftMismatch => write!(f, "WEPL measured for another shift (off by {v:.3} mm)"),
+            HoldCheck::RotationOverLimit => {
+                write!(f, "registration rotates {v:.2}°, limit {l:.2}°")
+            }
+            HoldCheck::WeplShiftMismatch => write!(
+                f,
+                "WEPL measured for another target motion (a target off by {v:.3} mm)"
+            ),
             HoldCheck::WeplCountMismatch => write!(f, "WEPL has {v} spots, plan {l}"),
             HoldCheck::WeplUnavailable => write!(f, "shifted target outside the traced frame, no WEPL"),
             HoldCheck::Lateral => write!(f, "lateral correction {v:.2} mm over limit {l:.2} mm"),

@@ -35,6 +35,10 @@ pub struct AdaptOptions {
     /// Deliverable range-shifter settings `[min, max]`, mm water ([`RangeMode::RangeShifter`];
     /// default `[-∞, ∞]`; a facility that cannot pull back sets `min = 0`).
     pub range_shifter_span: [MmWe; 2],
+    /// Spots follow the registration's full rigid transform, rotation included (default);
+    /// `false`: only its translation at the target (every spot moved by the tumor shift) —
+    /// kept to compare against, it leaves a rotation's error uncorrected.
+    pub follow_rotation: bool,
 }
 
 impl AdaptOptions {
@@ -47,7 +51,13 @@ impl AdaptOptions {
             default_sad_mm,
             energy_span_mev_u: [0.0, f64::INFINITY],
             range_shifter_span: [MmWe(f64::NEG_INFINITY), MmWe(f64::INFINITY)],
+            follow_rotation: true,
         }
+    }
+    /// Sets [`Self::follow_rotation`].
+    pub fn with_follow_rotation(mut self, follow: bool) -> Self {
+        self.follow_rotation = follow;
+        self
     }
     /// Sets the range mode.
     pub fn with_mode(mut self, mode: RangeMode) -> Self {

@@ -1,5 +1,6 @@
-//! The range stage: every spot's ray, moved by the lateral part of the tumor shift, traced
-//! through the frame; each spot's new water depth lands in the work item's `FrameWepl`.
+//! The range stage: every spot's planned target mapped through the registration's motion,
+//! its ray moved to pass through it and traced through the frame; each spot's new water
+//! depth lands in the work item's `FrameWepl`.
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ pub fn run(mut io: StageIo, session: Arc<Session>) {
                 &mut tracer,
                 &w.volume,
                 &session.hlut,
-                &reg.tumor_shift_mm,
+                &session.adapt_plan.motion_of(&reg),
                 &mut w.wepl,
             ) {
                 w.decide(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::session::Session;
 use super::stages::StageIo;
 use super::work::Outcome;
+use crate::adapt::registration_hold_reason;
 use crate::correction::HoldReason;
 use crate::geometry::RigidTransform;
 use crate::register::Registrar;
@@ -35,7 +36,7 @@ pub fn run(mut io: StageIo, session: Arc<Session>) {
                 Ok(reg) => {
                     last_good = None;
                     w.decide(
-                        Outcome::Held(HoldReason::RegistrationFailed),
+                        Outcome::Held(registration_hold_reason(&reg)),
                         format_args!(
                             "registration not usable: {:?}, converged {}, NCC {:.3}, overlap {:.2}",
                             reg.verdict, reg.converged, reg.similarity_ncc, reg.overlap_fraction

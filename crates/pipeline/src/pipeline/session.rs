@@ -118,6 +118,8 @@ pub struct SessionOptions {
     pub patient_id: String,
     /// How range is corrected.
     pub range_mode: RangeMode,
+    /// Spots follow the registration's rotation too ([`AdaptOptions::follow_rotation`]).
+    pub follow_rotation: bool,
     /// Registration options.
     pub register: RegisterOptions,
     /// Safety limits.
@@ -233,11 +235,13 @@ impl Session {
             validity: Duration::from_secs_f64(config.timing.validity_ms / 1e3),
             patient_id: p.patient_id.clone().unwrap_or_else(|| plan.patient_id.clone()),
             range_mode: p.range_mode,
+            follow_rotation: p.follow_rotation,
             limits: SafetyLimits {
                 max_lateral: config.limits.max_lateral_mm,
                 max_range: config.limits.max_range_mm,
                 max_jump: config.limits.max_jump_mm,
                 min_ncc: config.limits.min_ncc,
+                max_rotation_deg: config.limits.max_rotation_deg,
             },
             default_sad_mm: p.default_sad_mm,
             register: RegisterOptions::default()
@@ -292,8 +296,9 @@ impl Session {
             source,
         })?;
         planned.trace_frame_ct(&planning_ct, &hlut);
-        let mut adapt_options =
-            AdaptOptions::new(options.limits, options.default_sad_mm).with_mode(options.range_mode);
+        let mut adapt_options = AdaptOptions::new(options.limits, options.default_sad_mm)
+            .with_mode(options.range_mode)
+            .with_follow_rotation(options.follow_rotation);
         if let Some(table) = facility {
             adapt_options = adapt_options.with_energy_model(EnergyModel::FacilitySnap(table));
         }
