@@ -108,7 +108,12 @@ fn bench(c: &mut Criterion) {
         max_rotation_deg: 10.0,
     };
     let adapt_plan = Arc::new(
-        AdaptPlan::new(&plan, &planned, AdaptOptions::new(limits, sad)).unwrap_or_else(|e| panic!("{e}")),
+        AdaptPlan::new(
+            &plan,
+            &planned,
+            AdaptOptions::new(limits, sad).with_follow_rotation(true),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
     );
     let mut frame = planned.without_profiles();
     let mut wepl = FrameWepl::for_plan(&adapt_plan);

@@ -31,7 +31,8 @@ fn warm_adapt_frames_allocate_nothing() {
                 max_rotation_deg: 90.0,
             },
             SAD_MM,
-        ),
+        )
+        .with_follow_rotation(true),
     );
     let mut wepl = FrameWepl::for_plan(&plan);
     let mut adapter = Adapter::new(plan.clone());

@@ -54,7 +54,10 @@ fn each_corrected_spot_passes_through_its_rotated_target_at_its_water_depth() {
     let mut s = setup();
     let (t, centre) = rotated();
     let reg = rigid_registration(t, centre);
-    let plan = adapt_plan(&s, AdaptOptions::new(wide_limits(), SAD_MM));
+    let plan = adapt_plan(
+        &s,
+        AdaptOptions::new(wide_limits(), SAD_MM).with_follow_rotation(true),
+    );
     let mut wepl = FrameWepl::for_plan(&plan);
     let motion = plan.motion_of(&reg);
     plan.measure_ct(&mut s.frame, &water_ct(0), &s.hlut, &motion, &mut wepl)
@@ -141,7 +144,10 @@ fn a_measurement_for_the_translation_only_motion_is_not_used_for_the_rotated_one
     let mut s = setup();
     let (t, centre) = rotated();
     let reg = rigid_registration(t, centre);
-    let plan = adapt_plan(&s, AdaptOptions::new(wide_limits(), SAD_MM));
+    let plan = adapt_plan(
+        &s,
+        AdaptOptions::new(wide_limits(), SAD_MM).with_follow_rotation(true),
+    );
     let mut wepl = FrameWepl::for_plan(&plan);
     plan.measure_ct(
         &mut s.frame,
@@ -169,7 +175,7 @@ fn a_rotation_over_the_limit_holds() {
         max_rotation_deg: 3.0,
         ..wide_limits()
     };
-    let plan = adapt_plan(&s, AdaptOptions::new(limits, SAD_MM));
+    let plan = adapt_plan(&s, AdaptOptions::new(limits, SAD_MM).with_follow_rotation(true));
     let mut adapter = Adapter::new(plan.clone());
     let mut out = CorrectionSet::default();
     let mut wepl = FrameWepl::for_plan(&plan);

@@ -211,7 +211,13 @@ fn written(options: AuditOptions, frames: &[FrameRecord]) -> Vec<u8> {
 /// SHA-256 of the whole previous record, of the header for the first), docs/audit-log.md
 /// "Chain".
 fn chained(payloads: &[Vec<u8>]) -> Vec<u8> {
-    let mut bytes = header(5);
+    chained_as(6, payloads)
+}
+
+/// [`chained`] behind a header of format `version` (5 and 6 share the layout: 6 adds record
+/// kinds and hold codes).
+fn chained_as(version: u16, payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = header(version);
     let mut prev: [u8; 32] = Sha256::digest(&bytes).into();
     for (seq, p) in payloads.iter().enumerate() {
         let mut full = (seq as u64).to_le_bytes().to_vec();
@@ -236,10 +242,15 @@ fn hand_written_frames_decode_and_the_writer_produces_them() {
     assert_eq!(version, 4);
     assert_eq!(status, TailStatus::Clean);
     assert_eq!(records, want_records);
-    // version 5: the same payloads behind their chain prefixes; the writer produces exactly them
+    // version 5: the same payloads behind their chain prefixes, still read
+    let (version, records, status) = read(chained_as(5, &[rejected_payload(4), corrected_payload(false)]));
+    assert_eq!(version, 5);
+    assert_eq!(status, TailStatus::Clean);
+    assert_eq!(records, want_records);
+    // version 6 (the writer's): the same layout; the writer produces exactly these bytes
     let bytes = chained(&[rejected_payload(4), corrected_payload(false)]);
     let (version, records, status) = read(bytes.clone());
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     assert_eq!(status, TailStatus::Clean);
     assert_eq!(records, want_records);
     assert_eq!(

@@ -91,13 +91,19 @@ fn replay(scenario: &PhantomScenario, session: &Session, poses: &[(FramePose, Ri
     )
     .unwrap();
     let scorer = SpotScorer::new(session, session.options.default_sad_mm).unwrap();
-    let full = session.adapt_plan.clone();
-    assert!(full.options().follow_rotation, "the default follows rotation");
+    let full = Arc::new(
+        AdaptPlan::new(
+            &session.plan,
+            &session.planned,
+            session.adapt_plan.options().clone().with_follow_rotation(true),
+        )
+        .unwrap(),
+    );
     let shift_only = Arc::new(
         AdaptPlan::new(
             &session.plan,
             &session.planned,
-            full.options().clone().with_follow_rotation(false),
+            session.adapt_plan.options().clone().with_follow_rotation(false),
         )
         .unwrap(),
     );

@@ -24,10 +24,11 @@
 //! `d = (p − iso)·to_source` (positive toward the source, i.e. upstream of the isocenter),
 //! with BEV coordinate `X = x(1 − d/SAD_x)`.
 //!
-//! The target's motion is a [`PointMap`](crate::geometry::PointMap) `T`: by default the registration's full rigid
-//! transform `T(p) = R·p + t` (rotation included; [`AdaptOptions::follow_rotation`] off:
-//! `T(p) = p + s` with `s` the tumor shift at the registration's target, every spot moved
-//! alike). Each spot's planned target `p` goes to `T(p)`, its own displacement
+//! The target's motion is a [`PointMap`](crate::geometry::PointMap) `T`: with
+//! [`AdaptOptions::follow_rotation`] the registration's full rigid transform `T(p) = R·p + t`
+//! (rotation included); by default, until a known fault is fixed (an in-room scanner's setup
+//! rotation shows up in a still patient's registration), `T(p) = p + s` with `s` the tumor
+//! shift at the registration's target, every spot moved alike. Each spot's planned target `p` goes to `T(p)`, its own displacement
 //! `u = T(p) − p`. With a rotation by θ about the target region's centre `c`, `u` differs
 //! from the shift by `(R − I)(p − c)`, up to `2 sin(θ/2)·|p − c|`: 2.1 mm for 3° at 40 mm,
 //! which a translation-only correction leaves.

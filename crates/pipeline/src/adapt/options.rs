@@ -35,9 +35,9 @@ pub struct AdaptOptions {
     /// Deliverable range-shifter settings `[min, max]`, mm water ([`RangeMode::RangeShifter`];
     /// default `[-∞, ∞]`; a facility that cannot pull back sets `min = 0`).
     pub range_shifter_span: [MmWe; 2],
-    /// Spots follow the registration's full rigid transform, rotation included (default);
-    /// `false`: only its translation at the target (every spot moved by the tumor shift) —
-    /// kept to compare against, it leaves a rotation's error uncorrected.
+    /// `true`: spots follow the registration's full rigid transform, rotation included.
+    /// `false` (the default, see `planning.follow_rotation`): only its translation at the
+    /// target (every spot moved by the tumor shift), which leaves a rotation's error.
     pub follow_rotation: bool,
 }
 
@@ -51,7 +51,7 @@ impl AdaptOptions {
             default_sad_mm,
             energy_span_mev_u: [0.0, f64::INFINITY],
             range_shifter_span: [MmWe(f64::NEG_INFINITY), MmWe(f64::INFINITY)],
-            follow_rotation: true,
+            follow_rotation: false,
         }
     }
     /// Sets [`Self::follow_rotation`].

@@ -85,7 +85,7 @@ pub use writer::{AuditOptions, AuditWriter, Fsync};
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"IGAUDIT\n";
 /// Format version this code writes (and the newest it reads).
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// Oldest format version this code reads (version 1 has no setup records, versions 1 and 2
 /// no reject reason in frame records).
 pub const OLDEST_READ_VERSION: u16 = 1;

@@ -264,6 +264,24 @@ fn poll_acks(s: &mut LinkStage, st: &mut State) -> Option<u64> {
     acked
 }
 
+/// After a hold, the RESUME follows the new set, never precedes it: the controller resumes
+/// on its applied set if that is still valid, and before the new set is complete that is the
+/// set in force *at the hold* — corrections for the anatomy the hold was about (a jump, a
+/// failed registration). A RESUME sent first let the beam deliver under them for as long as
+/// the new set took to arrive (the treatment-record test caught a spot finished under the
+/// pre-jump frame's corrections). A complete set turns the beam on by itself; the RESUME
+/// after it only says the hold is over.
+fn resume_after_new_set(s: &mut LinkStage, st: &State) {
+    if st.told != Told::Corrections {
+        if let Ok(n) = s.link.send_resume() {
+            s.shared
+                .counters
+                .datagrams_sent
+                .fetch_add(n.datagrams as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 fn note_send(st: &mut State, now: Instant) {
     st.last_sent = now;
     if st.unacked_since.is_none() {
@@ -343,14 +361,6 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
         let _ = std::fmt::Write::write_str(&mut w.detail, "surrogate mode: model evidence, not sent");
     }
     if w.ticket.outcome == Outcome::Pending {
-        if st.told != Told::Corrections {
-            if let Ok(n) = s.link.send_resume() {
-                s.shared
-                    .counters
-                    .datagrams_sent
-                    .fetch_add(n.datagrams as u64, Ordering::Relaxed);
-            }
-        }
         // The last check before the wire: a frame past its deadline is never sent.
         let now = Instant::now();
         if w.ticket.is_late(now) {
@@ -385,6 +395,7 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
                         .datagrams_sent
                         .fetch_add(n.datagrams as u64, Ordering::Relaxed);
                     note_send(st, now);
+                    resume_after_new_set(s, st);
                     st.told = Told::Corrections;
                     w.ticket.outcome = Outcome::Corrected;
                 }
@@ -475,14 +486,6 @@ fn finish_surrogate(
             set.ticket.outcome = Outcome::Held(HoldReason::DeadlineMissed);
             let _ = write!(set.detail, "; void before the wire");
         } else {
-            if st.told != Told::Corrections {
-                if let Ok(n) = s.link.send_resume() {
-                    s.shared
-                        .counters
-                        .datagrams_sent
-                        .fetch_add(n.datagrams as u64, Ordering::Relaxed);
-                }
-            }
             set.ticket.sent_at = Some(now);
             match s.link.send_corrections(&set.corrections) {
                 Ok(n) => {
@@ -492,6 +495,7 @@ fn finish_surrogate(
                         .fetch_add(n.datagrams as u64, Ordering::Relaxed);
                     Counters::bump(&s.shared.counters.surrogate_sets_sent);
                     note_send(st, now);
+                    resume_after_new_set(s, st);
                     st.told = Told::Corrections;
                     set.ticket.outcome = Outcome::Corrected;
                 }
