@@ -128,7 +128,7 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, text) = audit(&path, &[]);
     assert!(out.status.success(), "{text}");
     for want in [
-        "format version 5",
+        "format version 6",
         "started 2026-11-30 00:53:20.000 UTC",
         "plan 1.2.826.0.1.3680043.8.274.1.1.99",
         &"ab".repeat(32),
@@ -151,7 +151,7 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, json) = audit(&path, &["--json", "--frames"]);
     assert!(out.status.success(), "{json}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format_version"], 5);
+    assert_eq!(v["format_version"], 6);
     assert_eq!(v["reject_reasons"]["not_ct"], 1);
     assert_eq!(v["frames"][100]["reject_reason"], "not_ct");
     assert_eq!(v["frames"][100]["hold_reason"], "corrupt_frame");
