@@ -642,11 +642,6 @@ pub struct Budgets {
     /// Surrogate-driven corrections (`cargo bench --bench surrogate`; not run by the gate).
     #[serde(default)]
     pub surrogate: Option<SurrogateBudgets>,
-    /// The deformable registration kernel's bench budgets (`cargo bench --bench
-    /// deformable`); not part of the gate's workloads, kept here so every latency promise
-    /// lives in one file.
-    #[serde(default)]
-    pub deformable: Option<KernelBudgets>,
 }
 
 /// The surrogate path's budget (issue 14).
@@ -655,16 +650,6 @@ pub struct Budgets {
 pub struct SurrogateBudgets {
     /// Surrogate sample → its 10,000-spot set complete at the receiver, p99, ms.
     pub sample_to_set_on_wire_p99_ms: f64,
-}
-
-/// Per-call budgets of a kernel bench, ms.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KernelBudgets {
-    /// A warm-started call.
-    pub warm_ms: f64,
-    /// A cold call.
-    pub cold_ms: f64,
 }
 
 impl Budgets {
