@@ -217,10 +217,10 @@ pub struct PlanningConfig {
     pub range_mode: RangeMode,
     /// `true`: spots follow the registration's full rigid transform, rotation included.
     /// Default `false`: every spot moved by the tumor shift only (translation-only, which
-    /// leaves a rotation's error). Off by default until a known fault is fixed: with an
-    /// in-room scanner whose setup registration is rotated (the simulator's 1.5°), the
-    /// registration of a still patient reports that rotation (1.46–1.58° over 200 frames),
-    /// and spots would follow it.
+    /// leaves a rotation's error). Off by default: where the registration region has little
+    /// that turns with a rotation (the demo phantom's round tumor in faint lung), the rigid
+    /// rotation is set by image noise (a still frame at 20 HU noise reads 1.0–2.7°) and
+    /// spots would follow it; ARCHITECTURE.md, `adapt`, gives the measurements.
     #[serde(default)]
     pub follow_rotation: bool,
     /// Virtual source distances (x, y magnet), mm, for beams whose plan gives none.
