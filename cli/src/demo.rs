@@ -54,7 +54,7 @@ pub struct DeliveryArgs {
     synchrotron: String,
     /// Ions per unit of spot weight.
     #[arg(long, default_value_t = 1e6)]
-    particles_per_weight: f64,
+    pub(crate) particles_per_weight: f64,
     /// Gating window: the beam is on while the tumor is within this distance of its planned
     /// (mid-)position along its main axis of motion, mm.
     #[arg(long, default_value_t = 2.0)]
@@ -64,13 +64,13 @@ pub struct DeliveryArgs {
     no_dose: bool,
     /// Dose grid spacing, mm.
     #[arg(long, default_value_t = 3.0)]
-    dose_grid_mm: f64,
+    pub(crate) dose_grid_mm: f64,
     /// Motion samples per second for the truth (at least 20 per breathing cycle).
     #[arg(long, default_value_t = 10.0)]
     motion_rate_hz: f64,
     /// matRad machine data folder per ion (default: the bundled generic machines).
     #[arg(long)]
-    machine_dir: Vec<PathBuf>,
+    pub(crate) machine_dir: Vec<PathBuf>,
 }
 
 /// A replay on your own data.
@@ -193,7 +193,7 @@ impl PlannerArgs {
 
 /// Gives the demo plan's spots the weights of a flat 2 Gy target dose (the geometric
 /// planner weighs all spots alike) and rewrites its RT Ion Plan.
-fn flatten_demo_plan(
+pub(crate) fn flatten_demo_plan(
     config: &Path,
     args: &DeliveryArgs,
     inside: impl Fn(&ionguide::units::PointMm) -> bool,

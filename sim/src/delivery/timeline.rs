@@ -575,6 +575,20 @@ pub fn schedule_spots(
     }
     Ok(Timeline { spots: out, totals })
 }
+/// [`schedule_spots`] for as many spots as the permit has room for: when a spot finds no
+/// permitted window left (the motion recording ended), the plan's spots before it.
+pub fn schedule_what_fits(
+    spots: &[SpotRequest],
+    model: &SynchrotronModel,
+    permit: &BeamPermit,
+) -> Result<Timeline, TimelineError> {
+    match schedule_spots(spots, model, permit) {
+        Err(TimelineError::NoPermittedWindow { plan_index, .. }) => {
+            schedule_spots(&spots[..plan_index], model, permit)
+        }
+        other => other,
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -101,6 +101,24 @@ pub struct TrackingResult {
     pub first_hold_s: Option<f64>,
 }
 
+/// Where each strategy steered, against the truth, at every scored surrogate sample: the
+/// stuff a delivery-time dose is made of ([`crate::scoring::tracking_dose`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackingSeries {
+    /// Trace time of the first scored sample, s (60 s: scoring starts there).
+    pub start_s: f64,
+    /// Sample interval, s.
+    pub dt_s: f64,
+    /// Steered minus true tumor position per sample, mm: no tracking (steered to the plan).
+    pub none: Vec<[f64; 3]>,
+    /// … CT only (the newest frame's position).
+    pub ct_only: Vec<[f64; 3]>,
+    /// … CT + correlation model; `None`: the beam is held.
+    pub model: Vec<Option<[f64; 3]>>,
+    /// … CT + model + prediction; `None`: the beam is held.
+    pub predicted: Vec<Option<[f64; 3]>>,
+}
+
 /// Why a session cannot be simulated.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -258,6 +276,16 @@ pub fn simulate(
     surrogate_marker: usize,
     cfg: &SurrogateTracking,
 ) -> Result<TrackingResult, TrackingError> {
+    simulate_series(session, tumor_marker, surrogate_marker, cfg).map(|(r, _)| r)
+}
+
+/// [`simulate`], with where every strategy steered at every scored sample.
+pub fn simulate_series(
+    session: &Session,
+    tumor_marker: usize,
+    surrogate_marker: usize,
+    cfg: &SurrogateTracking,
+) -> Result<(TrackingResult, TrackingSeries), TrackingError> {
     if tumor_marker >= session.markers || surrogate_marker >= session.markers {
         return Err(TrackingError::Session(format!(
             "markers {tumor_marker} and {surrogate_marker} asked, the session has {}",
@@ -343,6 +371,14 @@ pub fn simulate(
     let mut first_hold_s = None;
     let (mut e_none, mut e_ct, mut e_model, mut e_pred) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut residual_sum, mut residual_n) = (0.0, 0);
+    let mut series = TrackingSeries {
+        start_s: SCORE_FROM as f64 * DT_S,
+        dt_s: DT_S,
+        none: Vec::with_capacity(n - SCORE_FROM),
+        ct_only: Vec::with_capacity(n - SCORE_FROM),
+        model: Vec::with_capacity(n - SCORE_FROM),
+        predicted: Vec::with_capacity(n - SCORE_FROM),
+    };
     for k in 0..n {
         let t = k as f64 * DT_S;
         // the surrogate sample that reaches the beam now was taken `lag` samples ago; the
@@ -386,13 +422,19 @@ pub fn simulate(
         let dist = |p: [f64; 3]| {
             ((truth[0] - p[0]).powi(2) + (truth[1] - p[1]).powi(2) + (truth[2] - p[2]).powi(2)).sqrt()
         };
+        let off = |p: [f64; 3]| [0, 1, 2].map(|i| p[i] - truth[i]);
         e_none.push(dist([0.0; 3]));
-        e_ct.push(latest_frame.map_or(dist([0.0; 3]), |j| dist(tumor[j])));
+        series.none.push(off([0.0; 3]));
+        let ct_steer = latest_frame.map_or([0.0; 3], |j| tumor[j]);
+        e_ct.push(dist(ct_steer));
+        series.ct_only.push(off(ct_steer));
         if let Some(r) = model.residual_rms_mm() {
             residual_sum += r;
             residual_n += 1;
         }
         if held {
+            series.model.push(None);
+            series.predicted.push(None);
             continue;
         }
         let seen = k - lag;
@@ -405,9 +447,11 @@ pub fn simulate(
             let then = model.predict(s[j], v[j])?;
             Some([0, 1, 2].map(|i| tumor[j][i] + now[i] - then[i]))
         };
-        if let Some(p) = anchored(s[seen], v[seen]) {
+        let steered = anchored(s[seen], v[seen]);
+        if let Some(p) = steered {
             e_model.push(dist(p));
         }
+        series.model.push(steered.map(off));
         // the forecast for now against the one made for two samples ago (both causal): the
         // same backward difference the model was fitted with
         let (s_now, v_now) = if s_hat[k].is_finite() && s_hat[k - 2].is_finite() {
@@ -415,12 +459,14 @@ pub fn simulate(
         } else {
             (s[seen], v[seen])
         };
-        if let Some(p) = anchored(s_now, v_now) {
+        let steered = anchored(s_now, v_now);
+        if let Some(p) = steered {
             e_pred.push(dist(p));
         }
+        series.predicted.push(steered.map(off));
     }
     let scored = n - SCORE_FROM;
-    Ok(TrackingResult {
+    let result = TrackingResult {
         none: summarize(e_none, scored),
         ct_only: summarize(e_ct, scored),
         model: summarize(e_model, scored),
@@ -432,7 +478,8 @@ pub fn simulate(
             f64::NAN
         },
         first_hold_s,
-    })
+    };
+    Ok((result, series))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::delivery::gating::{gate, GatingWindow, MotionSignal};
 use crate::delivery::timeline::{
-    schedule_spots, spot_requests, BeamPermit, SynchrotronModel, Timeline, TimelineError,
+    schedule_spots, schedule_what_fits, spot_requests, BeamPermit, SynchrotronModel, Timeline, TimelineError,
 };
 use crate::imaging::sources::{FrameSource, SourceError};
 use crate::motion::track::MotionTrack;
@@ -178,19 +178,10 @@ fn schedule_prefix(
     model: &SynchrotronModel,
     permit: &BeamPermit,
 ) -> Result<Timeline, DeliveryError> {
-    match schedule_spots(requests, model, permit) {
-        Ok(t) => Ok(t),
-        Err(TimelineError::NoPermittedWindow { plan_index, .. }) => {
-            schedule_spots(&requests[..plan_index], model, permit).map_err(|source| DeliveryError::Timeline {
-                delivery: name,
-                source,
-            })
-        }
-        Err(source) => Err(DeliveryError::Timeline {
-            delivery: name,
-            source,
-        }),
-    }
+    schedule_what_fits(requests, model, permit).map_err(|source| DeliveryError::Timeline {
+        delivery: name,
+        source,
+    })
 }
 
 /// The tracked delivery's permit: from each corrected frame's arrival until the next

@@ -14,6 +14,7 @@ pub mod deliveries;
 pub mod dose_figures;
 pub mod histogram;
 pub mod spots;
+pub mod tracking_dose;
 
 /// One frame of a replay, scored against the truth.
 #[derive(Debug, Clone, PartialEq, Serialize)]
