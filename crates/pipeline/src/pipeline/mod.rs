@@ -243,14 +243,25 @@ impl Pipeline {
         let surrogate_ready = surrogate_run.as_ref().map(|_| ready_tx.clone());
         drop(ready_tx);
         let realtime = effective_realtime(session.options.realtime)?;
-        let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
+        // with surrogate tracking, the path of its sets (stage and link) one step above the
+        // frame stages (`RealtimePolicy::raised`)
+        let fast_path = if surrogate_run.is_some() {
+            realtime.raised(1)
+        } else {
+            realtime
+        };
+        let spawn = |name: &'static str, policy: realtime::RealtimePolicy, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(format!("ionguide-{name}"))
                 .spawn(move || {
                     // The probe in `effective_realtime` was granted the same, so a refusal
                     // here is the host changing its mind: run time-shared, say so.
-                    if let Err(e) = realtime.apply_to_current_thread(name) {
+                    if let Err(e) = policy.apply_to_current_thread(name) {
                         tracing::warn!("{e}");
+                        // a host that grants N but not N + 1: the frame stages' priority
+                        if policy != realtime {
+                            let _ = realtime.apply_to_current_thread(name);
+                        }
                     }
                     f()
                 })
@@ -259,8 +270,11 @@ impl Pipeline {
         let link = std::thread::Builder::new()
             .name("ionguide-link".into())
             .spawn(move || {
-                if let Err(e) = realtime.apply_to_current_thread("link") {
+                if let Err(e) = fast_path.apply_to_current_thread("link") {
                     tracing::warn!("{e}");
+                    if fast_path != realtime {
+                        let _ = realtime.apply_to_current_thread("link");
+                    }
                 }
                 link_stage::run(link)
             })
@@ -281,20 +295,33 @@ impl Pipeline {
             "ingest",
             spawn(
                 "ingest",
+                realtime,
                 Box::new(move || ingest_stage::run(ingest_io, events, PoolRx(pool_rx), s1)),
             )?,
         ));
         stages.push((
             "register",
-            spawn("register", Box::new(move || register_stage::run(register_io, s2)))?,
+            spawn(
+                "register",
+                realtime,
+                Box::new(move || register_stage::run(register_io, s2)),
+            )?,
         ));
         stages.push((
             "range",
-            spawn("range", Box::new(move || range_stage::run(range_io, s3)))?,
+            spawn(
+                "range",
+                realtime,
+                Box::new(move || range_stage::run(range_io, s3)),
+            )?,
         ));
         stages.push((
             "adapt",
-            spawn("adapt", Box::new(move || adapt_stage::run(adapt_io, s4, tap)))?,
+            spawn(
+                "adapt",
+                realtime,
+                Box::new(move || adapt_stage::run(adapt_io, s4, tap)),
+            )?,
         ));
         let expected = STAGES + usize::from(surrogate_run.is_some());
         if let Some((g, end)) = surrogate_run {
@@ -303,6 +330,7 @@ impl Pipeline {
                 "surrogate",
                 spawn(
                     "surrogate",
+                    fast_path,
                     Box::new(move || {
                         surrogate_stage::run(
                             g.receiver,

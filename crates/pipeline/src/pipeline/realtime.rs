@@ -50,6 +50,20 @@ impl RealtimePolicy {
         self.priority > 0
     }
 
+    /// The same policy `steps` priorities higher (at most 99); time-shared stays time-shared.
+    /// With surrogate tracking the surrogate stage and the link run one step above the frame
+    /// stages: a set that steers the beam between CT frames must not queue behind a frame's
+    /// registration or ray tracing, which take both cores for milliseconds and can wait.
+    pub fn raised(self, steps: u8) -> RealtimePolicy {
+        if !self.is_realtime() {
+            return self;
+        }
+        RealtimePolicy {
+            priority: self.priority.saturating_add(steps).min(99),
+            ..self
+        }
+    }
+
     /// Applies the policy to the calling thread (`stage` names it in the error). A
     /// time-shared policy changes nothing.
     pub fn apply_to_current_thread(&self, stage: &'static str) -> Result<(), RealtimeError> {
@@ -92,6 +106,18 @@ mod tests {
         let before = thread_priority::thread_schedule_policy().unwrap();
         RealtimePolicy::default().apply_to_current_thread("test").unwrap();
         assert_eq!(thread_priority::thread_schedule_policy().unwrap(), before);
+    }
+
+    #[test]
+    fn raising_keeps_time_sharing_and_caps_at_99() {
+        assert_eq!(RealtimePolicy::default().raised(1), RealtimePolicy::default());
+        let p = RealtimePolicy {
+            priority: 10,
+            required: true,
+        };
+        assert_eq!(p.raised(1).priority, 11);
+        assert!(p.raised(1).required);
+        assert_eq!(RealtimePolicy { priority: 99, ..p }.raised(1).priority, 99);
     }
 
     #[test]
