@@ -46,6 +46,31 @@ pub struct Args {
     /// gamma 2 %/2 mm against the static dose (`ionguide_sim::scoring::tracking_dose`).
     #[arg(long, requires = "correlate")]
     dose: bool,
+    /// With `--correlate`: where the tumor comes from — `markers` (marker 1 of the recording,
+    /// scaled) or `designed` (marker 2's breathing signal through the simulator's designed
+    /// relation: 10/4/2 mm SI/AP/LR, 0.2 s lag, 2 mm hysteresis, 1 mm/min drift, one breath in
+    /// ten 1.5× deeper; `ionguide_sim::motion::relation`).
+    #[arg(long, value_enum, default_value = "markers", requires = "correlate")]
+    relation: Relation,
+}
+
+/// Where `--correlate`'s tumor comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Relation {
+    /// Another marker of the same recording.
+    Markers,
+    /// The surrogate through the designed relation.
+    Designed,
+}
+
+impl Relation {
+    fn source(self) -> ionguide_sim::motion::surrogate::TumorSource {
+        use ionguide_sim::motion::surrogate::TumorSource;
+        match self {
+            Relation::Markers => TumorSource::Marker(0),
+            Relation::Designed => TumorSource::Designed(Default::default()),
+        }
+    }
 }
 
 /// A prediction method.
@@ -101,9 +126,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return evaluate_dir(dir);
     }
     if let Some(dir) = &args.correlate {
-        correlate_dir(dir)?;
+        correlate_dir(dir, args.relation)?;
         if args.dose {
-            correlate_dose(dir)?;
+            correlate_dose(dir, args.relation)?;
         }
         return Ok(());
     }
@@ -297,12 +322,17 @@ fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `--correlate DIR`: surrogate-driven tracking between CT frames on real recordings.
-fn correlate_dir(dir: &Path) -> anyhow::Result<()> {
-    use ionguide_sim::motion::surrogate::{simulate, SurrogateTracking};
+fn correlate_dir(dir: &Path, relation: Relation) -> anyhow::Result<()> {
+    use ionguide_sim::motion::surrogate::{simulate_from, SurrogateTracking};
     let sessions = load_sessions(dir)?;
-    println!(
-        "delivery-time tumor error p95, mm (tumor = marker 1 scaled to 10 mm peak to peak, surrogate = marker 2;"
-    );
+    match relation {
+        Relation::Markers => println!(
+            "delivery-time tumor error p95, mm (tumor = marker 1 scaled to 10 mm peak to peak, surrogate = marker 2;"
+        ),
+        Relation::Designed => println!(
+            "delivery-time tumor error p95, mm (tumor = marker 2 through the designed relation, surrogate = marker 2;"
+        ),
+    }
     println!(
         "image 0.5 s after acquisition, surrogate 0.2 s to the beam; model duty cycle and holds in brackets)"
     );
@@ -320,7 +350,7 @@ fn correlate_dir(dir: &Path) -> anyhow::Result<()> {
                 ct_rate_hz: rate,
                 ..SurrogateTracking::default()
             };
-            match simulate(session, 0, 1, &cfg) {
+            match simulate_from(session, relation.source(), 1, &cfg).map(|(r, _)| r) {
                 Ok(r) => println!(
                     "{name:<14} {rate:>7.1} {:>8.2} {:>8.2} {:>9.2} ({:>3.0}%, {:>2}) {:>9.2} ({:>3.0}%)",
                     r.none.p95_mm,
@@ -339,11 +369,11 @@ fn correlate_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `--correlate DIR --dose`: the strategies of [`correlate_dir`] scored in dose.
-fn correlate_dose(dir: &Path) -> anyhow::Result<()> {
+fn correlate_dose(dir: &Path, relation: Relation) -> anyhow::Result<()> {
     use clap::Parser;
     use ionguide_sim::anatomy::phantom::PhantomSpec;
     use ionguide_sim::delivery::timeline::SynchrotronModel;
-    use ionguide_sim::motion::surrogate::{simulate_series, SurrogateTracking};
+    use ionguide_sim::motion::surrogate::{simulate_from, SurrogateTracking};
     use ionguide_sim::planning::PlannerOptions;
     use ionguide_sim::scenario;
     use ionguide_sim::scoring::tracking_dose::TrackingDoseScene;
@@ -404,7 +434,7 @@ fn correlate_dose(dir: &Path) -> anyhow::Result<()> {
                 ct_rate_hz: rate,
                 ..SurrogateTracking::default()
             };
-            let (_, series) = match simulate_series(session, 0, 1, &cfg) {
+            let (_, series) = match simulate_from(session, relation.source(), 1, &cfg) {
                 Ok(r) => r,
                 Err(e) => {
                     println!("{name:<14} {rate:>7.1} not simulated: {e}");

@@ -139,6 +139,9 @@ pub enum TrackingError {
     /// The predictor refused its settings.
     #[error(transparent)]
     Predictor(#[from] PredictError),
+    /// The designed tumor–surrogate relation refused its settings.
+    #[error("relation: {0}")]
+    Relation(super::relation::RelationError),
     /// A recording could not be read.
     #[error(transparent)]
     Trace(#[from] super::trace::MotionError),
@@ -286,6 +289,31 @@ pub fn simulate_series(
     surrogate_marker: usize,
     cfg: &SurrogateTracking,
 ) -> Result<(TrackingResult, TrackingSeries), TrackingError> {
+    simulate_from(session, TumorSource::Marker(tumor_marker), surrogate_marker, cfg)
+}
+
+/// Where the simulated tumor comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TumorSource {
+    /// Another marker of the recording, scaled to `tumor_excursion_mm` along its principal
+    /// axis: the relation is what the patient did.
+    Marker(usize),
+    /// The surrogate's own breathing signal through a designed relation (amplitudes, lag,
+    /// hysteresis, drift, irregular breaths): each failure of a model put in by hand.
+    Designed(super::relation::TumorFromSurrogate),
+}
+
+/// [`simulate_series`] with the tumor from `tumor`.
+pub fn simulate_from(
+    session: &Session,
+    tumor: TumorSource,
+    surrogate_marker: usize,
+    cfg: &SurrogateTracking,
+) -> Result<(TrackingResult, TrackingSeries), TrackingError> {
+    let tumor_marker = match tumor {
+        TumorSource::Marker(m) => m,
+        TumorSource::Designed(_) => surrogate_marker,
+    };
     if tumor_marker >= session.markers || surrogate_marker >= session.markers {
         return Err(TrackingError::Session(format!(
             "markers {tumor_marker} and {surrogate_marker} asked, the session has {}",
@@ -314,30 +342,6 @@ pub fn simulate_series(
             reason: "at least one 0.1 s sample",
         });
     }
-    // the tumor: marker A about its planning mean, scaled along its principal axis
-    let a = marker(session, tumor_marker);
-    let a_mean = mean3(&a[..TRAINING]);
-    let a_axis = principal_axis(&a[..TRAINING], a_mean);
-    let along: Vec<f64> = a[..TRAINING]
-        .iter()
-        .map(|p| dot([p[0] - a_mean[0], p[1] - a_mean[1], p[2] - a_mean[2]], a_axis))
-        .collect();
-    let excursion = percentile(along.clone(), 0.98) - percentile(along, 0.02);
-    if excursion.is_nan() || excursion <= 1e-6 {
-        return Err(TrackingError::Session("the tumor marker does not move".into()));
-    }
-    let scale = cfg.tumor_excursion_mm / excursion;
-    let tumor: Vec<[f64; 3]> = a
-        .iter()
-        .enumerate()
-        .map(|(k, p)| {
-            let shift = match cfg.tumor_shift {
-                Some((from_s, d)) if k as f64 * DT_S >= from_s => d,
-                _ => [0.0; 3],
-            };
-            [0, 1, 2].map(|i| scale * (p[i] - a_mean[i]) + shift[i])
-        })
-        .collect();
     // the surrogate's breathing signal and its (backward) velocity
     let b = marker(session, surrogate_marker);
     let b_mean = mean3(&b[..TRAINING]);
@@ -354,6 +358,46 @@ pub fn simulate_series(
     let v: Vec<f64> = (0..n)
         .map(|k| velocity(k, s[k], s[k.saturating_sub(2)]))
         .collect();
+    // the tumor: marker A about its planning mean, scaled along its principal axis, or the
+    // surrogate's signal through the designed relation; plus the baseline shift asked for
+    let shift_at = |k: usize| match cfg.tumor_shift {
+        Some((from_s, d)) if k as f64 * DT_S >= from_s => d,
+        _ => [0.0; 3],
+    };
+    let tumor: Vec<[f64; 3]> = match tumor {
+        TumorSource::Marker(_) => {
+            let a = marker(session, tumor_marker);
+            let a_mean = mean3(&a[..TRAINING]);
+            let a_axis = principal_axis(&a[..TRAINING], a_mean);
+            let along: Vec<f64> = a[..TRAINING]
+                .iter()
+                .map(|p| dot([p[0] - a_mean[0], p[1] - a_mean[1], p[2] - a_mean[2]], a_axis))
+                .collect();
+            let excursion = percentile(along.clone(), 0.98) - percentile(along, 0.02);
+            if excursion.is_nan() || excursion <= 1e-6 {
+                return Err(TrackingError::Session("the tumor marker does not move".into()));
+            }
+            let scale = cfg.tumor_excursion_mm / excursion;
+            a.iter()
+                .enumerate()
+                .map(|(k, p)| {
+                    let shift = shift_at(k);
+                    [0, 1, 2].map(|i| scale * (p[i] - a_mean[i]) + shift[i])
+                })
+                .collect()
+        }
+        TumorSource::Designed(relation) => relation
+            .tumor_mm(&s, DT_S)
+            .map_err(TrackingError::Relation)?
+            .ok_or_else(|| TrackingError::Session("the surrogate does not move".into()))?
+            .into_iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let shift = shift_at(k);
+                [0, 1, 2].map(|i| p[i] + shift[i])
+            })
+            .collect(),
+    };
 
     // at least `window` frames and at least the last 15 s (a few breaths): at 4 Hz twelve
     // frames span less than one breath and the fit follows its part of the cycle only
@@ -512,4 +556,42 @@ mod tests {
         assert!(r.model.duty_cycle > 0.99 && r.disagreements == 0, "{r:?}");
         assert!(r.mean_residual_mm < 0.05, "{r:?}");
     }
+
+    /// The designed relation on a clean breathing surrogate: lag and hysteresis are what the
+    /// position-and-velocity model captures; irregular breaths and drift are what it cannot
+    /// see between frames, and they show as error.
+    #[test]
+    fn the_designed_relation_puts_in_what_the_model_can_and_cannot_follow() {
+        use super::super::relation::TumorFromSurrogate;
+        let n = 1500;
+        let samples = (0..n)
+            .map(|k| {
+                let s = 8.0 * (2.0 * std::f64::consts::PI * k as f64 * DT_S / 4.0).sin();
+                vec![0.6 * s, 0.8 * s, 0.0]
+            })
+            .collect();
+        let session = Session { markers: 1, samples };
+        let regular = TumorFromSurrogate {
+            irregular_fraction: 0.0,
+            drift_mm_per_min: [0.0; 3],
+            ..TumorFromSurrogate::default()
+        };
+        let cfg = SurrogateTracking::default();
+        let (clean, _) = simulate_from(&session, TumorSource::Designed(regular), 0, &cfg).unwrap();
+        // lag and hysteresis: linear in position and velocity, so the forecast model is close
+        assert!(clean.predicted.p95_mm < 0.3, "{clean:?}");
+        assert!(clean.ct_only.p95_mm > 3.0, "{clean:?}");
+        let (irregular, _) = simulate_from(
+            &session,
+            TumorSource::Designed(TumorFromSurrogate {
+                irregular_fraction: 0.3,
+                ..regular
+            }),
+            0,
+            &cfg,
+        )
+        .unwrap();
+        assert!(irregular.predicted.p95_mm > 3.0 * clean.predicted.p95_mm, "{irregular:?}");
+    }
+
 }
