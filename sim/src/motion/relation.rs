@@ -118,7 +118,7 @@ impl TumorFromSurrogate {
         sorted.sort_by(f64::total_cmp);
         let pick = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
         let excursion = pick(0.98) - pick(0.02);
-        if !(excursion > 1e-6) {
+        if excursion.is_nan() || excursion <= 1e-6 {
             return Ok(None);
         }
         let mid = 0.5 * (pick(0.98) + pick(0.02));

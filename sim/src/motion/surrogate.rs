@@ -591,7 +591,9 @@ mod tests {
             &cfg,
         )
         .unwrap();
-        assert!(irregular.predicted.p95_mm > 3.0 * clean.predicted.p95_mm, "{irregular:?}");
+        assert!(
+            irregular.predicted.p95_mm > 3.0 * clean.predicted.p95_mm,
+            "{irregular:?}"
+        );
     }
-
 }
