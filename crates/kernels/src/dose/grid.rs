@@ -5,7 +5,7 @@
 
 use super::delivered::{DoseEngine, EnergyMatch};
 use super::machine::IonMachine;
-use super::pencil::{Near, PencilKernel, Plane, LANES, RADIAL_BINS};
+use super::pencil::{radial_bin, Near, PencilKernel, Plane, LANES, RADIAL_BINS};
 use super::DoseError;
 use crate::geometry::Grid;
 use crate::plan::IonPlan;
@@ -442,6 +442,7 @@ fn gather_near(
         let (t_b, rb_b) = (step_b.dot(&dir), step_b.norm_squared());
         // r² along a row is a quadratic in the step count m.
         let ra = rb_b - t_b * t_b;
+        let inv_ra = 1.0 / ra;
         for (row, ic) in (c_lo as usize..=c_hi as usize).enumerate() {
             // Along the row only the b index moves: `r0 + 2·rb·m + ra·m²`; only the steps
             // where it is within the radius are visited.
@@ -454,34 +455,48 @@ fn gather_near(
                     continue;
                 }
                 let root = disc.sqrt();
-                // One step of slack each side for rounding; each voxel is still checked.
+                // The steps between the roots; the ends are checked below.
                 (
-                    floor_inline((-rb - root) / ra) - 1.0,
-                    ceil_inline((-rb + root) / ra) + 1.0,
+                    ceil_inline((-rb - root) * inv_ra),
+                    floor_inline((-rb + root) * inv_ra),
                 )
             } else {
                 (0.0, b_hi - b_lo)
             };
-            let m_lo = m_lo.max(0.0);
-            let m_hi = m_hi.min(b_hi - b_lo);
-            if m_lo.is_nan() || m_hi.is_nan() || m_lo > m_hi {
+            let mut m_lo = m_lo.max(0.0);
+            let mut m_hi = m_hi.min(b_hi - b_lo);
+            // Within the radius and within [t0, t1] are each an interval of steps (r² is
+            // convex in m, t linear), so is both: trimmed at its two ends, the steps between
+            // are all in, and the loop over them needs no test and no branch.
+            let t_at = |m: f64| t_0 + t_b * m;
+            let r2_at = |m: f64| (r0 + m * (2.0 * rb + ra * m)).max(0.0);
+            let inside = |m: f64| {
+                let t = t_at(m);
+                t >= t0 && t <= t1 && r2_at(m) <= r_sq
+            };
+            while m_lo <= m_hi && !inside(m_lo) {
+                m_lo += 1.0;
+            }
+            while m_hi > m_lo && !inside(m_hi) {
+                m_hi -= 1.0;
+            }
+            // `!(a <= b)` also catches NaN.
+            if !(m_lo <= m_hi) {
                 continue;
             }
-            let (m_lo, m_hi) = (m_lo as usize, m_hi as usize);
-            let mut offset = offset_first + (ic - c_lo as usize) * stride_c + m_lo * stride_b;
-            for m in m_lo..=m_hi {
-                let mf = m as f64;
-                let t = t_0 + t_b * mf;
-                let r2 = (r0 + mf * (2.0 * rb + ra * mf)).max(0.0);
-                if t >= t0 && t <= t1 && r2 <= r_sq {
-                    let r2 = r2 as f32;
-                    // Equal-area bins: a monotone function of r², as `add_spot` reads it.
-                    let bin = ((r2 * inv_bin) as usize).min(RADIAL_BINS - 1);
-                    bin_end[bin] += 1;
-                    // Offsets fit in u32: `compute_dose` refuses larger grids.
-                    out.plane.push((offset as u32, wepl(t) as f32, r2, bin as u8));
-                }
+            let (m0, m1) = (m_lo as usize, m_hi as usize);
+            let mut offset = offset_first + (ic - c_lo as usize) * stride_c + m0 * stride_b;
+            let mut mf = m_lo;
+            for _ in m0..=m1 {
+                let t = t_at(mf);
+                let r2 = r2_at(mf) as f32;
+                // Equal-area bins: a monotone function of r², as `add_spot` reads it.
+                let bin = radial_bin(r2, inv_bin).min(RADIAL_BINS - 1);
+                bin_end[bin] += 1;
+                // Offsets fit in u32: `compute_dose` refuses larger grids.
+                out.plane.push((offset as u32, wepl(t) as f32, r2, bin as u8));
                 offset += stride_b;
+                mf += 1.0;
             }
         }
         if out.plane.is_empty() {
@@ -490,9 +505,9 @@ fn gather_near(
         // Counting sort into the radial bins, each bin in gathering order.
         let start = near.offset.len() as u32;
         let mut at = start;
-        let mut next = [0usize; RADIAL_BINS];
+        let mut next = [0u32; RADIAL_BINS];
         for (e, nx) in bin_end.iter_mut().zip(&mut next) {
-            *nx = at as usize;
+            *nx = at;
             at += *e;
             *e = at;
         }
@@ -503,9 +518,10 @@ fn gather_near(
         let (mut shallowest_mm, mut deepest_mm) = (f32::INFINITY, f32::NEG_INFINITY);
         for &(offset, depth_mm, r2, bin) in &out.plane {
             let j = &mut next[bin as usize];
-            near.offset[*j] = offset;
-            near.depth_mm[*j] = depth_mm;
-            near.r_sq_mm2[*j] = r2;
+            let at = *j as usize;
+            near.offset[at] = offset;
+            near.depth_mm[at] = depth_mm;
+            near.r_sq_mm2[at] = r2;
             *j += 1;
             shallowest_mm = shallowest_mm.min(depth_mm);
             deepest_mm = deepest_mm.max(depth_mm);
