@@ -132,11 +132,17 @@ pub fn compute_dose(
     let spots = engine.delivered_spots(plan, None)?;
     let mut dose = vec![0.0f64; dose_grid.len()];
     engine.add_dose(ct, hlut, plan, &spots, dose_grid, &mut dose)?;
-    dose_volume(dose_grid, &dose)
+    volume_threaded(dose_grid, &dose, options.threads)
 }
 
 /// `dose` (Gy, f64, in `dose_grid`'s voxel order) as an f32 volume.
 pub fn dose_volume(dose_grid: &Grid, dose: &[f64]) -> Result<Volume<f32>, DoseError> {
+    volume_threaded(dose_grid, dose, 1)
+}
+
+/// [`dose_volume`] with the conversion split over `threads` threads: a CT-sized grid is
+/// some tens of MB read and written, most of its pages new.
+fn volume_threaded(dose_grid: &Grid, dose: &[f64], threads: usize) -> Result<Volume<f32>, DoseError> {
     if dose.len() != dose_grid.len() {
         return Err(DoseError::BadOption {
             reason: format!(
@@ -147,10 +153,27 @@ pub fn dose_volume(dose_grid: &Grid, dose: &[f64]) -> Result<Volume<f32>, DoseEr
         });
     }
     let [ni, nj, nk] = dose_grid.dims();
-    let data = ndarray::Array3::from_shape_vec((nk, nj, ni), dose.iter().map(|&d| d as f32).collect())
-        .map_err(|e| DoseError::BadOption {
-            reason: format!("dose grid shape: {e}"),
-        })?;
+    let mut values = vec![0.0f32; dose.len()];
+    let per = dose.len().div_ceil(threads.max(1)).max(1);
+    let convert = |out: &mut [f32], from: &[f64]| {
+        for (o, d) in out.iter_mut().zip(from) {
+            *o = *d as f32;
+        }
+    };
+    std::thread::scope(|scope| {
+        let convert = &convert;
+        let mut pairs = values.chunks_mut(per).zip(dose.chunks(per));
+        let first = pairs.next();
+        for (o, d) in pairs {
+            scope.spawn(move || convert(o, d));
+        }
+        if let Some((o, d)) = first {
+            convert(o, d);
+        }
+    });
+    let data = ndarray::Array3::from_shape_vec((nk, nj, ni), values).map_err(|e| DoseError::BadOption {
+        reason: format!("dose grid shape: {e}"),
+    })?;
     Volume::from_array(dose_grid.clone(), data).map_err(|e| DoseError::BadOption {
         reason: e.to_string(),
     })
@@ -239,14 +262,46 @@ pub(crate) fn add_rays(
                 }
             }
         });
-        for (part, &(start, end)) in parts.iter().zip(&touched) {
-            if start <= end {
-                for (d, p) in dose[start..=end].iter_mut().zip(&part[start..=end]) {
-                    *d += p;
+        add_parts(dose, &parts, &touched, threads);
+    }
+}
+
+/// Adds each `parts[n]` over its `touched[n]` range (inclusive; empty when start > end) into
+/// `dose`, the range split over `threads` threads. Every voxel still gets the parts in their
+/// order, so the bits do not depend on the split.
+fn add_parts(dose: &mut [f64], parts: &[Vec<f64>], touched: &[(usize, usize)], threads: usize) {
+    let lo = touched.iter().map(|t| t.0).min().unwrap_or(usize::MAX);
+    let hi = touched
+        .iter()
+        .filter(|t| t.0 <= t.1)
+        .map(|t| t.1)
+        .max()
+        .unwrap_or(0);
+    if lo > hi {
+        return;
+    }
+    let per = (hi - lo + 1).div_ceil(threads.max(1));
+    let add = |at: usize, d: &mut [f64]| {
+        for (part, &(start, end)) in parts.iter().zip(touched) {
+            let (a, b) = (start.max(at), end.min(at + d.len() - 1));
+            if a <= b {
+                for (x, p) in d[a - at..=b - at].iter_mut().zip(&part[a..=b]) {
+                    *x += p;
                 }
             }
         }
-    }
+    };
+    std::thread::scope(|scope| {
+        let add = &add;
+        let mut chunks = dose[lo..=hi].chunks_mut(per).enumerate();
+        let first = chunks.next();
+        for (n, d) in chunks {
+            scope.spawn(move || add(lo + n * per, d));
+        }
+        if let Some((_, d)) = first {
+            add(lo, d);
+        }
+    });
 }
 
 /// Per ray, reused: the voxels near it, a plane's voxels before they are binned, and the
