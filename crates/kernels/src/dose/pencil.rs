@@ -412,7 +412,7 @@ impl Segments {
 
     /// Dose per ion × `scale` at depths `d` and radii² `r_sq` on `row`: the lateral sum of
     /// Gaussians, zero beyond the cut-off. The exponentials are [`exp2_nonpositive`] (relative
-    /// error < 1e-6).
+    /// error < 3e-6).
     #[inline(always)]
     fn eval<const C: usize>(&self, row: &Row<C>, d: V, r_sq: V) -> V {
         use wide::CmpLe;
