@@ -5,7 +5,7 @@
 
 use super::delivered::{DoseEngine, EnergyMatch};
 use super::machine::IonMachine;
-use super::pencil::{Near, PencilKernel, Plane, LANES, RADIAL_BINS};
+use super::pencil::{radial_bin, Near, PencilKernel, Plane, LANES, RADIAL_BINS};
 use super::DoseError;
 use crate::geometry::Grid;
 use crate::plan::IonPlan;
@@ -132,11 +132,17 @@ pub fn compute_dose(
     let spots = engine.delivered_spots(plan, None)?;
     let mut dose = vec![0.0f64; dose_grid.len()];
     engine.add_dose(ct, hlut, plan, &spots, dose_grid, &mut dose)?;
-    dose_volume(dose_grid, &dose)
+    volume_threaded(dose_grid, &dose, options.threads)
 }
 
 /// `dose` (Gy, f64, in `dose_grid`'s voxel order) as an f32 volume.
 pub fn dose_volume(dose_grid: &Grid, dose: &[f64]) -> Result<Volume<f32>, DoseError> {
+    volume_threaded(dose_grid, dose, 1)
+}
+
+/// [`dose_volume`] with the conversion split over `threads` threads: a CT-sized grid is
+/// some tens of MB read and written, most of its pages new.
+fn volume_threaded(dose_grid: &Grid, dose: &[f64], threads: usize) -> Result<Volume<f32>, DoseError> {
     if dose.len() != dose_grid.len() {
         return Err(DoseError::BadOption {
             reason: format!(
@@ -147,10 +153,27 @@ pub fn dose_volume(dose_grid: &Grid, dose: &[f64]) -> Result<Volume<f32>, DoseEr
         });
     }
     let [ni, nj, nk] = dose_grid.dims();
-    let data = ndarray::Array3::from_shape_vec((nk, nj, ni), dose.iter().map(|&d| d as f32).collect())
-        .map_err(|e| DoseError::BadOption {
-            reason: format!("dose grid shape: {e}"),
-        })?;
+    let mut values = vec![0.0f32; dose.len()];
+    let per = dose.len().div_ceil(threads.max(1)).max(1);
+    let convert = |out: &mut [f32], from: &[f64]| {
+        for (o, d) in out.iter_mut().zip(from) {
+            *o = *d as f32;
+        }
+    };
+    std::thread::scope(|scope| {
+        let convert = &convert;
+        let mut pairs = values.chunks_mut(per).zip(dose.chunks(per));
+        let first = pairs.next();
+        for (o, d) in pairs {
+            scope.spawn(move || convert(o, d));
+        }
+        if let Some((o, d)) = first {
+            convert(o, d);
+        }
+    });
+    let data = ndarray::Array3::from_shape_vec((nk, nj, ni), values).map_err(|e| DoseError::BadOption {
+        reason: format!("dose grid shape: {e}"),
+    })?;
     Volume::from_array(dose_grid.clone(), data).map_err(|e| DoseError::BadOption {
         reason: e.to_string(),
     })
@@ -239,14 +262,46 @@ pub(crate) fn add_rays(
                 }
             }
         });
-        for (part, &(start, end)) in parts.iter().zip(&touched) {
-            if start <= end {
-                for (d, p) in dose[start..=end].iter_mut().zip(&part[start..=end]) {
-                    *d += p;
+        add_parts(dose, &parts, &touched, threads);
+    }
+}
+
+/// Adds each `parts[n]` over its `touched[n]` range (inclusive; empty when start > end) into
+/// `dose`, the range split over `threads` threads. Every voxel still gets the parts in their
+/// order, so the bits do not depend on the split.
+fn add_parts(dose: &mut [f64], parts: &[Vec<f64>], touched: &[(usize, usize)], threads: usize) {
+    let lo = touched.iter().map(|t| t.0).min().unwrap_or(usize::MAX);
+    let hi = touched
+        .iter()
+        .filter(|t| t.0 <= t.1)
+        .map(|t| t.1)
+        .max()
+        .unwrap_or(0);
+    if lo > hi {
+        return;
+    }
+    let per = (hi - lo + 1).div_ceil(threads.max(1));
+    let add = |at: usize, d: &mut [f64]| {
+        for (part, &(start, end)) in parts.iter().zip(touched) {
+            let (a, b) = (start.max(at), end.min(at + d.len() - 1));
+            if a <= b {
+                for (x, p) in d[a - at..=b - at].iter_mut().zip(&part[a..=b]) {
+                    *x += p;
                 }
             }
         }
-    }
+    };
+    std::thread::scope(|scope| {
+        let add = &add;
+        let mut chunks = dose[lo..=hi].chunks_mut(per).enumerate();
+        let first = chunks.next();
+        for (n, d) in chunks {
+            scope.spawn(move || add(lo + n * per, d));
+        }
+        if let Some((_, d)) = first {
+            add(lo, d);
+        }
+    });
 }
 
 /// Per ray, reused: the voxels near it, a plane's voxels before they are binned, and the
@@ -442,6 +497,7 @@ fn gather_near(
         let (t_b, rb_b) = (step_b.dot(&dir), step_b.norm_squared());
         // r² along a row is a quadratic in the step count m.
         let ra = rb_b - t_b * t_b;
+        let inv_ra = 1.0 / ra;
         for (row, ic) in (c_lo as usize..=c_hi as usize).enumerate() {
             // Along the row only the b index moves: `r0 + 2·rb·m + ra·m²`; only the steps
             // where it is within the radius are visited.
@@ -454,34 +510,48 @@ fn gather_near(
                     continue;
                 }
                 let root = disc.sqrt();
-                // One step of slack each side for rounding; each voxel is still checked.
+                // The steps between the roots; the ends are checked below.
                 (
-                    floor_inline((-rb - root) / ra) - 1.0,
-                    ceil_inline((-rb + root) / ra) + 1.0,
+                    ceil_inline((-rb - root) * inv_ra),
+                    floor_inline((-rb + root) * inv_ra),
                 )
             } else {
                 (0.0, b_hi - b_lo)
             };
-            let m_lo = m_lo.max(0.0);
-            let m_hi = m_hi.min(b_hi - b_lo);
-            if m_lo.is_nan() || m_hi.is_nan() || m_lo > m_hi {
+            let mut m_lo = m_lo.max(0.0);
+            let mut m_hi = m_hi.min(b_hi - b_lo);
+            // Within the radius and within [t0, t1] are each an interval of steps (r² is
+            // convex in m, t linear), so is both: trimmed at its two ends, the steps between
+            // are all in, and the loop over them needs no test and no branch.
+            let t_at = |m: f64| t_0 + t_b * m;
+            let r2_at = |m: f64| (r0 + m * (2.0 * rb + ra * m)).max(0.0);
+            let inside = |m: f64| {
+                let t = t_at(m);
+                t >= t0 && t <= t1 && r2_at(m) <= r_sq
+            };
+            while m_lo <= m_hi && !inside(m_lo) {
+                m_lo += 1.0;
+            }
+            while m_hi > m_lo && !inside(m_hi) {
+                m_hi -= 1.0;
+            }
+            // Neither is NaN: `max` and `min` above take the number over a NaN.
+            if m_lo > m_hi {
                 continue;
             }
-            let (m_lo, m_hi) = (m_lo as usize, m_hi as usize);
-            let mut offset = offset_first + (ic - c_lo as usize) * stride_c + m_lo * stride_b;
-            for m in m_lo..=m_hi {
-                let mf = m as f64;
-                let t = t_0 + t_b * mf;
-                let r2 = (r0 + mf * (2.0 * rb + ra * mf)).max(0.0);
-                if t >= t0 && t <= t1 && r2 <= r_sq {
-                    let r2 = r2 as f32;
-                    // Equal-area bins: a monotone function of r², as `add_spot` reads it.
-                    let bin = ((r2 * inv_bin) as usize).min(RADIAL_BINS - 1);
-                    bin_end[bin] += 1;
-                    // Offsets fit in u32: `compute_dose` refuses larger grids.
-                    out.plane.push((offset as u32, wepl(t) as f32, r2, bin as u8));
-                }
+            let (m0, m1) = (m_lo as usize, m_hi as usize);
+            let mut offset = offset_first + (ic - c_lo as usize) * stride_c + m0 * stride_b;
+            let mut mf = m_lo;
+            for _ in m0..=m1 {
+                let t = t_at(mf);
+                let r2 = r2_at(mf) as f32;
+                // Equal-area bins: a monotone function of r², as `add_spot` reads it.
+                let bin = radial_bin(r2, inv_bin).min(RADIAL_BINS - 1);
+                bin_end[bin] += 1;
+                // Offsets fit in u32: `compute_dose` refuses larger grids.
+                out.plane.push((offset as u32, wepl(t) as f32, r2, bin as u8));
                 offset += stride_b;
+                mf += 1.0;
             }
         }
         if out.plane.is_empty() {
@@ -490,9 +560,9 @@ fn gather_near(
         // Counting sort into the radial bins, each bin in gathering order.
         let start = near.offset.len() as u32;
         let mut at = start;
-        let mut next = [0usize; RADIAL_BINS];
+        let mut next = [0u32; RADIAL_BINS];
         for (e, nx) in bin_end.iter_mut().zip(&mut next) {
-            *nx = at as usize;
+            *nx = at;
             at += *e;
             *e = at;
         }
@@ -503,9 +573,10 @@ fn gather_near(
         let (mut shallowest_mm, mut deepest_mm) = (f32::INFINITY, f32::NEG_INFINITY);
         for &(offset, depth_mm, r2, bin) in &out.plane {
             let j = &mut next[bin as usize];
-            near.offset[*j] = offset;
-            near.depth_mm[*j] = depth_mm;
-            near.r_sq_mm2[*j] = r2;
+            let at = *j as usize;
+            near.offset[at] = offset;
+            near.depth_mm[at] = depth_mm;
+            near.r_sq_mm2[at] = r2;
             *j += 1;
             shallowest_mm = shallowest_mm.min(depth_mm);
             deepest_mm = deepest_mm.max(depth_mm);
@@ -612,6 +683,50 @@ mod tests {
                     }],
                 }],
             }],
+        }
+    }
+
+    /// The threaded merge adds each part over exactly its touched range, in part order, for
+    /// any split: against the plain sum of the parts over their ranges, bit for bit. And
+    /// the threaded f32 conversion gives every voxel its own value.
+    #[test]
+    fn threaded_merge_and_conversion_match_the_plain_loops() {
+        let n = 1001;
+        let value = |k: usize, i: usize| ((k * 7919 + i * 104_729) % 1000) as f64 * 0.1 + 0.013;
+        let parts: Vec<Vec<f64>> = (0..3)
+            .map(|k| (0..n).map(|i| value(k + 1, i)).collect())
+            .collect();
+        // An empty range (start > end) adds nothing.
+        let touched = [(10, 500), (usize::MAX, 0), (300, 1000)];
+        let base: Vec<f64> = (0..n).map(|i| value(0, i)).collect();
+        let mut want = base.clone();
+        for (part, &(start, end)) in parts.iter().zip(&touched) {
+            if start <= end {
+                for i in start..=end {
+                    want[i] += part[i];
+                }
+            }
+        }
+        for threads in [1, 2, 3, 7] {
+            let mut got = base.clone();
+            add_parts(&mut got, &parts, &touched, threads);
+            assert!(
+                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{threads} threads"
+            );
+        }
+        let grid =
+            Grid::axis_aligned([11, 13, 7], PointMm::origin(), [1.0; 3]).unwrap_or_else(|e| panic!("{e}"));
+        let dose: Vec<f64> = (0..grid.len()).map(|i| value(5, i)).collect();
+        for threads in [1, 2, 3] {
+            let v = volume_threaded(&grid, &dose, threads).unwrap_or_else(|e| panic!("{e}"));
+            for k in 0..7 {
+                for j in 0..13 {
+                    for i in 0..11 {
+                        assert_eq!(v.get(i, j, k).copied(), Some(dose[grid.offset(i, j, k)] as f32));
+                    }
+                }
+            }
         }
     }
 
