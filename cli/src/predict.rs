@@ -201,8 +201,10 @@ pub fn load_sessions(dir: &Path) -> anyhow::Result<Vec<(String, Session)>> {
         .with_context(|| format!("recordings in {}", dir.display()))
 }
 
-/// Per method, per session, per horizon (1..=21) scores: (tuning part, scored part).
-type Table = Vec<(Method, Vec<Vec<(HorizonScore, HorizonScore)>>)>;
+/// One horizon's scores: (tuning part, scored part).
+type Parts = (HorizonScore, HorizonScore);
+/// Per method, per session, per horizon (1..=21) scores.
+type Table = Vec<(Method, Vec<Vec<Parts>>)>;
 
 fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
     let sessions = load_sessions(dir)?;
@@ -253,8 +255,7 @@ fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
         write!(w, " | {:>20}", m.name())?;
     }
     writeln!(w)?;
-    type PerSession = Vec<Vec<(HorizonScore, HorizonScore)>>;
-    let mean = |per_session: &PerSession, pick: &dyn Fn(&[(HorizonScore, HorizonScore)]) -> (f64, f64)| {
+    let mean = |per_session: &[Vec<Parts>], pick: &dyn Fn(&[Parts]) -> (f64, f64)| {
         let n = per_session.len() as f64;
         per_session.iter().fold((0.0, 0.0), |acc, s| {
             let (a, b) = pick(s);
@@ -262,9 +263,9 @@ fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
         })
     };
     // Horizon-averaged (RMSE, nRMSE) of one session, tuning part or scored part.
-    let avg = |s: &[(HorizonScore, HorizonScore)], tuning: bool| {
+    let avg = |s: &[Parts], tuning: bool| {
         let k = s.len() as f64;
-        let part = |x: &(HorizonScore, HorizonScore)| if tuning { x.0 } else { x.1 };
+        let part = |x: &Parts| if tuning { x.0 } else { x.1 };
         (
             s.iter().map(|x| part(x).rmse_mm).sum::<f64>() / k,
             s.iter().map(|x| part(x).nrmse).sum::<f64>() / k,

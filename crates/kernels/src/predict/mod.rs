@@ -14,12 +14,18 @@
 //!   40: one breathing cycle, hence the phase); and `y(k)` minus its running mean (where in
 //!   the cycle, and baseline drift); plus a constant. Sufficient statistics `G = Σ λ^a x xᵀ`,
 //!   `C = Σ λ^a x (y(k+h)−y(k))ᵀ` are updated per sample in O(d²) and the weights refit by
-//!   Cholesky every few samples: `W = (G + α·tr(G)/d·I)⁻¹ C`. Why this and not a recurrent
+//!   Cholesky every few samples: `W = (G + α·tr(G)/d·I)⁻¹ C`. With [`RidgeConfig::huber`]
+//!   set, a pair whose residual under the current weights exceeds that many running residual
+//!   RMS enters `G` and `C` with weight `limit/residual` (Huber). Why this and not a recurrent
 //!   network: it is convex (no initialisation or learning rate to tune), its cost per sample
-//!   is microseconds, and its parameters were chosen on the 30–60 s tuning parts only.
+//!   is microseconds, and its parameters were chosen on the 30–60 s tuning parts only
+//!   (echo-state reservoir features added to these did worse there: README).
 //! - [`AnalogPredictor`]: nearest-neighbour (analog) forecasting over the last minute.
 //! - [`EnsemblePredictor`] (the default of `ionguide predict`): the three above combined with
 //!   weights fitted online on their own past errors.
+//! - [`StackPredictor`]: any members combined by weights fitted online on their forecast
+//!   displacements; [`StackPredictor::selected`] is the variant with the lowest nRMSE on the
+//!   30–60 s tuning parts (`--method stack`), no better than the ensemble on the scored part.
 //! - [`RlsBaseline`]: the causal linear baseline of issue 14 — per coordinate, recursive least
 //!   squares on the last 12 samples.
 //! - [`Hold`]: no prediction (the current sample).
@@ -319,7 +325,7 @@ impl RidgePredictor {
         if cfg.refit_every == 0 {
             return Err(bad("refit_every", 0.0, "must be ≥ 1"));
         }
-        if !(cfg.huber > 0.0) {
+        if cfg.huber.is_nan() || cfg.huber <= 0.0 {
             return Err(bad("huber", cfg.huber, "must be > 0 (∞: off)"));
         }
         if cfg.axis_samples < 2 && !cfg.long_lags.is_empty() {
@@ -828,7 +834,7 @@ impl StackPredictor {
     /// combined forecast beyond `k` running residual RMS counts as if it were `k` RMS (a sigh
     /// all members miss then does not swing the weights). `k > 0`; ∞ (the default) is off.
     pub fn with_huber(mut self, k: f64) -> Result<Self, PredictError> {
-        if !(k > 0.0) {
+        if k.is_nan() || k <= 0.0 {
             return Err(PredictError::BadParameter {
                 name: "huber",
                 value: k,
