@@ -10,7 +10,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use ionguide::predict::{
     AnalogConfig, AnalogPredictor, EnsemblePredictor, Hold, OnlinePredictor, RidgeConfig, RidgePredictor,
-    RlsBaseline,
+    RlsBaseline, StackPredictor,
 };
 
 const DIM: usize = 9;
@@ -82,6 +82,11 @@ fn bench(c: &mut Criterion) {
         c,
         "predict_step_ensemble_9d_h5",
         EnsemblePredictor::new(DIM, HORIZON).unwrap_or_else(|e| panic!("{e}")),
+    );
+    bench_one(
+        c,
+        "predict_step_stack_9d_h5",
+        StackPredictor::selected(DIM, HORIZON).unwrap_or_else(|e| panic!("{e}")),
     );
 }
 

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use ionguide::predict::evaluate::{self, HorizonScore, Session, HORIZONS, SCORE_FROM};
+use ionguide::predict::evaluate::{self, HorizonScore, Session, HORIZONS};
 use ionguide::predict::{
     AnalogConfig, AnalogPredictor, EnsemblePredictor, Hold, OnlinePredictor, RidgeConfig, RidgePredictor,
-    RlsBaseline,
+    RlsBaseline, StackPredictor,
 };
 use ionguide_sim::motion::trace::{read_csv_trace_checked, read_extmarker_checked, LoadedTrace};
 
@@ -22,8 +22,9 @@ pub struct Args {
     /// Horizon, ms (rounded to whole samples at the median sample interval of the first 5 s).
     #[arg(long, required_unless_present_any = ["evaluate", "correlate"])]
     horizon_ms: Option<f64>,
-    /// Method: ensemble (the default: ridge + RLS + analog, weighted online), ridge, analog,
-    /// rls (the causal linear baseline), hold (no prediction).
+    /// Method: ensemble (the default: ridge + RLS + analog, weighted online), stack (four
+    /// members weighted on displacements, the variant selected on the tuning parts), ridge,
+    /// analog, rls (the causal linear baseline), hold (no prediction).
     #[arg(long, default_value = "ensemble")]
     method: Method,
     /// Print every forecast as CSV instead of a summary.
@@ -78,6 +79,8 @@ impl Relation {
 pub enum Method {
     /// Ridge, RLS and analog combined with weights fitted online.
     Ensemble,
+    /// Huber ridge, RLS and two analogs stacked on displacements (selected on 30–60 s).
+    Stack,
     /// Nearest-neighbour (analog) forecasting over the last minute.
     Analog,
     /// Ridge regression on a 4 s history with forgetting.
@@ -92,6 +95,7 @@ impl Method {
     fn build(self, dim: usize, horizon: usize) -> anyhow::Result<Box<dyn OnlinePredictor>> {
         Ok(match self {
             Self::Ensemble => Box::new(EnsemblePredictor::new(dim, horizon)?),
+            Self::Stack => Box::new(StackPredictor::selected(dim, horizon)?),
             Self::Analog => Box::new(AnalogPredictor::new(dim, horizon, AnalogConfig::default())?),
             Self::Ridge => Box::new(RidgePredictor::new(dim, horizon, RidgeConfig::default())?),
             Self::Rls => Box::new(RlsBaseline::new(dim, horizon)?),
@@ -100,7 +104,8 @@ impl Method {
     }
     fn name(self) -> &'static str {
         match self {
-            Self::Ensemble => "ensemble (this)",
+            Self::Ensemble => "ensemble (default)",
+            Self::Stack => "stack (tuning-sel.)",
             Self::Analog => "analog",
             Self::Ridge => "ridge",
             Self::Rls => "RLS-12 baseline",
@@ -231,8 +236,10 @@ pub fn load_sessions(dir: &Path) -> anyhow::Result<Vec<(String, Session)>> {
         .with_context(|| format!("recordings in {}", dir.display()))
 }
 
+/// One horizon's scores: (tuning part, scored part).
+type Parts = (HorizonScore, HorizonScore);
 /// Per method, per session, per horizon (1..=21) scores.
-type Table = Vec<(Method, Vec<Vec<HorizonScore>>)>;
+type Table = Vec<(Method, Vec<Vec<Parts>>)>;
 
 fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
     let sessions = load_sessions(dir)?;
@@ -245,6 +252,7 @@ fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
         Method::Ridge,
         Method::Analog,
         Method::Ensemble,
+        Method::Stack,
     ];
     let mut table: Table = Vec::new();
     for m in methods {
@@ -252,12 +260,14 @@ fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
         for (key, s) in &sessions {
             let mut scores = Vec::new();
             for h in HORIZONS {
-                let r = evaluate::run(s, h, SCORE_FROM, |d, h| {
+                let (tune, scored) = evaluate::run_parts(s, h, |d, h| {
                     m.build(d, h)
                         .unwrap_or_else(|e| panic!("built-in configuration: {e}"))
-                })
-                .with_context(|| format!("session {key}: shorter than 60 s or motionless"))?;
-                scores.push(r);
+                });
+                let both = tune
+                    .zip(scored)
+                    .with_context(|| format!("session {key}: shorter than 60 s or motionless in a part"))?;
+                scores.push(both);
             }
             per_session.push(scores);
         }
@@ -280,41 +290,57 @@ fn evaluate_dir(dir: &Path) -> anyhow::Result<()> {
         write!(w, " | {:>20}", m.name())?;
     }
     writeln!(w)?;
-    let mean = |per_session: &Vec<Vec<HorizonScore>>, pick: &dyn Fn(&[HorizonScore]) -> (f64, f64)| {
+    let mean = |per_session: &[Vec<Parts>], pick: &dyn Fn(&[Parts]) -> (f64, f64)| {
         let n = per_session.len() as f64;
         per_session.iter().fold((0.0, 0.0), |acc, s| {
             let (a, b) = pick(s);
             (acc.0 + a / n, acc.1 + b / n)
         })
     };
+    // Horizon-averaged (RMSE, nRMSE) of one session, tuning part or scored part.
+    let avg = |s: &[Parts], tuning: bool| {
+        let k = s.len() as f64;
+        let part = |x: &Parts| if tuning { x.0 } else { x.1 };
+        (
+            s.iter().map(|x| part(x).rmse_mm).sum::<f64>() / k,
+            s.iter().map(|x| part(x).nrmse).sum::<f64>() / k,
+        )
+    };
     for h in [1usize, 3, 5, 10, 20] {
         write!(w, "{:>16}", format!("{:.1} s", h as f64 / 10.0))?;
         for (_, per_session) in &table {
-            let (r, n) = mean(per_session, &|s| (s[h - 1].rmse_mm, s[h - 1].nrmse));
+            let (r, n) = mean(per_session, &|s| (s[h - 1].1.rmse_mm, s[h - 1].1.nrmse));
             write!(w, " | {:>7.3} mm / {:>6.3}", r, n)?;
         }
         writeln!(w)?;
     }
     write!(w, "{:>16}", "mean 0.1-2.1 s")?;
     for (_, per_session) in &table {
-        let avg = |s: &[HorizonScore]| {
-            let k = s.len() as f64;
-            (
-                s.iter().map(|x| x.rmse_mm).sum::<f64>() / k,
-                s.iter().map(|x| x.nrmse).sum::<f64>() / k,
-            )
-        };
-        let (r, n) = mean(per_session, &avg);
+        let (r, n) = mean(per_session, &|s| avg(s, false));
         write!(w, " | {:>7.3} mm / {:>6.3}", r, n)?;
     }
     writeln!(w)?;
-    writeln!(w, "per session, nRMSE averaged over horizons:")?;
+    writeln!(
+        w,
+        "tuning part (targets 30-60 s; where variants may be compared):"
+    )?;
+    write!(w, "{:>16}", "0.5 s")?;
+    for (_, per_session) in &table {
+        let (r, n) = mean(per_session, &|s| (s[4].0.rmse_mm, s[4].0.nrmse));
+        write!(w, " | {:>7.3} mm / {:>6.3}", r, n)?;
+    }
+    writeln!(w)?;
+    write!(w, "{:>16}", "mean 0.1-2.1 s")?;
+    for (_, per_session) in &table {
+        let (r, n) = mean(per_session, &|s| avg(s, true));
+        write!(w, " | {:>7.3} mm / {:>6.3}", r, n)?;
+    }
+    writeln!(w)?;
+    writeln!(w, "per session, scored part, nRMSE averaged over horizons:")?;
     for (i, (key, _)) in sessions.iter().enumerate() {
         write!(w, "{key:>16}")?;
         for (_, per_session) in &table {
-            let s = &per_session[i];
-            let n = s.iter().map(|x| x.nrmse).sum::<f64>() / s.len() as f64;
-            write!(w, " | {:>20.3}", n)?;
+            write!(w, " | {:>20.3}", avg(&per_session[i], false).1)?;
         }
         writeln!(w)?;
     }

@@ -33,7 +33,7 @@ fn forecasts_up_to_a_cut_are_those_of_the_whole_trace() {
     let text = std::fs::read_to_string(format!("{root}/{TRACE}")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let dir = tempfile::tempdir().unwrap();
-    for method in ["ensemble", "rls"] {
+    for method in ["ensemble", "stack", "rls"] {
         let full = csv_rows(&ionguide(&[
             "predict",
             "--trace",

@@ -36,6 +36,8 @@ pub struct HorizonScore {
 
 /// The protocol's scoring start, samples at 10 Hz (60 s).
 pub const SCORE_FROM: usize = 600;
+/// The protocol's tuning part, samples at 10 Hz: targets from 30 s up to the scoring start.
+pub const TUNE_FROM: usize = 300;
 /// The protocol's horizons, samples at 10 Hz.
 pub const HORIZONS: std::ops::RangeInclusive<usize> = 1..=21;
 
@@ -48,7 +50,19 @@ pub fn score(
     horizon: usize,
     score_from: usize,
 ) -> Option<HorizonScore> {
-    let n = session.samples.len().min(preds.len() + horizon);
+    score_between(session, preds, horizon, score_from, session.samples.len())
+}
+
+/// As [`score`], for the targets `score_from..score_to` only (the tuning part:
+/// [`TUNE_FROM`]`..`[`SCORE_FROM`]); the deviations are taken from the means over that part.
+pub fn score_between(
+    session: &Session,
+    preds: &[Vec<f64>],
+    horizon: usize,
+    score_from: usize,
+    score_to: usize,
+) -> Option<HorizonScore> {
+    let n = session.samples.len().min(preds.len() + horizon).min(score_to);
     let from = score_from.max(horizon);
     if from >= n {
         return None;
@@ -86,6 +100,30 @@ pub fn run<P: OnlinePredictor>(
     score_from: usize,
     make: impl Fn(usize, usize) -> P,
 ) -> Option<HorizonScore> {
+    score(session, &forecasts(session, horizon, make), horizon, score_from)
+}
+
+/// Runs a fresh predictor online over the session once and scores it on the tuning part
+/// ([`TUNE_FROM`]`..`[`SCORE_FROM`]) and on the scored part ([`SCORE_FROM`] to the end):
+/// `(tuning, scored)`.
+pub fn run_parts<P: OnlinePredictor>(
+    session: &Session,
+    horizon: usize,
+    make: impl Fn(usize, usize) -> P,
+) -> (Option<HorizonScore>, Option<HorizonScore>) {
+    let preds = forecasts(session, horizon, make);
+    (
+        score_between(session, &preds, horizon, TUNE_FROM, SCORE_FROM),
+        score(session, &preds, horizon, SCORE_FROM),
+    )
+}
+
+/// The forecast made at every sample of the session, in order.
+fn forecasts<P: OnlinePredictor>(
+    session: &Session,
+    horizon: usize,
+    make: impl Fn(usize, usize) -> P,
+) -> Vec<Vec<f64>> {
     let dim = 3 * session.markers;
     let mut p = make(dim, horizon);
     let mut preds = Vec::with_capacity(session.samples.len());
@@ -94,7 +132,7 @@ pub fn run<P: OnlinePredictor>(
         p.step(s, &mut out);
         preds.push(out.clone());
     }
-    score(session, &preds, horizon, score_from)
+    preds
 }
 
 #[cfg(test)]
@@ -123,6 +161,34 @@ mod tests {
             let rms_amp = ((amp[0] * amp[0] + amp[1] * amp[1]) / 2.0).sqrt();
             assert!((r.rmse_mm - rms_amp * (1.0 - hw.cos()).sqrt()).abs() < 1e-9);
             assert!((r.nrmse - 2.0 * (hw / 2.0).sin()).abs() < 1e-9, "{r:?}");
+            // The tuning part (30–60 s) is 3 whole periods too: the same analytic figures.
+            let (tune, scored) = run_parts(&session, h, Hold::new);
+            let (tune, scored) = (tune.unwrap(), scored.unwrap());
+            assert_eq!(scored, r);
+            assert!((tune.nrmse - 2.0 * (hw / 2.0).sin()).abs() < 1e-9, "{tune:?}");
+            assert!((tune.rmse_mm - rms_amp * (1.0 - hw.cos()).sqrt()).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn the_tuning_part_sees_only_its_targets() {
+        // A forecast that is exact except for targets from 60 s on: the tuning part scores 0,
+        // the scored part does not.
+        let samples: Vec<Vec<f64>> = (0..900).map(|k| vec![(k as f64 * 0.2).sin(), 0.0, 0.0]).collect();
+        let session = Session { markers: 1, samples };
+        let h = 4;
+        let preds: Vec<Vec<f64>> = (0..900)
+            .map(|k| {
+                let mut p = session.samples[(k + h).min(899)].clone();
+                if k + h >= SCORE_FROM {
+                    p[0] += 1.0;
+                }
+                p
+            })
+            .collect();
+        let tune = score_between(&session, &preds, h, TUNE_FROM, SCORE_FROM).unwrap();
+        assert_eq!(tune.nrmse, 0.0);
+        let scored = score(&session, &preds, h, SCORE_FROM).unwrap();
+        assert!((scored.rmse_mm - 1.0).abs() < 1e-12, "{scored:?}");
     }
 }
