@@ -377,13 +377,14 @@ fn unchain(path: &Path) {
 
 /// Version 2 added setup records, version 3 the frames' reject reason and the plan's
 /// warnings, version 4 the frames' acquisition instant, version 5 the chain, version 6 the
-/// delivered spots and hold codes 14-17: a version 1 to 5 log still reads (records of the kinds whose layout is unchanged are relabelled here; an
+/// delivered spots and hold codes 14-17, version 7 the frame-target records (kind 9) and hold
+/// codes 18-19: a version 1 to 6 log still reads (records of the kinds whose layout is unchanged are relabelled here; an
 /// old frame record's bytes are checked in `tests/audit_vectors.rs`), but is not appended to
 /// (its readers would not know the new fields); unknown versions are refused by name.
 #[test]
 fn older_logs_read_but_are_not_appended_to() {
-    assert_eq!(VERSION, 6);
-    for old in [1u16, 2, 3, 4, 5] {
+    assert_eq!(VERSION, 7);
+    for old in [1u16, 2, 3, 4, 5, 6] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("v{old}.igaudit"));
         let mut w = AuditWriter::create(&path, 5, AuditOptions::default()).unwrap();
@@ -422,13 +423,13 @@ fn older_logs_read_but_are_not_appended_to() {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("appended to a version {old} log"),
         }
-        set_version(&path, 7);
+        set_version(&path, 8);
         match AuditReader::open(&path) {
-            Err(e @ AuditError::UnsupportedVersion { version: 7, .. }) => {
-                assert!(e.to_string().contains("reads 1 to 6"), "{e}")
+            Err(e @ AuditError::UnsupportedVersion { version: 8, .. }) => {
+                assert!(e.to_string().contains("reads 1 to 7"), "{e}")
             }
             Err(e) => panic!("{e}"),
-            Ok(_) => panic!("read a version 7 log"),
+            Ok(_) => panic!("read a version 8 log"),
         }
     }
 }

@@ -128,7 +128,7 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, text) = audit(&path, &[]);
     assert!(out.status.success(), "{text}");
     for want in [
-        "format version 6",
+        "format version 7",
         "started 2026-11-30 00:53:20.000 UTC",
         "plan 1.2.826.0.1.3680043.8.274.1.1.99",
         &"ab".repeat(32),
