@@ -271,7 +271,7 @@ impl<'a> Report<'a> {
             last.planned_volume_cc,
             last.jacobian_min,
             last.field_max_mm,
-            last.spots_off,
+            last.spots_off.len(),
             last.spots_total,
         ))
     }

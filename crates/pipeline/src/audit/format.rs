@@ -278,8 +278,15 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<(Option<ChainLink>,
                 field_max_mm: d.f64()?,
                 inverse_error_mm: d.f64()?,
                 similarity_ncc: d.f64()?,
-                spots_off: d.u32()?,
                 spots_total: d.u32()?,
+                spots_off: {
+                    let n = d.u32()? as usize;
+                    // the count is checked against the bytes present before anything is reserved
+                    let raw = d.take(n.checked_mul(4)?)?;
+                    raw.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect()
+                },
             })
         }
         KIND_LINK => AuditRecord::Link {
@@ -499,8 +506,16 @@ pub(super) fn encode_record(b: &mut Vec<u8>, record: &AuditRecord, full: bool) -
             ] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            b.extend_from_slice(&t.spots_off.to_le_bytes());
             b.extend_from_slice(&t.spots_total.to_le_bytes());
+            let n = u32::try_from(t.spots_off.len()).map_err(|_| AuditError::FieldTooLong {
+                field: "spots switched off",
+                len: t.spots_off.len(),
+                max: u32::MAX as usize,
+            })?;
+            b.extend_from_slice(&n.to_le_bytes());
+            for i in &t.spots_off {
+                b.extend_from_slice(&i.to_le_bytes());
+            }
         }
         AuditRecord::Shutdown { unix_ns, reason } => {
             b.push(KIND_SHUTDOWN);

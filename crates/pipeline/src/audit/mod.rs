@@ -432,7 +432,7 @@ pub enum AuditRecord {
 }
 
 /// The planning target carried into one frame by the deformable registration (kind 9).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TargetRecord {
     /// The frame.
     pub frame_id: u64,
@@ -456,11 +456,12 @@ pub struct TargetRecord {
     pub inverse_error_mm: f64,
     /// NCC over the region after deformation.
     pub similarity_ncc: f64,
-    /// Spots switched off: their mapped Bragg point lies farther than the configured margin
-    /// from the frame's target (0 when the frame was held before the spots were mapped).
-    pub spots_off: u32,
-    /// Spots in the plan.
+    /// Spots checked against the frame's target (the plan's; 0 when the frame was held
+    /// before its spots were mapped).
     pub spots_total: u32,
+    /// Plan-order indices of the spots switched off: their mapped Bragg point lies farther
+    /// than the configured margin from the frame's target.
+    pub spots_off: Vec<u32>,
 }
 
 /// Where a version 5 record sits in the chain.

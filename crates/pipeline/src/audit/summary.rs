@@ -63,7 +63,7 @@ impl AuditSummary {
             AuditRecord::Delivered { spots, .. } => self.delivered_spots += spots.len() as u64,
             AuditRecord::Target(t) => {
                 self.targets += 1;
-                self.spots_off += u64::from(t.spots_off);
+                self.spots_off += t.spots_off.len() as u64;
             }
             AuditRecord::Frame(f) => {
                 self.frames += 1;

@@ -106,6 +106,10 @@ impl DeformSession {
         })
     }
 
+    /// The part of the frame's own voxel lattice (same spacing, orientation and voxel
+    /// centres, so the target is measured on the voxels the scanner acquired) that covers the
+    /// region, grown by the pad and the largest allowed field, as `rigid` places it; it may
+    /// reach past the frame's edges.
     fn target_grid(&self, frame_grid: &Grid, rigid: &RigidTransform) -> Option<Grid> {
         let reach_mm = self.settings.options.pad_mm + self.settings.options.max_field_mm;
         let r = self.fixed.region();
@@ -128,18 +132,23 @@ impl DeformSession {
                     r.lo_mm.z - reach_mm
                 },
             );
-            let q = rigid.apply(&p);
+            let ijk = frame_grid.patient_to_index(&rigid.apply(&p));
             for a in 0..3 {
-                lo[a] = lo[a].min(q[a]);
-                hi[a] = hi[a].max(q[a]);
+                lo[a] = lo[a].min(ijk[a].floor());
+                hi[a] = hi[a].max(ijk[a].ceil());
             }
         }
-        let spacing = frame_grid.spacing_mm();
         if !lo.iter().chain(&hi).all(|v| v.is_finite()) {
             return None;
         }
-        let dims = [0, 1, 2].map(|a| ((hi[a] - lo[a]) / spacing[a]).ceil().max(1.0) as usize + 1);
-        Grid::axis_aligned(dims, PointMm::new(lo[0], lo[1], lo[2]), spacing).ok()
+        let dims = [0, 1, 2].map(|a| (hi[a] - lo[a]) as usize + 1);
+        Grid::new(
+            dims,
+            frame_grid.index_to_patient(lo),
+            frame_grid.spacing_mm(),
+            *frame_grid.direction(),
+        )
+        .ok()
     }
 }
 
@@ -261,8 +270,45 @@ impl FrameTarget {
             field_max_mm: r.field_max_mm,
             inverse_error_mm: r.inverse_error_mm,
             similarity_ncc: r.similarity_ncc,
-            spots_off: self.spots_off.len() as u32,
             spots_total: self.spots_total,
+            spots_off: self.spots_off.clone(),
+        }
+    }
+}
+
+/// The target in a frame as the telemetry carries it: [`TargetRecord`]'s numbers, the
+/// switched-off spots counted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetSummary {
+    /// The deformable registration passed its checks.
+    pub accepted: bool,
+    /// Volume in the frame, cm³.
+    pub volume_cc: f64,
+    /// Change from the plan, %.
+    pub volume_change_pct: f64,
+    /// Centroid in the frame, patient mm.
+    pub centroid_mm: Option<[f64; 3]>,
+    /// Smallest Jacobian determinant of the field.
+    pub jacobian_min: f64,
+    /// Largest displacement, mm.
+    pub field_max_mm: f64,
+    /// Spots switched off.
+    pub spots_off: u32,
+    /// Spots checked.
+    pub spots_total: u32,
+}
+
+impl From<&TargetRecord> for TargetSummary {
+    fn from(t: &TargetRecord) -> Self {
+        TargetSummary {
+            accepted: t.accepted,
+            volume_cc: t.volume_cc,
+            volume_change_pct: t.volume_change_pct,
+            centroid_mm: t.centroid_mm,
+            jacobian_min: t.jacobian_min,
+            field_max_mm: t.field_max_mm,
+            spots_off: t.spots_off.len() as u32,
+            spots_total: t.spots_total,
         }
     }
 }

@@ -531,7 +531,7 @@ fn give_back(s: &LinkStage, set: Box<super::surrogate_stage::SurrogateSet>) {
 }
 
 /// What a record says beyond its ticket.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Evidence<'a> {
     tumor_shift_mm: Option<[f32; 3]>,
     ncc: Option<f64>,
@@ -546,11 +546,16 @@ fn audit_frame(
     t: &Ticket,
     origin: &str,
     detail: &str,
-    evidence: Evidence<'_>,
+    mut evidence: Evidence<'_>,
 ) -> Result<(), audit::AuditError> {
+    let target = evidence.target.take();
     let sent = audit_record(s, st, t, origin, detail, evidence)?;
-    if let Some(target) = evidence.target {
-        s.audit.write(&audit::AuditRecord::Target(target))?;
+    let target = target.map(|t| {
+        let summary = super::deform::TargetSummary::from(&t);
+        (audit::AuditRecord::Target(t), summary)
+    });
+    if let Some((record, _)) = &target {
+        s.audit.write(record)?;
     }
     let r = &st.record;
     let event = FrameEvent {
@@ -558,7 +563,7 @@ fn audit_frame(
         tumor_shift_mm: r.tumor_shift_mm.unwrap_or([0.0; 3]),
         ncc: r.ncc.map(|v| v as f32).unwrap_or(f32::NAN),
         spots_sent: sent,
-        target: evidence.target,
+        target: target.map(|(_, summary)| summary),
     };
     if s.telemetry.try_send(event).is_err() {
         Counters::bump(&s.shared.counters.telemetry_lost);

@@ -21,7 +21,7 @@ pub struct FrameEvent {
     pub spots_sent: u32,
     /// The target in the frame, with deformable tracking on (volume, change from the plan,
     /// centroid, field checks, spots switched off): what the audit log's kind 9 record holds.
-    pub target: Option<crate::audit::TargetRecord>,
+    pub target: Option<super::deform::TargetSummary>,
 }
 
 /// Counters the stages bump without locks.
@@ -90,7 +90,7 @@ pub struct Stats {
     /// Per stage processing time, µs.
     pub stage_us: [Histogram<u64>; 5],
     /// The newest frame's target (deformable tracking on; `None` until one).
-    pub last_target: Option<crate::audit::TargetRecord>,
+    pub last_target: Option<super::deform::TargetSummary>,
 }
 
 impl Default for Stats {
