@@ -325,3 +325,88 @@ impl PointMap for FullMotion<'_> {
         self.0.map_mm(&p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::register::deform::DeformFailure;
+    use crate::register::FieldGrid;
+
+    /// A ball of radius 10 mm about the origin on a 1 mm grid, the identity map.
+    fn ball_target(verdict: DeformVerdict, change_pct: f64) -> FrameTarget {
+        let grid = Grid::axis_aligned([41, 41, 41], PointMm::new(-20.0, -20.0, -20.0), [1.0; 3]).unwrap();
+        let mut mask = MaskVolume::filled(grid.clone(), 0);
+        for (o, m) in mask.as_slice_mut().iter_mut().enumerate() {
+            let p = grid.index_to_patient([(o % 41) as f64, ((o / 41) % 41) as f64, (o / 1681) as f64]);
+            *m = u8::from(p.coords.norm() <= 10.0);
+        }
+        let fg = FieldGrid {
+            origin_mm: [-20.0; 3],
+            spacing_mm: 2.0,
+            dims: [21; 3],
+        };
+        FrameTarget {
+            registration: DeformableRegistration {
+                rigid: RigidTransform::identity(),
+                field: DisplacementField::zeros(fg),
+                inverse: DisplacementField::zeros(fg),
+                iterations: 0,
+                similarity_ncc: 1.0,
+                rigid_similarity_ncc: 1.0,
+                jacobian_min: 1.0,
+                jacobian_max: 1.0,
+                field_max_mm: 0.0,
+                inverse_error_mm: 0.0,
+                verdict,
+            },
+            target: PropagatedTarget {
+                mask,
+                voxels: 0,
+                volume_cc: 1.0,
+                planned_volume_cc: 1.0,
+                volume_change_pct: change_pct,
+                centroid_mm: None,
+                planned_centroid_mm: None,
+            },
+            spots_off: Vec::new(),
+            spots_total: 0,
+        }
+    }
+
+    #[test]
+    fn spots_farther_than_the_margin_from_the_target_are_switched_off() {
+        let mut t = ball_target(DeformVerdict::Accept, 0.0);
+        // inside; 2 mm outside the surface; 3.9 mm outside (the nearest voxel centre, on the
+        // axis at 10 mm, is 3.9 mm away); 5 mm outside; far away
+        let points = [0.0, 12.0, 13.9, 15.0, 40.0].map(|x| PointMm::new(x, 0.0, 0.0));
+        t.switch_off(points.into_iter(), 4.0);
+        assert_eq!(t.spots_total, 5);
+        assert_eq!(t.spots_off, vec![3, 4]);
+        t.switch_off(points.into_iter(), 0.0);
+        assert_eq!(t.spots_off, vec![1, 2, 3, 4]);
+        let record = t.record(7);
+        assert_eq!(
+            (record.frame_id, record.spots_total, record.spots_off.len()),
+            (7, 5, 4)
+        );
+    }
+
+    #[test]
+    fn an_implausible_field_holds_before_the_volume_is_looked_at() {
+        let why = DeformFailure::Folding {
+            jacobian_min: -0.1,
+            limit: 0.2,
+        };
+        let t = ball_target(DeformVerdict::Reject(why), -40.0);
+        assert_eq!(t.check(25.0), Err(TargetHold::Implausible(why)));
+        assert_eq!(
+            t.check(25.0).unwrap_err().reason(),
+            HoldReason::DeformationImplausible
+        );
+        let t = ball_target(DeformVerdict::Accept, -40.0);
+        let hold = t.check(25.0).unwrap_err();
+        assert_eq!(hold.reason(), HoldReason::TargetVolumeChanged);
+        assert_eq!(ball_target(DeformVerdict::Accept, 24.9).check(25.0), Ok(()));
+        assert!(ball_target(DeformVerdict::Accept, f64::NAN).check(25.0).is_err());
+    }
+}
