@@ -245,17 +245,20 @@ fn the_target_is_tracked_in_every_frame_and_size_changes_and_implausible_fields_
         / shrink_20.mask_voxels.len() as f64;
     let centroid = a.targets[1].centroid_mm.unwrap();
     let off_mm = (VectorMm::from(centroid) - centroid_truth).norm();
+    eprintln!("frame 2: centroid off the truth by {off_mm:.2} mm");
     assert!(off_mm < 1.0, "centroid off by {off_mm:.2} mm");
     for (k, truth) in [(0usize, &identity), (1, &shrink_20)] {
         let want: BTreeSet<u32> = true_spots_off(truth, &a.planned).into_iter().collect();
         let got: BTreeSet<u32> = a.targets[k].spots_off.iter().copied().collect();
         let differ = want.symmetric_difference(&got).count();
         eprintln!(
-            "frame {}: {} spots off (truth {}, {differ} differ) of {}",
+            "frame {}: {} spots off (truth {}, {differ} differ) of {}; volume change {:+.1}% (truth {:+.1}%)",
             k + 1,
             got.len(),
             want.len(),
-            a.planned.len()
+            a.planned.len(),
+            a.targets[k].volume_change_pct,
+            truth.change_pct
         );
         assert_eq!(a.targets[k].spots_total as usize, a.planned.len());
         assert!(!want.is_empty());
@@ -278,6 +281,10 @@ fn the_target_is_tracked_in_every_frame_and_size_changes_and_implausible_fields_
         a.frames[2].detail
     );
     assert!(a.targets[2].accepted);
+    eprintln!(
+        "frame 3: volume change {:+.1}% (truth {:+.1}%)",
+        a.targets[2].volume_change_pct, shrink_40.change_pct
+    );
     assert!(
         (a.targets[2].volume_change_pct - shrink_40.change_pct).abs() <= 5.0,
         "audited {:+.1}% vs true {:+.1}%",
@@ -351,8 +358,13 @@ fn run(deformable_toml: &str, frames: &[(&Truth, VectorMm)], for_uid: &str) -> R
         .collect();
     for f in &frames {
         eprintln!(
-            "frame {}: {:?} {:?} | {}",
-            f.frame_id, f.outcome, f.hold_reason, f.detail
+            "frame {}: {:?} {:?}, register stage {:.0} ms, complete → wire {:.0} ms | {}",
+            f.frame_id,
+            f.outcome,
+            f.hold_reason,
+            f.stage_ns[1].unwrap_or(0) as f64 / 1e6,
+            f.latency_ns.unwrap_or(0) as f64 / 1e6,
+            f.detail
         );
     }
     for t in &targets {
