@@ -206,6 +206,10 @@ fn the_target_is_tracked_in_every_frame_and_size_changes_and_implausible_fields_
         ("−20 %", &shrink_20, -24.0, -14.0),
         ("−40 %", &shrink_40, -46.0, -34.0),
     ] {
+        eprintln!(
+            "{name}: true change {:+.1}%, true |w| max {:.2} mm",
+            t.change_pct, t.field_max_mm
+        );
         // the cases are what their names say
         assert!(
             (lo..=hi).contains(&t.change_pct),
