@@ -334,7 +334,6 @@ fn run(deformable_toml: &str, frames: &[(&Truth, VectorMm)], for_uid: &str) -> R
         extra_toml: format!(
             "[timing]\nbudget_ms = 30000\nvalidity_ms = 60000\n\n[deformable]\nenabled = true\n\
              spot_off_margin_mm = {SPOT_MARGIN_MM}\n\
-             # the frames are unrelated deformations, not a breathing sequence\nwarm_start = false\n\
              {deformable_toml}\n"
         ),
         ..RigOptions::default()

@@ -3,8 +3,8 @@
 //! when there is one) for the first frame and after any failure.
 //!
 //! With deformable tracking on (`[deformable]`), every frame the rigid answer can carry is
-//! then registered deformably on top of it ([`super::deform`]): warm from the last accepted
-//! field, cold after a hold. A rigid answer that failed only its residual-deformation check
+//! then registered deformably on top of it ([`super::deform`]): cold, or with
+//! `deformable.warm_start` warm from the last accepted field (cold after a hold). A rigid answer that failed only its residual-deformation check
 //! is carried too — the deformation is what describes such a frame, and its own checks
 //! decide. The frame holds when the deformable result is implausible
 //! (`deformation_implausible`) or the target's volume changed beyond the limit
@@ -143,7 +143,7 @@ fn deform(
             }
         }
         Ok(()) => {
-            *warm_field = Some(target.registration.field.clone());
+            keep_field(d.settings.warm_start, warm_field, &target);
             // The residual deformation the rigid check saw is what the field describes.
             if only_residual(reg) {
                 reg.verdict = Verdict::Accept;
@@ -153,4 +153,10 @@ fn deform(
         }
     }
     w.target = Some(Box::new(target));
+}
+
+/// Keeps the frame's field as the next frame's start (a copy of a few MB: only when warm
+/// starts are on).
+fn keep_field(warm_start: bool, warm_field: &mut Option<DisplacementField>, target: &FrameTarget) {
+    *warm_field = warm_start.then(|| target.registration.field.clone());
 }
