@@ -20,7 +20,9 @@
 //!    at most 2 % of the plan's spots;
 //! 3. a ≈ −40 % shrink with `max_volume_change_pct = 25`: held, `target_volume_changed`;
 //! 4. in a second session with `min_jacobian = 0.6`, a 20 mm stretch that compresses tissue
-//!    to 0.45 of its volume: held, `deformation_implausible`.
+//!    to 0.45 of its volume: held, `deformation_implausible`;
+//! 5. in a third, with deformable tracking off (the default), frame 2: held by the rigid
+//!    answer's residual-deformation check, no target recorded.
 
 mod support;
 
@@ -316,6 +318,18 @@ fn the_target_is_tracked_in_every_frame_and_size_changes_and_implausible_fields_
     assert_eq!(b.frames[0].hold_reason, Some(HoldReason::DeformationImplausible));
     assert!(!b.targets[0].accepted);
     assert!(b.targets[0].jacobian_min < MIN_JACOBIAN, "{:?}", b.targets[0]);
+
+    // 5. deformable tracking off (the default): the −20 % frame the deformable session
+    // corrected is held by the rigid answer's residual-deformation check, and no target is
+    // recorded
+    let off = run_with("", &[(&shrink_20, moved)], for_uid);
+    assert_eq!(
+        off.events[0].ticket.outcome,
+        Outcome::Held(HoldReason::ResidualDeformation),
+        "{}",
+        off.frames[0].detail
+    );
+    assert!(off.targets.is_empty() && off.events[0].target.is_none());
 }
 
 struct Run {
@@ -328,14 +342,19 @@ struct Run {
 /// One session with deformable tracking on and `deformable_toml` added to its table; each
 /// frame pushed after the one before finished.
 fn run(deformable_toml: &str, frames: &[(&Truth, VectorMm)], for_uid: &str) -> Run {
+    run_with(
+        &format!("[deformable]\nenabled = true\nspot_off_margin_mm = {SPOT_MARGIN_MM}\n{deformable_toml}\n"),
+        frames,
+        for_uid,
+    )
+}
+
+/// [`run`] with `table` as the session's `[deformable]` table (empty: the default, off).
+fn run_with(table: &str, frames: &[(&Truth, VectorMm)], for_uid: &str) -> Run {
     let mut rig = Rig::start(RigOptions {
-        // generous: the deformable kernel takes about half a second per cold frame, and the
+        // generous: the deformable kernel takes seconds per cold frame under load, and the
         // deadline rules apply unchanged (2 cores, tests in parallel)
-        extra_toml: format!(
-            "[timing]\nbudget_ms = 30000\nvalidity_ms = 60000\n\n[deformable]\nenabled = true\n\
-             spot_off_margin_mm = {SPOT_MARGIN_MM}\n\
-             {deformable_toml}\n"
-        ),
+        extra_toml: format!("[timing]\nbudget_ms = 30000\nvalidity_ms = 60000\n\n{table}"),
         ..RigOptions::default()
     });
     let planned: Vec<PointMm> = rig.session.adapt_plan.spot_targets_mm().collect();
