@@ -1027,6 +1027,15 @@ impl Config {
                 format!("must be ≥ 0, got {}", g.spot_off_margin_mm),
             ));
         }
+        // Surrogate-driven sets move the spots by the frame's rigid motion plus the predicted
+        // shift (`Adapter::adapt_shifted`), not through the field: together the two would
+        // steer by a motion the frame's depths were not measured for.
+        if g.enabled && self.surrogate.enabled {
+            return Err(bad(
+                "deformable.enabled",
+                "cannot be on together with surrogate.enabled: surrogate-driven sets do not follow the deformation".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -1302,6 +1311,15 @@ spot_off_margin_mm = 0
             let e = load(&format!("[deformable]\n{extra}\n")).unwrap_err().to_string();
             assert!(e.contains(key), "{extra}: {e}");
         }
+        std::fs::write(d.0.join("tracker.key"), b"x").unwrap();
+        let e =
+            load("[deformable]\nenabled = true\n[surrogate]\nenabled = true\nkey_file = \"tracker.key\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("deformable.enabled") && e.contains("surrogate.enabled"),
+            "{e}"
+        );
         let e = load("[deformable]\nmax_volume_change = 3\n")
             .unwrap_err()
             .to_string();
