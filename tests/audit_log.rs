@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ionguide::audit::{
     corrections_digest, summary, AuditError, AuditOptions, AuditReader, AuditRecord, AuditWriter,
-    Corrections, FrameRecord, Fsync, Outcome, SetupRecord, TailStatus, VERSION,
+    Corrections, FrameRecord, Fsync, Outcome, SetupRecord, TailStatus, TargetRecord, VERSION,
 };
 use ionguide::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
 
@@ -377,13 +377,14 @@ fn unchain(path: &Path) {
 
 /// Version 2 added setup records, version 3 the frames' reject reason and the plan's
 /// warnings, version 4 the frames' acquisition instant, version 5 the chain, version 6 the
-/// delivered spots and hold codes 14-17: a version 1 to 5 log still reads (records of the kinds whose layout is unchanged are relabelled here; an
+/// delivered spots and hold codes 14-17, version 7 the frame-target records (kind 9) and hold
+/// codes 18-19: a version 1 to 6 log still reads (records of the kinds whose layout is unchanged are relabelled here; an
 /// old frame record's bytes are checked in `tests/audit_vectors.rs`), but is not appended to
 /// (its readers would not know the new fields); unknown versions are refused by name.
 #[test]
 fn older_logs_read_but_are_not_appended_to() {
-    assert_eq!(VERSION, 6);
-    for old in [1u16, 2, 3, 4, 5] {
+    assert_eq!(VERSION, 7);
+    for old in [1u16, 2, 3, 4, 5, 6] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("v{old}.igaudit"));
         let mut w = AuditWriter::create(&path, 5, AuditOptions::default()).unwrap();
@@ -422,13 +423,13 @@ fn older_logs_read_but_are_not_appended_to() {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("appended to a version {old} log"),
         }
-        set_version(&path, 7);
+        set_version(&path, 8);
         match AuditReader::open(&path) {
-            Err(e @ AuditError::UnsupportedVersion { version: 7, .. }) => {
-                assert!(e.to_string().contains("reads 1 to 6"), "{e}")
+            Err(e @ AuditError::UnsupportedVersion { version: 8, .. }) => {
+                assert!(e.to_string().contains("reads 1 to 7"), "{e}")
             }
             Err(e) => panic!("{e}"),
-            Ok(_) => panic!("read a version 7 log"),
+            Ok(_) => panic!("read a version 8 log"),
         }
     }
 }
@@ -575,4 +576,85 @@ fn delivered_spots_records_read_from_hand_written_bytes() {
     assert_eq!(back, vec![record]);
     let s = summary(&path).unwrap();
     assert_eq!(s.delivered_spots, 2);
+}
+
+/// Kind 9 (the target in a frame, version 7), laid out by hand from `docs/audit-log.md`:
+/// after the chain prefix, kind, frame id u64, flags u8 (bit 0 accepted, bit 1 centroid
+/// present), volume, planned volume, change f64, centroid 3 × f64, Jacobian minimum, field
+/// maximum, inverse error, NCC f64, spots checked u32, switched-off count u32, then the
+/// indices u32. What the writer writes reads back the same; the record is not read from a
+/// version 6 log, whose readers would take it for damage.
+#[test]
+fn frame_target_records_read_from_hand_written_bytes() {
+    let record = AuditRecord::Target(TargetRecord {
+        frame_id: 12,
+        accepted: true,
+        volume_cc: 29.5,
+        planned_volume_cc: 36.25,
+        volume_change_pct: -18.62,
+        centroid_mm: Some([1.5, -2.0, 30.0]),
+        jacobian_min: 0.55,
+        field_max_mm: 6.25,
+        inverse_error_mm: 0.125,
+        similarity_ncc: 0.998,
+        spots_total: 40,
+        spots_off: vec![3, 17, 39],
+    });
+    let mut payload = 0u64.to_le_bytes().to_vec(); // seq 0
+    payload.extend_from_slice(&[0u8; 32]); // previous record's hash (not checked by the reader)
+    payload.push(9);
+    payload.extend_from_slice(&12u64.to_le_bytes());
+    payload.push(0b11);
+    for v in [29.5f64, 36.25, -18.62, 1.5, -2.0, 30.0, 0.55, 6.25, 0.125, 0.998] {
+        payload.extend_from_slice(&v.to_le_bytes());
+    }
+    payload.extend_from_slice(&40u32.to_le_bytes());
+    payload.extend_from_slice(&3u32.to_le_bytes());
+    for i in [3u32, 17, 39] {
+        payload.extend_from_slice(&i.to_le_bytes());
+    }
+    let read = |version: u16, payload: &[u8]| {
+        let mut r = AuditReader::from_bytes(hand_written_log(version, payload), Path::new("hand")).unwrap();
+        let records: Vec<AuditRecord> = r.by_ref().collect();
+        (records, r.status().cloned())
+    };
+    assert_eq!(
+        read(VERSION, &payload),
+        (vec![record.clone()], Some(TailStatus::Clean))
+    );
+    assert!(matches!(read(6, &payload).1, Some(TailStatus::Corrupt { .. })));
+    // an undefined flag bit, or a count beyond the bytes present, does not decode
+    let mut flags = payload.clone();
+    flags[49] = 0b111;
+    assert!(matches!(
+        read(VERSION, &flags).1,
+        Some(TailStatus::Corrupt { .. })
+    ));
+    let mut overlong = payload.clone();
+    let at = 40 + 1 + 8 + 1 + 80 + 4;
+    overlong[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        read(VERSION, &overlong).1,
+        Some(TailStatus::Corrupt { .. })
+    ));
+    // no centroid: bit 1 clear, three zeros in its place
+    let mut vanished = payload.clone();
+    vanished[49] = 0b01;
+    let (records, _) = read(VERSION, &vanished);
+    match &records[..] {
+        [AuditRecord::Target(t)] => assert_eq!(t.centroid_mm, None),
+        other => panic!("{other:?}"),
+    }
+    // the writer's record reads back the same, and the summary counts it
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.igaudit");
+    let mut w = AuditWriter::create(&path, 9, AuditOptions::default()).unwrap();
+    w.write(&record).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    let mut r = AuditReader::open(&path).unwrap();
+    let back: Vec<AuditRecord> = r.by_ref().collect();
+    assert_eq!(back, vec![record]);
+    let s = summary(&path).unwrap();
+    assert_eq!((s.targets, s.spots_off), (1, 3));
 }

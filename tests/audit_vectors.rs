@@ -211,11 +211,11 @@ fn written(options: AuditOptions, frames: &[FrameRecord]) -> Vec<u8> {
 /// SHA-256 of the whole previous record, of the header for the first), docs/audit-log.md
 /// "Chain".
 fn chained(payloads: &[Vec<u8>]) -> Vec<u8> {
-    chained_as(6, payloads)
+    chained_as(7, payloads)
 }
 
-/// [`chained`] behind a header of format `version` (5 and 6 share the layout: 6 adds record
-/// kinds and hold codes).
+/// [`chained`] behind a header of format `version` (5, 6 and 7 share the layout: 6 and 7
+/// add record kinds and hold codes).
 fn chained_as(version: u16, payloads: &[Vec<u8>]) -> Vec<u8> {
     let mut bytes = header(version);
     let mut prev: [u8; 32] = Sha256::digest(&bytes).into();
@@ -247,10 +247,15 @@ fn hand_written_frames_decode_and_the_writer_produces_them() {
     assert_eq!(version, 5);
     assert_eq!(status, TailStatus::Clean);
     assert_eq!(records, want_records);
-    // version 6 (the writer's): the same layout; the writer produces exactly these bytes
+    // version 6: the same payloads, still read
+    let (version, records, status) = read(chained_as(6, &[rejected_payload(4), corrected_payload(false)]));
+    assert_eq!(version, 6);
+    assert_eq!(status, TailStatus::Clean);
+    assert_eq!(records, want_records);
+    // version 7 (the writer's): the same layout; the writer produces exactly these bytes
     let bytes = chained(&[rejected_payload(4), corrected_payload(false)]);
     let (version, records, status) = read(bytes.clone());
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     assert_eq!(status, TailStatus::Clean);
     assert_eq!(records, want_records);
     assert_eq!(

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use ionguide::audit::{
     AuditKey, AuditReader, AuditRecord, AuditSummary, Corrections, FrameRecord, SetupRecord, TailStatus,
-    Verification,
+    TargetRecord, Verification,
 };
 use ionguide::geometry::RigidTransform;
 use nalgebra::{Matrix3, Rotation3, Vector3};
@@ -103,6 +103,7 @@ struct Report<'a> {
     session: Option<&'a AuditRecord>,
     setups: Vec<&'a SetupRecord>,
     frames: Vec<&'a FrameRecord>,
+    targets: Vec<&'a TargetRecord>,
     links: Vec<&'a AuditRecord>,
     shutdown: Option<&'a AuditRecord>,
 }
@@ -114,6 +115,7 @@ impl<'a> Report<'a> {
             session: None,
             setups: Vec::new(),
             frames: Vec::new(),
+            targets: Vec::new(),
             links: Vec::new(),
             shutdown: None,
         };
@@ -123,6 +125,7 @@ impl<'a> Report<'a> {
                 AuditRecord::SessionStart { .. } => r.session = r.session.or(Some(rec)),
                 AuditRecord::Setup(s) => r.setups.push(s),
                 AuditRecord::Frame(f) => r.frames.push(f),
+                AuditRecord::Target(t) => r.targets.push(t),
                 AuditRecord::Link { .. } => r.links.push(rec),
                 AuditRecord::Shutdown { .. } => r.shutdown = Some(rec),
                 // counted in `counts.acks`
@@ -216,6 +219,9 @@ impl<'a> Report<'a> {
                 self.counts.delivered_spots
             );
         }
+        if let Some(text) = self.targets_text() {
+            out += &text;
+        }
         out += &format!("link      {} event(s)\n", self.links.len());
         for l in &self.links {
             if let AuditRecord::Link {
@@ -238,6 +244,36 @@ impl<'a> Report<'a> {
         }
         out += &format!("file      {}\n", tail_text(tail));
         out
+    }
+
+    /// Deformable tracking's frame targets: how many, the volume change's range and the
+    /// last frame's target (kind 9 records; `None` without any).
+    fn targets_text(&self) -> Option<String> {
+        let last = self.targets.last()?;
+        let (lo, hi) = self
+            .targets
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
+                (lo.min(t.volume_change_pct), hi.max(t.volume_change_pct))
+            });
+        let rejected = self.targets.iter().filter(|t| !t.accepted).count();
+        let centroid = last.centroid_mm.map_or("none".into(), |c| {
+            format!("({:.1}, {:.1}, {:.1}) mm", c[0], c[1], c[2])
+        });
+        Some(format!(
+            "target    {} frame(s) tracked deformably ({rejected} rejected), volume change {lo:+.1}…{hi:+.1}% from plan, {} spot-frame(s) switched off\n          \
+             last: frame {}: {:.2} cc ({:+.1}% from {:.2} cc), centroid {centroid}, J min {:.3}, |u| max {:.1} mm, {}/{} spots off\n",
+            self.targets.len(),
+            self.counts.spots_off,
+            last.frame_id,
+            last.volume_cc,
+            last.volume_change_pct,
+            last.planned_volume_cc,
+            last.jacobian_min,
+            last.field_max_mm,
+            last.spots_off.len(),
+            last.spots_total,
+        ))
     }
 
     fn json(&self, tail: &TailStatus, version: u16) -> Value {
@@ -305,10 +341,28 @@ impl<'a> Report<'a> {
             "link_events": links,
             "controller_acks": &self.counts.acks,
             "delivered_spots": self.counts.delivered_spots,
+            "targets": self.targets.iter().map(|t| target_json(t)).collect::<Vec<_>>(),
             "shutdown": shutdown,
             "tail": tail,
         })
     }
+}
+
+fn target_json(t: &TargetRecord) -> Value {
+    json!({
+        "frame_id": t.frame_id,
+        "accepted": t.accepted,
+        "volume_cc": t.volume_cc,
+        "planned_volume_cc": t.planned_volume_cc,
+        "volume_change_pct": t.volume_change_pct,
+        "centroid_mm": t.centroid_mm,
+        "jacobian_min": t.jacobian_min,
+        "field_max_mm": t.field_max_mm,
+        "inverse_error_mm": t.inverse_error_mm,
+        "similarity_ncc": t.similarity_ncc,
+        "spots_off": t.spots_off,
+        "spots_total": t.spots_total,
+    })
 }
 
 fn setup_text(s: &SetupRecord) -> String {

@@ -47,6 +47,18 @@ struct FramePoint {
     latency_ms: Option<f64>,
 }
 
+/// The target in the newest frame tracked deformably.
+#[derive(Debug, Clone, Serialize)]
+struct TargetPoint {
+    frame_id: u64,
+    volume_cc: f64,
+    volume_change_pct: f64,
+    field_max_mm: f64,
+    jacobian_min: f64,
+    spots_off: u32,
+    spots_total: u32,
+}
+
 /// A time the beam was held.
 #[derive(Debug, Clone, Serialize)]
 struct HoldSpan {
@@ -72,6 +84,8 @@ struct Snapshot {
     latency_p99_ms: f64,
     recent: VecDeque<FramePoint>,
     holds: VecDeque<HoldSpan>,
+    /// The newest frame's target, with deformable tracking on.
+    target: Option<TargetPoint>,
     actions_enabled: bool,
     ended: bool,
 }
@@ -146,6 +160,17 @@ impl ConsoleState {
             }
             Outcome::Dropped => s.dropped += 1,
             Outcome::Pending => {}
+        }
+        if let Some(g) = &e.target {
+            s.target = Some(TargetPoint {
+                frame_id: t.frame_id,
+                volume_cc: g.volume_cc,
+                volume_change_pct: g.volume_change_pct,
+                field_max_mm: g.field_max_mm,
+                jacobian_min: g.jacobian_min,
+                spots_off: g.spots_off,
+                spots_total: g.spots_total,
+            });
         }
         s.recent.push_back(FramePoint {
             id: t.frame_id,

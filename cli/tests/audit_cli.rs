@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use ionguide::audit::{
-    AuditOptions, AuditRecord, AuditWriter, Corrections, FrameRecord, Outcome, SetupRecord,
+    AuditOptions, AuditRecord, AuditWriter, Corrections, FrameRecord, Outcome, SetupRecord, TargetRecord,
 };
 use ionguide::correction::{HoldReason, RangeMode, RejectReason, SpotCorrection};
 use ionguide::geometry::{RigidTransform, RoomSetup};
@@ -95,6 +95,24 @@ fn write_session(path: &Path) {
         ..FrameRecord::default()
     })
     .unwrap();
+    // deformable tracking's target in two frames
+    for (frame_id, change_pct, off) in [(1u64, -4.0, vec![2u32]), (2, -12.5, vec![2, 5, 6])] {
+        w.write(&AuditRecord::Target(TargetRecord {
+            frame_id,
+            accepted: true,
+            volume_cc: 40.0 * (1.0 + change_pct / 100.0),
+            planned_volume_cc: 40.0,
+            volume_change_pct: change_pct,
+            centroid_mm: Some([1.0, 2.0, 3.0]),
+            jacobian_min: 0.8,
+            field_max_mm: 2.5,
+            inverse_error_mm: 0.1,
+            similarity_ncc: 0.99,
+            spots_total: 7,
+            spots_off: off,
+        }))
+        .unwrap();
+    }
     w.write(&AuditRecord::Link {
         unix_ns: T0 + 5_000_000_000,
         code: 3,
@@ -128,7 +146,7 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, text) = audit(&path, &[]);
     assert!(out.status.success(), "{text}");
     for want in [
-        "format version 6",
+        "format version 7",
         "started 2026-11-30 00:53:20.000 UTC",
         "plan 1.2.826.0.1.3680043.8.274.1.1.99",
         &"ab".repeat(32),
@@ -142,6 +160,8 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
         // 98 latencies 1..=98 ms: nearest-rank p50 is the 49th, p99 the 98th
         "p50 49.00 ms, p99 98.00 ms, max 98.00 ms",
         "controller ack late: 41 ms",
+        "target    2 frame(s) tracked deformably (0 rejected), volume change -12.5…-4.0% from plan, 4 spot-frame(s) switched off",
+        "last: frame 2: 35.00 cc (-12.5% from 40.00 cc), centroid (1.0, 2.0, 3.0) mm, J min 0.800, |u| max 2.5 mm, 3/7 spots off",
         "(signal)",
         "ends cleanly",
     ] {
@@ -151,7 +171,10 @@ fn a_whole_session_is_summarized_with_its_setup_and_latencies() {
     let (out, json) = audit(&path, &["--json", "--frames"]);
     assert!(out.status.success(), "{json}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format_version"], 6);
+    assert_eq!(v["format_version"], 7);
+    assert_eq!(v["targets"].as_array().unwrap().len(), 2);
+    assert_eq!(v["targets"][1]["volume_change_pct"], -12.5);
+    assert_eq!(v["targets"][1]["spots_off"], serde_json::json!([2, 5, 6]));
     assert_eq!(v["reject_reasons"]["not_ct"], 1);
     assert_eq!(v["frames"][100]["reject_reason"], "not_ct");
     assert_eq!(v["frames"][100]["hold_reason"], "corrupt_frame");

@@ -224,11 +224,18 @@ pub enum HoldReason {
     /// The correlation model has too few CT frames to be used (start of session, or after
     /// it was reset).
     ModelNotReady,
+    /// (Deformable tracking) the target's volume in the frame differs from the plan's by
+    /// more than the configured limit: the plan no longer fits the tumor, re-plan needed.
+    TargetVolumeChanged,
+    /// (Deformable tracking) the deformable registration's result is not plausible: the
+    /// field folds (Jacobian determinant too small), its inverse is inconsistent, it is
+    /// larger than the limit, or the deformed frame does not look like the planning CT.
+    DeformationImplausible,
 }
 
 impl HoldReason {
     /// Every reason, in code order.
-    pub const ALL: [HoldReason; 17] = [
+    pub const ALL: [HoldReason; 19] = [
         HoldReason::NotReady,
         HoldReason::DeadlineMissed,
         HoldReason::CorruptFrame,
@@ -246,6 +253,8 @@ impl HoldReason {
         HoldReason::SurrogateLost,
         HoldReason::ModelDisagrees,
         HoldReason::ModelNotReady,
+        HoldReason::TargetVolumeChanged,
+        HoldReason::DeformationImplausible,
     ];
 
     /// Wire and audit code (stable; never renumber).
@@ -268,6 +277,8 @@ impl HoldReason {
             HoldReason::SurrogateLost => 15,
             HoldReason::ModelDisagrees => 16,
             HoldReason::ModelNotReady => 17,
+            HoldReason::TargetVolumeChanged => 18,
+            HoldReason::DeformationImplausible => 19,
         }
     }
 
@@ -296,6 +307,8 @@ impl HoldReason {
             HoldReason::SurrogateLost => "surrogate_lost",
             HoldReason::ModelDisagrees => "model_disagrees",
             HoldReason::ModelNotReady => "model_not_ready",
+            HoldReason::TargetVolumeChanged => "target_volume_changed",
+            HoldReason::DeformationImplausible => "deformation_implausible",
         }
     }
 }

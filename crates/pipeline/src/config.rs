@@ -44,6 +44,78 @@ pub struct Config {
     /// Surrogate-driven corrections between CT frames (off by default).
     #[serde(default)]
     pub surrogate: SurrogateConfig,
+    /// Deformable tracking of the target after the rigid registration (off by default).
+    #[serde(default)]
+    pub deformable: DeformableConfig,
+}
+
+/// `[deformable]`: a demons registration of every frame on top of the rigid one, in the
+/// registration region (the target's bounding box plus `registration.margin_mm`); the
+/// planning target carried into the frame (its volume, change from the plan, centroid); the
+/// spots moved through rigid ∘ deformation; spots whose mapped Bragg point falls outside
+/// the frame's target plus `spot_off_margin_mm` counted as switched off. Off by default:
+/// with it off nothing changes. With it on, a rigid answer that fails only its
+/// residual-deformation check (hold 14) is not held: the deformation is what describes the
+/// frame, and its own checks decide.
+///
+/// The kernel took about 0.5 s for a cold frame when this was written (warm frames are
+/// faster); the pipeline's deadline (`timing.budget_ms`) applies unchanged, so a session
+/// with it on needs a budget that covers it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeformableConfig {
+    /// Whether every frame is registered deformably after the rigid registration.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Grid spacing of the field, mm (default 2).
+    #[serde(default = "default_deform_spacing")]
+    pub spacing_mm: f64,
+    /// Largest |change of the target's volume from the plan|, % (default 25): beyond it the
+    /// frame is held, `target_volume_changed` (re-plan needed).
+    #[serde(default = "default_deform_volume_change")]
+    pub max_volume_change_pct: f64,
+    /// Largest displacement of the field, mm (default 20): beyond it,
+    /// `deformation_implausible`.
+    #[serde(default = "default_deform_field")]
+    pub max_field_mm: f64,
+    /// Smallest Jacobian determinant of the field, in [0, 1) (default 0.2): at or below it the
+    /// field (nearly) folds, `deformation_implausible`.
+    #[serde(default = "default_deform_jacobian")]
+    pub min_jacobian: f64,
+    /// Largest inverse-consistency error of the field, mm (default 1).
+    #[serde(default = "default_deform_inverse")]
+    pub max_inverse_error_mm: f64,
+    /// Smallest NCC over the region after deformation, in (0, 1] (default 0.85).
+    #[serde(default = "default_min_ncc")]
+    pub min_similarity: f64,
+    /// A spot whose mapped Bragg point lies farther than this from the frame's target is
+    /// switched off, mm (default 5).
+    #[serde(default = "default_deform_spot_margin")]
+    pub spot_off_margin_mm: f64,
+    /// Start each frame from the previous accepted frame's field (the kernel's warm start:
+    /// finest level only, a few iterations); a frame after a held one starts cold. Default
+    /// false: measured on STS_001 (`sim/tests/pipeline_deformable.rs` with it on), a frame
+    /// whose target shrank 19 % since the frame before was warm-started from that frame's
+    /// field, under-recovered (−7.8 % audited) and passed every check — a wrong answer
+    /// corrected. Cold costs about twice the time (2.6 against 1.3 s there).
+    #[serde(default)]
+    pub warm_start: bool,
+}
+
+impl Default for DeformableConfig {
+    fn default() -> Self {
+        DeformableConfig {
+            enabled: false,
+            spacing_mm: default_deform_spacing(),
+            max_volume_change_pct: default_deform_volume_change(),
+            max_field_mm: default_deform_field(),
+            min_jacobian: default_deform_jacobian(),
+            max_inverse_error_mm: default_deform_inverse(),
+            min_similarity: default_min_ncc(),
+            spot_off_margin_mm: default_deform_spot_margin(),
+            warm_start: false,
+        }
+    }
 }
 
 /// Surrogate-driven tracking between CT frames: the tracking system's SURROGATE stream
@@ -554,6 +626,24 @@ fn default_max_object() -> usize {
 fn default_max_spots() -> usize {
     200_000
 }
+fn default_deform_spacing() -> f64 {
+    2.0
+}
+fn default_deform_volume_change() -> f64 {
+    25.0
+}
+fn default_deform_field() -> f64 {
+    20.0
+}
+fn default_deform_jacobian() -> f64 {
+    0.2
+}
+fn default_deform_inverse() -> f64 {
+    1.0
+}
+fn default_deform_spot_margin() -> f64 {
+    5.0
+}
 fn default_surrogate_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 47_810))
 }
@@ -892,7 +982,61 @@ impl Config {
                 "is true but realtime.priority is 0: give the priority that is required".into(),
             ));
         }
+        self.validate_deformable(path)?;
         self.validate_surrogate(path)
+    }
+
+    fn validate_deformable(&self, path: &Path) -> Result<(), ConfigError> {
+        let g = &self.deformable;
+        let bad = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        for (key, v) in [
+            ("deformable.spacing_mm", g.spacing_mm),
+            ("deformable.max_volume_change_pct", g.max_volume_change_pct),
+            ("deformable.max_field_mm", g.max_field_mm),
+            ("deformable.max_inverse_error_mm", g.max_inverse_error_mm),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(key, format!("must be a positive number, got {v}")));
+            }
+        }
+        if !(0.5..=10.0).contains(&g.spacing_mm) {
+            return Err(bad(
+                "deformable.spacing_mm",
+                format!("must be 0.5..=10 mm, got {}", g.spacing_mm),
+            ));
+        }
+        if !(g.min_jacobian.is_finite() && (0.0..1.0).contains(&g.min_jacobian)) {
+            return Err(bad(
+                "deformable.min_jacobian",
+                format!("must be in [0, 1), got {}", g.min_jacobian),
+            ));
+        }
+        if !(g.min_similarity > 0.0 && g.min_similarity <= 1.0) {
+            return Err(bad(
+                "deformable.min_similarity",
+                format!("must be in (0, 1], got {}", g.min_similarity),
+            ));
+        }
+        if !(g.spot_off_margin_mm.is_finite() && g.spot_off_margin_mm >= 0.0) {
+            return Err(bad(
+                "deformable.spot_off_margin_mm",
+                format!("must be ≥ 0, got {}", g.spot_off_margin_mm),
+            ));
+        }
+        // Surrogate-driven sets move the spots by the frame's rigid motion plus the predicted
+        // shift (`Adapter::adapt_shifted`), not through the field: together the two would
+        // steer by a motion the frame's depths were not measured for.
+        if g.enabled && self.surrogate.enabled {
+            return Err(bad(
+                "deformable.enabled",
+                "cannot be on together with surrogate.enabled: surrogate-driven sets do not follow the deformation".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_surrogate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -1130,6 +1274,59 @@ path = "audit/session.audit"
             let e = load(&format!("[surrogate]\n{extra}\n")).unwrap_err().to_string();
             assert!(e.contains(key), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn deformable_is_off_by_default_with_documented_defaults_and_its_keys_are_checked_by_name() {
+        let d = session_dir();
+        let load = |extra: &str| Config::from_toml_str(&format!("{GOOD}{extra}"), Path::new("s.toml"), &d.0);
+        let c = load("").unwrap();
+        assert!(!c.deformable.enabled);
+        assert_eq!(c.deformable, DeformableConfig::default());
+        assert_eq!(c.deformable.max_volume_change_pct, 25.0);
+        assert_eq!(c.deformable.max_field_mm, 20.0);
+        assert_eq!(c.deformable.spot_off_margin_mm, 5.0);
+        assert!(!c.deformable.warm_start);
+        let c = load(
+            "[deformable]
+enabled = true
+max_volume_change_pct = 30
+spot_off_margin_mm = 0
+",
+        )
+        .unwrap();
+        assert!(c.deformable.enabled);
+        assert_eq!(c.deformable.max_volume_change_pct, 30.0);
+        assert_eq!(c.deformable.spot_off_margin_mm, 0.0);
+        for (extra, key) in [
+            ("max_volume_change_pct = 0", "deformable.max_volume_change_pct"),
+            ("max_field_mm = -2", "deformable.max_field_mm"),
+            ("min_jacobian = 1", "deformable.min_jacobian"),
+            ("min_jacobian = -0.1", "deformable.min_jacobian"),
+            ("spacing_mm = 0.1", "deformable.spacing_mm"),
+            ("min_similarity = 0", "deformable.min_similarity"),
+            ("spot_off_margin_mm = -1", "deformable.spot_off_margin_mm"),
+            ("max_inverse_error_mm = nan", "deformable.max_inverse_error_mm"),
+        ] {
+            let e = load(&format!("[deformable]\n{extra}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        std::fs::write(d.0.join("tracker.key"), b"x").unwrap();
+        let e =
+            load("[deformable]\nenabled = true\n[surrogate]\nenabled = true\nkey_file = \"tracker.key\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("deformable.enabled") && e.contains("surrogate.enabled"),
+            "{e}"
+        );
+        let e = load("[deformable]\nmax_volume_change = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field") && e.contains("max_volume_change"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -191,6 +191,10 @@ impl AdaptPlan {
     pub fn spot_count(&self) -> usize {
         self.spots.len()
     }
+    /// Every spot's planned target point (its Bragg peak in the planning CT), plan order.
+    pub fn spot_targets_mm(&self) -> impl Iterator<Item = PointMm> + '_ {
+        self.spots.iter().map(|g| g.target_mm)
+    }
     /// Number of beams.
     pub fn beam_count(&self) -> usize {
         self.beams.len()

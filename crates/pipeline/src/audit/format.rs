@@ -3,11 +3,12 @@
 
 use sha2::{Digest, Sha256};
 
+use super::TargetRecord;
 use super::{
     AckOutcome, AuditError, AuditRecord, ChainLink, Checkpoint, Corrections, FrameRecord, Outcome,
     SetupRecord, ACQUIRED_VERSION, CHAIN_VERSION, HEADER_LEN, KIND_ACK, KIND_CHECKPOINT, KIND_DELIVERED,
-    KIND_FRAME, KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, MAGIC, NONE_U64, PLAN_WARNINGS_VERSION,
-    REJECT_REASON_VERSION, SPOT_BYTES, VERSION,
+    KIND_FRAME, KIND_LINK, KIND_SESSION, KIND_SETUP, KIND_SHUTDOWN, KIND_TARGET, MAGIC, NONE_U64,
+    PLAN_WARNINGS_VERSION, REJECT_REASON_VERSION, SPOT_BYTES, TARGET_VERSION, VERSION,
 };
 use crate::correction::{
     DeliveredSpot, HoldReason, RangeMode, RejectReason, SpotCorrection, DELIVERED_SPOT_BYTES,
@@ -256,6 +257,38 @@ pub(super) fn decode(payload: &[u8], version: u16) -> Option<(Option<ChainLink>,
                 spots,
             }
         }
+        KIND_TARGET if version >= TARGET_VERSION => {
+            let frame_id = d.u64()?;
+            let flags = d.u8()?;
+            if flags & !3 != 0 {
+                return None;
+            }
+            let volume_cc = d.f64()?;
+            let planned_volume_cc = d.f64()?;
+            let volume_change_pct = d.f64()?;
+            let centroid = [d.f64()?, d.f64()?, d.f64()?];
+            AuditRecord::Target(TargetRecord {
+                frame_id,
+                accepted: flags & 1 != 0,
+                volume_cc,
+                planned_volume_cc,
+                volume_change_pct,
+                centroid_mm: (flags & 2 != 0).then_some(centroid),
+                jacobian_min: d.f64()?,
+                field_max_mm: d.f64()?,
+                inverse_error_mm: d.f64()?,
+                similarity_ncc: d.f64()?,
+                spots_total: d.u32()?,
+                spots_off: {
+                    let n = d.u32()? as usize;
+                    // the count is checked against the bytes present before anything is reserved
+                    let raw = d.take(n.checked_mul(4)?)?;
+                    raw.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect()
+                },
+            })
+        }
         KIND_LINK => AuditRecord::Link {
             unix_ns: d.u64()?,
             code: d.u16()?,
@@ -453,6 +486,35 @@ pub(super) fn encode_record(b: &mut Vec<u8>, record: &AuditRecord, full: bool) -
             b.extend_from_slice(&n.to_le_bytes());
             for d in spots {
                 b.extend_from_slice(&d.to_le_bytes());
+            }
+        }
+        AuditRecord::Target(t) => {
+            b.push(KIND_TARGET);
+            b.extend_from_slice(&t.frame_id.to_le_bytes());
+            b.push(u8::from(t.accepted) | (u8::from(t.centroid_mm.is_some()) << 1));
+            for v in [t.volume_cc, t.planned_volume_cc, t.volume_change_pct] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in t.centroid_mm.unwrap_or_default() {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [
+                t.jacobian_min,
+                t.field_max_mm,
+                t.inverse_error_mm,
+                t.similarity_ncc,
+            ] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&t.spots_total.to_le_bytes());
+            let n = u32::try_from(t.spots_off.len()).map_err(|_| AuditError::FieldTooLong {
+                field: "spots switched off",
+                len: t.spots_off.len(),
+                max: u32::MAX as usize,
+            })?;
+            b.extend_from_slice(&n.to_le_bytes());
+            for i in &t.spots_off {
+                b.extend_from_slice(&i.to_le_bytes());
             }
         }
         AuditRecord::Shutdown { unix_ns, reason } => {

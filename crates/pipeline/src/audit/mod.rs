@@ -2,13 +2,14 @@
 //! dropped — with why, its latency and the corrections sent; plus session, link and shutdown
 //! events. Append-only, every record checksummed, readable after a crash.
 //!
-//! # File format (version 5, all integers little-endian; versions 1 to 4 are read too)
+//! # File format (version 7, all integers little-endian; versions 1 to 6 are read too)
 //!
 //! ```text
 //! header (32 bytes)
 //!   0  magic        8  b"IGAUDIT\n"
-//!   8  version      u16  5 (4: no chain; 3: no acquisition instant; 2: frames without reject
-//!                          reason, session start without plan warnings; 1: also no setup records)
+//!   8  version      u16  7 (6: no frame-target records; 5: no delivered spots; 4: no chain;
+//!                          3: no acquisition instant; 2: frames without reject reason,
+//!                          session start without plan warnings; 1: also no setup records)
 //!  10  flags        u16  0 (reserved)
 //!  12  header_len   u32  32
 //!  16  session_start_unix_ns u64
@@ -35,8 +36,9 @@
 //! the record iterator skips them.//!
 //! Strings are `u16` length + UTF-8. Optional integers use `u64::MAX` for "none"; optional
 //! floats a flag bit. Payload kinds: 1 session start, 2 frame, 3 link event, 4 shutdown, 5
-//! setup (how in-room coordinates map to the plan's; see `docs/audit-log.md` for the field
-//! tables and the reject reason codes). A frame's corrections are kept in full (20 bytes
+//! setup (how in-room coordinates map to the plan's), 6 checkpoint, 7 controller
+//! acknowledgement, 8 delivered spots, 9 the target in a frame (version 7, deformable
+//! tracking); see `docs/audit-log.md` for the field tables and the reject reason codes. A frame's corrections are kept in full (20 bytes
 //! per spot, the wire's encoding: [`SpotCorrection::to_le_bytes`]) or, when configured,
 //! only as the SHA-256 of exactly those bytes ([`corrections_digest`]), so a replay can
 //! still be checked against the log.
@@ -85,7 +87,7 @@ pub use writer::{AuditOptions, AuditWriter, Fsync};
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"IGAUDIT\n";
 /// Format version this code writes (and the newest it reads).
-pub const VERSION: u16 = 6;
+pub const VERSION: u16 = 7;
 /// Oldest format version this code reads (version 1 has no setup records, versions 1 and 2
 /// no reject reason in frame records).
 pub const OLDEST_READ_VERSION: u16 = 1;
@@ -101,6 +103,8 @@ pub const CHAIN_VERSION: u16 = 5;
 /// Bytes of the chain prefix of a version 5 payload: seq u64 and the previous record's
 /// SHA-256.
 pub const CHAIN_PREFIX_BYTES: usize = 8 + 32;
+/// First format version with frame-target records (kind 9, deformable tracking).
+pub const TARGET_VERSION: u16 = 7;
 /// Records between two checkpoints when the configuration does not say.
 pub const DEFAULT_CHECKPOINT_EVERY: u32 = 1000;
 /// The label a checkpoint's HMAC input starts with, so an audit MAC can never be mistaken
@@ -121,6 +125,7 @@ const KIND_SETUP: u8 = 5;
 const KIND_CHECKPOINT: u8 = 6;
 const KIND_ACK: u8 = 7;
 const KIND_DELIVERED: u8 = 8;
+const KIND_TARGET: u8 = 9;
 const NONE_U64: u64 = u64::MAX;
 
 /// Why the audit log could not be written or opened.
@@ -414,6 +419,9 @@ pub enum AuditRecord {
         /// The spots (pieces) in delivery order.
         spots: Vec<crate::correction::DeliveredSpot>,
     },
+    /// The target in a frame, from deformable tracking (kind 9, version 7): written after
+    /// the frame's record for every frame the deformable registration ran on.
+    Target(TargetRecord),
     /// The session ended.
     Shutdown {
         /// When, ns since the UNIX epoch.
@@ -421,6 +429,39 @@ pub enum AuditRecord {
         /// Why.
         reason: String,
     },
+}
+
+/// The planning target carried into one frame by the deformable registration (kind 9).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TargetRecord {
+    /// The frame.
+    pub frame_id: u64,
+    /// Whether the deformable registration passed its checks (folding, inverse
+    /// consistency, field size, similarity); a rejected one holds the frame
+    /// (`deformation_implausible`) and its numbers say why.
+    pub accepted: bool,
+    /// The target's volume in the frame, cm³.
+    pub volume_cc: f64,
+    /// The planning target's volume, cm³.
+    pub planned_volume_cc: f64,
+    /// `100 · (volume / planned − 1)`, %.
+    pub volume_change_pct: f64,
+    /// The target's centroid in the frame, patient mm (`None`: the target vanished).
+    pub centroid_mm: Option<[f64; 3]>,
+    /// Smallest Jacobian determinant of the field (≤ 0: folding).
+    pub jacobian_min: f64,
+    /// Largest displacement of the field, mm.
+    pub field_max_mm: f64,
+    /// Largest inverse-consistency error, mm.
+    pub inverse_error_mm: f64,
+    /// NCC over the region after deformation.
+    pub similarity_ncc: f64,
+    /// Spots checked against the frame's target (the plan's; 0 when the frame was held
+    /// before its spots were mapped).
+    pub spots_total: u32,
+    /// Plan-order indices of the spots switched off: their mapped Bragg point lies farther
+    /// than the configured margin from the frame's target.
+    pub spots_off: Vec<u32>,
 }
 
 /// Where a version 5 record sits in the chain.

@@ -30,6 +30,10 @@ pub struct AuditSummary {
     pub acks: BTreeMap<&'static str, u64>,
     /// Spots (pieces) the controller reported delivered (kind 8 records).
     pub delivered_spots: u64,
+    /// Frame-target records (kind 9, deformable tracking).
+    pub targets: u64,
+    /// Spots switched off, summed over the frame-target records.
+    pub spots_off: u64,
     /// Frames with a latency, and the largest, ns.
     pub max_latency_ns: Option<u64>,
     /// How the log ends.
@@ -57,6 +61,10 @@ impl AuditSummary {
             AuditRecord::Setup(_) => self.setups += 1,
             AuditRecord::ControllerAck { status, .. } => *self.acks.entry(status.name()).or_default() += 1,
             AuditRecord::Delivered { spots, .. } => self.delivered_spots += spots.len() as u64,
+            AuditRecord::Target(t) => {
+                self.targets += 1;
+                self.spots_off += t.spots_off.len() as u64;
+            }
             AuditRecord::Frame(f) => {
                 self.frames += 1;
                 *self

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::deform::FullMotion;
 use super::session::Session;
 use super::stages::StageIo;
 use super::surrogate_stage::EvidenceTap;
@@ -34,7 +35,22 @@ pub fn run(mut io: StageIo, session: Arc<Session>, tap: Option<EvidenceTap>) {
                 frame_id: w.ticket.frame_id,
                 valid_until_unix_ns: w.ticket.valid_until_unix_ns,
             };
-            match adapter.adapt(stamp, &reg, &w.wepl, &mut w.corrections) {
+            let adapted = match &mut w.target {
+                Some(t) => {
+                    let motion = FullMotion(&t.registration);
+                    let result = adapter.adapt_with(stamp, &reg, &motion, &w.wepl, &mut w.corrections);
+                    if result.is_ok() {
+                        let margin_mm = session
+                            .deform
+                            .as_ref()
+                            .map_or(0.0, |d| d.settings.spot_off_margin_mm);
+                        t.switch_off(session.adapt_plan.spot_targets_mm(), margin_mm);
+                    }
+                    result
+                }
+                None => adapter.adapt(stamp, &reg, &w.wepl, &mut w.corrections),
+            };
+            match adapted {
                 Err(hold) => w.decide(Outcome::Held(hold.reason), format_args!("{hold}")),
                 Ok(_) => {
                     if let Some(tap) = &tap {

@@ -423,6 +423,7 @@ fn finish(s: &mut LinkStage, st: &mut State, mut w: Box<Work>) -> Result<(), aud
         }),
         ncc: reg.map(|g| g.similarity_ncc),
         set: Some(&w.corrections),
+        target: w.target.as_ref().map(|t| t.record(w.ticket.frame_id)),
     };
     audit_frame(s, st, &w.ticket, &w.origin, &w.detail, evidence)?;
     s.pool.give(w);
@@ -516,6 +517,7 @@ fn finish_surrogate(
         tumor_shift_mm: set.tumor_shift_mm,
         ncc: None,
         set: Some(&set.corrections),
+        target: None,
     };
     audit_record(s, st, &set.ticket, "surrogate", &set.detail, evidence)?;
     give_back(s, set);
@@ -529,11 +531,13 @@ fn give_back(s: &LinkStage, set: Box<super::surrogate_stage::SurrogateSet>) {
 }
 
 /// What a record says beyond its ticket.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Evidence<'a> {
     tumor_shift_mm: Option<[f32; 3]>,
     ncc: Option<f64>,
     set: Option<&'a crate::correction::CorrectionSet>,
+    /// The frame's target (deformable tracking), written as its own record after the frame's.
+    target: Option<audit::TargetRecord>,
 }
 
 fn audit_frame(
@@ -542,15 +546,24 @@ fn audit_frame(
     t: &Ticket,
     origin: &str,
     detail: &str,
-    evidence: Evidence<'_>,
+    mut evidence: Evidence<'_>,
 ) -> Result<(), audit::AuditError> {
+    let target = evidence.target.take();
     let sent = audit_record(s, st, t, origin, detail, evidence)?;
+    let target = target.map(|t| {
+        let summary = super::deform::TargetSummary::from(&t);
+        (audit::AuditRecord::Target(t), summary)
+    });
+    if let Some((record, _)) = &target {
+        s.audit.write(record)?;
+    }
     let r = &st.record;
     let event = FrameEvent {
         ticket: *t,
         tumor_shift_mm: r.tumor_shift_mm.unwrap_or([0.0; 3]),
         ncc: r.ncc.map(|v| v as f32).unwrap_or(f32::NAN),
         spots_sent: sent,
+        target: target.map(|(_, summary)| summary),
     };
     if s.telemetry.try_send(event).is_err() {
         Counters::bump(&s.shared.counters.telemetry_lost);

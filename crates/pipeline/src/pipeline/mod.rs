@@ -18,6 +18,7 @@
 
 pub mod adapt_stage;
 pub mod chain;
+pub mod deform;
 pub mod hop;
 pub mod ingest_stage;
 pub mod link_stage;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::deform::FullMotion;
 use super::session::Session;
 use super::stages::StageIo;
 use super::work::Outcome;
@@ -24,13 +25,24 @@ pub fn run(mut io: StageIo, session: Arc<Session>) {
                 );
                 return;
             };
-            if let Err(e) = session.adapt_plan.measure_ct(
-                &mut tracer,
-                &w.volume,
-                &session.hlut,
-                &session.adapt_plan.motion_of(&reg),
-                &mut w.wepl,
-            ) {
+            // with deformable tracking, every spot through rigid ∘ deformation
+            let measured = match &w.target {
+                Some(t) => session.adapt_plan.measure_ct(
+                    &mut tracer,
+                    &w.volume,
+                    &session.hlut,
+                    &FullMotion(&t.registration),
+                    &mut w.wepl,
+                ),
+                None => session.adapt_plan.measure_ct(
+                    &mut tracer,
+                    &w.volume,
+                    &session.hlut,
+                    &session.adapt_plan.motion_of(&reg),
+                    &mut w.wepl,
+                ),
+            };
+            if let Err(e) = measured {
                 w.decide(
                     Outcome::Held(HoldReason::RangeUnavailable),
                     format_args!("range not measurable in this frame: {e}"),

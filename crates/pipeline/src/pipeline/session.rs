@@ -93,6 +93,9 @@ pub enum SessionError {
     /// Registration setup.
     #[error("registration setup: {0}")]
     Register(#[from] RegisterError),
+    /// Deformable tracking setup (`[deformable]`).
+    #[error("deformable tracking setup: {0}")]
+    Deform(#[from] crate::register::deform::DeformError),
     /// A resource limit.
     #[error("{what} is {value}, over the limit of {limit} (resources.{key})")]
     OverLimit {
@@ -139,6 +142,8 @@ pub struct SessionOptions {
     pub room_setup_sha256: Option<[u8; 32]>,
     /// How the stage threads are scheduled.
     pub realtime: super::realtime::RealtimePolicy,
+    /// Deformable tracking (`None`: off, the default).
+    pub deformable: Option<super::deform::DeformSettings>,
 }
 
 /// Everything loaded before the first frame.
@@ -161,6 +166,8 @@ pub struct Session {
     /// What the plan reader accepted with a warning (already logged); the daemon puts them
     /// in the audit log's session-start record.
     pub plan_warnings: Vec<PlanWarning>,
+    /// Deformable tracking's planning side (`None`: off).
+    pub deform: Option<super::deform::DeformSession>,
 }
 
 impl Session {
@@ -255,6 +262,10 @@ impl Session {
                 priority: config.realtime.priority,
                 required: config.realtime.required,
             },
+            deformable: config
+                .deformable
+                .enabled
+                .then(|| super::deform::DeformSettings::from_config(&config.deformable)),
         };
         let spots: usize = plan
             .beams
@@ -270,8 +281,17 @@ impl Session {
                 limit: config.resources.max_plan_spots,
             });
         }
+        let deform_region = region.box_mm;
         let mut session = Session::new(plan, &p.plan, series.volume, region, hlut, facility, options)?;
         session.plan_warnings = plan_warnings;
+        if let Some(settings) = session.options.deformable.clone() {
+            session.deform = Some(super::deform::DeformSession::new(
+                &session.planning_ct,
+                deform_region,
+                raster.mask,
+                settings,
+            )?);
+        }
         Ok(session)
     }
 
@@ -312,6 +332,7 @@ impl Session {
             adapt_plan,
             options,
             plan_warnings: Vec::new(),
+            deform: None,
         })
     }
 

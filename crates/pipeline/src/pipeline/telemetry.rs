@@ -19,6 +19,9 @@ pub struct FrameEvent {
     pub ncc: f32,
     /// Spots whose corrections were sent.
     pub spots_sent: u32,
+    /// The target in the frame, with deformable tracking on (volume, change from the plan,
+    /// centroid, field checks, spots switched off): what the audit log's kind 9 record holds.
+    pub target: Option<super::deform::TargetSummary>,
 }
 
 /// Counters the stages bump without locks.
@@ -86,6 +89,8 @@ pub struct Stats {
     pub acquisition_latency_us: Histogram<u64>,
     /// Per stage processing time, µs.
     pub stage_us: [Histogram<u64>; 5],
+    /// The newest frame's target (deformable tracking on; `None` until one).
+    pub last_target: Option<super::deform::TargetSummary>,
 }
 
 impl Default for Stats {
@@ -112,6 +117,7 @@ impl Stats {
             latency_us: histogram(),
             acquisition_latency_us: histogram(),
             stage_us: [histogram(), histogram(), histogram(), histogram(), histogram()],
+            last_target: None,
         }
     }
 
@@ -143,6 +149,9 @@ impl Stats {
         }
         if let Some(ns) = t.acquisition_latency_ns() {
             self.acquisition_latency_us.saturating_record((ns / 1000).max(1));
+        }
+        if e.target.is_some() {
+            self.last_target = e.target;
         }
         for s in Stage::ALL {
             let ns = t.stage_ns[s.index()];
@@ -196,6 +205,12 @@ impl Stats {
                 self.corrected_untimed
             ));
         }
+        if let Some(t) = &self.last_target {
+            line.push_str(&format!(
+                " | target {:.1} cc ({:+.1}% from plan), |u| max {:.1} mm, {} of {} spots off",
+                t.volume_cc, t.volume_change_pct, t.field_max_mm, t.spots_off, t.spots_total
+            ));
+        }
         line
     }
 }
@@ -218,6 +233,7 @@ mod tests {
             tumor_shift_mm: [0.0; 3],
             ncc: 1.0,
             spots_sent: 0,
+            target: None,
         };
         s.record(&ev(t));
         t.sent_at = Some(now + Duration::from_millis(11));
@@ -258,6 +274,7 @@ mod tests {
             tumor_shift_mm: [0.0; 3],
             ncc: 1.0,
             spots_sent: 0,
+            target: None,
         };
         s.record(&ev);
         assert!((s.latency_ms(0.5) - 4.0).abs() < 0.01);

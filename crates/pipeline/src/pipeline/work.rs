@@ -213,6 +213,9 @@ pub struct Work {
     pub volume: CtVolume,
     /// The registration result.
     pub registration: Option<Registration>,
+    /// The target in the frame, with deformable tracking on (boxed: only then is it
+    /// allocated, once per frame).
+    pub target: Option<Box<super::deform::FrameTarget>>,
     /// Per spot: water-equivalent depth of its moved target in this frame (the range half).
     pub wepl: FrameWepl,
     /// The corrections to send.
@@ -234,6 +237,7 @@ impl Work {
             detail: String::with_capacity(TEXT_CAPACITY),
             volume: volume_like.clone(),
             registration: None,
+            target: None,
             wepl: FrameWepl::for_plan(plan),
             corrections,
         }
@@ -246,6 +250,7 @@ impl Work {
         push_truncated(&mut self.origin, origin);
         self.detail.clear();
         self.registration = None;
+        self.target = None;
         self.corrections.clear();
     }
 
