@@ -423,7 +423,7 @@ impl DisplacementField {
                         let s = sample3_clamped(vs, v.grid.dims, p);
                         let r2 = (0..3).map(|a| (u[a] + s[a]) * (u[a] + s[a])).sum::<f32>();
                         // NaN must win: `max` would drop it
-                        if !(r2 <= worst) {
+                        if r2 > worst || r2.is_nan() {
                             worst = r2;
                         }
                     }

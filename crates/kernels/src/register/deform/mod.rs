@@ -26,7 +26,9 @@
 //!
 //! Why demons: (1) each iteration is one pass over the region's voxels plus separable
 //! blurs — no per-sample B-spline weights (64 per sample for a cubic FFD) and no large
-//! normal equations, so a 128 mm region at 2 mm costs a few ms per iteration on one core;
+//! normal equations (on this project's 2-core VM a 2 mm iteration over a 128 mm region,
+//! 76³ voxels, takes ~19 ms of CPU: the cost is the trilinear warp with its gradient and
+//! the 1-D blurs, three for each component of the step and of the field, see [`demons`]);
 //! (2) the field lives on the image grid, so the 40 % local shrink of a tumor is
 //! represented without choosing a control spacing fine enough for it over the whole region;
 //! (3) warm start is trivial (the previous field is the start). Its weakness — no guarantee
@@ -38,6 +40,8 @@
 //! [`DeformVerdict`] names the first failed check, in the order field too large, folding
 //! (Jacobian determinant minimum), inverse inconsistency (`|u(x) + v(x + u(x))|`), poor
 //! similarity (NCC over the region below a floor, or worse than the rigid result's).
+//! They run over z-slabs on the options' threads; the inverse field's fixed point is
+//! solved voxel by voxel with an early stop (see [`DisplacementField::inverse_threads`]).
 
 pub mod demons;
 pub mod field;
