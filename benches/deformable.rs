@@ -10,6 +10,13 @@
 //! Budgets (`[benches]` in `benches/budgets.toml`): warm ≤ 25 ms, cold ≤ 100 ms; printed
 //! beside the thread CPU time, since on the shared 2-core machine wall time mostly measures
 //! the other processes.
+//!
+//! Measured 2026-12-02 14:27–14:45 UTC, `chrt -f 10 cargo bench --bench deformable --
+//! --noplot`, three runs, load average 6–10 from other builds: cold 634–754 ms (2 threads),
+//! 1.27–1.30 s (1 thread), thread CPU 1.21–1.42 s; warm 143–152 ms (2 threads), 263–272 ms
+//! (1 thread), thread CPU 250–324 ms. Both budgets are **not met** (cold ~7×, warm ~6×
+//! over). The kernel before the fused passes, same command at 14:30: cold 1.82 s, warm
+//! 541 ms with 2 threads (thread CPU 1.73 s / 510 ms).
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 #[path = "../tests/register_support/mod.rs"]
