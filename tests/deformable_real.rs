@@ -17,6 +17,14 @@
 //! asks 0.5 and 1.0 mm: not met yet, see the bounds below), Dice of the
 //! propagated target with the true one ≥ 0.95, volume change within 5 percentage points of
 //! the truth, no folding (accepted verdict, Jacobian minimum > 0).
+//!
+//! With `IONGUIDE_EXPORT_DEFORM_PAIRS=DIR` set, each case also writes `DIR/<patient>/`:
+//! the planning CT and the frame as MetaImage (`planning.mha`, `frame.mha`), the region,
+//! the rigid start and ionguide's timings (`case.json`), and per evaluation point its
+//! planning position, true frame position, ionguide's mapped position and TRE
+//! (`points.csv`) — the input of `tools/sitk_deformable_compare.py`, which runs
+//! SimpleITK's demons on the same pairs. Run it with `--test-threads=1` so the recorded
+//! times are not shared with the other cases.
 
 mod register_support;
 
@@ -200,19 +208,23 @@ fn run(case: &Case) {
     // rigid, then deformable, as `ionguide register --deformable` runs them
     let roi = Roi::from_mask(&mask, DEFAULT_MARGIN_MM).unwrap();
     let fixed = FixedContext::new(&ct, roi, &RegisterOptions::default()).unwrap();
+    let t_frame = std::time::Instant::now();
     let rigid = Registrar::new(RegisterOptions::default())
         .register(&fixed, &frame, &ionguide::geometry::RigidTransform::identity())
         .unwrap();
+    let frame_time_s = t_frame.elapsed().as_secs_f64();
     let opts = DeformOptions::default();
     let start = if rigid.verdict.is_accept() {
         rigid.transform
     } else {
         ionguide::geometry::RigidTransform::identity()
     };
-    let dfixed = DeformFixed::new(&ct, roi.box_mm, opts).unwrap();
+    let dfixed = DeformFixed::new(&ct, roi.box_mm, opts.clone()).unwrap();
+    let t_deform = std::time::Instant::now();
     let reg = DeformableRegistrar::new()
         .register(&dfixed, &frame, &start, None)
         .unwrap();
+    let frame_time_s = frame_time_s + t_deform.elapsed().as_secs_f64();
     let target = reg.propagate(&mask, &grid);
 
     // TRE over planning points within 20 mm of the target, on a 2 mm lattice
@@ -240,6 +252,7 @@ fn run(case: &Case) {
     };
     let bbox = roi.box_mm;
     let mut errors = Vec::new();
+    let mut points = Vec::new();
     let mut z = bbox.lo_mm.z;
     while z <= bbox.hi_mm.z {
         let mut y = bbox.lo_mm.y;
@@ -251,13 +264,28 @@ fn run(case: &Case) {
                 if ct.sample_linear(&p).is_some()
                     && (inside || surface.iter().any(|s| (s - p).norm_squared() <= 400.0))
                 {
-                    errors.push((reg.map_mm(&p) - truth_forward(&w, &p)).norm());
+                    let (mapped, truth) = (reg.map_mm(&p), truth_forward(&w, &p));
+                    errors.push((mapped - truth).norm());
+                    points.push((p, truth, mapped));
                 }
                 x += 2.0;
             }
             y += 2.0;
         }
         z += 2.0;
+    }
+    if let Some(dir) = std::env::var_os("IONGUIDE_EXPORT_DEFORM_PAIRS") {
+        let export = Export {
+            ct: &ct,
+            frame: &frame,
+            roi: &roi,
+            opts: &opts,
+            rigid_accepted: rigid.verdict.is_accept(),
+            start: &start,
+            points: &points,
+            frame_time_s,
+        };
+        export.write(&std::path::Path::new(&dir).join(case.patient));
     }
     errors.sort_by(f64::total_cmp);
     let mean = errors.iter().sum::<f64>() / errors.len() as f64;
@@ -313,6 +341,112 @@ fn run(case: &Case) {
         target.volume_change_pct,
         truth_change_pct
     );
+}
+
+/// One case written for an outside comparison (see the module docs).
+struct Export<'a> {
+    ct: &'a CtVolume,
+    frame: &'a CtVolume,
+    roi: &'a Roi,
+    opts: &'a DeformOptions,
+    rigid_accepted: bool,
+    start: &'a ionguide::geometry::RigidTransform,
+    /// Planning point, its true frame position, ionguide's mapped position.
+    points: &'a [(PointMm, PointMm, PointMm)],
+    /// Rigid + deformable registration of the frame, wall time, the test's options.
+    frame_time_s: f64,
+}
+
+impl Export<'_> {
+    fn write(&self, dir: &std::path::Path) {
+        use ionguide::geometry::RigidTransform;
+        std::fs::create_dir_all(dir).unwrap();
+        write_mha(&dir.join("planning.mha"), self.ct);
+        write_mha(&dir.join("frame.mha"), self.frame);
+        let mut csv = String::from("x_mm,y_mm,z_mm,true_x_mm,true_y_mm,true_z_mm,ionguide_x_mm,ionguide_y_mm,ionguide_z_mm,ionguide_tre_mm\n");
+        for (p, t, m) in self.points {
+            csv += &format!(
+                "{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}\n",
+                p.x,
+                p.y,
+                p.z,
+                t.x,
+                t.y,
+                t.z,
+                m.x,
+                m.y,
+                m.z,
+                (m - t).norm()
+            );
+        }
+        std::fs::write(dir.join("points.csv"), csv).unwrap();
+
+        // The same frame again on two threads, timed only: the recorded TRE is the test's.
+        let time_threads = |threads: usize| {
+            let ropts = RegisterOptions::default().with_threads(threads);
+            let fixed = FixedContext::new(self.ct, *self.roi, &ropts).unwrap();
+            let dopts = self.opts.clone().with_threads(threads);
+            let dfixed = DeformFixed::new(self.ct, self.roi.box_mm, dopts).unwrap();
+            let t = std::time::Instant::now();
+            let rigid = Registrar::new(ropts)
+                .register(&fixed, self.frame, &RigidTransform::identity())
+                .unwrap();
+            let start = if rigid.verdict.is_accept() {
+                rigid.transform
+            } else {
+                RigidTransform::identity()
+            };
+            DeformableRegistrar::new()
+                .register(&dfixed, self.frame, &start, None)
+                .unwrap();
+            t.elapsed().as_secs_f64()
+        };
+        let two_threads_s = time_threads(2);
+        let m = self.start.matrix();
+        let json = serde_json::json!({
+            "region_lo_mm": [self.roi.box_mm.lo_mm.x, self.roi.box_mm.lo_mm.y, self.roi.box_mm.lo_mm.z],
+            "region_hi_mm": [self.roi.box_mm.hi_mm.x, self.roi.box_mm.hi_mm.y, self.roi.box_mm.hi_mm.z],
+            "pad_mm": self.opts.pad_mm,
+            "finest_spacing_mm": self.opts.spacing_mm,
+            "rigid_accepted": self.rigid_accepted,
+            "start_planning_to_frame_4x4": (0..4).map(|r| (0..4).map(|c| m[(r, c)]).collect::<Vec<f64>>()).collect::<Vec<_>>(),
+            "ionguide_frame_time_s": { "1": self.frame_time_s, "2": two_threads_s },
+        });
+        std::fs::write(
+            dir.join("case.json"),
+            serde_json::to_string_pretty(&json).unwrap(),
+        )
+        .unwrap();
+    }
+}
+
+/// MetaImage (`.mha`): a text header and raw little-endian voxels, x fastest. Written by
+/// hand because the format is a dozen header lines and no crate in the offline registry
+/// writes it (a NIfTI crate would mean a new dependency and a RAS/LPS sign convention to
+/// get right, for a file only an outside tool reads).
+fn write_mha(path: &std::path::Path, v: &CtVolume) {
+    let g = v.grid();
+    let d = g.direction().as_slice(); // column-major: the i, j, k axis directions in turn
+    let o = g.origin_mm();
+    let s = g.spacing_mm();
+    let [nx, ny, nz] = g.dims();
+    let join = |x: &[f64]| x.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(" ");
+    let mut bytes = format!(
+        "ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n\
+         CompressedData = False\nTransformMatrix = {}\nOffset = {} {} {}\n\
+         CenterOfRotation = 0 0 0\nElementSpacing = {}\nDimSize = {nx} {ny} {nz}\n\
+         ElementType = MET_SHORT\nElementDataFile = LOCAL\n",
+        join(d),
+        o.x,
+        o.y,
+        o.z,
+        join(&s)
+    )
+    .into_bytes();
+    for hu in v.as_slice() {
+        bytes.extend_from_slice(&hu.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
 }
 
 #[test]
