@@ -280,6 +280,7 @@ fn run(case: &Case) {
             frame: &frame,
             roi: &roi,
             opts: &opts,
+            rigid_verdict: format!("{:?}", rigid.verdict),
             rigid_accepted: rigid.verdict.is_accept(),
             start: &start,
             points: &points,
@@ -349,6 +350,7 @@ struct Export<'a> {
     frame: &'a CtVolume,
     roi: &'a Roi,
     opts: &'a DeformOptions,
+    rigid_verdict: String,
     rigid_accepted: bool,
     start: &'a ionguide::geometry::RigidTransform,
     /// Planning point, its true frame position, ionguide's mapped position.
@@ -410,6 +412,7 @@ impl Export<'_> {
             "pad_mm": self.opts.pad_mm,
             "finest_spacing_mm": self.opts.spacing_mm,
             "rigid_accepted": self.rigid_accepted,
+            "rigid_verdict": self.rigid_verdict,
             "start_planning_to_frame_4x4": (0..4).map(|r| (0..4).map(|c| m[(r, c)]).collect::<Vec<f64>>()).collect::<Vec<_>>(),
             "ionguide_time_s": {
                 "threads_1": { "rigid": self.times_s[0], "deformable": self.times_s[1] },

@@ -137,7 +137,7 @@ def main():
     print(f"SimpleITK {sitk.Version.VersionString()} FastSymmetricForcesDemons, shrink {args.shrink}, "
           f"iterations {args.iterations}, σ {args.sigma_mm} mm, finest grid {args.spacing_mm} mm, "
           f"{args.threads} threads; host load average {os.getloadavg()[0]:.1f}")
-    print("| case | start | points | ionguide TRE mean / p95 mm | ionguide s (1 / 2 threads) "
+    print("| case | start | points | ionguide TRE mean / p95 mm | ionguide deformable s, 1 / 2 threads (+ rigid) "
           "| SimpleITK TRE mean / p95 mm | SimpleITK s | time ratio (2 threads) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
