@@ -3,7 +3,8 @@
 //! Cost: an iteration is three passes over z-slabs (on up to `threads` scoped threads):
 //! (1) the warp, its gradient and the per-voxel step, each slice's step then blurred in x
 //! and y while it is in cache; (2) the step's z blur added to the field, the sum blurred in
-//! x and y; (3) the sum's z blur written back as the field. Blurs run row by row over
+//! x and y; (3) the sum's z blur written back as the field, extrapolated by the momentum
+//! (the iterate itself kept in a third set of buffers). Blurs run row by row over
 //! contiguous memory (the compiler vectorises them) with a padded row instead of a clamp
 //! per tap, and no buffer is allocated per iteration beyond a slice or two per slab.
 

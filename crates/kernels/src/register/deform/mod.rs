@@ -24,6 +24,11 @@
 //! and on STS_002 registered to itself rounding-level differences grew ×2.6 per iteration
 //! into a 1.3 mm field; the interpolant's own gradient makes the step consistent.
 //!
+//! The field update carries heavy-ball momentum, restarted when the difference rose
+//! ([`DeformOptions::momentum`]): with the field smoothed every iteration, plain demons
+//! creeps to its fixed point, and momentum lets the 2 mm level stop at 10 iterations where
+//! it needed 60.
+//!
 //! Why demons: (1) each iteration is one pass over the region's voxels plus separable
 //! blurs — no per-sample B-spline weights (64 per sample for a cubic FFD) and no large
 //! normal equations (on this project's 2-core VM a 2 mm iteration over a 128 mm region,
