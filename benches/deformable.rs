@@ -11,12 +11,14 @@
 //! beside the thread CPU time, since on the shared 2-core machine wall time mostly measures
 //! the other processes.
 //!
-//! Measured 2026-12-02 14:27–14:45 UTC, `chrt -f 10 cargo bench --bench deformable --
-//! --noplot`, three runs, load average 6–10 from other builds: cold 634–754 ms (2 threads),
-//! 1.27–1.30 s (1 thread), thread CPU 1.21–1.42 s; warm 143–152 ms (2 threads), 263–272 ms
-//! (1 thread), thread CPU 250–324 ms. Both budgets are **not met** (cold ~7×, warm ~6×
-//! over). The kernel before the fused passes, same command at 14:30: cold 1.82 s, warm
-//! 541 ms with 2 threads (thread CPU 1.73 s / 510 ms).
+//! Measured 2026-12-02 15:04–15:10 UTC, `chrt -f 10 cargo bench --bench deformable --
+//! --noplot`, four runs, load average 1.4–4.2: cold 331–414 ms (2 threads), 540–614 ms
+//! (1 thread), thread CPU 517–660 ms; warm 143–156 ms (2 threads), 261–281 ms (1 thread),
+//! thread CPU 253–302 ms. Both budgets are **not met** (cold ~3.5×, warm ~6× over). Cold
+//! runs 100 / 100 / 10 iterations at 8 / 4 / 2 mm with momentum; the kernel before momentum
+//! (60 / 40 / 60 capped, the 2 mm level dominant), same command at 14:27–14:45 and load 6–10:
+//! cold 634–754 ms, warm 143–152 ms (2 threads); before the fused passes cold 1.82 s, warm
+//! 541 ms.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 #[path = "../tests/register_support/mod.rs"]

@@ -3,7 +3,8 @@
 //! Cost: an iteration is three passes over z-slabs (on up to `threads` scoped threads):
 //! (1) the warp, its gradient and the per-voxel step, each slice's step then blurred in x
 //! and y while it is in cache; (2) the step's z blur added to the field, the sum blurred in
-//! x and y; (3) the sum's z blur written back as the field. Blurs run row by row over
+//! x and y; (3) the sum's z blur written back as the field, extrapolated by the momentum
+//! (the iterate itself kept in a third set of buffers). Blurs run row by row over
 //! contiguous memory (the compiler vectorises them) with a padded row instead of a clamp
 //! per tap, and no buffer is allocated per iteration beyond a slice or two per slab.
 
@@ -225,11 +226,13 @@ pub(crate) struct LevelSettings {
     pub(crate) fluid_kernel_sigma_vox: f64,
     pub(crate) diffusion_kernel_sigma_vox: f64,
     /// Stop when the mean squared difference fell by less than this fraction over the last
-    /// [`STALL_WINDOW`] iterations (checked once half the cap has run).
+    /// [`STALL_WINDOW`] iterations (checked once half the cap has run); 0 = never.
     pub(crate) stall_fraction: f64,
     pub(crate) threads: usize,
     /// Added to the force's denominator, (HU/mm)².
     pub(crate) gradient_floor2: f32,
+    /// Momentum β of the field update (0 = plain demons).
+    pub(crate) momentum: f32,
 }
 
 /// Iterations over which progress is judged.
@@ -240,6 +243,8 @@ const STALL_WINDOW: usize = 4;
 pub(crate) struct Scratch {
     du: [Vec<f32>; 3],
     sum: [Vec<f32>; 3],
+    /// The last iterate without the momentum's extrapolation.
+    prev: [Vec<f32>; 3],
 }
 
 /// Runs demons on one level: `u` (mm, on `fixed.grid`) is refined so that
@@ -263,6 +268,10 @@ pub(crate) fn run_level(
     for d in s.du.iter_mut().chain(s.sum.iter_mut()) {
         d.clear();
         d.resize(n, 0.0);
+    }
+    for (p, c) in s.prev.iter_mut().zip(u.iter()) {
+        p.clear();
+        p.extend_from_slice(c);
     }
     let [nx, ny, nz] = grid.dims;
     let dims = grid.dims;
@@ -351,20 +360,47 @@ pub(crate) fn run_level(
                 }
             },
         );
-        // (3) the sum's z blur is the new field
+        // (3) the sum's z blur is the new iterate x; the field the next step starts from is
+        // x + β(x − x_prev) (heavy-ball/Nesterov momentum), restarted (β = 0) when the
+        // difference rose, so an overshoot is not carried on
+        let mse_now = sse / n as f64;
+        let beta = match history.last() {
+            Some(&last) if mse_now <= last => settings.momentum,
+            _ => 0.0,
+        };
         let sum = &s.sum;
         let [ux, uy, uz] = u;
+        let [px, py, pz] = &mut s.prev;
         par_z(
             threads,
             nz,
             slice,
-            [&mut ux[..], &mut uy[..], &mut uz[..]],
-            |ks, us| {
+            [
+                &mut ux[..],
+                &mut uy[..],
+                &mut uz[..],
+                &mut px[..],
+                &mut py[..],
+                &mut pz[..],
+            ],
+            |ks, outs| {
                 let base = ks.start * slice;
-                for (c, dst) in us.into_iter().enumerate() {
+                let [ux, uy, uz, px, py, pz] = outs;
+                for (c, (dst, prev)) in [(ux, px), (uy, py), (uz, pz)].into_iter().enumerate() {
                     for k in ks.clone() {
                         let at = k * slice - base;
-                        blur_z_slice(&sum[c], None, k, nz, slice, &diffusion, &mut dst[at..at + slice]);
+                        let d = &mut dst[at..at + slice];
+                        blur_z_slice(&sum[c], None, k, nz, slice, &diffusion, d);
+                        let p = &mut prev[at..at + slice];
+                        if beta > 0.0 {
+                            for (y, xp) in d.iter_mut().zip(p.iter_mut()) {
+                                let x = *y;
+                                *y = x + beta * (x - *xp);
+                                *xp = x;
+                            }
+                        } else {
+                            p.copy_from_slice(d);
+                        }
                     }
                 }
             },
@@ -374,12 +410,19 @@ pub(crate) fn run_level(
         history.push(mse);
         // the first half of the cap always runs: with noise the difference can rise for an
         // iteration or two while the field is still far from its end
-        if history.len() > STALL_WINDOW && 2 * iterations >= settings.iterations {
+        if settings.stall_fraction > 0.0
+            && history.len() > STALL_WINDOW
+            && 2 * iterations >= settings.iterations
+        {
             let before = history[history.len() - 1 - STALL_WINDOW];
             if before - mse < settings.stall_fraction * before {
                 break;
             }
         }
+    }
+    // the result is the last iterate, not its extrapolation
+    for (c, p) in u.iter_mut().zip(&s.prev) {
+        c.copy_from_slice(p);
     }
     iterations
 }

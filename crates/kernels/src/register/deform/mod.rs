@@ -24,6 +24,11 @@
 //! and on STS_002 registered to itself rounding-level differences grew ×2.6 per iteration
 //! into a 1.3 mm field; the interpolant's own gradient makes the step consistent.
 //!
+//! The field update carries heavy-ball momentum, restarted when the difference rose
+//! ([`DeformOptions::momentum`]): with the field smoothed every iteration, plain demons
+//! creeps to its fixed point, and momentum lets the 2 mm level stop at 10 iterations where
+//! it needed 60.
+//!
 //! Why demons: (1) each iteration is one pass over the region's voxels plus separable
 //! blurs — no per-sample B-spline weights (64 per sample for a cubic FFD) and no large
 //! normal equations (on this project's 2-core VM a 2 mm iteration over a 128 mm region,
@@ -117,8 +122,18 @@ pub struct DeformOptions {
     /// Largest update per iteration, voxels.
     pub max_step_vox: f64,
     /// A level stops when its mean squared difference fell by less than this fraction over
-    /// the last four iterations.
+    /// the last four iterations; 0 turns the check off (the default). Demons with a smoothed
+    /// field does not minimise the difference, which with 20 HU noise is mostly noise: on
+    /// STS_002 (tests/deformable_real.rs) the 4 mm level's difference rose at iteration 50
+    /// while running it to 100 took the mean TRE from 0.67 to 0.51 mm.
     pub stall_fraction: f64,
+    /// Momentum β of the field update, `0 ≤ β < 1`: each step starts from the last field
+    /// extrapolated by β times its last change (heavy ball, restarted when the difference
+    /// rose). Smoothing damps the field's fine components a little each iteration, so plain
+    /// demons creeps towards its fixed point; momentum takes it there in far fewer
+    /// iterations (0.8 with caps 100/100/10 beat 0 with 60/40/60 on every case of
+    /// tests/deformable_real.rs at a third of the 2 mm iterations).
+    pub momentum: f64,
     /// Fixed-point iterations of the inverse field.
     pub inverse_iterations: usize,
     /// Lowest acceptable Jacobian determinant (≤ 0 is folding).
@@ -173,6 +188,11 @@ impl DeformOptions {
         self.diffusion_sigma_vox = sigma;
         self
     }
+    /// Sets [`DeformOptions::momentum`].
+    pub fn with_momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
     /// Sets [`DeformOptions::fluid_sigma_vox`].
     pub fn with_fluid_sigma_vox(mut self, sigma: f64) -> Self {
         self.fluid_sigma_vox = sigma;
@@ -185,13 +205,14 @@ impl Default for DeformOptions {
         DeformOptions {
             spacing_mm: 2.0,
             levels: 3,
-            iterations: vec![60, 40, 60],
+            iterations: vec![100, 100, 10],
             warm_iterations: 10,
             pad_mm: 10.0,
             fluid_sigma_vox: 1.0,
             diffusion_sigma_vox: 1.0,
             max_step_vox: 0.5,
-            stall_fraction: 0.0005,
+            stall_fraction: 0.0,
+            momentum: 0.8,
             inverse_iterations: 12,
             min_jacobian: 0.2,
             max_inverse_error_mm: 1.0,
@@ -240,6 +261,9 @@ impl DeformOptions {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(name, v);
             }
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("momentum", self.momentum);
         }
         if !(self.min_jacobian.is_finite() && self.min_jacobian < 1.0) {
             return bad("min_jacobian", self.min_jacobian);
@@ -650,6 +674,7 @@ impl DeformableRegistrar {
                 stall_fraction: opts.stall_fraction,
                 threads: opts.threads,
                 gradient_floor2: (opts.gradient_floor_hu_per_mm * opts.gradient_floor_hu_per_mm) as f32,
+                momentum: opts.momentum as f32,
             };
             let it = run_level(
                 &fixed.levels[level],
