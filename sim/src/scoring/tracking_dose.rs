@@ -16,7 +16,6 @@
 //! ([`super::deliveries`]) moves the CT itself and has no such approximation; it is driven by
 //! frame-driven correction sets, not by a surrogate.
 
-use ionguide::dose::evaluate::EvaluateError;
 use ionguide::dose::{DeliveredSpot, DoseError};
 use ionguide::pipeline::Session;
 use ionguide::range::BeamGeometry;
@@ -41,9 +40,6 @@ pub enum TrackingDoseError {
     /// The figures could not be taken.
     #[error("figures: {0}")]
     Figures(#[from] FiguresError),
-    /// The dose evaluation refused.
-    #[error("evaluation: {0}")]
-    Evaluate(#[from] EvaluateError),
     /// A beam's geometry could not be built.
     #[error("beam {beam}: {reason}")]
     Beam {

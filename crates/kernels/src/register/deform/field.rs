@@ -51,10 +51,11 @@ impl FieldGrid {
     }
 }
 
-/// Trilinear sample of a scalar image on `dims` at continuous index `p`, the index clamped
-/// to the grid (constant extension beyond the outer voxel centres).
+/// The trilinear cell of continuous index `p` on `dims`, the index clamped to the grid: the
+/// flat offset of its lowest corner, the offsets to its +x, +y and +z neighbours (0 along a
+/// single-voxel axis) and the fractions within it. Shared by every clamped sampler here.
 #[inline]
-pub(crate) fn sample_clamped(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> f32 {
+fn clamped_cell(dims: [usize; 3], p: [f32; 3]) -> (usize, [usize; 3], [f32; 3]) {
     let mut base = [0usize; 3];
     let mut frac = [0f32; 3];
     for a in 0..3 {
@@ -65,11 +66,19 @@ pub(crate) fn sample_clamped(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> f32
         frac[a] = x - b as f32;
     }
     let [nx, ny, nz] = dims;
-    let dx = usize::from(nx > 1);
-    let dy = if ny > 1 { nx } else { 0 };
-    let dz = if nz > 1 { nx * ny } else { 0 };
-    let o = (base[2] * ny + base[1]) * nx + base[0];
-    let [fx, fy, fz] = frac;
+    let step = [
+        usize::from(nx > 1),
+        if ny > 1 { nx } else { 0 },
+        if nz > 1 { nx * ny } else { 0 },
+    ];
+    ((base[2] * ny + base[1]) * nx + base[0], step, frac)
+}
+
+/// Trilinear sample of a scalar image on `dims` at continuous index `p`, the index clamped
+/// to the grid (constant extension beyond the outer voxel centres).
+#[inline]
+pub(crate) fn sample_clamped(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> f32 {
+    let (o, [dx, dy, dz], [fx, fy, fz]) = clamped_cell(dims, p);
     let c00 = data[o] + (data[o + dx] - data[o]) * fx;
     let c10 = data[o + dy] + (data[o + dy + dx] - data[o + dy]) * fx;
     let c01 = data[o + dz] + (data[o + dz + dx] - data[o + dz]) * fx;
@@ -84,26 +93,13 @@ pub(crate) fn sample_clamped(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> f32
 /// the one-sided slope of the cell the point falls in.
 #[inline]
 pub(crate) fn sample_clamped_gradient(data: &[f32], dims: [usize; 3], p: [f32; 3]) -> (f32, [f32; 3]) {
-    let mut base = [0usize; 3];
-    let mut frac = [0f32; 3];
     let mut live = [1f32; 3];
     for a in 0..3 {
-        let n = dims[a];
-        let top = (n - 1) as f32;
-        if !(p[a] > 0.0 && p[a] < top) {
+        if !(p[a] > 0.0 && p[a] < (dims[a] - 1) as f32) {
             live[a] = 0.0;
         }
-        let x = p[a].clamp(0.0, top);
-        let b = (x as usize).min(n.saturating_sub(2));
-        base[a] = b;
-        frac[a] = x - b as f32;
     }
-    let [nx, ny, nz] = dims;
-    let dx = usize::from(nx > 1);
-    let dy = if ny > 1 { nx } else { 0 };
-    let dz = if nz > 1 { nx * ny } else { 0 };
-    let o = (base[2] * ny + base[1]) * nx + base[0];
-    let [fx, fy, fz] = frac;
+    let (o, [dx, dy, dz], [fx, fy, fz]) = clamped_cell(dims, p);
     let v000 = data[o];
     let v100 = data[o + dx];
     let v010 = data[o + dy];
@@ -512,21 +508,7 @@ pub(crate) fn sample3_clamped(data: [&[f32]; 3], dims: [usize; 3], p: [f32; 3]) 
             c0 + (c1 - c0) * fz
         });
     }
-    let mut base = [0usize; 3];
-    let mut frac = [0f32; 3];
-    for a in 0..3 {
-        let n = dims[a];
-        let x = p[a].clamp(0.0, (n - 1) as f32);
-        let b = (x as usize).min(n.saturating_sub(2));
-        base[a] = b;
-        frac[a] = x - b as f32;
-    }
-    let [nx, ny, nz] = dims;
-    let dx = usize::from(nx > 1);
-    let dy = if ny > 1 { nx } else { 0 };
-    let dz = if nz > 1 { nx * ny } else { 0 };
-    let o = (base[2] * ny + base[1]) * nx + base[0];
-    let [fx, fy, fz] = frac;
+    let (o, [dx, dy, dz], [fx, fy, fz]) = clamped_cell(dims, p);
     let w = [
         (1.0 - fx) * (1.0 - fy) * (1.0 - fz),
         fx * (1.0 - fy) * (1.0 - fz),
